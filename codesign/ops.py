@@ -1,0 +1,414 @@
+"""codesign's fused ops as torch custom ops, and their dispatch.
+
+One op, three layers: the signature is defined once here (``torch.library.custom_op`` with a fake
+implementation for torch.compile and a registered autograd formula); each backend supplies the
+numbers: the C++ kernel (``codesign._C``) for CPU tensors, the Triton kernels
+(``codesign.kernels``) for CUDA tensors, and the plain-torch math of ``codesign.reference`` where
+neither applies (another device or dtype, or a backend that failed to build).
+
+``use_backend("reference")`` bypasses the custom ops altogether and runs the reference with
+ordinary autograd; ``use_backend("cpp")`` / ``use_backend("triton")`` insist on one kernel and fail
+loudly where it cannot run (``"triton"`` on CPU tensors is how tests run Triton's interpreter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from . import reference
+
+BACKENDS = ("auto", "cpp", "triton", "reference")
+FREE_OPS = reference.FREE_OPS
+_FREE_CODE = {name: code for code, name in enumerate(FREE_OPS)}
+
+_backend: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "codesign_backend", default=os.environ.get("CODESIGN_BACKEND", "auto")
+)
+
+try:  # the compiled core; its absence is reported by backends(), never at import
+    from . import _C  # type: ignore[attr-defined]
+
+    _C_ERROR: str | None = None
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _C = None
+    _C_ERROR = f"codesign._C did not import ({exc}); reinstall with a C++ compiler and cmake"
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run codesign's ops on one backend inside the block: auto, cpp, triton or reference."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    token = _backend.set(name)
+    try:
+        yield
+    finally:
+        _backend.reset(token)
+
+
+def current_backend() -> str:
+    """The backend forced by use_backend() or $CODESIGN_BACKEND ("auto" when none)."""
+    name = _backend.get()
+    if name not in BACKENDS:
+        raise ValueError(
+            f"CODESIGN_BACKEND={name!r} is not a backend; choose from {', '.join(BACKENDS)}"
+        )
+    return name
+
+
+def _triton_module():
+    """codesign.kernels (Triton) if it imports, else None; never touches the CUDA driver."""
+    try:
+        return importlib.import_module("codesign.kernels")
+    except ImportError:
+        return None
+
+
+def backends() -> dict[str, dict]:
+    """Which backends can run here, and why each missing one cannot.
+
+    Returns:
+        {"cpp": {...}, "triton": {...}, "reference": {...}}, each with ``available`` (bool) and
+        ``reason`` (None when available); cpp adds ``openmp`` and ``threads``.
+    """
+    out: dict[str, dict] = {}
+    if _C is not None:
+        out["cpp"] = {
+            "available": True,
+            "reason": None,
+            "openmp": bool(_C.has_openmp),
+            "threads": int(_C.max_threads()),
+        }
+    else:
+        out["cpp"] = {"available": False, "reason": _C_ERROR}
+    mod = _triton_module()
+    if mod is None:
+        out["triton"] = {"available": False, "reason": "codesign.kernels did not import"}
+    else:
+        ok, reason = mod.available()
+        out["triton"] = {"available": bool(ok), "reason": reason}
+    out["reference"] = {"available": True, "reason": None}
+    return out
+
+
+def _kernel_for(t: torch.Tensor) -> str:
+    """Which implementation runs inside the custom op for tensors like t."""
+    forced = current_backend()
+    if forced == "cpp":
+        if _C is None:
+            raise RuntimeError(f"codesign: the cpp backend was asked for but {_C_ERROR}")
+        if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(
+                f"codesign: the cpp backend runs float32/float64 CPU tensors, got {t.dtype} on {t.device}"
+            )
+        return "cpp"
+    if forced == "triton":
+        mod = _triton_module()
+        if mod is None:
+            raise RuntimeError("codesign: the triton backend was asked for but triton is not installed")
+        ok, reason = mod.available(t.device)
+        if not ok:
+            raise RuntimeError(f"codesign: the triton backend cannot run here: {reason}")
+        return "triton"
+    if t.device.type == "cpu" and _C is not None and t.dtype in (torch.float32, torch.float64):
+        return "cpp"
+    if t.device.type == "cuda":
+        mod = _triton_module()
+        if mod is not None and mod.available(t.device)[0]:
+            return "triton"
+    return "math"
+
+
+def _addr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+# ---------------------------------------------------------------------------------------------
+# mixed_op
+# ---------------------------------------------------------------------------------------------
+
+
+def _pool_out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+@torch.library.custom_op("codesign::mixed_op", mutates_args=())
+def _mixed_op(
+    x: torch.Tensor, ys: list[torch.Tensor], weights: torch.Tensor, free_ops: list[int], stride: int
+) -> torch.Tensor:
+    kernel = _kernel_for(x)
+    if kernel == "cpp":
+        x, weights = x.contiguous(), weights.contiguous()
+        ys = [y.contiguous() for y in ys]
+        n, c, h, w = x.shape
+        ho, wo = _pool_out(h, stride), _pool_out(w, stride)
+        out = x.new_empty(n, c, ho, wo)
+        _C.mixed_op_forward(
+            str(x.dtype).removeprefix("torch."), [n, c, h, w], [ho, wo], stride, _addr(x),
+            [_addr(y) for y in ys], _addr(weights), list(free_ops), _addr(out),
+        )
+        return out
+    if kernel == "triton":
+        return _triton_module().mixed_op_forward(x, ys, weights, list(free_ops), stride)
+    names = [FREE_OPS[c] for c in free_ops]
+    return reference.mixed_op(x, ys, weights, names, stride).clone()
+
+
+@_mixed_op.register_fake
+def _(x, ys, weights, free_ops, stride):
+    n, c, h, w = x.shape
+    return x.new_empty(n, c, _pool_out(h, stride), _pool_out(w, stride))
+
+
+@torch.library.custom_op("codesign::mixed_op_backward", mutates_args=())
+def _mixed_op_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    ys: list[torch.Tensor],
+    weights: torch.Tensor,
+    free_ops: list[int],
+    stride: int,
+) -> list[torch.Tensor]:
+    """[grad_x, grad_weights, *grad_ys]."""
+    kernel = _kernel_for(x)
+    if kernel == "cpp":
+        grad, x, weights = grad.contiguous(), x.contiguous(), weights.contiguous()
+        ys = [y.contiguous() for y in ys]
+        n, c, h, w = x.shape
+        grad_x = torch.empty_like(x)
+        grad_w = torch.empty_like(weights)
+        grad_ys = [torch.empty_like(y) for y in ys]
+        _C.mixed_op_backward(
+            str(x.dtype).removeprefix("torch."), [n, c, h, w], list(grad.shape[2:]), stride,
+            _addr(grad), _addr(x), [_addr(y) for y in ys], _addr(weights), list(free_ops),
+            _addr(grad_x), [_addr(g) for g in grad_ys], _addr(grad_w),
+        )
+        return [grad_x, grad_w, *grad_ys]
+    if kernel == "triton":
+        grad_x, grad_ys, grad_w = _triton_module().mixed_op_backward(
+            grad, x, ys, weights, list(free_ops), stride
+        )
+        return [grad_x, grad_w, *grad_ys]
+    names = [FREE_OPS[c] for c in free_ops]
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(), weights.detach().requires_grad_()]
+        leaves += [y.detach().requires_grad_() for y in ys]
+        out = reference.mixed_op(leaves[0], leaves[2:], leaves[1], names, stride)
+        grads = torch.autograd.grad(out, leaves, grad, allow_unused=True)
+    return [torch.zeros_like(v) if g is None else g for g, v in zip(grads, leaves)]
+
+
+@_mixed_op_backward.register_fake
+def _(grad, x, ys, weights, free_ops, stride):
+    return [torch.empty_like(x), torch.empty_like(weights), *[torch.empty_like(y) for y in ys]]
+
+
+def _mixed_setup(ctx, inputs, output):
+    x, ys, weights, free_ops, stride = inputs
+    ctx.save_for_backward(x, weights, *ys)
+    ctx.free_ops, ctx.stride = free_ops, stride
+
+
+def _mixed_backward(ctx, grad):
+    x, weights, *ys = ctx.saved_tensors
+    grads = _mixed_op_backward(grad, x, list(ys), weights, ctx.free_ops, ctx.stride)
+    return grads[0], list(grads[2:]), grads[1], None, None
+
+
+_mixed_op.register_autograd(_mixed_backward, setup_context=_mixed_setup)
+
+
+def _check_mixed(x, ys, weights, free_ops, stride) -> list[int]:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"mixed_op: x must be a 4-D tensor [N, C, H, W], got {got}")
+    if not x.is_floating_point():
+        raise TypeError(f"mixed_op: x must be a floating-point tensor, got {x.dtype}")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"mixed_op: stride must be a positive int, got {stride!r}")
+    if isinstance(free_ops, str):
+        raise TypeError(f"mixed_op: free_ops must be a sequence of names, got the string {free_ops!r}")
+    codes = []
+    for name in free_ops:
+        if name not in _FREE_CODE:
+            raise ValueError(f"mixed_op: unknown free op {name!r}; choose from {', '.join(FREE_OPS)}")
+        if name == "identity" and stride != 1:
+            raise ValueError("mixed_op: free op 'identity' needs stride 1 (use a factorized reduce op)")
+        codes.append(_FREE_CODE[name])
+    n, c, h, w = x.shape
+    expect = (n, c, _pool_out(h, stride), _pool_out(w, stride))
+    for k, y in enumerate(ys):
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"mixed_op: ys[{k}] must be a tensor, got {type(y).__name__}")
+        if tuple(y.shape) != expect:
+            raise ValueError(
+                f"mixed_op: ys[{k}] has shape {tuple(y.shape)}, expected {expect} "
+                f"(x {tuple(x.shape)} with stride {stride})"
+            )
+        if y.dtype != x.dtype or y.device != x.device:
+            raise ValueError(
+                f"mixed_op: ys[{k}] is {y.dtype} on {y.device}, x is {x.dtype} on {x.device}"
+            )
+    k_total = len(ys) + len(codes)
+    if k_total == 0:
+        raise ValueError("mixed_op: nothing to mix; pass at least one of ys or free_ops")
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 1 or weights.shape[0] != k_total:
+        got = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise ValueError(
+            f"mixed_op: weights must have shape ({k_total},) = len(ys) {len(ys)} + "
+            f"len(free_ops) {len(codes)}, got {got}"
+        )
+    if weights.dtype != x.dtype or weights.device != x.device:
+        raise ValueError(
+            f"mixed_op: weights is {weights.dtype} on {weights.device}, x is {x.dtype} on {x.device}"
+        )
+    return codes
+
+
+def mixed_op(
+    x: torch.Tensor,
+    ys: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    free_ops: Sequence[str] = (),
+    stride: int = 1,
+) -> torch.Tensor:
+    """One DARTS/GDAS edge: sum_k weights[k]*ys[k] + sum_j weights[len(ys)+j]*free_op_j(x).
+
+    Args:
+        x: [N, C, H, W] input of the edge.
+        ys: outputs of the parametric candidates, each [N, C, H', W'] with H' = (H-1)//stride + 1.
+        weights: [len(ys) + len(free_ops)], the mixing weights (softmax, or a Gumbel sample).
+        free_ops: names among "zero", "identity" (stride 1), "avg_pool_3x3"
+            (count_include_pad=False), "max_pool_3x3"; pools use padding 1.
+        stride: stride of the pools.
+
+    Non-contiguous inputs are accepted (the kernels copy them once). The pooled maps are never
+    stored: backward recomputes them from x.
+
+    Raises:
+        ValueError / TypeError naming the offending argument.
+    """
+    codes = _check_mixed(x, ys, weights, free_ops, stride)
+    if current_backend() == "reference":
+        return reference.mixed_op(x, list(ys), weights, list(free_ops), stride)
+    return _mixed_op(x, list(ys), weights, codes, stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# gumbel_softmax
+# ---------------------------------------------------------------------------------------------
+
+_SEED_MAX = 2**62
+
+
+@torch.library.custom_op("codesign::gumbel_softmax", mutates_args=())
+def _gumbel_softmax(
+    logits: torch.Tensor, tau: float, hard: bool, seed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    s = int(seed.item())
+    kernel = _kernel_for(logits)
+    if kernel == "cpp":
+        logits = logits.contiguous()
+        rows, cols = logits.shape
+        y = torch.empty_like(logits)
+        index = torch.empty(rows, dtype=torch.long, device=logits.device)
+        _C.gumbel_softmax_forward(
+            str(logits.dtype).removeprefix("torch."), _addr(logits), rows, cols, float(tau), s,
+            bool(hard), _addr(y), _addr(index),
+        )
+        return y, index
+    if kernel == "triton":
+        return _triton_module().gumbel_softmax_forward(logits, tau, hard, s)
+    y, index = reference.gumbel_softmax(logits, tau, hard, s)
+    return y.detach().clone(), index
+
+
+@_gumbel_softmax.register_fake
+def _(logits, tau, hard, seed):
+    return torch.empty_like(logits), logits.new_empty(logits.shape[0], dtype=torch.long)
+
+
+@torch.library.custom_op("codesign::gumbel_softmax_backward", mutates_args=())
+def _gumbel_softmax_backward(
+    grad_y: torch.Tensor, logits: torch.Tensor, tau: float, seed: torch.Tensor
+) -> torch.Tensor:
+    s = int(seed.item())
+    kernel = _kernel_for(logits)
+    if kernel == "cpp":
+        grad_y, logits = grad_y.contiguous(), logits.contiguous()
+        rows, cols = logits.shape
+        grad = torch.empty_like(logits)
+        _C.gumbel_softmax_backward(
+            str(logits.dtype).removeprefix("torch."), _addr(grad_y), _addr(logits), rows, cols,
+            float(tau), s, _addr(grad),
+        )
+        return grad
+    if kernel == "triton":
+        return _triton_module().gumbel_softmax_backward(grad_y, logits, tau, s)
+    with torch.enable_grad():
+        leaf = logits.detach().requires_grad_()
+        y, _ = reference.gumbel_softmax(leaf, tau, False, s)
+        (grad,) = torch.autograd.grad(y, leaf, grad_y)
+    return grad
+
+
+@_gumbel_softmax_backward.register_fake
+def _(grad_y, logits, tau, seed):
+    return torch.empty_like(logits)
+
+
+def _gumbel_setup(ctx, inputs, output):
+    logits, tau, hard, seed = inputs
+    ctx.save_for_backward(logits, seed)
+    ctx.tau = tau
+
+
+def _gumbel_backward(ctx, grad_y, grad_index):
+    logits, seed = ctx.saved_tensors
+    return _gumbel_softmax_backward(grad_y, logits, ctx.tau, seed), None, None, None
+
+
+_gumbel_softmax.register_autograd(_gumbel_backward, setup_context=_gumbel_setup)
+
+
+def gumbel_softmax(
+    logits: torch.Tensor, tau: float = 1.0, hard: bool = False, seed: int | torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gumbel-softmax sample of every row of logits [R, K]: (y [R, K], index [R]).
+
+    y = softmax((logits + g) / tau) with Gumbel noise g drawn from a counter-based generator keyed
+    by (seed, row, col), so a seed gives the same sample on every backend and thread count; with
+    hard=True, y is exactly one-hot in forward and carries the straight-through gradient of the
+    soft sample. index is the sampled column of each row. seed=None draws one from torch's
+    generator, so torch.manual_seed makes runs repeatable.
+
+    Raises:
+        ValueError / TypeError for a logits tensor that is not 2-D floating point, tau <= 0 or a
+        seed out of range.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"gumbel_softmax: logits must be a 2-D tensor [R, K], got {got}")
+    if not logits.is_floating_point():
+        raise TypeError(f"gumbel_softmax: logits must be floating point, got {logits.dtype}")
+    if logits.shape[1] == 0:
+        raise ValueError("gumbel_softmax: logits has K = 0 columns; there is nothing to sample")
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
+        raise ValueError(f"gumbel_softmax: tau must be a positive number, got {tau!r}")
+    if seed is None:
+        seed_t = torch.randint(0, _SEED_MAX, (), dtype=torch.long)
+    elif isinstance(seed, torch.Tensor):
+        seed_t = seed.to(device="cpu", dtype=torch.long).reshape(())
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"gumbel_softmax: seed must be an int in [0, 2**63), got {seed!r}")
+        seed_t = torch.tensor(seed, dtype=torch.long)
+    if current_backend() == "reference":
+        return reference.gumbel_softmax(logits, float(tau), bool(hard), int(seed_t.item()))
+    return _gumbel_softmax(logits, float(tau), bool(hard), seed_t)
