@@ -1,0 +1,72 @@
+"""The ``codesign`` command. Each subcommand parses its flags, calls one library function, prints.
+
+Subcommands live beside the code they drive: a module listed in ``_COMMAND_MODULES`` defines
+``register(subparsers)``, adding its parsers with ``set_defaults(func=...)``; ``func(args)`` returns
+an exit code. A :class:`codesign.errors.CodesignError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from .errors import CodesignError
+
+_COMMAND_MODULES = (
+    "codesign.cli_ops",
+    "codesign.profile.cli",
+    "codesign.predict.cli",
+    "codesign.hw_models.cli",
+    "codesign.search.cli",
+    "codesign.l2o.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codesign",
+        description="Hardware co-design for deep learning: profile, predict, search under budgets.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):  # that part of codesign is not in this build
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except CodesignError as exc:
+        print(f"codesign {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"codesign {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def print_json(obj) -> None:
+    """Print obj as indented JSON (the --json output of every subcommand)."""
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
