@@ -14,7 +14,6 @@ loudly where it cannot run (``"triton"`` on CPU tensors is how tests run Triton'
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import importlib
 import os
 from collections.abc import Iterator, Sequence
@@ -27,9 +26,9 @@ BACKENDS = ("auto", "cpp", "triton", "reference")
 FREE_OPS = reference.FREE_OPS
 _FREE_CODE = {name: code for code, name in enumerate(FREE_OPS)}
 
-_backend: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "codesign_backend", default=os.environ.get("CODESIGN_BACKEND", "auto")
-)
+# Process-wide (a plain global rather than a ContextVar, so that torch.compile can trace and
+# guard on it); use_backend() sets and restores it.
+_backend = {"name": os.environ.get("CODESIGN_BACKEND", "auto")}
 
 try:  # the compiled core; its absence is reported by backends(), never at import
     from . import _C  # type: ignore[attr-defined]
@@ -42,19 +41,23 @@ except ImportError as exc:  # pragma: no cover - depends on the build
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Run codesign's ops on one backend inside the block: auto, cpp, triton or reference."""
+    """Run codesign's ops on one backend inside the block: auto, cpp, triton or reference.
+
+    The choice is process-wide while the block runs (not per thread).
+    """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    token = _backend.set(name)
+    previous = _backend["name"]
+    _backend["name"] = name
     try:
         yield
     finally:
-        _backend.reset(token)
+        _backend["name"] = previous
 
 
 def current_backend() -> str:
     """The backend forced by use_backend() or $CODESIGN_BACKEND ("auto" when none)."""
-    name = _backend.get()
+    name = _backend["name"]
     if name not in BACKENDS:
         raise ValueError(
             f"CODESIGN_BACKEND={name!r} is not a backend; choose from {', '.join(BACKENDS)}"
@@ -218,7 +221,8 @@ def _mixed_setup(ctx, inputs, output):
 def _mixed_backward(ctx, grad):
     x, weights, *ys = ctx.saved_tensors
     grads = _mixed_op_backward(grad, x, list(ys), weights, ctx.free_ops, ctx.stride)
-    return grads[0], list(grads[2:]), grads[1], None, None
+    # free_ops gets None; torch.library reads an empty list as an (empty) tensor list, though.
+    return grads[0], list(grads[2:]), grads[1], (None if ctx.free_ops else []), None
 
 
 _mixed_op.register_autograd(_mixed_backward, setup_context=_mixed_setup)

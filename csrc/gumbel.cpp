@@ -9,48 +9,85 @@
 #include <vector>
 
 #include "common.h"
+#include "fastmath.h"
 #include "kernels.h"
 
 namespace codesign {
 namespace {
 
-// Fills g[0..cols) with the Gumbel noise of row r.
+// float32 uses the vectorisable polynomials; float64 (tests, gradcheck) the libm functions.
+inline float log_(float x) { return fast_logf(x); }
+inline double log_(double x) { return std::log(x); }
+inline float exp_nonpos(float x) { return fast_expf_nonpos(x); }
+inline double exp_nonpos(double x) { return std::exp(x); }
+
+// Rows are processed in chunks of about kChunk elements so every step is a simple loop over a
+// small buffer that stays in L1 and vectorises.
+constexpr int64_t kChunk = 1024;
+
 template <typename T>
-inline void row_noise(uint64_t seed, int64_t r, int64_t cols, T* g) {
-  const uint64_t first = static_cast<uint64_t>(r) * static_cast<uint64_t>(cols);
-  uint64_t q = first >> 2;
-  Philox4 block = philox4x32_10(seed, static_cast<uint32_t>(q), static_cast<uint32_t>(q >> 32));
-  for (int64_t c = 0; c < cols; ++c) {
-    const uint64_t n = first + static_cast<uint64_t>(c);
-    if ((n >> 2) != q) {
-      q = n >> 2;
-      block = philox4x32_10(seed, static_cast<uint32_t>(q), static_cast<uint32_t>(q >> 32));
+struct Workspace {
+  std::vector<uint32_t> w0, w1, w2, w3, words;
+  std::vector<T> z;
+  explicit Workspace(int64_t elems)
+      : w0(elems / 4 + 2), w1(elems / 4 + 2), w2(elems / 4 + 2), w3(elems / 4 + 2),
+        words(4 * (elems / 4 + 2)), z(elems) {}
+};
+
+// z[i] = (logits + g) / tau for the elements of rows [r0, r1), then a softmax per row in place.
+// Writes the first argmax of every row into best.
+template <typename T>
+void soft_rows(const T* logits, int64_t r0, int64_t r1, int64_t cols, T inv_tau, uint64_t seed,
+               Workspace<T>& ws, int64_t* best) {
+  const uint64_t n0 = static_cast<uint64_t>(r0 * cols), n1 = static_cast<uint64_t>(r1 * cols);
+  const uint64_t q0 = n0 >> 2, q1 = (n1 + 3) >> 2;
+  const int64_t nq = static_cast<int64_t>(q1 - q0);
+  uint32_t *w0 = ws.w0.data(), *w1 = ws.w1.data(), *w2 = ws.w2.data(), *w3 = ws.w3.data();
+#pragma omp simd
+  for (int64_t j = 0; j < nq; ++j) {
+    const uint64_t q = q0 + static_cast<uint64_t>(j);
+    const Philox4 b = philox4x32_10(seed, static_cast<uint32_t>(q), static_cast<uint32_t>(q >> 32));
+    w0[j] = b.v[0];
+    w1[j] = b.v[1];
+    w2[j] = b.v[2];
+    w3[j] = b.v[3];
+  }
+  uint32_t* words = ws.words.data();
+  for (int64_t j = 0; j < nq; ++j) {
+    words[4 * j] = w0[j];
+    words[4 * j + 1] = w1[j];
+    words[4 * j + 2] = w2[j];
+    words[4 * j + 3] = w3[j];
+  }
+  const uint32_t* wp = words + (n0 - 4 * q0);
+  const T* l = logits + n0;
+  T* z = ws.z.data();
+  const int64_t count = static_cast<int64_t>(n1 - n0);
+  // Two loops: GCC vectorises each of them, but not the two fused into one.
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) z[i] = static_cast<T>(clamp_open_unit(uint_to_uniform(wp[i])));
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) z[i] = (l[i] - log_(-log_(z[i]))) * inv_tau;
+  for (int64_t r = 0; r < r1 - r0; ++r) {
+    T* zr = z + r * cols;
+    int64_t arg = 0;
+    for (int64_t c = 1; c < cols; ++c)
+      if (zr[c] > zr[arg]) arg = c;
+    const T zmax = zr[arg];
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < cols; ++c) {
+      zr[c] = exp_nonpos(zr[c] - zmax);
+      sum += zr[c];
     }
-    const float u = clamp_open_unit(uint_to_uniform(block.v[n & 3]));
-    g[c] = -std::log(-std::log(static_cast<T>(u)));
+    const T inv = T(1) / sum;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) zr[c] *= inv;
+    best[r] = arg;
   }
 }
 
-// z = (logits + g) / tau, then y = softmax(z) in place; returns the index of the first maximum.
-template <typename T>
-inline int64_t soft_row(const T* l, int64_t cols, T inv_tau, T* z) {
-  int64_t best = 0;
-  for (int64_t c = 0; c < cols; ++c) {
-    z[c] = (l[c] + z[c]) * inv_tau;
-    if (z[c] > z[best]) best = c;
-  }
-  const T zmax = z[best];
-  T sum = 0;
-  for (int64_t c = 0; c < cols; ++c) {
-    z[c] = std::exp(z[c] - zmax);
-    sum += z[c];
-  }
-  const T inv = T(1) / sum;
-  for (int64_t c = 0; c < cols; ++c) z[c] *= inv;
-  return best;
-}
-
-constexpr int64_t kStackCols = 64;
+inline int64_t rows_per_chunk(int64_t cols) { return std::max<int64_t>(1, kChunk / cols); }
 
 }  // namespace
 
@@ -58,23 +95,23 @@ template <typename T>
 void gumbel_softmax_forward(const T* logits, int64_t rows, int64_t cols, double tau, uint64_t seed,
                             bool hard, T* y, int64_t* index) {
   const T inv_tau = static_cast<T>(1.0 / tau);
+  const int64_t rpc = rows_per_chunk(cols);
+  const int64_t chunks = (rows + rpc - 1) / rpc;
 #pragma omp parallel
   {
-    std::vector<T> heap(cols > kStackCols ? cols : 0);
-    T stack[kStackCols];
-    T* z = cols > kStackCols ? heap.data() : stack;
+    Workspace<T> ws(rpc * cols);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      row_noise(seed, r, cols, z);
-      const int64_t best = soft_row(logits + r * cols, cols, inv_tau, z);
-      T* yr = y + r * cols;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t r0 = ch * rpc, r1 = std::min(rows, r0 + rpc);
+      soft_rows(logits, r0, r1, cols, inv_tau, seed, ws, index + r0);
+      T* yc = y + r0 * cols;
+      const int64_t count = (r1 - r0) * cols;
       if (hard) {
-        std::fill(yr, yr + cols, T(0));
-        yr[best] = T(1);
+        std::fill(yc, yc + count, T(0));
+        for (int64_t r = 0; r < r1 - r0; ++r) yc[r * cols + index[r0 + r]] = T(1);
       } else {
-        std::copy(z, z + cols, yr);
+        std::copy(ws.z.data(), ws.z.data() + count, yc);
       }
-      index[r] = best;
     }
   }
 }
@@ -83,21 +120,27 @@ template <typename T>
 void gumbel_softmax_backward(const T* grad_y, const T* logits, int64_t rows, int64_t cols,
                              double tau, uint64_t seed, T* grad_logits) {
   const T inv_tau = static_cast<T>(1.0 / tau);
+  const int64_t rpc = rows_per_chunk(cols);
+  const int64_t chunks = (rows + rpc - 1) / rpc;
 #pragma omp parallel
   {
-    std::vector<T> heap(cols > kStackCols ? cols : 0);
-    T stack[kStackCols];
-    T* z = cols > kStackCols ? heap.data() : stack;
+    Workspace<T> ws(rpc * cols);
+    std::vector<int64_t> best(rpc);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      row_noise(seed, r, cols, z);
-      soft_row(logits + r * cols, cols, inv_tau, z);
-      const T* gy = grad_y + r * cols;
-      T dot = 0;
-      for (int64_t c = 0; c < cols; ++c) dot += gy[c] * z[c];
-      T* gl = grad_logits + r * cols;
-      // d softmax(z)/d logits: straight-through for hard samples uses this soft gradient too.
-      for (int64_t c = 0; c < cols; ++c) gl[c] = z[c] * (gy[c] - dot) * inv_tau;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const int64_t r0 = ch * rpc, r1 = std::min(rows, r0 + rpc);
+      soft_rows(logits, r0, r1, cols, inv_tau, seed, ws, best.data());
+      // Gradient of the soft sample; hard samples pass it straight through.
+      for (int64_t r = 0; r < r1 - r0; ++r) {
+        const T* zr = ws.z.data() + r * cols;
+        const T* gy = grad_y + (r0 + r) * cols;
+        T* gl = grad_logits + (r0 + r) * cols;
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t c = 0; c < cols; ++c) dot += gy[c] * zr[c];
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) gl[c] = zr[c] * (gy[c] - dot) * inv_tau;
+      }
     }
   }
 }

@@ -1,0 +1,46 @@
+"""Helpers shared by codesign's benchmarks: hardware description and robust timing."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+
+def hardware() -> dict:
+    """The machine a benchmark ran on: CPU model, cores, threads, library versions."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def time_ms(fn, repeats: int = 15, warmup: int = 3) -> dict:
+    """Median and quartiles of fn()'s wall time in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    q = statistics.quantiles(samples, n=4)
+    return {"median_ms": statistics.median(samples), "q1_ms": q[0], "q3_ms": q[2], "repeats": repeats}

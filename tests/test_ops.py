@@ -1,0 +1,373 @@
+"""The fused ops against their references: values, gradients, opcheck, compile, edge cases."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import codesign
+from codesign import reference
+
+FREE = list(codesign.FREE_OPS)
+needs_cpp = pytest.mark.skipif(
+    not codesign.backends()["cpp"]["available"], reason="codesign._C is not built"
+)
+
+
+def sample_mixed(n, c, h, w, kp, free, stride, dtype=torch.float32, seed=0, requires_grad=True):
+    gen = torch.Generator().manual_seed(seed)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    ys = [torch.randn(n, c, ho, wo, generator=gen, dtype=dtype) for _ in range(kp)]
+    wts = torch.randn(kp + len(free), generator=gen, dtype=dtype)
+    if requires_grad:
+        for t in (x, wts, *ys):
+            t.requires_grad_()
+    return x, ys, wts
+
+
+def grads_of(fn, leaves, seed=1):
+    out = fn()
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return out.detach(), torch.autograd.grad(out, leaves, g, allow_unused=True)
+
+
+def assert_mixed_matches(x, ys, w, free, stride, rtol, atol):
+    leaves = [x, w, *ys]
+    fused = grads_of(lambda: codesign.mixed_op(x, ys, w, free, stride), leaves)
+    ref = grads_of(lambda: reference.mixed_op(x, ys, w, free, stride), leaves)
+    torch.testing.assert_close(fused[0], ref[0], rtol=rtol, atol=atol)
+    for name, a, b in zip(["x", "weights"] + [f"ys[{k}]" for k in range(len(ys))], fused[1], ref[1]):
+        a = torch.zeros_like(b) if a is None else a
+        b = torch.zeros_like(a) if b is None else b
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+free_subsets = st.lists(st.sampled_from(FREE), min_size=0, max_size=4, unique=True)
+
+
+@needs_cpp
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 4),
+    h=st.integers(1, 11),
+    w=st.integers(1, 11),
+    kp=st.integers(0, 3),
+    free=free_subsets,
+    stride=st.sampled_from([1, 2]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_mixed_op_matches_reference(n, c, h, w, kp, free, stride, dtype, seed):
+    if stride != 1 and "identity" in free:
+        free = [f for f in free if f != "identity"]
+    if kp == 0 and not free:
+        kp = 1
+    x, ys, wts = sample_mixed(n, c, h, w, kp, free, stride, dtype, seed)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_mixed_matches(x, ys, wts, free, stride, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize(
+    "free", [[], ["zero"], ["identity"], ["avg_pool_3x3"], ["max_pool_3x3"], FREE]
+)
+def test_mixed_op_gradcheck_float64(free, stride):
+    if stride == 2 and "identity" in free:
+        free = [f for f in free if f != "identity"]
+    x, ys, w = sample_mixed(2, 2, 5, 7, 2, free, stride, torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x, w, *ys: codesign.mixed_op(x, list(ys), w, free, stride), (x, w, *ys)
+    )
+
+
+def test_mixed_op_repeated_free_ops_and_no_parametric():
+    free = ["avg_pool_3x3", "max_pool_3x3", "avg_pool_3x3", "zero"]
+    x, ys, w = sample_mixed(2, 3, 6, 6, 0, free, 2, torch.float64)
+    assert_mixed_matches(x, ys, w, free, 2, rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_op_odd_sizes_stride2_and_single_pixel():
+    for h, w in [(1, 1), (3, 5), (7, 1), (9, 9)]:
+        x, ys, wts = sample_mixed(1, 2, h, w, 1, ["avg_pool_3x3", "max_pool_3x3"], 2, torch.float64)
+        assert_mixed_matches(x, ys, wts, ["avg_pool_3x3", "max_pool_3x3"], 2, 1e-12, 1e-12)
+
+
+def test_mixed_op_max_pool_ties_route_to_first_maximum():
+    # A constant plane: every window is a tie, torch routes to the first element in scan order.
+    x = torch.ones(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    assert_mixed_matches(x, [], w, ["max_pool_3x3"], 1, 1e-12, 1e-12)
+
+
+def test_mixed_op_non_contiguous_inputs():
+    x, ys, w = sample_mixed(2, 3, 8, 8, 2, FREE, 1, torch.float64, requires_grad=False)
+    xt = x.transpose(2, 3).requires_grad_()  # non-contiguous
+    yst = [y.transpose(2, 3).requires_grad_() for y in ys]
+    assert not xt.is_contiguous()
+    assert_mixed_matches(xt, yst, w.requires_grad_(), FREE, 1, 1e-12, 1e-12)
+
+
+def test_mixed_op_partial_requires_grad():
+    x, ys, w = sample_mixed(2, 2, 6, 6, 2, FREE, 1, torch.float64, requires_grad=False)
+    w.requires_grad_()
+    (gw,) = torch.autograd.grad(codesign.mixed_op(x, ys, w, FREE).sum(), [w])
+    (rw,) = torch.autograd.grad(reference.mixed_op(x, ys, w, FREE).sum(), [w])
+    torch.testing.assert_close(gw, rw)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda a: a.update(ys=[a["ys"][0], a["ys"][1][:, :, :3]]), "ys[1] has shape"),
+        (lambda a: a.update(free_ops=["conv_3x3"]), "unknown free op 'conv_3x3'"),
+        (lambda a: a.update(weights=a["weights"][:2]), "weights must have shape (5,)"),
+        (lambda a: a.update(x=a["x"][0]), "x must be a 4-D tensor"),
+        (lambda a: a.update(stride=0), "stride must be a positive int"),
+        (lambda a: a.update(ys=[], free_ops=[], weights=torch.zeros(0)), "nothing to mix"),
+        (lambda a: a.update(free_ops="avg_pool_3x3"), "sequence of names"),
+        (lambda a: a.update(ys=[a["ys"][0].double(), a["ys"][1]]), "ys[0] is torch.float64"),
+        (lambda a: a.update(weights=a["weights"].double()), "weights is torch.float64"),
+    ],
+)
+def test_mixed_op_errors_name_the_offending_argument(mutate, message):
+    x, ys, w = sample_mixed(2, 3, 8, 8, 2, ["identity", "avg_pool_3x3", "max_pool_3x3"], 1)
+    args = {"x": x, "ys": ys, "weights": w, "free_ops": ["identity", "avg_pool_3x3", "max_pool_3x3"], "stride": 1}
+    mutate(args)
+    with pytest.raises((ValueError, TypeError)) as err:
+        codesign.mixed_op(**args)
+    assert message in str(err.value)
+
+
+def test_identity_needs_stride_one():
+    x, ys, w = sample_mixed(1, 1, 4, 4, 0, ["identity"], 2)
+    with pytest.raises(ValueError, match="'identity' needs stride 1"):
+        codesign.mixed_op(x, ys, w, ["identity"], 2)
+
+
+@needs_cpp
+def test_mixed_op_opcheck():
+    x, ys, w = sample_mixed(2, 3, 6, 6, 2, FREE, 1, torch.float64)
+    codes = [FREE.index(f) for f in FREE]
+    torch.library.opcheck(torch.ops.codesign.mixed_op.default, (x, ys, w, codes, 1))
+    x, ys, w = sample_mixed(2, 3, 7, 5, 1, ["avg_pool_3x3", "max_pool_3x3"], 2, torch.float32)
+    torch.library.opcheck(torch.ops.codesign.mixed_op.default, (x, ys, w, [2, 3], 2))
+
+
+def test_mixed_op_compiles_fullgraph():
+    x, ys, w = sample_mixed(2, 3, 6, 6, 2, FREE, 1, torch.float32)
+
+    def edge(x, y0, y1, w):
+        return codesign.mixed_op(x, [y0, y1], torch.softmax(w, 0), FREE).relu()
+
+    compiled = torch.compile(edge, fullgraph=True, backend="aot_eager")
+    out = compiled(x, *ys, w)
+    ref = edge(x, *ys, w)
+    torch.testing.assert_close(out, ref)
+    g1 = torch.autograd.grad(out.sum(), [x, w])
+    g2 = torch.autograd.grad(ref.sum(), [x, w])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# gumbel_softmax
+# --------------------------------------------------------------------------------------------
+
+
+@needs_cpp
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(0, 40),
+    cols=st.integers(1, 70),
+    tau=st.sampled_from([1e-3, 0.1, 0.5, 1.0, 5.0]),
+    hard=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**63 - 1),
+    scale=st.sampled_from([1.0, 10.0, 1e4]),
+)
+def test_gumbel_matches_reference(rows, cols, tau, hard, dtype, seed, scale):
+    gen = torch.Generator().manual_seed(seed % 2**32)
+    logits = (torch.randn(rows, cols, generator=gen, dtype=dtype) * scale).requires_grad_()
+    y, idx = codesign.gumbel_softmax(logits, tau, hard, seed=seed)
+    yr, idxr = reference.gumbel_softmax(logits, tau, hard, seed)
+    assert torch.isfinite(y).all()
+    tol = 2e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(y, yr, rtol=tol, atol=tol)
+    # Ties between equal noisy logits are resolved identically; near-ties may differ by rounding.
+    assert (idx == idxr).float().mean() >= 0.99 if rows else idx.numel() == 0
+    if rows:
+        g = torch.randn(rows, cols, generator=gen, dtype=dtype)
+        (a,) = torch.autograd.grad(y, logits, g)
+        (b,) = torch.autograd.grad(yr, logits, g)
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=tol)
+
+
+def test_gumbel_gradcheck_float64():
+    logits = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: codesign.gumbel_softmax(t, 0.7, seed=5)[0], (logits,))
+
+
+def test_gumbel_hard_is_one_hot_with_straight_through_gradient():
+    logits = torch.randn(50, 7, dtype=torch.float64, requires_grad=True)
+    y, idx = codesign.gumbel_softmax(logits, 0.5, hard=True, seed=11)
+    assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+    assert (y.sum(1) == 1).all()
+    assert torch.equal(y.argmax(1), idx)
+    ysoft, _ = codesign.gumbel_softmax(logits, 0.5, hard=False, seed=11)
+    assert torch.equal(ysoft.argmax(1), idx)
+    g = torch.randn(50, 7, dtype=torch.float64)
+    (hard_grad,) = torch.autograd.grad(y, logits, g)
+    (soft_grad,) = torch.autograd.grad(ysoft, logits, g)
+    torch.testing.assert_close(hard_grad, soft_grad)
+
+
+def test_gumbel_samples_follow_softmax_chi_square():
+    # Gumbel-max theorem: argmax(logits + g) ~ Categorical(softmax(logits)).
+    from scipy.stats import chisquare
+
+    probs = torch.tensor([0.05, 0.1, 0.15, 0.3, 0.4], dtype=torch.float64)
+    rows = 200_000
+    logits = probs.log().expand(rows, -1).contiguous()
+    _, idx = codesign.gumbel_softmax(logits, 1.0, seed=1234)
+    counts = torch.bincount(idx, minlength=5).numpy()
+    assert chisquare(counts, (probs * rows).numpy()).pvalue > 1e-3
+
+
+def test_gumbel_extremes_never_nan():
+    for tau in (1e-3, 1e-6, 1.0, 1e3):
+        for scale in (1e4, -1e4):
+            logits = (torch.randn(64, 8) * scale).requires_grad_()
+            y, _ = codesign.gumbel_softmax(logits, tau, hard=False, seed=3)
+            (g,) = torch.autograd.grad(y.sum() + (y * y).sum(), logits)
+            assert torch.isfinite(y).all() and torch.isfinite(g).all()
+
+
+def test_gumbel_uniforms_stay_open_interval():
+    u = reference.uniform_noise(7, 1000, 64)
+    assert (u > 0).all() and (u < 1).all()
+    assert reference.uniform_noise(7, 1000, 64).tobytes() == u.tobytes()
+
+
+def test_gumbel_k1_and_r0():
+    y, idx = codesign.gumbel_softmax(torch.randn(5, 1), seed=0)
+    assert torch.equal(y, torch.ones(5, 1)) and torch.equal(idx, torch.zeros(5, dtype=torch.long))
+    y, idx = codesign.gumbel_softmax(torch.randn(0, 4), seed=0)
+    assert y.shape == (0, 4) and idx.shape == (0,)
+
+
+def test_gumbel_seed_none_follows_torch_manual_seed():
+    logits = torch.randn(20, 6)
+    torch.manual_seed(42)
+    a = codesign.gumbel_softmax(logits)[1]
+    torch.manual_seed(42)
+    b = codesign.gumbel_softmax(logits)[1]
+    assert torch.equal(a, b)
+
+
+@needs_cpp
+def test_gumbel_same_sample_whatever_the_thread_count():
+    script = (
+        "import torch, codesign, hashlib;"
+        "l = torch.randn(5000, 9, generator=torch.Generator().manual_seed(0));"
+        "y, i = codesign.gumbel_softmax(l, 0.3, seed=99);"
+        "print(hashlib.sha256(y.numpy().tobytes() + i.numpy().tobytes()).hexdigest())"
+    )
+    digests = set()
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
+@needs_cpp
+def test_philox_matches_reference_generator():
+    from codesign import _C
+
+    for seed, c0, c1 in itertools.product([0, 1, 2**40 + 7], [0, 5, 2**32 - 1], [0, 3]):
+        words = reference.philox4x32_10(seed, np.array([c0]), np.array([c1]))
+        assert _C.philox4x32_10(seed, c0, c1) == [int(w[0]) for w in words]
+    # Known-answer test of Philox-4x32-10 (Random123's kat_vectors: counter 0, key 0).
+    assert _C.philox4x32_10(0, 0, 0) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"logits": torch.randn(5)}, "logits must be a 2-D tensor"),
+        ({"logits": torch.randn(3, 0)}, "K = 0"),
+        ({"logits": torch.randn(3, 4), "tau": 0.0}, "tau must be a positive number"),
+        ({"logits": torch.randn(3, 4), "seed": -1}, "seed must be an int"),
+        ({"logits": torch.ones(3, 4, dtype=torch.long)}, "floating point"),
+    ],
+)
+def test_gumbel_errors(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        codesign.gumbel_softmax(**kwargs)
+
+
+@needs_cpp
+def test_gumbel_opcheck():
+    logits = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.codesign.gumbel_softmax.default, (logits, 0.5, False, torch.tensor(3))
+    )
+
+
+def test_gumbel_compiles_fullgraph():
+    logits = torch.randn(8, 5, requires_grad=True)
+
+    def sample(t):
+        y, idx = codesign.gumbel_softmax(t * 2, tau=0.5, hard=True, seed=7)
+        return y * 3, idx
+
+    compiled = torch.compile(sample, fullgraph=True, backend="aot_eager")
+    (y, i), (yr, ir) = compiled(logits), sample(logits)
+    torch.testing.assert_close(y, yr)
+    assert torch.equal(i, ir)
+
+
+# --------------------------------------------------------------------------------------------
+# backends and dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def test_backends_report_every_backend_with_a_reason():
+    info = codesign.backends()
+    assert set(info) == {"cpp", "triton", "reference"}
+    for row in info.values():
+        assert isinstance(row["available"], bool)
+        assert (row["reason"] is None) == row["available"]
+
+
+def test_reference_backend_bypasses_the_custom_op():
+    x, ys, w = sample_mixed(1, 2, 4, 4, 1, ["avg_pool_3x3"], 1)
+    with codesign.use_backend("reference"):
+        assert codesign.current_backend() == "reference"
+        out = codesign.mixed_op(x, ys, w, ["avg_pool_3x3"])
+    assert "MulBackward" in type(out.grad_fn).__name__ or "AddBackward" in type(out.grad_fn).__name__
+    assert codesign.current_backend() == "auto"
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        with codesign.use_backend("gpu"):
+            pass
+
+
+def test_other_dtypes_fall_back_to_reference_math():
+    x, ys, w = sample_mixed(1, 2, 5, 5, 1, FREE, 1, torch.float64)
+    xb, ysb, wb = (x.detach().bfloat16(), [y.detach().bfloat16() for y in ys], w.detach().bfloat16())
+    out = codesign.mixed_op(xb, ysb, wb, FREE)
+    torch.testing.assert_close(out, reference.mixed_op(xb, ysb, wb, FREE))
