@@ -1,0 +1,121 @@
+"""Triton kernels against the references on CPU tensors, under Triton's interpreter.
+
+Not collected by the default run: tests/test_triton.py runs this file in a subprocess with
+TRITON_INTERPRET=1, which must be set before triton is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import codesign
+from codesign import reference
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 before triton imports"
+)
+
+FREE = list(codesign.FREE_OPS)
+
+# (n, c, h, w, parametric, free ops, stride, dtype): odd sizes, stride 2, every free op alone and
+# together, no free ops, no parametric outputs, more outputs than one launch takes (MAX_YS = 4).
+CASES = [
+    (2, 3, 7, 9, 2, FREE, 1, torch.float64),
+    (1, 2, 5, 6, 5, ["avg_pool_3x3", "max_pool_3x3"], 2, torch.float64),
+    (2, 2, 4, 4, 0, ["max_pool_3x3"], 1, torch.float32),
+    (1, 1, 1, 1, 1, ["avg_pool_3x3", "max_pool_3x3"], 2, torch.float32),
+    (1, 2, 6, 5, 3, [], 1, torch.float32),
+    (2, 1, 9, 3, 1, ["identity"], 1, torch.float64),
+    (1, 3, 8, 8, 2, ["zero"], 2, torch.float32),
+    (1, 2, 3, 7, 9, ["avg_pool_3x3", "zero", "max_pool_3x3"], 2, torch.float64),
+    (3, 2, 17, 18, 1, ["avg_pool_3x3"], 1, torch.float32),
+]
+
+
+def _sample(n, c, h, w, kp, free, stride, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    x = torch.randn(n, c, h, w, generator=gen, dtype=dtype).requires_grad_()
+    ys = [torch.randn(n, c, ho, wo, generator=gen, dtype=dtype).requires_grad_() for _ in range(kp)]
+    wts = torch.randn(kp + len(free), generator=gen, dtype=dtype).requires_grad_()
+    return x, ys, wts
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_mixed_op_forward_and_gradients(case):
+    n, c, h, w, kp, free, stride, dtype = case
+    x, ys, wts = _sample(n, c, h, w, kp, free, stride, dtype, seed=sum(case[:5]))
+    leaves = [x, wts, *ys]
+    with codesign.use_backend("triton"):
+        out = codesign.mixed_op(x, ys, wts, free, stride)
+    ref = reference.mixed_op(x, ys, wts, free, stride)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    with codesign.use_backend("triton"):
+        got = torch.autograd.grad(out, leaves, g, allow_unused=True)
+    want = torch.autograd.grad(ref, leaves, g, allow_unused=True)
+    for a, b, v in zip(got, want, leaves):
+        a = torch.zeros_like(v) if a is None else a
+        b = torch.zeros_like(v) if b is None else b
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_max_pool_ties_go_to_first_maximum():
+    x = torch.ones(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    for stride in (1, 2):
+        with codesign.use_backend("triton"):
+            got = torch.autograd.grad(codesign.mixed_op(x, [], w, ["max_pool_3x3"], stride).sum(), x)[0]
+        want = torch.autograd.grad(reference.mixed_op(x, [], w, ["max_pool_3x3"], stride).sum(), x)[0]
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("rows, cols", [(0, 4), (1, 1), (7, 3), (33, 8), (5, 70)])
+@pytest.mark.parametrize("hard", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gumbel_matches_reference_bit_for_bit_noise(rows, cols, hard, dtype):
+    gen = torch.Generator().manual_seed(rows * 100 + cols)
+    logits = (torch.randn(rows, cols, generator=gen, dtype=dtype) * 3).requires_grad_()
+    seed = 2**40 + rows
+    with codesign.use_backend("triton"):
+        y, idx = codesign.gumbel_softmax(logits, 0.7, hard, seed=seed)
+    yr, idxr = reference.gumbel_softmax(logits, 0.7, hard, seed)
+    tol = 2e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(y, yr, rtol=tol, atol=tol)
+    assert torch.equal(idx, idxr)
+    if hard and rows:
+        assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+    if rows:
+        g = torch.randn(rows, cols, generator=gen, dtype=dtype)
+        with codesign.use_backend("triton"):
+            (a,) = torch.autograd.grad(y, logits, g)
+        (b,) = torch.autograd.grad(yr, logits, g)
+        torch.testing.assert_close(a, b, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=tol)
+
+
+def test_gumbel_extremes_stay_finite():
+    logits = (torch.randn(16, 8) * 1e4).requires_grad_()
+    with codesign.use_backend("triton"):
+        y, _ = codesign.gumbel_softmax(logits, 1e-3, seed=5)
+        (g,) = torch.autograd.grad((y * y).sum(), logits)
+    assert torch.isfinite(y).all() and torch.isfinite(g).all()
+
+
+def test_triton_and_cpp_draw_the_same_samples():
+    logits = torch.randn(64, 8)
+    with codesign.use_backend("triton"):
+        yt, it = codesign.gumbel_softmax(logits, 0.5, seed=77)
+    if codesign.backends()["cpp"]["available"]:
+        yc, ic = codesign.gumbel_softmax(logits, 0.5, seed=77)
+        assert torch.equal(it, ic)
+        torch.testing.assert_close(yt, yc, rtol=2e-6, atol=2e-6)
+
+
+def test_backends_report_triton_available_under_the_interpreter():
+    from codesign import kernels
+
+    assert kernels.available(torch.device("cpu")) == (True, None)
