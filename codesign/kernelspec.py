@@ -166,3 +166,49 @@ class KernelSpec:
                 c = co
             return (s[0], c, h, w)
         return s
+
+
+def kernel_flops(spec: KernelSpec) -> float:
+    """Floating-point operations of one kernel (a multiply-add counts 2)."""
+    out = spec.output_shape()
+    out_elems = float(_prod(out))
+    if spec.op == "conv2d":
+        c, k, g = spec.input_shape[1], spec.attr("kernel"), spec.attr("groups")
+        flops = 2.0 * out_elems * (c // g) * k * k
+        flops += out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
+        return flops + out_elems * (spec.attr("activation") != "none")
+    if spec.op == "dense":
+        return 2.0 * out_elems * spec.input_shape[1] + out_elems * int(spec.attr("bias"))
+    if spec.op in ("avg_pool2d", "max_pool2d"):
+        return out_elems * spec.attr("kernel") ** 2
+    if spec.op == "global_avg_pool2d":
+        return float(_prod(spec.input_shape))
+    if spec.op == "batch_norm":
+        return 2.0 * out_elems
+    if spec.op == "hardswish":
+        return 4.0 * out_elems
+    return out_elems
+
+
+def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
+    """Bytes a kernel must move at least once: inputs, weights and output."""
+    inp = _prod(spec.input_shape)
+    out = _prod(spec.output_shape())
+    weights = 0
+    if spec.op == "conv2d":
+        c, k, g, co = spec.input_shape[1], spec.attr("kernel"), spec.attr("groups"), spec.attr("out_channels")
+        weights = co * (c // g) * k * k + co * int(spec.attr("bias")) + out * int(spec.attr("residual"))
+    elif spec.op == "dense":
+        weights = spec.input_shape[1] * spec.attr("out_features") + spec.attr("out_features") * int(spec.attr("bias"))
+    elif spec.op == "batch_norm":
+        weights = 2 * spec.input_shape[1]
+    elif spec.op in ("add", "mul"):
+        weights = inp
+    return float(dtype_bytes * (inp + out + weights))
+
+
+def _prod(shape) -> int:
+    p = 1
+    for s in shape:
+        p *= int(s)
+    return p

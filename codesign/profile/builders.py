@@ -1,0 +1,175 @@
+"""KernelSpec -> TVM PrimFunc (TE/TOPI), and the same kernel in PyTorch for reference timings.
+
+Each builder returns a :class:`Built`: the PrimFunc and the shapes of its arguments (inputs, then
+the output). Fused patterns are built as TVM fuses them into one kernel: conv2d + bias +
+activation (+ residual add), batch norm (inference: per-channel scale and shift) + activation,
+add + activation, dense + bias + activation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+
+DTYPE = "float32"
+
+
+@dataclass
+class Built:
+    func: object  # tvm.tir.PrimFunc
+    arg_shapes: list[tuple[int, ...]]  # inputs then output
+
+
+def _activation(te_tensor, name: str):
+    from tvm import te, topi
+
+    if name == "none":
+        return te_tensor
+    if name == "relu":
+        return topi.nn.relu(te_tensor)
+    if name == "relu6":
+        return topi.clip(te_tensor, 0.0, 6.0)
+    if name == "sigmoid":
+        return topi.sigmoid(te_tensor)
+    if name == "hardswish":
+        return te.compute(
+            te_tensor.shape,
+            lambda *i: te_tensor(*i) * te.min(te.max(te_tensor(*i) + 3.0, 0.0), 6.0) / 6.0,
+            name="hardswish",
+        )
+    raise CodesignError(f"no TVM builder for activation {name!r}")
+
+
+def _conv(spec: KernelSpec, data):
+    from tvm import te, topi
+
+    n, c, h, w = spec.input_shape
+    co, k = spec.attr("out_channels"), spec.attr("kernel")
+    s, d, g, p = spec.attr("stride"), spec.attr("dilation"), spec.attr("groups"), spec.padding()
+    if g == 1:
+        weight = te.placeholder((co, c, k, k), name="weight", dtype=DTYPE)
+        out = topi.nn.conv2d_nchw(data, weight, s, p, d, out_dtype=DTYPE)
+    elif g == c and co == c:
+        weight = te.placeholder((c, 1, k, k), name="weight", dtype=DTYPE)
+        out = topi.nn.depthwise_conv2d_nchw(data, weight, s, p, d, out_dtype=DTYPE)
+    else:
+        weight = te.placeholder((co, c // g, k, k), name="weight", dtype=DTYPE)
+        out = topi.nn.group_conv2d_nchw(data, weight, s, p, d, g, out_dtype=DTYPE)
+    args = [weight]
+    if spec.attr("bias"):
+        bias = te.placeholder((co,), name="bias", dtype=DTYPE)
+        out = te.compute(out.shape, lambda b, o, y, x: out[b, o, y, x] + bias[o], name="bias_add")
+        args.append(bias)
+    if spec.attr("residual"):
+        res = te.placeholder(tuple(int(v) for v in out.shape), name="residual", dtype=DTYPE)
+        out = topi.add(out, res)
+        args.append(res)
+    return _activation(out, spec.attr("activation")), args
+
+
+def build(spec: KernelSpec) -> Built:
+    """The PrimFunc TVM compiles for one kernel."""
+    from tvm import te, topi
+
+    data = te.placeholder(spec.input_shape, name="data", dtype=DTYPE)
+    extra: list = []
+    op = spec.op
+    if op == "conv2d":
+        out, extra = _conv(spec, data)
+    elif op in ("avg_pool2d", "max_pool2d"):
+        k, s, p = spec.attr("kernel"), spec.attr("stride"), spec.attr("padding")
+        out = topi.nn.pool2d(
+            data, (k, k), (s, s), (1, 1), (p, p, p, p), "avg" if op == "avg_pool2d" else "max",
+            count_include_pad=bool(spec.attr("count_include_pad", False)),
+        )
+    elif op == "global_avg_pool2d":
+        out = topi.nn.global_pool(data, "avg")
+    elif op == "batch_norm":
+        c = spec.input_shape[1]
+        scale = te.placeholder((c,), name="scale", dtype=DTYPE)
+        shift = te.placeholder((c,), name="shift", dtype=DTYPE)
+        out = te.compute(data.shape, lambda b, o, y, x: data[b, o, y, x] * scale[o] + shift[o], name="bn")
+        out = _activation(out, spec.attr("activation"))
+        extra = [scale, shift]
+    elif op in ("relu", "relu6", "hardswish", "sigmoid"):
+        out = _activation(data, op)
+    elif op in ("add", "mul"):
+        other = te.placeholder(spec.input_shape, name="other", dtype=DTYPE)
+        out = topi.add(data, other) if op == "add" else topi.multiply(data, other)
+        if op == "add":
+            out = _activation(out, spec.attr("activation"))
+        extra = [other]
+    elif op == "dense":
+        f, o = spec.input_shape[1], spec.attr("out_features")
+        weight = te.placeholder((o, f), name="weight", dtype=DTYPE)
+        bias = te.placeholder((o,), name="bias", dtype=DTYPE) if spec.attr("bias") else None
+        out = _activation(topi.nn.dense(data, weight, bias, out_dtype=DTYPE), spec.attr("activation"))
+        extra = [weight] + ([bias] if bias is not None else [])
+    else:
+        raise CodesignError(f"no TVM builder for op {op!r}")
+    args = [data, *extra, out]
+    shapes = [tuple(int(v) for v in t.shape) for t in args]
+    if tuple(shapes[-1]) != tuple(spec.output_shape()):
+        raise CodesignError(f"{spec.key()}: TVM output {shapes[-1]} != expected {spec.output_shape()}")
+    return Built(te.create_prim_func(args), shapes)
+
+
+def random_args(shapes: list[tuple[int, ...]], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(DTYPE) for s in shapes[:-1]] + [np.zeros(shapes[-1], DTYPE)]
+
+
+def torch_callable(spec: KernelSpec):
+    """A zero-argument function running the kernel in eager PyTorch (for --reference torch)."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(spec.input_shape, generator=gen)
+    act = {
+        "none": lambda t: t,
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "hardswish": F.hardswish,
+        "sigmoid": torch.sigmoid,
+    }
+    op = spec.op
+    if op == "conv2d":
+        c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
+        w = torch.randn(co, c // g, k, k, generator=gen)
+        b = torch.randn(co, generator=gen) if spec.attr("bias") else None
+        res = torch.randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None
+        a = act[spec.attr("activation")]
+
+        def run():
+            y = F.conv2d(x, w, b, spec.attr("stride"), spec.padding(), spec.attr("dilation"), g)
+            return a(y + res if res is not None else y)
+
+        return run
+    if op == "avg_pool2d":
+        return lambda: F.avg_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"),
+                                    count_include_pad=bool(spec.attr("count_include_pad", False)))
+    if op == "max_pool2d":
+        return lambda: F.max_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"))
+    if op == "global_avg_pool2d":
+        return lambda: F.adaptive_avg_pool2d(x, 1)
+    if op == "batch_norm":
+        scale, shift = torch.randn(spec.input_shape[1], generator=gen), torch.randn(spec.input_shape[1], generator=gen)
+        a = act[spec.attr("activation")]
+        return lambda: a(x * scale[:, None, None] + shift[:, None, None])
+    if op in act:
+        return lambda: act[op](x)
+    if op in ("add", "mul"):
+        other = torch.randn(spec.input_shape, generator=gen)
+        a = act[spec.attr("activation")] if op == "add" else act["none"]
+        return (lambda: a(x + other)) if op == "add" else (lambda: x * other)
+    if op == "dense":
+        w = torch.randn(spec.attr("out_features"), spec.input_shape[1], generator=gen)
+        b = torch.randn(spec.attr("out_features"), generator=gen) if spec.attr("bias") else None
+        a = act[spec.attr("activation")]
+        return lambda: a(F.linear(x, w, b))
+    raise CodesignError(f"no PyTorch reference for op {op!r}")

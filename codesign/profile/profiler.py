@@ -1,0 +1,238 @@
+"""The profiling loop: build, compile, time and store every kernel not yet in the database.
+
+Compilation of the next kernel overlaps with the timing of the current one (a one-worker thread
+pool: TVM's compiler runs in C++ and leaves the timing thread alone on a second core). Each result
+is committed as soon as it exists, so a killed run loses at most the kernel in flight and a rerun
+resumes where it stopped. A kernel that fails to build or run is recorded with its error and the
+run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+from .db import Measurement, ProfileDB
+from .devices import Device
+
+TORCH_SCHEDULE = "torch-eager"
+
+
+@dataclass
+class ProfileReport:
+    device: str
+    schedule: str
+    requested: int = 0
+    skipped: int = 0
+    measured: int = 0
+    failed: int = 0
+    compile_s: float = 0.0
+    timing_s: float = 0.0
+    wall_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def parse_schedule(schedule: str) -> tuple[str, int]:
+    """"untuned" -> ("untuned", 0); "metaschedule:64" -> ("metaschedule", 64)."""
+    if schedule == "untuned":
+        return "untuned", 0
+    if schedule.startswith("metaschedule:"):
+        try:
+            trials = int(schedule.split(":", 1)[1])
+        except ValueError:
+            trials = 0
+        if trials < 1:
+            raise CodesignError(f"schedule {schedule!r}: the trial count must be a positive int")
+        return "metaschedule", trials
+    raise CodesignError(f"unknown schedule {schedule!r}; use untuned or metaschedule:<trials>")
+
+
+def _set_threads(n: int) -> None:
+    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    if "tvm" in sys.modules:
+        import tvm
+
+        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+        if fn is not None:
+            fn(1, n)
+
+
+def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
+    import tvm
+
+    from .builders import build
+
+    t0 = time.perf_counter()
+    built = build(spec)
+    kind, trials = parse_schedule(schedule)
+    if kind == "metaschedule":
+        from .tuning import tune_and_compile
+
+        executable = tune_and_compile(built.func, target, trials, tuning_dir)
+    else:
+        executable = tvm.compile(built.func, target=target)
+    return executable, built.arg_shapes, time.perf_counter() - t0
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="kernel", file=sys.stderr, dynamic_ncols=True)
+
+
+def profile_kernels(
+    specs: list[KernelSpec],
+    device: Device,
+    db: ProfileDB,
+    schedule: str = "untuned",
+    repeats: int = 10,
+    min_repeat_ms: float = 50.0,
+    reference: str | None = None,
+    retry_failed: bool = False,
+    tuning_dir: str | None = None,
+    progress: bool = True,
+) -> ProfileReport:
+    """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
+
+    Args:
+        specs: kernels to profile (duplicates are measured once).
+        device: target device; an ``rpc`` device is timed through its tracker.
+        db: the ProfileDB receiving one row per kernel.
+        schedule: "untuned" (TVM's default schedules; a quick, labelled policy) or
+            "metaschedule:<trials>" (tuned, with the tuning database in ``tuning_dir``).
+        repeats, min_repeat_ms: time_evaluator settings.
+        reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
+        retry_failed: measure kernels that failed before again.
+        progress: a progress bar with ETA on stderr.
+
+    Raises:
+        CodesignError for an unknown schedule, an unbuildable target, an unreachable tracker.
+    """
+    parse_schedule(schedule)
+    if reference not in (None, "torch"):
+        raise CodesignError(f"--reference must be torch, got {reference!r}")
+    if repeats < 1 or min_repeat_ms < 0:
+        raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
+    report = ProfileReport(device=device.name, schedule=schedule)
+    keys = list(dict.fromkeys(s.key() for s in specs))
+    report.requested = len(keys)
+    if retry_failed:
+        db.delete_errors(device.name, schedule)
+    todo = [KernelSpec.from_key(k) for k in db.missing(keys, device.name, schedule)]
+    report.skipped = len(keys) - len(todo)
+    t_start = time.perf_counter()
+    if todo:
+        _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report)
+    if reference == "torch":
+        if device.rpc is not None:
+            raise CodesignError("--reference torch times on this host; it cannot run on an RPC device")
+        _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress)
+    report.wall_s = time.perf_counter() - t_start
+    return report
+
+
+def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report):
+    if device.rpc is None:
+        _set_threads(device.threads)
+    import tvm
+
+    from .energy import energy_source_for
+    from .runners import LocalRunner, RPCRunner
+
+    target = device.tvm_target()
+    target_dict = device.resolved_target()
+    energy = energy_source_for(device)
+    if device.rpc is not None:
+        runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms)
+    else:
+        runner = LocalRunner(repeats, min_repeat_ms)
+    bar = _progress(len(todo), f"profile {device.name} [{schedule}]", progress)
+    host = socket.gethostname()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_compile, todo[0], target, schedule, tuning_dir)
+        for i, spec in enumerate(todo):
+            try:
+                executable, shapes, compile_s = pending.result()
+                error = None
+            except Exception as exc:  # one failing kernel never stops the run
+                executable, shapes, compile_s, error = None, None, 0.0, f"build: {type(exc).__name__}: {exc}"
+            if i + 1 < len(todo):
+                pending = pool.submit(_compile, todo[i + 1], target, schedule, tuning_dir)
+            latency = std = energy_mj = None
+            n_rep = None
+            if error is None:
+                t0 = time.perf_counter()
+                try:
+                    timing = runner.time(executable, shapes)
+                    latency, std, n_rep = timing.latency_ms, timing.latency_std_ms, timing.repeats
+                    energy_mj = energy.measure(spec, timing.run, latency)
+                except Exception as exc:
+                    error = f"run: {type(exc).__name__}: {exc}"
+                report.timing_s += time.perf_counter() - t0
+            report.compile_s += compile_s
+            db.add(Measurement(
+                kernel_key=spec.key(), device=device.name, schedule=schedule, latency_ms=latency,
+                latency_std_ms=std, repeats=n_rep, energy_mj=energy_mj,
+                energy_source=energy.label if energy_mj is not None else None, target=target_dict,
+                compile_s=compile_s, tvm_version=tvm.__version__, host=host, error=error,
+            ))
+            if error:
+                report.failed += 1
+                report.errors.append(f"{spec.key()}: {error}")
+            else:
+                report.measured += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(failed=report.failed)
+    runner.close()
+    if bar is not None:
+        bar.close()
+
+
+def _profile_torch(keys, device, db, repeats, progress):
+    import statistics
+
+    import torch
+
+    from .builders import torch_callable
+
+    bar = _progress(len(keys), f"profile {device.name} [torch]", progress and bool(keys))
+    torch.set_num_threads(device.threads)
+    for key in keys:
+        spec = KernelSpec.from_key(key)
+        error = latency = std = None
+        try:
+            fn = torch_callable(spec)
+            with torch.inference_mode():
+                for _ in range(3):
+                    fn()
+                samples = []
+                for _ in range(max(repeats, 3)):
+                    t0 = time.perf_counter()
+                    n = 0
+                    while time.perf_counter() - t0 < 0.02 or n == 0:
+                        fn()
+                        n += 1
+                    samples.append((time.perf_counter() - t0) * 1e3 / n)
+            latency, std = statistics.median(samples), statistics.pstdev(samples)
+        except Exception as exc:
+            error = f"torch: {type(exc).__name__}: {exc}"
+        db.add(Measurement(kernel_key=key, device=device.name, schedule=TORCH_SCHEDULE, latency_ms=latency,
+                           latency_std_ms=std, repeats=repeats, target={"kind": "torch", "version": torch.__version__},
+                           host=socket.gethostname(), error=error))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()

@@ -1,0 +1,90 @@
+"""Runners: time a compiled kernel on the local CPU or on a remote device through TVM's RPC tracker.
+
+Timing is TVM's time_evaluator: ``number=1``, ``repeat`` runs of at least ``min_repeat_ms`` each;
+the median is the latency, the standard deviation its spread. Kernels are compiled here (cross-
+compiled for a remote target) and, for RPC, exported as a shared library, uploaded and loaded on
+the device under its tracker key.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import CodesignError
+from .builders import random_args
+
+
+@dataclass
+class Timing:
+    latency_ms: float
+    latency_std_ms: float
+    repeats: int
+    run: Callable[[int], None]  # runs the kernel n times (for energy counters)
+
+
+class LocalRunner:
+    """Times kernels on this machine's CPU."""
+
+    def __init__(self, repeats: int = 10, min_repeat_ms: float = 50.0):
+        self.repeats = repeats
+        self.min_repeat_ms = min_repeat_ms
+
+    def _module(self, executable):
+        import tvm
+
+        return executable.jit(), tvm.cpu(0)
+
+    def time(self, executable, arg_shapes) -> Timing:
+        import tvm
+
+        mod, dev = self._module(executable)
+        args = [tvm.runtime.tensor(a, dev) for a in random_args(arg_shapes)]
+        evaluator = mod.time_evaluator("main", dev, number=1, repeat=self.repeats, min_repeat_ms=self.min_repeat_ms)
+        samples_ms = [r * 1e3 for r in evaluator(*args).results]
+
+        def run(calls: int) -> None:
+            mod.time_evaluator("main", dev, number=calls, repeat=1)(*args)
+
+        return Timing(
+            latency_ms=statistics.median(samples_ms),
+            latency_std_ms=statistics.pstdev(samples_ms) if len(samples_ms) > 1 else 0.0,
+            repeats=len(samples_ms),
+            run=run,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class RPCRunner(LocalRunner):
+    """Times kernels on the device behind a TVM RPC tracker (host, port, key)."""
+
+    def __init__(self, host: str, port: int, key: str, repeats: int = 10, min_repeat_ms: float = 50.0,
+                 session_timeout_s: int = 600):
+        super().__init__(repeats, min_repeat_ms)
+        from tvm import rpc
+        from tvm.support.utils import tempdir
+
+        try:
+            tracker = rpc.connect_tracker(host, int(port))
+            self.remote = tracker.request(key, priority=1, session_timeout=session_timeout_s)
+        except Exception as exc:  # TVM raises TVMError/RuntimeError/OSError here
+            raise CodesignError(
+                f"cannot reach a device with key {key!r} through the RPC tracker at {host}:{port} ({exc}); "
+                "start `python -m tvm.exec.rpc_tracker` and a server registered under that key"
+            ) from exc
+        self._tmp = tempdir()
+        self._count = 0
+
+    def _module(self, executable):
+        self._count += 1
+        name = f"kernel{self._count}.so"
+        path = self._tmp.relpath(name)
+        executable.export_library(path)
+        self.remote.upload(path)
+        return self.remote.load_module(name), self.remote.cpu(0)
+
+    def time(self, executable, arg_shapes) -> Timing:
+        return super().time(executable, arg_shapes)
