@@ -41,7 +41,9 @@ class LocalRunner:
 
         mod, dev = self._module(executable)
         args = [tvm.runtime.tensor(a, dev) for a in random_args(arg_shapes)]
-        evaluator = mod.time_evaluator("main", dev, number=1, repeat=self.repeats, min_repeat_ms=self.min_repeat_ms)
+        evaluator = mod.time_evaluator(
+            "main", dev, number=1, repeat=self.repeats, min_repeat_ms=int(round(self.min_repeat_ms))
+        )
         samples_ms = [r * 1e3 for r in evaluator(*args).results]
 
         def run(calls: int) -> None:
