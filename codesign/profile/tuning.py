@@ -1,0 +1,86 @@
+"""MetaSchedule tuning of one kernel, with a tuning database kept and reused across runs.
+
+Made practical on CPU hosts by three measures (each seen to matter on a 2-core x86 host):
+- placeholder modules for ``tvm.s_tir.tensor_intrin.{cuda,rocm,hexagon,metal}`` before
+  MetaSchedule is imported: registering those GPU intrinsics takes ~26 s and, in every builder
+  worker, ran into the builder's timeout;
+- an in-process builder (``PyBuilder``): ~0.2 s per candidate instead of ~1 s for a worker;
+- replay-trace search with the random cost model by default, ``evolutionary`` + XGBoost where
+  ``CODESIGN_MS_STRATEGY=evolutionary`` asks for it (better schedules, 5-10x the time).
+
+A kernel already in the database is compiled from its best record without tuning again.
+apache-tvm-ffi must be 0.1.14.x: with 0.1.15 serialising IR with dtypes crashes MetaSchedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import types
+
+from ..errors import CodesignError
+
+_GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
+
+
+def _meta_schedule():
+    for name in _GPU_INTRINSICS:
+        full = f"tvm.s_tir.tensor_intrin.{name}"
+        sys.modules.setdefault(full, types.ModuleType(full))
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms
+
+
+def _in_process_builder(ms):
+    import tvm
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        """Builds candidates in this process (no worker start-up, no intrinsic registration)."""
+
+        def build(self, build_inputs):
+            results = []
+            for inp in build_inputs:
+                try:
+                    rt = tvm.compile(inp.mod, target=inp.target)
+                    # One directory per candidate: the runner deletes it after timing.
+                    path = os.path.join(tempfile.mkdtemp(prefix="codesign-ms-"), "cand.so")
+                    rt.export_library(path)
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as exc:  # a failing candidate is reported, not raised
+                    results.append(ms.builder.BuilderResult(None, f"{type(exc).__name__}: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
+def tune_and_compile(func, target, trials: int, work_dir: str | None):
+    """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
+    ``work_dir``) and compile the best schedule; returns a TVM Executable."""
+    import tvm
+
+    ms = _meta_schedule()
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    if work_dir is None:
+        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
+    os.makedirs(work_dir, exist_ok=True)
+    mod = tvm.IRModule({"main": func})
+    database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    sch = ms.tir_integration.compile_tir(database, mod, target)
+    if sch is None:
+        evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
+        database = ms.tir_integration.tune_tir(
+            mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
+            builder=_in_process_builder(ms), database=database,
+            cost_model="xgb" if evolutionary else "random",
+            strategy="evolutionary" if evolutionary else "replay-trace",
+            num_tuning_cores=1, seed=0,
+        )
+        sch = ms.tir_integration.compile_tir(database, mod, target)
+    if sch is None:
+        raise CodesignError("MetaSchedule found no valid schedule for this kernel")
+    return tvm.compile(sch.mod, target=target)
