@@ -8,6 +8,7 @@ the device under its tracker key.
 
 from __future__ import annotations
 
+import socket
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,13 +70,17 @@ class RPCRunner(LocalRunner):
         from tvm import rpc
         from tvm.support.utils import tempdir
 
+        hint = "start `python -m tvm.exec.rpc_tracker` and a server registered under that key"
+        try:  # fail fast: TVM's own client retries for a minute before giving up
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            raise CodesignError(f"cannot reach the RPC tracker at {host}:{port} ({exc}); {hint}") from exc
         try:
             tracker = rpc.connect_tracker(host, int(port))
-            self.remote = tracker.request(key, priority=1, session_timeout=session_timeout_s)
+            self.remote = tracker.request(key, priority=1, session_timeout=session_timeout_s, max_retry=3)
         except Exception as exc:  # TVM raises TVMError/RuntimeError/OSError here
             raise CodesignError(
-                f"cannot reach a device with key {key!r} through the RPC tracker at {host}:{port} ({exc}); "
-                "start `python -m tvm.exec.rpc_tracker` and a server registered under that key"
+                f"cannot get a device with key {key!r} from the RPC tracker at {host}:{port} ({exc}); {hint}"
             ) from exc
         self._tmp = tempdir()
         self._count = 0

@@ -1,0 +1,349 @@
+"""Profiling: TVM builders against PyTorch, the profile loop, ProfileDB, RPC, energy, CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from codesign.errors import CodesignError
+from codesign.kernelspec import KernelSpec
+from codesign.profile import Device, ProfileDB, get_device, profile_kernels
+from codesign.profile import db as dbmod
+from codesign.profile.builders import build, random_args
+from codesign.profile.devices import load_device_file
+from codesign.profile.energy import ModelSource, RaplSource, energy_source_for
+from codesign.profile.grid import grid_specs
+
+K = KernelSpec.make
+
+# Each kernel with the PyTorch expression of what it computes, on the builder's argument list.
+CASES = [
+    (K("conv2d", (1, 8, 9, 9), out_channels=16, kernel=3, activation="relu"),
+     lambda a: F.relu(F.conv2d(a[0], a[1], padding=1))),
+    (K("conv2d", (1, 8, 10, 10), out_channels=8, kernel=5, stride=2, groups=8),
+     lambda a: F.conv2d(a[0], a[1], stride=2, padding=2, groups=8)),
+    (K("conv2d", (1, 8, 8, 8), out_channels=12, kernel=3, groups=4, bias=True, residual=True, activation="relu6"),
+     lambda a: F.relu6(F.conv2d(a[0], a[1], a[2], padding=1, groups=4) + a[3])),
+    (K("conv2d", (1, 4, 11, 11), out_channels=6, kernel=3, dilation=2, activation="hardswish"),
+     lambda a: F.hardswish(F.conv2d(a[0], a[1], padding=2, dilation=2))),
+    (K("conv2d", (2, 6, 7, 7), out_channels=3, kernel=1, activation="sigmoid"),
+     lambda a: torch.sigmoid(F.conv2d(a[0], a[1]))),
+    (K("avg_pool2d", (1, 3, 7, 7), kernel=3, stride=2, padding=1),
+     lambda a: F.avg_pool2d(a[0], 3, 2, 1, count_include_pad=False)),
+    (K("max_pool2d", (1, 3, 8, 8), kernel=3, stride=1, padding=1), lambda a: F.max_pool2d(a[0], 3, 1, 1)),
+    (K("global_avg_pool2d", (1, 5, 6, 6)), lambda a: F.adaptive_avg_pool2d(a[0], 1)),
+    (K("batch_norm", (1, 4, 5, 5), activation="relu"),
+     lambda a: F.relu(a[0] * a[1][:, None, None] + a[2][:, None, None])),
+    (K("hardswish", (1, 2, 4, 4)), lambda a: F.hardswish(a[0])),
+    (K("relu6", (1, 2, 4, 4)), lambda a: F.relu6(a[0])),
+    (K("add", (1, 2, 4, 4), activation="relu"), lambda a: F.relu(a[0] + a[1])),
+    (K("mul", (1, 2, 4, 4)), lambda a: a[0] * a[1]),
+    (K("dense", (2, 32), out_features=10, activation="relu"), lambda a: F.relu(F.linear(a[0], a[1], a[2]))),
+]
+
+
+@pytest.fixture(scope="module")
+def target():
+    return get_device("cpu-local").tvm_target()
+
+
+@pytest.mark.parametrize("spec, expr", CASES, ids=[c[0].op + str(i) for i, c in enumerate(CASES)])
+def test_tvm_kernel_computes_what_the_spec_says(spec, expr, target):
+    import tvm
+
+    built = build(spec)
+    mod = tvm.compile(built.func, target=target).jit()
+    args = random_args(built.arg_shapes, seed=3)
+    dev = tvm.cpu()
+    tensors = [tvm.runtime.tensor(a, dev) for a in args]
+    mod["main"](*tensors)
+    want = expr([torch.from_numpy(a) for a in args[:-1]]).numpy()
+    np.testing.assert_allclose(tensors[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def _small_specs():
+    return [
+        K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, activation="relu"),
+        K("max_pool2d", (1, 8, 8, 8), kernel=3, stride=2, padding=1),
+        K("dense", (1, 64), out_features=10),
+    ]
+
+
+def test_profile_stores_each_kernel_once_and_resumes(tmp_path):
+    dev = get_device("cpu-local")
+    specs = _small_specs()
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(specs + specs[:1], dev, db, repeats=3, min_repeat_ms=1, progress=False,
+                              reference="torch")
+        assert (rep.requested, rep.measured, rep.failed) == (3, 3, 0)
+        rows = db.query(device="cpu-local", schedule="untuned")
+        assert len(rows) == 3 and all(r.ok and r.latency_ms > 0 for r in rows)
+        assert all(r.energy_source in (None, "model:cpu-local", "measured:rapl") for r in rows)
+        assert all(r.target["mcpu"] != "auto" and r.tvm_version for r in rows)
+        assert len(db.query(schedule="torch-eager", ok_only=True)) == 3
+        again = profile_kernels(specs, dev, db, repeats=3, min_repeat_ms=1, progress=False)
+        assert (again.skipped, again.measured) == (3, 0)
+
+
+def test_a_failing_kernel_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from codesign.profile import builders
+
+    real = builders.build
+
+    def flaky(spec):
+        if spec.op == "max_pool2d":
+            raise RuntimeError("simulated build failure")
+        return real(spec)
+
+    monkeypatch.setattr(builders, "build", flaky)
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, repeats=2, min_repeat_ms=1, progress=False)
+        assert (rep.measured, rep.failed) == (2, 1)
+        failed = [m for m in db.query() if not m.ok]
+        assert len(failed) == 1 and "simulated build failure" in failed[0].error
+    monkeypatch.setattr(builders, "build", real)
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, repeats=2, min_repeat_ms=1,
+                              progress=False, retry_failed=True)
+        assert rep.measured == 1 and all(m.ok for m in db.query())
+
+
+_WORKER = """
+import sys
+from codesign.kernelspec import KernelSpec
+from codesign.profile import ProfileDB, get_device, profile_kernels
+from codesign.profile.grid import grid_specs
+specs = grid_specs("relu", 12, seed=1) + grid_specs("add", 12, seed=1)
+with ProfileDB(sys.argv[1]) as db:
+    profile_kernels(specs, get_device("cpu-local"), db, repeats=2, min_repeat_ms=int(sys.argv[2]), progress=False)
+"""
+
+
+def test_two_profilers_on_one_database_neither_corrupt_nor_duplicate(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "1"]) for _ in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    con = sqlite3.connect(path)
+    total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT kernel_key) FROM measurements").fetchone()
+    assert total == distinct == 24
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_killed_profiler_loses_at_most_the_kernel_in_flight(tmp_path):
+    path = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "20"])
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and rows < 3:
+        time.sleep(0.2)
+        if path.exists():
+            try:
+                rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+            except sqlite3.OperationalError:
+                rows = 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= rows < 24
+    with ProfileDB(path) as db:
+        specs = grid_specs("relu", 12, seed=1) + grid_specs("add", 12, seed=1)
+        rep = profile_kernels(specs, get_device("cpu-local"), db, repeats=2, min_repeat_ms=1, progress=False)
+        assert rep.skipped >= rows and rep.skipped + rep.measured == 24
+        assert len(db.query()) == 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_profile_through_an_rpc_tracker_and_server(tmp_path):
+    tport, sport = _free_port(), _free_port()
+    env = dict(os.environ, TVM_NUM_THREADS="1")
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(tport), "--port-end", str(tport + 1)], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        time.sleep(3)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--port", str(sport), "--port-end", str(sport + 1), "--tracker", f"127.0.0.1:{tport}", "--key", "testdev"],
+                                  env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        local = get_device("cpu-local")
+        dev = Device(name="rpc-test", target=local.resolved_target(),
+                     rpc={"host": "127.0.0.1", "port": tport, "key": "testdev"}, energy="model:cpu-local")
+        with ProfileDB(tmp_path / "rpc.sqlite") as db:
+            last = None
+            for _ in range(40):  # the server registers with the tracker after start-up
+                try:
+                    rep = profile_kernels(_small_specs()[:2], dev, db, repeats=2, min_repeat_ms=1, progress=False)
+                    break
+                except CodesignError as exc:
+                    last = exc
+                    time.sleep(1)
+            else:
+                pytest.fail(f"the RPC server never registered with the tracker: {last}")
+            assert rep.measured == 2 and rep.failed == 0, rep.errors
+            rows = db.query(device="rpc-test")
+            assert all(r.ok and r.energy_source == "model:cpu-local" for r in rows)
+    finally:
+        for p in (server, tracker):
+            if p is not None:
+                os.killpg(p.pid, signal.SIGKILL)  # the popen_worker children too
+                p.wait()
+
+
+def test_unreachable_tracker_is_one_clear_error(tmp_path):
+    dev = Device(name="far", target={"kind": "llvm"}, rpc={"host": "127.0.0.1", "port": _free_port(), "key": "x"},
+                 energy="none")
+    with ProfileDB(tmp_path / "x.sqlite") as db, pytest.raises(CodesignError, match="RPC tracker at 127.0.0.1"):
+        profile_kernels(_small_specs()[:1], dev, db, progress=False)
+
+
+def _fake_rapl(root: Path, value: int, max_range: int = 2**32) -> Path:
+    dom = root / "intel-rapl:0"
+    dom.mkdir(parents=True, exist_ok=True)
+    (dom / "energy_uj").write_text(str(value))
+    (dom / "max_energy_range_uj").write_text(str(max_range))
+    sub = root / "intel-rapl:0:0"  # a sub-zone: must not be counted twice
+    sub.mkdir(exist_ok=True)
+    (sub / "energy_uj").write_text("0")
+    return dom
+
+
+def test_rapl_reader_on_a_fake_sysfs_tree(tmp_path):
+    dom = _fake_rapl(tmp_path, 1_000_000)
+    src = RaplSource(tmp_path, min_seconds=0.01)
+    assert src.available() == (True, None)
+    calls_seen = []
+
+    def run(calls):  # the package burns 50 uJ per call
+        calls_seen.append(calls)
+        (dom / "energy_uj").write_text(str(1_000_000 + 50 * calls))
+
+    energy = src.measure(K("relu", (1, 1, 2, 2)), run, latency_ms=0.1)
+    assert calls_seen == [100]
+    assert energy == pytest.approx(0.05)  # mJ per call
+
+
+def test_rapl_counter_wraparound(tmp_path):
+    dom = _fake_rapl(tmp_path, 999_990, max_range=1_000_000)
+    src = RaplSource(tmp_path, min_seconds=0.001)
+    energy = src.measure(K("relu", (1, 1, 2, 2)), lambda calls: (dom / "energy_uj").write_text("30"), latency_ms=1.0)
+    assert energy == pytest.approx(0.04)  # 40 uJ over the wrap, 1 call
+
+
+def test_energy_sources_are_labelled_and_never_invented(tmp_path):
+    dev = Device(name="d", target={"kind": "llvm"}, energy="auto", roofline=None)
+    src = energy_source_for(dev, rapl_root=tmp_path / "none")
+    assert src.label == "none" and src.measure(None, None, 1.0) is None
+    dev = Device(name="d", target={"kind": "llvm"}, energy="auto", roofline="cpu-local")
+    src = energy_source_for(dev, rapl_root=tmp_path / "none")
+    assert isinstance(src, ModelSource) and src.label == "model:cpu-local"
+    assert src.measure(K("relu", (1, 8, 8, 8)), None, 0.01) > 0
+    with pytest.raises(CodesignError, match="energy source rapl unavailable"):
+        energy_source_for(Device(name="d", target={"kind": "llvm"}, energy="rapl"), rapl_root=tmp_path / "none")
+
+
+def test_database_of_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite"
+    ProfileDB(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(dbmod.SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(CodesignError, match="newer than this codesign reads"):
+        ProfileDB(path)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(CodesignError, match="SQLite file of another program"):
+        ProfileDB(other)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("format_version: 2\nname: a\ntarget: {kind: llvm}\n", "format_version 2"),
+    ("format_version: 1\nname: a\n", "lacks 'target'"),
+    ("format_version: 1\nname: a\ntarget: llvm\n", "target must be a dict"),
+    ("format_version: 1\nname: a\ntarget: {kind: llvm}\nenergy: solar\n", "energy must be"),
+    ("format_version: 1\nname: a\ntarget: {kind: llvm}\nrpc: {host: x}\n", "rpc needs host, port and key"),
+])
+def test_device_files_are_validated(tmp_path, text, message):
+    f = tmp_path / "dev.yaml"
+    f.write_text(text)
+    with pytest.raises(CodesignError, match=message):
+        load_device_file(f)
+
+
+def test_target_tvm_cannot_build_for(tmp_path):
+    dev = Device(name="bad", target={"kind": "no-such-backend"})
+    with pytest.raises(CodesignError, match="TVM cannot build for target"):
+        dev.tvm_target()
+
+
+def test_grid_is_reproducible_and_validated():
+    a, b = grid_specs("conv2d", 20, seed=4), grid_specs("conv2d", 20, seed=4)
+    assert a == b and len(set(a)) == 20
+    assert all(s.op == "conv2d" for s in a)
+    with pytest.raises(CodesignError, match="unknown op 'convolution'"):
+        grid_specs("convolution")
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "codesign.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_profile_status_and_errors(tmp_path):
+    db = str(tmp_path / "cli.sqlite")
+    out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--repeats", "2", "--min-repeat-ms", "1",
+               "--db", db)
+    assert out.returncode == 0, out.stderr
+    assert "2 kernels on cpu-local [untuned]: 2 measured" in out.stdout
+    status = _cli("profile", "--status", "--db", db)
+    assert "relu" in status.stdout and "2 kernels" in status.stdout
+    for args, message in [
+        (("profile", "--grid", "relu", "--device", "nope", "--db", db), "unknown device 'nope'"),
+        (("profile", "--db", db), "nothing to profile"),
+        (("profile", "--grid", "relu", "--schedule", "fast", "--db", db), "unknown schedule 'fast'"),
+        (("profile", "--status", "--db", str(tmp_path / "missing.sqlite")), "no profile database"),
+    ]:
+        bad = _cli(*args)
+        assert bad.returncode == 2
+        assert message in bad.stderr and "Traceback" not in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_devices_lists_cpu_local():
+    out = _cli("devices")
+    assert out.returncode == 0 and "cpu-local" in out.stdout
+
+
+@pytest.mark.slow
+def test_metaschedule_tuning_beats_untuned_and_reuses_its_database(tmp_path):
+    spec = K("conv2d", (1, 16, 16, 16), out_channels=16, kernel=3)
+    dev = get_device("cpu-local")
+    with ProfileDB(tmp_path / "t.sqlite") as db:
+        profile_kernels([spec], dev, db, repeats=5, min_repeat_ms=5, progress=False)
+        rep = profile_kernels([spec], dev, db, schedule="metaschedule:16", repeats=5, min_repeat_ms=5,
+                              tuning_dir=str(tmp_path / "tune"), progress=False)
+        assert rep.measured == 1, rep.errors
+        untuned = db.query(schedule="untuned")[0].latency_ms
+        tuned = db.query(schedule="metaschedule:16")[0].latency_ms
+        assert tuned < untuned
+    with ProfileDB(tmp_path / "t2.sqlite") as db:
+        t0 = time.perf_counter()
+        profile_kernels([spec], dev, db, schedule="metaschedule:16", repeats=2, min_repeat_ms=1,
+                        tuning_dir=str(tmp_path / "tune"), progress=False)
+        assert time.perf_counter() - t0 < 10  # compiled from the stored record, not tuned again
