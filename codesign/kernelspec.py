@@ -73,6 +73,10 @@ class KernelSpec:
             raise CodesignError(
                 f"{op}: input_shape must be {rank} positive ints, got {tuple(input_shape)}"
             )
+        if op == "conv2d" and "padding" in attrs and "kernel" in attrs:
+            # An explicit padding equal to the "same" padding is the default: one key per kernel.
+            if int(attrs["padding"]) == (int(attrs["kernel"]) // 2) * int(attrs.get("dilation", 1)):
+                attrs = {k: v for k, v in attrs.items() if k != "padding"}
         unknown = set(attrs) - set(defaults)
         if unknown:
             raise CodesignError(

@@ -1,0 +1,269 @@
+"""ONNX graph -> the kernels TVM runs (KernelSpec list), with TVM's fusion at inference.
+
+Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
+
+1. ``Conv`` absorbs, in this order and each only when the previous output has no other consumer:
+   a ``BatchNormalization`` (folded into the weights and a bias), an ``Add`` of a constant
+   (bias), an ``Add`` of another tensor of the output's shape (residual), one activation
+   (``Relu``, ``Clip(0, 6)`` = relu6, ``HardSwish``, ``Sigmoid``).
+2. ``Gemm`` / ``MatMul`` (+ constant ``Add``) is ``dense`` and absorbs one activation.
+3. A standalone ``BatchNormalization`` is ``batch_norm`` (per-channel scale and shift) and absorbs
+   one activation; a standalone ``Add`` of two tensors absorbs one activation.
+4. ``MaxPool``, ``AveragePool`` (square kernels, symmetric padding), ``GlobalAveragePool`` (and a
+   ``ReduceMean`` over H and W) are pools; ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Add``/
+   ``Mul`` left alone are elementwise kernels.
+5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
+   ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
+   ``Split``, ``Slice``) are not costed as kernels: they are views or copies whose cost TVM
+   fuses into neighbours or that the per-network overhead absorbs.
+
+Any other op is an error naming it and listing the supported ones, unless ``allow_partial`` is
+given (then it is skipped and reported).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+
+ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}
+SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
+           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand"}
+KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
+              "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Add", "Mul"}
+
+
+def supported_ops() -> list[str]:
+    return sorted(KERNEL_OPS | SKIPPED)
+
+
+def _load(model):
+    import onnx
+
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.exists():
+            raise CodesignError(f"no ONNX file at {path}")
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # protobuf decode errors
+            raise CodesignError(f"{path} is not a readable ONNX model ({exc})") from exc
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise CodesignError(f"ONNX shape inference failed: {exc}") from exc
+
+
+class _Graph:
+    def __init__(self, model):
+        from onnx import numpy_helper
+
+        g = model.graph
+        self.nodes = list(g.node)
+        self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        for n in self.nodes:
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value":
+                        self.consts[n.output[0]] = numpy_helper.to_array(a.t)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            dims = vi.type.tensor_type.shape.dim
+            if dims and all(d.HasField("dim_value") for d in dims):
+                self.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+        for name, arr in self.consts.items():
+            self.shapes.setdefault(name, tuple(arr.shape))
+        self.consumers: dict[str, list] = defaultdict(list)
+        for n in self.nodes:
+            for i in n.input:
+                self.consumers[i].append(n)
+        self.outputs = {o.name for o in g.output}
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name not in self.shapes:
+            raise CodesignError(f"the shape of tensor {name!r} is unknown; export with static input shapes")
+        return self.shapes[name]
+
+    def sole_consumer(self, name: str):
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+
+def _attrs(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _activation_of(g: _Graph, node) -> str | None:
+    if node.op_type in ACTIVATIONS:
+        return ACTIVATIONS[node.op_type]
+    if node.op_type == "Clip":
+        lo, hi = _clip_bounds(g, node)
+        if lo == 0.0 and hi == 6.0:
+            return "relu6"
+        if lo == 0.0 and hi is None:
+            return "relu"
+    return None
+
+
+def _clip_bounds(g: _Graph, node):
+    a = _attrs(node)
+    lo, hi = a.get("min"), a.get("max")
+    if len(node.input) > 1 and node.input[1]:
+        lo = float(g.consts[node.input[1]]) if node.input[1] in g.consts else None
+    if len(node.input) > 2 and node.input[2]:
+        hi = float(g.consts[node.input[2]]) if node.input[2] in g.consts else None
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+
+def _absorb_activation(g: _Graph, out: str, used: set) -> tuple[str, str]:
+    nxt = g.sole_consumer(out)
+    if nxt is not None and _activation_of(g, nxt) is not None:
+        used.add(id(nxt))
+        return _activation_of(g, nxt), nxt.output[0]
+    return "none", out
+
+
+def _square(values, what: str, node) -> int:
+    values = list(values)
+    if len(set(values)) != 1:
+        raise CodesignError(f"{node.op_type} {node.name!r}: non-square {what} {values} is not supported")
+    return int(values[0])
+
+
+def _pads(node, a) -> int:
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise CodesignError(f"{node.op_type} {node.name!r}: auto_pad is not supported; export with explicit pads")
+    return _square(a.get("pads", [0, 0, 0, 0]), "padding", node)
+
+
+def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None) -> list[KernelSpec]:
+    """The kernels TVM runs for an ONNX model (path or ModelProto), in graph order.
+
+    Args:
+        model: path to an .onnx file or an onnx.ModelProto with static shapes.
+        allow_partial: skip ops no builder covers instead of raising (they are appended to
+            ``skipped`` when a list is given).
+
+    Raises:
+        CodesignError: an op no builder covers (naming it and the supported ops), unknown shapes.
+    """
+    g = _Graph(_load(model))
+    used: set[int] = set()
+    specs: list[KernelSpec] = []
+    for node in g.nodes:
+        if id(node) in used:
+            continue
+        op = node.op_type
+        if op in SKIPPED:
+            continue
+        if op not in KERNEL_OPS:
+            if allow_partial:
+                if skipped is not None:
+                    skipped.append(op)
+                continue
+            raise CodesignError(
+                f"ONNX op {op} (node {node.name!r}) has no kernel builder; supported: {', '.join(supported_ops())} "
+                "(pass allow_partial / --partial for a partial total)"
+            )
+        a = _attrs(node)
+        x = node.input[0]
+        if op == "Conv":
+            w = g.shape(node.input[1])
+            k = _square(a.get("kernel_shape", w[2:]), "kernel", node)
+            stride = _square(a.get("strides", [1, 1]), "stride", node)
+            dil = _square(a.get("dilations", [1, 1]), "dilation", node)
+            bias = len(node.input) > 2 and bool(node.input[2])
+            out = node.output[0]
+            nxt = g.sole_consumer(out)
+            if nxt is not None and nxt.op_type == "BatchNormalization":
+                used.add(id(nxt))
+                bias, out = True, nxt.output[0]
+                nxt = g.sole_consumer(out)
+            if nxt is not None and nxt.op_type == "Add":
+                other = [i for i in nxt.input if i != out]
+                if other and other[0] in g.consts:
+                    used.add(id(nxt))
+                    bias, out = True, nxt.output[0]
+                    nxt = g.sole_consumer(out)
+            residual = False
+            if nxt is not None and nxt.op_type == "Add":
+                other = [i for i in nxt.input if i != out]
+                if other and other[0] not in g.consts and g.shapes.get(other[0]) == g.shapes.get(out):
+                    used.add(id(nxt))
+                    residual, out = True, nxt.output[0]
+            act, out = _absorb_activation(g, out, used)
+            specs.append(KernelSpec.make(
+                "conv2d", g.shape(x), out_channels=w[0], kernel=k, stride=stride, padding=_pads(node, a),
+                dilation=dil, groups=int(a.get("group", 1)), bias=bias, residual=residual, activation=act,
+            ))
+        elif op in ("Gemm", "MatMul"):
+            xs, ws = g.shape(x), g.shape(node.input[1])
+            if len(xs) != 2:
+                raise CodesignError(f"{op} {node.name!r}: only 2-D inputs are supported, got {xs}")
+            trans_b = op == "Gemm" and a.get("transB", 0) == 1
+            out_features = ws[0] if trans_b else ws[1]
+            bias = op == "Gemm" and len(node.input) > 2 and bool(node.input[2])
+            out = node.output[0]
+            nxt = g.sole_consumer(out)
+            if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.consts for i in nxt.input):
+                used.add(id(nxt))
+                bias, out = True, nxt.output[0]
+            act, out = _absorb_activation(g, out, used)
+            specs.append(KernelSpec.make("dense", xs, out_features=out_features, bias=bias, activation=act))
+        elif op == "BatchNormalization":
+            act, _ = _absorb_activation(g, node.output[0], used)
+            specs.append(KernelSpec.make("batch_norm", g.shape(x), activation=act))
+        elif op in ("MaxPool", "AveragePool"):
+            k = _square(a["kernel_shape"], "kernel", node)
+            stride = _square(a.get("strides", [1, 1]), "stride", node)
+            if a.get("ceil_mode", 0):
+                raise CodesignError(f"{op} {node.name!r}: ceil_mode is not supported")
+            kind = "max_pool2d" if op == "MaxPool" else "avg_pool2d"
+            extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg_pool2d" else {}
+            specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a), **extra))
+        elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
+            specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
+        elif op == "ReduceMean":
+            raise CodesignError(f"ReduceMean {node.name!r}: only a mean over H and W is supported")
+        elif op in ("Relu", "Clip", "HardSwish", "Sigmoid"):
+            act = _activation_of(g, node)
+            if act is None:
+                raise CodesignError(f"Clip {node.name!r}: only Clip(0, 6) and Clip(0, inf) are supported")
+            shape = g.shape(x)
+            if len(shape) == 4:
+                specs.append(KernelSpec.make(act, shape))
+        elif op in ("Add", "Mul"):
+            shapes = [g.shapes.get(i) for i in node.input]
+            if any(i in g.consts for i in node.input) or len(set(shapes)) != 1 or len(shapes[0] or ()) != 4:
+                continue  # broadcast with a constant: folded into the producer by TVM
+            if op == "Add":
+                act, _ = _absorb_activation(g, node.output[0], used)
+                specs.append(KernelSpec.make("add", shapes[0], activation=act))
+            else:
+                specs.append(KernelSpec.make("mul", shapes[0]))
+    return specs
+
+
+def module_kernels(module, input_shape: tuple[int, ...], allow_partial: bool = False) -> list[KernelSpec]:
+    """The kernels of a torch nn.Module (exported to ONNX in memory, opset 17, eval mode)."""
+    import io
+
+    import onnx
+    import torch
+
+    was_training = module.training
+    module.eval()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(module, (torch.zeros(input_shape),), buf, dynamo=False, opset_version=17,
+                              do_constant_folding=False)
+    finally:
+        module.train(was_training)
+    return onnx_kernels(onnx.load_from_string(buf.getvalue()), allow_partial=allow_partial)
+
