@@ -1,7 +1,10 @@
 """Benchmark of the profiler: kernels profiled per minute, compile vs timing split, and the
 spread of the same kernels profiled three times (fresh databases), on cpu-local.
 
-    python benchmarks/profile.py [--kernels N] [--repeats R] [--min-repeat-ms M]
+(Named profiling.py: a profile.py in benchmarks/ would shadow the standard library's profile
+module, which torch imports, for every script run from this folder.)
+
+    python benchmarks/profiling.py [--kernels N] [--repeats R] [--min-repeat-ms M]
 
 Prints JSON. The kernels are a fixed grid sample (conv2d, depthwise included, pools, dense,
 elementwise) under the untuned schedule; the spread is max/min - 1 of each kernel's median latency
