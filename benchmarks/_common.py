@@ -44,3 +44,16 @@ def time_ms(fn, repeats: int = 15, warmup: int = 3) -> dict:
         samples.append((time.perf_counter() - t0) * 1e3)
     q = statistics.quantiles(samples, n=4)
     return {"median_ms": statistics.median(samples), "q1_ms": q[0], "q3_ms": q[2], "repeats": repeats}
+
+
+def mixed_op_bytes(map_bytes: int, parametric: int) -> int:
+    """Bytes a fused mixed op must move, forward + backward, for maps of ``map_bytes`` each:
+    forward reads x and every y and writes out; backward reads grad, x and every y and writes
+    grad_x and every grad_y."""
+    return map_bytes * ((1 + parametric + 1) + (1 + 1 + parametric + 1 + parametric))
+
+
+def gumbel_bytes(logits_bytes: int, rows: int) -> int:
+    """Bytes a fused Gumbel-softmax must move, forward + backward: forward reads the logits and
+    writes y and the int64 index; backward reads grad and logits and writes their gradient."""
+    return 2 * logits_bytes + rows * 8 + 3 * logits_bytes

@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import hardware, time_ms  # noqa: E402
+from _common import gumbel_bytes, hardware, mixed_op_bytes, time_ms  # noqa: E402
 
 import codesign  # noqa: E402
 
@@ -74,10 +74,7 @@ def bench_mixed(n, c, h, kp, free, repeats) -> dict:
 
     fused = time_ms(step("auto"), repeats)
     ref = time_ms(step("reference"), repeats)
-    elem = x.numel() * x.element_size()
-    # Bytes the fused op must move: forward reads x, ys and writes out; backward reads grad, x, ys
-    # and writes grad_x and every grad_y.
-    moved = elem * ((1 + kp + 1) + (1 + 1 + kp + 1 + kp))
+    moved = mixed_op_bytes(x.numel() * x.element_size(), kp)
     return {
         "shape": [n, c, h, h],
         "parametric": kp,
@@ -107,8 +104,7 @@ def bench_gumbel(rows, cols, repeats) -> dict:
 
     f = time_ms(fused, repeats)
     t = time_ms(torch_ref, repeats)
-    elem = logits.numel() * logits.element_size()
-    moved = 2 * elem + rows * 8 + 3 * elem  # fwd: logits in, y + index out; bwd: grad, logits in, out
+    moved = gumbel_bytes(logits.numel() * logits.element_size(), rows)
     return {
         "shape": [rows, cols],
         "fused_fwd_bwd": f,

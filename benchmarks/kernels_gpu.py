@@ -16,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import hardware  # noqa: E402
+from _common import gumbel_bytes, hardware, mixed_op_bytes  # noqa: E402
 
 import codesign  # noqa: E402
 
@@ -51,8 +51,7 @@ def mixed_case(n, c, h, kp=5) -> dict:
         return step
 
     fused, eager = _bench(run("auto")), _bench(run("reference"))
-    elem = x.numel() * x.element_size()
-    moved = elem * ((1 + kp + 1) + (1 + 1 + kp + 1 + kp))
+    moved = mixed_op_bytes(x.numel() * x.element_size(), kp)
     return {
         "shape": [n, c, h, h],
         "fused_ms": fused,
@@ -75,8 +74,7 @@ def gumbel_case(rows, cols=8) -> dict:
         torch.autograd.grad(y, logits, g)
 
     f, e = _bench(fused), _bench(eager)
-    elem = logits.numel() * logits.element_size()
-    moved = 2 * elem + rows * 8 + 3 * elem
+    moved = gumbel_bytes(logits.numel() * logits.element_size(), rows)
     return {
         "shape": [rows, cols],
         "fused_ms": f,
