@@ -262,7 +262,7 @@ def module_kernels(module, input_shape: tuple[int, ...], allow_partial: bool = F
     try:
         with torch.no_grad():
             torch.onnx.export(module, (torch.zeros(input_shape),), buf, dynamo=False, opset_version=17,
-                              do_constant_folding=False)
+                              do_constant_folding=True)
     finally:
         module.train(was_training)
     return onnx_kernels(onnx.load_from_string(buf.getvalue()), allow_partial=allow_partial)

@@ -18,6 +18,8 @@ def register(sub) -> None:
     )
     src = p.add_argument_group("what to profile (one or more)")
     src.add_argument("--space", help="every kernel the supernet of this search space runs")
+    src.add_argument("--space-arg", action="append", default=[], metavar="KEY=INT",
+                     help="a constructor argument of the space, e.g. c=16 or layers=8 (repeatable)")
     src.add_argument("--input-shape", default=None,
                      help="input shape N,C,H,W for --space (default: the space's own)")
     src.add_argument("--onnx", nargs="+", metavar="MODEL", default=[],
@@ -92,7 +94,16 @@ def collect_specs(args) -> list:
             spaces = importlib.import_module("codesign.spaces")
         except ModuleNotFoundError as exc:
             raise CodesignError("--space needs codesign.spaces, which this installation lacks") from exc
-        space = spaces.create_space(args.space)
+        kwargs = {}
+        for item in args.space_arg:
+            key, _, value = item.partition("=")
+            if not key or not value.lstrip("-").isdigit():
+                raise CodesignError(f"--space-arg must be KEY=INT, got {item!r}")
+            kwargs[key] = int(value)
+        try:
+            space = spaces.create_space(args.space, **kwargs)
+        except TypeError as exc:
+            raise CodesignError(f"--space-arg: {exc}") from exc
         shape = None
         if args.input_shape:
             try:

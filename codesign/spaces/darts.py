@@ -1,0 +1,281 @@
+"""The DARTS cell space (Liu et al., 2019): 8 candidate ops on the 14 edges of a normal and a
+reduction cell, cells stacked into a CIFAR-style network.
+
+Genotype grammar (one string, decoded in ``Genotype.parse``)::
+
+    normal=OP@IN,OP@IN|OP@IN,OP@IN|OP@IN,OP@IN|OP@IN,OP@IN;reduce=...same...
+
+Each of the 4 ``|``-separated groups is an intermediate node with two incoming edges; ``OP`` is
+one of PRIMITIVES except ``none``, ``IN`` the index of the edge's input (0 and 1: the two previous
+cells' outputs, 2..5: earlier nodes of the same cell, so node i may take inputs < i + 2). Every
+cell outputs the concatenation of its 4 nodes. Example (DARTS-V2 from the paper)::
+
+    normal=sep_conv_3x3@0,sep_conv_3x3@1|sep_conv_3x3@0,sep_conv_3x3@1|sep_conv_3x3@1,skip_connect@0|skip_connect@0,dil_conv_3x3@2;reduce=max_pool_3x3@0,max_pool_3x3@1|skip_connect@2,max_pool_3x3@1|max_pool_3x3@0,skip_connect@2|skip_connect@2,max_pool_3x3@1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+from . import register_space
+
+PRIMITIVES = (
+    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+)
+NODES = 4
+
+
+def edges() -> list[tuple[int, int]]:
+    """(node, input) pairs of a cell, in DARTS order: 2 + 3 + 4 + 5 = 14 edges."""
+    return [(node, inp) for node in range(NODES) for inp in range(node + 2)]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    normal: tuple[tuple[str, int], ...]  # 8 (op, input) pairs, two per node
+    reduce: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Genotype:
+        """Decode the grammar in the module docstring; errors name the offending part."""
+        chunks = text.strip().split(";")
+        parts = dict(p.split("=", 1) for p in chunks if "=" in p)
+        if len(chunks) != 2 or set(parts) != {"normal", "reduce"}:
+            raise CodesignError(f"genotype must have normal=...;reduce=..., got {text!r}")
+        cells = []
+        for kind in ("normal", "reduce"):
+            nodes = parts[kind].split("|")
+            if len(nodes) != NODES:
+                raise CodesignError(f"genotype {kind}: {NODES} nodes separated by '|' expected, got {len(nodes)}")
+            pairs = []
+            for i, node in enumerate(nodes):
+                ins = node.split(",")
+                if len(ins) != 2:
+                    raise CodesignError(f"genotype {kind} node {i}: two OP@IN inputs expected, got {node!r}")
+                for item in ins:
+                    op, _, idx = item.partition("@")
+                    if op not in PRIMITIVES or op == "none":
+                        raise CodesignError(f"genotype {kind} node {i}: unknown op {op!r}; choose from {', '.join(PRIMITIVES[1:])}")
+                    if not idx.isdigit() or not 0 <= int(idx) < i + 2:
+                        raise CodesignError(f"genotype {kind} node {i}: input {idx!r} must be an int in [0, {i + 2})")
+                    pairs.append((op, int(idx)))
+            cells.append(tuple(pairs))
+        return cls(*cells)
+
+    def __str__(self) -> str:
+        def cell(pairs):
+            return "|".join(",".join(f"{op}@{i}" for op, i in pairs[2 * n: 2 * n + 2]) for n in range(NODES))
+
+        return f"normal={cell(self.normal)};reduce={cell(self.reduce)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ops (as in DARTS: ReLU-conv-BN orderings, factorized reduce for strided skips)
+# ---------------------------------------------------------------------------------------------
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in, c_out, k, stride, pad):
+        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, k, stride, pad, bias=False), nn.BatchNorm2d(c_out))
+
+
+class DilConv(nn.Sequential):
+    def __init__(self, c, k, stride, pad, dil):
+        super().__init__(nn.ReLU(), nn.Conv2d(c, c, k, stride, pad, dilation=dil, groups=c, bias=False),
+                         nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c))
+
+
+class SepConv(nn.Sequential):
+    def __init__(self, c, k, stride, pad):
+        super().__init__(DilConv(c, k, stride, pad, 1), DilConv(c, k, 1, pad, 1))
+
+
+class FactorizedReduce(nn.Module):
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.c1 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
+        self.c2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, 2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x):  # x: (N, C_in, H, W) -> (N, C_out, H/2, W/2)
+        x = self.relu(x)
+        return self.bn(torch.cat([self.c1(x), self.c2(x[:, :, 1:, 1:] if x.shape[2] > 1 else x)], 1))
+
+
+def make_op(name: str, c: int, stride: int) -> nn.Module:
+    if name == "max_pool_3x3":
+        return nn.MaxPool2d(3, stride, 1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c)
+    if name.startswith("sep_conv_"):
+        k = int(name[-1])
+        return SepConv(c, k, stride, k // 2)
+    if name.startswith("dil_conv_"):
+        k = int(name[-1])
+        return DilConv(c, k, stride, k - 1, 2)
+    raise CodesignError(f"no module for op {name!r}")
+
+
+def op_kernels(name: str, c: int, h: int, stride: int) -> list[KernelSpec]:
+    """Kernels TVM runs for one candidate op on an (1, c, h, h) input (BN folded into convs)."""
+    K = KernelSpec.make
+    shape = (1, c, h, h)
+    ho = (h - 1) // stride + 1
+    if name == "none" or (name == "skip_connect" and stride == 1):
+        return []
+    if name in ("max_pool_3x3", "avg_pool_3x3"):
+        return [K("max_pool2d" if name[0] == "m" else "avg_pool2d", shape, kernel=3, stride=stride, padding=1)]
+    if name == "skip_connect":
+        return [K("relu", shape), K("conv2d", shape, out_channels=c // 2, kernel=1, stride=2, padding=0),
+                K("conv2d", (1, c, h - 1, h - 1), out_channels=c - c // 2, kernel=1, stride=2, padding=0),
+                K("batch_norm", (1, c, ho, ho))]
+    k = int(name[-1])
+    if name.startswith("dil_conv_"):
+        return [K("relu", shape), K("conv2d", shape, out_channels=c, kernel=k, stride=stride, dilation=2, groups=c),
+                K("conv2d", (1, c, ho, ho), out_channels=c, kernel=1, padding=0, bias=True)]
+    return [K("relu", shape), K("conv2d", shape, out_channels=c, kernel=k, stride=stride, groups=c),
+            K("conv2d", (1, c, ho, ho), out_channels=c, kernel=1, padding=0, bias=True, activation="relu"),
+            K("conv2d", (1, c, ho, ho), out_channels=c, kernel=k, groups=c),
+            K("conv2d", (1, c, ho, ho), out_channels=c, kernel=1, padding=0, bias=True)]
+
+
+class Cell(nn.Module):
+    def __init__(self, pairs, c_pp, c_p, c, reduction, reduction_prev):
+        super().__init__()
+        self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        self.pairs = pairs
+        self.ops = nn.ModuleList(make_op(op, c, 2 if reduction and i < 2 else 1) for op, i in pairs)
+
+    def forward(self, s0, s1):
+        states = [self.pre0(s0), self.pre1(s1)]
+        for n in range(NODES):
+            a, b = 2 * n, 2 * n + 1
+            states.append(self.ops[a](states[self.pairs[a][1]]) + self.ops[b](states[self.pairs[b][1]]))
+        return torch.cat(states[2:], dim=1)  # (N, 4C, H', W')
+
+
+class Network(nn.Module):
+    """A derived DARTS network: stem, ``layers`` cells (reductions at 1/3 and 2/3), classifier."""
+
+    def __init__(self, genotype: Genotype, c: int, layers: int, num_classes: int, in_channels: int):
+        super().__init__()
+        c_curr = 3 * c
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c_curr = c_curr, c_curr, c
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            pairs = genotype.reduce if reduction else genotype.normal
+            self.cells.append(Cell(pairs, c_pp, c_p, c_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, NODES * c_curr
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x):  # x: (N, in_channels, H, W) -> logits (N, num_classes)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+@register_space("darts")
+class DartsSpace:
+    """The DARTS space. Args: init channels ``c`` (16), ``layers`` (8), ``num_classes`` (10),
+    default input shape (1, 3, 32, 32)."""
+
+    primitives = PRIMITIVES
+
+    def __init__(self, c: int = 16, layers: int = 8, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
+        if c < 2 or layers < 3 or num_classes < 1:
+            raise CodesignError("darts space: c >= 2, layers >= 3 and num_classes >= 1 are required")
+        self.c, self.layers, self.num_classes = c, layers, num_classes
+        self.input_shape = tuple(input_shape)
+
+    def cell_plan(self, input_shape=None):
+        """(index, reduction, c, h) of every cell: channels and resolution its edges see."""
+        _, _, h, _ = input_shape or self.input_shape
+        plan, c = [], self.c
+        for i in range(self.layers):
+            reduction = i in (self.layers // 3, 2 * self.layers // 3)
+            if reduction:
+                c *= 2
+            plan.append((i, reduction, c, h))
+            if reduction:
+                h = (h - 1) // 2 + 1
+        return plan
+
+    def edge_op_kernels(self, input_shape=None) -> dict[tuple[int, int, str], list[KernelSpec]]:
+        """Kernels of every (cell, edge, op) of the supernet: what a cost model costs per choice."""
+        out = {}
+        for i, reduction, c, h in self.cell_plan(input_shape):
+            for e, (_node, inp) in enumerate(edges()):
+                stride = 2 if reduction and inp < 2 else 1
+                h_in = h if stride == 2 or not reduction else (h - 1) // 2 + 1
+                for op in PRIMITIVES:
+                    out[(i, e, op)] = op_kernels(op, c, h_in, stride)
+        return out
+
+    def kernels(self, input_shape=None) -> list[KernelSpec]:
+        """Every distinct kernel the supernet runs and any derived network may run (stem,
+        preprocessing, all ops of all edges with their fused variants, classifier), for the
+        profiler."""
+        shape = tuple(input_shape or self.input_shape)
+        if len(shape) != 4:
+            raise CodesignError(f"darts space: input shape must be N,C,H,W, got {shape}")
+        K = KernelSpec.make
+        specs = [K("conv2d", shape, out_channels=3 * self.c, kernel=3, bias=True)]
+        (c_pp, h_pp), (c_p, h_p) = (3 * self.c, shape[2]), (3 * self.c, shape[2])
+        reduction_prev = False
+        for _i, reduction, c, h in self.cell_plan(shape):
+            if reduction_prev:  # FactorizedReduce of the cell before the previous one
+                specs += op_kernels("skip_connect", c_pp, h_pp, 2)
+                if c_pp != c:
+                    specs[-3:-1] = [
+                        K("conv2d", (1, c_pp, h_pp, h_pp), out_channels=c // 2, kernel=1, stride=2, padding=0),
+                        K("conv2d", (1, c_pp, h_pp - 1, h_pp - 1), out_channels=c - c // 2, kernel=1, stride=2,
+                          padding=0),
+                    ]
+                    specs[-1] = K("batch_norm", (1, c, (h_pp - 1) // 2 + 1, (h_pp - 1) // 2 + 1))
+            else:
+                specs += [K("relu", (1, c_pp, h_pp, h_pp)),
+                          K("conv2d", (1, c_pp, h_pp, h_pp), out_channels=c, kernel=1, padding=0, bias=True)]
+            specs += [K("relu", (1, c_p, h_p, h_p)),
+                      K("conv2d", (1, c_p, h_p, h_p), out_channels=c, kernel=1, padding=0, bias=True)]
+            h_out = (h - 1) // 2 + 1 if reduction else h
+            specs.append(K("add", (1, c, h_out, h_out)))  # each node sums its two edges
+            (c_pp, h_pp), (c_p, h_p) = (c_p, h_p), (NODES * c, h_out)
+            reduction_prev = reduction
+        for ks in self.edge_op_kernels(shape).values():
+            specs += ks
+        # Which conv absorbs a node's sum (residual) or the next op's ReLU depends on the genotype
+        # (TVM fuses into a conv only a sole consumer), so list every fused variant.
+        variants = []
+        for k in specs:
+            if k.op == "conv2d" and k.attr("activation") == "none" and not k.attr("residual"):
+                attrs = dict(k.attrs)
+                for extra in ({"activation": "relu"}, {"residual": True}, {"residual": True, "activation": "relu"}):
+                    variants.append(KernelSpec.make("conv2d", k.input_shape, **{**attrs, **extra}))
+        specs += variants
+        last_c, last_h = self.cell_plan(shape)[-1][2], self.cell_plan(shape)[-1][3]
+        specs += [K("global_avg_pool2d", (1, NODES * last_c, last_h, last_h)),
+                  K("dense", (1, NODES * last_c), out_features=self.num_classes)]
+        return list(dict.fromkeys(specs))
+
+    def build(self, genotype: str | Genotype, in_channels: int | None = None) -> Network:
+        """The derived network of a genotype as a plain nn.Module."""
+        g = Genotype.parse(genotype) if isinstance(genotype, str) else genotype
+        return Network(g, self.c, self.layers, self.num_classes, in_channels or self.input_shape[1])
