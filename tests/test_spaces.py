@@ -87,7 +87,6 @@ def test_edge_op_kernels_cost_each_choice():
     assert strided.attr("stride") == 2 and strided.input_shape == (1, 8, 8, 8)
 
 
-@pytest.mark.slow
 def test_profile_cli_profiles_a_space(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "codesign.cli", "profile", "--space", "darts", "--space-arg", "c=4",
