@@ -82,3 +82,35 @@ def test_profile_cli_takes_onnx_models(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "2 kernels on cpu-local [untuned]: 2 measured" in out.stdout
+
+
+class ChannelShuffle(nn.Module):
+    """A ShuffleNetV2-like unit: chunk, branch, concat, channel shuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat((a, torch.relu(self.dw(self.pw(b)))), dim=1)
+        n, c, h, w = x.shape
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w).mean((2, 3))
+
+
+def test_shape_arithmetic_is_folded_away():
+    from codesign.predict.graph import export_onnx, fold_constants
+
+    model = export_onnx(ChannelShuffle(), (1, 3, 16, 16))
+    assert "Div" in {n.op_type for n in model.graph.node}  # chunk's shape arithmetic
+    folded = {n.op_type for n in fold_constants(model).graph.node}
+    assert folded.isdisjoint({"Shape", "Gather", "Div", "Constant"})
+    assert module_kernels(ChannelShuffle(), (1, 3, 16, 16)) == [
+        K("conv2d", (1, 3, 16, 16), out_channels=16, kernel=3, bias=True, activation="relu"),
+        K("conv2d", (1, 8, 16, 16), out_channels=8, kernel=1, padding=0, bias=True),
+        K("conv2d", (1, 8, 16, 16), out_channels=8, kernel=3, groups=8, bias=True, activation="relu"),
+        K("global_avg_pool2d", (1, 16, 16, 16)),
+    ]

@@ -17,12 +17,19 @@ Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
    ``Split``, ``Slice``) are not costed as kernels: they are views or copies whose cost TVM
    fuses into neighbours or that the per-network overhead absorbs.
 
+Before any of this, ``fold_constants`` evaluates every node whose inputs are known before the
+network runs (initializers, ``Constant``, ``Shape`` of a statically shaped tensor, and arithmetic
+on those): exporters emit such shape arithmetic for ``chunk``/``split``/``view``, it costs nothing
+at run time, and left in place it makes TVM's importer emit slices of unknown shape (see
+docs/predict.md for the ``concat`` failure this causes).
+
 Any other op is an error naming it and listing the supported ones, unless ``allow_partial`` is
 given (then it is skipped and reported).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -40,7 +47,87 @@ def supported_ops() -> list[str]:
     return sorted(KERNEL_OPS | SKIPPED)
 
 
-def _load(model):
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"}
+
+
+def _static_shapes(graph) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    return shapes
+
+
+def _infer(model):
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise CodesignError(f"ONNX shape inference failed: {exc}") from exc
+
+
+def fold_constants(model):
+    """A copy of ``model`` with every node computable before run time replaced by an initializer.
+
+    Folds ``Constant``, ``Shape`` of statically shaped tensors and any deterministic node whose
+    inputs are all folded (evaluated with ``onnx.reference``). Static input shapes are required
+    for the shape arithmetic to fold.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    model = _infer(model)
+    g = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    shapes = _static_shapes(g)
+    keep = []
+    for n in g.node:
+        ins = list(dict.fromkeys(i for i in n.input if i))
+        values = None
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            values = [numpy_helper.to_array(n.attribute[0].t)]
+        elif n.op_type == "Shape" and n.input[0] in shapes:
+            a = _attrs(n)
+            dims = shapes[n.input[0]]
+            values = [np.array(dims[a.get("start", 0): a.get("end", len(dims))], dtype=np.int64)]
+        elif ins and all(i in known for i in ins) and n.op_type not in _NONDETERMINISTIC and n.domain in ("", "ai.onnx"):
+            inputs = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(known[i].dtype), known[i].shape)
+                      for i in ins]
+            outputs = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in n.output]
+            single = helper.make_model(helper.make_graph([n], "fold", inputs, outputs),
+                                       opset_imports=model.opset_import)
+            try:
+                values = ReferenceEvaluator(single).run(None, {i: known[i] for i in ins})
+            except Exception:  # an op the reference runtime lacks stays in the graph
+                values = None
+        if values is None:
+            keep.append(n)
+            continue
+        for out, v in zip(n.output, values):
+            known[out] = np.asarray(v)
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    have = {t.name for t in g.initializer}
+    new_inits = [numpy_helper.from_array(v, name) for name, v in known.items() if name in used and name not in have]
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    del folded.graph.node[:]
+    folded.graph.node.extend(keep)
+    folded.graph.initializer.extend(new_inits)
+    del folded.graph.value_info[:]
+    return _infer(folded)
+
+
+def load_model(model):
+    """An onnx.ModelProto from a path or a ModelProto, constants folded, shapes inferred.
+
+    Raises:
+        CodesignError: a missing or unreadable file, failed shape inference.
+    """
     import onnx
 
     if isinstance(model, (str, Path)):
@@ -51,10 +138,12 @@ def _load(model):
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf decode errors
             raise CodesignError(f"{path} is not a readable ONNX model ({exc})") from exc
-    try:
-        return onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:
-        raise CodesignError(f"ONNX shape inference failed: {exc}") from exc
+    if not isinstance(model, onnx.ModelProto):
+        raise CodesignError(f"expected an ONNX file path or onnx.ModelProto, got {type(model).__name__}")
+    return fold_constants(model)
+
+
+_load = load_model
 
 
 class _Graph:
@@ -69,11 +158,7 @@ class _Graph:
                 for a in n.attribute:
                     if a.name == "value":
                         self.consts[n.output[0]] = numpy_helper.to_array(a.t)
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        for vi in list(g.input) + list(g.value_info) + list(g.output):
-            dims = vi.type.tensor_type.shape.dim
-            if dims and all(d.HasField("dim_value") for d in dims):
-                self.shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+        self.shapes: dict[str, tuple[int, ...]] = _static_shapes(g)
         for name, arr in self.consts.items():
             self.shapes.setdefault(name, tuple(arr.shape))
         self.consumers: dict[str, list] = defaultdict(list)
@@ -249,8 +334,11 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
     return specs
 
 
-def module_kernels(module, input_shape: tuple[int, ...], allow_partial: bool = False) -> list[KernelSpec]:
-    """The kernels of a torch nn.Module (exported to ONNX in memory, opset 17, eval mode)."""
+def export_onnx(module, input_shape: tuple[int, ...]):
+    """A torch nn.Module as an onnx.ModelProto (in memory, opset 17, eval mode, BN folded).
+
+    The module's train/eval mode is restored afterwards.
+    """
     import io
 
     import onnx
@@ -260,10 +348,19 @@ def module_kernels(module, input_shape: tuple[int, ...], allow_partial: bool = F
     module.eval()
     buf = io.BytesIO()
     try:
-        with torch.no_grad():
-            torch.onnx.export(module, (torch.zeros(input_shape),), buf, dynamo=False, opset_version=17,
-                              do_constant_folding=True)
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is the one that works without onnxscript; its deprecation
+            # warning says nothing a user of codesign can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(module, (torch.zeros(tuple(input_shape)),), buf, dynamo=False, opset_version=17,
+                              do_constant_folding=True, input_names=["input"], output_names=["output"])
+    except Exception as exc:
+        raise CodesignError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     finally:
         module.train(was_training)
-    return onnx_kernels(onnx.load_from_string(buf.getvalue()), allow_partial=allow_partial)
+    return onnx.load_from_string(buf.getvalue())
 
+
+def module_kernels(module, input_shape: tuple[int, ...], allow_partial: bool = False) -> list[KernelSpec]:
+    """The kernels of a torch nn.Module (exported to ONNX in memory, opset 17, eval mode)."""
+    return onnx_kernels(export_onnx(module, input_shape), allow_partial=allow_partial)
