@@ -22,8 +22,9 @@ from codesign.profile import Device, ProfileDB, get_device, profile_kernels
 from codesign.profile import db as dbmod
 from codesign.profile.builders import build, random_args
 from codesign.profile.devices import load_device_file
-from codesign.profile.energy import ModelSource, RaplSource, energy_source_for
+from codesign.profile.energy import ModelSource, NvmlSource, RaplSource, energy_source_for
 from codesign.profile.grid import grid_specs
+from codesign.profile.schedules import apply_dlight, parse_schedule
 
 K = KernelSpec.make
 
@@ -72,6 +73,56 @@ def test_tvm_kernel_computes_what_the_spec_says(spec, expr, target):
     np.testing.assert_allclose(tensors[-1].numpy(), want, rtol=1e-4, atol=1e-4)
 
 
+def _has_cuda_gpu() -> bool:
+    import tvm
+
+    return tvm.device("cuda", 0).exist
+
+
+# dlight's CPU rules (GEMV, reduction) cover reductions: convs, dense, avg and global pools.
+DLIGHT_APPLIES = {"conv2d0", "conv2d2", "conv2d3", "conv2d4", "avg_pool2d5", "global_avg_pool2d7", "dense13"}
+
+
+@pytest.mark.parametrize("spec, expr", CASES, ids=[c[0].op + str(i) for i, c in enumerate(CASES)])
+def test_dlight_schedule_computes_the_same_and_says_where_it_applies(spec, expr, target, request):
+    import tvm
+
+    built = build(spec)
+    mod, applied = apply_dlight(built.func, target)
+    assert applied == (request.node.callspec.id in DLIGHT_APPLIES)
+    args = random_args(built.arg_shapes, seed=5)
+    tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in args]
+    tvm.compile(mod, target=target).jit()["main"](*tensors)
+    want = expr([torch.from_numpy(a) for a in args[:-1]]).numpy()
+    np.testing.assert_allclose(tensors[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_schedule_policies_are_parsed_and_checked_against_the_target(tmp_path):
+    assert parse_schedule("dlight") == ("dlight", 0)
+    assert parse_schedule("metaschedule:8") == ("metaschedule", 8)
+    for bad, message in [("metaschedule:0", "positive int"), ("tuned", "unknown schedule 'tuned'")]:
+        with pytest.raises(CodesignError, match=message):
+            parse_schedule(bad)
+    gpu = Device(name="gpu", target={"kind": "cuda"}, energy="none")
+    with ProfileDB(tmp_path / "g.sqlite") as db, pytest.raises(CodesignError, match="use --schedule dlight"):
+        profile_kernels(_small_specs()[:1], gpu, db, schedule="untuned", progress=False)
+
+
+@pytest.mark.skipif(_has_cuda_gpu(), reason="this host has a GPU")
+def test_a_gpu_device_on_a_host_without_one_is_one_clear_error(tmp_path):
+    with ProfileDB(tmp_path / "g.sqlite") as db, pytest.raises(CodesignError, match="no cuda device"):
+        profile_kernels(_small_specs()[:1], get_device("cuda-local"), db, progress=False)
+
+
+@pytest.mark.skipif(not _has_cuda_gpu(), reason="needs an NVIDIA GPU")
+def test_profile_on_the_local_gpu_with_dlight(tmp_path):
+    with ProfileDB(tmp_path / "g.sqlite") as db:
+        rep = profile_kernels(_small_specs(), get_device("cuda-local"), db, repeats=3, min_repeat_ms=5,
+                              progress=False)
+        assert rep.schedule == "dlight" and rep.measured == 3, rep.errors
+        assert all(r.ok and r.latency_ms > 0 for r in db.query(device="cuda-local"))
+
+
 def _small_specs():
     return [
         K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, activation="relu"),
@@ -94,6 +145,17 @@ def test_profile_stores_each_kernel_once_and_resumes(tmp_path):
         assert len(db.query(schedule="torch-eager", ok_only=True)) == 3
         again = profile_kernels(specs, dev, db, repeats=3, min_repeat_ms=1, progress=False)
         assert (again.skipped, again.measured) == (3, 0)
+
+
+def test_dlight_and_sequential_compilation_store_labelled_rows(tmp_path):
+    dev = get_device("cpu-local")
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(_small_specs(), dev, db, schedule="dlight", repeats=2, min_repeat_ms=1,
+                              progress=False, overlap_compile=False)
+        assert (rep.measured, rep.failed) == (3, 0)
+        rows = db.query(schedule="dlight", ok_only=True)
+        assert sorted(r.spec.op for r in rows) == ["conv2d", "dense", "max_pool2d"]
+        assert db.query(schedule="untuned") == []
 
 
 def test_a_failing_kernel_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -245,6 +307,46 @@ def test_rapl_counter_wraparound(tmp_path):
     assert energy == pytest.approx(0.04)  # 40 uJ over the wrap, 1 call
 
 
+class _FakeNvml:
+    """pynvml's calls codesign uses; the counter gains 7 mJ per kernel call."""
+
+    def __init__(self):
+        self.total_mj = 5_000
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        return self.total_mj
+
+
+def test_nvml_reader_with_a_fake_library(monkeypatch):
+    fake = _FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    src = NvmlSource(min_seconds=0.01)
+    assert src.available() == (True, None)
+
+    def run(calls):
+        fake.total_mj += 7 * calls
+
+    assert src.measure(K("relu", (1, 1, 2, 2)), run, latency_ms=0.5) == pytest.approx(7.0)
+
+
+@pytest.mark.skipif(not _has_cuda_gpu(), reason="needs an NVIDIA GPU")
+def test_nvml_reads_the_real_gpu_counter():
+    pytest.importorskip("pynvml")
+    ok, reason = NvmlSource().available()
+    assert ok, reason
+
+
+def test_model_energy_source_reports_a_missing_roofline():
+    ok, reason = ModelSource("no-such-roofline").available()
+    assert not ok and "no-such-roofline" in reason
+
+
 def test_energy_sources_are_labelled_and_never_invented(tmp_path):
     dev = Device(name="d", target={"kind": "llvm"}, energy="auto", roofline=None)
     src = energy_source_for(dev, rapl_root=tmp_path / "none")
@@ -347,3 +449,23 @@ def test_metaschedule_tuning_beats_untuned_and_reuses_its_database(tmp_path):
         profile_kernels([spec], dev, db, schedule="metaschedule:16", repeats=2, min_repeat_ms=1,
                         tuning_dir=str(tmp_path / "tune"), progress=False)
         assert time.perf_counter() - t0 < 10  # compiled from the stored record, not tuned again
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs sched_getaffinity")
+def test_setting_tvm_threads_keeps_the_process_cpu_set():
+    # TVM's thread-pool reconfiguration pins the caller to one core; the compile thread would
+    # inherit the pin and share the core with timing, doubling every latency.
+    import tvm  # noqa: F401  (the pool reconfiguration path runs only once TVM is loaded)
+
+    from codesign.profile.profiler import _set_threads
+
+    before = os.sched_getaffinity(0)
+    old = os.environ.get("TVM_NUM_THREADS")
+    try:
+        _set_threads(1)
+        assert os.sched_getaffinity(0) == before
+    finally:
+        if old is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = old

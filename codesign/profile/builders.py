@@ -123,13 +123,23 @@ def random_args(shapes: list[tuple[int, ...]], seed: int = 0) -> list[np.ndarray
     return [rng.standard_normal(s).astype(DTYPE) for s in shapes[:-1]] + [np.zeros(shapes[-1], DTYPE)]
 
 
-def torch_callable(spec: KernelSpec):
-    """A zero-argument function running the kernel in eager PyTorch (for --reference torch)."""
+def torch_callable(spec: KernelSpec, device: str = "cpu"):
+    """A zero-argument function running the kernel in eager PyTorch (for --reference torch).
+
+    Args:
+        spec: the kernel.
+        device: the torch device its tensors live on ("cpu" or "cuda").
+    """
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(spec.input_shape, generator=gen)
+
+    def torch_randn(*shape, generator):
+        # Drawn on the CPU (the same values on every device), then moved.
+        return torch.randn(*shape, generator=generator).to(device)
+
+    x = torch_randn(spec.input_shape, generator=gen)
     act = {
         "none": lambda t: t,
         "relu": F.relu,
@@ -140,9 +150,9 @@ def torch_callable(spec: KernelSpec):
     op = spec.op
     if op == "conv2d":
         c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
-        w = torch.randn(co, c // g, k, k, generator=gen)
-        b = torch.randn(co, generator=gen) if spec.attr("bias") else None
-        res = torch.randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None
+        w = torch_randn(co, c // g, k, k, generator=gen)
+        b = torch_randn(co, generator=gen) if spec.attr("bias") else None
+        res = torch_randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None
         a = act[spec.attr("activation")]
 
         def run():
@@ -158,18 +168,18 @@ def torch_callable(spec: KernelSpec):
     if op == "global_avg_pool2d":
         return lambda: F.adaptive_avg_pool2d(x, 1)
     if op == "batch_norm":
-        scale, shift = torch.randn(spec.input_shape[1], generator=gen), torch.randn(spec.input_shape[1], generator=gen)
+        scale, shift = torch_randn(spec.input_shape[1], generator=gen), torch_randn(spec.input_shape[1], generator=gen)
         a = act[spec.attr("activation")]
         return lambda: a(x * scale[:, None, None] + shift[:, None, None])
     if op in act:
         return lambda: act[op](x)
     if op in ("add", "mul"):
-        other = torch.randn(spec.input_shape, generator=gen)
+        other = torch_randn(spec.input_shape, generator=gen)
         a = act[spec.attr("activation")] if op == "add" else act["none"]
         return (lambda: a(x + other)) if op == "add" else (lambda: x * other)
     if op == "dense":
-        w = torch.randn(spec.attr("out_features"), spec.input_shape[1], generator=gen)
-        b = torch.randn(spec.attr("out_features"), generator=gen) if spec.attr("bias") else None
+        w = torch_randn(spec.attr("out_features"), spec.input_shape[1], generator=gen)
+        b = torch_randn(spec.attr("out_features"), generator=gen) if spec.attr("bias") else None
         a = act[spec.attr("activation")]
         return lambda: a(F.linear(x, w, b))
     raise CodesignError(f"no PyTorch reference for op {op!r}")

@@ -30,9 +30,10 @@ def register(sub) -> None:
     src.add_argument("--seed", type=int, default=0, help="seed of the grid sampling (default 0)")
     p.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
     p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
-    p.add_argument("--schedule", default="untuned",
-                   help="untuned (TVM's default schedules: quick, 10-30x slower than tuned for dense "
-                        "convs) or metaschedule (tuned; see --tune-trials). Default untuned")
+    p.add_argument("--schedule", default=None,
+                   help="untuned (no schedule: quick, 10-30x slower than tuned for dense convs; CPU "
+                        "only), dlight (TVM's rule-based schedules) or metaschedule (tuned; see "
+                        "--tune-trials, default 64 trials). Default: untuned on a CPU, dlight on a GPU")
     p.add_argument("--tune-trials", type=int, default=None,
                    help="MetaSchedule trials per kernel; implies --schedule metaschedule")
     p.add_argument("--tuning-dir", default=None,

@@ -20,6 +20,7 @@ from ..errors import CodesignError
 from ..kernelspec import KernelSpec
 from .db import Measurement, ProfileDB
 from .devices import Device
+from .schedules import check_schedule_for_target, default_schedule, parse_schedule
 
 TORCH_SCHEDULE = "torch-eager"
 
@@ -41,21 +42,6 @@ class ProfileReport:
         return dict(self.__dict__)
 
 
-def parse_schedule(schedule: str) -> tuple[str, int]:
-    """"untuned" -> ("untuned", 0); "metaschedule:64" -> ("metaschedule", 64)."""
-    if schedule == "untuned":
-        return "untuned", 0
-    if schedule.startswith("metaschedule:"):
-        try:
-            trials = int(schedule.split(":", 1)[1])
-        except ValueError:
-            trials = 0
-        if trials < 1:
-            raise CodesignError(f"schedule {schedule!r}: the trial count must be a positive int")
-        return "metaschedule", trials
-    raise CodesignError(f"unknown schedule {schedule!r}; use untuned or metaschedule:<trials>")
-
-
 def _set_threads(n: int) -> None:
     # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
     os.environ["TVM_NUM_THREADS"] = str(n)
@@ -64,7 +50,13 @@ def _set_threads(n: int) -> None:
 
         fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
         if fn is not None:
+            # Reconfiguring pins the calling thread to one core, and the compile thread started
+            # later inherits that pin: compilation and timing then share a core and timings
+            # double. Restore the process's CPU set.
+            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
             fn(1, n)
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
 
 def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
@@ -79,6 +71,10 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
         from .tuning import tune_and_compile
 
         executable = tune_and_compile(built.func, target, trials, tuning_dir)
+    elif kind == "dlight":
+        from .schedules import apply_dlight
+
+        executable = tvm.compile(apply_dlight(built.func, target)[0], target=target)
     else:
         executable = tvm.compile(built.func, target=target)
     return executable, built.arg_shapes, time.perf_counter() - t0
@@ -96,13 +92,14 @@ def profile_kernels(
     specs: list[KernelSpec],
     device: Device,
     db: ProfileDB,
-    schedule: str = "untuned",
+    schedule: str | None = None,
     repeats: int = 10,
     min_repeat_ms: float = 50.0,
     reference: str | None = None,
     retry_failed: bool = False,
     tuning_dir: str | None = None,
     progress: bool = True,
+    overlap_compile: bool = True,
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -110,17 +107,26 @@ def profile_kernels(
         specs: kernels to profile (duplicates are measured once).
         device: target device; an ``rpc`` device is timed through its tracker.
         db: the ProfileDB receiving one row per kernel.
-        schedule: "untuned" (TVM's default schedules; a quick, labelled policy) or
-            "metaschedule:<trials>" (tuned, with the tuning database in ``tuning_dir``).
+        schedule: "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight" (TVM's
+            rule-based schedules) or "metaschedule:<trials>" (tuned, with the tuning database in
+            ``tuning_dir``). None: untuned on a CPU, dlight on a GPU.
         repeats, min_repeat_ms: time_evaluator settings.
         reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
         retry_failed: measure kernels that failed before again.
         progress: a progress bar with ETA on stderr.
+        overlap_compile: compile the next kernel while the current one is timed (False: one
+            after the other, the baseline of benchmarks/profiling.py).
+
+    Returns:
+        A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
 
     Raises:
         CodesignError for an unknown schedule, an unbuildable target, an unreachable tracker.
     """
+    if schedule is None:
+        schedule = default_schedule(device.target)
     parse_schedule(schedule)
+    check_schedule_for_target(schedule, device.target, device.name)
     if reference not in (None, "torch"):
         raise CodesignError(f"--reference must be torch, got {reference!r}")
     if repeats < 1 or min_repeat_ms < 0:
@@ -134,7 +140,8 @@ def profile_kernels(
     report.skipped = len(keys) - len(todo)
     t_start = time.perf_counter()
     if todo:
-        _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report)
+        _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
+                     overlap_compile)
     if reference == "torch":
         if device.rpc is not None:
             raise CodesignError("--reference torch times on this host; it cannot run on an RPC device")
@@ -143,7 +150,8 @@ def profile_kernels(
     return report
 
 
-def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report):
+def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
+                 overlap_compile=True):
     if device.rpc is None:
         _set_threads(device.threads)
     import tvm
@@ -153,11 +161,14 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
 
     target = device.tvm_target()
     target_dict = device.resolved_target()
+    kind = str(target_dict["kind"])
     energy = energy_source_for(device)
     if device.rpc is not None:
-        runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms)
+        runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms,
+                           target_kind=kind)
     else:
-        runner = LocalRunner(repeats, min_repeat_ms)
+        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind)
+    runner.check()
     bar = _progress(len(todo), f"profile {device.name} [{schedule}]", progress)
     host = socket.gethostname()
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -168,7 +179,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 error = None
             except Exception as exc:  # one failing kernel never stops the run
                 executable, shapes, compile_s, error = None, None, 0.0, f"build: {type(exc).__name__}: {exc}"
-            if i + 1 < len(todo):
+            if i + 1 < len(todo) and overlap_compile:
                 pending = pool.submit(_compile, todo[i + 1], target, schedule, tuning_dir)
             latency = std = energy_mj = None
             n_rep = None
@@ -193,6 +204,8 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 report.errors.append(f"{spec.key()}: {error}")
             else:
                 report.measured += 1
+            if i + 1 < len(todo) and not overlap_compile:
+                pending = pool.submit(_compile, todo[i + 1], target, schedule, tuning_dir)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(failed=report.failed)
@@ -207,30 +220,42 @@ def _profile_torch(keys, device, db, repeats, progress):
     import torch
 
     from .builders import torch_callable
+    from .schedules import is_gpu
 
+    torch_device = "cpu"
+    if is_gpu(device.target):
+        if device.target.get("kind") != "cuda" or not torch.cuda.is_available():
+            raise CodesignError(f"--reference torch on {device.name}: this torch has no {device.target['kind']} device")
+        torch_device = "cuda"
+    sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
     bar = _progress(len(keys), f"profile {device.name} [torch]", progress and bool(keys))
     torch.set_num_threads(device.threads)
+    n_rep = max(repeats, 3)
     for key in keys:
         spec = KernelSpec.from_key(key)
         error = latency = std = None
         try:
-            fn = torch_callable(spec)
+            fn = torch_callable(spec, torch_device)
             with torch.inference_mode():
                 for _ in range(3):
                     fn()
                 samples = []
-                for _ in range(max(repeats, 3)):
+                for _ in range(n_rep):
+                    # Like time_evaluator's min_repeat_ms: loop long enough for the clock to resolve.
+                    sync()
                     t0 = time.perf_counter()
                     n = 0
                     while time.perf_counter() - t0 < 0.02 or n == 0:
                         fn()
                         n += 1
+                    sync()
                     samples.append((time.perf_counter() - t0) * 1e3 / n)
             latency, std = statistics.median(samples), statistics.pstdev(samples)
         except Exception as exc:
             error = f"torch: {type(exc).__name__}: {exc}"
         db.add(Measurement(kernel_key=key, device=device.name, schedule=TORCH_SCHEDULE, latency_ms=latency,
-                           latency_std_ms=std, repeats=repeats, target={"kind": "torch", "version": torch.__version__},
+                           latency_std_ms=std, repeats=n_rep if error is None else None,
+                           target={"kind": "torch", "device": torch_device, "version": torch.__version__},
                            host=socket.gethostname(), error=error))
         if bar is not None:
             bar.update(1)

@@ -25,17 +25,30 @@ class Timing:
     run: Callable[[int], None]  # runs the kernel n times (for energy counters)
 
 
-class LocalRunner:
-    """Times kernels on this machine's CPU."""
+def runtime_device_type(target_kind: str) -> str:
+    """TVM's runtime device type for a target kind: llvm and c run on the ``cpu``."""
+    return "cpu" if target_kind in ("llvm", "c") else target_kind
 
-    def __init__(self, repeats: int = 10, min_repeat_ms: float = 50.0):
+
+class LocalRunner:
+    """Times kernels on this machine: its CPU, or its first GPU for a GPU target kind."""
+
+    def __init__(self, repeats: int = 10, min_repeat_ms: float = 50.0, target_kind: str = "llvm"):
         self.repeats = repeats
         self.min_repeat_ms = min_repeat_ms
+        self.device_type = runtime_device_type(target_kind)
+
+    def check(self) -> None:
+        """Raises CodesignError where this host has no such device (e.g. a GPU target, no GPU)."""
+        import tvm
+
+        if self.device_type != "cpu" and not tvm.device(self.device_type, 0).exist:
+            raise CodesignError(f"this host has no {self.device_type} device to time kernels on")
 
     def _module(self, executable):
         import tvm
 
-        return executable.jit(), tvm.cpu(0)
+        return executable.jit(), tvm.device(self.device_type, 0)
 
     def time(self, executable, arg_shapes) -> Timing:
         import tvm
@@ -65,8 +78,8 @@ class RPCRunner(LocalRunner):
     """Times kernels on the device behind a TVM RPC tracker (host, port, key)."""
 
     def __init__(self, host: str, port: int, key: str, repeats: int = 10, min_repeat_ms: float = 50.0,
-                 session_timeout_s: int = 600):
-        super().__init__(repeats, min_repeat_ms)
+                 session_timeout_s: int = 600, target_kind: str = "llvm"):
+        super().__init__(repeats, min_repeat_ms, target_kind)
         from tvm import rpc
         from tvm.support.utils import tempdir
 
@@ -91,7 +104,7 @@ class RPCRunner(LocalRunner):
         path = self._tmp.relpath(name)
         executable.export_library(path)
         self.remote.upload(path)
-        return self.remote.load_module(name), self.remote.cpu(0)
+        return self.remote.load_module(name), self.remote.device(self.device_type, 0)
 
-    def time(self, executable, arg_shapes) -> Timing:
-        return super().time(executable, arg_shapes)
+    def check(self) -> None:
+        pass  # the tracker hands out a device registered under the key; a missing one fails per kernel

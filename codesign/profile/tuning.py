@@ -8,7 +8,10 @@ Made practical on CPU hosts by three measures (each seen to matter on a 2-core x
 - replay-trace search with the random cost model by default, ``evolutionary`` + XGBoost where
   ``CODESIGN_MS_STRATEGY=evolutionary`` asks for it (better schedules, 5-10x the time).
 
-A kernel already in the database is compiled from its best record without tuning again.
+A kernel already in the database is compiled from its best record without tuning again. For a
+GPU target the placeholder of that target's own intrinsics is left out (its tensor-core rules
+need them); GPU tuning runs the same code path but is not exercised on the CPU-only hosts
+codesign is tested on.
 apache-tvm-ffi must be 0.1.14.x: with 0.1.15 serialising IR with dtypes crashes MetaSchedule.
 """
 
@@ -25,8 +28,11 @@ from ..errors import CodesignError
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
 
 
-def _meta_schedule():
+def _meta_schedule(target_kind: str = "llvm"):
+    # A GPU target keeps its own intrinsics (tensor-core rules need them): pay the registration.
     for name in _GPU_INTRINSICS:
+        if name == target_kind:
+            continue
         full = f"tvm.s_tir.tensor_intrin.{name}"
         sys.modules.setdefault(full, types.ModuleType(full))
     from tvm.s_tir import meta_schedule as ms
@@ -63,7 +69,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
     import tvm
 
-    ms = _meta_schedule()
+    ms = _meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if work_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
