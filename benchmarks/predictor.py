@@ -1,0 +1,394 @@
+"""Accuracy of codesign's latency prediction against whole networks measured with TVM, and of
+few-shot calibration to a new device.
+
+    python benchmarks/predictor.py [--work DIR] [--db PROFILES] [--repeats R] [--min-repeat-ms M]
+
+Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
+32x32 inputs and several widths/depths, plain CNNs with 5x5/7x7 kernels, and genotypes sampled
+from the DARTS space (``codesign.spaces``); 40 more random small CNNs for calibration only.
+
+What is compared, on the same networks, in the same run (cpu-local, schedule ``untuned``):
+
+- ``profiled``: the network's kernels profiled first, predictions from their measurements
+  (``codesign profile --onnx`` then ``codesign predict``): what a user gets for a network whose
+  kernels were profiled; checks the graph splitting and fusion rules;
+- ``model_only``: a gbdt cost model fitted on the shape grids only (no kernel of any benchmark
+  network), every kernel predicted by regression: the case of an unseen network during search;
+- ``flops_proxy``: the obvious alternative, latency proportional to FLOPs (one scale: the median
+  ratio), against which the ratios are given.
+
+Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
+cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
+N and the Kendall tau / ±10 % share reported on the remaining networks, beside the uncalibrated base.
+
+Prints JSON (hardware included) and writes ``predictor_scatter.png`` in --work when matplotlib is
+installed. Resumable: profiles and network measurements are cached in --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from _common import hardware  # noqa: E402
+
+from codesign.kernelspec import kernel_flops  # noqa: E402
+from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
+from codesign.predict.evaluate import accuracy  # noqa: E402
+from codesign.predict.features import FAMILIES  # noqa: E402
+from codesign.predict.graph import export_onnx, onnx_kernels  # noqa: E402
+from codesign.predict.measure import measure_network, time_onnxruntime  # noqa: E402
+from codesign.predict.models import create_cost_model  # noqa: E402
+from codesign.profile import ProfileDB, get_device, profile_kernels  # noqa: E402
+
+SHAPE = (1, 3, 32, 32)
+
+
+# --- network zoo (32x32 inputs, 10 classes) ------------------------------------------------------
+def cbr(ci, co, k=3, s=1, groups=1, act=True):
+    layers = [nn.Conv2d(ci, co, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(co)]
+    return nn.Sequential(*layers, nn.ReLU()) if act else nn.Sequential(*layers)
+
+
+def head(c):
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def vgg(widths, convs_per_stage=1):
+    layers, ci = [], 3
+    for w in widths:
+        for _ in range(convs_per_stage):
+            layers.append(cbr(ci, w))
+            ci = w
+        layers.append(nn.MaxPool2d(2, 2))
+    return nn.Sequential(*layers, head(ci))
+
+
+class Basic(nn.Module):
+    def __init__(self, ci, co, s):
+        super().__init__()
+        self.a, self.b = cbr(ci, co, 3, s), cbr(co, co, 3, 1, act=False)
+        self.short = None if s == 1 and ci == co else cbr(ci, co, 1, s, act=False)
+
+    def forward(self, x):  # (N, ci, H, W) -> (N, co, H/s, W/s)
+        return torch.relu(self.b(self.a(x)) + (x if self.short is None else self.short(x)))
+
+
+def resnet(width, blocks):
+    layers, ci = [cbr(3, width)], width
+    for stage in range(3):
+        co = width * 2**stage
+        for i in range(blocks):
+            layers.append(Basic(ci, co, 2 if i == 0 and stage > 0 else 1))
+            ci = co
+    return nn.Sequential(*layers, head(ci))
+
+
+class Inverted(nn.Module):
+    def __init__(self, ci, co, s, e):
+        super().__init__()
+        h = ci * e
+        self.body = nn.Sequential(cbr(ci, h, 1), cbr(h, h, 3, s, groups=h), cbr(h, co, 1, act=False))
+        self.res = s == 1 and ci == co
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.res else y
+
+
+def mobilenet_v2(width, expansion, depth=1):
+    layers, ci = [cbr(3, width, 3, 1)], width
+    for stage, s in enumerate((1, 2, 2)):
+        co = width * (stage + 1)
+        for i in range(depth):
+            layers.append(Inverted(ci, co, s if i == 0 else 1, expansion))
+            ci = co
+    return nn.Sequential(*layers, cbr(ci, 4 * width, 1), head(4 * width))
+
+
+class Fire(nn.Module):
+    def __init__(self, ci, sq, ex):
+        super().__init__()
+        self.sq = nn.Sequential(nn.Conv2d(ci, sq, 1), nn.ReLU())
+        self.e1 = nn.Sequential(nn.Conv2d(sq, ex, 1), nn.ReLU())
+        self.e3 = nn.Sequential(nn.Conv2d(sq, ex, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        s = self.sq(x)
+        return torch.cat((self.e1(s), self.e3(s)), 1)
+
+
+def squeezenet(width, fires):
+    layers, ci = [nn.Conv2d(3, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2)], 2 * width
+    for i in range(fires):
+        layers.append(Fire(ci, width // 2 + 4 * i, width + 8 * i))
+        ci = 2 * (width + 8 * i)
+        if i == fires // 2:
+            layers.append(nn.MaxPool2d(2, 2))
+    return nn.Sequential(*layers, nn.Conv2d(ci, 10, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h = c // 2
+        self.branch = nn.Sequential(cbr(h, h, 1), cbr(h, h, 3, groups=h, act=False), cbr(h, h, 1))
+
+    def forward(self, x):  # channel split, branch, concat, channel shuffle
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat((a, self.branch(b)), 1)
+        n, c, hh, ww = x.shape
+        return x.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+
+
+def shufflenet(width, units):
+    layers = [cbr(3, width), nn.MaxPool2d(3, 2, 1)]
+    for stage in range(2):
+        c = width * 2**stage
+        if stage:
+            layers.append(cbr(c // 2, c, 3, 2))
+        layers += [ShuffleUnit(c) for _ in range(units)]
+    return nn.Sequential(*layers, head(width * 2))
+
+
+def plain(widths, k, strides):
+    layers, ci = [], 3
+    for w, s in zip(widths, strides):
+        layers.append(cbr(ci, w, k, s))
+        ci = w
+    return nn.Sequential(*layers, nn.AvgPool2d(3, 1, 1), head(ci))
+
+
+def darts_nets(count, seed):
+    try:
+        from codesign.spaces import create_space
+        from codesign.spaces.darts import PRIMITIVES, Genotype
+    except ImportError:
+        return []
+    rng = random.Random(seed)
+    space = create_space("darts", c=8, layers=5)
+    nets = []
+    for i in range(count):
+        cells = []
+        for _ in range(2):
+            cells.append(tuple((rng.choice(PRIMITIVES[1:]), rng.randrange(n + 2)) for n in range(4) for _ in range(2)))
+        nets.append((f"darts_{i}", space.build(Genotype(*cells))))
+    return nets
+
+
+def accuracy_zoo():
+    nets = []
+    nets += [(f"vgg_{'_'.join(map(str, w))}x{d}", vgg(w, d)) for w, d in
+             (((8, 16, 32), 1), ((16, 32, 64), 1), ((8, 16, 32, 64), 1), ((8, 16, 32), 2))]
+    nets += [(f"resnet_w{w}_b{b}", resnet(w, b)) for w in (8, 16, 24) for b in (1, 2)]
+    nets += [(f"mbv2_w{w}_e{e}", mobilenet_v2(w, e)) for w in (8, 16) for e in (2, 4, 6)]
+    nets += [(f"squeeze_w{w}_f{f}", squeezenet(w, f)) for w in (8, 16) for f in (2, 4)]
+    nets += [(f"shuffle_w{w}_u{u}", shufflenet(w, u)) for w in (8, 16) for u in (1, 2)]
+    nets += [(f"plain_k{k}_{'_'.join(map(str, w))}", plain(w, k, s)) for k, w, s in (
+        (5, (16, 32), (2, 2)), (7, (8, 16), (2, 2)), (5, (8, 16, 32), (1, 2, 2)),
+        (3, (32, 32, 32), (2, 1, 1)), (7, (16, 16), (1, 2)), (1, (16, 32, 64), (2, 2, 2)))]
+    nets += darts_nets(6, seed=0)
+    return nets
+
+
+def random_net(rng: random.Random):
+    layers, ci, h = [cbr(3, rng.choice((8, 16)))], None, 32
+    ci = layers[0][0].out_channels
+    for _ in range(rng.randint(2, 6)):
+        kind = rng.choice(("conv", "dwsep", "inverted", "pool", "fire"))
+        co = rng.choice((8, 16, 24, 32, 48))
+        s = 2 if h > 4 and rng.random() < 0.35 else 1
+        if kind == "conv":
+            layers.append(cbr(ci, co, rng.choice((1, 3, 5)), s))
+        elif kind == "dwsep":
+            layers += [cbr(ci, ci, 3, s, groups=ci), cbr(ci, co, 1)]
+        elif kind == "inverted":
+            layers.append(Inverted(ci, co, s, rng.choice((2, 4, 6))))
+        elif kind == "pool":
+            layers.append(rng.choice((nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 2, 1))))
+            co, s = ci, 2
+        else:
+            layers.append(Fire(ci, max(4, co // 4), co // 2))
+        ci = co
+        h = (h - 1) // s + 1
+    return nn.Sequential(*layers, head(ci))
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+def export_all(nets, onnx_dir: Path) -> dict[str, Path]:
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    import onnx
+
+    for name, net in nets:
+        path = onnx_dir / f"{name}.onnx"
+        if not path.exists():
+            onnx.save(export_onnx(net, SHAPE), str(path))
+        paths[name] = path
+    return paths
+
+
+def cached(path: Path, key: str, fn):
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if key not in data:
+        data[key] = fn()
+        path.write_text(json.dumps(data, indent=1))  # one network at a time: a kill loses one
+    return data[key]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="predictor-bench", help="work directory (ONNX files, caches, PNG)")
+    ap.add_argument("--db", default=None, help="profile database with grid profiles (default: <work>/profiles.sqlite)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--min-repeat-ms", type=float, default=20.0)
+    ap.add_argument("--grid-samples", type=int, default=300, help="conv2d grid kernels to profile if the db lacks them")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    db_path = Path(args.db) if args.db else work / "profiles.sqlite"
+    device = get_device("cpu-local")
+    t_start = time.perf_counter()
+
+    acc_nets = accuracy_zoo()
+    rng = random.Random(1)
+    cal_nets = [(f"random_{i}", random_net(rng)) for i in range(40)]
+    paths = export_all(acc_nets + cal_nets, work / "onnx")
+    kernels = {name: onnx_kernels(p) for name, p in paths.items()}
+    bench_keys = {s.key() for name, _ in acc_nets + cal_nets for s in kernels[name]}
+
+    with ProfileDB(db_path) as db:
+        from codesign.profile.grid import grid_specs
+
+        grid = grid_specs("conv2d", args.grid_samples, 0)
+        for op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "dense", "add", "relu", "batch_norm"):
+            grid += grid_specs(op, 40, 0)
+        profile_kernels(grid, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, progress=True)
+        grid_records = [r for r in db.query(device="cpu-local", schedule="untuned", ok_only=True)
+                        if r.kernel_key not in bench_keys]
+        model_only = create_cost_model("gbdt", seed=0).fit(grid_records)
+        acc_specs = [s for name, _ in acc_nets for s in kernels[name]]
+        t0 = time.perf_counter()
+        profile_kernels(acc_specs, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, progress=True)
+        profile_s = time.perf_counter() - t0
+        profiled = create_cost_model("gbdt", seed=0).fit(db.query(device="cpu-local", schedule="untuned", ok_only=True))
+
+    cache = work / "measured.json"
+    rows = []
+    for name, _ in acc_nets:
+        m = cached(cache, f"tvm:{name}", lambda name=name: measure_network(
+            paths[name], device, "untuned", args.repeats, args.min_repeat_ms, name=name).to_dict())
+        specs = kernels[name]
+        rows.append({
+            "name": name, "kernels": len(specs), "measured_ms": m["latency_ms"],
+            "onnxruntime_ms": m["onnxruntime_latency_ms"],
+            "profiled_ms": profiled.predict_network(specs)["latency_ms"],
+            "model_only_ms": model_only.predict_network(specs, use_measured=False)["latency_ms"],
+            "flops": sum(kernel_flops(s) for s in specs),
+        })
+        print(f"{name}: measured {m['latency_ms']:.3f} ms, profiled {rows[-1]['profiled_ms']:.3f}, "
+              f"model-only {rows[-1]['model_only_ms']:.3f}", file=sys.stderr)
+    meas = np.array([r["measured_ms"] for r in rows])
+    flops = np.array([r["flops"] for r in rows])
+    flops_pred = flops * np.median(meas / flops)
+    results = {
+        "profiled": accuracy([r["profiled_ms"] for r in rows], meas),
+        "model_only": accuracy([r["model_only_ms"] for r in rows], meas),
+        "flops_proxy": accuracy(flops_pred, meas),
+    }
+    # The kernel sums leave out the VM's calls and the copies of concat/reshape: a per-kernel
+    # overhead fitted on half of the networks, checked on the other half.
+    order = np.random.default_rng(0).permutation(len(rows))
+    fit_half, test_half = order[: len(rows) // 2], order[len(rows) // 2:]
+    n_k = np.array([r["kernels"] for r in rows])
+    prof = np.array([r["profiled_ms"] for r in rows])
+    overhead = float(max(0.0, np.median((meas[fit_half] - prof[fit_half]) / n_k[fit_half])))
+    results["profiled_plus_overhead_heldout"] = accuracy(prof[test_half] + overhead * n_k[test_half], meas[test_half])
+    results["profiled_plus_overhead_heldout"]["per_kernel_overhead_ms"] = overhead
+
+    # --- calibration to onnxruntime on this CPU ---
+    all_names = [name for name, _ in acc_nets + cal_nets]
+    ort_ms = np.array([cached(cache, f"ort:{name}", lambda name=name: time_onnxruntime(
+        paths[name], 1, args.repeats, args.min_repeat_ms)[0]) for name in all_names])
+    sums = family_sums(profiled, [kernels[n] for n in all_names])
+    base_pred = sums[:, :-1].sum(axis=1)
+    calib = {}
+    for n in (5, 10, 20, 50):
+        taus, w10, base_taus = [], [], []
+        for draw in range(10):
+            perm = np.random.default_rng(100 + draw).permutation(len(all_names))
+            tr, te = perm[:n], perm[n:]
+            w, c = fit_weights(sums[tr], ort_ms[tr])
+            pred = sums[te, :-1] @ w + c * sums[te, -1]
+            a = accuracy(pred, ort_ms[te])
+            taus.append(a["kendall_tau"])
+            w10.append(a["within_10pct"])
+            base_taus.append(accuracy(base_pred[te], ort_ms[te])["kendall_tau"])
+        calib[str(n)] = {"eval_networks": len(all_names) - n, "kendall_tau": float(np.mean(taus)),
+                         "kendall_tau_min": float(np.min(taus)), "within_10pct": float(np.mean(w10)),
+                         "base_uncalibrated_kendall_tau": float(np.mean(base_taus))}
+    # The same through the public API / CLI table format, for the record.
+    table = work / "ort_table.csv"
+    with open(table, "w") as f:
+        f.write("model,latency_ms\n")
+        for name, v in zip(all_names, ort_ms):
+            f.write(f"onnx/{name}.onnx,{v}\n")
+    from codesign.predict.calibrate import read_table
+
+    api_model = calibrate(profiled, read_table(table)[:20], "onnxruntime-cpu")
+
+    out = {
+        "benchmark": "predictor",
+        "hardware": hardware(),
+        "device": "cpu-local", "schedule": "untuned",
+        "networks": len(rows), "calibration_networks": len(all_names),
+        "grid_kernels_for_model_only": len(grid_records),
+        "network_kernels_profiled_s": round(profile_s, 1),
+        "accuracy": results,
+        "ratios_vs_flops_proxy": {
+            k: {"kendall_tau": results[k]["kendall_tau"] / results["flops_proxy"]["kendall_tau"],
+                "within_10pct": (results[k]["within_10pct"] / results["flops_proxy"]["within_10pct"]
+                                 if results["flops_proxy"]["within_10pct"] else None)}
+            for k in ("profiled", "model_only")
+        },
+        "tvm_untuned_over_onnxruntime_median": float(np.median([r["measured_ms"] / r["onnxruntime_ms"] for r in rows])),
+        "calibration_to_onnxruntime": calib,
+        "calibrated_model_weights_n20": dict(zip(
+            FAMILIES, [round(float(x), 4) for x in api_model.heads["latency_ms"]["weights"]])),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "per_network": rows,
+    }
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for key, mark in (("profiled_ms", "o"), ("model_only_ms", "x")):
+            ax.scatter(meas, [r[key] for r in rows], marker=mark, label=key.replace("_ms", ""))
+        lo, hi = meas.min() / 2, meas.max() * 2
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.85")
+        ax.set(xscale="log", yscale="log", xlabel="measured latency (ms, TVM untuned)", ylabel="predicted (ms)",
+               title=f"{len(rows)} networks, cpu-local")
+        ax.legend()
+        fig.savefig(work / "predictor_scatter.png", dpi=120, bbox_inches="tight")
+        out["scatter_png"] = str(work / "predictor_scatter.png")
+    except ImportError:
+        out["scatter_png"] = "matplotlib is not installed: no scatter plot"
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

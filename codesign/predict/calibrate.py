@@ -1,0 +1,171 @@
+"""Few-shot calibration: a cost model of a profiled device carried to a new device.
+
+Profiling a new device kernel by kernel is slow; timing a handful of whole networks (or kernels)
+on it is not. ``calibrate`` takes a fitted model of a known device (``--from``) and a table of N
+measurements on the new one, and fits, per op family, how much slower or faster the new device
+is, plus a per-kernel overhead:
+
+    new_latency(network) = sum over kernels k of w[family(k)] * base_latency(k) + c * kernels
+
+w >= 0 and c >= 0 minimise the squared *relative* error over the table, with a ridge pull of every
+w towards the table's median ratio (so a family the table barely exercises keeps the common
+scale, and N = 5 rows already give a usable model). The result is a ``calibrated`` cost model
+for the new device name, saved like any other.
+
+Table format (CSV with a header): a ``latency_ms`` column and, per row, either ``model`` (an ONNX
+file; relative paths are relative to the table) or ``kernel_key`` (a KernelSpec key). Other
+columns are ignored, so ``codesign measure --append`` output can be used directly.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+from .features import FAMILIES, family
+from .models import CostModel, model_from_dict, model_to_dict, register_cost_model
+
+DEFAULT_PRIOR = 0.05
+
+
+@register_cost_model("calibrated", fittable=False)
+class CalibratedModel(CostModel):
+    """A base device's model scaled per op family to a new device (made by ``calibrate``)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.base: CostModel | None = None
+        self.base_device = ""
+
+    def fit(self, records, device=None, schedule=None):
+        raise CodesignError("a calibrated model is made by `codesign calibrate` (calibrate()), not fitted")
+
+    def _predict_head(self, head, specs, x):
+        base = self.base.predict(specs, use_measured=True)
+        w = np.asarray(head["weights"])
+        return np.log(np.maximum(base * w[[FAMILIES.index(family(s)) for s in specs]], 1e-12))
+
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()
+        meta["base"] = model_to_dict(self.base)
+        meta["base_device"] = self.base_device
+        return meta
+
+    def _restore(self, meta, arrays=None) -> None:
+        super()._restore(meta)
+        self.base = model_from_dict(meta["base"], where="the base model inside a calibrated model")
+        self.base_device = meta["base_device"]
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a calibration table: dicts with latency_ms and model (a Path) or kernel_key.
+
+    Raises:
+        CodesignError: missing file or columns, bad numbers, rows naming neither model nor kernel.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CodesignError(f"no table at {path}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or ())
+        if "latency_ms" not in cols or not cols & {"model", "kernel_key"}:
+            raise CodesignError(
+                f"{path}: the table needs a latency_ms column and a model or kernel_key column; it has "
+                f"{', '.join(sorted(cols)) or 'none'}"
+            )
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            try:
+                lat = float(r["latency_ms"])
+            except (TypeError, ValueError) as exc:
+                raise CodesignError(f"{path}:{line}: latency_ms {r.get('latency_ms')!r} is not a number") from exc
+            if not lat > 0:
+                raise CodesignError(f"{path}:{line}: latency_ms must be positive, got {lat}")
+            row: dict[str, Any] = {"latency_ms": lat}
+            if r.get("model"):
+                model = Path(r["model"])
+                row["model"] = model if model.is_absolute() else path.parent / model
+            elif r.get("kernel_key"):
+                row["kernel_key"] = r["kernel_key"]
+            else:
+                raise CodesignError(f"{path}:{line}: the row names neither a model nor a kernel_key")
+            rows.append(row)
+    if not rows:
+        raise CodesignError(f"{path}: the table has no rows")
+    return rows
+
+
+def row_kernels(row: dict[str, Any]) -> list[KernelSpec]:
+    """The kernels of one table row (its network's, or the one kernel)."""
+    if "kernel_key" in row:
+        return [KernelSpec.from_key(row["kernel_key"])]
+    from .graph import onnx_kernels
+
+    return onnx_kernels(row["model"])
+
+
+def family_sums(model: CostModel, kernels: list[list[KernelSpec]]) -> np.ndarray:
+    """(rows, len(FAMILIES) + 1): base-predicted latency per family, then the kernel count."""
+    out = np.zeros((len(kernels), len(FAMILIES) + 1))
+    for i, specs in enumerate(kernels):
+        lat = model.predict(specs)
+        for s, v in zip(specs, lat):
+            out[i, FAMILIES.index(family(s))] += v
+        out[i, -1] = len(specs)
+    return out
+
+
+def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_PRIOR) -> tuple[np.ndarray, float]:
+    """Per-family weights w >= 0 and per-kernel overhead c >= 0 (see the module docstring)."""
+    from scipy.optimize import nnls
+
+    measured = np.asarray(measured, dtype=np.float64)
+    base_total = sums[:, :-1].sum(axis=1)
+    scale = float(np.median(measured / np.maximum(base_total, 1e-12)))
+    nf = len(FAMILIES)
+    a = sums / measured[:, None]  # relative error rows
+    b = np.ones(len(measured))
+    # The prior is in the same relative units, per family and for the overhead (towards 0).
+    reg = np.sqrt(prior) * np.eye(nf + 1)
+    reg[:, :nf] /= max(scale, 1e-12)
+    a_full = np.vstack([a, reg])
+    b_full = np.concatenate([b, np.sqrt(prior) * np.ones(nf), [0.0]])
+    sol, _ = nnls(a_full, b_full)
+    return sol[:nf], float(sol[nf])
+
+
+def calibrate(base: CostModel, rows: list[dict[str, Any]], new_device: str,
+              prior: float = DEFAULT_PRIOR) -> CalibratedModel:
+    """A cost model for ``new_device`` from ``base`` and measured rows (see ``read_table``).
+
+    Raises:
+        CodesignError: an unfitted base, no rows, rows whose kernels cannot be extracted.
+    """
+    base._check_fitted()
+    if not rows:
+        raise CodesignError("calibration needs at least one measured row")
+    kernels = [row_kernels(r) for r in rows]
+    measured = np.array([r["latency_ms"] for r in rows])
+    weights, per_kernel = fit_weights(family_sums(base, kernels), measured, prior)
+    model = CalibratedModel(seed=base.seed)
+    model.base = base
+    model.base_device = base.device
+    model.device = new_device
+    model.schedule = base.schedule
+    model.target = {}
+    model.tvm_version = base.tvm_version
+    model.n_train = len(rows)
+    model.per_kernel_overhead_ms = per_kernel
+    model.heads = {"latency_ms": {"weights": weights, "prior": prior}}
+    # Kernel rows are measurements of the new device itself: keep them for use_measured.
+    model.table = {r["kernel_key"]: {"latency_ms": r["latency_ms"]} for r in rows if "kernel_key" in r}
+    import time
+
+    model.created_at = time.time()
+    return model

@@ -1,0 +1,311 @@
+"""``codesign fit``, ``codesign predict``, ``codesign measure`` and ``codesign calibrate``."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from ..errors import CodesignError
+
+MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
+                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host")
+
+
+def _source_flags(p, what: str) -> None:
+    p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
+    p.add_argument("--schedule", default="untuned",
+                   help=f"schedule policy of the profiles {what} (untuned or metaschedule:<trials>; default untuned)")
+    p.add_argument("--kind", default="gbdt", help="cost model kind when fitting from profiles (default gbdt; "
+                   "see `codesign fit --list`)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model fit (default 0)")
+
+
+def register(sub) -> None:
+    f = sub.add_parser(
+        "fit", help="fit a latency/energy cost model on profiled kernels",
+        description="Fit a cost model on the profile database's kernels of one device and schedule "
+        "policy, report its accuracy on held-out kernels and save it as JSON or npz.",
+    )
+    f.add_argument("--device", default="cpu-local", help="device whose profiles to fit (default cpu-local)")
+    _source_flags(f, "to fit")
+    f.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <device>.json)")
+    f.add_argument("--cv", type=int, default=5, help="folds of held-out-kernel cross-validation (0: none; default 5)")
+    f.add_argument("--list", action="store_true", help="list the cost model kinds and exit")
+    f.add_argument("--json", action="store_true", help="print JSON")
+    f.set_defaults(func=_fit)
+
+    p = sub.add_parser(
+        "predict", help="predict the latency/energy of networks or kernels",
+        description="Split ONNX networks into the kernels TVM runs and sum a cost model's predictions. "
+        "Give a saved model (--model) or a device (--device) whose profiles are fitted on the spot.",
+    )
+    p.add_argument("models", nargs="*", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
+    p.add_argument("--kernel", action="append", default=[], metavar="KEY", help="a kernel key to predict (repeatable)")
+    p.add_argument("--model", default=None, help="saved cost model (.json/.npz from fit or calibrate)")
+    p.add_argument("--device", default=None, help="fit a model from this device's profiles instead of --model")
+    _source_flags(p, "to fit with --device")
+    p.add_argument("--no-measured", action="store_true",
+                   help="always use the regression, even for kernels the model has measured")
+    p.add_argument("--partial", action="store_true", help="skip ONNX ops without a kernel builder (partial total)")
+    p.add_argument("--per-kernel", action="store_true", help="list every kernel's prediction")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_predict)
+
+    m = sub.add_parser(
+        "measure", help="compile and time whole ONNX networks with TVM (and onnxruntime)",
+        description="Import ONNX networks into Relax, compile them with TVM for a device under a "
+        "schedule policy and time them end to end; onnxruntime is timed beside on local devices.",
+    )
+    m.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
+    m.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
+    m.add_argument("--schedule", default="untuned",
+                   help="untuned (quick: TVM's default loops, 10-30x slower than tuned for dense convs) or "
+                        "metaschedule:<trials> (each fused kernel tuned; needs --tuning-dir). Default untuned")
+    m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs")
+    m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
+    m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
+    m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
+    m.add_argument("--predict-with", default=None, metavar="COSTMODEL",
+                   help="also print this saved cost model's prediction and its error")
+    m.add_argument("--append", default=None, metavar="CSV",
+                   help="append one row per network to this CSV (a calibration table); networks already "
+                        "in it for this device and schedule are skipped, so a killed run resumes")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(func=_measure)
+
+    c = sub.add_parser(
+        "calibrate", help="carry a cost model to a new device from a few measurements",
+        description="Fit per-op-family scales and a per-kernel overhead that map a known device's cost "
+        "model onto a new device, from a CSV table of measured networks or kernels (columns latency_ms "
+        "and model or kernel_key; `codesign measure --append` writes one).",
+    )
+    c.add_argument("--from", dest="base", required=True,
+                   help="base: a saved cost model file, or a device name whose profiles are fitted now")
+    c.add_argument("--table", required=True, help="CSV of measurements on the new device")
+    c.add_argument("--as", dest="new_device", required=True, help="name of the new device")
+    c.add_argument("--rows", type=int, default=None, help="use only the first N rows (default all)")
+    c.add_argument("--prior", type=float, default=0.05,
+                   help="strength of the pull of every family's scale towards the common one (default 0.05)")
+    c.add_argument("--eval-table", default=None, help="CSV of further measurements to report accuracy on")
+    _source_flags(c, "when --from names a device")
+    c.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <new device>.json)")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=_calibrate)
+
+
+def _fit_from_db(device: str, db: str | None, schedule: str, kind: str, seed: int):
+    from ..profile.db import ProfileDB, default_db_path
+    from .models import create_cost_model
+
+    path = Path(db) if db else default_db_path()
+    if not path.exists():
+        raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
+    model = create_cost_model(kind, seed=seed)
+    with ProfileDB(path) as pdb:
+        records = pdb.query(device=device, schedule=schedule, ok_only=True)
+    if not records:
+        raise CodesignError(
+            f"{path} holds no measured kernels of device {device} under schedule {schedule}; "
+            f"run `codesign profile --device {device} --schedule {schedule}` first"
+        )
+    return model.fit(records), records
+
+
+def _fit(args) -> int:
+    from ..cli import print_json
+    from .models import list_cost_models
+
+    if args.list:
+        print("\n".join(list_cost_models()))
+        return 0
+    if args.cv == 1 or args.cv < 0:
+        raise CodesignError("--cv must be 0 (none) or at least 2 folds")
+    model, records = _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)
+    report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
+              "energy": model.energy_source}
+    if args.cv:
+        from .evaluate import cross_validate
+
+        report["cross_validation"] = cross_validate(args.kind, records, folds=args.cv, seed=args.seed)
+    out = model.save(args.out or f"{args.device}.json")
+    report["saved"] = str(out)
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"fitted {model.kind} on {model.n_train} kernels of {model.device} [{model.schedule}]"
+          f"; energy: {model.energy_source or 'none in the profiles'}")
+    if args.cv:
+        o = report["cross_validation"]["overall"]
+        print(f"held-out kernels ({args.cv}-fold): within ±10% {o['within_10pct']:.0%}, within ±25% "
+              f"{o['within_25pct']:.0%}, median error {o['median_ape']:.1%}, Kendall tau {o['kendall_tau']:.3f}")
+    print(f"saved {out}")
+    return 0
+
+
+def _load_or_fit(args):
+    from .models import load_cost_model
+
+    if args.model and args.device:
+        raise CodesignError("give --model or --device, not both")
+    if args.model:
+        return load_cost_model(args.model)
+    if args.device:
+        return _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)[0]
+    raise CodesignError("give a saved cost model (--model PATH) or a profiled device (--device NAME)")
+
+
+def _predict(args) -> int:
+    from ..cli import print_json
+    from ..kernelspec import KernelSpec
+    from .graph import onnx_kernels
+
+    if not args.models and not args.kernel:
+        raise CodesignError("nothing to predict: give ONNX files and/or --kernel KEY")
+    model = _load_or_fit(args)
+    items = []
+    for path in args.models:
+        skipped: list[str] = []
+        specs = onnx_kernels(path, allow_partial=args.partial, skipped=skipped)
+        res = model.predict_network(specs, use_measured=not args.no_measured)
+        res.update(name=path, skipped_ops=sorted(set(skipped)), kernel_keys=[s.key() for s in specs])
+        items.append(res)
+    for key in args.kernel:
+        spec = KernelSpec.from_key(key)
+        res = model.predict_network([spec], use_measured=not args.no_measured)
+        res.update(name=key, skipped_ops=[], kernel_keys=[key])
+        items.append(res)
+    if args.json:
+        print_json({"device": model.device, "schedule": model.schedule, "model_kind": model.kind, "items": items})
+        return 0
+    print(f"{model.kind} cost model of {model.device} [{model.schedule}]")
+    for it in items:
+        energy = f", {it['energy_mj']:.4g} mJ" if it["energy_mj"] is not None else ""
+        print(f"{it['name']}: {it['latency_ms']:.4g} ms{energy} ({it['kernels']} kernels, "
+              f"{it['measured_kernels']} measured)" + (f"; skipped ops: {', '.join(it['skipped_ops'])}"
+                                                        if it["skipped_ops"] else ""))
+        if args.per_kernel:
+            for key, v in zip(it["kernel_keys"], it["per_kernel_latency_ms"]):
+                print(f"    {v:10.4f} ms  {key}")
+    return 0
+
+
+def _measure(args) -> int:
+    from ..cli import print_json
+    from ..profile.devices import get_device
+    from .graph import onnx_kernels
+    from .measure import measure_network
+    from .models import load_cost_model
+
+    device = get_device(args.device)
+    for path in args.models:
+        if not Path(path).exists():
+            raise CodesignError(f"no ONNX file at {path}")
+    cost_model = load_cost_model(args.predict_with) if args.predict_with else None
+    bar = None
+    if not args.no_progress and len(args.models) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
+                   file=sys.stderr, dynamic_ncols=True)
+    done = _measured_rows(args.append, device.name, args.schedule) if args.append else {}
+    results = []
+    for path in args.models:
+        if path in done:
+            results.append(done[path])
+            if bar is not None:
+                bar.update(1)
+            continue
+        r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
+                            onnxruntime=not args.no_onnxruntime).to_dict()
+        r["model"] = path
+        results.append(r)
+        if args.append:
+            _append_row(args.append, r)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if cost_model is not None:
+        for path, r in zip(args.models, results):
+            pred = cost_model.predict_network(onnx_kernels(path))["latency_ms"]
+            r["predicted_latency_ms"] = pred
+            r["predicted_over_measured"] = pred / r["latency_ms"]
+    if args.json:
+        print_json(results)
+        return 0
+    for r in results:
+        line = f"{r['model']}: {r['latency_ms']:.4g} ms ±{r['latency_std_ms']:.2g} on {r['device']} [{r['schedule']}]"
+        if r.get("onnxruntime_latency_ms") is not None:
+            line += f"; onnxruntime {r['onnxruntime_latency_ms']:.4g} ms (TVM/ORT {r['tvm_over_onnxruntime']:.2f}x)"
+        if "predicted_latency_ms" in r:
+            line += f"; predicted {r['predicted_latency_ms']:.4g} ms ({r['predicted_over_measured']:.2f}x)"
+        print(line)
+    return 0
+
+
+def _measured_rows(path: str, device: str, schedule: str) -> dict[str, dict]:
+    """Rows of an --append table already measured for this device and schedule, by model."""
+    if not Path(path).exists():
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("device") == device and r.get("schedule") == schedule and r.get("model"):
+                row: dict = dict(r)
+                for k in ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime"):
+                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
+                out[r["model"]] = row
+    return out
+
+
+def _append_row(path: str, r: dict) -> None:
+    new = not Path(path).exists() or Path(path).stat().st_size == 0
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=MEASURE_COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: r.get(k) for k in MEASURE_COLUMNS})
+
+
+def _calibrate(args) -> int:
+    from ..cli import print_json
+    from .calibrate import calibrate, read_table, row_kernels
+    from .evaluate import accuracy
+    from .features import FAMILIES
+    from .models import load_cost_model
+
+    base_path = Path(args.base)
+    if base_path.suffix in (".json", ".npz") or base_path.exists():
+        base = load_cost_model(base_path)
+    else:
+        base = _fit_from_db(args.base, args.db, args.schedule, args.kind, args.seed)[0]
+    rows = read_table(args.table)
+    if args.rows is not None:
+        if args.rows < 1:
+            raise CodesignError("--rows must be >= 1")
+        rows = rows[: args.rows]
+    model = calibrate(base, rows, args.new_device, prior=args.prior)
+    out = model.save(args.out or f"{args.new_device}.json")
+    report = {"base_device": base.device, "device": args.new_device, "rows": len(rows), "saved": str(out),
+              "per_kernel_overhead_ms": model.per_kernel_overhead_ms,
+              "weights": dict(zip(FAMILIES, [float(w) for w in model.heads["latency_ms"]["weights"]]))}
+    if args.eval_table:
+        ev = read_table(args.eval_table)
+        kernels = [row_kernels(r) for r in ev]
+        meas = [r["latency_ms"] for r in ev]
+        report["eval"] = {
+            "calibrated": accuracy([model.predict_network(k)["latency_ms"] for k in kernels], meas),
+            "base_uncalibrated": accuracy([base.predict_network(k)["latency_ms"] for k in kernels], meas),
+        }
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"calibrated {base.device} -> {args.new_device} on {len(rows)} rows; per-kernel overhead "
+          f"{model.per_kernel_overhead_ms:.4g} ms; saved {out}")
+    if "eval" in report:
+        for name, acc in report["eval"].items():
+            print(f"  {name} on {acc['n']} eval rows: Kendall tau {acc['kendall_tau']:.3f}, within ±10% "
+                  f"{acc['within_10pct']:.0%}, median error {acc['median_ape']:.1%}")
+    return 0

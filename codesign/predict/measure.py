@@ -1,0 +1,297 @@
+"""Whole-network measurement: ONNX -> Relax -> TVM compile -> timed end to end, onnxruntime beside it.
+
+The network goes through the same schedule policy as the kernel profiles, so that measured and
+predicted numbers answer the same question:
+
+- ``untuned``: Relax's CPU pipeline with operator fusion (``LegalizeOps``, ``FuseOps``,
+  ``FuseTIR``) and TVM's default, unscheduled loops. Quick to compile, but dense convolutions run
+  10-30x slower than a tuned or vendor library would; depthwise convs and pools are close.
+  ``tvm.compile``'s own default for CPU targets skips fusion, which would time a different set of
+  kernels from the ones profiled, so codesign passes the fused CPU pipeline explicitly.
+- ``metaschedule:<trials>``: the fused module's kernels tuned with MetaSchedule
+  (``tune_relax``) in a tuning directory kept across runs, then compiled from the best records.
+
+Before import the ONNX graph's shape arithmetic is folded (``graph.fold_constants``): exporters
+emit ``Shape -> Gather -> Div -> Slice`` chains for ``chunk``/``split``, which TVM's importer turns
+into slices of unknown shape, and a ``concat`` of those reaches VM codegen unlowered
+("CodeGenVM cannot emit this Relax operator directly": every ShuffleNet-style channel split).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CodesignError
+from .graph import load_model
+
+_ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
+
+
+@dataclass
+class NetworkMeasurement:
+    """End-to-end latency of one network on one device under one schedule policy."""
+
+    model: str
+    device: str
+    schedule: str
+    latency_ms: float
+    latency_std_ms: float
+    repeats: int
+    compile_s: float
+    onnxruntime_latency_ms: float | None = None
+    tvm_over_onnxruntime: float | None = None
+    target: dict = field(default_factory=dict)
+    tvm_version: str = ""
+    host: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def input_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Name -> static shape of each graph input that is not an initializer.
+
+    Raises:
+        CodesignError: an input with a symbolic dimension.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    shapes = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            raise CodesignError(
+                f"input {vi.name!r} has a symbolic shape; export the model with a fixed input shape (batch too)"
+            )
+        shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    if not shapes:
+        raise CodesignError("the ONNX model has no inputs")
+    return shapes
+
+
+def _input_dtypes(model) -> dict[str, type]:
+    out = {}
+    for vi in model.graph.input:
+        elem = vi.type.tensor_type.elem_type
+        out[vi.name] = _ORT_TYPES.get(elem, np.float32)
+    return out
+
+
+def random_inputs(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic random inputs for every graph input."""
+    rng = np.random.default_rng(seed)
+    dtypes = _input_dtypes(model)
+    return {name: rng.standard_normal(shape).astype(dtypes[name]) for name, shape in input_shapes(model).items()}
+
+
+def relax_module(model):
+    """The ONNX model (path or ModelProto) as a Relax IRModule with its inputs, constants folded."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    model = load_model(model)
+    shapes = input_shapes(model)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Renaming name input.1 to input_1"
+            mod = from_onnx(model, shape_dict=shapes)
+    except Exception as exc:  # the importer raises many types for an op it lacks
+        raise CodesignError(f"TVM's ONNX importer failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    return mod, model
+
+
+def _fused(mod, target):
+    """Relax's CPU front half: inference decompositions, legalize, fuse (the kernels profiled)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        seq = tvm.transform.Sequential(
+            [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings()]
+            + list(relax.pipeline.library_dispatch_passes(target))
+            + list(relax.pipeline.legalize_passes(target))
+        )
+        return seq(mod)
+
+
+def _finish(mod, target):
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    with target:
+        seq = tvm.transform.Sequential(cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+        mod = seq(mod)
+    return relax.build(mod, target=target, relax_pipeline=None)
+
+
+def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | None = None):
+    """Compile a Relax module under a schedule policy; returns a TVM Executable.
+
+    Raises:
+        CodesignError: an unknown schedule, a lowering failure (with the offending message).
+    """
+    from ..profile.profiler import parse_schedule
+
+    kind, trials = parse_schedule(schedule)
+    try:
+        mod = _fused(mod, target)
+        if kind == "metaschedule":
+            return _tune(mod, target, trials, tuning_dir)
+        return _finish(mod, target)
+    except CodesignError:
+        raise
+    except Exception as exc:  # TVM's InternalError/TVMError carry multi-line traces
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        raise CodesignError(f"TVM could not compile the network: {lines[0] if lines else type(exc).__name__}") from exc
+
+
+def _tune(mod, target, trials: int, tuning_dir: str | None):
+    """Tune every fused kernel of ``mod`` (``trials`` each) and compile from the best records."""
+    import logging
+
+    from ..profile.tuning import _in_process_builder, _meta_schedule
+
+    if tuning_dir is None:
+        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
+    os.makedirs(tuning_dir, exist_ok=True)
+    ms = _meta_schedule()
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
+    tasks = ms.relax_integration.extract_tasks(mod, target)
+    database = ms.database.JSONDatabase(work_dir=tuning_dir, module_equality="structural")
+    # Records of earlier runs count: a kernel tuned before is not tuned again.
+    todo = [t for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    if todo:
+        database = ms.relax_integration.tune_relax(
+            mod, {}, target, tuning_dir, max_trials_global=trials * len(todo), max_trials_per_task=trials,
+            num_trials_per_iter=min(trials, 16), builder=_in_process_builder(ms), database=database,
+            cost_model="xgb" if evolutionary else "random",
+            strategy="evolutionary" if evolutionary else "replay-trace", seed=0,
+        )
+    return ms.relax_integration.compile_relax(database, mod, target, None)
+
+
+def _set_threads(n: int) -> None:
+    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    if "tvm" in sys.modules:
+        import tvm
+
+        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+        if fn is not None:
+            fn(1, n)
+
+
+def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
+                     seed: int = 0) -> tuple[float, float]:
+    """Median and standard deviation (ms) of onnxruntime inference on this CPU."""
+    import onnxruntime as ort
+
+    model = load_model(model)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds = random_inputs(model, seed)
+    for _ in range(3):
+        sess.run(None, feeds)
+    samples = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while n == 0 or (time.perf_counter() - t0) * 1e3 < min_repeat_ms:
+            sess.run(None, feeds)
+            n += 1
+        samples.append((time.perf_counter() - t0) * 1e3 / n)
+    return statistics.median(samples), (statistics.pstdev(samples) if len(samples) > 1 else 0.0)
+
+
+def measure_network(
+    model, device, schedule: str = "untuned", repeats: int = 10, min_repeat_ms: float = 50.0,
+    tuning_dir: str | None = None, onnxruntime: bool = True, seed: int = 0, name: str | None = None,
+) -> NetworkMeasurement:
+    """Compile and time a whole network with TVM on ``device`` (and onnxruntime beside it).
+
+    Args:
+        model: path to an .onnx file or an onnx.ModelProto with static input shapes.
+        device: a ``codesign.profile.Device``; one with ``rpc`` is timed through its tracker.
+        schedule: ``untuned`` or ``metaschedule:<trials>`` (the profiles' policy names).
+        repeats, min_repeat_ms: timing settings (median of ``repeats`` runs of >= min_repeat_ms).
+        tuning_dir: MetaSchedule database for ``metaschedule:*`` (kept and reused).
+        onnxruntime: also time onnxruntime on this host (local devices only).
+
+    Raises:
+        CodesignError: unreadable model, symbolic shapes, an op TVM cannot import or lower,
+            an unreachable tracker.
+    """
+    import tvm
+    from tvm import relax
+
+    if repeats < 1 or min_repeat_ms < 0:
+        raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
+    label = name or (str(model) if isinstance(model, (str, Path)) else (model.graph.name or "model"))
+    if device.rpc is None:
+        _set_threads(device.threads)
+    mod, proto = relax_module(model)
+    target = device.tvm_target()
+    t0 = time.perf_counter()
+    executable = compile_network(mod, target, schedule, tuning_dir)
+    compile_s = time.perf_counter() - t0
+    feeds = random_inputs(proto, seed)
+    if device.rpc is None:
+        dev = tvm.cpu(0)
+        vm = relax.VirtualMachine(executable, dev)
+    else:
+        from tvm.support.utils import tempdir
+
+        from ..profile.runners import RPCRunner
+
+        runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms)
+        tmp = tempdir()
+        path = tmp.relpath("network.so")
+        executable.export_library(path)
+        runner.remote.upload(path)
+        dev = runner.remote.cpu(0)
+        vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
+    args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
+    evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
+    samples = [r * 1e3 for r in evaluator(*args).results]
+    result = NetworkMeasurement(
+        model=label, device=device.name, schedule=schedule, latency_ms=statistics.median(samples),
+        latency_std_ms=statistics.pstdev(samples) if len(samples) > 1 else 0.0, repeats=len(samples),
+        compile_s=compile_s, target=device.resolved_target(), tvm_version=tvm.__version__,
+        host=socket.gethostname(),
+    )
+    if onnxruntime and device.rpc is None:
+        ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed)
+        result.onnxruntime_latency_ms = ort_ms
+        result.tvm_over_onnxruntime = result.latency_ms / ort_ms if ort_ms > 0 else math.nan
+    return result
+
+
+def check_outputs(model, device_threads: int = 1, seed: int = 0) -> float:
+    """Largest absolute difference between TVM's (untuned) and onnxruntime's outputs."""
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    mod, proto = relax_module(model)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": device_threads})
+    vm = relax.VirtualMachine(compile_network(mod, target), tvm.cpu(0))
+    feeds = random_inputs(proto, seed)
+    out = vm["main"](*[tvm.runtime.tensor(feeds[k], tvm.cpu(0)) for k in input_shapes(proto)])
+    out = out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__len__") and not hasattr(out, "numpy") else out
+    ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return float(np.abs(out.numpy() - ref).max())

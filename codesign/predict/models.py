@@ -1,0 +1,432 @@
+"""Cost models: kernel latency (and energy) on one device under one schedule policy.
+
+A cost model is fitted on profile measurements (``codesign.profile.ProfileDB`` rows) of one device
+and one schedule policy, and predicts ``latency_ms`` (and ``energy_mj`` where the profiles hold
+energy) of any KernelSpec. Kernels measured during fitting are kept in a table and, by default,
+their measurement is returned instead of a regression (``use_measured``): profiling a network's
+kernels and then predicting it is the most accurate path; the regression covers the rest.
+
+Kinds (``list_cost_models()``):
+
+- ``loglinear``: ridge regression of log latency on the log work terms, one per op family
+  (``codesign.predict.features.FAMILIES``), a global one for families without data. Small,
+  smooth, extrapolates in size.
+- ``gbdt``: gradient-boosted trees (scikit-learn) on all features, exported to plain arrays so
+  that artifacts load without scikit-learn or pickle. Most accurate inside the profiled range.
+
+Artifacts are one JSON file (``.json``) or one NumPy archive (``.npz``, the metadata as a JSON
+string in ``__meta__``), both with ``format_version``, the device, schedule policy, TVM target
+and version, and never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+from .features import FAMILIES, FEATURE_NAMES, family, feature_matrix
+
+FORMAT_VERSION = 1
+TARGETS = ("latency_ms", "energy_mj")
+
+_MODELS: dict[str, Callable[..., CostModel]] = {}
+_LOADABLE: dict[str, Callable[..., CostModel]] = {}
+
+
+def register_cost_model(name: str, fittable: bool = True):
+    """Class decorator adding a cost model kind to the registry under ``name``.
+
+    ``fittable=False`` registers a kind that can be loaded but is made by other means (the
+    calibrated models of ``codesign calibrate``).
+    """
+
+    def deco(cls):
+        if name in _LOADABLE:
+            warnings.warn(f"cost model {name!r} registered twice; the later one wins", stacklevel=2)
+        cls.kind = name
+        _LOADABLE[name] = cls
+        if fittable:
+            _MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_cost_models() -> list[str]:
+    """The kinds ``create_cost_model`` and ``codesign fit --model`` accept."""
+    return sorted(_MODELS)
+
+
+def create_cost_model(name: str, **kwargs) -> CostModel:
+    """A new, unfitted cost model of kind ``name``.
+
+    Raises:
+        CodesignError: an unknown kind (the message lists the known ones).
+    """
+    if name not in _MODELS:
+        raise CodesignError(f"unknown cost model {name!r}; known: {', '.join(list_cost_models())}")
+    return _MODELS[name](**kwargs)
+
+
+def _record_fields(r) -> tuple[str, str, str, float | None, float | None, dict, str | None, str | None]:
+    get = r.get if isinstance(r, dict) else (lambda k, d=None: getattr(r, k, d))
+    if get("error") is not None:
+        return get("kernel_key"), get("device", ""), get("schedule", ""), None, None, {}, None, None
+    return (get("kernel_key"), get("device", "") or "", get("schedule", "") or "", get("latency_ms"),
+            get("energy_mj"), get("target") or {}, get("tvm_version"), get("energy_source"))
+
+
+class CostModel:
+    """Base class: measured table, feature regression per target, save/load, network sums."""
+
+    kind = "base"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+        self.device = ""
+        self.schedule = ""
+        self.target: dict = {}
+        self.tvm_version: str | None = None
+        self.energy_source: str | None = None
+        self.n_train = 0
+        self.created_at = 0.0
+        # A per-network constant and a per-kernel cost the kernel sums miss (VM calls, buffer
+        # allocation, the copies of concat/reshape); 0 until fitted on measured networks.
+        self.overhead_ms = 0.0
+        self.per_kernel_overhead_ms = 0.0
+        self.table: dict[str, dict[str, float]] = {}
+        self.heads: dict[str, dict[str, Any]] = {}
+
+    # --- what subclasses implement -------------------------------------------------------
+    def _fit_head(self, specs: list[KernelSpec], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """Fit log(target) ~ features; returns the head's state (JSON-able scalars and arrays)."""
+        raise NotImplementedError
+
+    def _predict_head(self, head: dict[str, Any], specs: list[KernelSpec], x: np.ndarray) -> np.ndarray:
+        """Predicted log(target) of each row."""
+        raise NotImplementedError
+
+    # --- fitting and prediction -------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return "latency_ms" in self.heads
+
+    def fit(self, records: Iterable, device: str | None = None, schedule: str | None = None) -> CostModel:
+        """Fit on profile measurements of one device and schedule policy.
+
+        Args:
+            records: ``Measurement`` objects (or dicts with the same fields); failed rows are skipped.
+            device, schedule: keep only these rows (required when the records mix several).
+
+        Returns:
+            self.
+
+        Raises:
+            CodesignError: no usable rows, or rows of several devices/schedules without a filter.
+        """
+        rows = [_record_fields(r) for r in records]
+        rows = [r for r in rows if (device is None or r[1] == device) and (schedule is None or r[2] == schedule)]
+        ok = [r for r in rows if r[3] is not None and r[3] > 0]
+        if not ok:
+            raise CodesignError(
+                f"no measured kernels for device {device or '(any)'} and schedule {schedule or '(any)'}; "
+                "run `codesign profile` first (see `codesign profile --status`)"
+            )
+        pairs = sorted({(r[1], r[2]) for r in ok})
+        if len(pairs) > 1:
+            raise CodesignError(
+                "the records mix devices/schedules " + ", ".join(f"{d}[{s}]" for d, s in pairs)
+                + "; pick one with --device and --schedule"
+            )
+        self.device, self.schedule = pairs[0]
+        self.target = ok[-1][5]
+        self.tvm_version = ok[-1][6]
+        specs = [KernelSpec.from_key(r[0]) for r in ok]
+        x = feature_matrix(specs)
+        lat = np.array([r[3] for r in ok], dtype=np.float64)
+        self.heads = {"latency_ms": self._fit_head(specs, x, np.log(lat))}
+        self.table = {r[0]: {"latency_ms": float(r[3])} for r in ok}
+        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and r[4] > 0]
+        self.energy_source = None
+        if len(with_energy) >= 2:
+            en = np.array([ok[i][4] for i in with_energy], dtype=np.float64)
+            self.heads["energy_mj"] = self._fit_head([specs[i] for i in with_energy], x[with_energy], np.log(en))
+            for i in with_energy:
+                self.table[ok[i][0]]["energy_mj"] = float(ok[i][4])
+            sources = sorted({ok[i][7] for i in with_energy if ok[i][7]})
+            self.energy_source = ",".join(sources) or None
+        self.n_train = len(ok)
+        self.created_at = time.time()
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise CodesignError(f"the {self.kind} cost model is not fitted; call fit() or load a saved model")
+
+    def _predict(self, target: str, specs: list[KernelSpec], use_measured: bool) -> np.ndarray:
+        self._check_fitted()
+        if target not in self.heads:
+            raise CodesignError(
+                f"this cost model has no {target}: its profiles of {self.device} held none "
+                "(profile with an energy source, see `codesign devices`)"
+            )
+        specs = list(specs)
+        out = np.empty(len(specs))
+        todo = []
+        for i, s in enumerate(specs):
+            row = self.table.get(s.key()) if use_measured else None
+            if row is not None and target in row:
+                out[i] = row[target]
+            else:
+                todo.append(i)
+        if todo:
+            sub = [specs[i] for i in todo]
+            out[todo] = np.exp(self._predict_head(self.heads[target], sub, feature_matrix(sub)))
+        return out
+
+    def predict(self, specs: Iterable[KernelSpec], use_measured: bool = True) -> np.ndarray:
+        """Latency in ms of each kernel (measured value where profiled and ``use_measured``)."""
+        return self._predict("latency_ms", list(specs), use_measured)
+
+    def predict_energy(self, specs: Iterable[KernelSpec], use_measured: bool = True) -> np.ndarray:
+        """Energy in mJ of each kernel; CodesignError if the profiles held no energy."""
+        return self._predict("energy_mj", list(specs), use_measured)
+
+    def predict_network(self, specs: Iterable[KernelSpec], use_measured: bool = True) -> dict[str, Any]:
+        """End-to-end estimate of a network given its kernels (``graph.onnx_kernels``).
+
+        Returns:
+            dict with latency_ms (kernel sum + overheads), energy_mj (or None), kernels,
+            measured_kernels (how many came from the profile table), per_kernel_latency_ms.
+        """
+        specs = list(specs)
+        lat = self.predict(specs, use_measured)
+        energy = None
+        if "energy_mj" in self.heads:
+            energy = float(self.predict_energy(specs, use_measured).sum())
+        measured = sum(1 for s in specs if s.key() in self.table) if use_measured else 0
+        return {
+            "latency_ms": float(lat.sum() + self.overhead_ms + self.per_kernel_overhead_ms * len(specs)),
+            "energy_mj": energy,
+            "kernels": len(specs),
+            "measured_kernels": measured,
+            "per_kernel_latency_ms": [float(v) for v in lat],
+        }
+
+    # --- artifacts -------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION, "kind": self.kind, "seed": self.seed, "device": self.device,
+            "schedule": self.schedule, "target": self.target, "tvm_version": self.tvm_version,
+            "energy_source": self.energy_source, "n_train": self.n_train, "created_at": self.created_at,
+            "overhead_ms": self.overhead_ms, "per_kernel_overhead_ms": self.per_kernel_overhead_ms,
+            "features": list(FEATURE_NAMES), "table": self.table,
+        }
+
+    def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        for k in ("seed", "device", "schedule", "target", "tvm_version", "energy_source", "n_train", "created_at",
+                  "overhead_ms", "per_kernel_overhead_ms", "table"):
+            setattr(self, k, meta[k])
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to ``path`` (.json or .npz); returns the path."""
+        self._check_fitted()
+        path = Path(path)
+        if path.suffix not in (".json", ".npz"):
+            raise CodesignError(f"cost model path {path} must end in .json or .npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".npz":
+            arrays: dict[str, np.ndarray] = {}
+            meta = model_to_dict(self, arrays)
+            blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+            with open(path, "wb") as f:
+                np.savez_compressed(f, __meta__=blob, **arrays)
+        else:
+            path.write_text(json.dumps(model_to_dict(self), indent=1, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostModel:
+        """Load a saved model of any kind (the kind is read from the file)."""
+        return load_cost_model(path)
+
+
+def model_to_dict(model: CostModel, arrays: dict[str, np.ndarray] | None = None, prefix: str = "") -> dict:
+    """A JSON-able form of a fitted model. Arrays go into ``arrays`` (by reference) when given,
+    else inline as lists."""
+    meta = model._meta()
+    heads: dict[str, dict[str, Any]] = {}
+    for target, head in model.heads.items():
+        heads[target] = {}
+        for k, v in head.items():
+            if isinstance(v, np.ndarray):
+                if arrays is None:
+                    heads[target][k] = {"__array__": v.tolist(), "dtype": str(v.dtype)}
+                else:
+                    ref = f"{prefix}{target}/{k}"
+                    arrays[ref] = v
+                    heads[target][k] = {"__array__": ref, "dtype": str(v.dtype)}
+            else:
+                heads[target][k] = v
+    meta["heads"] = heads
+    return meta
+
+
+def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, where: str = "cost model") -> CostModel:
+    """Inverse of ``model_to_dict``.
+
+    Raises:
+        CodesignError: newer format version, unknown kind, missing fields.
+    """
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise CodesignError(f"{where} is not a codesign cost model (no format_version)")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise CodesignError(
+            f"{where} has format version {meta['format_version']}, newer than this codesign reads "
+            f"({FORMAT_VERSION}); upgrade codesign"
+        )
+    kind = meta.get("kind")
+    if kind not in _LOADABLE:
+        raise CodesignError(f"{where}: unknown cost model kind {kind!r}; known: {', '.join(sorted(_LOADABLE))}")
+    model = _LOADABLE[kind](seed=meta.get("seed", 0))
+    try:
+        model._restore(meta, arrays)
+        heads = {}
+        for target, head in meta["heads"].items():
+            heads[target] = {}
+            for k, v in head.items():
+                if isinstance(v, dict) and "__array__" in v:
+                    ref = v["__array__"]
+                    heads[target][k] = arrays[ref] if isinstance(ref, str) else np.asarray(ref, dtype=v["dtype"])
+                else:
+                    heads[target][k] = v
+    except (KeyError, TypeError) as exc:
+        raise CodesignError(f"{where} is damaged or incomplete (missing {exc})") from exc
+    model.heads = heads
+    return model
+
+
+def load_cost_model(path: str | Path) -> CostModel:
+    """Load a model written by ``CostModel.save``.
+
+    Raises:
+        CodesignError: missing or unreadable file, newer format version, unknown kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CodesignError(f"no cost model at {path}; create one with `codesign fit`")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["__meta__"]).decode())
+                arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        else:
+            meta = json.loads(path.read_text())
+            arrays = {}
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise CodesignError(f"{path} is not a codesign cost model ({exc})") from exc
+    return model_from_dict(meta, arrays, where=str(path))
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge on standardised columns with an unpenalised intercept; returns (coef, mean, scale)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = (x - mean) / scale
+    a = np.hstack([np.ones((len(z), 1)), z])
+    penalty = lam * np.eye(a.shape[1])
+    penalty[0, 0] = 0.0
+    coef = np.linalg.solve(a.T @ a + penalty, a.T @ y)
+    return coef, mean, scale
+
+
+_NUMERIC = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("is_")]
+
+
+@register_cost_model("loglinear")
+class LogLinearModel(CostModel):
+    """Per-family ridge regression of log latency on log work terms."""
+
+    def __init__(self, seed: int = 0, alpha: float = 1.0, min_family_rows: int = 8):
+        super().__init__(seed)
+        self.alpha = float(alpha)
+        self.min_family_rows = int(min_family_rows)
+
+    def _fit_head(self, specs, x, y):
+        fams = np.array([FAMILIES.index(family(s)) for s in specs])
+        coef, mean, scale = _ridge(x, y, self.alpha)
+        nf, nn = len(FAMILIES), len(_NUMERIC)
+        fam_coef = np.zeros((nf, nn + 1))
+        fam_mean = np.zeros((nf, nn))
+        fam_scale = np.ones((nf, nn))
+        has = np.zeros(nf, dtype=np.int64)
+        for f in range(nf):
+            rows = fams == f
+            if rows.sum() >= self.min_family_rows:
+                fam_coef[f], fam_mean[f], fam_scale[f] = _ridge(x[rows][:, _NUMERIC], y[rows], self.alpha)
+                has[f] = 1
+        return {"alpha": self.alpha, "global_coef": coef, "global_mean": mean, "global_scale": scale,
+                "family_coef": fam_coef, "family_mean": fam_mean, "family_scale": fam_scale, "family_fitted": has}
+
+    def _predict_head(self, head, specs, x):
+        out = np.hstack([np.ones((len(x), 1)), (x - head["global_mean"]) / head["global_scale"]]) @ head["global_coef"]
+        for i, s in enumerate(specs):
+            f = FAMILIES.index(family(s))
+            if head["family_fitted"][f]:
+                z = (x[i, _NUMERIC] - head["family_mean"][f]) / head["family_scale"][f]
+                out[i] = head["family_coef"][f][0] + z @ head["family_coef"][f][1:]
+        return out
+
+
+@register_cost_model("gbdt")
+class GBDTModel(CostModel):
+    """Gradient-boosted regression trees on all features (fitted with scikit-learn, stored as arrays)."""
+
+    def __init__(self, seed: int = 0, n_estimators: int = 400, max_depth: int = 4, learning_rate: float = 0.05,
+                 subsample: float = 0.8):
+        super().__init__(seed)
+        self.params = {"n_estimators": int(n_estimators), "max_depth": int(max_depth),
+                       "learning_rate": float(learning_rate), "subsample": float(subsample)}
+
+    def _fit_head(self, specs, x, y):
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        base = float(y.mean())
+        gbr = GradientBoostingRegressor(init="zero", random_state=self.seed, **self.params)
+        gbr.fit(x, y - base)
+        trees = [est[0].tree_ for est in gbr.estimators_]
+        offsets = np.cumsum([0] + [t.node_count for t in trees])[:-1]
+        left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
+        right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1)
+                                for t, o in zip(trees, offsets)])
+        return {
+            "base": base, "learning_rate": self.params["learning_rate"], "roots": offsets.astype(np.int64),
+            "left": left.astype(np.int64), "right": right.astype(np.int64),
+            "feature": np.concatenate([t.feature for t in trees]).astype(np.int64),
+            "threshold": np.concatenate([t.threshold for t in trees]).astype(np.float64),
+            "value": np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64),
+        }
+
+    def _predict_head(self, head, specs, x):
+        # scikit-learn compares float32 features with float64 thresholds: do the same, so that
+        # stored models predict exactly what the fitted ones did.
+        x32 = x.astype(np.float32).astype(np.float64)
+        node = np.broadcast_to(head["roots"], (len(x), len(head["roots"]))).copy()
+        rows = np.arange(len(x))[:, None]
+        while True:
+            leaf = head["left"][node] < 0
+            if leaf.all():
+                break
+            feat = np.where(leaf, 0, head["feature"][node])
+            go_left = x32[rows, feat] <= head["threshold"][node]
+            node = np.where(leaf, node, np.where(go_left, head["left"][node], head["right"][node]))
+        return head["base"] + head["learning_rate"] * head["value"][node].sum(axis=1)
