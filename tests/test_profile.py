@@ -186,7 +186,8 @@ import sys
 from codesign.kernelspec import KernelSpec
 from codesign.profile import ProfileDB, get_device, profile_kernels
 from codesign.profile.grid import grid_specs
-specs = grid_specs("relu", 12, seed=1) + grid_specs("add", 12, seed=1)
+n = int(sys.argv[3])
+specs = grid_specs("relu", n, seed=1) + grid_specs("add", n, seed=1)
 with ProfileDB(sys.argv[1]) as db:
     profile_kernels(specs, get_device("cpu-local"), db, repeats=2, min_repeat_ms=int(sys.argv[2]), progress=False)
 """
@@ -194,17 +195,17 @@ with ProfileDB(sys.argv[1]) as db:
 
 def test_two_profilers_on_one_database_neither_corrupt_nor_duplicate(tmp_path):
     path = tmp_path / "shared.sqlite"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "1"]) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "1", "6"]) for _ in range(2)]
     assert all(p.wait(timeout=300) == 0 for p in procs)
     con = sqlite3.connect(path)
     total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT kernel_key) FROM measurements").fetchone()
-    assert total == distinct == 24
+    assert total == distinct == 12
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_a_killed_profiler_loses_at_most_the_kernel_in_flight(tmp_path):
     path = tmp_path / "killed.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "20"])
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "20", "12"])
     deadline = time.time() + 120
     rows = 0
     while time.time() < deadline and rows < 3:
@@ -407,29 +408,38 @@ def _cli(*args, env=None):
                           env=env, timeout=300)
 
 
-def test_cli_profile_status_and_errors(tmp_path):
+def test_cli_profile_status_and_errors(tmp_path, capsys):
+    from codesign.cli import main
+
     db = str(tmp_path / "cli.sqlite")
     out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--repeats", "2", "--min-repeat-ms", "1",
-               "--db", db)
+               "--db", db)  # the installed entry point, end to end
     assert out.returncode == 0, out.stderr
     assert "2 kernels on cpu-local [untuned]: 2 measured" in out.stdout
-    status = _cli("profile", "--status", "--db", db)
-    assert "relu" in status.stdout and "2 kernels" in status.stdout
+    capsys.readouterr()
+    assert main(["profile", "--status", "--db", db]) == 0
+    status = capsys.readouterr().out
+    assert "relu" in status and "2 kernels" in status
     for args, message in [
         (("profile", "--grid", "relu", "--device", "nope", "--db", db), "unknown device 'nope'"),
         (("profile", "--db", db), "nothing to profile"),
         (("profile", "--grid", "relu", "--schedule", "fast", "--db", db), "unknown schedule 'fast'"),
+        (("profile", "--grid", "conv", "--db", db), "unknown op 'conv'"),
+        (("profile", "--grid", "relu", "--tune-trials", "0", "--db", db), "--tune-trials must be >= 1"),
         (("profile", "--status", "--db", str(tmp_path / "missing.sqlite")), "no profile database"),
     ]:
-        bad = _cli(*args)
-        assert bad.returncode == 2
-        assert message in bad.stderr and "Traceback" not in bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_devices_lists_cpu_local():
-    out = _cli("devices")
-    assert out.returncode == 0 and "cpu-local" in out.stdout
+def test_cli_devices_lists_cpu_local(capsys):
+    from codesign.cli import main
+
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu-local" in out and "cuda-local" in out
 
 
 @pytest.mark.slow  # 12 s on an idle 2-core host, 20 s while others compile

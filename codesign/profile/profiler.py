@@ -159,16 +159,17 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     from .energy import energy_source_for
     from .runners import LocalRunner, RPCRunner
 
-    target = device.tvm_target()
     target_dict = device.resolved_target()
     kind = str(target_dict["kind"])
+    if device.rpc is None:
+        # Before the target: TVM probes the GPU while it builds a CUDA target and warns if none.
+        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind)
+        runner.check()
+    target = device.tvm_target()
     energy = energy_source_for(device)
     if device.rpc is not None:
         runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms,
                            target_kind=kind)
-    else:
-        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind)
-    runner.check()
     bar = _progress(len(todo), f"profile {device.name} [{schedule}]", progress)
     host = socket.gethostname()
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -43,7 +43,10 @@ class LocalRunner:
         import tvm
 
         if self.device_type != "cpu" and not tvm.device(self.device_type, 0).exist:
-            raise CodesignError(f"this host has no {self.device_type} device to time kernels on")
+            raise CodesignError(
+                f"this host has no {self.device_type} device to time kernels on; run on the machine "
+                "that has it, or give the device an rpc tracker in its YAML"
+            )
 
     def _module(self, executable):
         import tvm
