@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -198,9 +196,22 @@ def test_table_errors(tmp_path):
         read_table(tmp_path / "none.csv")
 
 
-def _cli(*argv, cwd=None):
-    return subprocess.run([sys.executable, "-m", "codesign.cli", *argv], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+class _Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _cli(*argv):
+    """Run the codesign command in this process (as the entry point does), capturing its output."""
+    import contextlib
+    import io
+
+    from codesign.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return _Result(code, out.getvalue(), err.getvalue())
 
 
 def test_fit_predict_calibrate_commands(specs, tmp_path):

@@ -15,7 +15,8 @@ MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms"
 def _source_flags(p, what: str) -> None:
     p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
     p.add_argument("--schedule", default="untuned",
-                   help=f"schedule policy of the profiles {what} (untuned or metaschedule:<trials>; default untuned)")
+                   help=f"schedule policy of the profiles {what} (untuned, dlight or metaschedule:<trials>; "
+                   "default untuned)")
     p.add_argument("--kind", default="gbdt", help="cost model kind when fitting from profiles (default gbdt; "
                    "see `codesign fit --list`)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model fit (default 0)")
@@ -59,9 +60,10 @@ def register(sub) -> None:
     )
     m.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
     m.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
-    m.add_argument("--schedule", default="untuned",
-                   help="untuned (quick: TVM's default loops, 10-30x slower than tuned for dense convs) or "
-                        "metaschedule:<trials> (each fused kernel tuned; needs --tuning-dir). Default untuned")
+    m.add_argument("--schedule", default=None,
+                   help="untuned (quick: TVM's default loops, 10-30x slower than tuned for dense convs), "
+                        "dlight (rule-based schedules) or metaschedule:<trials> (each fused kernel tuned; "
+                        "needs --tuning-dir). Default: untuned on CPUs, dlight on GPUs, as `codesign profile`")
     m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs")
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
@@ -194,11 +196,13 @@ def _predict(args) -> int:
 def _measure(args) -> int:
     from ..cli import print_json
     from ..profile.devices import get_device
+    from ..profile.schedules import default_schedule
     from .graph import onnx_kernels
     from .measure import measure_network
     from .models import load_cost_model
 
     device = get_device(args.device)
+    args.schedule = args.schedule or default_schedule(device.target)
     for path in args.models:
         if not Path(path).exists():
             raise CodesignError(f"no ONNX file at {path}")

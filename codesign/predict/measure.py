@@ -8,6 +8,8 @@ predicted numbers answer the same question:
   10-30x slower than a tuned or vendor library would; depthwise convs and pools are close.
   ``tvm.compile``'s own default for CPU targets skips fusion, which would time a different set of
   kernels from the ones profiled, so codesign passes the fused CPU pipeline explicitly.
+- ``dlight``: the fused kernels scheduled by TVM's rule-based dlight schedules (on a CPU only
+  dense layers at batch 1 and reductions such as global pools change; the default on GPUs).
 - ``metaschedule:<trials>``: the fused module's kernels tuned with MetaSchedule
   (``tune_relax``) in a tuning directory kept across runs, then compiled from the best records.
 
@@ -125,6 +127,20 @@ def _fused(mod, target):
         return seq(mod)
 
 
+def _dlight(mod, target):
+    """dlight's rule-based schedules on every fused kernel (as the profiles' ``dlight`` policy)."""
+    from tvm.s_tir import dlight as dl
+
+    from ..profile.schedules import GPU_KINDS
+
+    if str(target.kind.name) in GPU_KINDS:
+        rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+    else:
+        rules = [dl.cpu.GEMV(), dl.cpu.Reduction()]
+    with target:
+        return dl.ApplyDefaultSchedule(*rules)(mod)
+
+
 def _finish(mod, target):
     import tvm
     from tvm import relax
@@ -142,13 +158,15 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
     Raises:
         CodesignError: an unknown schedule, a lowering failure (with the offending message).
     """
-    from ..profile.profiler import parse_schedule
+    from ..profile.schedules import parse_schedule
 
     kind, trials = parse_schedule(schedule)
     try:
         mod = _fused(mod, target)
         if kind == "metaschedule":
             return _tune(mod, target, trials, tuning_dir)
+        if kind == "dlight":
+            mod = _dlight(mod, target)
         return _finish(mod, target)
     except CodesignError:
         raise
@@ -183,6 +201,12 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     return ms.relax_integration.compile_relax(database, mod, target, None)
 
 
+def _device_type(target) -> str:
+    """The runtime device of a target kind (``llvm`` code runs on ``cpu``)."""
+    kind = str(target.kind.name)
+    return "cpu" if kind in ("llvm", "c") else kind
+
+
 def _set_threads(n: int) -> None:
     # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
     os.environ["TVM_NUM_THREADS"] = str(n)
@@ -191,7 +215,12 @@ def _set_threads(n: int) -> None:
 
         fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
         if fn is not None:
+            # Reconfiguring pins the calling thread to one core; later threads (onnxruntime's,
+            # TVM's compiler) would inherit the pin. Restore the process's CPU set.
+            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
             fn(1, n)
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
 
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
@@ -227,7 +256,7 @@ def measure_network(
     Args:
         model: path to an .onnx file or an onnx.ModelProto with static input shapes.
         device: a ``codesign.profile.Device``; one with ``rpc`` is timed through its tracker.
-        schedule: ``untuned`` or ``metaschedule:<trials>`` (the profiles' policy names).
+        schedule: ``untuned``, ``dlight`` or ``metaschedule:<trials>`` (the profiles' policy names).
         repeats, min_repeat_ms: timing settings (median of ``repeats`` runs of >= min_repeat_ms).
         tuning_dir: MetaSchedule database for ``metaschedule:*`` (kept and reused).
         onnxruntime: also time onnxruntime on this host (local devices only).
@@ -251,7 +280,7 @@ def measure_network(
     compile_s = time.perf_counter() - t0
     feeds = random_inputs(proto, seed)
     if device.rpc is None:
-        dev = tvm.cpu(0)
+        dev = tvm.device(_device_type(target), 0)
         vm = relax.VirtualMachine(executable, dev)
     else:
         from tvm.support.utils import tempdir
@@ -263,7 +292,7 @@ def measure_network(
         path = tmp.relpath("network.so")
         executable.export_library(path)
         runner.remote.upload(path)
-        dev = runner.remote.cpu(0)
+        dev = runner.remote.device(_device_type(target), 0)
         vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
     evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
