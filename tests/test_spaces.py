@@ -29,8 +29,8 @@ def random_genotype(rng: random.Random) -> Genotype:
 
 
 def test_registry():
-    assert "darts" in list_spaces()
-    with pytest.raises(CodesignError, match="unknown search space 'nasnet'; known: darts"):
+    assert {"darts", "nb201", "mobilenet"} <= set(list_spaces())
+    with pytest.raises(CodesignError, match="unknown search space 'nasnet'; known: darts, mobilenet, nb201"):
         create_space("nasnet")
 
 
@@ -104,3 +104,105 @@ def test_profile_cli_space_errors(tmp_path):
          "--db", str(tmp_path / "p.sqlite")], capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 2 and "--space-arg" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- every space: the SearchSpace interface ---------------------------------------------------
+
+SMALL = {
+    "darts": dict(c=4, layers=3, input_shape=(1, 3, 16, 16)),
+    "nb201": dict(c=4, cells=1, input_shape=(1, 3, 16, 16)),
+    "mobilenet": dict(input_shape=(1, 3, 16, 16)),
+}
+NB201_BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_space_genotypes_round_trip_and_stay_valid(name):
+    space = create_space(name, **SMALL[name])
+    rng = random.Random(3)
+    for _ in range(30):
+        g = space.sample(rng)
+        choices = space.parse(g)
+        assert space.valid(choices) and space.format(choices) == g
+        child = space.mutate(choices, rng)
+        assert space.valid(child) and child != choices
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_supernet_soft_and_single_path_match_the_derived_network_shapes(name):
+    torch.manual_seed(0)
+    space = create_space(name, **SMALL[name])
+    ds = space.decisions()
+    net = space.supernet()
+    x = torch.randn(2, 3, 16, 16)
+    w = [torch.softmax(torch.randn(len(d.options)), 0).requires_grad_() for d in ds]
+    net(x, w).sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in w)
+    # one-hot weights on one path == the derived network with the same modules' outputs shape
+    rng = random.Random(0)
+    choices = space.random_choices(rng)
+    onehot = [torch.nn.functional.one_hot(torch.tensor(k), len(d.options)).float() for k, d in zip(choices, ds)]
+    assert net(x, onehot, choices).shape == space.build(space.format(choices))(x).shape == (2, 10)
+
+
+def test_single_path_equals_soft_mix_with_one_hot_weights():
+    """With one-hot weights, running every candidate and running only the chosen one agree."""
+    torch.manual_seed(0)
+    space = create_space("nb201", **SMALL["nb201"])
+    net = space.supernet().eval()
+    choices = space.parse(NB201_BEST)
+    onehot = [torch.nn.functional.one_hot(torch.tensor(k), 5).double() for k in choices]
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    net = net.double()
+    torch.testing.assert_close(net(x, onehot), net(x, onehot, choices))
+
+
+def test_nb201_reads_the_benchmarks_strings():
+    space = create_space("nb201")
+    assert space.canonical(NB201_BEST) == NB201_BEST
+    assert [space.decisions()[i].options[k] for i, k in enumerate(space.parse(NB201_BEST))][:3] == [
+        "nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3"]
+    for bad, msg in [("nor_conv_3x3~0", "must look like"), (NB201_BEST.replace("~2", "~1"), "must read"),
+                     (NB201_BEST.replace("skip_connect", "conv_5x5"), "unknown op 'conv_5x5'"),
+                     ("|none~0|+|none~0|none~1|", "3 items")]:
+        with pytest.raises(CodesignError, match=msg):
+            space.parse(bad)
+
+
+def test_mobilenet_space_config_and_skip_rules(tmp_path):
+    space = create_space("mobilenet", input_shape=(1, 3, 32, 32))
+    ds = space.decisions()
+    # the first layer of a stage changes width or stride: no skip there
+    assert "skip" not in ds[1].options and "skip" in ds[2].options
+    assert {"k7_e6", "k3_e1_g2", "k5_e1_g2"} <= set(ds[0].options)
+    fbnet = create_space("mobilenet", config="fbnet")
+    assert len(fbnet.decisions()) == 22 and fbnet.input_shape == (1, 3, 224, 224)
+    with pytest.raises(CodesignError, match="layer 1: 'skip' is not an option here"):
+        space.parse(",".join(["skip"] * 2 + ["k3_e1"] * (len(ds) - 2)))
+    bad = tmp_path / "v2.yaml"
+    bad.write_text("format_version: 2\nstages: []\n")
+    with pytest.raises(CodesignError, match="format_version 2 is not supported"):
+        create_space("mobilenet", config=str(bad))
+    with pytest.raises(CodesignError, match="shipped: fbnet, mobilenet-small"):
+        create_space("mobilenet", config="nope")
+    with pytest.raises(CodesignError, match="k<kernel>_e<expansion>"):
+        create_space("mobilenet", config={"format_version": 1, "stem": {"channels": 8}, "stages": [
+            {"n": 1, "c": 8, "s": 1}], "options": ["conv3"]})
+
+
+@pytest.mark.parametrize("name", ["nb201", "mobilenet"])
+def test_option_kernels_and_listed_kernels_cover_derived_networks(name):
+    space = create_space(name, **{**SMALL[name], "input_shape": (1, 3, 8, 8)})
+    table = space.option_kernels()
+    assert len(table) == len(space.decisions())
+    for row, d in zip(table, space.decisions()):
+        assert len(row) == len(d.options)
+        for opt, ks in zip(d.options, row):
+            assert (ks == []) == (opt in ("none", "skip_connect", "skip"))
+    listed = set(space.kernels())
+    net = space.build(space.sample(random.Random(11)))
+    ks = module_kernels(net, space.input_shape)
+    # every conv of a derived network is listed in its unfused or fused form
+    convs = {(k.input_shape, k.attr("kernel"), k.attr("groups"), k.attr("stride")) for k in listed if k.op == "conv2d"}
+    assert all((k.input_shape, k.attr("kernel"), k.attr("groups"), k.attr("stride")) in convs
+               for k in ks if k.op == "conv2d")

@@ -1,5 +1,9 @@
-"""Search spaces as data: a registry of spaces, each listing its candidate ops, the kernels its
-supernet runs (for the profiler and the cost model) and building any genotype as an nn.Module."""
+"""Search spaces as data: a registry of spaces, each listing its decisions and candidate ops, the
+kernels its supernet runs (for the profiler and the cost model), building any genotype as an
+nn.Module and its supernet over codesign's fused ops. The interface is ``base.SearchSpace``.
+
+Shipped: ``darts`` (DARTS cells), ``nb201`` (NAS-Bench-201 cell), ``mobilenet`` (MobileNet/FBNet
+chain, YAML-configured; ``config="fbnet"`` is FBNet's 22-layer space)."""
 
 from __future__ import annotations
 
@@ -35,4 +39,4 @@ def create_space(name: str, **kwargs):
     return _SPACES[name](**kwargs)
 
 
-from . import darts  # noqa: E402,F401  (registers the DARTS space)
+from . import darts, mobilenet, nb201  # noqa: E402,F401  (register the shipped spaces)

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
+from ..nn import MixedEdge
 from . import register_space
+from .base import Decision, SearchSpace, check_shape
 
 PRIMITIVES = (
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -192,10 +195,75 @@ class Network(nn.Module):
         return self.classifier(self.pool(s1).flatten(1))
 
 
+class SuperCell(nn.Module):
+    """A search cell: a MixedEdge over all PRIMITIVES on each of the 14 edges."""
+
+    def __init__(self, c_pp, c_p, c, reduction, reduction_prev):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        self.edges = nn.ModuleList()
+        for _node, inp in edges():
+            stride = 2 if reduction and inp < 2 else 1
+            mods = {op: make_op(op, c, stride) for op in PRIMITIVES
+                    if op.startswith(("sep_", "dil_")) or (op == "skip_connect" and stride == 2)}
+            self.edges.append(MixedEdge(list(PRIMITIVES), mods, stride))
+
+    def forward(self, s0, s1, weights, index, fused):
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for _node in range(NODES):
+            out = 0
+            for j in range(len(states)):
+                out = out + self.edges[e](states[j], weights[e], None if index is None else index[e], fused)
+                e += 1
+            states.append(out)
+        return torch.cat(states[2:], dim=1)
+
+
+class SuperNetwork(nn.Module):
+    """The DARTS search network: weights[0:14] mix the normal cells' edges, weights[14:28] the
+    reduction cells'."""
+
+    def __init__(self, c: int, layers: int, num_classes: int, in_channels: int):
+        super().__init__()
+        c_curr = 3 * c
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c_curr = c_curr, c_curr, c
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            self.cells.append(SuperCell(c_pp, c_p, c_curr, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, NODES * c_curr
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x, weights, index=None, fused=True):  # (N, C, H, W) -> (N, classes)
+        s0 = s1 = self.stem(x)
+        n = len(edges())
+        for cell in self.cells:
+            off = n if cell.reduction else 0
+            w = weights[off:off + n]
+            idx = None if index is None else index[off:off + n]
+            s0, s1 = s1, cell(s0, s1, w, idx, fused)
+        return self.classifier(self.pool(s1).flatten(1))
+
+
 @register_space("darts")
-class DartsSpace:
+class DartsSpace(SearchSpace):
     """The DARTS space. Args: init channels ``c`` (16), ``layers`` (8), ``num_classes`` (10),
-    default input shape (1, 3, 32, 32)."""
+    default input shape (1, 3, 32, 32).
+
+    Decisions: the 14 edges of the normal cell, then the 14 of the reduction cell, each over the
+    8 PRIMITIVES including ``none``; a network keeps exactly two non-``none`` edges per node
+    (``valid``), and ``derive`` applies DARTS's rule (per node, the two inputs whose strongest
+    non-none op weighs most, each with that op).
+    """
 
     primitives = PRIMITIVES
 
@@ -203,7 +271,119 @@ class DartsSpace:
         if c < 2 or layers < 3 or num_classes < 1:
             raise CodesignError("darts space: c >= 2, layers >= 3 and num_classes >= 1 are required")
         self.c, self.layers, self.num_classes = c, layers, num_classes
-        self.input_shape = tuple(input_shape)
+        self.input_shape = check_shape("darts", input_shape, num_classes)
+
+    # --- decisions and genotypes ---------------------------------------------------------------
+    def decisions(self) -> list[Decision]:
+        return [Decision(f"{kind}/{inp}->{node + 2}", PRIMITIVES) for kind in ("normal", "reduce")
+                for node, inp in edges()]
+
+    def parse(self, text: str) -> list[int]:
+        g = Genotype.parse(text)
+        out = []
+        for pairs in (g.normal, g.reduce):
+            row = [0] * len(edges())
+            for n in range(NODES):
+                (op_a, a), (op_b, b) = pairs[2 * n], pairs[2 * n + 1]
+                if a == b:
+                    raise CodesignError(f"genotype node {n}: both inputs are {a}; the search space keeps two "
+                                        "distinct input edges per node")
+                for op, inp in ((op_a, a), (op_b, b)):
+                    row[edges().index((n, inp))] = PRIMITIVES.index(op)
+            out += row
+        return out
+
+    def format(self, choices: list[int]) -> str:
+        if not self.valid(choices):
+            raise CodesignError("darts: a network needs exactly two non-none input edges per node (28 choices)")
+        cells = []
+        for off in (0, len(edges())):
+            pairs = []
+            for e, (_node, inp) in enumerate(edges()):
+                if choices[off + e]:
+                    pairs.append((PRIMITIVES[choices[off + e]], inp))
+            cells.append(tuple(pairs))
+        return str(Genotype(*cells))
+
+    def valid(self, choices: list[int]) -> bool:
+        if len(choices) != 2 * len(edges()):
+            return False
+        for off in (0, len(edges())):
+            for n in range(NODES):
+                if sum(1 for e, (node, _i) in enumerate(edges()) if node == n and choices[off + e]) != 2:
+                    return False
+        return True
+
+    def random_choices(self, rng) -> list[int]:
+        out = []
+        for _cell in range(2):
+            row = [0] * len(edges())
+            for n in range(NODES):
+                for inp in rng.sample(range(n + 2), 2):
+                    row[edges().index((n, inp))] = rng.randrange(1, len(PRIMITIVES))
+            out += row
+        return out
+
+    def mutate(self, choices, rng) -> list[int]:
+        """Change the op of one kept edge, or move a kept edge to another input of its node."""
+        out = list(choices)
+        off = rng.choice((0, len(edges())))
+        n = rng.randrange(NODES)
+        node_edges = [off + e for e, (node, _i) in enumerate(edges()) if node == n]
+        kept = [e for e in node_edges if out[e]]
+        e = rng.choice(kept)
+        free = [f for f in node_edges if not out[f]]
+        if free and rng.random() < 0.5:
+            f = rng.choice(free)
+            out[f], out[e] = out[e], 0
+        else:
+            out[e] = rng.choice([k for k in range(1, len(PRIMITIVES)) if k != out[e]])
+        return out
+
+    def _per_node_top2(self, score: list[np.ndarray], best_op) -> list[int]:
+        out = []
+        for off in (0, len(edges())):
+            row = [0] * len(edges())
+            for n in range(NODES):
+                cand = [(e, best_op(score[off + e])) for e, (node, _i) in enumerate(edges()) if node == n]
+                cand.sort(key=lambda t: -t[1][1])
+                for e, (k, _v) in cand[:2]:
+                    row[e] = k
+            out += row
+        return out
+
+    def derive(self, probs) -> list[int]:
+        def best(p):
+            k = 1 + int(np.argmax(np.asarray(p)[1:]))
+            return k, float(p[k])
+
+        return self._per_node_top2(probs, best)
+
+    def cheapest(self, cost) -> list[int]:
+        def best(c):
+            k = 1 + int(np.argmin(np.asarray(c)[1:]))
+            return k, -float(c[k])
+
+        return self._per_node_top2(cost, best)
+
+    def costliest(self, cost) -> list[int]:
+        def best(c):
+            k = 1 + int(np.argmax(np.asarray(c)[1:]))
+            return k, float(c[k])
+
+        return self._per_node_top2(cost, best)
+
+    def supernet(self) -> nn.Module:
+        return SuperNetwork(self.c, self.layers, self.num_classes, self.input_shape[1])
+
+    def option_kernels(self) -> list[list[list[KernelSpec]]]:
+        per = self.edge_op_kernels()
+        table = []
+        for reduction in (False, True):
+            cells = [i for i, red, _c, _h in self.cell_plan() if red == reduction]
+            for e in range(len(edges())):
+                table.append([[k for i in cells for k in per[(i, e, op)]] for op in PRIMITIVES])
+        return table
 
     def cell_plan(self, input_shape=None):
         """(index, reduction, c, h) of every cell: channels and resolution its edges see."""
@@ -278,4 +458,6 @@ class DartsSpace:
     def build(self, genotype: str | Genotype, in_channels: int | None = None) -> Network:
         """The derived network of a genotype as a plain nn.Module."""
         g = Genotype.parse(genotype) if isinstance(genotype, str) else genotype
+        if not isinstance(g, Genotype):
+            raise CodesignError(f"darts: a genotype string expected, got {type(genotype).__name__}")
         return Network(g, self.c, self.layers, self.num_classes, in_channels or self.input_shape[1])

@@ -1,0 +1,209 @@
+"""The NAS-Bench-201 cell space (Dong & Yang, 2020): 5 candidate ops on the 6 edges of a 4-node
+cell, one cell design shared by every cell of a 3-stage ResNet-like skeleton.
+
+Genotype grammar: NAS-Bench-201's own architecture strings, so genotypes can be looked up in
+the benchmark's tables::
+
+    |OP~0|+|OP~0|OP~1|+|OP~0|OP~1|OP~2|
+
+The ``+``-separated groups are nodes 1, 2, 3; ``OP~i`` is the op on the edge from node i. ``OP``
+is one of ``none``, ``skip_connect``, ``nor_conv_1x1``, ``nor_conv_3x3``, ``avg_pool_3x3``.
+Node 0 is the cell input, node 3 its output; node j sums its incoming edges. Example (the best
+CIFAR-10 cell of the benchmark)::
+
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|
+
+Skeleton: 3x3 conv stem (C channels), ``cells`` cells, a residual reduction block to 2C, ``cells``
+cells, a reduction to 4C, ``cells`` cells, BN-ReLU, global pooling, linear classifier. The
+benchmark itself uses C=16, 5 cells per stage; the defaults here are smaller for CPUs.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec
+from ..nn import MixedEdge
+from . import register_space
+from .base import Decision, SearchSpace, check_shape, split_items
+from .kernels import ExportedKernels
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (node, input), benchmark order
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in, c_out, k, stride):
+        super().__init__(nn.ReLU(), nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out))
+
+
+class ResBlock(nn.Module):
+    """The skeleton's reduction: two ReLU-conv-BN 3x3 (stride 2 first), avg-pool + 1x1 shortcut."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.a = ReLUConvBN(c_in, c_out, 3, 2)
+        self.b = ReLUConvBN(c_out, c_out, 3, 1)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x):  # (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))
+        return self.b(self.a(x)) + self.shortcut(x)
+
+
+def make_op(name: str, c: int) -> nn.Module | None:
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    if name == "skip_connect":
+        return nn.Identity()
+    return None  # none
+
+
+class Cell(nn.Module):
+    """A derived cell: the chosen op on every edge; an edge with ``none`` is left out."""
+
+    def __init__(self, ops: list[str], c: int):
+        super().__init__()
+        self.ops = ops
+        self.mods = nn.ModuleList(make_op(op, c) or nn.Identity() for op in ops)
+
+    def forward(self, x):
+        nodes = [x]
+        for j in (1, 2, 3):
+            out = None
+            for e, (node, inp) in enumerate(EDGES):
+                if node == j and self.ops[e] != "none":
+                    y = self.mods[e](nodes[inp])
+                    out = y if out is None else out + y
+            nodes.append(out if out is not None else nodes[0] * 0.0)
+        return nodes[3]
+
+
+class SuperCell(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            MixedEdge(list(OPS), {op: make_op(op, c) for op in ("nor_conv_1x1", "nor_conv_3x3")}) for _ in EDGES)
+
+    def forward(self, x, weights, index=None, fused=True):
+        nodes = [x]
+        for j in (1, 2, 3):
+            out = 0
+            for e, (node, inp) in enumerate(EDGES):
+                if node == j:
+                    out = out + self.edges[e](nodes[inp], weights[e], None if index is None else index[e], fused)
+            nodes.append(out)
+        return nodes[3]
+
+
+class Skeleton(nn.Module):
+    """Stem, three stages of cells with two reduction blocks, classifier. ``make_cell(c)`` gives
+    a cell of c channels; supernet cells take the architecture weights."""
+
+    def __init__(self, make_cell, c: int, cells: int, num_classes: int, in_channels: int, searchable: bool):
+        super().__init__()
+        self.searchable = searchable
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        layers, c_curr = [], c
+        for stage in range(3):
+            if stage:
+                layers.append(ResBlock(c_curr, 2 * c_curr))
+                c_curr *= 2
+            layers += [make_cell(c_curr) for _ in range(cells)]
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Sequential(nn.BatchNorm2d(c_curr), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c_curr, num_classes)
+
+    def forward(self, x, weights=None, index=None, fused=True):  # (N, C_in, H, W) -> (N, classes)
+        x = self.stem(x)
+        for layer in self.layers:
+            if self.searchable and isinstance(layer, SuperCell):
+                x = layer(x, weights, index, fused)
+            else:
+                x = layer(x)
+        return self.classifier(self.head(x))
+
+
+@register_space("nb201")
+class NB201Space(SearchSpace):
+    """NAS-Bench-201. Args: channels ``c`` (default 8), ``cells`` per stage (default 1),
+    ``num_classes`` (10), ``input_shape`` (1, 3, 32, 32)."""
+
+    ops = OPS
+
+    def __init__(self, c: int = 8, cells: int = 1, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
+        if c < 1 or cells < 1:
+            raise CodesignError(f"nb201 space: c >= 1 and cells >= 1 are required, got c={c}, cells={cells}")
+        self.c, self.cells, self.num_classes = c, cells, num_classes
+        self.input_shape = check_shape("nb201", input_shape, num_classes)
+        self._exported = ExportedKernels()
+
+    def decisions(self) -> list[Decision]:
+        return [Decision(f"edge{inp}->{node}", OPS) for node, inp in EDGES]
+
+    def parse(self, text: str) -> list[int]:
+        if not isinstance(text, str) or not text.strip().startswith("|"):
+            raise CodesignError(f"nb201 genotype must look like |OP~0|+|OP~0|OP~1|+|OP~0|OP~1|OP~2|, got {text!r}")
+        nodes = split_items(text.strip(), "+", 3, "nb201 genotype")
+        choices = []
+        for j, node in enumerate(nodes, start=1):
+            items = [s for s in node.split("|") if s]
+            if len(items) != j:
+                raise CodesignError(f"nb201 genotype node {j}: {j} OP~i items expected, got {node!r}")
+            for i, item in enumerate(items):
+                op, _, inp = item.partition("~")
+                if op not in OPS:
+                    raise CodesignError(f"nb201 genotype node {j}: unknown op {op!r}; choose from {', '.join(OPS)}")
+                if inp != str(i):
+                    raise CodesignError(f"nb201 genotype node {j}: item {item!r} must read {op}~{i}")
+                choices.append(OPS.index(op))
+        return choices
+
+    def format(self, choices: list[int]) -> str:
+        if len(choices) != len(EDGES):
+            raise CodesignError(f"nb201: {len(EDGES)} choices expected, got {len(choices)}")
+        groups, e = [], 0
+        for j in (1, 2, 3):
+            groups.append("|" + "|".join(f"{OPS[choices[e + i]]}~{i}" for i in range(j)) + "|")
+            e += j
+        return "+".join(groups)
+
+    def _stage_shapes(self):
+        """(channels, height) of every cell."""
+        _, _, h, _ = self.input_shape
+        out, c = [], self.c
+        for stage in range(3):
+            if stage:
+                c, h = 2 * c, (h + 1) // 2
+            out += [(c, h)] * self.cells
+        return out
+
+    def build(self, genotype: str) -> nn.Module:
+        ops = [OPS[k] for k in self.parse(genotype)]
+        return Skeleton(lambda c: Cell(ops, c), self.c, self.cells, self.num_classes, self.input_shape[1], False)
+
+    def supernet(self) -> nn.Module:
+        return Skeleton(SuperCell, self.c, self.cells, self.num_classes, self.input_shape[1], True)
+
+    def option_kernels(self) -> list[list[list[KernelSpec]]]:
+        table = []
+        for _ in EDGES:
+            row = []
+            for op in OPS:
+                ks = []
+                for c, h in self._stage_shapes():
+                    mod = make_op(op, c)
+                    if op not in ("none", "skip_connect"):
+                        ks += self._exported.get(("nb201", op, c, h), mod, (1, c, h, h))
+                row.append(ks)
+            table.append(row)
+        return table
+
+    def kernels(self, input_shape=None) -> list[KernelSpec]:
+        if input_shape is not None and tuple(input_shape) != self.input_shape:
+            return type(self)(self.c, self.cells, self.num_classes, input_shape).kernels()
+        return self._exported.space_kernels(self)
