@@ -39,13 +39,16 @@ class ReLUConvBN(nn.Sequential):
 
 
 class ResBlock(nn.Module):
-    """The skeleton's reduction: two ReLU-conv-BN 3x3 (stride 2 first), avg-pool + 1x1 shortcut."""
+    """The skeleton's reduction: two ReLU-conv-BN 3x3 (stride 2 first), avg-pool + 1x1 shortcut.
+
+    The shortcut pools 3x3 with stride 2 and padding 1 (NAS-Bench-201: 2x2, stride 2) so that odd
+    sizes such as 8x8 -> 4x4 -> 2x2 and 7x7 inputs keep the conv path's shape."""
 
     def __init__(self, c_in, c_out):
         super().__init__()
         self.a = ReLUConvBN(c_in, c_out, 3, 2)
         self.b = ReLUConvBN(c_out, c_out, 3, 1)
-        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2, ceil_mode=True), nn.Conv2d(c_in, c_out, 1, bias=False))
+        self.shortcut = nn.Sequential(nn.AvgPool2d(3, 2, 1, count_include_pad=False), nn.Conv2d(c_in, c_out, 1, bias=False))
 
     def forward(self, x):  # (N, C_in, H, W) -> (N, C_out, ceil(H/2), ceil(W/2))
         return self.b(self.a(x)) + self.shortcut(x)
