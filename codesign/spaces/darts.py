@@ -373,6 +373,24 @@ class DartsSpace(SearchSpace):
 
         return self._per_node_top2(cost, best)
 
+    def neighbours(self, choices):
+        """Valid networks one edge move away: a kept edge's op moved to an unused input of its node."""
+        for off in (0, len(edges())):
+            for n in range(NODES):
+                node_edges = [off + e for e, (node, _i) in enumerate(edges()) if node == n]
+                for e in node_edges:
+                    if not choices[e]:
+                        continue
+                    for f in node_edges:
+                        if not choices[f]:
+                            cand = list(choices)
+                            cand[f], cand[e] = cand[e], 0
+                            yield cand
+
+    def expectation_scale(self) -> list[float]:
+        """A node keeps 2 of its n+2 incoming edges: its edges' expected costs count 2/(n+2)."""
+        return [2.0 / (node + 2) for _kind in range(2) for node, _i in edges()]
+
     def supernet(self) -> nn.Module:
         return SuperNetwork(self.c, self.layers, self.num_classes, self.input_shape[1])
 

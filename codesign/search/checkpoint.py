@@ -1,0 +1,98 @@
+"""Checkpoints as npz (tensors) + JSON (everything else), never pickle.
+
+``save(path_stem, tensors, meta)`` writes ``<stem>.npz`` and ``<stem>.json`` atomically (temp file
+and rename, JSON last, so a checkpoint whose JSON exists is complete). Nested state dicts (a
+module's, an optimizer's) are flattened: tensors go to the npz under their path, the rest to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CodesignError
+
+FORMAT = "codesign-checkpoint"
+FORMAT_VERSION = 1
+
+
+def flatten(obj, prefix: str, arrays: dict[str, np.ndarray]):
+    """Tensors -> arrays[prefix...] and a JSON-able skeleton referring to them."""
+    if isinstance(obj, torch.Tensor):
+        arrays[prefix] = obj.detach().cpu().numpy()
+        return {"__tensor__": prefix, "dtype": str(obj.dtype).removeprefix("torch.")}
+    if isinstance(obj, dict):
+        return {"__dict__": [[flatten(k, f"{prefix}/k{i}", arrays), flatten(v, f"{prefix}/{i}", arrays)]
+                             for i, (k, v) in enumerate(obj.items())]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__" if isinstance(obj, list) else "__tuple__":
+                [flatten(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
+    if isinstance(obj, np.ndarray):
+        arrays[prefix] = obj
+        return {"__array__": prefix}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} at {prefix}")
+
+
+def unflatten(obj, arrays):
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return torch.from_numpy(np.array(arrays[obj["__tensor__"]])).to(getattr(torch, obj["dtype"]))
+        if "__array__" in obj:
+            return np.array(arrays[obj["__array__"]])
+        if "__dict__" in obj:
+            return {unflatten(k, arrays): unflatten(v, arrays) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            return [unflatten(v, arrays) for v in obj["__list__"]]
+        if "__tuple__" in obj:
+            return tuple(unflatten(v, arrays) for v in obj["__tuple__"])
+    return obj
+
+
+def save(stem: str | Path, state: dict, meta: dict | None = None) -> None:
+    stem = Path(stem)
+    arrays: dict[str, np.ndarray] = {}
+    skeleton = flatten(state, "s", arrays)
+    tmp = stem.with_name(stem.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, stem.with_suffix(".npz"))
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta or {}, "state": skeleton}
+    tmpj = stem.with_name(stem.name + ".tmp.json")
+    tmpj.write_text(json.dumps(doc))
+    os.replace(tmpj, stem.with_suffix(".json"))
+
+
+def exists(stem: str | Path) -> bool:
+    stem = Path(stem)
+    return stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists()
+
+
+def load(stem: str | Path) -> tuple[dict, dict]:
+    stem = Path(stem)
+    try:
+        doc = json.loads(stem.with_suffix(".json").read_text())
+        if doc.get("format") != FORMAT:
+            raise CodesignError(f"{stem}.json is not a codesign checkpoint")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise CodesignError(f"{stem}.json has checkpoint format version {doc.get('format_version')}; this "
+                                f"codesign reads {FORMAT_VERSION}")
+        with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return unflatten(doc["state"], arrays), doc.get("meta", {})
+    except CodesignError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise CodesignError(f"cannot read checkpoint {stem}: {exc}") from None
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])

@@ -1,0 +1,276 @@
+"""``codesign search``, ``codesign train``, ``codesign export`` and ``codesign spaces``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import CodesignError
+
+S = argparse.SUPPRESS
+
+# flag -> (config field, type, help)
+_FLAGS = {
+    "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
+    "--strategy": ("strategy", str, "darts, darts2, gdas (default), random, evolution"),
+    "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
+    "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
+    "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`)"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
+    "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
+    "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
+                                        "instead of profiling --device"),
+    "--latency-ms": ("latency_ms", str, "latency budget: milliseconds, or a fraction of the costliest network "
+                                        "like 0.5x (default 0.5x when no budget is given)"),
+    "--energy-mj": ("energy_mj", str, "energy budget: millijoules, or a fraction like 0.5x"),
+    "--epochs": ("epochs", int, "search epochs of gradient strategies (default 12)"),
+    "--warmup-epochs": ("warmup_epochs", int, "epochs training weights only before architecture steps (default 2)"),
+    "--batch-size": ("batch_size", int, "batch size (default 64)"),
+    "--lr": ("lr", float, "weight learning rate, cosine schedule (default 0.05)"),
+    "--arch-lr": ("arch_lr", float, "architecture learning rate, Adam (default 0.01)"),
+    "--lagrange-lr": ("lagrange_lr", float, "step of the budgets' multipliers (dual ascent, default 0.5)"),
+    "--tau-max": ("tau_max", float, "gdas: initial Gumbel temperature (default 5)"),
+    "--tau-min": ("tau_min", float, "gdas: final Gumbel temperature (default 0.5)"),
+    "--candidates": ("candidates", int, "random/evolution: networks to train (default 8)"),
+    "--candidate-epochs": ("candidate_epochs", int, "random/evolution: epochs per candidate (default 4)"),
+    "--population": ("population", int, "evolution: population size (default 4)"),
+    "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
+    "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 20)"),
+    "--seed": ("seed", int, "seed of everything (default 0)"),
+    "--compare": ("compare", str, "random: also run random search with the same compute and report both"),
+    "--arch-optimizer": ("arch_optimizer", str, "adam (default) or l2o:<name or file> (a learned optimizer)"),
+    "--weight-optimizer": ("weight_optimizer", str, "sgd (default) or l2o:<name or file>"),
+    "--val-fraction": ("val_fraction", float, "share of the training set used as the architecture's "
+                                              "validation split (default 0.5, as DARTS)"),
+}
+
+
+def _space_args(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CodesignError(f"--space-arg takes KEY=VALUE, got {item!r}")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out
+
+
+def register(sub) -> None:
+    s = sub.add_parser(
+        "search", help="search a network under latency/energy budgets (the main job)",
+        description="Profile the space's kernels on the device (cached), fit a cost model, search the "
+        "space on the dataset under the budgets, repair the result until the predictor says it meets them, "
+        "train it from scratch, export ONNX, measure it with TVM, and print accuracy, predicted and "
+        "measured latency and the run directory. With no flags: nb201 on digits, gdas, latency <= 0.5x.",
+    )
+    for flag, (_field, typ, help_) in _FLAGS.items():
+        s.add_argument(flag, type=typ, default=S, help=help_)
+    s.add_argument("--space-arg", action="append", default=S, metavar="KEY=VALUE",
+                   help="space constructor argument, e.g. c=16, cells=2, config=fbnet (repeatable)")
+    s.add_argument("--no-measure", action="store_true", default=S, help="skip the TVM measurement")
+    s.add_argument("--run-dir", default=None, help="run directory (default runs/<time>-<space>-<strategy>-s<seed>)")
+    s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
+    s.add_argument("--json", action="store_true", help="print results.json")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=_search)
+
+    t = sub.add_parser(
+        "train", help="train a genotype (or a run's result) from scratch",
+        description="Build a genotype of a space as a plain network and train it from scratch; report test "
+        "accuracy and save the weights (npz + json).",
+    )
+    t.add_argument("genotype", help="a genotype string of --space, or a run directory (its genotype and space)")
+    t.add_argument("--space", default=None, help="search space of the genotype (default: the run's, else nb201)")
+    t.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--data", default=None, help="digits (default), cifar10, imagefolder")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default=None, help="weights file stem (default trained-<seed>)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "export", help="write a genotype's network as ONNX (checked)",
+        description="Export a genotype's network (with trained weights from --weights or a run directory) to "
+        "ONNX opset 17, run onnx.checker and compare onnxruntime's output with PyTorch's.",
+    )
+    e.add_argument("genotype", help="a genotype string of --space, or a run directory")
+    e.add_argument("--space", default=None)
+    e.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--input-shape", default=None, help="N,C,H,W (default: the run's dataset, else 1,3,32,32)")
+    e.add_argument("--num-classes", type=int, default=None)
+    e.add_argument("--weights", default=None, help="weights from `codesign train --out` (stem or .npz)")
+    e.add_argument("--out", required=True, help="output .onnx path")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_export)
+
+    sp = sub.add_parser("spaces", help="list the search spaces", description="List search spaces and their size.")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_spaces)
+
+
+def _search(args) -> int:
+    from .run import SearchConfig, run_search
+
+    explicit = {f: getattr(args, flag.lstrip("-").replace("-", "_"))
+                for flag, (f, _t, _h) in _FLAGS.items() if hasattr(args, flag.lstrip("-").replace("-", "_"))}
+    if hasattr(args, "space_arg"):
+        explicit["space_args"] = _space_args(args.space_arg)
+    if hasattr(args, "no_measure"):
+        explicit["measure"] = False
+    if args.resume:
+        results = run_search(run_dir=args.resume, resume=True, overrides=explicit, quiet=args.quiet)
+    else:
+        cfg = SearchConfig(**explicit)
+        results = run_search(cfg, run_dir=args.run_dir, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    _print_results(results)
+    return 0
+
+
+def _fmt(v, unit=""):
+    return "-" if v is None else f"{v:.4g}{unit}"
+
+
+def _print_results(r: dict) -> None:
+    p, m = r["predicted"], r.get("measured") or {}
+    print(f"genotype:        {r['genotype']}")
+    print(f"test accuracy:   {r['test_accuracy']:.4f} ({r['dataset']['dataset']}, {r['dataset']['test']} images)")
+    for b in r["budgets"]:
+        print(f"budget:          {b['metric']} <= {b['limit']:.4g} ({b['spec']})")
+    print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, measured TVM {_fmt(m.get('latency_ms'))} "
+          f"[{r['device']}, {r['schedule']}], onnxruntime {_fmt(m.get('onnxruntime_latency_ms'))}")
+    print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, measured {_fmt(m.get('energy_mj'))}")
+    print(f"budgets met:     {'yes' if r['budgets_met_predicted'] else 'NO'} (by the predictor)")
+    c = r.get("compare")
+    if c:
+        cm = c.get("measured") or {}
+        print(f"random search, same compute ({c['candidates']} networks, {c['search_seconds']:.0f} s): "
+              f"test accuracy {c['test_accuracy']:.4f}, predicted {_fmt(c['predicted'].get('latency_ms'))} ms, "
+              f"measured {_fmt(cm.get('latency_ms'))} ms")
+    print(f"run directory:   {r['run_dir']}")
+
+
+def _genotype_source(args):
+    """(space name, space args, genotype, run config or None) from a genotype string or run dir."""
+    path = Path(args.genotype)
+    if path.is_dir():
+        if not (path / "derived.json").exists():
+            raise CodesignError(f"{path} is a directory but not a finished search run (no derived.json)")
+        cfg = json.loads((path / "config.json").read_text())["config"]
+        genotype = json.loads((path / "derived.json").read_text())["genotype"]
+        return args.space or cfg["space"], {**cfg["space_args"], **_space_args(args.space_arg)}, genotype, cfg
+    return args.space or "nb201", _space_args(args.space_arg), args.genotype, None
+
+
+def _train(args) -> int:
+    import torch
+
+    from ..data import load_dataset
+    from ..spaces import create_space
+    from . import checkpoint as ckpt
+    from .train import evaluate, train_network
+
+    space_name, space_args, genotype, cfg = _genotype_source(args)
+    data = args.data or (cfg["data"] if cfg else "digits")
+    data_dir = args.data_dir or (cfg["data_dir"] if cfg else None)
+    dataset = load_dataset(data, data_dir)
+    space = create_space(space_name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **space_args)
+    genotype = space.canonical(genotype)
+    torch.manual_seed(args.seed)
+    net = space.build(genotype)
+
+    def progress(epoch, last):
+        print(f"epoch {epoch + 1}/{args.epochs}: loss {last['loss']:.4f} accuracy {last['accuracy']:.4f}",
+              file=sys.stderr)
+
+    fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
+                        augment=dataset.augment, progress=progress)
+    test = evaluate(net, dataset.x_test, dataset.y_test)
+    stem = Path(args.out or f"trained-{args.seed}")
+    ckpt.save(stem, {"net": net.state_dict()}, {"genotype": genotype, "space": space_name, "space_args": space_args,
+                                                "input_shape": list(dataset.input_shape),
+                                                "num_classes": dataset.num_classes})
+    report = {"genotype": genotype, "space": space_name, "dataset": dataset.describe(), **fit,
+              "test_accuracy": test["accuracy"], "weights": str(stem.with_suffix(".npz"))}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"test accuracy {test['accuracy']:.4f} after {args.epochs} epochs ({fit['seconds']:.1f} s); "
+              f"weights {stem.with_suffix('.npz')}")
+    return 0
+
+
+def _export(args) -> int:
+    from ..export import export_checked
+    from ..spaces import create_space
+    from . import checkpoint as ckpt
+
+    space_name, space_args, genotype, cfg = _genotype_source(args)
+    meta, state = {}, None
+    weights = args.weights
+    if weights is None and cfg is not None:
+        weights = str(Path(args.genotype) / "weights")
+    if weights:
+        stem = Path(weights)
+        stem = stem.with_suffix("") if stem.suffix in (".npz", ".json") else stem
+        if not ckpt.exists(stem):
+            raise CodesignError(f"no weights at {stem}.npz/.json")
+        state, meta = ckpt.load(stem)
+    if args.input_shape:
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise CodesignError(f"--input-shape takes N,C,H,W, got {args.input_shape!r}") from None
+    elif meta.get("input_shape"):
+        shape = tuple(meta["input_shape"])
+    elif cfg is not None:
+        from ..data import load_dataset
+
+        shape = load_dataset(cfg["data"], cfg["data_dir"]).input_shape
+    else:
+        shape = (1, 3, 32, 32)
+    num_classes = args.num_classes or meta.get("num_classes") or (
+        len(state["net"]["classifier.bias"]) if state and "classifier.bias" in state["net"] else 10)
+    space = create_space(space_name, input_shape=shape, num_classes=num_classes, **space_args)
+    net = space.build(space.canonical(genotype))
+    if state is not None:
+        try:
+            net.load_state_dict(state["net"])
+        except RuntimeError as exc:
+            raise CodesignError(f"weights do not fit the genotype's network: {str(exc).splitlines()[0]}") from None
+    report = export_checked(net, space.input_shape, args.out)
+    report.update({"genotype": space.canonical(genotype), "space": space_name, "trained": state is not None})
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"wrote {report['onnx']} ({report['bytes']} bytes): onnx.checker ok, onnxruntime vs torch max abs "
+              f"error {report['onnxruntime_max_abs_err']:.2g}")
+    return 0
+
+
+def _spaces(args) -> int:
+    from ..spaces import create_space, list_spaces
+
+    rows = [create_space(n).describe() for n in list_spaces()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['space']:<10} {r['decisions']:>3} decisions, {r['size']:.3g} networks; options: "
+              f"{', '.join(r['options'])}")
+    return 0

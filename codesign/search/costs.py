@@ -1,0 +1,130 @@
+"""The cost of every (decision, option) of a space on a device, from a fitted cost model.
+
+``CostTable`` holds, per metric (``latency_ms``, ``energy_mj``), one array per decision with the
+predicted cost of each option, and a ``base`` cost (what no decision changes). The additive cost
+of a network is ``base + sum_d table[d][choice_d]``; the expected cost of the architecture
+distribution is ``base + sum_d scale_d * <p_d, table[d]>`` (differentiable in p). ``base`` is
+fitted so that the costliest network's additive cost equals the cost model's prediction of its
+whole exported graph, where TVM's fusion across option boundaries is seen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import CodesignError
+
+METRICS = ("latency_ms", "energy_mj")
+FORMAT = "codesign-cost-table"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CostTable:
+    space: str
+    device: str
+    schedule: str
+    table: dict[str, list[np.ndarray]]  # metric -> [decision] -> [option]
+    base: dict[str, float]
+    scale: list[float] = field(default_factory=list)  # per decision weight of the expectation
+
+    def metrics(self) -> list[str]:
+        return [m for m in METRICS if m in self.table]
+
+    def of(self, choices: list[int], metric: str = "latency_ms") -> float:
+        t = self.table[metric]
+        return float(self.base[metric] + sum(t[d][k] for d, k in enumerate(choices)))
+
+    def all_of(self, choices: list[int]) -> dict[str, float]:
+        return {m: self.of(choices, m) for m in self.metrics()}
+
+    def expected(self, probs: list[torch.Tensor], metric: str = "latency_ms") -> torch.Tensor:
+        """Expected cost under per-decision probabilities (differentiable)."""
+        t = self.table[metric]
+        total = probs[0].new_tensor(self.base[metric])
+        for d, p in enumerate(probs):
+            total = total + self.scale[d] * (p * p.new_tensor(t[d])).sum()
+        return total
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "space": self.space, "device": self.device,
+                "schedule": self.schedule, "base": self.base, "scale": self.scale,
+                "table": {m: [v.tolist() for v in rows] for m, rows in self.table.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "cost table") -> CostTable:
+        if d.get("format") != FORMAT or d.get("format_version") != FORMAT_VERSION:
+            raise CodesignError(f"{where}: not a codesign cost table of format version {FORMAT_VERSION}")
+        return cls(d["space"], d["device"], d["schedule"],
+                   {m: [np.asarray(v, np.float64) for v in rows] for m, rows in d["table"].items()},
+                   {m: float(v) for m, v in d["base"].items()}, [float(s) for s in d["scale"]])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostTable:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()), str(path))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CodesignError(f"cannot read cost table {path}: {exc}") from None
+
+
+def network_cost(space, genotype: str, model) -> dict[str, float]:
+    """The cost model's prediction for a whole derived network (exported, split into kernels)."""
+    from ..predict.graph import module_kernels
+
+    specs = module_kernels(space.build(genotype), space.input_shape)
+    out = {"latency_ms": float(np.sum(model.predict(specs)))}
+    energy = _energy(model, specs)
+    if energy is not None:
+        out["energy_mj"] = float(np.sum(energy))
+    return out
+
+
+def _energy(model, specs):
+    try:
+        e = np.asarray(model.predict_energy(specs), np.float64)
+    except CodesignError:
+        return None
+    if e.size and not np.all(np.isfinite(e)):
+        return None
+    return e
+
+
+def build_cost_table(space, model, progress: bool = False) -> CostTable:
+    """Predict every option's kernels with ``model`` and fit the base on the costliest network."""
+    rows = space.option_kernels()
+    flat = [k for row in rows for ks in row for k in ks]
+    lat = np.asarray(model.predict(flat), np.float64) if flat else np.zeros(0)
+    en = _energy(model, flat) if flat else np.zeros(0)
+    table: dict[str, list[np.ndarray]] = {"latency_ms": []}
+    if en is not None:
+        table["energy_mj"] = []
+    i = 0
+    for row in rows:
+        lat_row, en_row = [], []
+        for ks in row:
+            lat_row.append(float(lat[i:i + len(ks)].sum()))
+            if en is not None:
+                en_row.append(float(en[i:i + len(ks)].sum()))
+            i += len(ks)
+        table["latency_ms"].append(np.asarray(lat_row))
+        if en is not None:
+            table["energy_mj"].append(np.asarray(en_row))
+    scale = list(getattr(space, "expectation_scale", lambda: [1.0] * len(rows))())
+    ct = CostTable(space.name, getattr(model, "device", "?"), getattr(model, "schedule", "?"), table,
+                   {m: 0.0 for m in table}, scale)
+    ref = space.costliest(table["latency_ms"])
+    whole = network_cost(space, space.format(ref), model)
+    for m in ct.metrics():
+        additive = ct.of(ref, m)
+        ct.base[m] = max(0.0, whole.get(m, additive) - additive)
+    return ct

@@ -1,0 +1,421 @@
+"""Search strategies (a registry). All share the data split, the cost table, the budgets and the run
+directory given in a :class:`SearchContext`, checkpoint after every epoch (gradient strategies) or
+candidate (sample-based ones), and resume from their last checkpoint with the same result as an
+uninterrupted run of the same seed.
+
+- ``darts``: first-order DARTS. Each step: an architecture step on a validation batch (softmax
+  weights over every option, fused ``mixed_op``), the budgets' Lagrangian added to the loss; then a
+  weight step on a training batch.
+- ``darts2``: second-order DARTS: the architecture gradient at the weights after one virtual SGD
+  step, with the Hessian-vector product by finite differences (Liu et al., eq. 7-8).
+- ``gdas``: one path per step from hard Gumbel-softmax samples (the fused ``gumbel_softmax``,
+  straight-through), temperature annealed linearly from ``tau_max`` to ``tau_min``.
+- ``random``: networks sampled uniformly under the budgets, each trained briefly from scratch,
+  the best validation accuracy kept.
+- ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
+  the oldest member dies; every child under the budgets, trained briefly like random's.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import gumbel_softmax
+from ..data import batches
+from ..errors import CodesignError
+from . import checkpoint as ckpt
+from .budgets import Multipliers, satisfied
+from .train import cosine_lr, evaluate, train_network
+
+_STRATEGIES: dict[str, type] = {}
+
+
+def register_strategy(name: str):
+    def deco(cls):
+        _STRATEGIES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def list_strategies() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def create_strategy(name: str, ctx: SearchContext):
+    if name not in _STRATEGIES:
+        raise CodesignError(f"unknown strategy {name!r}; choose from {', '.join(list_strategies())}")
+    return _STRATEGIES[name](ctx)
+
+
+@dataclass
+class SearchContext:
+    space: object
+    x_train: torch.Tensor  # the bilevel split: weights learn on train, architecture on val
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    costs: object  # CostTable
+    budgets: list
+    cfg: object  # SearchConfig
+    checkpoint_stem: object = None  # Path stem, or None: no checkpoints
+    log: Callable[[dict], None] = lambda rec: None
+    progress: bool = False
+    augment: bool = False
+    max_seconds: float | None = None  # sample-based strategies: stop after this much compute
+    arch_optimizer_factory: Callable | None = None
+    weight_optimizer_factory: Callable | None = None
+    stats: dict = field(default_factory=dict)
+
+
+def _bar(total, desc, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def _check_finite(loss: torch.Tensor, where: str, ctx: SearchContext) -> None:
+    if not torch.isfinite(loss):
+        kept = f"; the last good checkpoint is {ctx.checkpoint_stem}.json" if ctx.checkpoint_stem else ""
+        raise CodesignError(f"the {where} loss became {float(loss)}{kept}. Lower --lr / --arch-lr "
+                            "or relax the budgets, then --resume")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient strategies
+# ---------------------------------------------------------------------------------------------
+
+
+class GradientSearch:
+    """The bilevel loop shared by darts, darts2 and gdas."""
+
+    single_path = False
+    second_order = False
+
+    def __init__(self, ctx: SearchContext):
+        self.ctx = ctx
+        cfg = ctx.cfg
+        torch.manual_seed(cfg.seed)
+        self.net = ctx.space.supernet()
+        self.alphas = nn.ParameterList(
+            nn.Parameter(1e-3 * torch.randn(len(d.options))) for d in ctx.space.decisions())
+        weights = list(self.net.parameters())
+        self.w_opt = (ctx.weight_optimizer_factory(weights) if ctx.weight_optimizer_factory else
+                      torch.optim.SGD(weights, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay))
+        self.a_opt = (ctx.arch_optimizer_factory(list(self.alphas)) if ctx.arch_optimizer_factory else
+                      torch.optim.Adam(self.alphas, lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3))
+        self.mult = Multipliers(ctx.budgets, cfg.lagrange_lr)
+        self.epoch = 0
+        self.steps_per_epoch = max(1, len(ctx.y_train) // cfg.batch_size)
+        self.history: list[dict] = []
+
+    # --- state ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"net": self.net.state_dict(), "alphas": [a.detach().clone() for a in self.alphas],
+                "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "mult": list(self.mult.values), "epoch": self.epoch, "history": self.history,
+                "rng": ckpt.rng_state()}
+
+    def load(self, s: dict) -> None:
+        self.net.load_state_dict(s["net"])
+        with torch.no_grad():
+            for a, v in zip(self.alphas, s["alphas"]):
+                a.copy_(v)
+        self.w_opt.load_state_dict(s["w_opt"])
+        self.a_opt.load_state_dict(s["a_opt"])
+        self.mult.values = list(s["mult"])
+        self.epoch = int(s["epoch"])
+        self.history = list(s["history"])
+        ckpt.set_rng_state(s["rng"])
+
+    # --- pieces -----------------------------------------------------------------------------
+    def probs(self) -> list[torch.Tensor]:
+        return [F.softmax(a, dim=0) for a in self.alphas]
+
+    def tau(self) -> float:
+        cfg = self.ctx.cfg
+        frac = self.epoch / max(cfg.epochs - 1, 1)
+        return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
+
+    def sample(self, seed: int):
+        """Hard Gumbel-softmax sample of every decision: (weights list, index list)."""
+        ws, idx = [], []
+        for d, a in enumerate(self.alphas):
+            y, i = gumbel_softmax(a.unsqueeze(0), tau=self.tau(), hard=True, seed=(seed * 131 + d) % (2**62))
+            ws.append(y[0])
+            idx.append(int(i[0]))
+        return ws, idx
+
+    def forward(self, x, seed: int):
+        if self.single_path:
+            ws, idx = self.sample(seed)
+            return self.net(x, ws, idx)
+        return self.net(x, self.probs())
+
+    def arch_loss(self, xv, yv, seed):
+        out = self.forward(xv, seed)
+        ce = F.cross_entropy(out, yv)
+        pen, expected = self.mult.penalty(self.ctx.costs, self.probs())
+        return ce, pen, expected, out
+
+    def arch_step(self, xv, yv, xt, yt, seed, lr_w):
+        self.a_opt.zero_grad(set_to_none=True)
+        if self.second_order:
+            ce, pen, expected, out = self._second_order(xv, yv, xt, yt, seed, lr_w)
+        else:
+            ce, pen, expected, out = self.arch_loss(xv, yv, seed)
+            _check_finite(ce, "architecture", self.ctx)
+            (ce + pen).backward()
+            self.net.zero_grad(set_to_none=True)
+        self.a_opt.step()
+        self.mult.update(expected)
+        return ce.item(), expected, out
+
+    def _second_order(self, xv, yv, xt, yt, seed, xi):
+        params = [p for p in self.net.parameters()]
+        backup = [p.detach().clone() for p in params]
+        # virtual step w' = w - xi * dL_train/dw
+        loss_t = F.cross_entropy(self.forward(xt, seed + 1), yt)
+        g_t = torch.autograd.grad(loss_t, params, allow_unused=True)
+        with torch.no_grad():
+            for p, g in zip(params, g_t):
+                if g is not None:
+                    p.sub_(xi * g)
+        ce, pen, expected, out = self.arch_loss(xv, yv, seed)
+        _check_finite(ce, "architecture", self.ctx)
+        grads = torch.autograd.grad(ce + pen, list(self.alphas) + params, allow_unused=True)
+        g_alpha, g_w = grads[:len(self.alphas)], grads[len(self.alphas):]
+        norm = torch.sqrt(sum((g * g).sum() for g in g_w if g is not None)) + 1e-12
+        eps = 0.01 / norm
+        hv = []
+        for sign in (1.0, -2.0):  # w + eps*g, then w - eps*g
+            with torch.no_grad():
+                for p, g in zip(params, g_w):
+                    if g is not None:
+                        p.add_(sign * eps * g)
+            loss = F.cross_entropy(self.forward(xt, seed + 1), yt)
+            hv.append(torch.autograd.grad(loss, list(self.alphas), allow_unused=True))
+        with torch.no_grad():
+            for p, b in zip(params, backup):
+                p.copy_(b)
+        for a, ga, hp, hm in zip(self.alphas, g_alpha, hv[0], hv[1]):
+            g = torch.zeros_like(a) if ga is None else ga.clone()
+            if hp is not None and hm is not None:
+                g -= xi * (hp - hm) / (2 * eps)
+            a.grad = g
+        self.net.zero_grad(set_to_none=True)
+        return ce, pen, expected, out
+
+    def weight_step(self, xt, yt, seed, lr):
+        if not self.ctx.weight_optimizer_factory:
+            for g in self.w_opt.param_groups:
+                g["lr"] = lr
+        self.w_opt.zero_grad(set_to_none=True)
+        if self.single_path:
+            ws, idx = self.sample(seed)
+            out = self.net(xt, [w.detach() for w in ws], idx)
+        else:
+            out = self.net(xt, [p.detach() for p in self.probs()])
+        loss = F.cross_entropy(out, yt)
+        _check_finite(loss, "weight", self.ctx)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+        self.w_opt.step()
+        for a in self.alphas:
+            a.grad = None
+        return loss.item(), out
+
+    def derived(self) -> list[int]:
+        return self.ctx.space.derive([p.detach().numpy() for p in self.probs()])
+
+    # --- loop -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
+            state, _ = ckpt.load(ctx.checkpoint_stem)
+            self.load(state)
+        total = cfg.epochs * self.steps_per_epoch
+        bar = _bar(cfg.epochs, f"search {self.name}", ctx.progress)
+        bar.update(self.epoch)
+        while self.epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+            gen_v = torch.Generator().manual_seed(cfg.seed * 1_000_033 + self.epoch)
+            val_iter = _cycle(ctx.x_val, ctx.y_val, cfg.batch_size, gen_v)
+            tl = ta = vl = va = 0.0
+            n = 0
+            expected = {}
+            for step, (xt, yt) in enumerate(batches(ctx.x_train, ctx.y_train, cfg.batch_size, gen, ctx.augment,
+                                                    drop_last=True)):
+                gstep = self.epoch * self.steps_per_epoch + step
+                lr = cosine_lr(cfg.lr, gstep, total, cfg.lr * 0.02)
+                seed = cfg.seed * 7_919 + gstep * 4
+                xv, yv = next(val_iter)
+                if self.epoch >= cfg.warmup_epochs:
+                    ce_v, expected, out_v = self.arch_step(xv, yv, xt, yt, seed, lr)
+                    vl += ce_v
+                    va += float((out_v.argmax(1) == yv).float().mean())
+                loss_t, out_t = self.weight_step(xt, yt, seed + 2, lr)
+                tl += loss_t
+                ta += float((out_t.argmax(1) == yt).float().mean())
+                n += 1
+            self.epoch += 1
+            probs = [p.detach() for p in self.probs()]
+            if not expected:
+                _, expected = self.mult.penalty(ctx.costs, probs)
+                expected = {k: v for k, v in expected.items()}
+            for m in ctx.costs.metrics():
+                expected.setdefault(m, float(ctx.costs.expected(probs, m)))
+            choices = self.derived()
+            rec = {"epoch": self.epoch, "train_loss": tl / max(n, 1), "train_accuracy": ta / max(n, 1),
+                   "val_loss": vl / max(n, 1) if self.epoch > cfg.warmup_epochs else None,
+                   "val_accuracy": va / max(n, 1) if self.epoch > cfg.warmup_epochs else None,
+                   "expected": expected, "multipliers": dict(zip([b.metric for b in ctx.budgets], self.mult.values)),
+                   "tau": self.tau() if self.single_path else None, "lr": lr,
+                   "derived": ctx.space.format(choices), "derived_cost": ctx.costs.all_of(choices),
+                   "arch_probs": [[round(float(v), 5) for v in p] for p in probs],
+                   "seconds": time.perf_counter() - t0}
+            self.history.append({k: rec[k] for k in ("epoch", "train_accuracy", "val_accuracy", "derived", "seconds")})
+            ctx.log(rec)
+            if ctx.checkpoint_stem is not None:
+                ckpt.save(ctx.checkpoint_stem, self.state(), {"strategy": self.name, "epoch": self.epoch})
+            bar.update(1)
+            bar.set_postfix(acc=f"{rec['train_accuracy']:.2f}",
+                            lat=f"{expected.get('latency_ms', math.nan):.3g}")
+        bar.close()
+        probs = [p.detach().numpy() for p in self.probs()]
+        return {"choices": self.derived(), "probs": probs, "epochs": self.epoch,
+                "search_seconds": sum(h["seconds"] for h in self.history)}
+
+
+def _cycle(x, y, batch_size, gen):
+    while True:
+        yield from batches(x, y, batch_size, gen, drop_last=len(y) >= batch_size)
+
+
+@register_strategy("darts")
+class Darts(GradientSearch):
+    pass
+
+
+@register_strategy("darts2")
+class Darts2(GradientSearch):
+    second_order = True
+
+
+@register_strategy("gdas")
+class Gdas(GradientSearch):
+    single_path = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample-based strategies
+# ---------------------------------------------------------------------------------------------
+
+
+class SampleSearch:
+    """Shared by random and evolution: candidates trained briefly from scratch, one checkpoint per
+    candidate (the history and the generator state)."""
+
+    def __init__(self, ctx: SearchContext):
+        self.ctx = ctx
+        self.rng = random.Random(ctx.cfg.seed)
+        self.history: list[dict] = []
+
+    def state(self) -> dict:
+        st = self.rng.getstate()
+        return {"history": self.history, "rng": [st[0], list(st[1]), st[2]]}
+
+    def load(self, s: dict) -> None:
+        self.history = list(s["history"])
+        st = s["rng"]
+        self.rng.setstate((st[0], tuple(st[1]), st[2]))
+
+    def under_budget(self, choices) -> bool:
+        return self.ctx.space.valid(choices) and satisfied(self.ctx.costs, choices, self.ctx.budgets)
+
+    def sample_feasible(self, tries: int = 10_000) -> list[int]:
+        for _ in range(tries):
+            c = self.ctx.space.random_choices(self.rng)
+            if self.under_budget(c):
+                return c
+        raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
+                            "only a tiny corner of the space: relax it or use a gradient strategy")
+
+    def evaluate(self, choices) -> dict:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        t0 = time.perf_counter()
+        seed = cfg.seed * 1_000 + len(self.history)
+        torch.manual_seed(seed)
+        net = ctx.space.build(ctx.space.format(choices))
+        fit = train_network(net, ctx.x_train, ctx.y_train, cfg.candidate_epochs, seed, cfg.batch_size, cfg.lr,
+                            cfg.weight_decay, ctx.augment, ctx.weight_optimizer_factory)
+        val = evaluate(net, ctx.x_val, ctx.y_val)
+        rec = {"candidate": len(self.history), "genotype": ctx.space.format(choices), "choices": list(choices),
+               "val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"],
+               "cost": ctx.costs.all_of(choices), "seconds": time.perf_counter() - t0}
+        self.history.append(rec)
+        ctx.log(rec)
+        if ctx.checkpoint_stem is not None:
+            ckpt.save(ctx.checkpoint_stem, self.state(), {"strategy": self.name, "candidates": len(self.history)})
+        return rec
+
+    def done(self) -> bool:
+        ctx = self.ctx
+        if ctx.max_seconds is not None:
+            used = sum(h["seconds"] for h in self.history)
+            return used >= ctx.max_seconds and len(self.history) >= 1
+        return len(self.history) >= ctx.cfg.candidates
+
+    def propose(self) -> list[int]:
+        raise NotImplementedError
+
+    def run(self) -> dict:
+        ctx = self.ctx
+        if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
+            self.load(ckpt.load(ctx.checkpoint_stem)[0])
+        total = None if ctx.max_seconds is not None else ctx.cfg.candidates
+        bar = _bar(total, f"search {self.name}", ctx.progress)
+        bar.update(len(self.history))
+        while not self.done():
+            rec = self.evaluate(self.propose())
+            bar.update(1)
+            bar.set_postfix(best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
+        bar.close()
+        best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
+        probs = [np.eye(len(d.options))[k] for d, k in zip(ctx.space.decisions(), best["choices"])]
+        return {"choices": list(best["choices"]), "probs": probs, "candidates": len(self.history),
+                "best_val_accuracy": best["val_accuracy"],
+                "search_seconds": sum(h["seconds"] for h in self.history)}
+
+
+@register_strategy("random")
+class RandomSearch(SampleSearch):
+    def propose(self):
+        return self.sample_feasible()
+
+
+@register_strategy("evolution")
+class Evolution(SampleSearch):
+    def propose(self):
+        cfg = self.ctx.cfg
+        population = self.history[-cfg.population:]
+        if len(self.history) < cfg.population:
+            return self.sample_feasible()
+        contenders = self.rng.sample(population, min(cfg.tournament, len(population)))
+        parent = max(contenders, key=lambda h: h["val_accuracy"])["choices"]
+        for _ in range(1000):
+            child = self.ctx.space.mutate(parent, self.rng)
+            if self.under_budget(child):
+                return child
+        return self.sample_feasible()
