@@ -25,7 +25,7 @@ _FLAGS = {
     "--latency-ms": ("latency_ms", str, "latency budget: milliseconds, or a fraction of the costliest network "
                                         "like 0.5x (default 0.5x when no budget is given)"),
     "--energy-mj": ("energy_mj", str, "energy budget: millijoules, or a fraction like 0.5x"),
-    "--epochs": ("epochs", int, "search epochs of gradient strategies (default 12)"),
+    "--epochs": ("epochs", int, "search epochs of gradient strategies (default 30)"),
     "--warmup-epochs": ("warmup_epochs", int, "epochs training weights only before architecture steps (default 2)"),
     "--batch-size": ("batch_size", int, "batch size (default 64)"),
     "--lr": ("lr", float, "weight learning rate, cosine schedule (default 0.05)"),
@@ -37,7 +37,7 @@ _FLAGS = {
     "--candidate-epochs": ("candidate_epochs", int, "random/evolution: epochs per candidate (default 4)"),
     "--population": ("population", int, "evolution: population size (default 4)"),
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
-    "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 20)"),
+    "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),
     "--seed": ("seed", int, "seed of everything (default 0)"),
     "--compare": ("compare", str, "random: also run random search with the same compute and report both"),
     "--arch-optimizer": ("arch_optimizer", str, "adam (default) or l2o:<name or file> (a learned optimizer)"),

@@ -60,7 +60,7 @@ class SearchConfig:
     cost_model: str | None = None
     latency_ms: str | None = None
     energy_mj: str | None = None
-    epochs: int = 12
+    epochs: int = 30
     warmup_epochs: int = 2
     batch_size: int = 64
     lr: float = 0.05
@@ -73,7 +73,7 @@ class SearchConfig:
     candidate_epochs: int = 4
     population: int = 4
     tournament: int = 2
-    train_epochs: int = 20
+    train_epochs: int = 30
     seed: int = 0
     measure: bool = True
     compare: str | None = None

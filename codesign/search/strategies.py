@@ -144,7 +144,7 @@ class GradientSearch:
 
     def tau(self) -> float:
         cfg = self.ctx.cfg
-        frac = self.epoch / max(cfg.epochs - 1, 1)
+        frac = min(1.0, max(0.0, (self.epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs - 1, 1)))
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
 
     def sample(self, seed: int):
@@ -269,6 +269,7 @@ class GradientSearch:
                 tl += loss_t
                 ta += float((out_t.argmax(1) == yt).float().mean())
                 n += 1
+            tau = self.tau()
             self.epoch += 1
             probs = [p.detach() for p in self.probs()]
             if not expected:
@@ -281,7 +282,7 @@ class GradientSearch:
                    "val_loss": vl / max(n, 1) if self.epoch > cfg.warmup_epochs else None,
                    "val_accuracy": va / max(n, 1) if self.epoch > cfg.warmup_epochs else None,
                    "expected": expected, "multipliers": dict(zip([b.metric for b in ctx.budgets], self.mult.values)),
-                   "tau": self.tau() if self.single_path else None, "lr": lr,
+                   "tau": tau if self.single_path else None, "lr": lr,
                    "derived": ctx.space.format(choices), "derived_cost": ctx.costs.all_of(choices),
                    "arch_probs": [[round(float(v), 5) for v in p] for p in probs],
                    "seconds": time.perf_counter() - t0}

@@ -62,7 +62,7 @@ def train_network(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: in
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             step += 1
-            loss_sum += float(loss) * len(yb)
+            loss_sum += loss.item() * len(yb)
             correct += int((out.argmax(1) == yb).sum())
             n += len(yb)
         last = {"loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1)}

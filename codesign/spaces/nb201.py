@@ -133,12 +133,12 @@ class Skeleton(nn.Module):
 
 @register_space("nb201")
 class NB201Space(SearchSpace):
-    """NAS-Bench-201. Args: channels ``c`` (default 8), ``cells`` per stage (default 1),
+    """NAS-Bench-201. Args: channels ``c`` (default 16), ``cells`` per stage (default 2),
     ``num_classes`` (10), ``input_shape`` (1, 3, 32, 32)."""
 
     ops = OPS
 
-    def __init__(self, c: int = 8, cells: int = 1, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
+    def __init__(self, c: int = 16, cells: int = 2, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
         if c < 1 or cells < 1:
             raise CodesignError(f"nb201 space: c >= 1 and cells >= 1 are required, got c={c}, cells={cells}")
         self.c, self.cells, self.num_classes = c, cells, num_classes
