@@ -320,11 +320,16 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
     """Run (or resume) a search and everything after it; returns results.json's content."""
     from ..data import load_dataset
 
-    run, cfg = open_run(cfg, run_dir, resume, overrides)
     t_start = time.perf_counter()
+    if not resume:  # bad input fails before a run directory exists
+        cfg.validate()
+        dataset = load_dataset(cfg.data, cfg.data_dir)
+        space = make_space(cfg, dataset)
+    run, cfg = open_run(cfg, run_dir, resume, overrides)
     _say(f"run directory: {run.path}", quiet)
-    dataset = load_dataset(cfg.data, cfg.data_dir)
-    space = make_space(cfg, dataset)
+    if resume:
+        dataset = load_dataset(cfg.data, cfg.data_dir)
+        space = make_space(cfg, dataset)
     x_tr, y_tr, x_val, y_val = split_train_val(dataset, cfg.val_fraction, cfg.seed)
 
     # 1. costs

@@ -87,7 +87,7 @@ def _bar(total, desc, enabled):
 def _check_finite(loss: torch.Tensor, where: str, ctx: SearchContext) -> None:
     if not torch.isfinite(loss):
         kept = f"; the last good checkpoint is {ctx.checkpoint_stem}.json" if ctx.checkpoint_stem else ""
-        raise CodesignError(f"the {where} loss became {float(loss)}{kept}. Lower --lr / --arch-lr "
+        raise CodesignError(f"the {where} loss became {loss.item()}{kept}. Lower --lr / --arch-lr "
                             "or relax the budgets, then --resume")
 
 
