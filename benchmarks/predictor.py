@@ -1,7 +1,7 @@
 """Accuracy of codesign's latency prediction against whole networks measured with TVM, and of
 few-shot calibration to a new device.
 
-    python benchmarks/predictor.py [--work DIR] [--db PROFILES] [--repeats R] [--min-repeat-ms M]
+    python benchmarks/predictor.py [--work DIR] [--repeats R] [--min-repeat-ms M] [--grid-samples N]
 
 Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
 32x32 inputs and several widths/depths, plain CNNs with 5x5/7x7 kernels, and genotypes sampled
@@ -22,7 +22,8 @@ cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calib
 N and the Kendall tau / ±10 % share reported on the remaining networks, beside the uncalibrated base.
 
 Prints JSON (hardware included) and writes ``predictor_scatter.png`` in --work when matplotlib is
-installed. Resumable: profiles and network measurements are cached in --work.
+installed. Resumable: profiles and network measurements are cached in --work. The machine it
+was written on is shared, so every kernel and network is timed in two passes and the faster kept.
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from _common import hardware  # noqa: E402
 
-from codesign.kernelspec import kernel_flops  # noqa: E402
+from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
 from codesign.predict.graph import export_onnx, onnx_kernels  # noqa: E402
 from codesign.predict.measure import measure_network, time_onnxruntime  # noqa: E402
 from codesign.predict.models import create_cost_model  # noqa: E402
-from codesign.profile import ProfileDB, get_device, profile_kernels  # noqa: E402
+from codesign.profile import Measurement, ProfileDB, get_device, profile_kernels  # noqa: E402
+from codesign.profile.grid import grid_specs  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
+ROUNDS = 2
 
 
 # --- network zoo (32x32 inputs, 10 classes) ------------------------------------------------------
@@ -168,24 +171,28 @@ def plain(widths, k, strides):
     return nn.Sequential(*layers, nn.AvgPool2d(3, 1, 1), head(ci))
 
 
-def darts_nets(count, seed):
-    try:
-        from codesign.spaces import create_space
-        from codesign.spaces.darts import PRIMITIVES, Genotype
-    except ImportError:
-        return []
-    rng = random.Random(seed)
-    space = create_space("darts", c=8, layers=5)
+# Smaller settings for spaces whose defaults make networks of hundreds of kernels (untuned TVM
+# compiles those for minutes); every other registered space is sampled as created by default.
+SPACE_KWARGS = {"darts": {"c": 8, "layers": 5}}
+
+
+def space_nets(per_space, seed):
+    """``per_space`` architectures sampled from every registered search space.
+
+    Returns (name, module, input_shape, genotype) tuples."""
+    from codesign.spaces import create_space, list_spaces
+
     nets = []
-    for i in range(count):
-        cells = []
-        for _ in range(2):
-            cells.append(tuple((rng.choice(PRIMITIVES[1:]), rng.randrange(n + 2)) for n in range(4) for _ in range(2)))
-        nets.append((f"darts_{i}", space.build(Genotype(*cells))))
+    for space_name in list_spaces():
+        space = create_space(space_name, **SPACE_KWARGS.get(space_name, {}))
+        rng = random.Random(seed)
+        for i in range(per_space):
+            genotype = space.sample(rng)
+            nets.append((f"{space_name}_{i}", space.build(genotype), tuple(space.input_shape), genotype))
     return nets
 
 
-def accuracy_zoo():
+def accuracy_zoo(per_space: int = 4):
     nets = []
     nets += [(f"vgg_{'_'.join(map(str, w))}x{d}", vgg(w, d)) for w, d in
              (((8, 16, 32), 1), ((16, 32, 64), 1), ((8, 16, 32, 64), 1), ((8, 16, 32), 2))]
@@ -196,8 +203,8 @@ def accuracy_zoo():
     nets += [(f"plain_k{k}_{'_'.join(map(str, w))}", plain(w, k, s)) for k, w, s in (
         (5, (16, 32), (2, 2)), (7, (8, 16), (2, 2)), (5, (8, 16, 32), (1, 2, 2)),
         (3, (32, 32, 32), (2, 1, 1)), (7, (16, 16), (1, 2)), (1, (16, 32, 64), (2, 2, 2)))]
-    nets += darts_nets(6, seed=0)
-    return nets
+    nets = [(name, net, SHAPE, None) for name, net in nets]
+    return nets + space_nets(per_space, seed=0)
 
 
 def random_net(rng: random.Random):
@@ -225,14 +232,14 @@ def random_net(rng: random.Random):
 
 # --- the benchmark -----------------------------------------------------------------------------
 def export_all(nets, onnx_dir: Path) -> dict[str, Path]:
-    onnx_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
     import onnx
 
-    for name, net in nets:
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, net, shape, _ in nets:
         path = onnx_dir / f"{name}.onnx"
         if not path.exists():
-            onnx.save(export_onnx(net, SHAPE), str(path))
+            onnx.save(export_onnx(net, shape), str(path))
         paths[name] = path
     return paths
 
@@ -245,81 +252,122 @@ def cached(path: Path, key: str, fn):
     return data[key]
 
 
+def copy_ops(path: Path) -> int:
+    """Concat/Slice/Split nodes left after constant folding: copies no kernel in the list covers."""
+    from codesign.predict.graph import load_model
+
+    return sum(1 for n in load_model(path).graph.node if n.op_type in ("Concat", "Slice", "Split"))
+
+
+def leave_one_out_overhead(model, kernel_lists, meas, use_measured):
+    """Each network predicted with the overhead fitted on all the *other* networks."""
+    out = np.empty(len(meas))
+    for i in range(len(meas)):
+        rest = [j for j in range(len(meas)) if j != i]
+        model.fit_overhead([kernel_lists[j] for j in rest], meas[rest], use_measured)
+        out[i] = model.predict_network(kernel_lists[i], use_measured)["latency_ms"]
+    model.overhead_ms = model.per_kernel_overhead_ms = 0.0
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="predictor-bench", help="work directory (ONNX files, caches, PNG)")
-    ap.add_argument("--db", default=None, help="profile database with grid profiles (default: <work>/profiles.sqlite)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-repeat-ms", type=float, default=20.0)
-    ap.add_argument("--grid-samples", type=int, default=300, help="conv2d grid kernels to profile if the db lacks them")
+    ap.add_argument("--grid-samples", type=int, default=250, help="conv2d grid kernels profiled for the model-only fit")
+    ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    db_path = Path(args.db) if args.db else work / "profiles.sqlite"
     device = get_device("cpu-local")
     t_start = time.perf_counter()
+    loads = [os.getloadavg()]
 
-    acc_nets = accuracy_zoo()
+    acc_nets = accuracy_zoo(args.per_space)
     rng = random.Random(1)
-    cal_nets = [(f"random_{i}", random_net(rng)) for i in range(40)]
+    cal_nets = [(f"random_{i}", random_net(rng), SHAPE, None) for i in range(40)]
     paths = export_all(acc_nets + cal_nets, work / "onnx")
     kernels = {name: onnx_kernels(p) for name, p in paths.items()}
-    bench_keys = {s.key() for name, _ in acc_nets + cal_nets for s in kernels[name]}
+    bench_keys = {s.key() for name in paths for s in kernels[name]}
 
-    with ProfileDB(db_path) as db:
-        from codesign.profile.grid import grid_specs
-
-        grid = grid_specs("conv2d", args.grid_samples, 0)
-        for op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "dense", "add", "relu", "batch_norm"):
-            grid += grid_specs(op, 40, 0)
-        profile_kernels(grid, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, progress=True)
-        grid_records = [r for r in db.query(device="cpu-local", schedule="untuned", ok_only=True)
-                        if r.kernel_key not in bench_keys]
-        model_only = create_cost_model("gbdt", seed=0).fit(grid_records)
-        acc_specs = [s for name, _ in acc_nets for s in kernels[name]]
-        t0 = time.perf_counter()
-        profile_kernels(acc_specs, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, progress=True)
-        profile_s = time.perf_counter() - t0
-        profiled = create_cost_model("gbdt", seed=0).fit(db.query(device="cpu-local", schedule="untuned", ok_only=True))
+    # This machine is shared: other jobs inflate some timings several-fold. Every kernel and every
+    # network is therefore timed in ROUNDS separate passes (separate profile databases) and the
+    # fastest pass kept; contention only ever adds time.
+    grid = grid_specs("conv2d", args.grid_samples, 0)
+    for op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "dense", "add", "relu", "batch_norm"):
+        grid += grid_specs(op, 30, 0)
+    # Stems: 3 input channels, outside the conv grid's channel range.
+    grid += [KernelSpec.make("conv2d", (1, 3, r, r), out_channels=co, kernel=k, stride=st, bias=True, activation=act)
+             for r in (16, 32) for co in (8, 16, 32) for k in (3, 5) for st in (1, 2) for act in ("none", "relu")]
+    acc_specs = [s for name, *_ in acc_nets for s in kernels[name]]
+    t0 = time.perf_counter()
+    for rnd in range(ROUNDS):
+        with ProfileDB(work / f"profiles-{rnd}.sqlite") as db:
+            profile_kernels(grid, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, progress=True)
+            profile_kernels(acc_specs, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                            progress=True)
+    profile_s = time.perf_counter() - t0
+    loads.append(os.getloadavg())
+    best: dict[str, Measurement] = {}
+    for rnd in range(ROUNDS):
+        with ProfileDB(work / f"profiles-{rnd}.sqlite") as db:
+            for m in db.query(device="cpu-local", schedule="untuned", ok_only=True):
+                if m.kernel_key not in best or m.latency_ms < best[m.kernel_key].latency_ms:
+                    best[m.kernel_key] = m
+    grid_records = [m for k, m in best.items() if k not in bench_keys]
+    model_only = create_cost_model("gbdt", seed=0).fit(grid_records)
+    profiled = create_cost_model("gbdt", seed=0).fit(list(best.values()))
 
     cache = work / "measured.json"
     rows = []
-    for name, _ in acc_nets:
-        m = cached(cache, f"tvm:{name}", lambda name=name: measure_network(
+    for name, _, _, genotype in acc_nets:
+        runs = [cached(cache, f"tvm{rnd}:{name}", lambda name=name: measure_network(
             paths[name], device, "untuned", args.repeats, args.min_repeat_ms, name=name).to_dict())
+            for rnd in range(ROUNDS)]
         specs = kernels[name]
         rows.append({
-            "name": name, "kernels": len(specs), "measured_ms": m["latency_ms"],
-            "onnxruntime_ms": m["onnxruntime_latency_ms"],
-            "profiled_ms": profiled.predict_network(specs)["latency_ms"],
-            "model_only_ms": model_only.predict_network(specs, use_measured=False)["latency_ms"],
+            "name": name, "genotype": genotype, "kernels": len(specs), "copy_ops": copy_ops(paths[name]),
+            "measured_ms": min(r["latency_ms"] for r in runs),
+            "measured_rounds_ms": [r["latency_ms"] for r in runs],
+            "onnxruntime_ms": min(r["onnxruntime_latency_ms"] for r in runs),
+            "kernel_sum_profiled_ms": profiled.predict_network(specs)["latency_ms"],
+            "kernel_sum_model_only_ms": model_only.predict_network(specs, use_measured=False)["latency_ms"],
             "flops": sum(kernel_flops(s) for s in specs),
         })
-        print(f"{name}: measured {m['latency_ms']:.3f} ms, profiled {rows[-1]['profiled_ms']:.3f}, "
-              f"model-only {rows[-1]['model_only_ms']:.3f}", file=sys.stderr)
+        print(f"{name}: measured {rows[-1]['measured_ms']:.3f} ms, kernel sum {rows[-1]['kernel_sum_profiled_ms']:.3f}, "
+              f"model-only {rows[-1]['kernel_sum_model_only_ms']:.3f}", file=sys.stderr)
+    loads.append(os.getloadavg())
     meas = np.array([r["measured_ms"] for r in rows])
     flops = np.array([r["flops"] for r in rows])
-    flops_pred = flops * np.median(meas / flops)
+    kl = [kernels[r["name"]] for r in rows]
+    # The network overhead of each network is fitted on the other networks only (leave one out).
+    prof = leave_one_out_overhead(profiled, kl, meas, True)
+    only = leave_one_out_overhead(model_only, kl, meas, False)
+    for r, p, o in zip(rows, prof, only):
+        r["profiled_ms"], r["model_only_ms"] = float(p), float(o)
     results = {
-        "profiled": accuracy([r["profiled_ms"] for r in rows], meas),
-        "model_only": accuracy([r["model_only_ms"] for r in rows], meas),
-        "flops_proxy": accuracy(flops_pred, meas),
+        "profiled": accuracy(prof, meas),
+        "model_only": accuracy(only, meas),
+        "kernel_sum_profiled_no_overhead": accuracy([r["kernel_sum_profiled_ms"] for r in rows], meas),
+        "kernel_sum_model_only_no_overhead": accuracy([r["kernel_sum_model_only_ms"] for r in rows], meas),
+        # FLOPs scaled by the other networks' median ms/FLOP (leave one out as well).
+        "flops_proxy": accuracy([flops[i] * np.median(np.delete(meas / flops, i)) for i in range(len(rows))], meas),
     }
-    # The kernel sums leave out the VM's calls and the copies of concat/reshape: a per-kernel
-    # overhead fitted on half of the networks, checked on the other half.
-    order = np.random.default_rng(0).permutation(len(rows))
-    fit_half, test_half = order[: len(rows) // 2], order[len(rows) // 2:]
-    n_k = np.array([r["kernels"] for r in rows])
-    prof = np.array([r["profiled_ms"] for r in rows])
-    overhead = float(max(0.0, np.median((meas[fit_half] - prof[fit_half]) / n_k[fit_half])))
-    results["profiled_plus_overhead_heldout"] = accuracy(prof[test_half] + overhead * n_k[test_half], meas[test_half])
-    results["profiled_plus_overhead_heldout"]["per_kernel_overhead_ms"] = overhead
+    profiled.fit_overhead(kl, meas)
+    overhead_all = {"overhead_ms": profiled.overhead_ms, "per_kernel_overhead_ms": profiled.per_kernel_overhead_ms}
+    by_source = {}
+    for prefix in sorted({r["name"].split("_")[0] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["name"].split("_")[0] == prefix]
+        by_source[prefix] = {"n": len(idx), "within_10pct": float(np.mean(np.abs(prof[idx] / meas[idx] - 1) <= 0.1)),
+                             "median_ape": float(np.median(np.abs(prof[idx] / meas[idx] - 1)))}
 
-    # --- calibration to onnxruntime on this CPU ---
-    all_names = [name for name, _ in acc_nets + cal_nets]
-    ort_ms = np.array([cached(cache, f"ort:{name}", lambda name=name: time_onnxruntime(
-        paths[name], 1, args.repeats, args.min_repeat_ms)[0]) for name in all_names])
+    # --- calibration to onnxruntime on this CPU (the "new device") ---
+    all_names = [name for name, *_ in acc_nets + cal_nets]
+    ort_ms = np.array([min(cached(cache, f"ort{rnd}:{name}", lambda name=name: time_onnxruntime(
+        paths[name], 1, args.repeats, args.min_repeat_ms)[0]) for rnd in range(ROUNDS)) for name in all_names])
+    loads.append(os.getloadavg())
     sums = family_sums(profiled, [kernels[n] for n in all_names])
     base_pred = sums[:, :-1].sum(axis=1)
     calib = {}
@@ -350,11 +398,17 @@ def main() -> None:
     out = {
         "benchmark": "predictor",
         "hardware": hardware(),
+        "load_average_1_5_15": {"start": loads[0], "after_profiling": loads[1], "after_tvm_networks": loads[2],
+                                "end": loads[3]},
+        "rounds": ROUNDS,
         "device": "cpu-local", "schedule": "untuned",
         "networks": len(rows), "calibration_networks": len(all_names),
         "grid_kernels_for_model_only": len(grid_records),
-        "network_kernels_profiled_s": round(profile_s, 1),
+        "profiled_kernels": len(best),
+        "profile_s": round(profile_s, 1),
         "accuracy": results,
+        "profiled_by_source": by_source,
+        "overhead_fitted_on_all_networks": overhead_all,
         "ratios_vs_flops_proxy": {
             k: {"kendall_tau": results[k]["kendall_tau"] / results["flops_proxy"]["kendall_tau"],
                 "within_10pct": (results[k]["within_10pct"] / results["flops_proxy"]["within_10pct"]
@@ -387,6 +441,7 @@ def main() -> None:
         out["scatter_png"] = str(work / "predictor_scatter.png")
     except ImportError:
         out["scatter_png"] = "matplotlib is not installed: no scatter plot"
+    (work / "predictor.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 
 

@@ -14,9 +14,9 @@ MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms"
 
 def _source_flags(p, what: str) -> None:
     p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
-    p.add_argument("--schedule", default="untuned",
+    p.add_argument("--schedule", default=None,
                    help=f"schedule policy of the profiles {what} (untuned, dlight or metaschedule:<trials>; "
-                   "default untuned)")
+                   "default untuned; with a saved --model, the policy the model must be of)")
     p.add_argument("--kind", default="gbdt", help="cost model kind when fitting from profiles (default gbdt; "
                    "see `codesign fit --list`)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model fit (default 0)")
@@ -31,7 +31,11 @@ def register(sub) -> None:
     f.add_argument("--device", default="cpu-local", help="device whose profiles to fit (default cpu-local)")
     _source_flags(f, "to fit")
     f.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <device>.json)")
-    f.add_argument("--cv", type=int, default=5, help="folds of held-out-kernel cross-validation (0: none; default 5)")
+    f.add_argument("--eval", action="store_true",
+                   help="report accuracy on held-out kernels (k-fold: RMSPE, share within ±5%% and ±10%%, "
+                        "Kendall tau, overall and per op family)")
+    f.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="folds of the held-out evaluation (default 5; giving it implies --eval; 0: none)")
     f.add_argument("--list", action="store_true", help="list the cost model kinds and exit")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=_fit)
@@ -41,15 +45,21 @@ def register(sub) -> None:
         description="Split ONNX networks into the kernels TVM runs and sum a cost model's predictions. "
         "Give a saved model (--model) or a device (--device) whose profiles are fitted on the spot.",
     )
-    p.add_argument("models", nargs="*", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
+    p.add_argument("models", nargs="*", metavar="MODEL.onnx|TABLE.csv",
+                   help="ONNX networks with static input shapes, or CSV tables listing them in an onnx_path "
+                        "(or model) column, relative to the table")
     p.add_argument("--kernel", action="append", default=[], metavar="KEY", help="a kernel key to predict (repeatable)")
     p.add_argument("--model", default=None, help="saved cost model (.json/.npz from fit or calibrate)")
-    p.add_argument("--device", default=None, help="fit a model from this device's profiles instead of --model")
+    p.add_argument("--device", default=None,
+                   help="fit a model from this device's profiles; with --model, the device the model must be of")
     _source_flags(p, "to fit with --device")
     p.add_argument("--no-measured", action="store_true",
                    help="always use the regression, even for kernels the model has measured")
     p.add_argument("--partial", action="store_true", help="skip ONNX ops without a kernel builder (partial total)")
-    p.add_argument("--per-kernel", action="store_true", help="list every kernel's prediction")
+    p.add_argument("--per-kernel", action="store_true",
+                   help="list every kernel's prediction (the default for a single network; in --json, add "
+                        "kernel_keys and per_kernel_latency_ms to every item)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar for many networks")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_predict)
 
@@ -97,9 +107,11 @@ def register(sub) -> None:
     c.set_defaults(func=_calibrate)
 
 
-def _fit_from_db(device: str, db: str | None, schedule: str, kind: str, seed: int):
+def _fit_from_db(device: str, db: str | None, schedule: str | None, kind: str, seed: int):
     from ..profile.db import ProfileDB, default_db_path
     from .models import create_cost_model
+
+    schedule = schedule or "untuned"
 
     path = Path(db) if db else default_db_path()
     if not path.exists():
@@ -122,15 +134,20 @@ def _fit(args) -> int:
     if args.list:
         print("\n".join(list_cost_models()))
         return 0
-    if args.cv == 1 or args.cv < 0:
+    folds = 5 if args.cv is None else args.cv
+    if folds == 1 or folds < 0:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
+    evaluate = folds > 0 and (args.eval or args.cv is not None)
     model, records = _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
-    if args.cv:
+    if evaluate:
         from .evaluate import cross_validate
 
-        report["cross_validation"] = cross_validate(args.kind, records, folds=args.cv, seed=args.seed)
+        if len(records) < 2 * folds:
+            raise CodesignError(f"{len(records)} measured kernels are too few for {folds}-fold evaluation; "
+                                "profile more kernels or pass a smaller --cv")
+        report["cross_validation"] = cross_validate(args.kind, records, folds=folds, seed=args.seed)
     out = model.save(args.out or f"{args.device}.json")
     report["saved"] = str(out)
     if args.json:
@@ -138,10 +155,13 @@ def _fit(args) -> int:
         return 0
     print(f"fitted {model.kind} on {model.n_train} kernels of {model.device} [{model.schedule}]"
           f"; energy: {model.energy_source or 'none in the profiles'}")
-    if args.cv:
-        o = report["cross_validation"]["overall"]
-        print(f"held-out kernels ({args.cv}-fold): within ±10% {o['within_10pct']:.0%}, within ±25% "
-              f"{o['within_25pct']:.0%}, median error {o['median_ape']:.1%}, Kendall tau {o['kendall_tau']:.3f}")
+    if evaluate:
+        cv = report["cross_validation"]
+        print(f"held-out kernels ({folds}-fold, their measurements unseen):")
+        print(f"  {'family':16s} {'n':>5s} {'RMSPE':>7s} {'±5%':>5s} {'±10%':>5s} {'tau':>6s}")
+        for name, acc in [("all", cv["overall"])] + sorted(cv["by_family"].items()):
+            print(f"  {name:16s} {acc['n']:5d} {acc['rmspe']:7.1%} {acc['within_5pct']:5.0%} "
+                  f"{acc['within_10pct']:5.0%} {acc['kendall_tau']:6.3f}")
     print(f"saved {out}")
     return 0
 
@@ -149,47 +169,67 @@ def _fit(args) -> int:
 def _load_or_fit(args):
     from .models import load_cost_model
 
-    if args.model and args.device:
-        raise CodesignError("give --model or --device, not both")
     if args.model:
-        return load_cost_model(args.model)
+        return load_cost_model(args.model, device=args.device, schedule=args.schedule)
     if args.device:
         return _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)[0]
     raise CodesignError("give a saved cost model (--model PATH) or a profiled device (--device NAME)")
 
 
+def _networks(args) -> list[Path]:
+    from .api import read_model_table
+
+    out: list[Path] = []
+    for item in args.models:
+        out += read_model_table(item) if str(item).lower().endswith(".csv") else [Path(item)]
+    return out
+
+
 def _predict(args) -> int:
     from ..cli import print_json
     from ..kernelspec import KernelSpec
-    from .graph import onnx_kernels
+    from .api import predict_networks
 
     if not args.models and not args.kernel:
-        raise CodesignError("nothing to predict: give ONNX files and/or --kernel KEY")
+        raise CodesignError("nothing to predict: give ONNX files, CSV tables of them and/or --kernel KEY")
+    networks = _networks(args)
+    for path in networks:
+        if not path.exists():
+            raise CodesignError(f"no ONNX file at {path}")
     model = _load_or_fit(args)
-    items = []
-    for path in args.models:
-        skipped: list[str] = []
-        specs = onnx_kernels(path, allow_partial=args.partial, skipped=skipped)
-        res = model.predict_network(specs, use_measured=not args.no_measured)
-        res.update(name=path, skipped_ops=sorted(set(skipped)), kernel_keys=[s.key() for s in specs])
-        items.append(res)
+    items = predict_networks(model, networks, allow_partial=args.partial, use_measured=not args.no_measured,
+                             progress=not args.no_progress and not args.json)
     for key in args.kernel:
         spec = KernelSpec.from_key(key)
         res = model.predict_network([spec], use_measured=not args.no_measured)
         res.update(name=key, skipped_ops=[], kernel_keys=[key])
         items.append(res)
+    per_kernel = args.per_kernel or len(items) == 1
     if args.json:
+        if not per_kernel:
+            items = [{k: v for k, v in it.items() if k not in ("kernel_keys", "per_kernel_latency_ms")} for it in items]
         print_json({"device": model.device, "schedule": model.schedule, "model_kind": model.kind, "items": items})
         return 0
-    print(f"{model.kind} cost model of {model.device} [{model.schedule}]")
-    for it in items:
-        energy = f", {it['energy_mj']:.4g} mJ" if it["energy_mj"] is not None else ""
-        print(f"{it['name']}: {it['latency_ms']:.4g} ms{energy} ({it['kernels']} kernels, "
-              f"{it['measured_kernels']} measured)" + (f"; skipped ops: {', '.join(it['skipped_ops'])}"
-                                                        if it["skipped_ops"] else ""))
-        if args.per_kernel:
+    print(f"# {model.kind} cost model of {model.device} [{model.schedule}]")
+    if per_kernel:
+        for it in items:
+            print(f"{it['name']}:")
+            print(f"  {'latency_ms':>10s}  kernel")
             for key, v in zip(it["kernel_keys"], it["per_kernel_latency_ms"]):
-                print(f"    {v:10.4f} ms  {key}")
+                print(f"  {v:10.4f}  {key}")
+            overhead = it["latency_ms"] - sum(it["per_kernel_latency_ms"])
+            if overhead:
+                print(f"  {overhead:10.4f}  (network overhead)")
+            energy = f", {it['energy_mj']:.4g} mJ" if it["energy_mj"] is not None else ""
+            print(f"  total {it['latency_ms']:.4g} ms{energy} ({it['kernels']} kernels, {it['measured_kernels']} "
+                  "measured)" + (f"; skipped ops: {', '.join(it['skipped_ops'])}" if it["skipped_ops"] else ""))
+        return 0
+    width = max(len("network"), *(len(it["name"]) for it in items))
+    print(f"{'network':{width}s}  {'latency_ms':>10s}  {'energy_mj':>10s}  {'kernels':>7s}  {'measured':>8s}  skipped")
+    for it in items:
+        energy = f"{it['energy_mj']:10.4g}" if it["energy_mj"] is not None else f"{'-':>10s}"
+        print(f"{it['name']:{width}s}  {it['latency_ms']:10.4g}  {energy}  {it['kernels']:7d}  "
+              f"{it['measured_kernels']:8d}  {','.join(it['skipped_ops']) or '-'}")
     return 0
 
 
@@ -206,7 +246,8 @@ def _measure(args) -> int:
     for path in args.models:
         if not Path(path).exists():
             raise CodesignError(f"no ONNX file at {path}")
-    cost_model = load_cost_model(args.predict_with) if args.predict_with else None
+    cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
+                  if args.predict_with else None)
     bar = None
     if not args.no_progress and len(args.models) > 1:
         from tqdm import tqdm

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,42 @@ class CostModel:
             "per_kernel_latency_ms": [float(v) for v in lat],
         }
 
+    def fit_overhead(self, networks: list[list[KernelSpec]], measured_ms, use_measured: bool = True) -> CostModel:
+        """Fit the per-network constant and per-kernel overhead on measured whole networks.
+
+        The kernel sums leave out what a network costs beyond its kernels: the VM's calls and
+        allocations, and copies (concat, slices) that fusion does not absorb. ``overhead_ms`` and
+        ``per_kernel_overhead_ms`` (both >= 0) minimise the squared relative error of
+        ``kernel sum + overhead_ms + per_kernel_overhead_ms * kernels`` over the networks.
+
+        Args:
+            networks: each network's kernels (``graph.onnx_kernels`` / ``graph.module_kernels``).
+            measured_ms: each network's measured end-to-end latency (``codesign measure``).
+
+        Returns:
+            self.
+
+        Raises:
+            CodesignError: an unfitted model, fewer than 2 networks, lengths that differ,
+                latencies that are not positive.
+        """
+        from scipy.optimize import nnls
+
+        self._check_fitted()
+        meas = np.asarray(measured_ms, dtype=np.float64)
+        if meas.ndim != 1 or len(meas) != len(networks):
+            raise CodesignError(f"{len(networks)} networks but {meas.size} measured latencies")
+        if len(meas) < 2:
+            raise CodesignError("fitting the network overhead needs at least 2 measured networks")
+        if not (meas > 0).all():
+            raise CodesignError("measured latencies must be positive")
+        sums = np.array([self.predict(k, use_measured).sum() if k else 0.0 for k in networks])
+        counts = np.array([len(k) for k in networks], dtype=np.float64)
+        a = np.stack([1.0 / meas, counts / meas], axis=1)
+        sol, _ = nnls(a, 1.0 - sums / meas)
+        self.overhead_ms, self.per_kernel_overhead_ms = float(sol[0]), float(sol[1])
+        return self
+
     # --- artifacts -------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {
@@ -314,11 +351,36 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
     return model
 
 
-def load_cost_model(path: str | Path) -> CostModel:
-    """Load a model written by ``CostModel.save``.
+def check_model(model: CostModel, device: str | None = None, schedule: str | None = None,
+                where: str = "the cost model") -> CostModel:
+    """``model`` itself if it belongs to ``device`` and ``schedule`` (None: any).
 
     Raises:
-        CodesignError: missing or unreadable file, newer format version, unknown kind.
+        CodesignError: a model of another device or schedule policy (saying how to get the right one).
+    """
+    if device is not None and model.device != device:
+        raise CodesignError(
+            f"{where} predicts device {model.device} [{model.schedule}], not {device}; fit one with "
+            f"`codesign fit --device {device}` or carry it over with `codesign calibrate --as {device}`"
+        )
+    if schedule is not None and model.schedule != schedule:
+        raise CodesignError(
+            f"{where} was fitted on {model.device} profiles of schedule policy {model.schedule}, not {schedule}; "
+            f"fit one with `codesign fit --device {model.device} --schedule {schedule}`"
+        )
+    return model
+
+
+def load_cost_model(path: str | Path, device: str | None = None, schedule: str | None = None) -> CostModel:
+    """Load a model written by ``CostModel.save``.
+
+    Args:
+        path: the .json or .npz artifact.
+        device, schedule: when given, the model must belong to them (see ``check_model``).
+
+    Raises:
+        CodesignError: missing or unreadable file, newer format version, unknown kind, a model of
+            another device or schedule policy.
     """
     path = Path(path)
     if not path.exists():
@@ -331,9 +393,9 @@ def load_cost_model(path: str | Path) -> CostModel:
         else:
             meta = json.loads(path.read_text())
             arrays = {}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise CodesignError(f"{path} is not a codesign cost model ({exc})") from exc
-    return model_from_dict(meta, arrays, where=str(path))
+    return check_model(model_from_dict(meta, arrays, where=str(path)), device, schedule, where=str(path))
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
