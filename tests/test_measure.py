@@ -97,3 +97,76 @@ def test_metaschedule_policy_tunes_and_reuses_records(tmp_path):
     again = measure_network(model, device, schedule="metaschedule:4", tuning_dir=str(tmp_path / "tune"), repeats=3,
                             min_repeat_ms=5, onnxruntime=False)
     assert again.compile_s < r.compile_s  # records reused, nothing tuned again
+
+
+# --- torchvision's ShuffleNetV2 (torchvision/models/shufflenetv2.py), rewritten here without
+# torchvision: the network whose Relax build failed with "CodeGenVM cannot emit this Relax operator
+# directly" on a concat.
+def _channel_shuffle(x, groups):
+    n, c, h, w = x.size()
+    x = x.view(n, groups, c // groups, h, w)
+    x = torch.transpose(x, 1, 2).contiguous()
+    return x.view(n, c, h, w)
+
+
+class _TVInvertedResidual(nn.Module):
+    def __init__(self, inp, oup, stride):
+        super().__init__()
+        self.stride = stride
+        branch = oup // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), nn.BatchNorm2d(inp),
+                nn.Conv2d(inp, branch, 1, bias=False), nn.BatchNorm2d(branch), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(inp if stride > 1 else branch, branch, 1, bias=False), nn.BatchNorm2d(branch),
+            nn.ReLU(inplace=True), nn.Conv2d(branch, branch, 3, stride, 1, groups=branch, bias=False),
+            nn.BatchNorm2d(branch), nn.Conv2d(branch, branch, 1, bias=False), nn.BatchNorm2d(branch),
+            nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _channel_shuffle(out, 2)
+
+
+class TorchvisionShuffleNetV2(nn.Module):
+    def __init__(self, repeats=(4, 8, 4), channels=(24, 48, 96, 192, 1024), num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, 2, 1, bias=False), nn.BatchNorm2d(channels[0]),
+                                   nn.ReLU(inplace=True))
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        stages, inp = [], channels[0]
+        for n, oup in zip(repeats, channels[1:4]):
+            stages.append(nn.Sequential(_TVInvertedResidual(inp, oup, 2),
+                                        *[_TVInvertedResidual(oup, oup, 1) for _ in range(n - 1)]))
+            inp = oup
+        self.stage2, self.stage3, self.stage4 = stages
+        self.conv5 = nn.Sequential(nn.Conv2d(inp, channels[-1], 1, bias=False), nn.BatchNorm2d(channels[-1]),
+                                   nn.ReLU(inplace=True))
+        self.fc = nn.Linear(channels[-1], num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.conv1(x))
+        x = self.conv5(self.stage4(self.stage3(self.stage2(x))))
+        return self.fc(x.mean([2, 3]))
+
+
+def test_torchvision_shufflenet_v2_unit_compiles():
+    # One stride-2 and one stride-1 unit: both concat forms, the chunk, the shuffle.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _TVInvertedResidual(8, 16, 2), _TVInvertedResidual(16, 16, 1))
+    assert check_outputs(export_onnx(net, (1, 3, 16, 16))) < 1e-4
+
+
+@pytest.mark.slow
+def test_torchvision_shufflenet_v2_x0_5_compiles_and_matches_onnxruntime():
+    torch.manual_seed(0)
+    model = export_onnx(TorchvisionShuffleNetV2(), (1, 3, 64, 64))
+    assert check_outputs(model) < 1e-3
+    assert len(onnx_kernels(model)) > 50
