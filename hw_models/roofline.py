@@ -90,3 +90,72 @@ def get_roofline(name: str) -> Roofline:
     if name not in known:
         raise CodesignError(f"unknown roofline {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+def roofline_bound_ms(roofline: Roofline, spec) -> float:
+    """The roofline's lower bound on one kernel's latency (FLOPs and minimum bytes of the spec)."""
+    from codesign.kernelspec import KernelSpec, kernel_bytes, kernel_flops
+
+    if not isinstance(spec, KernelSpec):
+        raise CodesignError(f"a kernel is a codesign KernelSpec, got {type(spec).__name__}")
+    return roofline.latency_ms(kernel_flops(spec), kernel_bytes(spec))
+
+
+def check_measurements(measurements, roofline: Roofline) -> dict:
+    """Compare measured kernels with the roofline bound: none may run faster than it.
+
+    Args:
+        measurements: ``codesign.profile.db.Measurement`` objects (failed ones are skipped).
+        roofline: the roofline of the device the kernels were measured on.
+
+    Returns:
+        {"kernels", "violations" (list of {kernel_key, schedule, latency_ms, bound_ms}),
+         "min_ratio", "median_ratio", "max_ratio"} where ratio = measured / bound (>= 1 expected).
+    """
+    if not isinstance(roofline, Roofline):
+        raise CodesignError(f"roofline must be a Roofline, got {type(roofline).__name__}")
+    ratios, violations = [], []
+    for m in measurements:
+        if not m.ok:
+            continue
+        bound = roofline_bound_ms(roofline, m.spec)
+        ratios.append(m.latency_ms / bound)
+        if m.latency_ms < bound:
+            violations.append({"kernel_key": m.kernel_key, "schedule": m.schedule,
+                               "latency_ms": m.latency_ms, "bound_ms": bound})
+    if not ratios:
+        return {"kernels": 0, "violations": [], "min_ratio": None, "median_ratio": None, "max_ratio": None}
+    ratios.sort()
+    return {"kernels": len(ratios), "violations": violations, "min_ratio": ratios[0],
+            "median_ratio": ratios[len(ratios) // 2], "max_ratio": ratios[-1]}
+
+
+def check_profile_db(db_path, device: str, roofline: str | None = None, schedule: str | None = None) -> dict:
+    """``check_measurements`` over a profile database's kernels of one device.
+
+    The roofline defaults to the one the device declares (``roofline:`` in its YAML)."""
+    from codesign.profile.db import ProfileDB
+
+    path = Path(db_path)
+    if not path.is_file():
+        raise CodesignError(f"no profile database at {path}")
+    if roofline is None:
+        from codesign.profile.devices import get_device
+
+        dev = get_device(device)
+        if not dev.roofline:
+            raise CodesignError(f"device {device} declares no roofline; pass one (e.g. --roofline cpu-local)")
+        roofline = dev.roofline
+    r = get_roofline(roofline)
+    with ProfileDB(path) as db:
+        ms = db.query(device=device, schedule=schedule, ok_only=True)
+    if not ms:
+        raise CodesignError(f"{path} holds no measured kernels of device {device}"
+                            + (f" under schedule {schedule}" if schedule else ""))
+    out = {"device": device, "roofline": r.name, "database": str(path)}
+    by_schedule: dict[str, list] = {}
+    for m in ms:
+        by_schedule.setdefault(m.schedule, []).append(m)
+    out["schedules"] = {s: check_measurements(v, r) for s, v in sorted(by_schedule.items())}
+    out["violations"] = sum(len(v["violations"]) for v in out["schedules"].values())
+    return out
