@@ -191,7 +191,7 @@ def test_fit_weights_keeps_the_common_scale_for_unseen_families():
 def test_table_errors(tmp_path):
     t = tmp_path / "t.csv"
     t.write_text("name,ms\nx,1\n")
-    with pytest.raises(CodesignError, match="needs a latency_ms column and a model or kernel_key column"):
+    with pytest.raises(CodesignError, match="needs a latency_ms column and a model, onnx_path, genotype or kernel_key column"):
         read_table(t)
     t.write_text("model,latency_ms\nnet.onnx,fast\n")
     with pytest.raises(CodesignError, match=r"t.csv:2: latency_ms 'fast' is not a number"):
@@ -451,3 +451,27 @@ def test_bad_input_commands_are_one_line(specs, tmp_path):
     out = _cli("predict", "--model", str(model), str(erf), "--partial", "--json")
     item = json.loads(out.stdout)["items"][0]
     assert out.returncode == 0 and item["skipped_ops"] == ["Erf"] and item["kernels"] == 1
+
+
+def test_calibration_table_of_genotypes(specs, tmp_path):
+    import random
+
+    from codesign.predict.calibrate import row_kernels
+    from codesign.spaces import create_space
+
+    space = create_space("nb201")
+    rng = random.Random(0)
+    genotypes = [space.sample(rng) for _ in range(6)]
+    base = create_cost_model("loglinear").fit(_records(specs, device="cpu-local"))
+    rows = [{"genotype": g, "space": "nb201"} for g in genotypes]
+    # The "new device" is 3x slower than the law, plus 0.01 ms per kernel.
+    truth = [3 * sum(_law_ms(k) for k in row_kernels(r)) + 0.01 * len(row_kernels(r)) for r in rows]
+    table = tmp_path / "g.csv"
+    table.write_text("genotype,latency_ms\n" + "".join(f"{g},{t}\n" for g, t in zip(genotypes, truth)))
+    with pytest.raises(CodesignError, match="g.csv:2: a genotype row needs its search space"):
+        read_table(table)
+    read = read_table(table, space="nb201")
+    assert [r["genotype"] for r in read] == genotypes
+    model = calibrate(base, read, "slow")
+    pred = [model.predict_network(row_kernels(r))["latency_ms"] for r in read]
+    assert accuracy(pred, truth)["median_ape"] < 0.05

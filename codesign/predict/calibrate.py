@@ -12,9 +12,11 @@ w towards the table's median ratio (so a family the table barely exercises keeps
 scale, and N = 5 rows already give a usable model). The result is a ``calibrated`` cost model
 for the new device name, saved like any other.
 
-Table format (CSV with a header): a ``latency_ms`` column and, per row, either ``model`` (an ONNX
-file; relative paths are relative to the table) or ``kernel_key`` (a KernelSpec key). Other
-columns are ignored, so ``codesign measure --append`` output can be used directly.
+Table format (CSV with a header): a ``latency_ms`` column and, per row, one of ``model`` or
+``onnx_path`` (an ONNX file; relative paths are relative to the table), ``genotype`` (a genotype of
+the search space named in a ``space`` column, or by ``space=`` / ``--space``; built with the
+space's default settings) or ``kernel_key`` (a KernelSpec key). Other columns are ignored, so
+``codesign measure --append`` output can be used directly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .features import FAMILIES, family
 from .models import CostModel, model_from_dict, model_to_dict, register_cost_model
 
 DEFAULT_PRIOR = 0.05
+_SPACES: dict[str, Any] = {}  # search spaces of genotype rows, created once per process
 
 
 @register_cost_model("calibrated", fittable=False)
@@ -62,11 +65,17 @@ class CalibratedModel(CostModel):
         self.base_device = meta["base_device"]
 
 
-def read_table(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a calibration table: dicts with latency_ms and model (a Path) or kernel_key.
+def read_table(path: str | Path, space: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a calibration table: dicts with latency_ms and model (a Path), kernel_key, or
+    genotype and space.
+
+    Args:
+        path: the CSV file (see the module docstring).
+        space: the search space of ``genotype`` rows without a ``space`` column.
 
     Raises:
-        CodesignError: missing file or columns, bad numbers, rows naming neither model nor kernel.
+        CodesignError: missing file or columns, bad numbers, rows naming no network or kernel,
+            genotype rows without a space.
     """
     path = Path(path)
     if not path.exists():
@@ -74,10 +83,10 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         cols = set(reader.fieldnames or ())
-        if "latency_ms" not in cols or not cols & {"model", "kernel_key"}:
+        if "latency_ms" not in cols or not cols & {"model", "onnx_path", "kernel_key", "genotype"}:
             raise CodesignError(
-                f"{path}: the table needs a latency_ms column and a model or kernel_key column; it has "
-                f"{', '.join(sorted(cols)) or 'none'}"
+                f"{path}: the table needs a latency_ms column and a model, onnx_path, genotype or kernel_key "
+                f"column; it has {', '.join(sorted(cols)) or 'none'}"
             )
         rows = []
         for line, r in enumerate(reader, start=2):
@@ -88,13 +97,20 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
             if not lat > 0:
                 raise CodesignError(f"{path}:{line}: latency_ms must be positive, got {lat}")
             row: dict[str, Any] = {"latency_ms": lat}
-            if r.get("model"):
-                model = Path(r["model"])
+            onnx_path = r.get("model") or r.get("onnx_path")
+            if onnx_path:
+                model = Path(onnx_path)
                 row["model"] = model if model.is_absolute() else path.parent / model
+            elif r.get("genotype"):
+                row["genotype"] = r["genotype"]
+                row["space"] = r.get("space") or space
+                if not row["space"]:
+                    raise CodesignError(f"{path}:{line}: a genotype row needs its search space (a space column "
+                                        "or --space NAME)")
             elif r.get("kernel_key"):
                 row["kernel_key"] = r["kernel_key"]
             else:
-                raise CodesignError(f"{path}:{line}: the row names neither a model nor a kernel_key")
+                raise CodesignError(f"{path}:{line}: the row names no model, onnx_path, genotype or kernel_key")
             rows.append(row)
     if not rows:
         raise CodesignError(f"{path}: the table has no rows")
@@ -105,6 +121,14 @@ def row_kernels(row: dict[str, Any]) -> list[KernelSpec]:
     """The kernels of one table row (its network's, or the one kernel)."""
     if "kernel_key" in row:
         return [KernelSpec.from_key(row["kernel_key"])]
+    if "genotype" in row:
+        from ..spaces import create_space
+        from .graph import module_kernels
+
+        space = _SPACES.get(row["space"])
+        if space is None:
+            space = _SPACES[row["space"]] = create_space(row["space"])
+        return module_kernels(space.build(row["genotype"]), tuple(space.input_shape))
     from .graph import onnx_kernels
 
     return onnx_kernels(row["model"])

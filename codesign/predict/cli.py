@@ -91,12 +91,15 @@ def register(sub) -> None:
         "calibrate", help="carry a cost model to a new device from a few measurements",
         description="Fit per-op-family scales and a per-kernel overhead that map a known device's cost "
         "model onto a new device, from a CSV table of measured networks or kernels (columns latency_ms "
-        "and model or kernel_key; `codesign measure --append` writes one).",
+        "and one of model/onnx_path, genotype (with a space column or --space) or kernel_key; "
+        "`codesign measure --append` writes one).",
     )
     c.add_argument("--from", dest="base", required=True,
                    help="base: a saved cost model file, or a device name whose profiles are fitted now")
     c.add_argument("--table", required=True, help="CSV of measurements on the new device")
     c.add_argument("--as", dest="new_device", required=True, help="name of the new device")
+    c.add_argument("--space", default=None,
+                   help="search space of genotype rows that have no space column (see `codesign spaces`)")
     c.add_argument("--rows", type=int, default=None, help="use only the first N rows (default all)")
     c.add_argument("--prior", type=float, default=0.05,
                    help="strength of the pull of every family's scale towards the common one (default 0.05)")
@@ -326,7 +329,7 @@ def _calibrate(args) -> int:
         base = load_cost_model(base_path)
     else:
         base = _fit_from_db(args.base, args.db, args.schedule, args.kind, args.seed)[0]
-    rows = read_table(args.table)
+    rows = read_table(args.table, space=args.space)
     if args.rows is not None:
         if args.rows < 1:
             raise CodesignError("--rows must be >= 1")
@@ -337,7 +340,7 @@ def _calibrate(args) -> int:
               "per_kernel_overhead_ms": model.per_kernel_overhead_ms,
               "weights": dict(zip(FAMILIES, [float(w) for w in model.heads["latency_ms"]["weights"]]))}
     if args.eval_table:
-        ev = read_table(args.eval_table)
+        ev = read_table(args.eval_table, space=args.space)
         kernels = [row_kernels(r) for r in ev]
         meas = [r["latency_ms"] for r in ev]
         report["eval"] = {
