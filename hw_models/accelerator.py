@@ -40,18 +40,18 @@ DATAFLOWS = ("ws", "os", "rs")
 DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary", "rs": "row-stationary"}
 
 # Energy per action in pJ at 45 nm for 16-bit words. The ratios between levels are Eyeriss's
-# normalised costs (Chen et al., ISCA 2016, Table IV, from a 65 nm process: RF 1x, inter-PE array
+# normalised costs (Chen et al., ISCA 2016, its table of normalised energy costs from a commercial 65 nm process: RF 1x, inter-PE array
 # 2x, global buffer 6x, DRAM 200x the energy of a MAC); the MAC itself is anchored on Horowitz,
 # "Computing's energy problem", ISSCC 2014 (45 nm: 8-bit int mult 0.2 pJ, 32-bit int mult 3.1 pJ,
 # 32-bit add 0.1 pJ, so a 16-bit fixed-point multiply-accumulate is about 1 pJ).
 ENERGY_DEFAULTS_PJ: dict[str, float] = {
     "mac_pj": 1.0,            # Horowitz 2014: 16-bit mult ~0.8 pJ (between 8- and 32-bit) + 32-bit add 0.1 pJ
-    "rf_read_pj": 1.0,        # Eyeriss ISCA 2016 Table IV: RF (0.5 KB) access = 1x MAC
+    "rf_read_pj": 1.0,        # Eyeriss ISCA 2016 energy-cost table: RF (0.5 KB) access = 1x MAC
     "rf_write_pj": 1.0,       # same table: reads and writes are not distinguished
-    "noc_hop_pj": 2.0,        # Eyeriss ISCA 2016 Table IV: inter-PE ("array") transfer = 2x MAC
-    "glb_read_pj": 6.0,       # Eyeriss ISCA 2016 Table IV: global buffer (>100 KB) = 6x MAC; Horowitz 2014:
+    "noc_hop_pj": 2.0,        # Eyeriss ISCA 2016 energy-cost table: inter-PE ("array") transfer = 2x MAC
+    "glb_read_pj": 6.0,       # Eyeriss ISCA 2016 energy-cost table: global buffer (>100 KB) = 6x MAC; Horowitz 2014:
     "glb_write_pj": 6.0,      #   32 KB SRAM 20 pJ per 64 bit = 5 pJ per 16-bit word, consistent
-    "dram_read_pj": 200.0,    # Eyeriss ISCA 2016 Table IV: DRAM = 200x MAC; Horowitz 2014 gives 1.3-2.6 nJ per
+    "dram_read_pj": 200.0,    # Eyeriss ISCA 2016 energy-cost table: DRAM = 200x MAC; Horowitz 2014 gives 1.3-2.6 nJ per
     "dram_write_pj": 200.0,   #   64 bit (325-650 pJ per word) with the interface, so this is optimistic
 }
 

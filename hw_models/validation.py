@@ -6,8 +6,8 @@ Published figures compared (each quoted with its source; the model is never fitt
 - Chen, Emer, Sze, "Eyeriss: a spatial architecture for energy-efficient dataflow for CNNs",
   ISCA 2016 (abstract and Section VII): under the same storage area and 256 PEs, AlexNet CONV
   layers, batch 16, row-stationary is the most energy-efficient dataflow, 1.4x to 2.5x better
-  than the others (weight-stationary, output-stationary variants, no-local-reuse); in CONV layers
-  most of RS's energy is spent in the register files and the array, not in DRAM.
+  than the others (weight-stationary, output-stationary variants, no-local-reuse); in its CONV
+  layer energy breakdown the register files take RS's largest share (read from the figure).
 - Chen, Krishna, Emer, Sze, "Eyeriss: an energy-efficient reconfigurable accelerator for deep
   CNNs", JSSC 2017 (abstract): the 168-PE chip runs AlexNet's CONV layers at 35 frames/s with
   0.0029 DRAM accesses per MAC at batch 4, 278 mW (65 nm, 200 MHz, without DRAM power).
