@@ -123,7 +123,8 @@ def _eval(args) -> int:
     steps = args.steps
     if steps is None:
         steps = int(read_meta(path).get("training", {}).get("horizon", 100))
-    result = compare(rule, f"l2o_{rule.kind}", task, steps, seeds=args.seeds, progress=not args.no_progress)
+    label = f"l2o_{rule.kind}"
+    result = compare({label: rule}, task, steps, seeds=args.seeds, progress=not args.no_progress)
     result["optimizer_file"] = str(path)
     if args.json:
         print_json(result)
@@ -133,7 +134,7 @@ def _eval(args) -> int:
         lr = "" if r["lr"] is None else f"  (lr {r['lr']:g})"
         loss = r["final_loss_mean"]
         print(f"  {name:14s} {loss:.4g}{lr}" if math.isfinite(loss) else f"  {name:14s} diverged{lr}")
-    print(f"learned / best baseline ({result['best_baseline']}): {result['learned_vs_best_baseline']:.3g}")
+    print(f"learned / best baseline ({result['best_baseline']}): {result['learned_vs_best_baseline'][label]:.3g}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import numpy as np
 import torch
@@ -74,25 +75,31 @@ def _downsample(curves: list[list[float]], points: int) -> list[float]:
     return out
 
 
-def compare(rule: UpdateRule, name: str, task_name: str, steps: int, seeds: int = 5,
+def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: int = 5,
             tune_steps: int | None = None, progress: bool = True) -> dict:
-    """Final loss and loss curve of the learned rule and the tuned baselines on held-out seeds.
+    """Final loss and loss curve of learned rules and the tuned baselines on held-out seeds.
 
     Args:
-        rule: the trained update rule.
-        name: its label in the result (e.g. "l2o_rnnprop").
+        learned: ``{label: trained rule}``, e.g. ``{"l2o_general": load_rule("l2o:general")}``.
         task_name: task family.
         steps: optimisation steps per run.
         seeds: held-out seeds to average over.
         tune_steps: horizon of the baselines' learning-rate tuning (default ``steps``).
 
     Returns:
-        ``{optimizer: {final_loss_mean, final_loss_per_seed, curve, lr}}`` plus ``winner``,
-        ``learned_vs_best_baseline`` (learned final loss / best baseline's; < 1 means a win) and
-        the steps and seeds used.
+        ``optimizers``: ``{label: {final_loss_mean, final_loss_per_seed, curve, lr, seconds}}``
+        (``curve``: mean minibatch loss over seeds at 21 evenly spaced steps; ``lr``: the tuned
+        learning rate, None for learned rules); ``best_baseline``; ``learned_vs_best_baseline``:
+        ``{label: learned final loss / best baseline's}`` (< 1 is a win); ``winner``; the steps
+        and seeds used.
+
+    Raises:
+        CodesignError: no learned rule, steps or seeds < 1.
     """
     from tqdm import tqdm
 
+    if not isinstance(learned, dict) or not learned:
+        raise CodesignError("compare needs at least one learned rule as {label: rule}")
     if steps < 1 or seeds < 1:
         raise CodesignError(f"steps and seeds must be >= 1, got {steps} and {seeds}")
     test = held_out_seeds(seeds)
@@ -100,12 +107,13 @@ def compare(rule: UpdateRule, name: str, task_name: str, steps: int, seeds: int 
     torch.set_num_threads(1)  # tiny tensors: see train.train
     try:
         results = {}
-        contenders = [(name, None)] + [(b, b) for b in BASELINES]
-        bar = tqdm(contenders, file=sys.stderr, disable=not progress, desc=f"eval {task_name}")
-        for label, baseline in bar:
+        contenders = [(label, rule, None) for label, rule in learned.items()] + [(b, None, b) for b in BASELINES]
+        bar = tqdm(contenders, file=sys.stderr, disable=not progress, desc=f"eval {task_name} {steps} steps")
+        for label, rule, baseline in bar:
+            t0 = time.perf_counter()
             if baseline is None:
                 lr = None
-                def make(p):
+                def make(p, rule=rule):
                     return LearnedOptimizer(p, rule)
             else:
                 lr, _ = tune_lr(task_name, baseline, tune_steps or steps)
@@ -118,17 +126,23 @@ def compare(rule: UpdateRule, name: str, task_name: str, steps: int, seeds: int 
                 "final_loss_per_seed": finals,
                 "curve": _downsample([r["curve"] for r in runs], 21),
                 "lr": lr,
+                "seconds": round(time.perf_counter() - t0, 2),
             }
     finally:
         torch.set_num_threads(threads)
     best_base = min(BASELINES, key=lambda b: results[b]["final_loss_mean"])
-    learned, base = results[name]["final_loss_mean"], results[best_base]["final_loss_mean"]
+    base = results[best_base]["final_loss_mean"]
+    ratios = {}
+    for label in learned:
+        mine = results[label]["final_loss_mean"]
+        ratios[label] = mine / base if base > 0 and math.isfinite(mine) else math.inf
+    winner = min(results, key=lambda k: results[k]["final_loss_mean"])
     return {
         "task": task_name,
         "steps": steps,
         "test_seeds": test,
         "optimizers": results,
         "best_baseline": best_base,
-        "learned_vs_best_baseline": learned / base if base > 0 and math.isfinite(learned) else math.inf,
-        "winner": name if learned < base else best_base,
+        "learned_vs_best_baseline": ratios,
+        "winner": winner,
     }

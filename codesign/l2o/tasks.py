@@ -20,9 +20,9 @@ Families (``list_tasks()``):
   minibatches of 64.
 - ``supernet``: the architecture weights (alphas) of a tiny DARTS-like cell whose three edges are
   ``codesign.mixed_op`` over {conv3x3, zero, identity, avg_pool_3x3, max_pool_3x3}. Bilevel as in
-  first-order DARTS: each ``loss()`` call first takes one SGD step on the network weights on a
-  training batch (alphas fixed), then returns the validation-batch loss as a function of the
-  alphas, which is what the optimizer under test updates.
+  first-order DARTS: each ``loss()`` call first takes one SGD step (lr 0.1, momentum 0.9) on the
+  network weights on a training batch (alphas fixed), then returns the validation-batch loss as
+  a function of the alphas, which is what the optimizer under test updates.
 """
 
 from __future__ import annotations
@@ -205,8 +205,9 @@ class SupernetTask(_DigitsTask):
         self.weights = [
             self._init(c, 1, 3, 3, fan_in=9), self._init(c, fan_in=9),  # stem
             *[self._init(c, c, 3, 3, fan_in=9 * c) for _ in self.edges],  # one conv per edge
-            self._init(10, c, fan_in=c), self._init(10, fan_in=c),  # classifier
+            self._init(10, 16 * c, fan_in=16 * c), self._init(10, fan_in=16 * c),  # classifier
         ]
+        self.momentum = [torch.zeros_like(w) for w in self.weights]
 
     def init_params(self):
         # DARTS initialises alphas at 1e-3 * N(0, 1): all candidates start nearly equal
@@ -229,18 +230,20 @@ class SupernetTask(_DigitsTask):
                 out = mixed_op(inp, [y], probs[e], self.free_ops)
                 acc = out if acc is None else acc + out
             nodes.append(acc)
-        return F.linear((nodes[0] + nodes[1]).mean(dim=(2, 3)), w, b)
+        # (B, C, 8, 8) -> (B, C*16): pooled 2x2, not global, so that the tiny net learns in 100 steps
+        return F.linear(F.avg_pool2d(nodes[0] + nodes[1], 2).flatten(1), w, b)
 
     def forward(self, params, x):
         return self.forward_with(self.weights, params[0], x)
 
     def loss(self, params):
-        # inner step: SGD on the network weights with the alphas held fixed
+        # inner step: SGD with momentum 0.9 on the network weights, the alphas held fixed
         x, y = self._batch()
         ws = [w.detach().requires_grad_() for w in self.weights]
         inner = F.cross_entropy(self.forward_with(ws, params[0].detach(), x), y)
         grads = torch.autograd.grad(inner, ws)
-        self.weights = [(w - self.weight_lr * g).detach() for w, g in zip(ws, grads)]
+        self.momentum = [0.9 * m + g for m, g in zip(self.momentum, grads)]
+        self.weights = [(w - self.weight_lr * m).detach() for w, m in zip(ws, self.momentum)]
         # outer loss: a validation batch, differentiable in the alphas only
         d = _digits()
         idx = torch.randint(0, len(d["y_val"]), (self.batch,), generator=self.gen)

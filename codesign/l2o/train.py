@@ -278,5 +278,7 @@ def _train(cfg, out, restart, progress, log):
 
 
 def read_training(path) -> dict:
-    """The training summary stored in an optimizer file (empty if none)."""
-    return read_meta(path).get("training", {})
+    """The training summary stored in an optimizer file or shipped optimizer (empty if none)."""
+    from .io import resolve_optimizer_path
+
+    return read_meta(resolve_optimizer_path(path)).get("training", {})
