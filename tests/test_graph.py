@@ -34,8 +34,7 @@ def test_fusion_rules_on_a_small_cnn():
         K("conv2d", (1, 16, 32, 32), out_channels=16, kernel=3, bias=True, activation="relu"),
         K("conv2d", (1, 16, 32, 32), out_channels=16, kernel=3, groups=16, bias=True, residual=True, activation="relu"),
         K("max_pool2d", (1, 16, 32, 32), kernel=3, stride=2, padding=1),
-        K("avg_pool2d", (1, 16, 16, 16), kernel=3, padding=1),
-        K("hardswish", (1, 16, 16, 16)),
+        K("avg_pool2d", (1, 16, 16, 16), kernel=3, padding=1),  # with the HardSwish fused
         K("conv2d", (1, 16, 16, 16), out_channels=8, kernel=1, stride=2, padding=0, bias=True, activation="sigmoid"),
         K("global_avg_pool2d", (1, 8, 8, 8)),
         K("dense", (1, 8), out_features=10, activation="relu"),
@@ -114,3 +113,43 @@ def test_shape_arithmetic_is_folded_away():
         K("conv2d", (1, 8, 16, 16), out_channels=8, kernel=3, groups=8, bias=True, activation="relu"),
         K("global_avg_pool2d", (1, 16, 16, 16)),
     ]
+
+
+class _PoolSum(nn.Module):
+    """A cell node: pool + conv branch + skip summed, then a BN feeding a pool (DARTS/NB201-like)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):  # (N, 8, H, W)
+        y = nn.functional.max_pool2d(x, 3, 1, 1) + self.conv(torch.relu(x)) + x
+        return nn.functional.avg_pool2d(self.bn(y), 3, 1, 1) + y
+
+
+@pytest.mark.parametrize("which", ["small_cnn", "cell", "nb201", "mobilenet"])
+def test_kernels_are_the_ones_tvm_fuses(which):
+    """The fusion rules against Relax's own FuseOps: as many kernels, the same conv and pool count."""
+    import random
+
+    from codesign.predict.graph import export_onnx
+    from codesign.predict.measure import tvm_kernels
+
+    torch.manual_seed(0)
+    if which == "small_cnn":
+        net, shape = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU6(), Residual(), nn.MaxPool2d(3, 2, 1),
+                                   nn.AvgPool2d(3, 1, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                   nn.Linear(16, 10)), (1, 3, 16, 16)
+    elif which == "cell":
+        net, shape = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _PoolSum(), nn.ReLU()), (1, 3, 16, 16)
+    else:
+        from codesign.spaces import create_space
+
+        space = create_space(which)
+        net, shape = space.build(space.sample(random.Random(1))), space.input_shape
+    model = export_onnx(net, shape)
+    ours, theirs = onnx_kernels(model), tvm_kernels(model)
+    assert len(ours) == len(theirs), ([k.key() for k in ours], theirs)
+    assert sum(k.op == "conv2d" for k in ours) == sum("conv2d" in t for t in theirs)
+    assert sum(k.op.endswith("pool2d") for k in ours) == sum("pool2d" in t or t == "mean" for t in theirs)

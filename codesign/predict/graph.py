@@ -4,14 +4,17 @@ Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
 
 1. ``Conv`` absorbs, in this order and each only when the previous output has no other consumer:
    a ``BatchNormalization`` (folded into the weights and a bias), an ``Add`` of a constant
-   (bias), an ``Add`` of another tensor of the output's shape (residual), one activation
+   (bias), a chain of ``Add``s of other tensors of the output's shape (residual; a cell node
+   summing several edges is one kernel) and a ``BatchNormalization`` after them, one activation
    (``Relu``, ``Clip(0, 6)`` = relu6, ``HardSwish``, ``Sigmoid``).
 2. ``Gemm`` / ``MatMul`` (+ constant ``Add``) is ``dense`` and absorbs one activation.
-3. A standalone ``BatchNormalization`` is ``batch_norm`` (per-channel scale and shift) and absorbs
-   one activation; a standalone ``Add`` of two tensors absorbs one activation.
+3. A standalone ``BatchNormalization`` whose only consumer is a ``Conv`` or a ``MaxPool`` is fused into
+   it (TVM inlines the per-channel scale and shift as a prologue); any other is ``batch_norm`` and
+   absorbs one activation. A standalone ``Add`` of two tensors absorbs one activation.
 4. ``MaxPool``, ``AveragePool`` (square kernels, symmetric padding), ``GlobalAveragePool`` (and a
-   ``ReduceMean`` over H and W) are pools; ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Add``/
-   ``Mul`` left alone are elementwise kernels.
+   ``ReduceMean`` over H and W) are pools; a window pool absorbs a following chain of ``Add``s
+   and one activation as a conv does (the pool's kernel is costed, the adds ride along);
+   ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Add``/``Mul`` left alone are elementwise kernels.
 5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
    ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
    ``Split``, ``Slice``) are not costed as kernels: they are views or copies whose cost TVM
@@ -213,6 +216,25 @@ def _absorb_activation(g: _Graph, out: str, used: set) -> tuple[str, str]:
     return "none", out
 
 
+def _absorb_adds(g: _Graph, out: str, used: set) -> tuple[bool, str]:
+    """Absorb a chain of same-shape tensor ``Add``s (each output with one consumer) and an inference
+    ``BatchNormalization`` after them: TVM fuses elementwise epilogues into a conv or pool.
+    Returns (whether an add was absorbed, the chain's output)."""
+    residual = False
+    nxt = g.sole_consumer(out)
+    while nxt is not None and nxt.op_type == "Add" and id(nxt) not in used:
+        other = [i for i in nxt.input if i != out]
+        if not other or other[0] in g.consts or g.shapes.get(other[0]) != g.shapes.get(out):
+            break
+        used.add(id(nxt))
+        residual, out = True, nxt.output[0]
+        nxt = g.sole_consumer(out)
+    if residual and nxt is not None and nxt.op_type == "BatchNormalization":
+        used.add(id(nxt))
+        out = nxt.output[0]
+    return residual, out
+
+
 def _square(values, what: str, node) -> int:
     values = list(values)
     if len(set(values)) != 1:
@@ -275,12 +297,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                     used.add(id(nxt))
                     bias, out = True, nxt.output[0]
                     nxt = g.sole_consumer(out)
-            residual = False
-            if nxt is not None and nxt.op_type == "Add":
-                other = [i for i in nxt.input if i != out]
-                if other and other[0] not in g.consts and g.shapes.get(other[0]) == g.shapes.get(out):
-                    used.add(id(nxt))
-                    residual, out = True, nxt.output[0]
+            residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(
                 "conv2d", g.shape(x), out_channels=w[0], kernel=k, stride=stride, padding=_pads(node, a),
@@ -301,6 +318,9 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make("dense", xs, out_features=out_features, bias=bias, activation=act))
         elif op == "BatchNormalization":
+            nxt = g.sole_consumer(node.output[0])
+            if nxt is not None and nxt.op_type in ("Conv", "MaxPool") and nxt.input[0] == node.output[0]:
+                continue  # fused into the conv or pool that reads it (rule 3)
             act, _ = _absorb_activation(g, node.output[0], used)
             specs.append(KernelSpec.make("batch_norm", g.shape(x), activation=act))
         elif op in ("MaxPool", "AveragePool"):
@@ -310,6 +330,8 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 raise CodesignError(f"{op} {node.name!r}: ceil_mode is not supported")
             kind = "max_pool2d" if op == "MaxPool" else "avg_pool2d"
             extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg_pool2d" else {}
+            _, out = _absorb_adds(g, node.output[0], used)  # the pool's epilogue (rule 4)
+            _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a), **extra))
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
