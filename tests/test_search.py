@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -308,3 +309,33 @@ def test_search_help_lists_every_flag():
     out = subprocess.run([sys.executable, "-m", "codesign.cli", "search", "--help"], capture_output=True, text=True)
     for flag in ("--latency-ms", "--energy-mj", "--compare", "--resume", "--arch-optimizer", "--data-dir"):
         assert flag in out.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_mid_search_then_resume_matches_an_uninterrupted_run(finished_run, tmp_path):
+    """A real `codesign search` process killed with SIGKILL after its second checkpoint, then
+    resumed, ends with the genotype and architecture weights of an uninterrupted run."""
+    import signal
+    import time
+
+    _, root = finished_run
+    args = [sys.executable, "-m", "codesign.cli", "search", "--space-arg", "c=4", "--space-arg", "cells=1",
+            "--epochs", "6", "--warmup-epochs", "1", "--train-epochs", "1", "--no-measure", "--quiet",
+            "--db", str(root / "p.sqlite"), "--latency-ms", "0.6x"]
+    subprocess.run(args + ["--run-dir", str(tmp_path / "full")], check=True, timeout=900)
+    proc = subprocess.Popen(args + ["--run-dir", str(tmp_path / "killed")], start_new_session=True)
+    ck = tmp_path / "killed" / "checkpoint.json"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if ck.exists() and json.loads(ck.read_text())["meta"]["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "search.json").exists(), "the search finished before the kill"
+    subprocess.run([sys.executable, "-m", "codesign.cli", "search", "--resume", str(tmp_path / "killed"), "--quiet"],
+                   check=True, timeout=900)
+    full = json.loads((tmp_path / "full" / "search.json").read_text())
+    resumed = json.loads((tmp_path / "killed" / "search.json").read_text())
+    assert resumed["choices"] == full["choices"]
+    np.testing.assert_allclose(np.concatenate(resumed["probs"]), np.concatenate(full["probs"]), rtol=1e-5)
