@@ -149,7 +149,7 @@ def _describe(path) -> dict:
             "tasks": cfg.get("tasks"), "episodes": tr.get("episodes"), "horizon": tr.get("horizon"),
             "meta_loss_first_tenth": tr.get("meta_loss_first_tenth"),
             "meta_loss_last_tenth": tr.get("meta_loss_last_tenth"),
-            "skipped_segments": tr.get("skipped_segments"), "note": tr.get("note")}
+            "skipped_segments": tr.get("skipped_segments"), "command": tr.get("command")}
 
 
 def _list(args) -> int:

@@ -76,7 +76,7 @@ def _downsample(curves: list[list[float]], points: int) -> list[float]:
 
 
 def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: int = 5,
-            tune_steps: int | None = None, progress: bool = True) -> dict:
+            tune_steps: int | None = None, lrs: dict[str, float] | None = None, progress: bool = True) -> dict:
     """Final loss and loss curve of learned rules and the tuned baselines on held-out seeds.
 
     Args:
@@ -85,6 +85,8 @@ def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: i
         steps: optimisation steps per run.
         seeds: held-out seeds to average over.
         tune_steps: horizon of the baselines' learning-rate tuning (default ``steps``).
+        lrs: ``{baseline: lr}`` to use instead of tuning (e.g. the rates tuned at a shorter
+            horizon, to ask how both kinds of optimizer carry over to a longer one).
 
     Returns:
         ``optimizers``: ``{label: {final_loss_mean, final_loss_per_seed, curve, lr, seconds}}``
@@ -115,6 +117,10 @@ def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: i
                 lr = None
                 def make(p, rule=rule):
                     return LearnedOptimizer(p, rule)
+            elif lrs and baseline in lrs:
+                lr = float(lrs[baseline])
+                def make(p, b=baseline, lr=lr):
+                    return BASELINES[b](p, lr)
             else:
                 lr, _ = tune_lr(task_name, baseline, tune_steps or steps)
                 def make(p, b=baseline, lr=lr):
