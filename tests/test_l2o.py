@@ -145,6 +145,24 @@ def test_optimizer_state_dict_resumes_a_run_exactly():
     torch.testing.assert_close(w2.detach(), w.detach(), rtol=0, atol=0)
 
 
+def test_optimizer_state_survives_a_search_checkpoint(tmp_path):
+    from codesign.search import checkpoint
+
+    alphas = [torch.nn.Parameter(1e-3 * torch.randn(5)) for _ in range(4)]  # as the search holds them
+    opt = load_optimizer("l2o:supernet", alphas)
+    for _ in range(3):
+        opt.zero_grad()
+        sum((a.softmax(0) * torch.arange(5.0)).sum() for a in alphas).backward()
+        opt.step()
+    checkpoint.save(tmp_path / "ck", {"a_opt": opt.state_dict()})
+    state, _ = checkpoint.load(tmp_path / "ck")
+    opt2 = load_optimizer("l2o:supernet", [torch.nn.Parameter(a.detach().clone()) for a in alphas])
+    opt2.load_state_dict(state["a_opt"])
+    for p, p2 in zip(alphas, opt2.param_groups[0]["params"]):
+        for k, v in opt.state[p].items():
+            torch.testing.assert_close(opt2.state[p2][k], v, rtol=0, atol=0)
+
+
 def _jsonable(obj):  # a state dict through JSON, as a checkpoint stores it
     if isinstance(obj, torch.Tensor):
         return {"t": obj.tolist(), "shape": list(obj.shape)}
