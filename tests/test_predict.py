@@ -295,6 +295,17 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
     ref = cross_validate("loglinear", _records(specs, device="cpu-local"), folds=5)
     assert rep["overall"] == pytest.approx(ref["overall"])
     assert 0 < rep["overall"]["rmspe"] < 1 and rep["overall"]["within_5pct"] <= rep["overall"]["within_10pct"]
+    # Measured networks give the overhead added to kernel sums.
+    paths, _ = _onnx_files(tmp_path, 3)
+    from codesign.predict.graph import onnx_kernels
+
+    law = [sum(_law_ms(k) for k in onnx_kernels(p)) + 0.2 + 0.01 * len(onnx_kernels(p)) for p in paths]
+    (tmp_path / "nets.csv").write_text("model,latency_ms\n" + "".join(f"{p.name},{v}\n" for p, v in zip(paths, law)))
+    out = _cli("fit", "--db", str(db), "--kind", "loglinear", "--networks", str(tmp_path / "nets.csv"),
+               "--out", str(tmp_path / "o.json"))
+    assert out.returncode == 0 and "network overhead from 3 measured networks" in out.stdout, out.stderr
+    fitted = load_cost_model(tmp_path / "o.json")
+    assert fitted.overhead_ms + fitted.per_kernel_overhead_ms > 0
     # Without --eval (or --cv) no cross-validation runs.
     out = _cli("fit", "--db", str(db), "--kind", "loglinear", "--json", "--out", str(tmp_path / "m.json"))
     assert "cross_validation" not in json.loads(out.stdout)

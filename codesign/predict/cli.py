@@ -30,6 +30,10 @@ def register(sub) -> None:
     )
     f.add_argument("--device", default="cpu-local", help="device whose profiles to fit (default cpu-local)")
     _source_flags(f, "to fit")
+    f.add_argument("--networks", default=None, metavar="CSV",
+                   help="whole networks measured on the device (`codesign measure --append` writes the table; "
+                        "columns as `codesign calibrate --table`): fit the per-network and per-kernel overhead "
+                        "added to kernel sums")
     f.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <device>.json)")
     f.add_argument("--eval", action="store_true",
                    help="report accuracy on held-out kernels (k-fold: RMSPE, share within ±5%% and ±10%%, "
@@ -144,6 +148,13 @@ def _fit(args) -> int:
     model, records = _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
+    if args.networks:
+        from .calibrate import read_table, row_kernels
+
+        rows = read_table(args.networks)
+        model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
+        report.update(networks=len(rows), overhead_ms=model.overhead_ms,
+                      per_kernel_overhead_ms=model.per_kernel_overhead_ms)
     if evaluate:
         from .evaluate import cross_validate
 
@@ -158,6 +169,9 @@ def _fit(args) -> int:
         return 0
     print(f"fitted {model.kind} on {model.n_train} kernels of {model.device} [{model.schedule}]"
           f"; energy: {model.energy_source or 'none in the profiles'}")
+    if args.networks:
+        print(f"network overhead from {report['networks']} measured networks: {model.overhead_ms:.4g} ms + "
+              f"{model.per_kernel_overhead_ms:.4g} ms per kernel")
     if evaluate:
         cv = report["cross_validation"]
         print(f"held-out kernels ({folds}-fold, their measurements unseen):")
