@@ -3,7 +3,7 @@
 Prints JSON: for every task family, on held-out tasks (seeds never drawn during meta-training),
 the final full-data loss (mean and per seed) and the mean loss curve of each shipped learned
 optimizer and of each baseline, whose learning rate is tuned on a grid (1e-3 .. 1) on a separate
-tuning seed at the trained horizon. Each family runs at the horizon the optimizers were trained for
+pair of tuning seeds at the trained horizon. Each family runs at the horizon the optimizers were trained for
 (100 steps) and at twice that (baselines keep the rates tuned at 100 steps), and ``mlp_relu`` (ReLU instead of the sigmoid of the training
 MLPs) measures transfer to another activation: the two known failure modes of learned optimizers.
 A ``step_ms`` section times one optimizer.step() of the learned rule against Adam's on the same

@@ -47,7 +47,7 @@ def register(sub) -> None:
         "eval", help="learned optimizer vs tuned Adam, RMSprop and SGD+momentum on held-out tasks",
         description="Run an optimizer file on held-out tasks (seeds never drawn in meta-training) and "
         "compare its final full-data loss and loss curve with Adam, RMSprop and SGD with momentum 0.9, "
-        "each with its learning rate tuned on a grid (1e-3 .. 1) on a separate tuning seed.",
+        "each with its learning rate tuned on a grid (1e-3 .. 1) on two separate tuning seeds.",
     )
     e.add_argument("optimizer", metavar="OPT", help="optimizer file (.json) or shipped name (l2o:general, l2o:supernet)")
     e.add_argument("--task", required=True, help="task family to evaluate on")
