@@ -174,12 +174,21 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy", ["gdas", "evolution"])
-def test_resume_after_a_kill_gives_the_same_result(strategy, digits, tmp_path):
+@pytest.mark.parametrize("strategy, arch_optimizer", [("gdas", "adam"), ("evolution", "adam"),
+                                                     ("darts", "l2o:supernet")])
+def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, digits, tmp_path):
+    from codesign.search.run import _optimizer_factory
+
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
-    cfg = small_cfg(strategy, epochs=4, candidates=4)
+    cfg = small_cfg(strategy, epochs=4, candidates=4, arch_optimizer=arch_optimizer)
+
+    def context(*a, **kw):  # the learned optimizer (if any) updates the architecture weights
+        ctx = globals()["context"](*a, **kw)
+        ctx.arch_optimizer_factory = _optimizer_factory(arch_optimizer, "arch")
+        return ctx
+
     full = create_strategy(strategy, context(space, digits, costs, budgets, cfg, tmp_path / "a")).run()
 
     seen = []

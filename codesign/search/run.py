@@ -123,6 +123,10 @@ class SearchConfig:
         for spec in (self.arch_optimizer, self.weight_optimizer):
             if spec not in ("adam", "sgd") and not spec.startswith("l2o:"):
                 raise CodesignError(f"optimizer {spec!r}: use adam, sgd or l2o:<name or file>")
+            if spec.startswith("l2o:"):
+                from ..l2o import resolve_optimizer_path
+
+                resolve_optimizer_path(spec.split(":", 1)[1])  # a clear error now, not after profiling
         self.budgets()
 
     def budgets(self) -> list[Budget]:
@@ -212,15 +216,9 @@ def open_run(cfg: SearchConfig | None, run_dir: str | Path | None, resume: bool,
 def _optimizer_factory(spec: str, kind: str):
     if spec in ("adam", "sgd"):
         return None  # the strategy's default for that kind
-    from ..l2o import load_optimizer
+    from ..l2o import load_optimizer, resolve_optimizer_path
 
-    name = spec.split(":", 1)[1]
-    try:
-        from ..l2o import resolve_optimizer_path
-
-        path = resolve_optimizer_path(name)
-    except ImportError:
-        path = name
+    path = resolve_optimizer_path(spec.split(":", 1)[1])
     return lambda params: load_optimizer(path, params)
 
 
