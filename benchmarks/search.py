@@ -11,7 +11,8 @@ Gumbel-softmax) and ``"reference"`` (plain PyTorch ops, pools materialised). Eac
 its own process so that peak memory (ru_maxrss) is its own.
 
 Part 2 (compare): ``codesign search --strategy gdas --compare random`` on CIFAR-10 (the folder
-given) for every seed: the random baseline gets the same search seconds as GDAS took; both
+given) for every seed: the random baseline gets the same compute as GDAS used, counted in
+network passes (forward + backward of one batch through one path; see codesign.search.strategies); both
 networks are trained from scratch with the same recipe, exported and measured with TVM. Reported
 per seed and as means, whichever wins.
 
@@ -132,11 +133,12 @@ def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> di
             "gdas": {"genotype": r["genotype"], "test_accuracy": r["test_accuracy"],
                      "predicted_latency_ms": r["predicted"]["latency_ms"],
                      "measured_latency_ms": (r["measured"] or {}).get("latency_ms"),
-                     "search_seconds": round(r["search_seconds"], 1)},
+                     "search_seconds": round(r["search_seconds"], 1), "search_passes": r["search_passes"]},
             "random": {"genotype": c["derived"]["genotype"], "test_accuracy": c["test_accuracy"],
                        "predicted_latency_ms": c["predicted"]["latency_ms"],
                        "measured_latency_ms": (c["measured"] or {}).get("latency_ms"),
-                       "search_seconds": round(c["search_seconds"], 1), "candidates": c["candidates"]},
+                       "search_seconds": round(c["search_seconds"], 1), "search_passes": c["search_passes"],
+                       "candidates": c["candidates"]},
         })
     mean = {k: {m: statistics.mean(r[k][m] for r in runs) for m in ("test_accuracy", "measured_latency_ms",
                                                                     "predicted_latency_ms")}

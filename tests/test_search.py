@@ -348,3 +348,17 @@ def test_sigkill_mid_search_then_resume_matches_an_uninterrupted_run(finished_ru
     resumed = json.loads((tmp_path / "killed" / "search.json").read_text())
     assert resumed["choices"] == full["choices"]
     np.testing.assert_allclose(np.concatenate(resumed["probs"]), np.concatenate(full["probs"]), rtol=1e-5)
+
+
+def test_random_baseline_gets_the_same_compute_in_passes(digits):
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
+    cfg = small_cfg("gdas", epochs=4, candidate_epochs=1)
+    found = create_strategy("gdas", context(space, digits, costs, budgets, cfg)).run()
+    per_step = 160 // 32
+    assert found["search_passes"] == per_step * (1 + 2 * 3)  # 1 warm-up epoch, then arch + weight steps
+    ctx = context(space, digits, costs, budgets, cfg)
+    ctx.max_passes = found["search_passes"]
+    rand = create_strategy("random", ctx).run()
+    assert abs(rand["search_passes"] - found["search_passes"]) <= per_step / 2

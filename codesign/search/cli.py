@@ -159,7 +159,8 @@ def _print_results(r: dict) -> None:
     c = r.get("compare")
     if c:
         cm = c.get("measured") or {}
-        print(f"random search, same compute ({c['candidates']} networks, {c['search_seconds']:.0f} s): "
+        print(f"random search, same compute ({c['candidates']} networks, {c['search_passes']:.0f} passes vs "
+              f"{r['search_passes']:.0f}): "
               f"test accuracy {c['test_accuracy']:.4f}, predicted {_fmt(c['predicted'].get('latency_ms'))} ms, "
               f"measured {_fmt(cm.get('latency_ms'))} ms")
     print(f"run directory:   {r['run_dir']}")

@@ -13,8 +13,8 @@ search from its last checkpoint):
    test accuracy.
 5. ``export.json`` + ``model.onnx``: ONNX, onnx.checker, onnxruntime vs torch.
 6. ``measure.json``: TVM compiles and times the ONNX file on the device (onnxruntime beside).
-7. ``compare.json`` (``--compare random``): random search with the same compute, phases 3-6 for
-   its network too.
+7. ``compare.json`` (``--compare random``): random search with the same compute (counted in
+   network passes, see ``strategies``), phases 3-6 for its network too.
 
 ``results.json`` gathers them.
 """
@@ -348,9 +348,9 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
     _say("budgets: " + ", ".join(f"{b.metric} <= {b.limit:.4g} ({b.spec})" for b in budgets), quiet)
 
     # 2. search
-    def context(stem, max_seconds=None, log_stream="log.jsonl"):
+    def context(stem, max_passes=None, log_stream="log.jsonl"):
         return SearchContext(space, x_tr, y_tr, x_val, y_val, costs, budgets, cfg, stem,
-                             lambda rec: run.log(rec, log_stream), not quiet, dataset.augment, max_seconds,
+                             lambda rec: run.log(rec, log_stream), not quiet, dataset.augment, max_passes,
                              _optimizer_factory(cfg.arch_optimizer, "arch"),
                              _optimizer_factory(cfg.weight_optimizer, "weight"))
 
@@ -379,13 +379,13 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
         if run.has("compare.json"):
             compare = run.read("compare.json")
         else:
-            _say(f"random search with the same compute ({found['search_seconds']:.0f} s)", quiet)
-            sub = create_strategy("random", context(run.file("compare-checkpoint"), found["search_seconds"],
+            _say(f"random search with the same compute ({found['search_passes']:.0f} passes)", quiet)
+            sub = create_strategy("random", context(run.file("compare-checkpoint"), found["search_passes"],
                                                     "compare-log.jsonl")).run()
             sub["probs"] = [np.asarray(p).tolist() for p in sub["probs"]]
             d2 = derive(space, costs, model, sub, budgets)
             fin2 = _final(space, d2["genotype"], dataset, cfg, run, "compare-", quiet, model, device_name)
-            compare = {"strategy": "random", "candidates": sub["candidates"],
+            compare = {"strategy": "random", "candidates": sub["candidates"], "search_passes": sub["search_passes"],
                        "search_seconds": sub["search_seconds"], "derived": d2, **_summary(fin2)}
             run.write("compare.json", compare)
 
@@ -394,7 +394,7 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
         "space": cfg.space, "strategy": cfg.strategy, "dataset": dataset.describe(), "device": device_name,
         "schedule": cfg.schedule, "seed": cfg.seed, "genotype": derived["genotype"],
         "budgets": [b.to_dict() for b in budgets], "derived": derived,
-        "search_seconds": found["search_seconds"], **_summary(final),
+        "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **_summary(final),
         "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in budgets),
         "compare": compare, "wall_seconds_this_session": time.perf_counter() - t_start,
     }

@@ -14,6 +14,13 @@ uninterrupted run of the same seed.
   the best validation accuracy kept.
 - ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
   the oldest member dies; every child under the budgets, trained briefly like random's.
+
+Compute is counted in *passes*: forward + backward of one batch through one network path. A
+single-path step (gdas) is one pass; a step through every option (darts) counts the mean number
+of parametric options per decision (parameter-free ones run inside the fused op); darts2's
+architecture step is four such passes (virtual step, validation, two finite differences). A
+random/evolution candidate costs ``candidate_epochs * ceil(train / batch)`` passes. Counting
+passes instead of seconds keeps "equal compute" fair on a machine whose load changes.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ class SearchContext:
     log: Callable[[dict], None] = lambda rec: None
     progress: bool = False
     augment: bool = False
-    max_seconds: float | None = None  # sample-based strategies: stop after this much compute
+    max_passes: float | None = None  # sample-based strategies: stop after this much compute
     arch_optimizer_factory: Callable | None = None
     weight_optimizer_factory: Callable | None = None
     stats: dict = field(default_factory=dict)
@@ -118,12 +125,18 @@ class GradientSearch:
         self.epoch = 0
         self.steps_per_epoch = max(1, len(ctx.y_train) // cfg.batch_size)
         self.history: list[dict] = []
+        self.passes = 0.0
+        decisions = ctx.space.decisions()
+        free = {"none", "zero", "skip", "skip_connect", "identity", "avg_pool_3x3", "max_pool_3x3"}
+        self.width = 1.0 if self.single_path else max(1.0, sum(
+            sum(o not in free for o in d.options) for d in decisions) / len(decisions))
 
     # --- state ------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"net": self.net.state_dict(), "alphas": [a.detach().clone() for a in self.alphas],
                 "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                 "mult": list(self.mult.values), "epoch": self.epoch, "history": self.history,
+                "passes": self.passes,
                 "rng": ckpt.rng_state()}
 
     def load(self, s: dict) -> None:
@@ -136,6 +149,7 @@ class GradientSearch:
         self.mult.values = list(s["mult"])
         self.epoch = int(s["epoch"])
         self.history = list(s["history"])
+        self.passes = float(s["passes"])
         ckpt.set_rng_state(s["rng"])
 
     # --- pieces -----------------------------------------------------------------------------
@@ -263,9 +277,11 @@ class GradientSearch:
                 xv, yv = next(val_iter)
                 if self.epoch >= cfg.warmup_epochs:
                     ce_v, expected, out_v = self.arch_step(xv, yv, xt, yt, seed, lr)
+                    self.passes += self.width * (4 if self.second_order else 1)
                     vl += ce_v
                     va += float((out_v.argmax(1) == yv).float().mean())
                 loss_t, out_t = self.weight_step(xt, yt, seed + 2, lr)
+                self.passes += self.width
                 tl += loss_t
                 ta += float((out_t.argmax(1) == yt).float().mean())
                 n += 1
@@ -295,7 +311,7 @@ class GradientSearch:
                             lat=f"{expected.get('latency_ms', math.nan):.3g}")
         bar.close()
         probs = [p.detach().numpy() for p in self.probs()]
-        return {"choices": self.derived(), "probs": probs, "epochs": self.epoch,
+        return {"choices": self.derived(), "probs": probs, "epochs": self.epoch, "search_passes": self.passes,
                 "search_seconds": sum(h["seconds"] for h in self.history)}
 
 
@@ -363,7 +379,7 @@ class SampleSearch:
                             cfg.weight_decay, ctx.augment, ctx.weight_optimizer_factory)
         val = evaluate(net, ctx.x_val, ctx.y_val)
         rec = {"candidate": len(self.history), "genotype": ctx.space.format(choices), "choices": list(choices),
-               "val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"],
+               "val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"], "passes": fit["steps"],
                "cost": ctx.costs.all_of(choices), "seconds": time.perf_counter() - t0}
         self.history.append(rec)
         ctx.log(rec)
@@ -373,9 +389,11 @@ class SampleSearch:
 
     def done(self) -> bool:
         ctx = self.ctx
-        if ctx.max_seconds is not None:
-            used = sum(h["seconds"] for h in self.history)
-            return used >= ctx.max_seconds and len(self.history) >= 1
+        if ctx.max_passes is not None:
+            per = self.ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
+            used = sum(h["passes"] for h in self.history)
+            # stop when one more candidate would overshoot by more than half a candidate
+            return len(self.history) >= 1 and used + per / 2 > ctx.max_passes
         return len(self.history) >= ctx.cfg.candidates
 
     def propose(self) -> list[int]:
@@ -385,7 +403,7 @@ class SampleSearch:
         ctx = self.ctx
         if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
             self.load(ckpt.load(ctx.checkpoint_stem)[0])
-        total = None if ctx.max_seconds is not None else ctx.cfg.candidates
+        total = None if ctx.max_passes is not None else ctx.cfg.candidates
         bar = _bar(total, f"search {self.name}", ctx.progress)
         bar.update(len(self.history))
         while not self.done():
@@ -396,7 +414,7 @@ class SampleSearch:
         best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
         probs = [np.eye(len(d.options))[k] for d, k in zip(ctx.space.decisions(), best["choices"])]
         return {"choices": list(best["choices"]), "probs": probs, "candidates": len(self.history),
-                "best_val_accuracy": best["val_accuracy"],
+                "best_val_accuracy": best["val_accuracy"], "search_passes": float(sum(h["passes"] for h in self.history)),
                 "search_seconds": sum(h["seconds"] for h in self.history)}
 
 
