@@ -166,7 +166,7 @@ def _list(args) -> int:
     print("task families: " + ", ".join(list_tasks()))
     print("shipped optimizers (use as l2o:NAME):")
     for name, d in shipped.items():
-        print(f"  {name:10s} {d['kind']} on {','.join(d['tasks'] or [])}, {d['episodes']} episodes, "
+        print(f"  {name:12s} {d['kind']} on {','.join(d['tasks'] or [])}, {d['episodes']} episodes, "
               f"horizon {d['horizon']} steps")
     return 0
 
