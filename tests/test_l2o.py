@@ -386,6 +386,9 @@ def test_compare_reports_every_optimizer_and_a_consistent_ratio():
     assert all(res["optimizers"][b]["lr"] in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0) for b in ("adam", "rmsprop"))
     with pytest.raises(CodesignError, match="at least one learned rule"):
         compare({}, "quadratic", steps=10)
+    fixed = compare({"l2o": load_rule("l2o:general")}, "quadratic", steps=5, seeds=1, progress=False,
+                    lrs={"adam": 0.123, "rmsprop": 0.01, "sgd_momentum": 0.01})
+    assert fixed["optimizers"]["adam"]["lr"] == 0.123  # given rates are used, not re-tuned
     for name, r in res["optimizers"].items():
         assert len(r["final_loss_per_seed"]) == 2 and (r["lr"] is None) == (name == "l2o")
 
