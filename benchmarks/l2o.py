@@ -55,9 +55,9 @@ def step_overhead(n_params: int, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, trained horizon only, no supernet")
-    parser.add_argument("--seeds", type=int, default=None, help="held-out tasks per family (default 3)")
+    parser.add_argument("--seeds", type=int, default=None, help="held-out tasks per family (default 5)")
     args = parser.parse_args()
-    seeds = args.seeds or (2 if args.quick else 3)
+    seeds = args.seeds or (2 if args.quick else 5)
     t0 = time.perf_counter()
     rules = {name: load_rule(f"l2o:{name}") for name in {n for names in PLAN.values() for n in names}}
     trained = {name: read_training(f"l2o:{name}") for name in rules}
@@ -77,9 +77,13 @@ def main() -> None:
             res["horizon_vs_trained"] = steps / horizon
             res["trained_on"] = {f"l2o_{n}": trained[n]["config"]["tasks"] for n in names}
             results.append(res)
+            base_seeds = res["optimizers"][res["best_baseline"]]["final_loss_per_seed"]
             for label, ratio in res["learned_vs_best_baseline"].items():
+                mine = res["optimizers"][label]["final_loss_per_seed"]
+                # paired by seed: how often the learned optimizer ends lower on the same task
                 row = {"task": family, "steps": steps, "optimizer": label, "vs": res["best_baseline"],
-                       "ratio": ratio if math.isfinite(ratio) else None}
+                       "ratio": ratio if math.isfinite(ratio) else None,
+                       "seeds_won": sum(m < b for m, b in zip(mine, base_seeds)), "seeds": len(mine)}
                 (wins if ratio < 1 else losses).append(row)
             print(json.dumps({"task": family, "steps": steps, "ratios": res["learned_vs_best_baseline"],
                               "best_baseline": res["best_baseline"]}), file=sys.stderr)
