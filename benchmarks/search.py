@@ -2,7 +2,7 @@
 reference ops, and GDAS against random search at equal compute under the same latency budget.
 
     python benchmarks/search.py [--data-dir ../shared/data/cifar10-mini] [--seeds 0 1 2] [--quick]
-                                [--work DIR] [--part supernet|compare|all]
+                                [--work DIR] [--part supernet|compare|l2o|all]
 
 Part 1 (supernet): seconds per search step and per epoch, and the peak resident memory the
 training steps add, for the DARTS supernet (8 candidates, 14 edges per cell) and the NB201
@@ -15,6 +15,11 @@ given) for every seed: the random baseline gets the same compute as GDAS used, c
 network passes (forward + backward of one batch through one path; see codesign.search.strategies); both
 networks are trained from scratch with the same recipe, exported and measured with TVM. Reported
 per seed and as means, whichever wins.
+
+Part 3 (l2o): the same search with the architecture weights updated by Adam and by codesign's
+shipped learned optimizer (``--arch-optimizer l2o:supernet``): darts on the NB201 space on digits,
+for every seed; supernet validation accuracy at the end of search, the derived network's test
+accuracy, its predicted latency and the search seconds.
 
 Prints JSON with the hardware; resumable (runs live in --work and are resumed).
 """
@@ -149,12 +154,42 @@ def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> di
                         else "random search as accurate or better on average")}
 
 
+def part_l2o(seeds: list[int], work: Path, quick: bool) -> dict:
+    from codesign.search import SearchConfig, run_search
+
+    rows = []
+    for seed in seeds:
+        row = {"seed": seed}
+        for opt in ("adam", "l2o:supernet"):
+            cfg = SearchConfig(space="nb201", space_args={"c": 8, "cells": 1}, strategy="darts", data="digits",
+                               epochs=4 if quick else 15, warmup_epochs=1 if quick else 3,
+                               train_epochs=2 if quick else 15, latency_ms="0.5x", seed=seed, measure=False,
+                               arch_optimizer=opt, db=str(work / "profiles.sqlite"))
+            run_dir = work / f"l2o-{opt.replace(':', '-')}-s{seed}"
+            if (run_dir / "results.json").exists():
+                r = json.loads((run_dir / "results.json").read_text())
+            elif (run_dir / "config.json").exists():
+                r = run_search(run_dir=run_dir, resume=True, quiet=True)
+            else:
+                r = run_search(cfg, run_dir=run_dir, quiet=True)
+            last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
+            row[opt] = {"supernet_val_accuracy": last["val_accuracy"], "test_accuracy": r["test_accuracy"],
+                        "predicted_latency_ms": r["predicted"]["latency_ms"], "genotype": r["genotype"],
+                        "search_seconds": round(r["search_seconds"], 1),
+                        "expected_latency_ms_end": last["expected"]["latency_ms"]}
+        rows.append(row)
+    mean = {opt: {m: statistics.mean(r[opt][m] for r in rows) for m in ("supernet_val_accuracy", "test_accuracy",
+                                                                       "predicted_latency_ms", "search_seconds")}
+            for opt in ("adam", "l2o:supernet")}
+    return {"runs": rows, "mean": mean}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-mini"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work", default="search-bench")
-    ap.add_argument("--part", choices=("supernet", "compare", "all"), default="all")
+    ap.add_argument("--part", choices=("supernet", "compare", "l2o", "all"), default="all")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke test)")
     args = ap.parse_args()
     work = Path(args.work)
@@ -167,6 +202,8 @@ def main() -> None:
         if not Path(args.data_dir).exists():
             sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
         out["gdas_vs_random"] = part_compare(args.data_dir, args.seeds, work, args.quick)
+    if args.part in ("l2o", "all"):
+        out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
     out["load_average_end"] = os.getloadavg()[0]
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(out, indent=2))
