@@ -14,7 +14,7 @@ S = argparse.SUPPRESS
 # flag -> (config field, type, help)
 _FLAGS = {
     "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
-    "--strategy": ("strategy", str, "darts, darts2, gdas (default), random, evolution"),
+    "--strategy": ("strategy", str, "darts (default), darts2, gdas, random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
     "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`)"),
@@ -70,7 +70,7 @@ def register(sub) -> None:
         description="Profile the space's kernels on the device (cached), fit a cost model, search the "
         "space on the dataset under the budgets, repair the result until the predictor says it meets them, "
         "train it from scratch, export ONNX, measure it with TVM, and print accuracy, predicted and "
-        "measured latency and the run directory. With no flags: nb201 on digits, gdas, latency <= 0.5x.",
+        "measured latency and the run directory. With no flags: nb201 on digits, darts, latency <= 0.5x.",
     )
     for flag, (_field, typ, help_) in _FLAGS.items():
         s.add_argument(flag, type=typ, default=S, help=help_)
