@@ -213,9 +213,10 @@ def open_run(cfg: SearchConfig | None, run_dir: str | Path | None, resume: bool,
     return Run(path), cfg
 
 
-def _optimizer_factory(spec: str, kind: str):
+def _optimizer_factory(spec: str):
+    """None for the strategy's default optimizer, else a factory of the learned optimizer."""
     if spec in ("adam", "sgd"):
-        return None  # the strategy's default for that kind
+        return None
     from ..l2o import load_optimizer, resolve_optimizer_path
 
     path = resolve_optimizer_path(spec.split(":", 1)[1])
@@ -280,7 +281,7 @@ def _final(space, genotype: str, dataset, cfg: SearchConfig, run: Run, prefix: s
         net = space.build(genotype)
         fit = train_network(net, dataset.x_train, dataset.y_train, cfg.train_epochs, cfg.seed, cfg.batch_size,
                             cfg.lr, cfg.weight_decay, dataset.augment,
-                            _optimizer_factory(cfg.weight_optimizer, "weight"))
+                            _optimizer_factory(cfg.weight_optimizer))
         test = evaluate(net, dataset.x_test, dataset.y_test)
         ckpt.save(run.file(f"{prefix}weights"), {"net": net.state_dict()}, {"genotype": genotype, "space": cfg.space})
         out["train"] = {**fit, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
@@ -351,8 +352,8 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
     def context(stem, max_passes=None, log_stream="log.jsonl"):
         return SearchContext(space, x_tr, y_tr, x_val, y_val, costs, budgets, cfg, stem,
                              lambda rec: run.log(rec, log_stream), not quiet, dataset.augment, max_passes,
-                             _optimizer_factory(cfg.arch_optimizer, "arch"),
-                             _optimizer_factory(cfg.weight_optimizer, "weight"))
+                             _optimizer_factory(cfg.arch_optimizer),
+                             _optimizer_factory(cfg.weight_optimizer))
 
     if run.has("search.json"):
         found = run.read("search.json")
