@@ -362,3 +362,21 @@ def test_random_baseline_gets_the_same_compute_in_passes(digits):
     ctx.max_passes = found["search_passes"]
     rand = create_strategy("random", ctx).run()
     assert abs(rand["search_passes"] - found["search_passes"]) <= per_step / 2
+
+
+def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
+    """The additive table is anchored on the cost model's whole-graph predictions of the cheapest
+    and the costliest network; the cheapest network costs more than nothing."""
+    from codesign.predict import load_cost_model
+    from codesign.search.costs import network_cost
+
+    _, root = finished_run
+    costs = CostTable.load(root / "run" / "costs.json")
+    model = load_cost_model(root / "run" / "cost_model.json")
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), c=4, cells=1)
+    for pick in (space.cheapest, space.costliest):
+        choices = pick(costs.table["latency_ms"])
+        whole = network_cost(space, space.format(choices), model)
+        for m in costs.metrics():
+            assert costs.of(choices, m) == pytest.approx(whole[m], rel=1e-6)
+    assert costs.of(space.cheapest(costs.table["latency_ms"])) > 0

@@ -32,6 +32,7 @@ class CostTable:
     table: dict[str, list[np.ndarray]]  # metric -> [decision] -> [option]
     base: dict[str, float]
     scale: list[float] = field(default_factory=list)  # per decision weight of the expectation
+    calibration: dict = field(default_factory=dict)  # metric -> scale and whole-graph anchors
 
     def metrics(self) -> list[str]:
         return [m for m in METRICS if m in self.table]
@@ -53,7 +54,7 @@ class CostTable:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "space": self.space, "device": self.device,
-                "schedule": self.schedule, "base": self.base, "scale": self.scale,
+                "schedule": self.schedule, "base": self.base, "scale": self.scale, "calibration": self.calibration,
                 "table": {m: [v.tolist() for v in rows] for m, rows in self.table.items()}}
 
     @classmethod
@@ -62,7 +63,8 @@ class CostTable:
             raise CodesignError(f"{where}: not a codesign cost table of format version {FORMAT_VERSION}")
         return cls(d["space"], d["device"], d["schedule"],
                    {m: [np.asarray(v, np.float64) for v in rows] for m, rows in d["table"].items()},
-                   {m: float(v) for m, v in d["base"].items()}, [float(s) for s in d["scale"]])
+                   {m: float(v) for m, v in d["base"].items()}, [float(s) for s in d["scale"]],
+                   d.get("calibration", {}))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -122,9 +124,21 @@ def build_cost_table(space, model, progress: bool = False) -> CostTable:
     scale = list(getattr(space, "expectation_scale", lambda: [1.0] * len(rows))())
     ct = CostTable(space.name, getattr(model, "device", "?"), getattr(model, "schedule", "?"), table,
                    {m: 0.0 for m in table}, scale)
-    ref = space.costliest(table["latency_ms"])
-    whole = network_cost(space, space.format(ref), model)
+    # Two-point calibration of ``base + scale * sum(options)`` against the cost model's prediction
+    # of whole exported graphs (where TVM fuses across option boundaries): exact at the cheapest
+    # and at the costliest network, so that infeasible budgets and relative budgets are judged
+    # on whole-graph costs.
+    low, top = space.cheapest(table["latency_ms"]), space.costliest(table["latency_ms"])
+    whole_low = network_cost(space, space.format(low), model)
+    whole_top = network_cost(space, space.format(top), model)
+    ct.calibration = {}
     for m in ct.metrics():
-        additive = ct.of(ref, m)
-        ct.base[m] = max(0.0, whole.get(m, additive) - additive)
+        opt_low, opt_top = ct.of(low, m), ct.of(top, m)  # base is 0 here: option sums
+        w_low, w_top = whole_low.get(m, opt_low), whole_top.get(m, opt_top)
+        scale = (w_top - w_low) / (opt_top - opt_low) if opt_top - opt_low > 1e-12 else 1.0
+        if not (np.isfinite(scale) and scale > 0):
+            scale = 1.0
+        ct.table[m] = [row * scale for row in ct.table[m]]
+        ct.base[m] = max(w_low - scale * opt_low, 0.0)
+        ct.calibration[m] = {"scale": scale, "whole_cheapest": w_low, "whole_costliest": w_top}
     return ct

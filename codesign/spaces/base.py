@@ -9,8 +9,9 @@ the kernels each option runs so that a cost model can cost every (decision, opti
 
 The cost of a network is modelled additively: ``base + sum_d cost[d][choice_d]``, where ``base``
 covers what no decision changes (stem, reductions, classifier, the sums of a cell's nodes) and is
-fitted so that the additive cost of a reference network equals the cost model's prediction for
-the whole exported graph (``codesign.search.costs``).
+fitted (with a scale of the option costs) so that the additive costs of the cheapest and the
+costliest network equal the cost model's predictions for their whole exported graphs
+(``codesign.search.costs``).
 """
 
 from __future__ import annotations
