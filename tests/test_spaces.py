@@ -206,3 +206,8 @@ def test_option_kernels_and_listed_kernels_cover_derived_networks(name):
     convs = {(k.input_shape, k.attr("kernel"), k.attr("groups"), k.attr("stride")) for k in listed if k.op == "conv2d"}
     assert all((k.input_shape, k.attr("kernel"), k.attr("groups"), k.attr("stride")) in convs
                for k in ks if k.op == "conv2d")
+
+
+def test_space_sizes_count_valid_networks():
+    assert create_space("nb201").describe()["size"] == 5 ** 6
+    assert create_space("darts").describe()["size"] == pytest.approx((180 * 49 ** 4) ** 2)  # ~1.1e18

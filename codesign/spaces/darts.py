@@ -373,6 +373,16 @@ class DartsSpace(SearchSpace):
 
         return self._per_node_top2(cost, best)
 
+    def describe(self) -> dict:
+        """As the base class, with the count of valid networks: per node, 2 of its n+2 inputs and
+        one of 7 ops on each, for both cells (about 1e18, as the DARTS paper says)."""
+        from math import comb
+
+        per_cell = 1
+        for n in range(NODES):
+            per_cell *= comb(n + 2, 2) * (len(PRIMITIVES) - 1) ** 2
+        return {**super().describe(), "size": float(per_cell) ** 2}
+
     def neighbours(self, choices):
         """Valid networks one edge move away: a kept edge's op moved to an unused input of its node."""
         for off in (0, len(edges())):
