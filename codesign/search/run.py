@@ -273,6 +273,7 @@ def _final(space, genotype: str, dataset, cfg: SearchConfig, run: Run, prefix: s
            model, device_name: str) -> dict:
     """Train from scratch, export, measure: phases 4-6 for one genotype (files prefixed)."""
     out = {"genotype": genotype}
+    net = None
     if run.has(f"{prefix}train.json"):
         out["train"] = run.read(f"{prefix}train.json")
     else:
@@ -283,16 +284,19 @@ def _final(space, genotype: str, dataset, cfg: SearchConfig, run: Run, prefix: s
                             cfg.lr, cfg.weight_decay, dataset.augment,
                             _optimizer_factory(cfg.weight_optimizer))
         test = evaluate(net, dataset.x_test, dataset.y_test)
-        ckpt.save(run.file(f"{prefix}weights"), {"net": net.state_dict()}, {"genotype": genotype, "space": cfg.space})
+        ckpt.save(run.file(f"{prefix}weights"), {"net": net.state_dict()},
+                  {"genotype": genotype, "space": cfg.space, "space_args": cfg.space_args,
+                   "input_shape": list(space.input_shape), "num_classes": space.num_classes})
         out["train"] = {**fit, "test_accuracy": test["accuracy"], "test_loss": test["loss"]}
         run.write(f"{prefix}train.json", out["train"])
-    net = space.build(genotype)
-    state, _ = ckpt.load(run.file(f"{prefix}weights"))
-    net.load_state_dict(state["net"])
     if run.has(f"{prefix}export.json"):
         out["export"] = run.read(f"{prefix}export.json")
     else:
         from ..export import export_checked
+
+        if net is None:  # trained in an earlier session of this run
+            net = space.build(genotype)
+            net.load_state_dict(ckpt.load(run.file(f"{prefix}weights"))[0]["net"])
 
         out["export"] = export_checked(net, space.input_shape, run.file(f"{prefix}model.onnx"))
         run.write(f"{prefix}export.json", out["export"])
