@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CodesignError
-from .graph import onnx_kernels
+from ..graph import onnx_kernels
 from .models import CostModel, load_cost_model
 
 TABLE_COLUMNS = ("onnx_path", "model")
@@ -51,7 +51,7 @@ def network_kernels(network, input_shape=None, allow_partial: bool = False, skip
         shape = tuple(input_shape)
         if len(shape) == 0 or not all(isinstance(d, int) and d > 0 for d in shape):
             raise CodesignError(f"input_shape must be positive ints, got {input_shape!r}")
-        from .graph import export_onnx
+        from ..graph import export_onnx
 
         return onnx_kernels(export_onnx(network, shape), allow_partial=allow_partial, skipped=skipped)
     raise CodesignError(

@@ -86,6 +86,7 @@ def _status(args) -> int:
 
 def collect_specs(args) -> list:
     """KernelSpecs named by --space, --onnx and --grid."""
+    from ..graph import onnx_kernels
     from ..kernelspec import OPS
     from .grid import grid_specs
 
@@ -113,11 +114,7 @@ def collect_specs(args) -> list:
                 raise CodesignError(f"--input-shape must be N,C,H,W integers, got {args.input_shape!r}") from exc
         specs += list(space.kernels(shape) if shape else space.kernels())
     for path in args.onnx:
-        try:
-            graph = importlib.import_module("codesign.predict.graph")
-        except ModuleNotFoundError as exc:
-            raise CodesignError("--onnx needs codesign.predict.graph, which this installation lacks") from exc
-        specs += graph.onnx_kernels(path)
+        specs += onnx_kernels(path)
     ops = sorted(OPS) if args.grid == ["all"] else args.grid
     for op in ops:
         specs += grid_specs(op, args.grid_samples, args.seed)

@@ -81,7 +81,7 @@ class CostTable:
 
 def network_cost(space, genotype: str, model) -> dict[str, float]:
     """The cost model's prediction for a whole derived network (exported, split into kernels)."""
-    from ..predict.graph import module_kernels
+    from ..graph import module_kernels
 
     specs = module_kernels(space.build(genotype), space.input_shape)
     out = {"latency_ms": float(np.sum(model.predict(specs)))}
