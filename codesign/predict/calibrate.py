@@ -122,8 +122,8 @@ def row_kernels(row: dict[str, Any]) -> list[KernelSpec]:
     if "kernel_key" in row:
         return [KernelSpec.from_key(row["kernel_key"])]
     if "genotype" in row:
-        from ..spaces import create_space
         from ..graph import module_kernels
+        from ..spaces import create_space
 
         space = _SPACES.get(row["space"])
         if space is None:

@@ -252,9 +252,9 @@ def _predict(args) -> int:
 
 def _measure(args) -> int:
     from ..cli import print_json
+    from ..graph import onnx_kernels
     from ..profile.devices import get_device
     from ..profile.schedules import default_schedule
-    from ..graph import onnx_kernels
     from .measure import measure_network
     from .models import load_cost_model
 

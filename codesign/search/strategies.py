@@ -39,30 +39,21 @@ import torch.nn.functional as F
 from .. import gumbel_softmax
 from ..data import batches
 from ..errors import CodesignError
+from ..registry import Registry
 from . import checkpoint as ckpt
 from .budgets import Multipliers, satisfied
 from .train import cosine_lr, evaluate, train_network
 
-_STRATEGIES: dict[str, type] = {}
-
-
-def register_strategy(name: str):
-    def deco(cls):
-        _STRATEGIES[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+STRATEGIES = Registry("strategy")
+register_strategy = STRATEGIES.register
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def create_strategy(name: str, ctx: SearchContext):
-    if name not in _STRATEGIES:
-        raise CodesignError(f"unknown strategy {name!r}; choose from {', '.join(list_strategies())}")
-    return _STRATEGIES[name](ctx)
+    return STRATEGIES.create(name, ctx)
 
 
 @dataclass
