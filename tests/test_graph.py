@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from codesign.errors import CodesignError
-from codesign.kernelspec import KernelSpec
 from codesign.graph import module_kernels, onnx_kernels
+from codesign.kernelspec import KernelSpec
 
 K = KernelSpec.make
 

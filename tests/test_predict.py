@@ -312,8 +312,8 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
 
 
 def test_predict_many_networks_paths_and_tables(specs, tmp_path):
-    from codesign.predict import predict_network
     from codesign.graph import onnx_kernels
+    from codesign.predict import predict_network
 
     paths, _ = _onnx_files(tmp_path)
     model = _saved_model(specs, tmp_path)
@@ -337,8 +337,8 @@ def test_predict_many_networks_paths_and_tables(specs, tmp_path):
 
 
 def test_python_api_predicts_a_torch_module(specs, tmp_path):
-    from codesign.predict import predict_network, predict_networks
     from codesign.graph import module_kernels
+    from codesign.predict import predict_network, predict_networks
 
     _, nets = _onnx_files(tmp_path, 2)
     model = create_cost_model("gbdt", seed=0).fit(_records(specs))

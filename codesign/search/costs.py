@@ -1,10 +1,10 @@
-"""The cost of every (decision, option) of a space on a device, from a fitted cost model.
+"""The cost of every (decision, option) of a space on a device, from a cost source.
 
 ``CostTable`` holds, per metric (``latency_ms``, ``energy_mj``), one array per decision with the
 predicted cost of each option, and a ``base`` cost (what no decision changes). The additive cost
 of a network is ``base + sum_d table[d][choice_d]``; the expected cost of the architecture
 distribution is ``base + sum_d scale_d * <p_d, table[d]>`` (differentiable in p). ``base`` is
-fitted so that the costliest network's additive cost equals the cost model's prediction of its
+fitted so that the cheapest and the costliest network's additive costs equal the cost source's costs of their
 whole exported graph, where TVM's fusion across option boundaries is seen.
 """
 
@@ -79,58 +79,42 @@ class CostTable:
             raise CodesignError(f"cannot read cost table {path}: {exc}") from None
 
 
-def network_cost(space, genotype: str, model) -> dict[str, float]:
-    """The cost model's prediction for a whole derived network (exported, split into kernels)."""
-    from ..graph import module_kernels
-
-    specs = module_kernels(space.build(genotype), space.input_shape)
-    out = {"latency_ms": float(np.sum(model.predict(specs)))}
-    energy = _energy(model, specs)
-    if energy is not None:
-        out["energy_mj"] = float(np.sum(energy))
-    return out
+def network_cost(space, genotype: str, source) -> dict[str, float]:
+    """The cost source's prediction for a whole derived network (its kernels exported once per
+    genotype and cached by the space), overheads included."""
+    return source.network_cost(space.network_kernels(genotype))
 
 
-def _energy(model, specs):
-    try:
-        e = np.asarray(model.predict_energy(specs), np.float64)
-    except CodesignError:
-        return None
-    if e.size and not np.all(np.isfinite(e)):
-        return None
-    return e
-
-
-def build_cost_table(space, model, progress: bool = False) -> CostTable:
-    """Predict every option's kernels with ``model`` and fit the base on the costliest network."""
+def build_cost_table(space, source) -> CostTable:
+    """Cost every option's kernels with the cost source (a ``codesign.costs.CostSource``), then
+    calibrate the table on the source's whole-network costs of the cheapest and the costliest network."""
     rows = space.option_kernels()
     flat = [k for row in rows for ks in row for k in ks]
-    lat = np.asarray(model.predict(flat), np.float64) if flat else np.zeros(0)
-    en = _energy(model, flat) if flat else np.zeros(0)
-    table: dict[str, list[np.ndarray]] = {"latency_ms": []}
-    if en is not None:
-        table["energy_mj"] = []
-    i = 0
-    for row in rows:
-        lat_row, en_row = [], []
-        for ks in row:
-            lat_row.append(float(lat[i:i + len(ks)].sum()))
-            if en is not None:
-                en_row.append(float(en[i:i + len(ks)].sum()))
-            i += len(ks)
-        table["latency_ms"].append(np.asarray(lat_row))
-        if en is not None:
-            table["energy_mj"].append(np.asarray(en_row))
+    per_kernel = source.kernel_costs(flat)
+    table: dict[str, list[np.ndarray]] = {}
+    for metric in METRICS:
+        values = per_kernel.get(metric)
+        if values is None or (len(values) and not np.all(np.isfinite(values))):
+            continue
+        out, i = [], 0
+        for row in rows:
+            option_sums = []
+            for ks in row:  # options without kernels (none, identity) cost nothing
+                option_sums.append(float(np.sum(values[i:i + len(ks)])))
+                i += len(ks)
+            out.append(np.asarray(option_sums, np.float64))
+        table[metric] = out
+    if "latency_ms" not in table:
+        raise CodesignError(f"the cost source of {source.device} gave no finite latency for the {space.name} space")
     scale = list(getattr(space, "expectation_scale", lambda: [1.0] * len(rows))())
-    ct = CostTable(space.name, getattr(model, "device", "?"), getattr(model, "schedule", "?"), table,
-                   {m: 0.0 for m in table}, scale)
-    # Two-point calibration of ``base + scale * sum(options)`` against the cost model's prediction
+    ct = CostTable(space.name, source.device, source.schedule, table, {m: 0.0 for m in table}, scale)
+    # Two-point calibration of ``base + scale * sum(options)`` against the cost source's prediction
     # of whole exported graphs (where TVM fuses across option boundaries): exact at the cheapest
     # and at the costliest network, so that infeasible budgets and relative budgets are judged
     # on whole-graph costs.
     low, top = space.cheapest(table["latency_ms"]), space.costliest(table["latency_ms"])
-    whole_low = network_cost(space, space.format(low), model)
-    whole_top = network_cost(space, space.format(top), model)
+    whole_low = network_cost(space, space.format(low), source)
+    whole_top = network_cost(space, space.format(top), source)
     ct.calibration = {}
     for m in ct.metrics():
         opt_low, opt_top = ct.of(low, m), ct.of(top, m)  # base is 0 here: option sums

@@ -30,6 +30,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -40,8 +42,12 @@ from .. import gumbel_softmax
 from ..data import batches
 from ..errors import CodesignError
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..spaces.base import SearchSpace
 from . import checkpoint as ckpt
-from .budgets import Multipliers, satisfied
+from .budgets import Budget, Multipliers, satisfied
+from .costs import CostTable
 from .train import cosine_lr, evaluate, train_network
 
 STRATEGIES = Registry("strategy")
@@ -56,17 +62,36 @@ def create_strategy(name: str, ctx: SearchContext):
     return STRATEGIES.create(name, ctx)
 
 
+class StrategySettings(Protocol):
+    """The settings strategies read (``codesign.pipeline.SearchConfig`` provides them)."""
+
+    seed: int
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    lr: float
+    arch_lr: float
+    weight_decay: float
+    lagrange_lr: float
+    tau_max: float
+    tau_min: float
+    candidates: int
+    candidate_epochs: int
+    population: int
+    tournament: int
+
+
 @dataclass
 class SearchContext:
-    space: object
+    space: SearchSpace
     x_train: torch.Tensor  # the bilevel split: weights learn on train, architecture on val
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
-    costs: object  # CostTable
-    budgets: list
-    cfg: object  # SearchConfig
-    checkpoint_stem: object = None  # Path stem, or None: no checkpoints
+    costs: CostTable
+    budgets: list[Budget]
+    cfg: StrategySettings
+    checkpoint_stem: Path | None = None  # checkpoints at <stem>.npz/.json; None: no checkpoints
     log: Callable[[dict], None] = lambda rec: None
     progress: bool = False
     augment: bool = False

@@ -7,6 +7,9 @@ chain, YAML-configured; ``config="fbnet"`` is FBNet's 22-layer space)."""
 
 from __future__ import annotations
 
+import inspect
+
+from ..errors import CodesignError
 from ..registry import Registry
 
 SPACES = Registry("search space")
@@ -18,8 +21,16 @@ def list_spaces() -> list[str]:
 
 
 def create_space(name: str, **kwargs):
-    """A search space by name; unknown names are a CodesignError listing the known ones."""
-    return SPACES.create(name, **kwargs)
+    """A search space by name; an unknown name or constructor argument is a CodesignError listing
+    the known ones (users pass them as ``--space-arg KEY=VALUE``)."""
+    cls = SPACES.get(name)
+    params = inspect.signature(cls).parameters
+    known = [p for p in params if p not in ("input_shape", "num_classes")]
+    for key in kwargs:
+        if key not in params:
+            raise CodesignError(f"search space {name!r} has no argument {key!r} (--space-arg); "
+                                f"its arguments: {', '.join(known) or 'none'}")
+    return cls(**kwargs)
 
 
 from . import darts, mobilenet, nb201  # noqa: E402,F401  (register the shipped spaces)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from .common import add_space_flags, key_values, parse_shape, print_json
 
 S = argparse.SUPPRESS
 
@@ -47,23 +48,6 @@ _FLAGS = {
 }
 
 
-def _space_args(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CodesignError(f"--space-arg takes KEY=VALUE, got {item!r}")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
-
-
 def register(sub) -> None:
     s = sub.add_parser(
         "search", help="search a network under latency/energy budgets (the main job)",
@@ -89,8 +73,7 @@ def register(sub) -> None:
         "accuracy and save the weights (npz + json).",
     )
     t.add_argument("genotype", help="a genotype string of --space, or a run directory (its genotype and space)")
-    t.add_argument("--space", default=None, help="search space of the genotype (default: the run's, else nb201)")
-    t.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
+    add_space_flags(t, space_help="search space of the genotype (default: the run's, else nb201)")
     t.add_argument("--data", default=None, help="digits (default), cifar10, imagefolder")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--epochs", type=int, default=20)
@@ -107,9 +90,8 @@ def register(sub) -> None:
         "ONNX opset 17, run onnx.checker and compare onnxruntime's output with PyTorch's.",
     )
     e.add_argument("genotype", help="a genotype string of --space, or a run directory")
-    e.add_argument("--space", default=None)
-    e.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--input-shape", default=None, help="N,C,H,W (default: the run's dataset, else 1,3,32,32)")
+    add_space_flags(e, space_help="search space of the genotype (default: the run's, else nb201)",
+                    input_shape_help="N,C,H,W (default: the run's dataset, else 1,3,32,32)")
     e.add_argument("--num-classes", type=int, default=None)
     e.add_argument("--weights", default=None, help="weights from `codesign train --out` (stem or .npz)")
     e.add_argument("--out", required=True, help="output .onnx path")
@@ -122,12 +104,12 @@ def register(sub) -> None:
 
 
 def _search(args) -> int:
-    from .run import SearchConfig, run_search
+    from ..pipeline import SearchConfig, run_search
 
     explicit = {f: getattr(args, flag.lstrip("-").replace("-", "_"))
                 for flag, (f, _t, _h) in _FLAGS.items() if hasattr(args, flag.lstrip("-").replace("-", "_"))}
     if hasattr(args, "space_arg"):
-        explicit["space_args"] = _space_args(args.space_arg)
+        explicit["space_args"] = key_values(args.space_arg)
     if hasattr(args, "no_measure"):
         explicit["measure"] = False
     if args.resume:
@@ -136,7 +118,7 @@ def _search(args) -> int:
         cfg = SearchConfig(**explicit)
         results = run_search(cfg, run_dir=args.run_dir, quiet=args.quiet)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print_json(results)
         return 0
     _print_results(results)
     return 0
@@ -174,17 +156,17 @@ def _genotype_source(args):
             raise CodesignError(f"{path} is a directory but not a finished search run (no derived.json)")
         cfg = json.loads((path / "config.json").read_text())["config"]
         genotype = json.loads((path / "derived.json").read_text())["genotype"]
-        return args.space or cfg["space"], {**cfg["space_args"], **_space_args(args.space_arg)}, genotype, cfg
-    return args.space or "nb201", _space_args(args.space_arg), args.genotype, None
+        return args.space or cfg["space"], {**cfg["space_args"], **key_values(args.space_arg)}, genotype, cfg
+    return args.space or "nb201", key_values(args.space_arg), args.genotype, None
 
 
 def _train(args) -> int:
     import torch
 
     from ..data import load_dataset
+    from ..search import checkpoint as ckpt
+    from ..search.train import evaluate, train_network
     from ..spaces import create_space
-    from . import checkpoint as ckpt
-    from .train import evaluate, train_network
 
     space_name, space_args, genotype, cfg = _genotype_source(args)
     data = args.data or (cfg["data"] if cfg else "digits")
@@ -209,7 +191,7 @@ def _train(args) -> int:
     report = {"genotype": genotype, "space": space_name, "dataset": dataset.describe(), **fit,
               "test_accuracy": test["accuracy"], "weights": str(stem.with_suffix(".npz"))}
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         print(f"test accuracy {test['accuracy']:.4f} after {args.epochs} epochs ({fit['seconds']:.1f} s); "
               f"weights {stem.with_suffix('.npz')}")
@@ -218,8 +200,8 @@ def _train(args) -> int:
 
 def _export(args) -> int:
     from ..export import export_checked
+    from ..search import checkpoint as ckpt
     from ..spaces import create_space
-    from . import checkpoint as ckpt
 
     space_name, space_args, genotype, cfg = _genotype_source(args)
     meta, state = {}, None
@@ -233,10 +215,7 @@ def _export(args) -> int:
             raise CodesignError(f"no weights at {stem}.npz/.json")
         state, meta = ckpt.load(stem)
     if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise CodesignError(f"--input-shape takes N,C,H,W, got {args.input_shape!r}") from None
+        shape = parse_shape(args.input_shape)
     elif meta.get("input_shape"):
         shape = tuple(meta["input_shape"])
     elif cfg is not None:
@@ -257,7 +236,7 @@ def _export(args) -> int:
     report = export_checked(net, space.input_shape, args.out)
     report.update({"genotype": space.canonical(genotype), "space": space_name, "trained": state is not None})
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         print(f"wrote {report['onnx']} ({report['bytes']} bytes): onnx.checker ok, onnxruntime vs torch max abs "
               f"error {report['onnxruntime_max_abs_err']:.2g}")
@@ -269,7 +248,7 @@ def _spaces(args) -> int:
 
     rows = [create_space(n).describe() for n in list_spaces()]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     for r in rows:
         print(f"{r['space']:<10} {r['decisions']:>3} decisions, {r['size']:.3g} networks; options: "
