@@ -43,7 +43,9 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_profile)
 
-    d = sub.add_parser("devices", help="list the declared devices")
+    d = sub.add_parser("devices", help="list the declared devices (TVM targets) and the modelled accelerators",
+                       description="List the devices codesign profiles with TVM (shipped and user YAML files) and "
+                       "the accelerators it models (`--device accel:NAME` in search; see `codesign hw list`).")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_devices)
 
@@ -140,16 +142,24 @@ def _profile(args) -> int:
 
 
 def _devices(args) -> int:
+    from ..hw_models import list_accelerators
     from ..profile.devices import list_devices
 
     devices = list_devices()
+    accels = list_accelerators()
     if args.json:
-        print_json({n: {"target": d.target, "rpc": d.rpc, "threads": d.threads, "energy": d.energy,
-                        "roofline": d.roofline, "source": d.source} for n, d in devices.items()})
+        out = {n: {"kind": "tvm", "target": d.target, "rpc": d.rpc, "threads": d.threads, "energy": d.energy,
+                   "roofline": d.roofline, "source": d.source} for n, d in devices.items()}
+        out.update({f"accel:{n}": {"kind": "modelled", "accelerator": a.to_dict(),
+                                   "energy": "model:hw_models"} for n, a in accels.items()})
+        print_json(out)
         return 0
     for name, d in devices.items():
         where = f"rpc {d.rpc['host']}:{d.rpc['port']} key {d.rpc['key']}" if d.rpc else "local"
         print(f"{name:16s} {where:28s} threads {d.threads}  energy {d.energy:14s} target {d.target}")
         if d.description:
             print(f"{'':16s} {d.description}")
+    for name, a in accels.items():
+        print(f"{'accel:' + name:16s} {'modelled (codesign hw)':28s} {a.pe_rows}x{a.pe_cols} PEs, {a.dataflow}, "
+              f"{a.glb_kib:g} KiB GLB, {a.area_mm2():.3g} mm2")
     return 0

@@ -18,7 +18,10 @@ _FLAGS = {
     "--strategy": ("strategy", str, "darts (default), darts2, gdas, random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
-    "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`)"),
+    "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`), or "
+                                "accel:NAME|FILE.yaml: a modelled accelerator (`codesign hw list`), no TVM"),
+    "--hw-space": ("hw_space", str, "co-search: a hardware space (shipped name, e.g. eyeriss-sweep, or YAML) whose "
+                                    "accelerator configs are searched together with the network"),
     "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
@@ -26,6 +29,12 @@ _FLAGS = {
     "--latency-ms": ("latency_ms", str, "latency budget: milliseconds, or a fraction of the costliest network "
                                         "like 0.5x (default 0.5x when no budget is given)"),
     "--energy-mj": ("energy_mj", str, "energy budget: millijoules, or a fraction like 0.5x"),
+    "--area-mm2": ("area_mm2", str, "area budget of the accelerator (accel: devices and --hw-space): mm2, or a "
+                                    "fraction of the largest config like 0.5x"),
+    "--objective": ("objective", str, "what to minimise inside the budgets: none, latency, energy or edp "
+                                      "(energy-delay product; the default with --hw-space, else none)"),
+    "--objective-weight": ("objective_weight", float, "weight of log(objective) in the architecture loss "
+                                                      "(default 0.1)"),
     "--epochs": ("epochs", int, "search epochs of gradient strategies (default 30)"),
     "--warmup-epochs": ("warmup_epochs", int, "epochs training weights only before architecture steps (default 2)"),
     "--batch-size": ("batch_size", int, "batch size (default 64)"),
@@ -40,7 +49,9 @@ _FLAGS = {
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
     "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),
     "--seed": ("seed", int, "seed of everything (default 0)"),
-    "--compare": ("compare", str, "random: also run random search with the same compute and report both"),
+    "--compare": ("compare", str, "random: also run random search with the same compute and report both; "
+                                  "sequential (with --hw-space): also design the hardware team's way, network "
+                                  "on the base accelerator, then the best accelerator for it"),
     "--arch-optimizer": ("arch_optimizer", str, "adam (default) or l2o:<name or file> (a learned optimizer)"),
     "--weight-optimizer": ("weight_optimizer", str, "sgd (default) or l2o:<name or file>"),
     "--val-fraction": ("val_fraction", float, "share of the training set used as the architecture's "
@@ -134,12 +145,28 @@ def _print_results(r: dict) -> None:
     print(f"test accuracy:   {r['test_accuracy']:.4f} ({r['dataset']['dataset']}, {r['dataset']['test']} images)")
     for b in r["budgets"]:
         print(f"budget:          {b['metric']} <= {b['limit']:.4g} ({b['spec']})")
-    print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, measured TVM {_fmt(m.get('latency_ms'))} "
-          f"[{r['device']}, {r['schedule']}], onnxruntime {_fmt(m.get('onnxruntime_latency_ms'))}")
-    print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, measured {_fmt(m.get('energy_mj'))}")
+    if r.get("accelerator"):
+        print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, accelerator model on the exported ONNX "
+              f"{_fmt(m.get('latency_ms'))}")
+        print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, accelerator model on the exported ONNX "
+              f"{_fmt(m.get('energy_mj'))}")
+    else:
+        print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, measured TVM {_fmt(m.get('latency_ms'))} "
+              f"[{r['device']}, {r['schedule']}], onnxruntime {_fmt(m.get('onnxruntime_latency_ms'))}")
+        print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, measured {_fmt(m.get('energy_mj'))}")
+    if r.get("accelerator"):
+        a = r["accelerator"]
+        print(f"accelerator:     {a['name']}, {a['area_mm2']:.4g} mm2, EDP {_fmt(r.get('edp_mj_ms'))} mJ*ms "
+              f"(latency and energy from the accelerator model); {a['file']}")
     print(f"budgets met:     {'yes' if r['budgets_met_predicted'] else 'NO'} (by the predictor)")
     c = r.get("compare")
-    if c:
+    if c and c.get("strategy") == "sequential":
+        if not c.get("feasible"):
+            print(f"sequential:      {c['reason']}")
+        else:
+            print(f"sequential:      test accuracy {c['test_accuracy']:.4f}, EDP {_fmt(c.get('edp_mj_ms'))} mJ*ms, "
+                  f"{c['accelerator']['name']}, {c['accelerator']['area_mm2']:.4g} mm2 ({c['genotype']})")
+    elif c:
         cm = c.get("measured") or {}
         print(f"random search, same compute ({c['candidates']} networks, {c['search_passes']:.0f} passes vs "
               f"{r['search_passes']:.0f}): "

@@ -9,13 +9,15 @@ which device, model or simulator stands behind it is chosen here.
     source.network_cost(specs)      # {"latency_ms": float, ...}, the whole network with overheads
     source.measure("model.onnx")    # the reality check, or None where nothing can measure
 
-Shipped kinds (registry ``COST_SOURCES``): ``tvm`` (profile a device with TVM, fit a cost model)
-and ``model`` (a saved or calibrated cost model). Adding one: subclass :class:`CostSource` in a
+Shipped kinds (registry ``COST_SOURCES``): ``tvm`` (profile a device with TVM, fit a cost model),
+``model`` (a saved or calibrated cost model), ``accel`` (one modelled accelerator config of
+``codesign.hw_models``) and ``hw-space`` (a space of accelerator configs, searched with the network). Adding one: subclass :class:`CostSource` in a
 module of this package and register it (see docs/architecture.md).
 """
 
+from .accelerator import AcceleratorSource, HardwareAxis, HardwareSpaceSource
 from .base import COST_SOURCES, CostSource, register_cost_source
 from .model import ModelCostSource, TVMDeviceSource, open_cost_source
 
-__all__ = ["COST_SOURCES", "CostSource", "ModelCostSource", "TVMDeviceSource", "open_cost_source",
-           "register_cost_source"]
+__all__ = ["COST_SOURCES", "AcceleratorSource", "CostSource", "HardwareAxis", "HardwareSpaceSource",
+           "ModelCostSource", "TVMDeviceSource", "open_cost_source", "register_cost_source"]

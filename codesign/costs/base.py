@@ -50,8 +50,9 @@ class CostSource:
         """Whether :meth:`measure` checks networks against reality here, and if not, why."""
         return False, f"nothing measures networks on {self.device}"
 
-    def measure(self, onnx_path: str | Path, progress: bool = False) -> dict | None:
-        """The measured (or, for modelled hardware, simulated) cost of an exported network."""
+    def measure(self, onnx_path: str | Path, progress: bool = False, hw_choices: tuple = ()) -> dict | None:
+        """The measured (or, for modelled hardware, simulated) cost of an exported network
+        (``hw_choices``: the hardware parameters' chosen indices where the source has any)."""
         return None
 
     def describe(self) -> dict:

@@ -66,7 +66,7 @@ class ModelCostSource(CostSource):
                            "measurement checks the prediction (declare it with a device YAML to measure)")
         return True, ""
 
-    def measure(self, onnx_path, progress: bool = False) -> dict | None:
+    def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
         ok, _ = self.can_measure()
         if not ok:
             return None
@@ -139,7 +139,7 @@ class TVMDeviceSource(ModelCostSource):
     def can_measure(self) -> tuple[bool, str]:
         return True, ""
 
-    def measure(self, onnx_path, progress: bool = False) -> dict | None:
+    def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
         from ..predict.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
@@ -154,9 +154,18 @@ class TVMDeviceSource(ModelCostSource):
 
 
 def open_cost_source(cost_model: str | Path | None = None, device: str = "cpu-local", schedule: str | None = None,
-                     db: str | Path | None = None, **kwargs) -> CostSource:
-    """The cost source a search asks for, checked before any work: a saved cost model when
-    ``cost_model`` is given, else the TVM device ``device`` (profiled on ``prepare``)."""
+                     db: str | Path | None = None, hw_space: str | Path | None = None, **kwargs) -> CostSource:
+    """The cost source a search asks for, checked before any work: a hardware space to co-search
+    (``hw_space``), a modelled accelerator (``device="accel:NAME|PATH"``), a saved cost model
+    (``cost_model``), else the TVM device ``device`` (profiled on ``prepare``)."""
+    if hw_space is not None:
+        from .accelerator import HardwareSpaceSource
+
+        return HardwareSpaceSource(hw_space)
+    if device.startswith("accel:"):
+        from .accelerator import AcceleratorSource
+
+        return AcceleratorSource(device.split(":", 1)[1])
     if cost_model is not None:
         source = ModelCostSource(path=cost_model)
         if schedule is not None and source.schedule != schedule:

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import CodesignError
-from ..search.budgets import Budget, parse_budget
+from ..search.budgets import OBJECTIVES, Budget, parse_budget
 
 
 @dataclass
@@ -21,12 +21,16 @@ class SearchConfig:
     data: str = "digits"
     data_dir: str | None = None
     val_fraction: float = 0.5
-    device: str = "cpu-local"
+    device: str = "cpu-local"  # a TVM device, or accel:NAME|PATH (a modelled accelerator)
+    hw_space: str | None = None  # co-search: a hardware space (name or YAML) searched with the network
     schedule: str = "untuned"
     db: str | None = None
     cost_model: str | None = None
     latency_ms: str | None = None
     energy_mj: str | None = None
+    area_mm2: str | None = None
+    objective: str | None = None  # none | latency | energy | edp; None: edp with --hw-space, else none
+    objective_weight: float = 0.1
     epochs: int = 30
     warmup_epochs: int = 2
     batch_size: int = 64
@@ -69,8 +73,21 @@ class SearchConfig:
         STRATEGIES.check(self.strategy)
         if self.data not in DATASETS:
             raise CodesignError(f"unknown dataset {self.data!r}; choose from {', '.join(DATASETS)}")
-        if self.compare not in (None, "random"):
-            raise CodesignError(f"--compare takes random, got {self.compare!r}")
+        if self.compare not in (None, "random", "sequential"):
+            raise CodesignError(f"--compare takes random or sequential, got {self.compare!r}")
+        if self.compare == "sequential" and not self.hw_space:
+            raise CodesignError("--compare sequential compares a co-search with the hardware team's sequential "
+                                "design; it needs --hw-space")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise CodesignError(f"--objective takes {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        w = self.objective_weight
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise CodesignError(f"--objective-weight must be a number >= 0, got {w!r}")
+        if self.hw_space and (self.device != "cpu-local" or self.cost_model):
+            raise CodesignError("--hw-space searches the accelerator itself: drop --device/--cost-model "
+                                "(the space names its base accelerator)")
+        if self.device.startswith("accel:") and self.cost_model:
+            raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
                      "profile_repeats"):
             if getattr(self, name) < 1:
@@ -101,4 +118,13 @@ class SearchConfig:
             out.append(parse_budget("latency_ms", self.latency_ms))
         if self.energy_mj is not None:
             out.append(parse_budget("energy_mj", self.energy_mj))
+        if self.area_mm2 is not None:
+            out.append(parse_budget("area_mm2", self.area_mm2))
         return out
+
+    def resolved_objective(self) -> str:
+        """What the search minimises inside the budgets: the energy-delay product on a co-search
+        (hardware needs something to aim at), nothing else by default."""
+        if self.objective is not None:
+            return self.objective
+        return "edp" if self.hw_space else "none"

@@ -6,7 +6,13 @@ the run directory (``--resume`` reads the file instead of running the phase agai
       -> search  (search.json; checkpoint.{npz,json} and log.jsonl while it runs)
       -> derive  (derived.json)
       -> final   (train.json + weights, export.json + model.onnx, measure.json)
-      -> compare (compare.json, ``--compare random``: random search at equal compute, then final)
+      -> compare (compare.json, ``--compare random``: random search at equal compute, then final;
+                  ``--compare sequential``: the network searched on the base accelerator, then the
+                  best accelerator of the hardware space swept for it)
+
+On an accelerator target the final phase also writes ``accelerator.yaml`` (the chosen config,
+loadable by ``codesign hw eval --accel``), and the "measurement" is the accelerator model's
+layer-by-layer evaluation of the exported network (``measure.json``, with every layer).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 from ..costs import CostSource, open_cost_source
 from ..data import Dataset, load_dataset
 from ..search import checkpoint as ckpt
-from ..search.budgets import Budget, parse_budget, resolve
+from ..search.budgets import Budget, implied_budgets, parse_budget, resolve
 from ..search.costs import CostTable, build_cost_table, network_cost
 from ..search.derive import derive
 from ..search.strategies import SearchContext, create_strategy
@@ -90,10 +96,14 @@ def make_space(cfg: SearchConfig, dataset: Dataset) -> SearchSpace:
 def setup(cfg: SearchConfig, quiet: bool = False) -> Setup:
     """Check every input and open the data, the space and the cost source (nothing is written)."""
     cfg.validate()
+    cfg.objective = cfg.resolved_objective()
     dataset = load_dataset(cfg.data, cfg.data_dir)
     space = make_space(cfg, dataset)
-    source = open_cost_source(cfg.cost_model, cfg.device, cfg.schedule if cfg.cost_model is None else None,
-                              cfg.db, repeats=cfg.profile_repeats, min_repeat_ms=cfg.profile_min_repeat_ms)
+    if cfg.hw_space or cfg.device.startswith("accel:"):
+        source = open_cost_source(device=cfg.device, hw_space=cfg.hw_space)
+    else:
+        source = open_cost_source(cfg.cost_model, cfg.device, cfg.schedule if cfg.cost_model is None else None,
+                                  cfg.db, repeats=cfg.profile_repeats, min_repeat_ms=cfg.profile_min_repeat_ms)
     return Setup(cfg, dataset, space, source, quiet)
 
 
@@ -113,6 +123,11 @@ def costs_phase(s: Setup, run: Run) -> Costs:
         table.save(run.file("costs.json"))
     budgets = resolve(s.cfg.budgets() or [parse_budget("latency_ms", "0.5x")], table, s.space)
     say("budgets: " + ", ".join(f"{b.metric} <= {b.limit:.4g} ({b.spec})" for b in budgets), s.quiet)
+    if s.source.energy_note and s.source.energy_note.startswith("model:") and "energy_mj" in table.metrics() \
+            and table.hardware is None:
+        say(f"energy on {s.source.device} is modelled ({s.source.energy_note}), not measured", s.quiet)
+    for note in implied_budgets(budgets, table):
+        say(f"note: {note}", s.quiet)
     return Costs(table, budgets)
 
 
@@ -143,15 +158,25 @@ def search_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:
 def derive_phase(s: Setup, run: Run, costs: Costs, found: dict, name: str = "derived.json") -> dict:
     if run.has(name):
         return run.read(name)
-    derived = derive(s.space, costs.table, s.source, found, costs.budgets)
+    derived = derive(s.space, costs.table, s.source, found, costs.budgets, s.cfg.objective)
     run.write(name, derived)
     return derived
 
 
-def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "") -> dict:
-    """Train from scratch, export, measure one genotype (files prefixed with ``prefix``)."""
+def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=None) -> dict:
+    """Train from scratch, export, measure one genotype (files prefixed with ``prefix``); on a
+    hardware target, on the accelerator config of ``hw_choices``."""
     cfg, space, dataset = s.cfg, s.space, s.dataset
     out: dict = {"genotype": genotype}
+    axis = getattr(s.source, "axis", None)
+    if axis is not None:
+        accel = axis.config(list(hw_choices or []))
+        out["accelerator"] = {"name": accel.name, "file": str(run.file(f"{prefix}accelerator.yaml")),
+                              "area_mm2": accel.area_mm2(), "parameters": axis.params(list(hw_choices or []))}
+        if not run.has(f"{prefix}accelerator.yaml"):
+            import yaml
+
+            run.file(f"{prefix}accelerator.yaml").write_text(yaml.safe_dump(accel.to_yaml_dict(), sort_keys=False))
     net = None
     if run.has(f"{prefix}train.json"):
         out["train"] = run.read(f"{prefix}train.json")
@@ -177,27 +202,37 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "") -> dict:
             net.load_state_dict(ckpt.load(run.file(f"{prefix}weights"))[0]["net"])
         out["export"] = export_checked(net, space.input_shape, run.file(f"{prefix}model.onnx"))
         run.write(f"{prefix}export.json", out["export"])
-    out["predicted"] = network_cost(space, genotype, s.source)
+    out["predicted"] = network_cost(space, genotype, s.source, hw_choices)
     if cfg.measure and s.source.can_measure()[0]:
         if run.has(f"{prefix}measure.json"):
             out["measured"] = run.read(f"{prefix}measure.json")
         else:
-            say(f"measuring {run.file(prefix + 'model.onnx')} on {s.source.device}", s.quiet)
-            out["measured"] = s.source.measure(run.file(f"{prefix}model.onnx"), progress=not s.quiet)
+            say(f"measuring {run.file(prefix + 'model.onnx')} on {out.get('accelerator', {}).get('name') or s.source.device}",
+                s.quiet)
+            out["measured"] = s.source.measure(run.file(f"{prefix}model.onnx"), progress=not s.quiet,
+                                               hw_choices=tuple(hw_choices or ()))
             run.write(f"{prefix}measure.json", out["measured"])
     return out
 
 
 def summary(final: dict) -> dict:
     m = final.get("measured") or {}
-    return {"test_accuracy": final["train"]["test_accuracy"], "predicted": final["predicted"],
-            "measured": {"latency_ms": m.get("latency_ms"), "onnxruntime_latency_ms": m.get("onnxruntime_latency_ms"),
-                         "energy_mj": m.get("energy_mj")} if m else None,
-            "onnx": final["export"]["onnx"], "train_seconds": final["train"]["seconds"]}
+    out = {"test_accuracy": final["train"]["test_accuracy"], "predicted": final["predicted"],
+           "measured": {"latency_ms": m.get("latency_ms"), "onnxruntime_latency_ms": m.get("onnxruntime_latency_ms"),
+                        "energy_mj": m.get("energy_mj"), "source": m.get("source", "tvm")} if m else None,
+           "onnx": final["export"]["onnx"], "train_seconds": final["train"]["seconds"]}
+    if "accelerator" in final:
+        out["accelerator"] = final["accelerator"]
+        lat, en = (m or final["predicted"]).get("latency_ms"), (m or final["predicted"]).get("energy_mj")
+        out["edp_mj_ms"] = lat * en if lat is not None and en is not None else None
+    return out
 
 
 def compare_phase(s: Setup, run: Run, costs: Costs, split: Split, found: dict) -> dict | None:
-    """``--compare random``: random search with the strategy's compute, then phases derive-final."""
+    """``--compare random``: random search with the strategy's compute, then phases derive-final;
+    ``--compare sequential``: see ``sequential_phase``."""
+    if s.cfg.compare == "sequential":
+        return sequential_phase(s, run, costs, split)
     if s.cfg.compare != "random":
         return None
     if run.has("compare.json"):
@@ -205,8 +240,8 @@ def compare_phase(s: Setup, run: Run, costs: Costs, split: Split, found: dict) -
     say(f"random search with the same compute ({found['search_passes']:.0f} passes)", s.quiet)
     sub = run_strategy("random", search_context(s, run, costs, split, "compare-checkpoint", found["search_passes"],
                                                 "compare-log.jsonl"))
-    d2 = derive(s.space, costs.table, s.source, sub, costs.budgets)
-    fin2 = final_phase(s, run, d2["genotype"], "compare-")
+    d2 = derive(s.space, costs.table, s.source, sub, costs.budgets, s.cfg.objective)
+    fin2 = final_phase(s, run, d2["genotype"], "compare-", d2.get("hw_choices"))
     compare = {"strategy": "random", "candidates": sub["candidates"], "search_passes": sub["search_passes"],
                "search_seconds": sub["search_seconds"], "derived": d2, **summary(fin2)}
     run.write("compare.json", compare)
@@ -220,3 +255,64 @@ def check_measurable(s: Setup) -> None:
         if not ok:
             say(f"no measurement: {why}", s.quiet)
 
+
+def sequential_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:
+    """The baseline a hardware team would use: (a) search the network on the hardware space's base
+    accelerator with the same strategy, settings, budgets and objective; (b) with that network
+    fixed, sweep every config of the hardware space (the accelerator model on the whole exported
+    network) and keep the one that meets every budget with the least objective."""
+    import dataclasses
+
+    from ..costs import AcceleratorSource
+    from ..search.budgets import Budget
+
+    if run.has("compare.json"):
+        return run.read("compare.json")
+    axis = s.source.axis
+    base_source = AcceleratorSource(s.source.base)
+    base = dataclasses.replace(s, source=base_source)
+    if run.has("sequential-costs.json"):
+        table = CostTable.load(run.file("sequential-costs.json"))
+    else:
+        table = build_cost_table(s.space, base_source)
+        table.save(run.file("sequential-costs.json"))
+    # The same absolute budgets; area is the sweep's to meet (the base chip's area is fixed).
+    budgets = [Budget(b.metric, b.spec, b.limit) for b in costs.budgets if b.metric != "area_mm2"]
+    base_costs = Costs(table, budgets)
+    say(f"sequential baseline (a): {s.cfg.strategy} on the base accelerator {base_source.device}", s.quiet)
+    if run.has("sequential-search.json"):
+        found = run.read("sequential-search.json")
+    else:
+        found = run_strategy(s.cfg.strategy, search_context(base, run, base_costs, split, "sequential-checkpoint",
+                                                            log_stream="sequential-log.jsonl"))
+        run.write("sequential-search.json", found)
+    derived_a = derive_phase(base, run, base_costs, found, "sequential-derived-base.json")
+    genotype = derived_a["genotype"]
+    # (b) every config of the hardware space for the fixed network
+    whole = s.source.network_cost(s.space.network_kernels(genotype))
+    say(f"sequential baseline (b): sweeping {axis.n_configs} accelerator configs for {genotype}", s.quiet)
+    best, best_value, n_ok = None, None, 0
+    for c in range(axis.n_configs):
+        if not whole["feasible"][c]:
+            continue
+        lat, en, area = float(whole["latency_ms"][c]), float(whole["energy_mj"][c]), float(whole["area_mm2"][c])
+        values = {"latency_ms": lat, "energy_mj": en, "area_mm2": area}
+        if any(values[b.metric] > b.limit for b in costs.budgets):
+            continue
+        n_ok += 1
+        value = {"edp": lat * en, "latency": lat, "energy": en, "none": lat * en}[s.cfg.objective]
+        if best is None or value < best_value:
+            best, best_value = c, value
+    if best is None:
+        out = {"strategy": "sequential", "feasible": False, "genotype": genotype, "derived_base": derived_a,
+               "reason": "no accelerator config of the space meets every budget with the network found on the "
+                         "base accelerator"}
+        run.write("compare.json", out)
+        return out
+    hw = axis.choices_of(best)
+    fin = final_phase(s, run, genotype, "sequential-", hw)
+    out = {"strategy": "sequential", "feasible": True, "genotype": genotype, "derived_base": derived_a,
+           "hardware": axis.params(hw), "hw_choices": hw, "configs_meeting_budgets": n_ok,
+           "search_passes": found["search_passes"], "search_seconds": found["search_seconds"], **summary(fin)}
+    run.write("compare.json", out)
+    return out

@@ -45,7 +45,7 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
     found = search_phase(s, run, costs, split)
     derived = derive_phase(s, run, costs, found)
     say(f"genotype: {derived['genotype']}", quiet)
-    final = final_phase(s, run, derived["genotype"])
+    final = final_phase(s, run, derived["genotype"], hw_choices=derived.get("hw_choices"))
     compare = compare_phase(s, run, costs, split, found)
 
     results = {
@@ -55,7 +55,18 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
         "genotype": derived["genotype"], "budgets": [b.to_dict() for b in costs.budgets], "derived": derived,
         "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **summary(final),
         "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in costs.budgets),
+        "budgets_met_measured": _met(final.get("measured"), costs.budgets),
         "compare": compare, "wall_seconds_this_session": time.perf_counter() - t_start,
     }
+    if "hardware" in derived:
+        results.update(hardware=derived["hardware"], objective=cfg.objective)
     run.write("results.json", results)
     return results
+
+
+def _met(measured: dict | None, budgets) -> bool | None:
+    """Whether the measured network meets every budget it has a measurement for (None: nothing measured)."""
+    if not measured:
+        return None
+    checked = [measured[b.metric] <= b.limit for b in budgets if measured.get(b.metric) is not None]
+    return all(checked) if checked else None
