@@ -112,7 +112,7 @@ def _commit_records(model, target, work_dir):
         database.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, database.commit_workload(task.dispatched[0]), [1e-4], target,
             ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
-    return ms, database, len(tasks)
+    return ms, database, [task.dispatched[0] for task in tasks]
 
 
 def test_tuned_policy_compiles_the_network_from_its_records(tmp_path, monkeypatch):
@@ -124,17 +124,17 @@ def test_tuned_policy_compiles_the_network_from_its_records(tmp_path, monkeypatc
     model = export_onnx(_two_convs(), (1, 3, 8, 8))
     device = get_device("cpu-local")
     tune = str(tmp_path / "tune")
-    ms, database, tasks = _commit_records(model, device.tvm_target(), tune)
-    assert tasks == 2
+    ms, database, workloads = _commit_records(model, device.tvm_target(), tune)
+    assert len(workloads) == 2
     r = measure_network(model, device, schedule="metaschedule:4", tuning_dir=tune, repeats=2, min_repeat_ms=1,
                         onnxruntime=False)
     assert (r.schedule, r.tuned_kernels, r.fused_kernels) == ("metaschedule:4", 2, 2)
     assert len(ms.database.JSONDatabase(work_dir=tune).get_all_tuning_records()) == 2  # nothing tuned again
 
     # Only this target's records count: another core count or CPU finds none of them.
-    assert len(target_records(ms, database, device.tvm_target()).get_all_tuning_records()) == 2
+    assert len(target_records(ms, database, device.tvm_target(), workloads).get_all_tuning_records()) == 2
     other = tvm.target.Target({**device.resolved_target(), "num-cores": 2})
-    assert len(target_records(ms, database, other).get_all_tuning_records()) == 0
+    assert len(target_records(ms, database, other, workloads).get_all_tuning_records()) == 0
 
     # Records that do not reach the compiled module: an error, not untuned code labelled tuned.
     monkeypatch.setattr(tvm.relax.transform, "MetaScheduleApplyDatabase", lambda *a, **k: tvm.transform.Sequential([]))

@@ -225,7 +225,7 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
 
     The records are applied to the very module the tasks came from. ``compile_relax`` would fuse
     the fused module again, and its second ``AnnotateTIROpPattern`` adds an ``op_pattern``
-    attribute to every fused PrimFunc: no workload then equals a tuned one, and the network was
+    attribute to every fused PrimFunc: no workload then equals a tuned one, and the network is
     built from untuned loops without a word.
 
     Returns:
@@ -251,7 +251,8 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     tasks = ms.relax_integration.extract_tasks(mod, target)
     database = ms.database.JSONDatabase(work_dir=tuning_dir, module_equality="structural")
     # Records of earlier runs on this target count: a kernel tuned before is not tuned again.
-    mine = target_records(ms, database, target)
+    workloads = [t.dispatched[0] for t in tasks]
+    mine = target_records(ms, database, target, workloads)
     todo = [t for t in tasks if mine.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     if todo:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -261,7 +262,7 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
             max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=_in_process_builder(ms),
             database=database, cost_model="xgb" if evolutionary else "random",
         )
-        mine = target_records(ms, database, target)
+        mine = target_records(ms, database, target, workloads)
 
     def scheduled(m):
         return {gv.name_hint for gv, f in m.functions.items()

@@ -67,23 +67,26 @@ def _in_process_builder(ms):
     return InProcessBuilder()
 
 
-def target_records(ms, database, target):
-    """The records of ``database`` tuned for ``target``, as an in-memory database to query and apply.
+def target_records(ms, database, target, mods):
+    """The records of ``database`` for the workloads ``mods`` (normalised IRModules) tuned for
+    ``target``, as an in-memory database to query and apply.
 
-    A tuning directory kept across runs may hold records of several devices (one profile database
-    per project); ``Database.query_tuning_record`` and ``MetaScheduleApplyDatabase`` ignore the
-    target and take the fastest record of a workload, whatever CPU it ran on.
+    A tuning directory kept across runs may hold records of several devices (the profile's default
+    ``<db>.tuning`` serves every device of a profile database); ``Database.query_tuning_record``
+    and ``MetaScheduleApplyDatabase`` ignore the target and take the fastest record of a workload,
+    whatever CPU it ran on.
     """
     key = str(target)
     mine = ms.database.MemoryDatabase(module_equality="structural")
-    workloads = set()
-    for record in database.get_all_tuning_records():
-        if record.target is None or str(record.target) != key:
+    for mod in mods:
+        if not database.has_workload(mod):
             continue
-        if record.workload not in workloads:  # a query looks for the workload before its records
-            workloads.add(record.workload)
-            mine.commit_workload(record.workload.mod)
-        mine.commit_tuning_record(record)
+        records = [r for r in database.get_top_k(database.commit_workload(mod), len(database))
+                   if r.target is not None and str(r.target) == key]
+        if records:
+            mine.commit_workload(mod)  # a query looks for the workload before its records
+            for record in records:
+                mine.commit_tuning_record(record)
     return mine
 
 
@@ -99,7 +102,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
     os.makedirs(work_dir, exist_ok=True)
     mod = tvm.IRModule({"main": func})
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
-    sch = ms.tir_integration.compile_tir(target_records(ms, database, target), mod, target)
+    sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
         evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
         database = ms.tir_integration.tune_tir(
@@ -109,7 +112,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
             strategy="evolutionary" if evolutionary else "replay-trace",
             num_tuning_cores=1, seed=0,
         )
-        sch = ms.tir_integration.compile_tir(target_records(ms, database, target), mod, target)
+        sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
         raise CodesignError("MetaSchedule found no valid schedule for this kernel")
     return tvm.compile(sch.mod, target=target)
