@@ -56,8 +56,9 @@ class NetworkMeasurement:
     latency_min_ms: float | None = None
     onnxruntime_latency_ms: float | None = None
     tvm_over_onnxruntime: float | None = None
-    # Under metaschedule:*, the fused kernels compiled from a tuning record, of all fused kernels
-    # (copies such as concatenations included); a kernel whose every candidate failed stays untuned.
+    # Under metaschedule:*, the network's distinct fused kernels (PrimFuncs: one called twice counts
+    # once; copies such as concatenations included) and how many of them were compiled from a
+    # tuning record (a kernel whose every candidate failed to build stays untuned).
     tuned_kernels: int | None = None
     fused_kernels: int | None = None
     target: dict = field(default_factory=dict)
