@@ -53,10 +53,10 @@ from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
-from codesign.predict.measure import measure_network, time_onnxruntime  # noqa: E402
 from codesign.predict.models import create_cost_model  # noqa: E402
 from codesign.profile import Measurement, ProfileDB, get_device  # noqa: E402
 from codesign.profile.grid import grid_specs  # noqa: E402
+from codesign.profile.measure import measure_network, time_onnxruntime  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
 
@@ -274,9 +274,9 @@ def time_kernels(specs, device, db, repeats: int) -> None:
     from tqdm import tqdm
 
     from codesign.profile.builders import build, random_args
-    from codesign.profile.profiler import _set_threads
+    from codesign.profile.runners import set_threads
 
-    _set_threads(device.threads)
+    set_threads(device.threads)
     target = device.tvm_target()
     todo = db.missing(list(dict.fromkeys(s.key() for s in specs)), device.name, "untuned")
     for key in tqdm(todo, desc="time kernels", unit="kernel", file=sys.stderr, dynamic_ncols=True):

@@ -134,7 +134,7 @@ def test_kernels_are_the_ones_tvm_fuses(which):
     import random
 
     from codesign.graph import export_onnx
-    from codesign.predict.measure import tvm_kernels
+    from codesign.profile.measure import tvm_kernels
 
     torch.manual_seed(0)
     if which == "small_cnn":

@@ -15,8 +15,8 @@ from test_predict import _cli
 from codesign.errors import CodesignError
 from codesign.graph import export_onnx, onnx_kernels
 from codesign.predict import create_cost_model
-from codesign.predict.measure import check_outputs, input_shapes, measure_network
 from codesign.profile import ProfileDB, get_device, profile_kernels
+from codesign.profile.measure import check_outputs, input_shapes, measure_network
 
 
 def _small():
@@ -98,10 +98,10 @@ def _commit_records(model, target, work_dir):
     schedule (the output block's outer loop parallel) instead of a searched one: no search to wait for."""
     import tvm
 
-    from codesign.predict.measure import _fused, relax_module
-    from codesign.profile.tuning import _meta_schedule
+    from codesign.profile.measure import _fused, relax_module
+    from codesign.profile.tuning import meta_schedule
 
-    ms = _meta_schedule()
+    ms = meta_schedule()
     os.makedirs(work_dir)
     tasks = ms.relax_integration.extract_tasks(_fused(relax_module(model)[0], target), target)
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")

@@ -467,12 +467,12 @@ def test_setting_tvm_threads_keeps_the_process_cpu_set():
     # inherit the pin and share the core with timing, doubling every latency.
     import tvm  # noqa: F401  (the pool reconfiguration path runs only once TVM is loaded)
 
-    from codesign.profile.profiler import _set_threads
+    from codesign.profile.runners import set_threads
 
     before = os.sched_getaffinity(0)
     old = os.environ.get("TVM_NUM_THREADS")
     try:
-        _set_threads(1)
+        set_threads(1)
         assert os.sched_getaffinity(0) == before
     finally:
         if old is None:

@@ -228,9 +228,9 @@ def _predict(args) -> int:
 
 def _measure(args) -> int:
     from ..graph import onnx_kernels
-    from ..predict.measure import measure_network
     from ..predict.models import load_cost_model
     from ..profile.devices import get_device
+    from ..profile.measure import measure_network
     from ..profile.schedules import default_schedule
 
     device = get_device(args.device)

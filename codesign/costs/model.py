@@ -70,8 +70,8 @@ class ModelCostSource(CostSource):
         ok, _ = self.can_measure()
         if not ok:
             return None
-        from ..predict.measure import measure_network
         from ..profile import get_device
+        from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0)
         return {**m.to_dict(), "energy_mj": None,
@@ -140,7 +140,7 @@ class TVMDeviceSource(ModelCostSource):
         return True, ""
 
     def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
-        from ..predict.measure import measure_network
+        from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
                             tuning_dir=str(self.tuning_dir) if self.tuning_dir else None)

@@ -31,7 +31,9 @@ from ..errors import CodesignError
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
 
 
-def _meta_schedule(target_kind: str = "llvm"):
+def meta_schedule(target_kind: str = "llvm"):
+    """TVM's MetaSchedule module, importable in seconds on a CPU target (see DESIGN.md: the other
+    targets' tensor intrinsics are left unregistered)."""
     # A GPU target keeps its own intrinsics (tensor-core rules need them): pay the registration.
     for name in _GPU_INTRINSICS:
         if name == target_kind:
@@ -43,7 +45,8 @@ def _meta_schedule(target_kind: str = "llvm"):
     return ms
 
 
-def _in_process_builder(ms):
+def in_process_builder(ms):
+    """A MetaSchedule builder compiling candidates in this process (0.2 s each, not ~1 s)."""
     import tvm
     from tvm.ir.utils import derived_object
 
@@ -95,7 +98,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
     import tvm
 
-    ms = _meta_schedule(str(target.kind.name))
+    ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if work_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
@@ -107,7 +110,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
         evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
         database = ms.tir_integration.tune_tir(
             mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-            builder=_in_process_builder(ms), database=database,
+            builder=in_process_builder(ms), database=database,
             cost_model="xgb" if evolutionary else "random",
             strategy="evolutionary" if evolutionary else "replay-trace",
             num_tuning_cores=1, seed=0,

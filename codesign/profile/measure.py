@@ -27,7 +27,6 @@ import math
 import os
 import socket
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..errors import CodesignError
 from ..graph import load_model
+from .runners import runtime_device_type, set_threads
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
 
@@ -171,7 +171,7 @@ def _dlight(mod, target):
     """dlight's rule-based schedules on every fused kernel (as the profiles' ``dlight`` policy)."""
     from tvm.s_tir import dlight as dl
 
-    from ..profile.schedules import GPU_KINDS
+    from .schedules import GPU_KINDS
 
     if str(target.kind.name) in GPU_KINDS:
         rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
@@ -203,7 +203,7 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
         CodesignError: an unknown schedule, a lowering failure (with the offending message), a
             tuned policy under which no tuning record applies.
     """
-    from ..profile.schedules import parse_schedule
+    from .schedules import parse_schedule
 
     kind, trials = parse_schedule(schedule)
     try:
@@ -240,13 +240,13 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     import tvm
     from tvm import relax, tirx
 
-    from ..profile.schedules import GPU_KINDS
-    from ..profile.tuning import _in_process_builder, _meta_schedule, target_records
+    from .schedules import GPU_KINDS
+    from .tuning import in_process_builder, meta_schedule, target_records
 
     if tuning_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(tuning_dir, exist_ok=True)
-    ms = _meta_schedule(str(target.kind.name))
+    ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
     tasks = ms.relax_integration.extract_tasks(mod, target)
@@ -260,7 +260,7 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
             todo, tuning_dir, strategy="evolutionary" if evolutionary else "replay-trace", seed=0)
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=tuning_dir, max_trials_global=trials * len(todo),
-            max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=_in_process_builder(ms),
+            max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=in_process_builder(ms),
             database=database, cost_model="xgb" if evolutionary else "random",
         )
         mine = target_records(ms, database, target, workloads)
@@ -282,28 +282,6 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     if str(target.kind.name) in GPU_KINDS:
         mod = _dlight(mod, target)  # kernels without a record still need thread bindings
     return _finish(mod, target), tuned, fused
-
-
-def _device_type(target) -> str:
-    """The runtime device of a target kind (``llvm`` code runs on ``cpu``)."""
-    kind = str(target.kind.name)
-    return "cpu" if kind in ("llvm", "c") else kind
-
-
-def _set_threads(n: int) -> None:
-    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    if "tvm" in sys.modules:
-        import tvm
-
-        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if fn is not None:
-            # Reconfiguring pins the calling thread to one core; later threads (onnxruntime's,
-            # TVM's compiler) would inherit the pin. Restore the process's CPU set.
-            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            fn(1, n)
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
 
 
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
@@ -355,7 +333,7 @@ def measure_network(
         raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
     label = name or (str(model) if isinstance(model, (str, Path)) else (model.graph.name or "model"))
     if device.rpc is None:
-        _set_threads(device.threads)
+        set_threads(device.threads)
     mod, proto = relax_module(model)
     target = device.tvm_target()
     t0 = time.perf_counter()
@@ -363,19 +341,19 @@ def measure_network(
     compile_s = time.perf_counter() - t0
     feeds = random_inputs(proto, seed)
     if device.rpc is None:
-        dev = tvm.device(_device_type(target), 0)
+        dev = tvm.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(executable, dev)
     else:
         from tvm.support.utils import tempdir
 
-        from ..profile.runners import RPCRunner
+        from .runners import RPCRunner
 
         runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms)
         tmp = tempdir()
         path = tmp.relpath("network.so")
         executable.export_library(path)
         runner.remote.upload(path)
-        dev = runner.remote.device(_device_type(target), 0)
+        dev = runner.remote.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
     evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
