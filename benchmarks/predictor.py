@@ -48,6 +48,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from _common import hardware  # noqa: E402
 
+from codesign.errors import CodesignError  # noqa: E402
 from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
@@ -287,7 +288,11 @@ def time_kernels(specs, device, db, repeats: int) -> None:
         compile_s = time.perf_counter() - t0
         dev = tvm.cpu(0)
         args = [tvm.runtime.tensor(a, dev) for a in random_args(built.arg_shapes)]
-        res = mod.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=0)(*args).results
+        # A kernel that runs long gets fewer runs (about 1 s of runs, at least 5): the rare large
+        # kernels of adaptive sampling would otherwise take minutes each.
+        first = mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=0)(*args).results[0]
+        n = int(min(repeats, max(5, 1.0 / max(first, 1e-9))))
+        res = mod.time_evaluator("main", dev, number=1, repeat=n, min_repeat_ms=0)(*args).results
         samples = [r * 1e3 for r in res]
         db.add(Measurement(kernel_key=key, device=device.name, schedule="untuned", latency_ms=min(samples),
                            latency_std_ms=float(np.std(samples)), repeats=len(samples),
@@ -313,6 +318,160 @@ def leave_one_out_overhead(model, kernel_lists, meas, use_measured):
     return out
 
 
+# --- "never profiled": kernel-type predictors from adaptive sampling, on networks none of whose
+# kernels is in the database -----------------------------------------------------------------------
+# torchvision classification networks predicted and measured at 32x32 and 64x64 (the smaller half
+# of the zoo: untuned TVM runs the larger ones for seconds, longer than this shared machine gives
+# an undisturbed run).
+TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d", "mobilenet_v2", "mobilenet_v3_small",
+                    "mobilenet_v3_large", "mnasnet0_5", "mnasnet1_0", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+                    "squeezenet1_0", "squeezenet1_1", "efficientnet_b0", "regnet_x_400mf", "regnet_y_400mf",
+                    "googlenet", "densenet121")
+
+
+def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[str, Path]]:
+    """(name, ONNX path) of the torchvision networks that ``export_torchvision.py`` exported."""
+    from export_torchvision import default_dir
+
+    folder = default_dir()
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        print(f"no torchvision export at {folder} (run benchmarks/export_torchvision.py with a torchvision); "
+              "torchvision networks left out", file=sys.stderr)
+        return []
+    models = json.loads(manifest.read_text())["models"]
+    out = []
+    for name in names:
+        for size in sizes:
+            entry = models.get(f"{name}_{size}", {})
+            if "file" in entry and (folder / entry["file"]).exists():
+                out.append((f"tv_{name}_{size}", folder / entry["file"]))
+    return out
+
+
+def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
+    """Adaptive sampling into work/adaptive.sqlite, timed as the other kernels (fastest of single runs)."""
+    from codesign.predict.adaptive import adaptive_sample, reference_kernels
+
+    device = get_device("cpu-local")
+    with ProfileDB(work / "adaptive.sqlite") as db:
+        def profile(specs):
+            time_kernels(specs, device, db, args.repeats)
+
+        def measured():
+            return {m.kernel_key: m for m in db.query(device="cpu-local", schedule="untuned")}
+
+        _, report = adaptive_sample(
+            profile, measured, args.adaptive_budget, work / "adaptive-state.json",
+            identity={"device": "cpu-local", "schedule": "untuned", "timing": "fastest of single runs"},
+            seed=0, references=reference_kernels(), exclude_keys=exclude,
+            log=lambda line: print(line, file=sys.stderr, flush=True))
+    return report.to_dict()
+
+
+def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int) -> dict[str, list[dict]]:
+    """Whole-network measurements (cached in work/measured.json; a failure is cached as its error)."""
+    device = get_device("cpu-local")
+    cache = work / "measured.json"
+    out = {}
+    for name, path in names_paths:
+        runs = []
+        for rnd in range(net_rounds):
+            def run(path=path, name=name):
+                try:
+                    return measure_network(path, device, "untuned", net_repeats, 0.0, name=name).to_dict()
+                except Exception as exc:  # an op TVM cannot import: recorded, left out
+                    return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+            runs.append(cached(cache, f"tvm{rnd}:r{net_repeats}:{name}", run))
+            print(f"{name}: {runs[-1].get('latency_min_ms', runs[-1].get('error'))}", file=sys.stderr, flush=True)
+        out[name] = runs
+    return out
+
+
+def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
+    """Every network predicted by kernel-type predictors fitted on the adaptive samples minus
+    every kernel of every evaluated network; overhead fitted leave-one-out as in profiled mode."""
+    kernels = {name: onnx_kernels(path) for name, path, _ in nets}
+    net_keys = {s.key() for ks in kernels.values() for s in ks}
+    with ProfileDB(work / "adaptive.sqlite") as db:
+        records = db.query(device="cpu-local", schedule="untuned", ok_only=True)
+    train = [m for m in records if m.kernel_key not in net_keys]
+    models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
+    rows = []
+    for name, _, group in nets:
+        runs = [r for r in measured[name] if "error" not in r]
+        if not runs:
+            continue
+        specs = kernels[name]
+        kt = models["kernel-type"].predict_network(specs, use_measured=False)
+        rows.append({
+            "name": name, "group": group, "kernels": len(specs),
+            "measured_ms": min(r["latency_min_ms"] for r in runs),
+            "kernel_sum_ms": kt["latency_ms"], "interval_ms": kt["latency_interval_ms"],
+            "gbdt_kernel_sum_ms": models["gbdt"].predict_network(specs, use_measured=False)["latency_ms"],
+            "out_of_range_kernels": len(kt["out_of_range"]),
+            "flops": sum(kernel_flops(s) for s in specs),
+        })
+    meas = np.array([r["measured_ms"] for r in rows])
+    kl = [kernels[r["name"]] for r in rows]
+    pred = leave_one_out_overhead(models["kernel-type"], kl, meas, False)
+    pred_gbdt = leave_one_out_overhead(models["gbdt"], kl, meas, False)
+    flops = np.array([r["flops"] for r in rows])
+    flops_pred = np.array([flops[i] * np.median(np.delete(meas / flops, i)) for i in range(len(rows))])
+    for r, p, q in zip(rows, pred, pred_gbdt):
+        r["predicted_ms"], r["gbdt_predicted_ms"] = float(p), float(q)
+        # The interval of the kernel sum, shifted by the same overhead as the prediction.
+        shift = float(p) - r["kernel_sum_ms"]
+        r["interval_ms"] = [r["interval_ms"][0] + shift, r["interval_ms"][1] + shift]
+    inside = np.array([r["interval_ms"][0] <= r["measured_ms"] <= r["interval_ms"][1] for r in rows])
+    groups = {}
+    for g in sorted({r["group"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["group"] == g]
+        groups[g] = accuracy(pred[idx], meas[idx])
+    flagged = np.array([r["out_of_range_kernels"] > 0 for r in rows])
+    err = np.abs(pred / meas - 1)
+
+    # Kernel level: the evaluated networks' own kernels, profiled for the profiled mode (same
+    # timing), predicted by the never-profiled models: the per-type error table.
+    from codesign.predict.features import kernel_type
+
+    with ProfileDB(bench_kernels_db) as db:
+        kmeas = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule="untuned", ok_only=True)
+                 if m.kernel_key in net_keys}
+    kspecs = [KernelSpec.from_key(k) for k in kmeas]
+    kpred = models["kernel-type"].predict(kspecs, use_measured=False)
+    kgbdt = models["gbdt"].predict(kspecs, use_measured=False)
+    kvals = np.array(list(kmeas.values()))
+    ktypes = np.array([kernel_type(s) for s in kspecs])
+    lo, hi = models["kernel-type"].predict_interval(kspecs, use_measured=False)
+    per_type = {}
+    for t in sorted(set(ktypes)):
+        idx = ktypes == t
+        if idx.sum() >= 2:
+            per_type[t] = {"kernel_type": accuracy(kpred[idx], kvals[idx]), "gbdt": accuracy(kgbdt[idx], kvals[idx]),
+                           "interval_coverage": float(np.mean((lo[idx] <= kvals[idx]) & (kvals[idx] <= hi[idx]))),
+                           "train_kernels": sum(1 for m in train if kernel_type(m.spec) == t)}
+    return {
+        "networks": len(rows), "train_kernels": len(train),
+        "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
+        "accuracy": {"kernel_type": accuracy(pred, meas), "gbdt_same_samples": accuracy(pred_gbdt, meas),
+                     "flops_proxy": accuracy(flops_pred, meas),
+                     "kernel_type_no_overhead": accuracy([r["kernel_sum_ms"] for r in rows], meas)},
+        "by_group": groups,
+        "interval_coverage": float(inside.mean()),
+        "interval_level": models["kernel-type"].heads["latency_ms"]["level"],
+        "flagged_out_of_range": {"networks": int(flagged.sum()),
+                                 "within_10pct_flagged": float(np.mean(err[flagged] <= 0.1)) if flagged.any() else None,
+                                 "within_10pct_unflagged": float(np.mean(err[~flagged] <= 0.1)) if (~flagged).any()
+                                 else None},
+        "kernels_of_networks": {"n": len(kspecs), "kernel_type": accuracy(kpred, kvals) if len(kspecs) > 1 else None,
+                                "gbdt": accuracy(kgbdt, kvals) if len(kspecs) > 1 else None,
+                                "interval_coverage": float(np.mean((lo <= kvals) & (kvals <= hi))) if len(kspecs) else None},
+        "per_type": per_type,
+        "per_network": rows,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="predictor-bench", help="work directory (ONNX files, caches, PNG)")
@@ -328,6 +487,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="separate timing passes; the fastest is kept")
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
+    ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
+                                                         "never-profiled"],
+                    help="run one part only (each resumes from the caches in --work): the profiled-mode "
+                         "comparison; adaptive sampling; torchvision network measurements; the never-profiled report")
+    ap.add_argument("--adaptive-budget", type=int, default=1200, help="kernels adaptive sampling profiles")
+    ap.add_argument("--tv-repeats", type=int, default=30, help="timed single runs per torchvision network")
+    ap.add_argument("--tv-sizes", type=int, nargs="+", default=[32, 64], help="torchvision input sizes")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
@@ -342,6 +508,40 @@ def main() -> None:
     paths = export_all(acc_nets + cal_nets, work / "onnx")
     kernels = {name: onnx_kernels(p) for name, p in paths.items()}
     bench_keys = {s.key() for name in paths for s in kernels[name]}
+    tv_nets = torchvision_networks(tuple(args.tv_sizes))
+    tv_keys, readable = set(), []
+    for name, path in tv_nets:
+        try:
+            tv_keys |= {s.key() for s in onnx_kernels(path)}
+            readable.append((name, path))
+        except CodesignError as exc:
+            print(f"{name}: left out ({exc})", file=sys.stderr)
+    tv_nets = readable
+    if args.stage == "adaptive":
+        print(json.dumps(stage_adaptive(args, work, bench_keys | tv_keys), indent=2))
+        return
+    if args.stage == "measure-torchvision":
+        stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds)
+        return
+    if args.stage in ("all", "never-profiled"):
+        if args.stage == "all":
+            stage_adaptive(args, work, bench_keys | tv_keys)
+            stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds)
+        measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, args.net_repeats,
+                                 args.net_rounds)
+        measured.update(stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds))
+        nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
+        nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
+        res = never_profiled(args, work, nets, measured, work / "kernels-0.sqlite")
+        res.update(benchmark="predictor:never-profiled", hardware=hardware(), load_average_1_5_15=os.getloadavg(),
+                   timing="kernels: fastest of up to `repeats` single runs (about 1 s of runs for long kernels); "
+                          "networks: fastest of `net_repeats` (torchvision: `tv_repeats`) single runs per pass",
+                   device="cpu-local", schedule="untuned", adaptive_budget=args.adaptive_budget,
+                   adaptive_state=json.loads((work / "adaptive-state.json").read_text())["rounds"][-1])
+        (work / "never_profiled.json").write_text(json.dumps(res, indent=2))
+        print(json.dumps({k: v for k, v in res.items() if k != "per_network"}, indent=2))
+        if args.stage == "never-profiled":
+            return
 
     # This machine is shared: other jobs inflate some timings several-fold. With --rounds R every
     # kernel and every network is timed in R separate passes (separate profile databases) and the

@@ -207,6 +207,16 @@ def _activation_of(g: _Graph, node) -> str | None:
     return None
 
 
+def _clip_bounds(g: _Graph, node):
+    a = _attrs(node)
+    lo, hi = a.get("min"), a.get("max")
+    if len(node.input) > 1 and node.input[1]:
+        lo = float(g.consts[node.input[1]]) if node.input[1] in g.consts else None
+    if len(node.input) > 2 and node.input[2]:
+        hi = float(g.consts[node.input[2]]) if node.input[2] in g.consts else None
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
+
+
 def _const_value(g: _Graph, name: str) -> float | None:
     arr = g.consts.get(name)
     if arr is None or arr.size != 1:
