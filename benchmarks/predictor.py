@@ -288,10 +288,10 @@ def time_kernels(specs, device, db, repeats: int) -> None:
         compile_s = time.perf_counter() - t0
         dev = tvm.cpu(0)
         args = [tvm.runtime.tensor(a, dev) for a in random_args(built.arg_shapes)]
-        # A kernel that runs long gets fewer runs (about 1 s of runs, at least 5): the rare large
+        # A kernel that runs long gets fewer runs (about 0.5 s of runs, at least 5): the rare large
         # kernels of adaptive sampling would otherwise take minutes each.
         first = mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=0)(*args).results[0]
-        n = int(min(repeats, max(5, 1.0 / max(first, 1e-9))))
+        n = int(min(repeats, max(5, 0.5 / max(first, 1e-9))))
         res = mod.time_evaluator("main", dev, number=1, repeat=n, min_repeat_ms=0)(*args).results
         samples = [r * 1e3 for r in res]
         db.add(Measurement(kernel_key=key, device=device.name, schedule="untuned", latency_ms=min(samples),

@@ -73,12 +73,19 @@ def _infer(model):
         raise CodesignError(f"ONNX shape inference failed: {exc}") from exc
 
 
-def fold_constants(model):
+def fold_constants(model, max_fill_elements: int | None = None):
     """A copy of ``model`` with every node computable before run time replaced by an initializer.
 
     Folds ``Constant``, ``Shape`` of statically shaped tensors and any deterministic node whose
     inputs are all folded (evaluated with ``onnx.reference``). Static input shapes are required
     for the shape arithmetic to fold.
+
+    Args:
+        max_fill_elements: ``ConstantOfShape`` nodes that would make more elements than this
+            stay in the graph (their shape is inferred, their values never made). Reading the
+            kernels of a network needs weights' shapes only, and architecture-only files store
+            weights that way (benchmarks/export_torchvision.py); None folds them all, as
+            compiling the network needs.
     """
     import numpy as np
     import onnx
@@ -93,6 +100,10 @@ def fold_constants(model):
     for n in g.node:
         ins = list(dict.fromkeys(i for i in n.input if i))
         values = None
+        if (max_fill_elements is not None and n.op_type == "ConstantOfShape" and ins and ins[0] in known
+                and int(np.prod(known[ins[0]])) > max_fill_elements):
+            keep.append(n)
+            continue
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
             values = [numpy_helper.to_array(n.attribute[0].t)]
         elif n.op_type == "Shape" and n.input[0] in shapes:
@@ -126,8 +137,9 @@ def fold_constants(model):
     return _infer(folded)
 
 
-def load_model(model):
-    """An onnx.ModelProto from a path or a ModelProto, constants folded, shapes inferred.
+def load_model(model, max_fill_elements: int | None = None):
+    """An onnx.ModelProto from a path or a ModelProto, constants folded, shapes inferred
+    (``max_fill_elements``: see ``fold_constants``).
 
     Raises:
         CodesignError: a missing or unreadable file, failed shape inference.
@@ -144,10 +156,12 @@ def load_model(model):
             raise CodesignError(f"{path} is not a readable ONNX model ({exc})") from exc
     if not isinstance(model, onnx.ModelProto):
         raise CodesignError(f"expected an ONNX file path or onnx.ModelProto, got {type(model).__name__}")
-    return fold_constants(model)
+    return fold_constants(model, max_fill_elements)
 
 
-_load = load_model
+def _load(model):
+    # Kernels need the weights' shapes only: large constant fills are left unmade.
+    return load_model(model, max_fill_elements=1 << 16)
 
 
 class _Graph:
@@ -162,6 +176,12 @@ class _Graph:
                 for a in n.attribute:
                     if a.name == "value":
                         self.consts[n.output[0]] = numpy_helper.to_array(a.t)
+        # Tensors known before run time: constants, and constant fills left unmade (see fold_constants).
+        self.static = set(self.consts)
+        for n in self.nodes:
+            if (n.op_type == "ConstantOfShape" and n.input[0] in self.consts) or (
+                    n.op_type in ("Identity", "Cast") and n.input[0] in self.static):
+                self.static.add(n.output[0])
         self.shapes: dict[str, tuple[int, ...]] = _static_shapes(g)
         for name, arr in self.consts.items():
             self.shapes.setdefault(name, tuple(arr.shape))
@@ -278,7 +298,7 @@ def _absorb_adds(g: _Graph, out: str, used: set) -> tuple[bool, str]:
     nxt = g.sole_consumer(out)
     while nxt is not None and nxt.op_type == "Add" and id(nxt) not in used:
         other = [i for i in nxt.input if i != out]
-        if not other or other[0] in g.consts or g.shapes.get(other[0]) != g.shapes.get(out):
+        if not other or other[0] in g.static or g.shapes.get(other[0]) != g.shapes.get(out):
             break
         used.add(id(nxt))
         residual, out = True, nxt.output[0]
@@ -355,7 +375,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 nxt = g.sole_consumer(out)
             if nxt is not None and nxt.op_type == "Add":
                 other = [i for i in nxt.input if i != out]
-                if other and other[0] in g.consts:
+                if other and other[0] in g.static:
                     used.add(id(nxt))
                     bias, out = True, nxt.output[0]
                     nxt = g.sole_consumer(out)
@@ -367,7 +387,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             ))
         elif op in ("Gemm", "MatMul"):
             xs, ws = g.shape(x), g.shape(node.input[1])
-            if op == "MatMul" and node.input[1] not in g.consts and len(xs) >= 3:
+            if op == "MatMul" and node.input[1] not in g.static and len(xs) >= 3:
                 # Both operands computed at run time (attention): a batched matmul.
                 if len(ws) != len(xs) or xs[:-2] != ws[:-2]:
                     raise CodesignError(f"MatMul {node.name!r}: broadcasting batched matmul {xs} x {ws} is not supported")
@@ -382,7 +402,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             bias = op == "Gemm" and len(node.input) > 2 and bool(node.input[2])
             out = node.output[0]
             nxt = g.sole_consumer(out)
-            if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.consts for i in nxt.input):
+            if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.static for i in nxt.input):
                 used.add(id(nxt))
                 bias, out = True, nxt.output[0]
             residual, out = _absorb_adds(g, out, used)
@@ -435,7 +455,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 specs.append(KernelSpec.make(act, shape))
         elif op in ("Add", "Mul"):
             shapes = [g.shapes.get(i) for i in node.input]
-            if any(i in g.consts for i in node.input) or None in shapes:
+            if any(i in g.static for i in node.input) or None in shapes:
                 continue  # with a constant: folded into the producer by TVM
             if op == "Mul" and len(set(shapes)) == 2 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
                 big, small = sorted(shapes, key=_prod, reverse=True)
@@ -450,7 +470,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             else:
                 specs.append(KernelSpec.make("mul", shapes[0]))
         elif op == "Div":
-            if not any(i in g.consts for i in node.input):
+            if not any(i in g.static for i in node.input):
                 shapes = [g.shapes.get(i) for i in node.input]
                 if len(set(shapes)) == 1 and shapes[0] is not None and len(shapes[0]) == 4:
                     specs.append(KernelSpec.make("mul", shapes[0]))  # costs as a multiply
