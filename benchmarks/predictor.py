@@ -356,7 +356,25 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
     device = get_device("cpu-local")
     with ProfileDB(work / "adaptive.sqlite") as db:
         def profile(specs):
-            time_kernels(specs, device, db, args.repeats)
+            # --workers processes time disjoint slices into the same database (SQLite WAL): on a
+            # machine many jobs share, each process gets its own slice of the CPUs.
+            import subprocess
+            import tempfile
+
+            keys = [s.key() for s in specs]
+            procs = []
+            for i in range(args.workers):
+                part = keys[i::args.workers]
+                if not part:
+                    continue
+                f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, dir=work)
+                json.dump(part, f)
+                f.close()
+                procs.append((subprocess.Popen([sys.executable, __file__, "--work", str(work), "--stage", "time-keys",
+                                                "--keys", f.name, "--repeats", str(args.repeats)]), f.name))
+            for proc, name in procs:
+                proc.wait()
+                os.unlink(name)
 
         def measured():
             return {m.kernel_key: m for m in db.query(device="cpu-local", schedule="untuned")}
@@ -364,7 +382,7 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
         _, report = adaptive_sample(
             profile, measured, args.adaptive_budget, work / "adaptive-state.json",
             identity={"device": "cpu-local", "schedule": "untuned", "timing": "fastest of single runs"},
-            seed=0, references=reference_kernels(), exclude_keys=exclude,
+            seed=0, references=reference_kernels(), exclude_keys=exclude, types=args.adaptive_types.split(","),
             log=lambda line: print(line, file=sys.stderr, flush=True))
     return report.to_dict()
 
@@ -488,15 +506,26 @@ def main() -> None:
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
-                                                         "never-profiled"],
+                                                         "never-profiled", "time-keys"],
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled report")
     ap.add_argument("--adaptive-budget", type=int, default=1200, help="kernels adaptive sampling profiles")
+    ap.add_argument("--adaptive-types", default="conv,conv_pointwise,conv_depthwise,conv_grouped,dense,max_pool,"
+                    "avg_pool,global_pool,batch_norm,add,mul,activation",
+                    help="kernel types sampled (default: those of CNNs; the networks here have no attention)")
+    ap.add_argument("--workers", type=int, default=4, help="processes timing adaptive samples at once")
+    ap.add_argument("--keys", default=None, help=argparse.SUPPRESS)  # --stage time-keys: a JSON list of kernel keys
+    ap.add_argument("--tv-nets", nargs="+", default=list(TORCHVISION_NETS), help="torchvision networks evaluated")
     ap.add_argument("--tv-repeats", type=int, default=30, help="timed single runs per torchvision network")
     ap.add_argument("--tv-sizes", type=int, nargs="+", default=[32, 64], help="torchvision input sizes")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
+    if args.stage == "time-keys":  # a worker of stage_adaptive
+        with ProfileDB(work / "adaptive.sqlite") as db:
+            time_kernels([KernelSpec.from_key(k) for k in json.loads(Path(args.keys).read_text())],
+                         get_device("cpu-local"), db, args.repeats)
+        return
     work.mkdir(parents=True, exist_ok=True)
     device = get_device("cpu-local")
     t_start = time.perf_counter()
@@ -508,7 +537,7 @@ def main() -> None:
     paths = export_all(acc_nets + cal_nets, work / "onnx")
     kernels = {name: onnx_kernels(p) for name, p in paths.items()}
     bench_keys = {s.key() for name in paths for s in kernels[name]}
-    tv_nets = torchvision_networks(tuple(args.tv_sizes))
+    tv_nets = torchvision_networks(tuple(args.tv_sizes), tuple(args.tv_nets))
     tv_keys, readable = set(), []
     for name, path in tv_nets:
         try:

@@ -432,7 +432,6 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         elif op == "ReduceMean":
             raise CodesignError(f"ReduceMean {node.name!r}: only a mean over H and W is supported")
         elif op == "LRN":
-            act, _ = _absorb_activation(g, node.output[0], used)
             specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
         elif op in ("Softmax", "LayerNormalization"):
             shape = g.shape(x)

@@ -217,16 +217,25 @@ def test_transformer_block_tokens_attention_and_gelu():
 
 
 def test_ceil_mode_pools_and_lrn():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True), nn.LocalResponseNorm(5),
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
                         nn.AvgPool2d(2, 2, ceil_mode=True), nn.Hardsigmoid())
     ks = module_kernels(net, (1, 3, 16, 16))
     assert ks == [
         K("conv2d", (1, 3, 16, 16), out_channels=8, kernel=3, padding=0, bias=True, activation="relu"),
         K("max_pool2d", (1, 8, 14, 14), kernel=3, stride=2, ceil_mode=True),
-        K("lrn", (1, 8, 7, 7), size=5),
         K("avg_pool2d", (1, 8, 7, 7), kernel=2, stride=2, ceil_mode=True),
         K("hardsigmoid", (1, 8, 4, 4)),
     ]
+    # torch writes LocalResponseNorm as a decomposition; Caffe-converted AlexNet/GoogLeNet carry
+    # ONNX's own LRN node.
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("LRN", ["x"], ["y"], size=5, alpha=1e-4, beta=0.75, bias=1.0), helper.make_node("Relu", ["y"], ["z"])],
+        "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 7, 7])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 7, 7])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert onnx_kernels(model) == [K("lrn", (1, 8, 7, 7), size=5), K("relu", (1, 8, 7, 7))]
     # ceil mode: ONNX/PyTorch's rule, window starting inside the input or its left padding
     for size, k, s, p in ((14, 3, 2, 0), (7, 2, 2, 0), (15, 3, 2, 1), (8, 3, 3, 1), (5, 2, 2, 1)):
         want = nn.MaxPool2d(k, s, p, ceil_mode=True)(torch.zeros(1, 1, size, size)).shape[2]
