@@ -223,8 +223,7 @@ def test_ceil_mode_pools_and_lrn():
     assert ks == [
         K("conv2d", (1, 3, 16, 16), out_channels=8, kernel=3, padding=0, bias=True, activation="relu"),
         K("max_pool2d", (1, 8, 14, 14), kernel=3, stride=2, ceil_mode=True),
-        K("avg_pool2d", (1, 8, 7, 7), kernel=2, stride=2, ceil_mode=True),
-        K("hardsigmoid", (1, 8, 4, 4)),
+        K("avg_pool2d", (1, 8, 7, 7), kernel=2, stride=2, ceil_mode=True, count_include_pad=True),  # + Hardsigmoid
     ]
     # torch writes LocalResponseNorm as a decomposition; Caffe-converted AlexNet/GoogLeNet carry
     # ONNX's own LRN node.
@@ -305,15 +304,20 @@ def test_builders_compute_what_torch_computes(spec):
 
 
 def test_new_patterns_are_the_kernels_tvm_fuses():
-    """SE blocks, SiLU, GELU and token-wise layers against Relax's FuseOps."""
+    """SE blocks, SiLU and ceil-mode pools against Relax's FuseOps."""
     from codesign.graph import export_onnx
     from codesign.predict.measure import tvm_kernels
 
-    for net, shape in ((_SqueezeExcite(), (1, 16, 8, 8)),
-                       (nn.Sequential(nn.Conv2d(3, 8, 3), nn.SiLU(), nn.MaxPool2d(3, 2, ceil_mode=True)), (1, 3, 12, 12))):
-        model = export_onnx(net, shape)
-        ours, theirs = onnx_kernels(model), tvm_kernels(model)
-        assert len(ours) == len(theirs), ([k.key() for k in ours], theirs)
+    model = export_onnx(nn.Sequential(nn.Conv2d(3, 8, 3), nn.SiLU(), nn.MaxPool2d(3, 2, ceil_mode=True)), (1, 3, 12, 12))
+    ours, theirs = onnx_kernels(model), tvm_kernels(model)
+    assert len(ours) == len(theirs) == 2, ([k.key() for k in ours], theirs)
+    # TVM fuses the squeeze-and-excitation multiply into the 1x1 conv that computes the scale;
+    # codesign costs it as that conv plus a broadcast multiply (the same pass over the tensor):
+    # one kernel more than TVM per SE block (docs/predict.md).
+    model = export_onnx(_SqueezeExcite(), (1, 16, 8, 8))
+    ours, theirs = onnx_kernels(model), tvm_kernels(model)
+    assert len(ours) == len(theirs) + 1, ([k.key() for k in ours], theirs)
+    assert any("conv2d" in t and "multiply" in t for t in theirs)
 
 
 # --- torchvision's classification zoo, exported offline by benchmarks/export_torchvision.py -------
