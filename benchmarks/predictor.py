@@ -329,6 +329,9 @@ TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d", "mobi
                     "googlenet", "densenet121")
 
 
+TV_CACHE = "measured-torchvision.json"
+
+
 def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[str, Path]]:
     """(name, ONNX path) of the torchvision networks that ``export_torchvision.py`` exported."""
     from export_torchvision import default_dir
@@ -387,10 +390,11 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
     return report.to_dict()
 
 
-def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int) -> dict[str, list[dict]]:
-    """Whole-network measurements (cached in work/measured.json; a failure is cached as its error)."""
+def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int,
+                  cache_name: str = "measured.json") -> dict[str, list[dict]]:
+    """Whole-network measurements (cached in work/<cache_name>; a failure is cached as its error)."""
     device = get_device("cpu-local")
-    cache = work / "measured.json"
+    cache = work / cache_name
     out = {}
     for name, path in names_paths:
         runs = []
@@ -404,6 +408,12 @@ def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int) ->
             print(f"{name}: {runs[-1].get('latency_min_ms', runs[-1].get('error'))}", file=sys.stderr, flush=True)
         out[name] = runs
     return out
+
+
+def cached_runs(cache: Path, names, repeats: int, rounds: int) -> dict[str, list[dict]]:
+    """The measurements ``stage_measure`` cached (networks not measured yet get none)."""
+    data = json.loads(cache.read_text()) if cache.exists() else {}
+    return {name: [data[k] for k in (f"tvm{r}:r{repeats}:{name}" for r in range(rounds)) if k in data] for name in names}
 
 
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
@@ -517,6 +527,7 @@ def main() -> None:
     ap.add_argument("--keys", default=None, help=argparse.SUPPRESS)  # --stage time-keys: a JSON list of kernel keys
     ap.add_argument("--tv-nets", nargs="+", default=list(TORCHVISION_NETS), help="torchvision networks evaluated")
     ap.add_argument("--tv-repeats", type=int, default=30, help="timed single runs per torchvision network")
+    ap.add_argument("--tv-rounds", type=int, default=1, help="passes over the torchvision networks")
     ap.add_argument("--tv-sizes", type=int, nargs="+", default=[32, 64], help="torchvision input sizes")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -550,15 +561,21 @@ def main() -> None:
         print(json.dumps(stage_adaptive(args, work, bench_keys | tv_keys), indent=2))
         return
     if args.stage == "measure-torchvision":
-        stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds)
+        stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE)
         return
     if args.stage in ("all", "never-profiled"):
         if args.stage == "all":
             stage_adaptive(args, work, bench_keys | tv_keys)
-            stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds)
-        measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, args.net_repeats,
-                                 args.net_rounds)
-        measured.update(stage_measure(tv_nets, work, args.tv_repeats, args.net_rounds))
+            stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE)
+        if args.stage == "all":
+            measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, args.net_repeats,
+                                     args.net_rounds)
+            measured.update(stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE))
+        else:  # the report alone: what the measuring stages have cached so far
+            measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], args.net_repeats,
+                                   args.net_rounds)
+            measured.update(cached_runs(work / TV_CACHE, [name for name, _ in tv_nets], args.tv_repeats,
+                                        args.tv_rounds))
         nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
         nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
         res = never_profiled(args, work, nets, measured, work / "kernels-0.sqlite")
