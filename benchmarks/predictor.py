@@ -2,7 +2,8 @@
 few-shot calibration to a new device.
 
     python benchmarks/predictor.py [--work DIR] [--repeats R] [--net-repeats R] [--net-rounds K] [--rounds K]
-                                   [--grid-samples N] [--per-space S]
+                                   [--grid-samples N] [--per-space S] [--stage STAGE]
+                                   [--adaptive-budget N] [--workers W] [--tv-nets NAME...] [--tv-repeats R]
 
 Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
 32x32 inputs and several widths/depths, plain CNNs with 5x5/7x7 kernels, and S architectures
@@ -20,6 +21,16 @@ What is compared, on the same networks, in the same run (cpu-local, schedule ``u
   network), every kernel predicted by regression: the case of an unseen network during search;
 - ``flops_proxy``: the obvious alternative, latency proportional to FLOPs (one scale: the median
   ratio), against which the ratios are given.
+
+"Never profiled" (``--stage never-profiled``, after ``--stage adaptive`` and ``--stage
+measure-torchvision``; ``--stage all`` runs everything): kernel-type predictors
+(``codesign.predict.adaptive``, nn-Meter's method) sampled adaptively into ``adaptive.sqlite``
+with every kernel of every evaluated network excluded (sampling skips them, and the fit drops any
+that a draw hit anyway), then the 42 networks and torchvision networks at 32x32 and 64x64
+(exported by ``export_torchvision.py``; absent when it has not run) predicted from them, beside a
+gbdt fitted on the same samples and the FLOPs proxy; the networks' own kernels, profiled for the
+profiled mode, give the per-kernel-type error table; the coverage of the 90 % intervals and the
+networks flagged as outside the sampled range are reported. Writes ``never_profiled.json``.
 
 Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on

@@ -510,7 +510,7 @@ def test_kernel_type_model_intervals_cover_and_ranges_flag():
         train += draw(t, 60, rng, [], taken)
         test += draw(t, 20, rng, [], taken)
     rows = [Measurement(kernel_key=s.key(), device="d", schedule="untuned", latency_ms=_irregular_ms(s)) for s in train]
-    model = create_cost_model("kernel-type", seed=0).fit(rows)
+    model = create_cost_model("kernel-type", seed=0, n_estimators=32).fit(rows)
     lo, hi = model.predict_interval(test, use_measured=False)
     pred = model.predict(test, use_measured=False)
     meas = np.array([_irregular_ms(s) for s in test])
@@ -569,7 +569,7 @@ def test_adaptive_sampling_spends_the_budget_where_errors_are_and_resumes(tmp_pa
 
         excluded = {K("add", (1, 16, 8, 8)).key()}
         kw = dict(identity={"device": "d", "schedule": "untuned"}, types=types, seed=1, target_within_10pct=1.0,
-                  exclude_keys=excluded)
+                  exclude_keys=excluded, model_kwargs={"n_estimators": 16})
         model, rep = adaptive_sample(counting, measured, 60, tmp_path / "s.json", **kw)
         assert rep.profiled == 60 and len(db.query()) == 60 and rep.rounds >= 2
         assert rep.met is False  # a target of 100 % is not met on this law: the budget ends it
@@ -598,7 +598,7 @@ def test_adaptive_sampling_stops_at_the_target(tmp_path):
     with ProfileDB(tmp_path / "p.sqlite") as db:
         profile, measured = _synthetic_profiler(db, law=lambda s: 0.5)  # constant: learnt at once
         _, rep = adaptive_sample(profile, measured, 200, tmp_path / "s.json", identity={"device": "d"},
-                                 types=["add", "mul"], target_within_10pct=0.9)
+                                 types=["add", "mul"], target_within_10pct=0.9, model_kwargs={"n_estimators": 8})
     assert rep.met and rep.rounds == 1 and rep.profiled < 200
 
 

@@ -330,6 +330,7 @@ def adaptive_sample(
     exclude_keys: Iterable[str] = (),
     types: Iterable[str] = SAMPLE_TYPES,
     kind: str = "kernel-type",
+    model_kwargs: dict | None = None,
     held_out_share: float = 0.2,
     initial_share: float = 0.45,
     neighbours: int = 3,
@@ -349,6 +350,7 @@ def adaptive_sample(
         target_within_10pct: per type, the held-out share within ±10 % at which sampling stops.
         references: kernels the prior also perturbs (``reference_kernels``).
         exclude_keys: kernels never to sample.
+        kind, model_kwargs: the cost model fitted each round (``create_cost_model(kind, **model_kwargs)``).
         held_out_share, initial_share: of the budget; the rest goes to the rounds.
         neighbours, worst: per round and type, ``worst`` held-out configurations get ``neighbours``
             new kernels each.
@@ -410,7 +412,7 @@ def adaptive_sample(
         rows = [have[k] for keys in state["train"].values() for k in keys if k in have and have[k].ok]
         if not rows:
             raise CodesignError("no sampled kernel could be profiled; see `codesign profile --status`")
-        return create_cost_model(kind, seed=seed).fit(rows)
+        return create_cost_model(kind, seed=seed, **(model_kwargs or {})).fit(rows)
 
     have = profile_missing()
     while True:
@@ -444,7 +446,7 @@ def adaptive_sample(
         have = profile_missing()
     # The returned model learns from every sampled kernel, held-out ones included.
     rows = [have[k] for k in all_keys() if k in have and have[k].ok]
-    final = create_cost_model(kind, seed=seed).fit(rows)
+    final = create_cost_model(kind, seed=seed, **(model_kwargs or {})).fit(rows)
     met = all(summary.get(t, {}).get("within_10pct", 0.0) >= target_within_10pct for t in types if t in summary)
     state["done"] = True
     _save_state(path, state)
