@@ -58,7 +58,7 @@ MAX_FLOPS = 4e7
 
 # Real CNNs at 32-64 px inputs: stage resolutions, and base widths that double per stage.
 _INPUT_SIZES = (32, 64)
-_BASE_WIDTHS = (8, 16, 24, 32, 48, 64)
+_BASE_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 _ACTIVATIONS = ("none", "relu", "relu", "relu", "relu6", "hardswish", "silu", "sigmoid")
 
 
@@ -74,7 +74,9 @@ def _stage(rng: random.Random) -> tuple[int, int]:
     res = max(1, size >> depth)
     if rng.random() < 0.15 and res > 2:
         res -= 1  # odd sizes: valid padding and ceil-mode pools (31, 15, 7, 3)
-    width = rng.choice(_BASE_WIDTHS) * 2 ** depth * rng.choice((1, 1, 1, 2, 4))
+    # Narrow networks (search-space cells, small CNNs) keep narrow channels deep down; wide
+    # ones double per stage.
+    width = rng.choice(_BASE_WIDTHS) * 2 ** (depth if rng.random() < 0.5 else rng.randint(0, depth))
     return res, _round_channels(min(2048, width * math.exp(rng.uniform(-0.3, 0.3))))
 
 

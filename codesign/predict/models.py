@@ -594,11 +594,18 @@ class KernelTypeModel(CostModel):
     def _forest(self, x: np.ndarray, y: np.ndarray, prefix: str, head: dict) -> None:
         from sklearn.ensemble import RandomForestRegressor
 
+        # Trees cannot extrapolate: a kernel smaller or larger than every sampled one would get
+        # the nearest leaf's latency. A ridge line in the log work terms carries the trend in
+        # size, and the forest learns what it misses (the irregularities of the generated code).
+        coef, mean, scale = _ridge(x[:, _TREND], y, 1.0)
+        trend = np.hstack([np.ones((len(x), 1)), (x[:, _TREND] - mean) / scale]) @ coef
+        head.update({f"{prefix}trend_coef": coef, f"{prefix}trend_mean": mean, f"{prefix}trend_scale": scale})
         rf = RandomForestRegressor(bootstrap=True, oob_score=len(y) >= 4, random_state=self.seed, n_jobs=1,
                                    **self.params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Some inputs do not have OOB scores"
-            rf.fit(x, y)
+            rf.fit(x, y - trend)
+        y = y - trend
         head.update(trees_to_arrays([est.tree_ for est in rf.estimators_], prefix))
         spread = np.maximum(tree_values(head, x, prefix).std(axis=1), _MIN_SPREAD)
         q = 3.0  # few rows: a wide default
@@ -636,11 +643,11 @@ class KernelTypeModel(CostModel):
         fallback = ~np.isin(types, head["types"])
         if fallback.any():
             onehot = (types[fallback, None] == np.array(KERNEL_TYPES)[None, :]).astype(np.float64)
-            out[fallback] = tree_values(head, np.hstack([tx[fallback], onehot]), "global:")
+            out[fallback] = _trend_and_trees(head, np.hstack([tx[fallback], onehot]), "global:")
             q[fallback] = head["q"]["global:"]
         for t in set(types[~fallback]):
             rows = types == t
-            out[rows] = tree_values(head, tx[rows], f"{t}:")
+            out[rows] = _trend_and_trees(head, tx[rows], f"{t}:")
             q[rows] = head["q"][f"{t}:"]
         return out, q
 
@@ -676,3 +683,19 @@ class KernelTypeModel(CostModel):
 
 # Smallest spread of the trees' log predictions an interval is scaled from (1 %).
 _MIN_SPREAD = 0.01
+
+
+def _trend_columns() -> list[int]:
+    from .features import TYPE_FEATURE_NAMES
+
+    return [TYPE_FEATURE_NAMES.index(n) for n in ("log_flops", "log_bytes", "log_out_elements", "log_reduction")]
+
+
+_TREND = _trend_columns()
+
+
+def _trend_and_trees(head: dict, x: np.ndarray, prefix: str) -> np.ndarray:
+    """Per-tree log predictions: the ridge trend plus each tree's residual."""
+    z = (x[:, _TREND] - head[f"{prefix}trend_mean"]) / head[f"{prefix}trend_scale"]
+    trend = np.hstack([np.ones((len(x), 1)), z]) @ head[f"{prefix}trend_coef"]
+    return trend[:, None] + tree_values(head, x, prefix)
