@@ -589,7 +589,7 @@ def test_adaptive_sampling_spends_the_budget_where_errors_are_and_resumes(tmp_pa
         with pytest.raises(CodesignError, match="belongs to another adaptive run"):
             adaptive_sample(counting, measured, 72, tmp_path / "s.json", **dict(kw, seed=2))
         with pytest.raises(CodesignError, match="too small"):
-            adaptive_sample(counting, measured, 5, tmp_path / "t.json", **kw)
+            adaptive_sample(counting, measured, 11, tmp_path / "t.json", **kw)
 
 
 def test_adaptive_sampling_stops_at_the_target(tmp_path):
@@ -624,17 +624,17 @@ def test_fit_adaptive_command(tmp_path):
     import sys
 
     db = tmp_path / "p.sqlite"
-    cmd = [sys.executable, "-m", "codesign.cli", "fit", "--adaptive", "--budget-kernels", "10", "--kernel-types",
+    cmd = [sys.executable, "-m", "codesign.cli", "fit", "--adaptive", "--budget-kernels", "12", "--kernel-types",
            "add,global_pool", "--repeats", "2", "--min-repeat-ms", "1", "--db", str(db), "--out",
            str(tmp_path / "m.json"), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     rep = json.loads(out.stdout)
-    assert rep["kind"] == "kernel-type" and rep["adaptive"]["profiled"] == 10
+    assert rep["kind"] == "kernel-type" and rep["adaptive"]["profiled"] == 12
     assert set(rep["adaptive"]["by_type"]) <= {"add", "global_pool"}
     assert "round 0" in out.stderr
     with ProfileDB(db) as pdb:
-        assert len(pdb.query(ok_only=True)) == 10
+        assert len(pdb.query(ok_only=True)) == 12
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # resumes: nothing new
     assert again.returncode == 0 and "profiling" not in again.stderr
     bad = subprocess.run(cmd[:3] + ["--db", str(db)], capture_output=True, text=True, timeout=300)

@@ -372,9 +372,9 @@ def adaptive_sample(
     unknown = set(types) - set(SAMPLE_TYPES)
     if unknown:
         raise CodesignError(f"unknown kernel type(s) {', '.join(sorted(unknown))}; known: {', '.join(SAMPLE_TYPES)}")
-    if budget_kernels < 4 * len(types):
-        raise CodesignError(f"--budget-kernels {budget_kernels} is too small: at least {4 * len(types)} "
-                            f"(4 per kernel type, {len(types)} types)")
+    if budget_kernels < 6 * len(types):
+        raise CodesignError(f"--budget-kernels {budget_kernels} is too small: at least {6 * len(types)} "
+                            f"(3 held-out and 3 training kernels per kernel type, {len(types)} types)")
     if not 0 < target_within_10pct <= 1:
         raise CodesignError(f"the held-out target must be in (0, 1], got {target_within_10pct}")
     path = Path(state_path)
