@@ -263,6 +263,24 @@ def export_all(nets, onnx_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def network_kernels(path: Path, work: Path) -> list[KernelSpec]:
+    """``onnx_kernels(path)``, cached in work/kernels-cache.json by file content and graph.py source
+    (reading a network folds its constants with onnx's reference evaluator: seconds each)."""
+    import hashlib
+
+    import codesign.graph as graph_mod
+
+    key = hashlib.sha256(Path(path).read_bytes() + Path(graph_mod.__file__).read_bytes()).hexdigest()
+    cache = work / "kernels-cache.json"
+    data = json.loads(cache.read_text()) if cache.exists() else {}
+    if key not in data:
+        data[key] = [s.key() for s in onnx_kernels(path)]
+        latest = json.loads(cache.read_text()) if cache.exists() else {}
+        latest.update(data)
+        cache.write_text(json.dumps(latest))
+    return [KernelSpec.from_key(k) for k in data[key]]
+
+
 def cached(path: Path, key: str, fn):
     data = json.loads(path.read_text()) if path.exists() else {}
     if key not in data:
@@ -430,7 +448,7 @@ def cached_runs(cache: Path, names, repeats: int, rounds: int) -> dict[str, list
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
     """Every network predicted by kernel-type predictors fitted on the adaptive samples minus
     every kernel of every evaluated network; overhead fitted leave-one-out as in profiled mode."""
-    kernels = {name: onnx_kernels(path) for name, path, _ in nets}
+    kernels = {name: network_kernels(path, work) for name, path, _ in nets}
     net_keys = {s.key() for ks in kernels.values() for s in ks}
     with ProfileDB(work / "adaptive.sqlite") as db:
         records = db.query(device="cpu-local", schedule="untuned", ok_only=True)
@@ -557,13 +575,13 @@ def main() -> None:
     rng = random.Random(1)
     cal_nets = [(f"random_{i}", random_net(rng), SHAPE, None) for i in range(40)]
     paths = export_all(acc_nets + cal_nets, work / "onnx")
-    kernels = {name: onnx_kernels(p) for name, p in paths.items()}
+    kernels = {name: network_kernels(p, work) for name, p in paths.items()}
     bench_keys = {s.key() for name in paths for s in kernels[name]}
     tv_nets = torchvision_networks(tuple(args.tv_sizes), tuple(args.tv_nets))
     tv_keys, readable = set(), []
     for name, path in tv_nets:
         try:
-            tv_keys |= {s.key() for s in onnx_kernels(path)}
+            tv_keys |= {s.key() for s in network_kernels(path, work)}
             readable.append((name, path))
         except CodesignError as exc:
             print(f"{name}: left out ({exc})", file=sys.stderr)
