@@ -12,8 +12,8 @@ listed in the manifest with its error instead of a file.
 
 Weights are not part of an architecture's latency, but they are most of an ONNX file's size (the
 zoo holds ~4.5e9 parameters: ~18 GB per input size). Every initializer of more than
-``--max-inline`` elements is therefore stored as a ``ConstantOfShape`` node filled with a small
-constant: the file keeps the network's computation and shapes and is a few kB per network; TVM's
+``--max-inline`` elements is therefore stored as a ``ConstantOfShape`` node filled with its
+(constant) value: the file keeps the network's computation and shapes and is a few kB per network; TVM's
 importer and onnxruntime turn those nodes into constants at load time, and codesign's graph front
 end reads their shapes without materialising them.
 
@@ -50,23 +50,34 @@ def default_dir() -> Path:
 
 
 class _ConstantInit:
-    """Within the block, ``torch.nn.init``'s initialisers fill with a small constant: random
+    """Within the block, ``torch.nn.init``'s initialisers fill with constants: random
     initialisation of ~4.5e9 parameters takes most of an export, and the values never reach the
-    file (see ``_weightless``)."""
+    file (see ``_weightless``). The constants keep activations of order 1 through any depth
+    (weights 1/fan-in, zeros and ones where asked for): tiny values would decay into denormal
+    floats, which CPUs compute up to 100x slower, and the timings would measure that instead."""
 
     def __enter__(self):
         import torch.nn.init as init
 
         self.saved = {n: getattr(init, n) for n in dir(init) if n.endswith("_") and not n.startswith("_")}
 
-        def fill(tensor, *args, **kwargs):
-            import torch
+        def filler(name):
+            def fill(tensor, *args, **kwargs):
+                import torch
 
-            with torch.no_grad():
-                return tensor.fill_(0.01)
+                with torch.no_grad():
+                    if name == "ones_":
+                        return tensor.fill_(1.0)
+                    if name == "constant_":
+                        return tensor.fill_(float(args[0] if args else kwargs["val"]))
+                    if name == "zeros_" or tensor.dim() < 2:
+                        return tensor.fill_(0.0)
+                    return tensor.fill_(1.0 / max(1, tensor[0].numel()))
+
+            return fill
 
         for n in self.saved:
-            setattr(init, n, fill)
+            setattr(init, n, filler(n))
         return self
 
     def __exit__(self, *exc):
@@ -101,11 +112,13 @@ def _weightless(model, max_inline: int):
         if n <= max_inline or t.data_type != onnx.TensorProto.FLOAT:
             keep.append(t)
             continue
+        arr = numpy_helper.to_array(t)
+        fill = float(arr.flat[0]) if np.all(arr == arr.flat[0]) else float(arr.mean())
         shape_name = f"{t.name}__shape"
         keep.append(numpy_helper.from_array(np.array(list(t.dims), dtype=np.int64), shape_name))
         nodes.append(helper.make_node(
             "ConstantOfShape", [shape_name], [t.name], name=f"{t.name}__fill",
-            value=helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [0.01]),
+            value=helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [fill]),
         ))
     del g.initializer[:]
     g.initializer.extend(keep)

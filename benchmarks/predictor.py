@@ -590,7 +590,9 @@ def main() -> None:
         print(json.dumps(stage_adaptive(args, work, bench_keys | tv_keys), indent=2))
         return
     if args.stage == "measure-torchvision":
-        stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE)
+        # One cache per set of networks, so that several measuring processes can run at once.
+        stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds,
+                      TV_CACHE if args.tv_nets == list(TORCHVISION_NETS) else f"measured-torchvision-{'-'.join(args.tv_nets)}.json")
         return
     if args.stage in ("all", "never-profiled"):
         if args.stage == "all":
@@ -603,8 +605,11 @@ def main() -> None:
         else:  # the report alone: what the measuring stages have cached so far
             measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], args.net_repeats,
                                    args.net_rounds)
-            measured.update(cached_runs(work / TV_CACHE, [name for name, _ in tv_nets], args.tv_repeats,
-                                        args.tv_rounds))
+            for cache in sorted(work.glob("measured-torchvision*.json")):
+                for name, runs in cached_runs(cache, [name for name, _ in tv_nets], args.tv_repeats,
+                                              args.tv_rounds).items():
+                    if runs:
+                        measured[name] = runs
         nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
         nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
         res = never_profiled(args, work, nets, measured, work / "kernels-0.sqlite")
