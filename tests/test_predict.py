@@ -618,6 +618,7 @@ def test_prior_and_neighbours_keep_the_kernel_type():
     assert len(taken) == len(set(taken))
 
 
+@pytest.mark.slow
 def test_fit_adaptive_command(tmp_path):
     """`codesign fit --adaptive` profiles with TVM for real (cheap kernel types only)."""
     import subprocess
