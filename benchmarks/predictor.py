@@ -456,7 +456,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
     rows = []
     for name, _, group in nets:
-        runs = [r for r in measured[name] if "error" not in r]
+        runs = [r for r in measured.get(name, []) if "error" not in r]
         if not runs:
             continue
         specs = kernels[name]
