@@ -617,7 +617,8 @@ def main() -> None:
                    timing="kernels: fastest of up to `repeats` single runs (about 1 s of runs for long kernels); "
                           "networks: fastest of `net_repeats` (torchvision: `tv_repeats`) single runs per pass",
                    device="cpu-local", schedule="untuned", adaptive_budget=args.adaptive_budget,
-                   adaptive_state=json.loads((work / "adaptive-state.json").read_text())["rounds"][-1])
+                   adaptive_state=(json.loads((work / "adaptive-state.json").read_text())["rounds"][-1]
+                                   if (work / "adaptive-state.json").exists() else None))
         (work / "never_profiled.json").write_text(json.dumps(res, indent=2))
         print(json.dumps({k: v for k, v in res.items() if k != "per_network"}, indent=2))
         if args.stage == "never-profiled":
