@@ -304,7 +304,7 @@ def test_builders_compute_what_torch_computes(spec):
 
 def test_new_patterns_are_the_kernels_tvm_fuses():
     """SE blocks, SiLU and ceil-mode pools against Relax's FuseOps."""
-    from codesign.predict.measure import tvm_kernels
+    from codesign.profile.measure import tvm_kernels
 
     from codesign.graph import export_onnx
 
@@ -368,7 +368,7 @@ def zoo_model(tmp_path_factory):
 def _accepts(name, model_path, capsys):
     import json
 
-    from codesign.profile.cli import collect_specs
+    from codesign.commands.profile import collect_specs
 
     from codesign.cli import main
     from codesign.profile.builders import build
