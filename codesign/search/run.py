@@ -307,11 +307,14 @@ def _final(space, genotype: str, dataset, cfg: SearchConfig, run: Run, prefix: s
         else:
             from ..predict.measure import measure_network
             from ..profile import get_device
+            from ..profile.db import default_db_path, tuning_dir_for
 
             _say(f"measuring {run.file(prefix + 'model.onnx')} with TVM on {device_name}", quiet)
             device = get_device(device_name)
+            # metaschedule:* keeps its records beside the profile database, as profiling does
+            tuning_dir = tuning_dir_for(Path(cfg.db) if cfg.db else default_db_path())
             m = measure_network(str(run.file(f"{prefix}model.onnx")), device, cfg.schedule, repeats=10,
-                                min_repeat_ms=20.0)
+                                min_repeat_ms=20.0, tuning_dir=str(tuning_dir))
             out["measured"] = {**m.to_dict(), "energy_mj": None,
                                "energy_note": "no energy counter measures whole networks on this device"}
             run.write(f"{prefix}measure.json", out["measured"])
