@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from codesign.hw_models import get_accelerator, mapper
+
 from codesign.kernelspec import KernelSpec
 from codesign.paths import cache_dir
 from codesign.profile import Device, ProfileDB, profile_kernels

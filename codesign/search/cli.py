@@ -18,7 +18,7 @@ _FLAGS = {
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
     "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`)"),
-    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned; metaschedule:N keeps its tuning records in <db>.tuning)"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
                                         "instead of profiling --device"),
