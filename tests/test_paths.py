@@ -105,3 +105,11 @@ def test_metaschedule_profiles_keep_their_tuning_records_beside_the_database(tmp
         rep = profile_kernels([KernelSpec.make("dense", (1, 8), out_features=4)], dev, db,
                               schedule="metaschedule:2", progress=False)
     assert seen == [str(tmp_path / "p.sqlite.tuning")] and rep.failed == 1
+
+
+def test_a_tvm_cost_source_keeps_tuning_records_beside_its_database(tmp_path):
+    from codesign.costs.model import TVMDeviceSource
+
+    assert TVMDeviceSource("cpu-local", db=tmp_path / "p.sqlite").tuning_dir == tmp_path / "p.sqlite.tuning"
+    named = TVMDeviceSource("cpu-local", db=tmp_path / "p.sqlite", tuning_dir=tmp_path / "t")
+    assert named.tuning_dir == tmp_path / "t"
