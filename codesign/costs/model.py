@@ -70,9 +70,9 @@ class ModelCostSource(CostSource):
         ok, _ = self.can_measure()
         if not ok:
             return None
-        from ..predict.measure import measure_network
         from ..profile import get_device
         from ..profile.db import default_db_path, tuning_dir_for
+        from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0,
                             tuning_dir=str(tuning_dir_for(default_db_path())))
@@ -143,7 +143,7 @@ class TVMDeviceSource(ModelCostSource):
         return True, ""
 
     def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
-        from ..predict.measure import measure_network
+        from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
                             tuning_dir=str(self.tuning_dir))

@@ -86,6 +86,9 @@ class SearchConfig:
         if self.hw_space and (self.device != "cpu-local" or self.cost_model):
             raise CodesignError("--hw-space searches the accelerator itself: drop --device/--cost-model "
                                 "(the space names its base accelerator)")
+        if self.area_mm2 is not None and not (self.hw_space or self.device.startswith("accel:")):
+            raise CodesignError("an area_mm2 budget needs an accelerator target (--device accel:NAME or "
+                                "--hw-space NAME); a TVM device has a fixed area")
         if self.device.startswith("accel:") and self.cost_model:
             raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",

@@ -107,20 +107,23 @@ def setup(cfg: SearchConfig, quiet: bool = False) -> Setup:
     return Setup(cfg, dataset, space, source, quiet)
 
 
-def costs_phase(s: Setup, run: Run) -> Costs:
-    """Profile and fit (or load) the cost source, cost every option, resolve the budgets."""
-    cache = None if s.cfg.cost_model else run.file("cost_model.json")
+def costs_phase(s: Setup, run: Run | None) -> Costs:
+    """Profile and fit (or load) the cost source, cost every option, resolve the budgets.
+
+    A new run calls this before its run directory exists (``run`` None), so that an infeasible
+    budget leaves nothing behind; ``save_costs`` then writes the table and the fitted model. A
+    resumed run reads both from its directory."""
+    cache = run.file("cost_model.json") if run is not None and not s.cfg.cost_model else None
     s.source.prepare(s.space.kernels, cache=cache, progress=not s.quiet)
     if getattr(s.source, "report", None) is not None:
         say(f"cost model: {s.source.model_kind} on {s.source.model.n_train} profiled kernels "
             f"({s.source.report.measured} new)", s.quiet)
     elif s.cfg.cost_model:
         say(f"cost model: {s.cfg.cost_model} ({s.source.device}, {s.source.schedule})", s.quiet)
-    if run.has("costs.json"):
+    if run is not None and run.has("costs.json"):
         table = CostTable.load(run.file("costs.json"))
     else:
         table = build_cost_table(s.space, s.source)
-        table.save(run.file("costs.json"))
     budgets = resolve(s.cfg.budgets() or [parse_budget("latency_ms", "0.5x")], table, s.space)
     say("budgets: " + ", ".join(f"{b.metric} <= {b.limit:.4g} ({b.spec})" for b in budgets), s.quiet)
     if s.source.energy_note and s.source.energy_note.startswith("model:") and "energy_mj" in table.metrics() \
@@ -129,6 +132,15 @@ def costs_phase(s: Setup, run: Run) -> Costs:
     for note in implied_budgets(budgets, table):
         say(f"note: {note}", s.quiet)
     return Costs(table, budgets)
+
+
+def save_costs(s: Setup, run: Run, costs: Costs) -> None:
+    """The cost table (costs.json) and a fitted cost model (cost_model.json) into the run directory."""
+    if not run.has("costs.json"):
+        costs.table.save(run.file("costs.json"))
+    model = getattr(s.source, "_model", None)
+    if model is not None and not s.cfg.cost_model and not run.has("cost_model.json"):
+        model.save(run.file("cost_model.json"))
 
 
 def search_context(s: Setup, run: Run, costs: Costs, split: Split, checkpoint: str, max_passes=None,
@@ -270,7 +282,9 @@ def sequential_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:
         return run.read("compare.json")
     axis = s.source.axis
     base_source = AcceleratorSource(s.source.base)
-    base = dataclasses.replace(s, source=base_source)
+    # (a) is a hardware-aware network search on a fixed chip: accuracy within the budgets; the
+    # objective is (b)'s to minimise, as in the co-search, where it steers only the hardware.
+    base = dataclasses.replace(s, source=base_source, cfg=dataclasses.replace(s.cfg, objective="none"))
     if run.has("sequential-costs.json"):
         table = CostTable.load(run.file("sequential-costs.json"))
     else:

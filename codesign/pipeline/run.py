@@ -13,6 +13,7 @@ from .phases import (
     costs_phase,
     derive_phase,
     final_phase,
+    save_costs,
     say,
     search_phase,
     setup,
@@ -36,12 +37,16 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
     if resume:
         cfg = read_config(run_dir, overrides)
     s = setup(cfg, quiet)
+    check_measurable(s)
+    # A new run costs its space and resolves its budgets before its directory exists.
+    costs = None if resume else costs_phase(s, None)
     run, cfg = open_run(cfg, run_dir, resume, overrides)
     say(f"run directory: {run.path}", quiet)
-    check_measurable(s)
+    if costs is None:
+        costs = costs_phase(s, run)
+    save_costs(s, run, costs)
     split = split_train_val(s.dataset, cfg.val_fraction, cfg.seed)
 
-    costs = costs_phase(s, run)
     found = search_phase(s, run, costs, split)
     derived = derive_phase(s, run, costs, found)
     say(f"genotype: {derived['genotype']}", quiet)
