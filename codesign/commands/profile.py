@@ -120,7 +120,9 @@ def _profile(args) -> int:
     device = get_device(args.device)
     specs = collect_specs(args)
     path = _db_path(args)
-    tuning_dir = args.tuning_dir or str(path) + ".tuning"
+    from ..profile.db import tuning_dir_for
+
+    tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
     with ProfileDB(path) as db:
         report = profile_kernels(
             specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,

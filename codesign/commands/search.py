@@ -22,7 +22,7 @@ _FLAGS = {
                                 "accel:NAME|FILE.yaml: a modelled accelerator (`codesign hw list`), no TVM"),
     "--hw-space": ("hw_space", str, "co-search: a hardware space (shipped name, e.g. eyeriss-sweep, or YAML) whose "
                                     "accelerator configs are searched together with the network"),
-    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned; metaschedule:N keeps its tuning records in <db>.tuning)"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
                                         "instead of profiling --device"),

@@ -71,9 +71,11 @@ class ModelCostSource(CostSource):
         if not ok:
             return None
         from ..profile import get_device
+        from ..profile.db import default_db_path, tuning_dir_for
         from ..profile.measure import measure_network
 
-        m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0)
+        m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0,
+                            tuning_dir=str(tuning_dir_for(default_db_path())))
         return {**m.to_dict(), "energy_mj": None,
                 "energy_note": "no energy counter measures whole networks on this device"}
 
@@ -95,7 +97,7 @@ class TVMDeviceSource(ModelCostSource):
                  tuning_dir: str | Path | None = None):
         from ..predict.models import FITTABLE
         from ..profile import get_device
-        from ..profile.db import default_db_path
+        from ..profile.db import default_db_path, tuning_dir_for
         from ..profile.schedules import check_schedule_for_target, default_schedule, parse_schedule
 
         super().__init__()
@@ -107,7 +109,8 @@ class TVMDeviceSource(ModelCostSource):
         self.db = Path(db) if db else default_db_path()
         self.model_kind = FITTABLE.check(model_kind)
         self.repeats, self.min_repeat_ms = repeats, min_repeat_ms
-        self.tuning_dir = tuning_dir
+        # metaschedule:* keeps its records beside the profile database unless told otherwise
+        self.tuning_dir = Path(tuning_dir) if tuning_dir else tuning_dir_for(self.db)
         self.report = None
 
     def prepare(self, specs: Iterable[KernelSpec] | Callable[[], Iterable[KernelSpec]], cache=None,
@@ -129,7 +132,7 @@ class TVMDeviceSource(ModelCostSource):
                       file=sys.stderr, flush=True)
             self.report = profile_kernels(specs, self.dev, db, schedule=self.schedule, repeats=self.repeats,
                                           min_repeat_ms=self.min_repeat_ms, progress=progress,
-                                          tuning_dir=str(self.tuning_dir) if self.tuning_dir else None)
+                                          tuning_dir=str(self.tuning_dir))
         model, _ = fit_from_profiles(self.device, self.db, self.schedule, self.model_kind, seed=0)
         if cache is not None:
             model.save(cache)
@@ -143,7 +146,7 @@ class TVMDeviceSource(ModelCostSource):
         from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
-                            tuning_dir=str(self.tuning_dir) if self.tuning_dir else None)
+                            tuning_dir=str(self.tuning_dir))
         return {**m.to_dict(), "energy_mj": None,
                 "energy_note": "no energy counter measures whole networks on this device"}
 

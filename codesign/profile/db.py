@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
+from ..paths import cache_dir
 
 SCHEMA_VERSION = 1
 
@@ -50,15 +51,19 @@ CREATE INDEX IF NOT EXISTS measurements_device_op ON measurements (device, op);
 
 
 def default_db_path() -> Path:
-    """``<user cache dir>/codesign/profiles.sqlite`` (override with --db or $CODESIGN_DB)."""
+    """``$CODESIGN_DB``, else ``profiles.sqlite`` in codesign's cache directory
+    (``codesign.paths.cache_dir()``: ``$CODESIGN_CACHE_DIR`` or the user cache directory)."""
     import os
 
     env = os.environ.get("CODESIGN_DB")
     if env:
         return Path(env)
-    from platformdirs import user_cache_dir
+    return cache_dir("profiles.sqlite")
 
-    return Path(user_cache_dir("codesign")) / "profiles.sqlite"
+
+def tuning_dir_for(db_path: str | Path) -> Path:
+    """The MetaSchedule tuning database kept beside a profile database: ``<db>.tuning``."""
+    return Path(str(db_path) + ".tuning")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from .db import Measurement, ProfileDB
+from .db import Measurement, ProfileDB, tuning_dir_for
 from .devices import Device
 from .runners import set_threads
 from .schedules import check_schedule_for_target, default_schedule, parse_schedule
@@ -92,7 +92,8 @@ def profile_kernels(
         db: the ProfileDB receiving one row per kernel.
         schedule: "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight" (TVM's
             rule-based schedules) or "metaschedule:<trials>" (tuned, with the tuning database in
-            ``tuning_dir``). None: untuned on a CPU, dlight on a GPU.
+            ``tuning_dir``, by default ``<db>.tuning`` beside the profile database). None:
+            untuned on a CPU, dlight on a GPU.
         repeats, min_repeat_ms: time_evaluator settings.
         reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
         retry_failed: measure kernels that failed before again.
@@ -108,8 +109,10 @@ def profile_kernels(
     """
     if schedule is None:
         schedule = default_schedule(device.target)
-    parse_schedule(schedule)
+    kind, _ = parse_schedule(schedule)
     check_schedule_for_target(schedule, device.target, device.name)
+    if kind == "metaschedule" and tuning_dir is None:
+        tuning_dir = str(tuning_dir_for(db.path))
     if reference not in (None, "torch"):
         raise CodesignError(f"--reference must be torch, got {reference!r}")
     if repeats < 1 or min_repeat_ms < 0:
