@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output, input_file
 from ..predict.api import fit_from_profiles
-from .common import DB_HELP, add_device_flags, print_json
-
-MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
-                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host")
+from .common import DB_HELP, add_device_flags, add_statistic_flag, print_json
 
 
 def _source_flags(p, what: str) -> None:
@@ -80,6 +77,7 @@ def register(sub) -> None:
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
     m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
+    add_statistic_flag(m)
     m.add_argument("--predict-with", default=None, metavar="COSTMODEL",
                    help="also print this saved cost model's prediction and its error")
     m.add_argument("--append", default=None, metavar="CSV",
@@ -227,26 +225,28 @@ def _predict(args) -> int:
 
 
 def _measure(args) -> int:
-    from ..graph import onnx_kernels
+    from ..graph import load_model, onnx_kernels
     from ..predict.models import load_cost_model
     from ..profile.devices import get_device
-    from ..profile.measure import measure_network
-    from ..profile.schedules import default_schedule
+    from ..profile.measure import MeasureTable, measure_network
+    from ..profile.profiler import check_settings
 
     device = get_device(args.device)
-    args.schedule = args.schedule or default_schedule(device.target)
+    args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic)
     for path in args.models:
-        if not Path(path).exists():
-            raise CodesignError(f"no ONNX file at {path}")
+        load_model(input_file(path, "ONNX file"))  # every network is readable before the first is compiled
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
                   if args.predict_with else None)
+    table = MeasureTable(args.append, device.name, args.schedule, args.statistic) if args.append else None
+    if args.tuning_dir:
+        check_output(args.tuning_dir, "--tuning-dir", folder=True)
     bar = None
     if not args.no_progress and len(args.models) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
                    file=sys.stderr, dynamic_ncols=True)
-    done = _measured_rows(args.append, device.name, args.schedule) if args.append else {}
+    done = table.done if table is not None else {}
     results = []
     for path in args.models:
         if path in done:
@@ -255,11 +255,11 @@ def _measure(args) -> int:
                 bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
-                            onnxruntime=not args.no_onnxruntime).to_dict()
+                            onnxruntime=not args.no_onnxruntime, statistic=args.statistic).to_dict()
         r["model"] = path
         results.append(r)
-        if args.append:
-            _append_row(args.append, r)
+        if table is not None:
+            table.append(r)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -280,30 +280,6 @@ def _measure(args) -> int:
             line += f"; predicted {r['predicted_latency_ms']:.4g} ms ({r['predicted_over_measured']:.2f}x)"
         print(line)
     return 0
-
-
-def _measured_rows(path: str, device: str, schedule: str) -> dict[str, dict]:
-    """Rows of an --append table already measured for this device and schedule, by model."""
-    if not Path(path).exists():
-        return {}
-    out = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get("device") == device and r.get("schedule") == schedule and r.get("model"):
-                row: dict = dict(r)
-                for k in ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime"):
-                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
-                out[r["model"]] = row
-    return out
-
-
-def _append_row(path: str, r: dict) -> None:
-    new = not Path(path).exists() or Path(path).stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MEASURE_COLUMNS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({k: r.get(k) for k in MEASURE_COLUMNS})
 
 
 def _calibrate(args) -> int:
