@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import CodesignError
 from ..files import check_output, input_file
 from ..predict.api import fit_from_profiles
+from ..predict.calibrate import read_table, row_kernels
 from .common import DB_HELP, add_device_flags, add_statistic_flag, print_json
 
 
@@ -120,13 +121,12 @@ def _fit(args) -> int:
     if folds == 1 or folds < 0:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
     evaluate = folds > 0 and (args.eval or args.cv is not None)
+    out = model_path(args.out, args.device, "--device")
+    rows = read_table(args.networks) if args.networks else None
     model, records = fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
-    if args.networks:
-        from ..predict.calibrate import read_table, row_kernels
-
-        rows = read_table(args.networks)
+    if rows is not None:
         model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
         report.update(networks=len(rows), overhead_ms=model.overhead_ms,
                       per_kernel_overhead_ms=model.per_kernel_overhead_ms)
@@ -137,7 +137,7 @@ def _fit(args) -> int:
             raise CodesignError(f"{len(records)} measured kernels are too few for {folds}-fold evaluation; "
                                 "profile more kernels or pass a smaller --cv")
         report["cross_validation"] = cross_validate(args.kind, records, folds=folds, seed=args.seed)
-    out = model.save(args.out or f"{args.device}.json")
+    out = model.save(out)
     report["saved"] = str(out)
     if args.json:
         print_json(report)
@@ -156,6 +156,19 @@ def _fit(args) -> int:
                   f"{acc['within_10pct']:5.0%} {acc['kendall_tau']:6.3f}")
     print(f"saved {out}")
     return 0
+
+
+def model_path(out: str | None, name: str, flag: str) -> Path:
+    """Where a fitted or calibrated model goes: ``--out``, else ``<name>.json`` here; checked before
+    the work (``name`` must then be a plain device name, not a path)."""
+    from ..profile.devices import check_device_name
+
+    if out is None:
+        out = f"{check_device_name(name, flag)}.json"
+    path = check_output(out, "--out")
+    if path.suffix not in (".json", ".npz"):
+        raise CodesignError(f"cost model path {path} must end in .json or .npz")
+    return path
 
 
 def _load_or_fit(args):
@@ -183,10 +196,7 @@ def _predict(args) -> int:
 
     if not args.models and not args.kernel:
         raise CodesignError("nothing to predict: give ONNX files, CSV tables of them and/or --kernel KEY")
-    networks = _networks(args)
-    for path in networks:
-        if not path.exists():
-            raise CodesignError(f"no ONNX file at {path}")
+    networks = [input_file(path, "ONNX file") for path in _networks(args)]
     model = _load_or_fit(args)
     items = predict_networks(model, networks, allow_partial=args.partial, use_measured=not args.no_measured,
                              progress=not args.no_progress and not args.json)
@@ -283,28 +293,30 @@ def _measure(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from ..predict.calibrate import calibrate, read_table, row_kernels
+    from ..predict.calibrate import calibrate, check_prior, read_table, row_kernels
     from ..predict.evaluate import accuracy
     from ..predict.features import FAMILIES
     from ..predict.models import load_cost_model
 
+    check_prior(args.prior)
+    if args.rows is not None and args.rows < 1:
+        raise CodesignError("--rows must be >= 1")
     base_path = Path(args.base)
-    if base_path.suffix in (".json", ".npz") or base_path.exists():
-        base = load_cost_model(base_path)
-    else:
+    out = model_path(args.out, args.new_device, "--as")
+    if base_path.exists() and out.exists() and out.resolve() == base_path.resolve():
+        raise CodesignError(f"the calibrated model would overwrite its base {base_path}; pass --out or another --as")
+    from_file = base_path.suffix in (".json", ".npz") or base_path.exists()
+    base = load_cost_model(base_path) if from_file else None
+    rows = read_table(args.table, space=args.space)[: args.rows]
+    ev = read_table(args.eval_table, space=args.space) if args.eval_table else None
+    if base is None:  # fitting the base is work: after every input is checked
         base = fit_from_profiles(args.base, args.db, args.schedule, args.kind, args.seed)[0]
-    rows = read_table(args.table, space=args.space)
-    if args.rows is not None:
-        if args.rows < 1:
-            raise CodesignError("--rows must be >= 1")
-        rows = rows[: args.rows]
     model = calibrate(base, rows, args.new_device, prior=args.prior)
-    out = model.save(args.out or f"{args.new_device}.json")
+    out = model.save(out)
     report = {"base_device": base.device, "device": args.new_device, "rows": len(rows), "saved": str(out),
               "per_kernel_overhead_ms": model.per_kernel_overhead_ms,
               "weights": dict(zip(FAMILIES, [float(w) for w in model.heads["latency_ms"]["weights"]]))}
-    if args.eval_table:
-        ev = read_table(args.eval_table, space=args.space)
+    if ev is not None:
         kernels = [row_kernels(r) for r in ev]
         meas = [r["latency_ms"] for r in ev]
         report["eval"] = {

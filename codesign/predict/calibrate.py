@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import CodesignError
 from ..files import read_csv
 from ..kernelspec import KernelSpec
+from ..profile.devices import check_device_name
 from .features import FAMILIES, family
 from .models import CostModel, model_from_dict, model_to_dict, register_cost_model
 
@@ -48,6 +49,12 @@ class CalibratedModel(CostModel):
 
     def fit(self, records, device=None, schedule=None):
         raise CodesignError("a calibrated model is made by `codesign calibrate` (calibrate()), not fitted")
+
+    def _check_head(self, target, head):
+        w = np.asarray(head.get("weights"))
+        if w.shape != (len(FAMILIES),) or (w < 0).any():
+            return f"weights must be {len(FAMILIES)} numbers >= 0, one per op family"
+        return None
 
     def _predict_head(self, head, specs, x):
         base = self.base.predict(specs, use_measured=True)
@@ -178,6 +185,7 @@ def calibrate(base: CostModel, rows: list[dict[str, Any]], new_device: str,
             whose kernels cannot be extracted.
     """
     check_prior(prior)
+    check_device_name(new_device, "--as")
     base._check_fitted()
     if not rows:
         raise CodesignError("calibration needs at least one measured row")

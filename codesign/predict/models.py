@@ -110,6 +110,32 @@ class CostModel:
         """Predicted log(target) of each row."""
         raise NotImplementedError
 
+    def _check_head(self, target: str, head: dict[str, Any]) -> str | None:
+        """What is wrong with a loaded head beyond non-finite numbers (None: nothing)."""
+        return None
+
+    def _check_loaded(self, where: str) -> None:
+        """Refuse a loaded model whose numbers cannot be right, before it predicts anything: a
+        measured latency or energy that is not a finite positive number, a NaN or infinite
+        parameter, negative overheads, a head that does not fit the features."""
+        for key, row in self.table.items():
+            for target, v in (row.items() if isinstance(row, dict) else [("row", row)]):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                    raise CodesignError(f"{where} is damaged: its measured {target} of {key} is {v!r}, not a "
+                                        "finite positive number")
+        for name in ("overhead_ms", "per_kernel_overhead_ms"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise CodesignError(f"{where} is damaged: {name} is {v!r}, not a finite number >= 0")
+        for target, head in self.heads.items():
+            for k, v in head.items():
+                arr = np.asarray(v)
+                if arr.dtype.kind in "fiub" and not np.isfinite(arr.astype(np.float64)).all():
+                    raise CodesignError(f"{where} is damaged: {target} parameter {k} holds NaN or infinite values")
+            problem = self._check_head(target, head)
+            if problem:
+                raise CodesignError(f"{where} is damaged: {target} {problem}")
+
     # --- fitting and prediction -------------------------------------------------------
     @property
     def fitted(self) -> bool:
@@ -130,7 +156,7 @@ class CostModel:
         """
         rows = [_record_fields(r) for r in records]
         rows = [r for r in rows if (device is None or r[1] == device) and (schedule is None or r[2] == schedule)]
-        ok = [r for r in rows if r[3] is not None and r[3] > 0]
+        ok = [r for r in rows if r[3] is not None and 0 < r[3] < np.inf]  # NaN and inf are no latencies
         if not ok:
             raise CodesignError(
                 f"no measured kernels for device {device or '(any)'} and schedule {schedule or '(any)'}; "
@@ -150,7 +176,7 @@ class CostModel:
         lat = np.array([r[3] for r in ok], dtype=np.float64)
         self.heads = {"latency_ms": self._fit_head(specs, x, np.log(lat))}
         self.table = {r[0]: {"latency_ms": float(r[3])} for r in ok}
-        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and r[4] > 0]
+        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and 0 < r[4] < np.inf]
         self.energy_source = None
         if len(with_energy) >= 2:
             en = np.array([ok[i][4] for i in with_energy], dtype=np.float64)
@@ -320,6 +346,9 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
     """
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise CodesignError(f"{where} is not a codesign cost model (no format_version)")
+    if isinstance(meta["format_version"], bool) or not isinstance(meta["format_version"], int):
+        raise CodesignError(f"{where} has format_version {meta['format_version']!r}, not an integer; "
+                            "it was not written by codesign")
     if meta["format_version"] > FORMAT_VERSION:
         raise CodesignError(
             f"{where} has format version {meta['format_version']}, newer than this codesign reads "
@@ -340,9 +369,10 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
                     heads[target][k] = arrays[ref] if isinstance(ref, str) else np.asarray(ref, dtype=v["dtype"])
                 else:
                     heads[target][k] = v
-    except (KeyError, TypeError) as exc:
-        raise CodesignError(f"{where} is damaged or incomplete (missing {exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodesignError(f"{where} is damaged or incomplete ({type(exc).__name__}: {exc})") from exc
     model.heads = heads
+    model._check_loaded(where)
     return model
 
 
@@ -434,6 +464,17 @@ class LogLinearModel(CostModel):
         return {"alpha": self.alpha, "global_coef": coef, "global_mean": mean, "global_scale": scale,
                 "family_coef": fam_coef, "family_mean": fam_mean, "family_scale": fam_scale, "family_fitted": has}
 
+    def _check_head(self, target, head):
+        nf, nn, n = len(FAMILIES), len(_NUMERIC), len(FEATURE_NAMES)
+        shapes = {"global_coef": (n + 1,), "global_mean": (n,), "global_scale": (n,), "family_coef": (nf, nn + 1),
+                  "family_mean": (nf, nn), "family_scale": (nf, nn), "family_fitted": (nf,)}
+        for k, shape in shapes.items():
+            if np.shape(head.get(k)) != shape:
+                return f"parameter {k} has shape {np.shape(head.get(k))}, not {shape}"
+        if (np.asarray(head["global_scale"]) == 0).any() or (np.asarray(head["family_scale"]) == 0).any():
+            return "has a zero feature scale"
+        return None
+
     def _predict_head(self, head, specs, x):
         out = np.hstack([np.ones((len(x), 1)), (x - head["global_mean"]) / head["global_scale"]]) @ head["global_coef"]
         for i, s in enumerate(specs):
@@ -473,17 +514,36 @@ class GBDTModel(CostModel):
             "value": np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64),
         }
 
+    def _check_head(self, target, head):
+        n = len(head["left"])
+        for k in ("right", "feature", "threshold", "value"):
+            if np.shape(head[k]) != (n,):
+                return f"tree array {k} has {np.size(head[k])} entries, not {n}"
+        roots, left, right = (np.asarray(head[k], np.int64) for k in ("roots", "left", "right"))
+        if roots.ndim != 1 or ((roots < 0) | (roots >= n)).any():
+            return f"tree roots lie outside the {n} nodes"
+        inner = np.flatnonzero(left >= 0)
+        # A child always follows its parent (as scikit-learn numbers them): every walk ends.
+        if ((left[inner] <= inner) | (left[inner] >= n) | (right[inner] <= inner) | (right[inner] >= n)).any():
+            return "trees refer to nodes out of range or back to themselves"
+        feature = np.asarray(head["feature"], np.int64)[inner]
+        if ((feature < 0) | (feature >= len(FEATURE_NAMES))).any():
+            return f"trees split on features outside the {len(FEATURE_NAMES)} known"
+        return None
+
     def _predict_head(self, head, specs, x):
         # scikit-learn compares float32 features with float64 thresholds: do the same, so that
         # stored models predict exactly what the fitted ones did.
         x32 = x.astype(np.float32).astype(np.float64)
         node = np.broadcast_to(head["roots"], (len(x), len(head["roots"]))).copy()
         rows = np.arange(len(x))[:, None]
-        while True:
+        for _ in range(len(head["left"]) + 1):  # no walk is longer than the nodes (bounds a damaged tree)
             leaf = head["left"][node] < 0
             if leaf.all():
                 break
             feat = np.where(leaf, 0, head["feature"][node])
             go_left = x32[rows, feat] <= head["threshold"][node]
             node = np.where(leaf, node, np.where(go_left, head["left"][node], head["right"][node]))
+        else:
+            raise CodesignError("a cost model tree walk did not end: the model's trees are damaged")
         return head["base"] + head["learning_rate"] * head["value"][node].sum(axis=1)

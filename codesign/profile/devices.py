@@ -16,6 +16,7 @@ or a file passed explicitly. Format (version 1)::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,18 @@ class Device:
                 raise CodesignError(f"device {self.name}: LLVM knows no CPU {mcpu!r} for {triple} (LLVM's names, "
                                     "e.g. skylake, znver3, cortex-a72; `llc -mtriple=<triple> -mcpu=help` lists them)")
         return built
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_device_name(name: str, flag: str = "device name") -> str:
+    """``name`` if it can name a device and its files (``<name>.json``): letters, digits and
+    ``_ . + -``, no path separators, not starting with a dot."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise CodesignError(f"{flag} {name!r} is not a device name: use letters, digits and _ . + - "
+                            "(no paths; it also names the model file)")
+    return name
 
 
 def _device_dirs() -> list[Path]:
