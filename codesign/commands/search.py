@@ -279,8 +279,9 @@ def _export(args) -> int:
     if state is not None:
         try:
             net.load_state_dict(state["net"])
-        except RuntimeError as exc:
-            raise CodesignError(f"weights do not fit the genotype's network: {str(exc).splitlines()[0]}") from None
+        except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+            detail = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()] or [str(exc)]
+            raise CodesignError(f"weights do not fit the genotype's network ({detail[0][:200]})") from None
     report = export_checked(net, space.input_shape, out)
     report.update({"genotype": space.canonical(genotype), "space": space_name, "trained": state is not None})
     if args.json:

@@ -17,6 +17,10 @@ from ..files import check_output, read_json, read_npz
 from .config import SearchConfig
 
 
+CONFIG_FORMAT = "codesign-search-config"
+CONFIG_VERSION = 1
+
+
 class Run:
     """A run directory: config, log, phase files."""
 
@@ -66,11 +70,7 @@ def read_config(run_dir: str | Path, overrides: dict | None = None) -> SearchCon
     path = Path(run_dir)
     if not (path / "config.json").is_file():
         raise CodesignError(f"--resume {path}: not a codesign run directory (no config.json)")
-    data = read_json(path / "config.json", "run config")
-    try:
-        saved = SearchConfig.from_dict(data["config"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CodesignError(f"--resume {path}: config.json is damaged ({type(exc).__name__}: {exc})") from None
+    saved = _run_config(path, "--resume ")
     for k, v in (overrides or {}).items():
         if getattr(saved, k) != v:
             raise CodesignError(f"--resume {path}: the run was made with {k}={getattr(saved, k)!r}, not {v!r}; "
@@ -86,16 +86,25 @@ def read_finished_run(run_dir: str | Path) -> tuple[SearchConfig, str]:
         raise CodesignError(f"{path} is a directory but not a finished search run (no derived.json)")
     if not (path / "config.json").is_file():
         raise CodesignError(f"{path} is not a codesign run directory (no config.json)")
-    data = read_json(path / "config.json", "run config")
+    cfg = _run_config(path)
     derived = read_json(path / "derived.json", "derived network")
-    try:
-        cfg = SearchConfig.from_dict(data["config"])
-        genotype = derived["genotype"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CodesignError(f"{path}: config.json or derived.json is damaged ({type(exc).__name__}: {exc})") from None
+    genotype = derived.get("genotype") if isinstance(derived, dict) else None
     if not isinstance(genotype, str):
-        raise CodesignError(f"{path}: derived.json is damaged (its genotype is not a string)")
+        raise CodesignError(f"{path}: derived.json is damaged (it holds no genotype string)")
     return cfg, genotype
+
+
+def _run_config(path: Path, flag: str = "") -> SearchConfig:
+    data = read_json(path / "config.json", "run config")
+    if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
+        raise CodesignError(f"{flag}{path}: config.json is not a codesign run config")
+    if data.get("format_version") != CONFIG_VERSION:
+        raise CodesignError(f"{flag}{path}: config.json has format version {data.get('format_version')!r}; this "
+                            f"codesign reads version {CONFIG_VERSION}")
+    try:
+        return SearchConfig.from_dict(data["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodesignError(f"{flag}{path}: config.json is damaged ({type(exc).__name__}: {exc})") from None
 
 
 # What a run directory holds once a phase has finished (config.json alone: nothing done yet).
@@ -139,6 +148,6 @@ def open_run(cfg: SearchConfig, run_dir: str | Path | None, resume: bool,
     path.mkdir(parents=True, exist_ok=True)
     import codesign
 
-    Run(path).write("config.json", {"format": "codesign-search-config", "format_version": 1,
+    Run(path).write("config.json", {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION,
                                     "codesign_version": codesign.__version__, "config": cfg.to_dict()})
     return Run(path), cfg

@@ -109,11 +109,22 @@ class Measurement:
         return asdict(self)
 
 
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads ``path`` without creating anything beside it. Reading a WAL file
+    creates its -wal and -shm files unless the file is opened as immutable, which is right only
+    while no writer has it open (a writer keeps its -wal file)."""
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    return f"{path.resolve().as_uri()}?mode=ro{immutable}"
+
+
 def _schema_problem(path: Path) -> str | None:
     """Why the existing SQLite file ``path`` is no codesign profile database this version can use
     (None: it is one, or an empty database), read without writing anything."""
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return "is not a codesign profile database (not an SQLite file)"
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+        conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=60.0)
     except sqlite3.Error as exc:
         return f"cannot be opened ({exc})"
     try:
@@ -171,11 +182,15 @@ class ProfileDB:
         self._check_before_touch()
         if readonly:
             try:
-                self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0,
+                self._conn = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=60.0,
                                              isolation_level=None)
                 self._columns = {r[1] for r in self._conn.execute("PRAGMA table_info(measurements)")}
             except sqlite3.Error as exc:
                 raise CodesignError(f"cannot read profile database {self.path}: {exc}") from exc
+            if not self._columns:
+                self._conn.close()
+                raise CodesignError(f"profile database {self.path} is empty: it holds no profiles yet "
+                                    "(`codesign profile` fills it)")
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
