@@ -16,7 +16,6 @@ from ..errors import CodesignError
 from ..files import check_output, read_json, read_npz
 from .config import SearchConfig
 
-
 CONFIG_FORMAT = "codesign-search-config"
 CONFIG_VERSION = 1
 
