@@ -1,7 +1,7 @@
 """Accuracy of codesign's latency prediction against whole networks measured with TVM, and of
 few-shot calibration to a new device.
 
-    python benchmarks/predictor.py [--work DIR] [--repeats R] [--net-repeats R] [--net-rounds K] [--rounds K]
+    python benchmarks/predictor.py [--work DIR] [--repeats R] [--min-repeat-ms MS] [--statistic median|min]
                                    [--grid-samples N] [--per-space S]
 
 Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
@@ -11,8 +11,8 @@ sampled from every registered search space (``codesign.spaces.list_spaces()``: `
 
 What is compared, on the same networks, in the same run (cpu-local, schedule ``untuned``):
 
-- ``profiled``: the network's kernels timed first (built by the profiler's builders, timed by
-  ``time_kernels``), predictions from their measurements: what ``codesign profile --onnx`` then
+- ``profiled``: the network's kernels profiled first (``profile_kernels``, what ``codesign profile
+  --onnx`` runs), predictions from their measurements: what ``codesign profile --onnx`` then
   ``codesign predict`` give a user; checks the graph splitting and fusion rules. The per-network overhead
   (``CostModel.fit_overhead``) of each network is fitted on the *other* networks (leave one out);
   the bare kernel sums are reported too;
@@ -25,11 +25,13 @@ Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
 N and the Kendall tau / ±10 % share reported on the remaining networks, beside the uncalibrated base.
 
-Prints JSON (hardware included) and writes ``predictor_scatter.png`` in --work when matplotlib is
-installed. Resumable: kernel timings and network measurements are cached in --work. The machine
-it was written on is shared: kernels and networks are timed as the fastest of many single runs
-(``time_kernels`` says why), --rounds repeats everything and keeps the faster pass, and the load
-average is reported with the numbers.
+Timing is exactly what a user gets: kernels through ``codesign.profile.profile_kernels`` and networks
+through ``codesign.profile.measure.measure_network`` (onnxruntime beside them), with the commands'
+default repeats and the product's timing statistic (``--statistic``, median by default; run again
+with ``--statistic min`` to compare the two, each in its own cache).
+
+Prints JSON (hardware and load average included) and writes ``predictor_scatter.png`` in --work when
+matplotlib is installed. Resumable: the profile database and network measurements are cached in --work.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # no
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
 from codesign.predict.models import create_cost_model  # noqa: E402
-from codesign.profile import Measurement, ProfileDB, get_device  # noqa: E402
+from codesign.profile import ProfileDB, get_device, profile_kernels  # noqa: E402
 from codesign.profile.grid import grid_specs  # noqa: E402
 from codesign.profile.measure import measure_network, time_onnxruntime  # noqa: E402
+from codesign.profile.runners import STATISTICS  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
 
@@ -259,42 +262,6 @@ def cached(path: Path, key: str, fn):
     return data[key]
 
 
-def time_kernels(specs, device, db, repeats: int) -> None:
-    """Kernels not yet in ``db``: built as ``codesign profile`` builds them (the profiler's TOPI
-    builders, ``tvm.compile``, untuned), timed as ``repeats`` single runs, the fastest stored.
-
-    The profiler stores the median of its repeats, right on a quiet machine; on this shared one a
-    run that other jobs preempt takes several times longer, and whole networks (the ground truth)
-    are timed by their fastest single run (``NetworkMeasurement.latency_min_ms``). The kernels are
-    timed the same way so that predicted and measured answer the same question.
-    """
-    import socket
-
-    import tvm
-    from tqdm import tqdm
-
-    from codesign.profile.builders import build, random_args
-    from codesign.profile.runners import set_threads
-
-    set_threads(device.threads)
-    target = device.tvm_target()
-    todo = db.missing(list(dict.fromkeys(s.key() for s in specs)), device.name, "untuned")
-    for key in tqdm(todo, desc="time kernels", unit="kernel", file=sys.stderr, dynamic_ncols=True):
-        spec = KernelSpec.from_key(key)
-        t0 = time.perf_counter()
-        built = build(spec)
-        mod = tvm.compile(built.func, target=target).jit()
-        compile_s = time.perf_counter() - t0
-        dev = tvm.cpu(0)
-        args = [tvm.runtime.tensor(a, dev) for a in random_args(built.arg_shapes)]
-        res = mod.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=0)(*args).results
-        samples = [r * 1e3 for r in res]
-        db.add(Measurement(kernel_key=key, device=device.name, schedule="untuned", latency_ms=min(samples),
-                           latency_std_ms=float(np.std(samples)), repeats=len(samples),
-                           target=device.resolved_target(), compile_s=compile_s, tvm_version=tvm.__version__,
-                           host=socket.gethostname()))
-
-
 def copy_ops(path: Path) -> int:
     """Concat/Slice/Split nodes left after constant folding: copies no kernel in the list covers."""
     from codesign.graph import load_model
@@ -316,16 +283,13 @@ def leave_one_out_overhead(model, kernel_lists, meas, use_measured):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="predictor-bench", help="work directory (ONNX files, caches, PNG)")
-    # Single runs, many of them, the fastest kept (kernels and networks alike): on a shared
-    # machine a run that other jobs preempt takes several times longer; the fastest of many is
-    # the undisturbed latency.
-    ap.add_argument("--repeats", type=int, default=30, help="timed single runs per kernel")
-    # A network runs for milliseconds, longer than the time slices other jobs leave: fewer of its
-    # runs are undisturbed, so it gets more of them.
-    ap.add_argument("--net-repeats", type=int, default=100, help="timed single runs per network")
-    ap.add_argument("--net-rounds", type=int, default=2,
-                    help="separate passes over the networks (each compiled and timed again); the fastest is kept")
-    ap.add_argument("--rounds", type=int, default=1, help="separate timing passes; the fastest is kept")
+    ap.add_argument("--repeats", type=int, default=10,
+                    help="timed repeats per kernel and network (default 10, as `codesign profile` and `measure`)")
+    ap.add_argument("--min-repeat-ms", type=float, default=50.0,
+                    help="minimum duration of one repeat (default 50, as `codesign profile` and `measure`)")
+    ap.add_argument("--statistic", choices=sorted(STATISTICS), default="median",
+                    help="how repeats become a latency, for kernels and networks alike (default median, "
+                         "the product's)")
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     args = ap.parse_args()
@@ -333,6 +297,8 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     device = get_device("cpu-local")
+    timing = dict(repeats=args.repeats, min_repeat_ms=args.min_repeat_ms, statistic=args.statistic)
+    tag = f"{args.statistic}-r{args.repeats}-m{args.min_repeat_ms:g}"
     t_start = time.perf_counter()
     loads = [os.getloadavg()]
 
@@ -343,9 +309,6 @@ def main() -> None:
     kernels = {name: onnx_kernels(p) for name, p in paths.items()}
     bench_keys = {s.key() for name in paths for s in kernels[name]}
 
-    # This machine is shared: other jobs inflate some timings several-fold. With --rounds R every
-    # kernel and every network is timed in R separate passes (separate profile databases) and the
-    # fastest pass kept; contention only ever adds time.
     grid = grid_specs("conv2d", args.grid_samples, 0)
     for op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "dense", "add", "relu", "batch_norm"):
         grid += grid_specs(op, 20, 0)
@@ -354,39 +317,32 @@ def main() -> None:
              for r in (16, 32) for co in (8, 16, 32) for k in (3, 5) for st in (1, 2) for act in ("none", "relu")]
     acc_specs = [s for name, *_ in acc_nets for s in kernels[name]]
     cache = work / "measured.json"
+    db_path = work / f"kernels-{tag}.sqlite"
     t0 = time.perf_counter()
-    for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
-            time_kernels(acc_specs, device, db, args.repeats)
+    with ProfileDB(db_path) as db:
+        profile_kernels(acc_specs, device, db, schedule="untuned", progress=True, **timing)
     profile_s = time.perf_counter() - t0
     loads.append(os.getloadavg())
-    measured = {name: [cached(cache, f"tvm{rnd}:r{args.net_repeats}:{name}", lambda name=name: measure_network(
-        paths[name], device, "untuned", args.net_repeats, 0.0, name=name).to_dict())
-        for rnd in range(args.net_rounds)] for name, *_ in acc_nets}
+    measured = {name: cached(cache, f"tvm:{tag}:{name}", lambda name=name: measure_network(
+        paths[name], device, "untuned", args.repeats, args.min_repeat_ms, name=name,
+        statistic=args.statistic).to_dict()) for name, *_ in acc_nets}
     loads.append(os.getloadavg())
-    for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
-            time_kernels(grid, device, db, args.repeats)
-    best: dict[str, Measurement] = {}
-    for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
-            for m in db.query(device="cpu-local", schedule="untuned", ok_only=True):
-                if m.kernel_key not in best or m.latency_ms < best[m.kernel_key].latency_ms:
-                    best[m.kernel_key] = m
-    grid_records = [m for k, m in best.items() if k not in bench_keys]
+    with ProfileDB(db_path) as db:
+        profile_kernels(grid, device, db, schedule="untuned", progress=True, **timing)
+        records = db.query(device="cpu-local", schedule="untuned", ok_only=True)
+    grid_records = [m for m in records if m.kernel_key not in bench_keys]
     model_only = create_cost_model("gbdt", seed=0).fit(grid_records)
-    profiled = create_cost_model("gbdt", seed=0).fit(list(best.values()))
+    profiled = create_cost_model("gbdt", seed=0).fit(records)
 
     rows = []
     for name, _, _, genotype in acc_nets:
-        runs = measured[name]
+        m = measured[name]
         specs = kernels[name]
         rows.append({
             "name": name, "genotype": genotype, "kernels": len(specs), "copy_ops": copy_ops(paths[name]),
-            "measured_ms": min(r["latency_min_ms"] for r in runs),
-            "measured_median_ms": min(r["latency_ms"] for r in runs),
-            "measured_per_pass_ms": [r["latency_min_ms"] for r in runs],
-            "onnxruntime_ms": min(r["onnxruntime_latency_ms"] for r in runs),
+            "measured_ms": m["latency_ms"], "measured_std_ms": m["latency_std_ms"],
+            "measured_fastest_repeat_ms": m["latency_min_ms"],
+            "onnxruntime_ms": m["onnxruntime_latency_ms"],
             "kernel_sum_profiled_ms": profiled.predict_network(specs)["latency_ms"],
             "kernel_sum_model_only_ms": model_only.predict_network(specs, use_measured=False)["latency_ms"],
             "flops": sum(kernel_flops(s) for s in specs),
@@ -419,8 +375,8 @@ def main() -> None:
 
     # --- calibration to onnxruntime on this CPU (the "new device") ---
     all_names = [name for name, *_ in acc_nets + cal_nets]
-    ort_ms = np.array([min(cached(cache, f"ort{rnd}:{name}", lambda name=name: time_onnxruntime(
-        paths[name], 1, args.repeats, 0.0)[0]) for rnd in range(args.rounds)) for name in all_names])
+    ort_ms = np.array([cached(cache, f"ort:{tag}:{name}", lambda name=name: time_onnxruntime(
+        paths[name], 1, args.repeats, args.min_repeat_ms, statistic=args.statistic)[0]) for name in all_names])
     loads.append(os.getloadavg())
     sums = family_sums(profiled, [kernels[n] for n in all_names])
     base_pred = sums[:, :-1].sum(axis=1)
@@ -454,14 +410,13 @@ def main() -> None:
         "hardware": hardware(),
         "load_average_1_5_15": {"start": loads[0], "after_network_kernels": loads[1], "after_tvm_networks": loads[2],
                                 "end": loads[3]},
-        "rounds": args.rounds, "repeats": args.repeats, "net_repeats": args.net_repeats,
-        "net_rounds": args.net_rounds,
-        "timing": "kernels: fastest of `repeats` single runs; networks: fastest of `net_repeats` single runs; "
-                  "onnxruntime: median of `repeats` single runs",
+        "repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": args.statistic,
+        "timing": f"kernels (codesign profile), networks (codesign measure) and onnxruntime alike: the "
+                  f"{args.statistic} of {args.repeats} repeats of >= {args.min_repeat_ms:g} ms",
         "device": "cpu-local", "schedule": "untuned",
         "networks": len(rows), "calibration_networks": len(all_names),
         "grid_kernels_for_model_only": len(grid_records),
-        "profiled_kernels": len(best),
+        "profiled_kernels": len(records),
         "profile_s": round(profile_s, 1),
         "accuracy": results,
         "profiled_by_source": by_source,
