@@ -21,24 +21,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from codesign.errors import CodesignError
 
 from .expected import HardwareSpace
+from .files import check_header, read_yaml, shipped
 
 FORMAT_VERSION = 1
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _KEYS = {"format_version", "kind", "name", "base", "choices", "description"}
 
 
 def hardware_space_from_dict(data, source: str = "<dict>", base_dir: Path | None = None) -> HardwareSpace:
     """Validate a parsed YAML mapping into a ``HardwareSpace`` (named ``data["name"]``)."""
-    if not isinstance(data, dict) or data.get("kind") != "hardware-space":
-        raise CodesignError(f"{source} is not a hardware space file (it needs kind: hardware-space)")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CodesignError(f"{source} has format_version {data.get('format_version')!r}; this codesign "
-                            f"reads hardware space files of format_version {FORMAT_VERSION}")
+    check_header(data, "hardware-space", FORMAT_VERSION, source)
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise CodesignError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
@@ -59,22 +53,12 @@ def hardware_space_from_dict(data, source: str = "<dict>", base_dir: Path | None
 
 def load_hardware_space(path: str | Path) -> HardwareSpace:
     path = Path(path)
-    if not path.is_file():
-        raise CodesignError(f"no hardware space file at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CodesignError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return hardware_space_from_dict(data, str(path), path.parent)
+    return hardware_space_from_dict(read_yaml(path, "hardware space"), str(path), path.parent)
 
 
 def list_hardware_spaces() -> dict[str, HardwareSpace]:
     """Every hardware space codesign ships, by name."""
-    out = {}
-    for path in sorted(_CONFIG_DIR.glob("hwspace-*.yaml")):
-        s = load_hardware_space(path)
-        out[s.name] = s
-    return out
+    return shipped("hwspace", load_hardware_space)
 
 
 def get_hardware_space(name: str | Path) -> HardwareSpace:

@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from codesign.errors import CodesignError
 
+from .files import check_header, read_yaml, shipped
+
 FORMAT_VERSION = 1
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _FIELDS = ("peak_gflops", "mem_bandwidth_gbs", "kernel_overhead_ms", "energy_pj_per_flop",
            "energy_pj_per_byte", "static_power_w")
 
@@ -54,13 +53,7 @@ class Roofline:
 
 
 def _load(path: Path) -> Roofline:
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or data.get("kind") != "roofline":
-        raise CodesignError(f"{path} is not a roofline file (kind: roofline)")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CodesignError(
-            f"{path} has format_version {data.get('format_version')!r}; this codesign reads {FORMAT_VERSION}"
-        )
+    data = check_header(read_yaml(path, "roofline"), "roofline", FORMAT_VERSION, str(path))
     missing = [f for f in _FIELDS if f not in data]
     if missing:
         raise CodesignError(f"{path} lacks {', '.join(missing)}")
@@ -75,11 +68,7 @@ def _load(path: Path) -> Roofline:
 
 def list_rooflines() -> dict[str, Roofline]:
     """Every roofline codesign ships, by name."""
-    out = {}
-    for path in sorted(_CONFIG_DIR.glob("roofline-*.yaml")):
-        r = _load(path)
-        out[r.name] = r
-    return out
+    return shipped("roofline", _load)
 
 
 def get_roofline(name: str) -> Roofline:

@@ -238,10 +238,10 @@ def test_a_valid_cpu_name_passes_and_an_unknown_one_is_named(tmp_path):
 
 
 def test_calibrated_models_are_carried_only_from_finite_measurements(tmp_path):
+    import csv
+
     from codesign.predict import calibrate, read_table
     from codesign.predict.models import load_cost_model
-
-    import csv
 
     base = load_cost_model(_model(tmp_path / "base.json"))
 

@@ -35,10 +35,10 @@ def _cost_model(model) -> CostModel:
     raise CodesignError(f"expected a CostModel or the path of a saved one, got {type(model).__name__}")
 
 
-def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None, kind: str = "gbdt",
-                      seed: int = 0) -> tuple[CostModel, list]:
-    """A ``kind`` cost model fitted on every measured kernel of ``device`` under ``schedule``
-    (default untuned) in the profile database ``db`` (default: the user cache database).
+def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None,
+                      kind: str | None = None, seed: int = 0) -> tuple[CostModel, list]:
+    """A ``kind`` cost model (default gbdt) fitted on every measured kernel of ``device`` under
+    ``schedule`` (default untuned) in the profile database ``db`` (default: the user cache database).
 
     Returns:
         (the fitted model, the measurement records it was fitted on).
@@ -53,7 +53,7 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
     path = Path(db) if db else default_db_path()
     if not path.exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
-    model = create_cost_model(kind, seed=seed)
+    model = create_cost_model(kind or "gbdt", seed=seed)
     with ProfileDB(path, readonly=True) as pdb:
         records = pdb.query(device=device, schedule=schedule, ok_only=True)
     if not records:

@@ -247,6 +247,11 @@ class GradientSearch:
         probs = self.cost_probs(seed)
         pen, expected = self.mult.penalty(self.ctx.costs, probs)
         cfg = self.ctx.cfg
+        if len(probs) > self.n_net:
+            # Co-search: the objective steers the hardware (which cannot change the accuracy); the
+            # network answers to the accuracy within the budgets, as on a fixed device. Letting the
+            # objective pull the network too collapses it to parameter-free cells.
+            probs = [p.detach() for p in probs[:self.n_net]] + list(probs[self.n_net:])
         obj = expected_objective(self.ctx.costs, probs, getattr(cfg, "objective", None) or "none")
         if obj is not None:
             pen = pen + getattr(cfg, "objective_weight", 0.0) * torch.log(obj.clamp_min(1e-12))
