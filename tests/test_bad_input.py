@@ -392,6 +392,7 @@ CASES = [
     ("calibrate-prior-nan", ["calibrate", "--from", "{good.json}", "--table", "{table-binary.csv}", "--as", "x", "--prior", "nan"], "--prior"),
     ("calibrate-rows-zero", ["calibrate", "--from", "{good.json}", "--table", "{table-neg.csv}", "--as", "x", "--rows", "0"], "--rows"),
     ("calibrate-as-path", ["calibrate", "--from", "{good.json}", "--table", "{table-neg.csv}", "--as", "../x"], "not a device name"),
+    ("calibrate-as-base-device", ["calibrate", "--from", "{good.json}", "--table", "{table-good.csv}", "--as", "cpu-local", "--out", "{out}/c.json"], "own device"),
     ("calibrate-as-overwrites-base", ["calibrate", "--from", "{good.json}", "--table", "{table-neg.csv}", "--as", "x", "--out", "{good.json}"], "overwrite its base"),
     ("calibrate-out-read-only", ["calibrate", "--from", "{good.json}", "--table", "{table-neg.csv}", "--as", "x", "--out", "{ro-folder}/x.json"], "read-only"),
     ("calibrate-eval-table-binary", ["calibrate", "--from", "{good.json}", "--table", "{table-good.csv}", "--as", "x", "--eval-table", "{table-binary.csv}"], "binary"),

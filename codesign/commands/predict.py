@@ -388,7 +388,7 @@ def _measure(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from ..predict.calibrate import calibrate, check_prior
+    from ..predict.calibrate import calibrate, check_new_device, check_prior
     from ..predict.evaluate import accuracy
     from ..predict.features import FAMILIES
     from ..predict.models import load_cost_model
@@ -404,6 +404,7 @@ def _calibrate(args) -> int:
     base = load_cost_model(base_path) if from_file else None
     rows = read_table(args.table, space=args.space)[: args.rows]
     ev = read_table(args.eval_table, space=args.space) if args.eval_table else None
+    check_new_device(args.new_device, base.device if base is not None else args.base)
     if base is None:  # fitting the base is work: after every input is checked
         base = fit_from_profiles(args.base, args.db, args.schedule, args.kind, args.seed)[0]
     model = calibrate(base, rows, args.new_device, prior=args.prior)

@@ -80,6 +80,16 @@ def check_prior(prior: float) -> float:
     return float(prior)
 
 
+def check_new_device(new_device: str, base_device: str) -> str:
+    """``new_device`` if it can name the calibrated model's device: a plain name (it also names the
+    model file), other than the base model's own device."""
+    check_device_name(new_device, "--as")
+    if new_device == base_device:
+        raise CodesignError(f"--as {new_device} is the base model's own device; calibration carries a model to "
+                            "another device (`codesign fit --networks` fits a device's network overhead)")
+    return new_device
+
+
 def read_table(path: str | Path, space: str | None = None) -> list[dict[str, Any]]:
     """Rows of a calibration table: dicts with latency_ms and model (a Path), kernel_key, or
     genotype and space.
@@ -181,12 +191,13 @@ def calibrate(base: CostModel, rows: list[dict[str, Any]], new_device: str,
     """A cost model for ``new_device`` from ``base`` and measured rows (see ``read_table``).
 
     Raises:
-        CodesignError: an unfitted base, a prior that is not a finite number >= 0, no rows, rows
-            whose kernels cannot be extracted.
+        CodesignError: an unfitted base, a prior that is not a finite number >= 0, a new device
+            name that is a path or the base's own device, no rows, rows whose kernels cannot be
+            extracted.
     """
     check_prior(prior)
-    check_device_name(new_device, "--as")
     base._check_fitted()
+    check_new_device(new_device, base.device)
     if not rows:
         raise CodesignError("calibration needs at least one measured row")
     kernels = [row_kernels(r) for r in rows]
