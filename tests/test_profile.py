@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -201,6 +202,44 @@ def test_two_profilers_on_one_database_neither_corrupt_nor_duplicate(tmp_path):
     total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT kernel_key) FROM measurements").fetchone()
     assert total == distinct == 12
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_opening_a_new_database_waits_for_another_profilers_write_lock(tmp_path):
+    # Another profiler holds the write lock of a new, empty file. Switching to WAL upgrades a read
+    # lock to a write lock, which SQLite refuses at once (no busy handler) rather than risk a
+    # deadlock; opening must wait for the lock instead of calling the file foreign.
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        with ProfileDB(path, timeout_s=30) as db:
+            assert db.query() == []
+    finally:
+        release.join()
+        holder.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(dbmod.SCHEMA_VERSION)
+    con.close()
+
+
+def test_a_database_locked_past_the_timeout_is_called_locked_not_foreign(tmp_path):
+    path = tmp_path / "busy.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(CodesignError, match="still locked by another process after 0.3 s") as err:
+            ProfileDB(path, timeout_s=0.3)
+        assert "not a codesign" not in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not an SQLite file at all, " * 100)
+    with pytest.raises(CodesignError, match="is not a codesign profile database"):
+        ProfileDB(garbage)
 
 
 def test_a_killed_profiler_loses_at_most_the_kernel_in_flight(tmp_path):
