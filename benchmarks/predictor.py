@@ -48,11 +48,11 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from _common import hardware  # noqa: E402
 
+from codesign.graph import export_onnx, onnx_kernels  # noqa: E402
 from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
-from codesign.predict.graph import export_onnx, onnx_kernels  # noqa: E402
 from codesign.predict.measure import measure_network, time_onnxruntime  # noqa: E402
 from codesign.predict.models import create_cost_model  # noqa: E402
 from codesign.profile import Measurement, ProfileDB, get_device  # noqa: E402
@@ -297,7 +297,7 @@ def time_kernels(specs, device, db, repeats: int) -> None:
 
 def copy_ops(path: Path) -> int:
     """Concat/Slice/Split nodes left after constant folding: copies no kernel in the list covers."""
-    from codesign.predict.graph import load_model
+    from codesign.graph import load_model
 
     return sum(1 for n in load_model(path).graph.node if n.op_type in ("Concat", "Slice", "Split"))
 

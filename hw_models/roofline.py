@@ -128,34 +128,3 @@ def check_measurements(measurements, roofline: Roofline) -> dict:
     ratios.sort()
     return {"kernels": len(ratios), "violations": violations, "min_ratio": ratios[0],
             "median_ratio": ratios[len(ratios) // 2], "max_ratio": ratios[-1]}
-
-
-def check_profile_db(db_path, device: str, roofline: str | None = None, schedule: str | None = None) -> dict:
-    """``check_measurements`` over a profile database's kernels of one device.
-
-    The roofline defaults to the one the device declares (``roofline:`` in its YAML)."""
-    from codesign.profile.db import ProfileDB
-
-    path = Path(db_path)
-    if not path.is_file():
-        raise CodesignError(f"no profile database at {path}")
-    if roofline is None:
-        from codesign.profile.devices import get_device
-
-        dev = get_device(device)
-        if not dev.roofline:
-            raise CodesignError(f"device {device} declares no roofline; pass one (e.g. --roofline cpu-local)")
-        roofline = dev.roofline
-    r = get_roofline(roofline)
-    with ProfileDB(path) as db:
-        ms = db.query(device=device, schedule=schedule, ok_only=True)
-    if not ms:
-        raise CodesignError(f"{path} holds no measured kernels of device {device}"
-                            + (f" under schedule {schedule}" if schedule else ""))
-    out = {"device": device, "roofline": r.name, "database": str(path)}
-    by_schedule: dict[str, list] = {}
-    for m in ms:
-        by_schedule.setdefault(m.schedule, []).append(m)
-    out["schedules"] = {s: check_measurements(v, r) for s, v in sorted(by_schedule.items())}
-    out["violations"] = sum(len(v["violations"]) for v in out["schedules"].values())
-    return out

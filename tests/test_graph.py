@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from codesign.errors import CodesignError
+from codesign.graph import module_kernels, onnx_kernels
 from codesign.kernelspec import KernelSpec
-from codesign.predict.graph import module_kernels, onnx_kernels
 
 K = KernelSpec.make
 
@@ -101,7 +101,7 @@ class ChannelShuffle(nn.Module):
 
 
 def test_shape_arithmetic_is_folded_away():
-    from codesign.predict.graph import export_onnx, fold_constants
+    from codesign.graph import export_onnx, fold_constants
 
     model = export_onnx(ChannelShuffle(), (1, 3, 16, 16))
     assert "Div" in {n.op_type for n in model.graph.node}  # chunk's shape arithmetic
@@ -133,7 +133,7 @@ def test_kernels_are_the_ones_tvm_fuses(which):
     """The fusion rules against Relax's own FuseOps: as many kernels, the same conv and pool count."""
     import random
 
-    from codesign.predict.graph import export_onnx
+    from codesign.graph import export_onnx
     from codesign.predict.measure import tvm_kernels
 
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ from test_graph import ChannelShuffle
 from test_predict import _cli
 
 from codesign.errors import CodesignError
+from codesign.graph import export_onnx, onnx_kernels
 from codesign.predict import create_cost_model
-from codesign.predict.graph import export_onnx, onnx_kernels
 from codesign.predict.measure import check_outputs, input_shapes, measure_network
 from codesign.profile import ProfileDB, get_device, profile_kernels
 

@@ -261,7 +261,7 @@ def _onnx_files(tmp_path, count=3):
     import torch
     import torch.nn as nn
 
-    from codesign.predict.graph import export_onnx
+    from codesign.graph import export_onnx
 
     torch.manual_seed(0)
     paths, nets = [], []
@@ -297,7 +297,7 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
     assert 0 < rep["overall"]["rmspe"] < 1 and rep["overall"]["within_5pct"] <= rep["overall"]["within_10pct"]
     # Measured networks give the overhead added to kernel sums.
     paths, _ = _onnx_files(tmp_path, 3)
-    from codesign.predict.graph import onnx_kernels
+    from codesign.graph import onnx_kernels
 
     law = [sum(_law_ms(k) for k in onnx_kernels(p)) + 0.2 + 0.01 * len(onnx_kernels(p)) for p in paths]
     (tmp_path / "nets.csv").write_text("model,latency_ms\n" + "".join(f"{p.name},{v}\n" for p, v in zip(paths, law)))
@@ -312,8 +312,8 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
 
 
 def test_predict_many_networks_paths_and_tables(specs, tmp_path):
+    from codesign.graph import onnx_kernels
     from codesign.predict import predict_network
-    from codesign.predict.graph import onnx_kernels
 
     paths, _ = _onnx_files(tmp_path)
     model = _saved_model(specs, tmp_path)
@@ -337,8 +337,8 @@ def test_predict_many_networks_paths_and_tables(specs, tmp_path):
 
 
 def test_python_api_predicts_a_torch_module(specs, tmp_path):
+    from codesign.graph import module_kernels
     from codesign.predict import predict_network, predict_networks
-    from codesign.predict.graph import module_kernels
 
     _, nets = _onnx_files(tmp_path, 2)
     model = create_cost_model("gbdt", seed=0).fit(_records(specs))
@@ -426,7 +426,7 @@ def test_every_registered_space_kernel_is_predicted_fast(kind, specs):
 def test_bad_input_commands_are_one_line(specs, tmp_path):
     import torch
 
-    from codesign.predict.graph import export_onnx
+    from codesign.graph import export_onnx
 
     model = _saved_model(specs, tmp_path)
     erf = tmp_path / "erf.onnx"

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodesignError
-from .graph import load_model
+from ..graph import load_model
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
 

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,14 @@ import numpy as np
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
+from ..registry import Registry
 from .features import FAMILIES, FEATURE_NAMES, family, feature_matrix
 
 FORMAT_VERSION = 1
 TARGETS = ("latency_ms", "energy_mj")
 
-_MODELS: dict[str, Callable[..., CostModel]] = {}
-_LOADABLE: dict[str, Callable[..., CostModel]] = {}
+COST_MODELS = Registry("cost model", attribute="kind")  # every kind a saved model may have
+FITTABLE = Registry("cost model", attribute="kind")  # the kinds ``codesign fit --model`` makes
 
 
 def register_cost_model(name: str, fittable: bool = True):
@@ -50,12 +50,9 @@ def register_cost_model(name: str, fittable: bool = True):
     """
 
     def deco(cls):
-        if name in _LOADABLE:
-            warnings.warn(f"cost model {name!r} registered twice; the later one wins", stacklevel=2)
-        cls.kind = name
-        _LOADABLE[name] = cls
+        COST_MODELS.register(name)(cls)
         if fittable:
-            _MODELS[name] = cls
+            FITTABLE.register(name)(cls)
         return cls
 
     return deco
@@ -63,7 +60,7 @@ def register_cost_model(name: str, fittable: bool = True):
 
 def list_cost_models() -> list[str]:
     """The kinds ``create_cost_model`` and ``codesign fit --model`` accept."""
-    return sorted(_MODELS)
+    return FITTABLE.names()
 
 
 def create_cost_model(name: str, **kwargs) -> CostModel:
@@ -72,9 +69,7 @@ def create_cost_model(name: str, **kwargs) -> CostModel:
     Raises:
         CodesignError: an unknown kind (the message lists the known ones).
     """
-    if name not in _MODELS:
-        raise CodesignError(f"unknown cost model {name!r}; known: {', '.join(list_cost_models())}")
-    return _MODELS[name](**kwargs)
+    return FITTABLE.create(name, **kwargs)
 
 
 def _record_fields(r) -> tuple[str, str, str, float | None, float | None, dict, str | None, str | None]:
@@ -331,9 +326,9 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
             f"({FORMAT_VERSION}); upgrade codesign"
         )
     kind = meta.get("kind")
-    if kind not in _LOADABLE:
-        raise CodesignError(f"{where}: unknown cost model kind {kind!r}; known: {', '.join(sorted(_LOADABLE))}")
-    model = _LOADABLE[kind](seed=meta.get("seed", 0))
+    if kind not in COST_MODELS:
+        raise CodesignError(f"{where}: unknown cost model kind {kind!r}; known: {', '.join(COST_MODELS.names())}")
+    model = COST_MODELS.create(kind, seed=meta.get("seed", 0))
     try:
         model._restore(meta, arrays)
         heads = {}

@@ -36,8 +36,8 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import CodesignError
-from ..kernelspec import KernelSpec
+from .errors import CodesignError
+from .kernelspec import KernelSpec
 
 ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",

@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..predict.api import fit_from_profiles
+from .common import DB_HELP, add_device_flags, print_json
 
 MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
                    "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host")
 
 
 def _source_flags(p, what: str) -> None:
-    p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
+    p.add_argument("--db", default=None, help=DB_HELP)
     p.add_argument("--schedule", default=None,
                    help=f"schedule policy of the profiles {what} (untuned, dlight or metaschedule:<trials>; "
                    "default untuned; with a saved --model, the policy the model must be of)")
@@ -73,11 +75,7 @@ def register(sub) -> None:
         "schedule policy and time them end to end; onnxruntime is timed beside on local devices.",
     )
     m.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
-    m.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
-    m.add_argument("--schedule", default=None,
-                   help="untuned (quick: TVM's default loops, 10-30x slower than tuned for dense convs), "
-                        "dlight (rule-based schedules) or metaschedule:<trials> (each fused kernel tuned; "
-                        "needs --tuning-dir). Default: untuned on CPUs, dlight on GPUs, as `codesign profile`")
+    add_device_flags(m, db=False)
     m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs")
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
@@ -114,29 +112,8 @@ def register(sub) -> None:
     c.set_defaults(func=_calibrate)
 
 
-def _fit_from_db(device: str, db: str | None, schedule: str | None, kind: str, seed: int):
-    from ..profile.db import ProfileDB, default_db_path
-    from .models import create_cost_model
-
-    schedule = schedule or "untuned"
-
-    path = Path(db) if db else default_db_path()
-    if not path.exists():
-        raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
-    model = create_cost_model(kind, seed=seed)
-    with ProfileDB(path) as pdb:
-        records = pdb.query(device=device, schedule=schedule, ok_only=True)
-    if not records:
-        raise CodesignError(
-            f"{path} holds no measured kernels of device {device} under schedule {schedule}; "
-            f"run `codesign profile --device {device} --schedule {schedule}` first"
-        )
-    return model.fit(records), records
-
-
 def _fit(args) -> int:
-    from ..cli import print_json
-    from .models import list_cost_models
+    from ..predict.models import list_cost_models
 
     if args.list:
         print("\n".join(list_cost_models()))
@@ -145,18 +122,18 @@ def _fit(args) -> int:
     if folds == 1 or folds < 0:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
     evaluate = folds > 0 and (args.eval or args.cv is not None)
-    model, records = _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)
+    model, records = fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
     if args.networks:
-        from .calibrate import read_table, row_kernels
+        from ..predict.calibrate import read_table, row_kernels
 
         rows = read_table(args.networks)
         model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
         report.update(networks=len(rows), overhead_ms=model.overhead_ms,
                       per_kernel_overhead_ms=model.per_kernel_overhead_ms)
     if evaluate:
-        from .evaluate import cross_validate
+        from ..predict.evaluate import cross_validate
 
         if len(records) < 2 * folds:
             raise CodesignError(f"{len(records)} measured kernels are too few for {folds}-fold evaluation; "
@@ -184,17 +161,17 @@ def _fit(args) -> int:
 
 
 def _load_or_fit(args):
-    from .models import load_cost_model
+    from ..predict.models import load_cost_model
 
     if args.model:
         return load_cost_model(args.model, device=args.device, schedule=args.schedule)
     if args.device:
-        return _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)[0]
+        return fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)[0]
     raise CodesignError("give a saved cost model (--model PATH) or a profiled device (--device NAME)")
 
 
 def _networks(args) -> list[Path]:
-    from .api import read_model_table
+    from ..predict.api import read_model_table
 
     out: list[Path] = []
     for item in args.models:
@@ -203,9 +180,8 @@ def _networks(args) -> list[Path]:
 
 
 def _predict(args) -> int:
-    from ..cli import print_json
     from ..kernelspec import KernelSpec
-    from .api import predict_networks
+    from ..predict.api import predict_networks
 
     if not args.models and not args.kernel:
         raise CodesignError("nothing to predict: give ONNX files, CSV tables of them and/or --kernel KEY")
@@ -251,12 +227,11 @@ def _predict(args) -> int:
 
 
 def _measure(args) -> int:
-    from ..cli import print_json
+    from ..graph import onnx_kernels
+    from ..predict.measure import measure_network
+    from ..predict.models import load_cost_model
     from ..profile.devices import get_device
     from ..profile.schedules import default_schedule
-    from .graph import onnx_kernels
-    from .measure import measure_network
-    from .models import load_cost_model
 
     device = get_device(args.device)
     args.schedule = args.schedule or default_schedule(device.target)
@@ -332,17 +307,16 @@ def _append_row(path: str, r: dict) -> None:
 
 
 def _calibrate(args) -> int:
-    from ..cli import print_json
-    from .calibrate import calibrate, read_table, row_kernels
-    from .evaluate import accuracy
-    from .features import FAMILIES
-    from .models import load_cost_model
+    from ..predict.calibrate import calibrate, read_table, row_kernels
+    from ..predict.evaluate import accuracy
+    from ..predict.features import FAMILIES
+    from ..predict.models import load_cost_model
 
     base_path = Path(args.base)
     if base_path.suffix in (".json", ".npz") or base_path.exists():
         base = load_cost_model(base_path)
     else:
-        base = _fit_from_db(args.base, args.db, args.schedule, args.kind, args.seed)[0]
+        base = fit_from_profiles(args.base, args.db, args.schedule, args.kind, args.seed)[0]
     rows = read_table(args.table, space=args.space)
     if args.rows is not None:
         if args.rows < 1:
