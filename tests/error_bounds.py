@@ -226,11 +226,10 @@ class GumbelReference:
             total += (ey * (gy - dot).abs() + (y + ey) * dot_err) / self.tau + 4 * eps * exact.abs()
         return self.SAFETY * total
 
-    def near_tie(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """Per row: columns i and j are closer than z's rounding error, so either may be the argmax."""
+    def near_tie(self, rows: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """Whether z[rows, i] and z[rows, j] are closer than z's rounding error (either may win)."""
         dz = self.SAFETY * (self._dz(eps_of(self.dtype)) + self._dz(eps_of(F64)))
-        zi, zj = self.z.gather(1, i[:, None])[:, 0], self.z.gather(1, j[:, None])[:, 0]
-        return (zi - zj).abs() <= dz.gather(1, i[:, None])[:, 0] + dz.gather(1, j[:, None])[:, 0]
+        return (self.z[rows, i] - self.z[rows, j]).abs() <= dz[rows, i] + dz[rows, j]
 
 
 def assert_gumbel_matches(
@@ -254,8 +253,8 @@ def assert_gumbel_matches(
     idx = index.cpu()
     differ = idx != ref.index
     if differ.any():
-        tied = ref.near_tie(idx[differ], ref.index[differ])
         rows = differ.nonzero()[:, 0]
+        tied = ref.near_tie(rows, idx[rows], ref.index[rows])
         assert tied.all(), f"sampled index differs from the reference on rows {rows[~tied].tolist()} (no near-tie)"
     if hard:
         one_hot = torch.zeros_like(y).scatter_(-1, index[:, None], 1.0)
