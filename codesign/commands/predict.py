@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 from ..errors import CodesignError
@@ -240,19 +239,17 @@ def _measure(args) -> int:
             raise CodesignError(f"no ONNX file at {path}")
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
                   if args.predict_with else None)
-    bar = None
-    if not args.no_progress and len(args.models) > 1:
-        from tqdm import tqdm
+    from .. import progress
 
-        bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
-                   file=sys.stderr, dynamic_ncols=True)
+    # Compiling and timing one network takes seconds to minutes: a line per network in a log.
+    bar = progress.bar(len(args.models), f"measure {device.name} [{args.schedule}]", unit="net",
+                       enabled=not args.no_progress and len(args.models) > 1)
     done = _measured_rows(args.append, device.name, args.schedule) if args.append else {}
     results = []
     for path in args.models:
         if path in done:
             results.append(done[path])
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
                             onnxruntime=not args.no_onnxruntime).to_dict()
@@ -260,10 +257,8 @@ def _measure(args) -> int:
         results.append(r)
         if args.append:
             _append_row(args.append, r)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     if cost_model is not None:
         for path, r in zip(args.models, results):
             pred = cost_model.predict_network(onnx_kernels(path))["latency_ms"]

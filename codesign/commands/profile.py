@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from ..errors import CodesignError
 from .common import add_device_flags, add_space_flags, key_values, parse_shape, print_json
 
@@ -125,7 +123,7 @@ def _profile(args) -> int:
         report = profile_kernels(
             specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
             reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
-            progress=not args.no_progress and sys.stderr.isatty() or False,
+            progress=not args.no_progress,
         )
     if args.json:
         print_json({"db": str(path), **report.to_dict()})

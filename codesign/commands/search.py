@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..errors import CodesignError
@@ -204,12 +203,13 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     net = space.build(genotype)
 
-    def progress(epoch, last):
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {last['loss']:.4f} accuracy {last['accuracy']:.4f}",
-              file=sys.stderr)
+    from .. import progress
 
-    fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
-                        augment=dataset.augment, progress=progress)
+    with progress.bar(args.epochs, "train", unit="epoch", enabled=not args.json) as bar:
+        fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
+                            augment=dataset.augment,
+                            progress=lambda _epoch, last: bar.update(1, loss=f"{last['loss']:.4f}",
+                                                                     accuracy=f"{last['accuracy']:.4f}"))
     test = evaluate(net, dataset.x_test, dataset.y_test)
     stem = Path(args.out or f"trained-{args.seed}")
     ckpt.save(stem, {"net": net.state_dict()}, {"genotype": genotype, "space": space_name, "space_args": space_args,
