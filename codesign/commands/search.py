@@ -172,6 +172,10 @@ def _print_results(r: dict) -> None:
               f"test accuracy {c['test_accuracy']:.4f}, predicted {_fmt(c['predicted'].get('latency_ms'))} ms, "
               f"measured {_fmt(cm.get('latency_ms'))} ms")
     print(f"run directory:   {r['run_dir']}")
+    if r.get("report"):
+        print(f"report:          {r['report']}")
+    elif r.get("report_error"):
+        print(f"report:          not written ({r['report_error']}); try `codesign report {r['run_dir']}`")
 
 
 def _genotype_source(args):
@@ -205,7 +209,7 @@ def _train(args) -> int:
 
     from .. import progress
 
-    with progress.bar(args.epochs, "train", unit="epoch", enabled=not args.json) as bar:
+    with progress.bar(args.epochs, "train", unit="epoch") as bar:
         fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
                             augment=dataset.augment,
                             progress=lambda _epoch, last: bar.update(1, loss=f"{last['loss']:.4f}",

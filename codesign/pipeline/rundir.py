@@ -89,5 +89,6 @@ def open_run(cfg: SearchConfig, run_dir: str | Path | None, resume: bool,
     import codesign
 
     Run(path).write("config.json", {"format": "codesign-search-config", "format_version": 1,
-                                    "codesign_version": codesign.__version__, "config": cfg.to_dict()})
+                                    "codesign_version": codesign.__version__, "config": cfg.to_dict(),
+                                    "command": cfg.command_line()})
     return Run(path), cfg
