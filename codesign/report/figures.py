@@ -221,6 +221,19 @@ def _layout(graph: NetworkGraph) -> dict[int, tuple[float, float]]:
     return pos
 
 
+def _passes_node(pos, a: int, b: int, clearance: float = 0.25) -> bool:
+    """Whether the straight edge a -> b passes within ``clearance`` of another node."""
+    p, q = np.array(pos[a]), np.array(pos[b])
+    d = q - p
+    for n, r in pos.items():
+        if n in (a, b):
+            continue
+        t = float(np.clip(np.dot(np.array(r) - p, d) / max(np.dot(d, d), 1e-12), 0.0, 1.0))
+        if np.linalg.norm(p + t * d - np.array(r)) < clearance:
+            return True
+    return False
+
+
 def network_figure(graphs: Sequence[NetworkGraph], title: str = "") -> Figure:
     """The derived network: each cell (or the chain of layers) as a graph, edges labelled by op."""
     import networkx as nx
@@ -241,10 +254,15 @@ def network_figure(graphs: Sequence[NetworkGraph], title: str = "") -> Figure:
         G.add_nodes_from(range(len(g.nodes)))
         G.add_edges_from((a, b) for a, b, _ in g.edges)
         labels = {(a, b): op for a, b, op in g.edges if op}
-        curved = [(a, b) for a, b, _ in g.edges if abs(pos[b][0] - pos[a][0]) > 1 and pos[a][1] == pos[b][1]]
+        # An edge that would run through another node is drawn as an arc, longer ones higher.
+        curved = [(a, b) for a, b, _ in g.edges if _passes_node(pos, a, b)]
         straight = [(a, b) for a, b, _ in g.edges if (a, b) not in curved]
         box = {"boxstyle": "round,pad=0.35", "fc": "#e8eef7", "ec": "#4a6fa5"}
-        for edges, style in ((straight, "arc3"), (curved, "arc3,rad=-0.35")):
+        groups = [(straight, "arc3")]
+        for a, b in curved:
+            span = abs(pos[b][0] - pos[a][0])
+            groups.append(([(a, b)], f"arc3,rad={-(0.22 + 0.1 * max(0.0, span - 2)):.2f}"))
+        for edges, style in groups:
             if not edges:
                 continue
             nx.draw_networkx_edges(G, pos, edgelist=edges, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=12,
@@ -257,7 +275,7 @@ def network_figure(graphs: Sequence[NetworkGraph], title: str = "") -> Figure:
         ax.set_title(g.title, fontsize=10)
         # Labels do not count in autoscaling: limits from the nodes, room for the arcs of curved edges.
         xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
-        arc = max((abs(pos[b][0] - pos[a][0]) for a, b in curved), default=0) * 0.2
+        arc = max((abs(pos[b][0] - pos[a][0]) for a, b in curved), default=0) * 0.25
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
         ax.set_ylim(min(ys) - 0.45, max(ys) + 0.45 + arc)
         ax.set_axis_off()
@@ -302,7 +320,8 @@ def cost_check_figure(rows: Sequence[dict], budgets: dict[str, float]) -> Figure
 
 
 def kernel_breakdown_figure(keys: Sequence[str], latency_ms: Sequence[float],
-                            energy_mj: Sequence[float] | None, overhead_ms: float = 0.0, note: str = "") -> Figure:
+                            energy_mj: Sequence[float] | None, overhead_ms: float = 0.0, note: str = "",
+                            energy_note: str = "") -> Figure:
     """Latency (and energy) of every kernel of the network (kernel keys), costliest first; kernels
     beyond the 25 costliest are summed into one bar, the network's fitted overhead is one bar."""
     lat = np.asarray(latency_ms, float)
@@ -332,7 +351,7 @@ def kernel_breakdown_figure(keys: Sequence[str], latency_ms: Sequence[float],
     axes[0].set(xlabel="latency (ms)", title="latency per kernel" + (f" ({note})" if note else ""))
     if en_rows is not None:
         axes[1].barh(y, en_rows, color="tab:orange")
-        axes[1].set(xlabel="energy (mJ)", title="energy per kernel")
+        axes[1].set(xlabel="energy (mJ)", title="energy per kernel" + (f" ({energy_note})" if energy_note else ""))
     return fig
 
 

@@ -264,7 +264,8 @@ def _breakdown_section(page: Page, run: RunData) -> None:
         return
     page.section("breakdown", "Per-kernel breakdown")
     note = f"{k['model_kind']} cost model"
-    page.figure(F.kernel_breakdown_figure(k["keys"], k["latency_ms"], k["energy_mj"], k["overhead_ms"], note),
+    page.figure(F.kernel_breakdown_figure(k["keys"], k["latency_ms"], k["energy_mj"], k["overhead_ms"], note,
+                                          k["energy_source"] or ""),
                 f"Every kernel TVM runs for the exported network, predicted by the run's {k['model_kind']} cost "
                 f"model ({k['measured_kernels']} of {len(k['keys'])} kernels are profiled, their measurement is "
                 f"used; energy {k['energy_source']}).")
