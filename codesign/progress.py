@@ -19,6 +19,7 @@ A plain line reads ``search darts: 2/30 epochs (7%), 12 s elapsed, ~2.8 min left
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 
@@ -26,12 +27,20 @@ _open_bars: list = []  # tqdm bars on the terminal: say() writes above them
 
 
 def is_terminal(stream=None) -> bool:
-    """Whether ``stream`` (default stderr) is an interactive terminal."""
+    """Whether ``stream`` (default stderr) is a terminal a bar can redraw on: a TTY that is not 0
+    columns wide (a pseudo-terminal without a size, where tqdm would draw nothing, gets lines)."""
+    import os
+
     stream = sys.stderr if stream is None else stream
     try:
-        return bool(stream.isatty())
+        if not stream.isatty():
+            return False
     except (AttributeError, ValueError):  # no isatty, or a closed file
         return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):  # no descriptor: trust isatty
+        return True
 
 
 def say(msg: str, enabled: bool = True, stream=None) -> None:

@@ -81,6 +81,19 @@ def _budget_line(ax, limit: float | None) -> None:
 # --- search ---------------------------------------------------------------------------------------
 
 
+def _panels(n: int) -> tuple[Figure, list]:
+    """A figure of ``n`` panels over an integer x axis (epochs, candidates), two per row."""
+    cols = 2 if n > 1 else 1
+    rows = math.ceil(n / cols)
+    fig = _figure(5.2 * cols, 2.8 * rows)
+    axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    for ax in axes[:n]:
+        _epoch_axis(ax)
+    return fig, axes[:n]
+
+
 def trajectory_figure(epochs: Sequence[dict], budgets: dict[str, float]) -> Figure:
     """Per epoch of a gradient search: train/validation accuracy, the expected cost of every metric
     (and the cost of the epoch's derived network) against its budget, the Lagrange multipliers and,
@@ -95,15 +108,7 @@ def trajectory_figure(epochs: Sequence[dict], budgets: dict[str, float]) -> Figu
     metrics = list(dict.fromkeys(m for r in epochs for m in (r.get("expected") or {})))
     multipliers = list(dict.fromkeys(m for r in epochs for m in (r.get("multipliers") or {})))
     has_tau = any(r.get("tau") is not None for r in epochs)
-    panels = 1 + len(metrics) + (1 if multipliers else 0) + (1 if has_tau else 0)
-    cols = 2 if panels > 1 else 1
-    rows = math.ceil(panels / cols)
-    fig = _figure(5.2 * cols, 2.8 * rows)
-    axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    for ax in axes[:panels]:
-        _epoch_axis(ax)
+    fig, axes = _panels(1 + len(metrics) + (1 if multipliers else 0) + (1 if has_tau else 0))
     ax = axes[0]
     ax.plot(x, [100 * r["train_accuracy"] for r in epochs], marker="o", label="train (supernet)")
     val = [(e, 100 * r["val_accuracy"]) for e, r in zip(x, epochs) if r.get("val_accuracy") is not None]
@@ -142,15 +147,7 @@ def candidates_figure(candidates: Sequence[dict], budgets: dict[str, float]) -> 
     x = [c["candidate"] for c in candidates]
     acc = [100 * c["val_accuracy"] for c in candidates]
     metrics = list(dict.fromkeys(m for c in candidates for m in (c.get("cost") or {})))
-    panels = 1 + len(metrics)
-    cols = 2 if panels > 1 else 1
-    rows = math.ceil(panels / cols)
-    fig = _figure(5.2 * cols, 2.8 * rows)
-    axes = list(np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel())
-    for ax in axes[panels:]:
-        ax.set_visible(False)
-    for ax in axes[:panels]:
-        _epoch_axis(ax)
+    fig, axes = _panels(1 + len(metrics))
     ax = axes[0]
     ax.plot(x, acc, marker="o", linestyle="none", label="candidate")
     ax.plot(x, np.maximum.accumulate(acc), drawstyle="steps-post", label="best so far")
