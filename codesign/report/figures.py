@@ -197,24 +197,19 @@ def arch_probs_figure(epochs: Sequence[int], probs: Sequence[np.ndarray], names:
 
 
 def _layout(graph: NetworkGraph) -> dict[int, tuple[float, float]]:
-    """Node positions: a long chain wraps into rows; other graphs go in columns by depth."""
+    """Node positions: a long chain wraps into rows; a cell has its inputs stacked in the first
+    column and every other node in a column of its own, alternately above and below the middle
+    (so that few edges cross), the output in the middle."""
     n = len(graph.nodes)
     chain = all(b == a + 1 and not op for a, b, op in graph.edges) and len(graph.edges) == n - 1
-    if chain:
+    if chain:  # rows of 6, every other one right to left: each edge joins neighbours
         per_row = n if n <= 8 else 6
-        return {i: (float(i % per_row), -float(i // per_row)) for i in range(n)}
-    depth = [0] * n
-    for a, b, _op in sorted(graph.edges, key=lambda e: e[1]):  # nodes are in topological order
-        depth[b] = max(depth[b], depth[a] + 1)
-    for a, b, _op in graph.edges:  # an input that only reaches later nodes stays in column 0
-        depth[b] = max(depth[b], depth[a] + 1)
-    columns: dict[int, list[int]] = {}
-    for i, d in enumerate(depth):
-        columns.setdefault(d, []).append(i)
-    pos = {}
-    for d, members in columns.items():
-        for k, i in enumerate(members):
-            pos[i] = (float(d), (len(members) - 1) / 2 - k)
+        return {i: (float(i % per_row if (i // per_row) % 2 == 0 else per_row - 1 - i % per_row),
+                    -float(i // per_row)) for i in range(n)}
+    k = graph.inputs
+    pos = {i: (0.0, (k - 1) / 2 - i) for i in range(k)}
+    for j, i in enumerate(range(k, n)):
+        pos[i] = (float(j + 1), 0.0 if i == n - 1 else (0.5 if j % 2 == 0 else -0.5))
     return pos
 
 
@@ -231,6 +226,14 @@ def _passes_node(pos, a: int, b: int, clearance: float = 0.25) -> bool:
     return False
 
 
+def _box_margin(label: str, direction: tuple[float, float]) -> float:
+    """Points from the centre of a node's label box (8 pt text) to its border along ``direction``
+    (inches), so that arrows end at the box and not under it."""
+    half_w, half_h = 2.5 * len(label) + 6, 9.0
+    dx, dy = abs(direction[0]), abs(direction[1])
+    return min(half_w / max(dx, 1e-9), half_h / max(dy, 1e-9)) * float(np.hypot(dx, dy))
+
+
 def network_figure(graphs: Sequence[NetworkGraph], title: str = "") -> Figure:
     """The derived network: each cell (or the chain of layers) as a graph, edges labelled by op."""
     import networkx as nx
@@ -241,38 +244,40 @@ def network_figure(graphs: Sequence[NetworkGraph], title: str = "") -> Figure:
         xs = [p[0] for p in pos.values()]
         ys = [p[1] for p in pos.values()]
         sizes.append((max(xs) - min(xs) + 1, max(ys) - min(ys) + 1))
-    width = min(14.0, max(5.0, 1.9 * max(s[0] for s in sizes)))
+    x_inch = 1.9  # inches per column
+    width = min(14.0, max(5.0, x_inch * max(s[0] for s in sizes)))
     heights = [max(1.8, 1.15 * s[1] + 0.9) for s in sizes]
     fig = _figure(width, sum(heights))
     axes = np.atleast_1d(fig.subplots(len(graphs), 1, squeeze=False, height_ratios=heights)).ravel()
-    for ax, g in zip(axes, graphs):
+    for ax, g, (w, h), height in zip(axes, graphs, sizes, heights):
         pos = _layout(g)
         G = nx.DiGraph()
         G.add_nodes_from(range(len(g.nodes)))
         G.add_edges_from((a, b) for a, b, _ in g.edges)
-        labels = {(a, b): op for a, b, op in g.edges if op}
         # An edge that would run through another node is drawn as an arc, longer ones higher.
-        curved = [(a, b) for a, b, _ in g.edges if _passes_node(pos, a, b)]
-        straight = [(a, b) for a, b, _ in g.edges if (a, b) not in curved]
-        box = {"boxstyle": "round,pad=0.35", "fc": "#e8eef7", "ec": "#4a6fa5"}
-        groups = [(straight, "arc3")]
-        for a, b in curved:
-            span = abs(pos[b][0] - pos[a][0])
-            groups.append(([(a, b)], f"arc3,rad={-(0.22 + 0.1 * max(0.0, span - 2)):.2f}"))
-        for edges, style in groups:
-            if not edges:
-                continue
-            nx.draw_networkx_edges(G, pos, edgelist=edges, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=12,
-                                   edge_color="#555555", connectionstyle=style, node_size=1400,
-                                   min_target_margin=6)
-            nx.draw_networkx_edge_labels(G, pos, edge_labels={e: labels[e] for e in edges if e in labels}, ax=ax,
-                                         font_size=8, connectionstyle=style, node_size=1400,
-                                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
-        nx.draw_networkx_labels(G, pos, labels=dict(enumerate(g.nodes)), ax=ax, font_size=8, bbox=box)
+        curved = {(a, b) for a, b, _ in g.edges if _passes_node(pos, a, b)}
+        arc = max((abs(pos[b][0] - pos[a][0]) for a, b in curved), default=0) * 0.25
+        scale = (width / (w + 0.2), height / (h + arc))  # inches per data unit, x and y
+        for a, b, op in g.edges:
+            style, margins = "arc3", (9.0, 9.0)  # an arc leaves and enters a box at its top
+            if (a, b) in curved:
+                span = abs(pos[b][0] - pos[a][0])
+                style = f"arc3,rad={-(0.22 + 0.1 * max(0.0, span - 2)):.2f}"
+            else:
+                d = ((pos[b][0] - pos[a][0]) * scale[0], (pos[b][1] - pos[a][1]) * scale[1])
+                margins = (_box_margin(g.nodes[a], d), _box_margin(g.nodes[b], d))
+            nx.draw_networkx_edges(G, pos, edgelist=[(a, b)], ax=ax, arrows=True, arrowstyle="-|>", arrowsize=12,
+                                   edge_color="#555555", connectionstyle=style, node_size=0,
+                                   min_source_margin=margins[0], min_target_margin=margins[1])
+            if op:
+                nx.draw_networkx_edge_labels(G, pos, edge_labels={(a, b): op}, ax=ax, font_size=8,
+                                             connectionstyle=style, node_size=0,
+                                             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+        nx.draw_networkx_labels(G, pos, labels=dict(enumerate(g.nodes)), ax=ax, font_size=8,
+                                bbox={"boxstyle": "round,pad=0.35", "fc": "#e8eef7", "ec": "#4a6fa5"})
         ax.set_title(g.title, fontsize=10)
         # Labels do not count in autoscaling: limits from the nodes, room for the arcs of curved edges.
         xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
-        arc = max((abs(pos[b][0] - pos[a][0]) for a, b in curved), default=0) * 0.25
         ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
         ax.set_ylim(min(ys) - 0.45, max(ys) + 0.45 + arc)
         ax.set_axis_off()

@@ -38,7 +38,8 @@ th, td { border: 1px solid #d5dbe3; padding: 0.25rem 0.55rem; text-align: left; 
          overflow-wrap: anywhere; }
 th { background: #eef1f5; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.85rem; }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 0.85rem;
+            overflow-wrap: anywhere; }
 pre { background: #f0f2f5; border: 1px solid #d5dbe3; padding: 0.6rem 0.8rem; overflow-x: auto;
       white-space: pre-wrap; word-break: break-all; }
 figure { margin: 1rem 0; background: white; border: 1px solid #e1e5ea; padding: 0.5rem; }

@@ -34,12 +34,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class NetworkGraph:
-    """A network of a space drawn as a graph (reports): node labels in topological order, and
-    edges ``(from, to, op)`` between node indices (op "" for a plain connection)."""
+    """A network of a space drawn as a graph (reports): node labels in topological order, the
+    first ``inputs`` of them the inputs, and edges ``(from, to, op)`` between node indices (op ""
+    for a plain connection)."""
 
     title: str
     nodes: tuple[str, ...]
     edges: tuple[tuple[int, int, str], ...]
+    inputs: int = 1
 
 
 class SearchSpace:

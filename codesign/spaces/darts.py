@@ -302,7 +302,7 @@ class DartsSpace(SearchSpace):
         for title, pairs in (("normal cell", g.normal), ("reduction cell", g.reduce)):
             edges = [(inp, 2 + i // 2, op) for i, (op, inp) in enumerate(pairs)]
             edges += [(2 + n, len(nodes) - 1, "") for n in range(NODES)]
-            out.append(NetworkGraph(title, nodes, tuple(edges)))
+            out.append(NetworkGraph(title, nodes, tuple(edges), inputs=2))
         return out
 
     def format(self, choices: list[int]) -> str:
