@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,9 +70,10 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from .. import progress
 
-    return tqdm(total=total, desc=desc, unit="kernel", file=sys.stderr, dynamic_ncols=True)
+    # In a log: a line every 10 s at most (profiling runs hundreds of kernels of ~0.1-100 s each).
+    return progress.bar(total, desc, unit="kernel", every_s=10.0)
 
 
 def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
@@ -272,8 +272,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 pending = pool.submit(_compile, following, target, schedule, tuning_dir)
             spec = following
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=report.failed)
+                bar.update(1, failed=report.failed)
     runner.close()
     if bar is not None:
         bar.close()

@@ -103,10 +103,10 @@ class SearchContext:
     stats: dict = field(default_factory=dict)
 
 
-def _bar(total, desc, enabled):
-    from tqdm import tqdm
+def _bar(total, desc, enabled, unit="epoch", initial=0):
+    from .. import progress
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress.bar(total, desc, unit=unit, enabled=enabled, leave=False, initial=initial)
 
 
 def _check_finite(loss: torch.Tensor, where: str, ctx: SearchContext) -> None:
@@ -335,8 +335,7 @@ class GradientSearch:
             state, _ = ckpt.load(ctx.checkpoint_stem)
             self.load(state)
         total = cfg.epochs * self.steps_per_epoch
-        bar = _bar(cfg.epochs, f"search {self.name}", ctx.progress)
-        bar.update(self.epoch)
+        bar = _bar(cfg.epochs, f"search {self.name}", ctx.progress, initial=self.epoch)
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
@@ -383,9 +382,7 @@ class GradientSearch:
             ctx.log(rec)
             if ctx.checkpoint_stem is not None:
                 ckpt.save(ctx.checkpoint_stem, self.state(), {"strategy": self.name, "epoch": self.epoch})
-            bar.update(1)
-            bar.set_postfix(acc=f"{rec['train_accuracy']:.2f}",
-                            lat=f"{expected.get('latency_ms', math.nan):.3g}")
+            bar.update(1, acc=f"{rec['train_accuracy']:.2f}", lat=f"{expected.get('latency_ms', math.nan):.3g}")
         bar.close()
         probs = [p.detach().numpy() for p in self.probs()]
         return {"choices": self.derived(), "probs": probs, "epochs": self.epoch, "search_passes": self.passes,
@@ -484,12 +481,10 @@ class SampleSearch:
         if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
             self.load(ckpt.load(ctx.checkpoint_stem)[0])
         total = None if ctx.max_passes is not None else ctx.cfg.candidates
-        bar = _bar(total, f"search {self.name}", ctx.progress)
-        bar.update(len(self.history))
+        bar = _bar(total, f"search {self.name}", ctx.progress, "candidate", len(self.history))
         while not self.done():
             rec = self.evaluate(self.propose())
-            bar.update(1)
-            bar.set_postfix(best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
+            bar.update(1, best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
         bar.close()
         best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
