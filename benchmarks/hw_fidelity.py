@@ -1,0 +1,354 @@
+"""Fidelity of codesign's accelerator model against ZigZag-DSE and SCALE-Sim (JSON).
+
+The same layers and networks are described to codesign's mapper and to the references (see
+``codesign.hw_models.crosscheck`` for how a config becomes ZigZag's hardware YAML and SCALE-Sim's
+config), and the benchmark prints:
+
+- zigzag: per accelerator (the shipped ``ws-16x16``, ``os-8x8``, ``eyeriss-like`` by default), every
+  MAC layer's cycles, latency, energy and PE utilisation from both sides with their ratios, and
+  the Kendall tau between codesign's and ZigZag's network latencies and energies over the network
+  set (samples of every search space, ResNet, MobileNet and MBConv stacks);
+- scalesim: per systolic config (ws and os), codesign's array cycles beside SCALE-Sim's stall-free
+  cycles for a layer subset, with the share of layers within +-20%;
+- eyeriss: the dataflow ranking at equal area (codesign's own validation, for the record).
+
+References are slow (ZigZag ~5-40 s a layer, SCALE-Sim ~5-60 s on a loaded 2-core machine), so
+their per-layer answers are kept in a JSON cache (``--cache``, one file per reference and config,
+with the reference's version and settings; a cache of other settings is refused) and a run fills
+only what is missing. Needs ``pip install 'codesign[hw-check]'``.
+
+    python benchmarks/hw_fidelity.py [--quick] [--accel ws-16x16 ...] [--reference zigzag scalesim]
+        [--cache DIR] [--networks-per-space 14] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import hardware  # noqa: E402
+
+from codesign.errors import CodesignError  # noqa: E402
+from codesign.hw_models import evaluate_layers, get_accelerator  # noqa: E402
+from codesign.hw_models import crosscheck as cc  # noqa: E402
+from codesign.kernelspec import KernelSpec  # noqa: E402
+
+CACHE_FORMAT = 1
+conv = KernelSpec.make
+
+
+# ---- the network set ----------------------------------------------------------------------------
+
+def _same(c_in, c_out, h, k=3, s=1, g=1):
+    return conv("conv2d", (1, c_in, h, h), out_channels=c_out, kernel=k, stride=s, groups=g)
+
+
+def resnet_cifar(depth: int, width: int, h: int = 32) -> list[KernelSpec]:
+    """He et al.'s CIFAR ResNet (basic blocks, three stages of width, 2x, 4x)."""
+    n = (depth - 2) // 6
+    layers = [_same(3, width, h)]
+    c = width
+    for stage in range(3):
+        out = width * 2 ** stage
+        for b in range(n):
+            s = 2 if stage > 0 and b == 0 else 1
+            layers.append(_same(c, out, h, s=s))
+            h = h // s
+            layers.append(_same(out, out, h))
+            if s == 2:
+                layers.append(_same(c, out, h * 2, k=1, s=2))
+            c = out
+    layers.append(conv("dense", (1, c), out_features=10))
+    return layers
+
+
+def resnet18(width: int = 64, h: int = 64) -> list[KernelSpec]:
+    """ResNet-18's convolutions (7x7 stem, four stages of two basic blocks) at a small input."""
+    layers = [_same(3, width, h, k=7, s=2)]
+    h = h // 4  # stem stride 2 + 3x3 max pool stride 2
+    c = width
+    for stage in range(4):
+        out = width * 2 ** stage
+        for b in range(2):
+            s = 2 if stage > 0 and b == 0 else 1
+            layers.append(_same(c, out, h, s=s))
+            h = h // s
+            layers.append(_same(out, out, h))
+            if s == 2:
+                layers.append(_same(c, out, h * 2, k=1, s=2))
+            c = out
+    layers.append(conv("dense", (1, c), out_features=100))
+    return layers
+
+
+def mobilenet_v1(alpha: float, h: int = 32) -> list[KernelSpec]:
+    """MobileNet v1: a 3x3 stem, then 13 depthwise 3x3 + pointwise 1x1 pairs."""
+    plan = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
+    c = max(8, int(32 * alpha))
+    layers = [_same(3, c, h, s=1)]
+    for out, s in plan:
+        out = max(8, int(out * alpha))
+        layers.append(_same(c, c, h, s=s, g=c))
+        h = (h + s - 1) // s
+        layers.append(_same(c, out, h, k=1))
+        c = out
+    layers.append(conv("dense", (1, c), out_features=10))
+    return layers
+
+
+def mbconv_net(expand: int, kernel: int, alpha: float, h: int = 32) -> list[KernelSpec]:
+    """A MobileNet v2 / EfficientNet-style stack of MBConv blocks (1x1 expansion, KxK depthwise,
+    1x1 projection) with one expansion and kernel everywhere."""
+    plan = [(16, 1, 1), (24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1)]
+    c = max(8, int(32 * alpha))
+    layers = [_same(3, c, h)]
+    for out, n, s0 in plan:
+        out = max(8, int(out * alpha))
+        for i in range(n):
+            s = s0 if i == 0 else 1
+            mid = c * expand
+            layers.append(_same(c, mid, h, k=1))
+            layers.append(_same(mid, mid, h, k=kernel, s=s, g=mid))
+            h = (h + s - 1) // s
+            layers.append(_same(mid, out, h, k=1))
+            c = out
+    head = max(64, int(1280 * alpha))
+    layers.append(_same(c, head, h, k=1))
+    layers.append(conv("dense", (1, head), out_features=10))
+    return layers
+
+
+def stacks() -> dict[str, list[KernelSpec]]:
+    """Hand-written ResNet, MobileNet and MBConv networks (depthwise and pointwise layers)."""
+    nets = {}
+    for depth, width in ((20, 16), (32, 16), (56, 16), (20, 32), (20, 64)):
+        nets[f"resnet{depth}-w{width}"] = resnet_cifar(depth, width)
+    for width in (32, 64):
+        nets[f"resnet18-w{width}-64px"] = resnet18(width)
+    for alpha in (0.25, 0.5, 0.75, 1.0):
+        nets[f"mobilenet_v1-{alpha:g}"] = mobilenet_v1(alpha)
+    for e, k, a in ((6, 3, 0.5), (3, 5, 0.5), (6, 5, 0.35), (4, 3, 0.75), (6, 3, 1.0)):
+        nets[f"mbconv-e{e}k{k}-{a:g}"] = mbconv_net(e, k, a)
+    return nets
+
+
+def space_samples(per_space: int, seed: int) -> dict[str, list[KernelSpec]]:
+    """``per_space`` random genotypes of every shipped search space, as their MAC layers."""
+    import warnings
+
+    from codesign.hw_models import network_kernels
+    from codesign.spaces import create_space, list_spaces
+
+    nets = {}
+    for name in list_spaces():
+        space = create_space(name)
+        rng = random.Random(seed)
+        shape = tuple(getattr(space, "input_shape", (1, 3, 32, 32)))
+        seen = set()
+        while len([n for n in nets if n.startswith(name + ":")]) < per_space:
+            genotype = space.sample(rng)
+            if genotype in seen:
+                continue
+            seen.add(genotype)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kernels = network_kernels(space.build(genotype), input_shape=shape)
+            nets[f"{name}:{genotype}"] = kernels
+    return nets
+
+
+def network_set(per_space: int, seed: int) -> dict[str, list[KernelSpec]]:
+    """Every network compared, by name, as its conv2d and dense layers (what both sides describe)."""
+    nets = {**space_samples(per_space, seed), **stacks()}
+    return {name: [s for s in ks if s.op in ("conv2d", "dense")] for name, ks in nets.items()}
+
+
+# ---- reference cache ---------------------------------------------------------------------------
+
+class ReferenceCache:
+    """Per-layer answers of one reference on one config, in a JSON file (format version, the
+    reference's version and settings, and the config, all checked on load)."""
+
+    def __init__(self, directory: Path, reference: str, cfg, settings: dict):
+        pkg = {"zigzag": "zigzag-dse", "scalesim": "scalesim"}[reference]
+        self.header = {"format_version": CACHE_FORMAT, "reference": reference, "reference_version": version(pkg),
+                       "settings": settings, "accelerator": cfg.to_yaml_dict()}
+        digest = hashlib.sha1(json.dumps(self.header, sort_keys=True).encode()).hexdigest()[:12]
+        self.path = Path(directory) / f"{reference}-{cfg.name}-{digest}.json"
+        self.layers: dict[str, dict] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise CodesignError(f"{self.path} is not a reference cache (invalid JSON: {exc})") from exc
+            if not isinstance(data, dict) or data.get("header") != json.loads(json.dumps(self.header)):
+                raise CodesignError(f"{self.path} holds another reference, version or setting; remove it")
+            self.layers = data["layers"]
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"header": self.header, "layers": self.layers}))
+        tmp.replace(self.path)
+
+    def fill(self, specs, run, log) -> None:
+        """Run the reference on every layer not yet cached, saving after each one (resumable)."""
+        missing = [s for s in dict.fromkeys(specs) if s.key() not in self.layers]
+        for i, spec in enumerate(missing):
+            t0 = time.perf_counter()
+            self.layers[spec.key()] = {**run([spec])[0], "wall_s": time.perf_counter() - t0}
+            self.save()
+            log(f"{self.path.name}: {i + 1}/{len(missing)} {spec.key()} {time.perf_counter() - t0:.1f} s")
+
+
+# ---- comparisons -------------------------------------------------------------------------------
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b between two equally long sequences."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+def _ratios(ours, theirs) -> dict:
+    r = np.asarray(ours, dtype=float) / np.asarray(theirs, dtype=float)
+    within = np.abs(r - 1.0) <= 0.2
+    return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max()),
+            "geomean": float(np.exp(np.log(r).mean())), "within_20pct": float(within.mean()), "n": int(r.size)}
+
+
+def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log) -> dict:
+    cfg = cc.comparable_config(get_accelerator(accel), "zigzag")
+    cache = ReferenceCache(cache_dir, "zigzag", cfg, settings)
+    unique = list(dict.fromkeys(s for ks in nets.values() for s in ks))
+    cache.fill(unique, lambda specs: cc.run_zigzag(specs, cfg, **settings), log)
+    ours = dict(zip(unique, evaluate_layers(unique, cfg)))
+    layers = []
+    for s in unique:
+        a, b = ours[s], cache.layers[s.key()]
+        layers.append({"kernel_key": s.key(), "macs": a.macs,
+                       "codesign": {"cycles": a.cycles, "latency_ms": a.latency_ms, "energy_mj": a.energy_mj,
+                                    "pe_utilization": a.pe_utilization},
+                       "zigzag": {k: b.get(k) for k in ("feasible", "cycles", "latency_ms", "energy_mj",
+                                                        "pe_utilization", "spatial_mapping")}})
+    ok = [row for row in layers if row["zigzag"]["feasible"] and np.isfinite(row["codesign"]["cycles"])]
+    per_net = {}
+    for name, ks in nets.items():
+        rows = [cache.layers[s.key()] for s in ks]
+        if not all(r["feasible"] for r in rows):
+            continue
+        per_net[name] = {"codesign_latency_ms": sum(ours[s].latency_ms for s in ks),
+                         "zigzag_latency_ms": sum(r["latency_ms"] for r in rows),
+                         "codesign_energy_mj": sum(ours[s].energy_mj for s in ks),
+                         "zigzag_energy_mj": sum(r["energy_mj"] for r in rows), "layers": len(ks)}
+    names = list(per_net)
+    col = {k: [per_net[n][k] for n in names] for k in next(iter(per_net.values()))} if per_net else {}
+    return {
+        "accelerator": cfg.to_dict(), "settings": settings, "layers_compared": len(ok),
+        "layers_infeasible_in_zigzag": len(layers) - len(ok),
+        "layer_cycles_ratio": _ratios([r["codesign"]["cycles"] for r in ok], [r["zigzag"]["cycles"] for r in ok]),
+        "layer_energy_ratio": _ratios([r["codesign"]["energy_mj"] for r in ok], [r["zigzag"]["energy_mj"] for r in ok]),
+        "layer_tau_cycles": kendall_tau([r["codesign"]["cycles"] for r in ok], [r["zigzag"]["cycles"] for r in ok]),
+        "layer_tau_energy": kendall_tau([r["codesign"]["energy_mj"] for r in ok], [r["zigzag"]["energy_mj"] for r in ok]),
+        "networks": len(names),
+        "network_tau_latency": kendall_tau(col["codesign_latency_ms"], col["zigzag_latency_ms"]) if names else None,
+        "network_tau_energy": kendall_tau(col["codesign_energy_mj"], col["zigzag_energy_mj"]) if names else None,
+        "network_latency_ratio": _ratios(col["codesign_latency_ms"], col["zigzag_latency_ms"]) if names else None,
+        "network_energy_ratio": _ratios(col["codesign_energy_mj"], col["zigzag_energy_mj"]) if names else None,
+        "per_network": per_net, "per_layer": layers,
+    }
+
+
+def scalesim_layers(nets: dict, limit: int, seed: int) -> list[KernelSpec]:
+    """A layer subset for SCALE-Sim: every kind (dense, pointwise, depthwise, strided, first
+    layers), chosen at random among the networks' layers with at most ``limit`` of them."""
+    unique = sorted(dict.fromkeys(s for ks in nets.values() for s in ks), key=lambda s: s.key())
+    rng = random.Random(seed)
+    rng.shuffle(unique)
+    return unique[:limit]
+
+
+def compare_scalesim(specs, accel: str, cache_dir: Path, log) -> dict:
+    cfg = get_accelerator(accel)
+    settings = {"stalls": False}
+    cache = ReferenceCache(cache_dir, "scalesim", cfg, settings)
+    cache.fill(specs, lambda s: cc.run_scalesim(s, cfg, **settings), log)
+    ours = dict(zip(specs, evaluate_layers(specs, cfg)))
+    rows = []
+    for s in specs:
+        a, b = ours[s], cache.layers[s.key()]
+        compute = a.mapping["compute_cycles"]  # the array's own cycles: SCALE-Sim runs stall-free here
+        rows.append({"kernel_key": s.key(), "codesign_cycles": compute, "scalesim_cycles": b["cycles"],
+                     "ratio": compute / b["cycles"], "codesign_pe_utilization": a.macs / (compute * cfg.pes),
+                     "scalesim_pe_utilization": b["pe_utilization"]})
+    return {"accelerator": cfg.to_dict(), "settings": settings,
+            "cycles_ratio": _ratios([r["codesign_cycles"] for r in rows], [r["scalesim_cycles"] for r in rows]),
+            "per_layer": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", nargs="+", default=list(cc.REFERENCES), choices=cc.REFERENCES)
+    ap.add_argument("--accel", nargs="+", default=["ws-16x16", "os-8x8", "eyeriss-like"],
+                    help="accelerators for ZigZag (SCALE-Sim takes the ws and os ones)")
+    ap.add_argument("--networks-per-space", type=int, default=14)
+    ap.add_argument("--scalesim-layers", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="3 networks per space, stacks, 10 SCALE-Sim layers")
+    ap.add_argument("--cache", default=os.path.expanduser("~/.cache/codesign/hw_fidelity"))
+    ap.add_argument("--lpf-limit", type=int, default=3, help="ZigZag LOMA loop prime factor limit")
+    ap.add_argument("--list", action="store_true", help="only count networks and unique layers")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args()
+    if args.quick:
+        args.networks_per_space, args.scalesim_layers = 3, 10
+    for ref in args.reference:
+        cc.require(ref)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    nets = network_set(args.networks_per_space, args.seed)
+    unique = set(s for ks in nets.values() for s in ks)
+    out = {"hardware": hardware(), "load_average": os.getloadavg(), "networks": len(nets),
+           "unique_mac_layers": len(unique),
+           "network_names": list(nets)}
+    if args.list:
+        print(json.dumps(out, indent=2))
+        return
+    cache_dir = Path(args.cache)
+    if "zigzag" in args.reference:
+        settings = {"lpf_limit": args.lpf_limit, "spatial_mappings": 3}
+        out["zigzag"] = {a: compare_zigzag(nets, a, cache_dir, settings, log) for a in args.accel}
+    if "scalesim" in args.reference:
+        subset = scalesim_layers(nets, args.scalesim_layers, args.seed)
+        out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log) for a in args.accel
+                           if get_accelerator(a).dataflow in ("ws", "os")}
+    from codesign.hw_models.validation import dataflow_comparison
+
+    cmp_ = dataflow_comparison()
+    out["eyeriss"] = {"ranking": cmp_["ranking"], "energy_ratio_to_rs": cmp_["ratio_to_rs"],
+                      "published_rs_advantage_range": cmp_["published_rs_advantage_range"]}
+    out["wall_s"] = time.perf_counter() - t0
+    out["load_average_end"] = os.getloadavg()
+    text = json.dumps(out, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

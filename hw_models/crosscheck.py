@@ -1,0 +1,447 @@
+"""The accelerator model against the field's own simulators: ZigZag-DSE and SCALE-Sim.
+
+The same layers and the same accelerator config are described to codesign's mapper and to a
+reference, and their cycles, latency, energy and PE utilisation are set side by side. The
+references are optional (``pip install 'codesign[hw-check]'``) and never imported on the fast
+path; asking for one that is missing is one CodesignError with the install line.
+
+- **ZigZag-DSE** (KU Leuven; Mei et al., IEEE TC 2021 and its LOMA mapper) is an analytical
+  mapper and cost model of the Timeloop class. It gets the config as its own hardware YAML: an
+  operational array of ``pe_cols`` (D1) x ``pe_rows`` (D2) MACs; a register file per PE of
+  ``rf_words`` words shared by weights, inputs and outputs; a global buffer of ``glb_kib`` shared
+  by all three and multicast to every PE; DRAM behind one read/write port of the config's link
+  bandwidth. Energies per word are codesign's energy table (a wide port's access costs its width
+  in words, so a word costs the same whatever the port). The dataflow is described as ZigZag
+  describes dataflows, by which loops may unroll over which array dimension (``SPATIAL_HINTS``);
+  ZigZag then searches the unrolling factors and the temporal mapping, minimising energy-delay
+  product as codesign does. ZigZag has no interconnect energy, so the codesign config it is
+  compared with has ``noc_hop_pj`` 0 (``comparable_config``). Systolic arrays (ws, os) declare
+  their systolic dimensions, so ZigZag drains the array at the end of each layer.
+- **SCALE-Sim** (Samajdar et al., ISPASS 2020; v3) simulates a systolic array cycle by cycle from
+  its operand traces, for weight- and output-stationary dataflows. It gets ``pe_rows`` x
+  ``pe_cols``, the dataflow, the global buffer split into its three double-buffered SRAMs
+  (ifmap, filter, ofmap) with the same capacity in words, and the DRAM link in words per cycle.
+  SCALE-Sim has no groups: a depthwise layer runs as one single-channel layer per channel (its
+  own ``DP`` convention), a grouped layer as one layer per group. Its layers have no padding, so
+  they get the padded input.
+
+Only layers with MACs (conv2d, dense) are described to the references; pools and elementwise
+kernels are reported as not compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from codesign.errors import CodesignError
+from codesign.kernelspec import KernelSpec
+
+from .accelerator import AcceleratorConfig, get_accelerator
+
+REFERENCES = ("zigzag", "scalesim")
+_PACKAGES = {"zigzag": ("zigzag", "ZigZag-DSE (zigzag-dse)"), "scalesim": ("scalesim", "SCALE-Sim (scalesim)")}
+INSTALL_HINT = "pip install 'codesign[hw-check]'"
+
+# Which layer loops may unroll over the array's columns (D1) and rows (D2), per dataflow, in
+# ZigZag's loop names. They follow the mapper's spatial choices (hw_models/mapper.py):
+# ws: reduction C*R*S down the rows, output channels across the columns;
+# os: output channels down the rows, output pixels across the columns (or rows x columns of pixels);
+# rs: filter rows (replicated over C or K) down the rows, output rows (x K or C) across the columns.
+SPATIAL_HINTS = {
+    "ws": {"D1": ["K"], "D2": ["C", "FX", "FY"]},
+    "os": {"D1": ["OX", "OY", "B"], "D2": ["K", "OY"]},
+    "rs": {"D1": ["OY", "K", "C"], "D2": ["FY", "C", "K"]},
+}
+
+
+def require(reference: str):
+    """Import a reference simulator, or one CodesignError naming it and the install line."""
+    if reference not in REFERENCES:
+        raise CodesignError(f"unknown reference {reference!r}; use one of {', '.join(REFERENCES)}")
+    module, label = _PACKAGES[reference]
+    try:
+        return __import__(module)
+    except ImportError:
+        raise CodesignError(f"--check {reference} needs {label}, which is not installed: {INSTALL_HINT}") from None
+
+
+def _mac_layer(spec: KernelSpec) -> bool:
+    return spec.op in ("conv2d", "dense")
+
+
+@dataclass(frozen=True)
+class _Loops:
+    """A MAC layer as its loop nest (per group)."""
+
+    n: int
+    g: int
+    k: int
+    c: int
+    p: int
+    q: int
+    r: int
+    s: int
+    stride: int
+    dilation: int
+
+    @property
+    def macs(self) -> int:
+        return self.n * self.g * self.k * self.c * self.p * self.q * self.r * self.s
+
+    @classmethod
+    def of(cls, spec: KernelSpec) -> _Loops:
+        if spec.op == "dense":
+            n, c = spec.input_shape
+            return cls(n, 1, spec.attr("out_features"), c, 1, 1, 1, 1, 1, 1)
+        if spec.op != "conv2d":
+            raise CodesignError(f"only conv2d and dense layers are described to the references, not {spec.op}")
+        n, c, _, _ = spec.input_shape
+        _, k, p, q = spec.output_shape()
+        g = spec.attr("groups")
+        ker = spec.attr("kernel")
+        return cls(n, g, k // g, c // g, p, q, ker, ker, spec.attr("stride"), spec.attr("dilation"))
+
+
+def comparable_config(cfg: AcceleratorConfig, reference: str) -> AcceleratorConfig:
+    """The codesign config a reference is compared with: ZigZag models no interconnect energy, so
+    its comparison runs codesign with ``noc_hop_pj`` 0; SCALE-Sim compares cycles only."""
+    if reference == "zigzag":
+        return cfg.replace(energy={**cfg.energy, "noc_hop_pj": 0.0})
+    return cfg
+
+
+# ---- ZigZag ------------------------------------------------------------------------------------
+
+def _zz_ports(operands, word_bits: int, width_bits: int) -> list[dict]:
+    """One read and one write port per operand, each ``width_bits`` wide."""
+    ports = []
+    for i, op in enumerate(operands, start=1):
+        reads = ["O, tl", "O, th"] if op == "O" else [f"{op}, tl"]
+        writes = ["O, fh", "O, fl"] if op == "O" else [f"{op}, fh"]
+        ports.append({"name": f"r_port_{i}", "type": "read", "bandwidth_min": word_bits,
+                      "bandwidth_max": width_bits, "allocation": reads})
+        ports.append({"name": f"w_port_{i}", "type": "write", "bandwidth_min": word_bits,
+                      "bandwidth_max": width_bits, "allocation": writes})
+    return ports
+
+
+def dram_link_bits(cfg: AcceleratorConfig) -> int:
+    """The DRAM link in bits per cycle (at least one word: ZigZag moves whole words)."""
+    return max(cfg.word_bits, int(cfg.dram_bandwidth_gbs / (cfg.clock_mhz * 1e-3) * 8))
+
+
+def zigzag_hardware(cfg: AcceleratorConfig) -> dict:
+    """ZigZag's hardware description (its accelerator YAML as a dict) of one config."""
+    wb, e = cfg.word_bits, cfg.energy
+    ops = ["I1", "I2", "O"]
+    glb_bits = wb * cfg.pes  # wide enough to feed every PE a word per cycle: codesign has no GLB bandwidth limit
+    link = dram_link_bits(cfg)
+    every_direction = ["I1, fh", "I1, tl", "I2, fh", "I2, tl", "O, fh", "O, tl", "O, fl", "O, th"]
+    return {
+        "name": f"codesign-{cfg.name}",
+        "memories": {
+            "rf": {"size": cfg.rf_words * wb, "r_cost": e["rf_read_pj"], "w_cost": e["rf_write_pj"], "area": 0.0,
+                   "latency": 1, "operands": ops, "ports": _zz_ports(ops, wb, wb), "served_dimensions": []},
+            "glb": {"size": cfg.glb_words * wb, "r_cost": e["glb_read_pj"] * glb_bits / wb,
+                    "w_cost": e["glb_write_pj"] * glb_bits / wb, "area": 0.0, "latency": 1, "operands": ops,
+                    "ports": _zz_ports(ops, wb, glb_bits), "served_dimensions": ["D1", "D2"]},
+            "dram": {"size": 10 ** 12, "r_cost": e["dram_read_pj"] * link / wb, "w_cost": e["dram_write_pj"] * link / wb,
+                     "area": 0.0, "latency": 1, "operands": ops,
+                     "ports": [{"name": "rw_port_1", "type": "read_write", "bandwidth_min": wb, "bandwidth_max": link,
+                                "allocation": every_direction}],
+                     "served_dimensions": ["D1", "D2"]},
+        },
+        "operational_array": {"unit_energy": e["mac_pj"], "unit_area": 0.0, "dimensions": ["D1", "D2"],
+                              "sizes": [cfg.pe_cols, cfg.pe_rows],
+                              "systolic_dimensions": ["D1", "D2"] if cfg.dataflow in ("ws", "os") else []},
+    }
+
+
+def zigzag_mapping(cfg: AcceleratorConfig) -> list[dict]:
+    """ZigZag's mapping file: the dataflow as spatial-unrolling hints for every layer."""
+    return [{"name": "default", "spatial_mapping_hint": SPATIAL_HINTS[cfg.dataflow],
+             "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
+
+
+def zigzag_layer(spec: KernelSpec, layer_id: int, word_bits: int) -> dict:
+    """One MAC layer in ZigZag's workload format (the padded input, so no padding entry)."""
+    lp = _Loops.of(spec)
+    wi = (lp.q - 1) * lp.stride + (lp.s - 1) * lp.dilation + 1
+    hi = (lp.p - 1) * lp.stride + (lp.r - 1) * lp.dilation + 1
+    return {
+        "id": layer_id, "name": f"layer{layer_id}", "operator_type": "Conv",
+        "equation": "O[b][g][k][oy][ox]+=W[g][k][c][fy][fx]*I[b][g][c][iy][ix]",
+        "dimension_relations": [f"ix={lp.stride}*ox+{lp.dilation}*fx", f"iy={lp.stride}*oy+{lp.dilation}*fy"],
+        "loop_dims": ["B", "K", "G", "OX", "OY", "C", "FX", "FY"],
+        "loop_sizes": [lp.n, lp.k, lp.g, lp.q, lp.p, lp.c, lp.s, lp.r],
+        "operand_precision": {"W": word_bits, "I": word_bits, "O": word_bits, "O_final": word_bits},
+        "operand_source": {"I": layer_id},
+        "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [wi, hi], "padding": [[0, 0], [0, 0]],
+    }
+
+
+def run_zigzag(specs, accel, lpf_limit: int = 3, spatial_mappings: int = 3) -> list[dict]:
+    """Each MAC layer of ``specs`` through ZigZag on ``accel``; one dict per layer (same order).
+
+    Each layer is its own ZigZag workload, so layers are independent (no inter-layer data kept on
+    chip), as in codesign's model. ``lpf_limit`` bounds LOMA's loop prime factors (ZigZag's own
+    default is 8; 3 found the same mappings on the layers we compared and is far faster).
+    """
+    require("zigzag")
+    from zigzag.mapping.temporal_mapping import TemporalMappingType
+    from zigzag.opt.loma.engine import NoValidLoopOrderingFoundException
+    from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
+    from zigzag.stages.main import MainStage
+    from zigzag.stages.mapping.spatial_mapping_generation import SpatialMappingGeneratorStage
+    from zigzag.stages.mapping.temporal_mapping_generator_stage import TemporalMappingGeneratorStage
+    from zigzag.stages.parser.accelerator_parser import AcceleratorParserStage
+    from zigzag.stages.parser.workload_parser import WorkloadParserStage
+    from zigzag.stages.results.reduce_stages import MinimalEDPStage
+    from zigzag.stages.workload_iterator import WorkloadStage
+
+    cfg = get_accelerator(accel)
+    specs = list(specs)
+    stages = [WorkloadParserStage, AcceleratorParserStage, WorkloadStage, MinimalEDPStage,
+              SpatialMappingGeneratorStage, MinimalEDPStage, TemporalMappingGeneratorStage, CostModelStage]
+    out = []
+    with tempfile.TemporaryDirectory(prefix="codesign-zigzag-") as tmp, _quiet("zigzag"):
+        hw, mp = Path(tmp) / "hardware.yaml", Path(tmp) / "mapping.yaml"
+        hw.write_text(yaml.safe_dump(zigzag_hardware(cfg), sort_keys=False))  # order = memory hierarchy
+        mp.write_text(yaml.safe_dump(zigzag_mapping(cfg), sort_keys=False))
+        for spec in specs:
+            main = MainStage(stages, accelerator=str(hw), workload=[zigzag_layer(spec, 0, cfg.word_bits)],
+                             mapping=str(mp), loma_lpf_limit=lpf_limit, loma_show_progress_bar=False,
+                             nb_mappings_generated=spatial_mappings, enable_mix_spatial_mapping_generation=True,
+                             access_same_data_considered_as_no_access=True,
+                             temporal_mapping_type=TemporalMappingType("uneven"))
+            try:
+                cme = main.run()[0][0]
+            except NoValidLoopOrderingFoundException:
+                out.append({"feasible": False, "reason": "ZigZag found no mapping that fits the memories"})
+                continue
+            cycles = float(cme.latency_total2)
+            out.append({
+                "feasible": True, "cycles": cycles, "latency_ms": cycles / (cfg.clock_mhz * 1e3),
+                "energy_mj": float(cme.energy_total) * 1e-9, "mac_energy_mj": float(cme.mac_energy) * 1e-9,
+                "pe_utilization": float(cme.mac_utilization2), "compute_cycles": float(cme.ideal_temporal_cycle),
+                "stall_cycles": float(cme.stall_slack_comb), "onload_cycles": float(cme.data_onloading_cycle),
+                "offload_cycles": float(cme.data_offloading_cycle), "drain_cycles": float(cme.systolic_drain_cycle),
+                "spatial_mapping": str(cme.layer.spatial_mapping),
+            })
+    return out
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Silence a reference's logging and printing while it runs."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+# ---- SCALE-Sim ---------------------------------------------------------------------------------
+
+_SCALESIM_CFG = """[general]
+run_name = codesign
+
+[architecture_presets]
+ArrayHeight: {rows}
+ArrayWidth: {cols}
+IfmapSramSzkB: {sram_kb}
+FilterSramSzkB: {sram_kb}
+OfmapSramSzkB: {sram_kb}
+IfmapOffset: 0
+FilterOffset: 10000000
+OfmapOffset: 20000000
+Bandwidth : {bw}
+Dataflow : {dataflow}
+MemoryBanks: 1
+ReadRequestBuffer: 32
+WriteRequestBuffer: 32
+
+[layout]
+IfmapCustomLayout: False
+IfmapSRAMBankBandwidth: {bw}
+IfmapSRAMBankNum: 1
+IfmapSRAMBankPort: 2
+FilterCustomLayout: False
+FilterSRAMBankBandwidth: {bw}
+FilterSRAMBankNum: 1
+FilterSRAMBankPort: 2
+
+[sparsity]
+SparsitySupport : false
+SparseRep : ellpack_block
+OptimizedMapping : false
+BlockSize : 8
+RandomNumberGeneratorSeed : 40
+
+[run_presets]
+InterfaceBandwidth: {mode}
+UseRamulatorTrace: False
+"""
+
+
+def dram_link_words(cfg: AcceleratorConfig) -> int:
+    """The DRAM link in whole words per cycle (SCALE-Sim's bandwidths are integers; at least 1)."""
+    return max(1, int(cfg.dram_bandwidth_gbs / (cfg.clock_mhz * 1e-3) / cfg.word_bytes))
+
+
+def scalesim_config(cfg: AcceleratorConfig, stalls: bool = True) -> str:
+    """SCALE-Sim's config file for one config: ``stalls`` False asks it for the stall-free cycles
+    (its CALC mode, which sizes the DRAM bandwidth so that nothing waits)."""
+    if cfg.dataflow not in ("ws", "os"):
+        raise CodesignError(f"SCALE-Sim simulates weight- and output-stationary systolic arrays; "
+                            f"{cfg.name} is {cfg.dataflow}: check it against zigzag instead")
+    # SCALE-Sim stores one element per byte: its kB are thousands of words
+    sram_kb = max(1, int(cfg.glb_words / 3 // 1024))
+    return _SCALESIM_CFG.format(rows=cfg.pe_rows, cols=cfg.pe_cols, sram_kb=sram_kb, bw=dram_link_words(cfg),
+                                dataflow=cfg.dataflow, mode="USER" if stalls else "CALC")
+
+
+def scalesim_layers(spec: KernelSpec) -> list[tuple]:
+    """SCALE-Sim topology rows (name, ifmap h, w, filter h, w, channels, filters, stride) of one
+    MAC layer; a grouped layer is one row per group (as SCALE-Sim's ``DP`` rows do)."""
+    lp = _Loops.of(spec)
+    if lp.dilation != 1:
+        raise CodesignError("SCALE-Sim has no dilated convolutions")
+    # a batch of N images is N times the output rows (SCALE-Sim's cycles follow the pixel count)
+    h = (lp.n * lp.p - 1) * lp.stride + lp.r
+    w = (lp.q - 1) * lp.stride + lp.s
+    row = (h, w, lp.r, lp.s, lp.c, lp.k, lp.stride)
+    return [(f"g{i}",) + row for i in range(lp.g)]
+
+
+def _scalesim_compat() -> None:
+    """SCALE-Sim 3.0 calls int() on one-element arrays, which NumPy >= 2.4 refuses: give its two
+    memory modules a ``max`` that returns the scalar it means (same value, no other change)."""
+    import builtins
+
+    import numpy as np
+    from scalesim.memory import double_buffered_scratchpad_mem as dbm
+    from scalesim.memory import read_buffer as rb
+
+    def scalar_max(*values):
+        if len(values) == 1:
+            return np.asarray(values[0]).max()
+        return builtins.max(np.asarray(v).max() for v in values)
+
+    rb.max = dbm.max = scalar_max
+
+
+def run_scalesim(specs, accel, stalls: bool = True) -> list[dict]:
+    """Each MAC layer of ``specs`` through SCALE-Sim on ``accel`` (ws or os); one dict per layer.
+
+    ``cycles`` is SCALE-Sim's total (compute + stalls) summed over a layer's groups; with
+    ``stalls`` False the DRAM never stalls and ``cycles`` are the array's own.
+    """
+    require("scalesim")
+    from scalesim.scale_sim import scalesim
+
+    _scalesim_compat()
+    cfg = get_accelerator(accel)
+    specs = list(specs)
+    config_text = scalesim_config(cfg, stalls)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="codesign-scalesim-") as tmp, _quiet("scalesim"):
+        tmp = Path(tmp)
+        (tmp / "arch.cfg").write_text(config_text)
+        for spec in specs:
+            rows = scalesim_layers(spec)
+            # identical groups: simulate one, count it once per group
+            topo = "Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, Strides,\n"
+            topo += ",".join(str(x) for x in rows[0]) + ",\n"
+            (tmp / "topology.csv").write_text(topo)
+            layout = "Layer name," + " x," * 20 + "\n" + rows[0][0] + ", 1, 1, 1, 1, 1, 1, 0, 1, 2, 4, 5, 3, 3, 2, 1, 0, 4, 5, 6, 7,\n"
+            (tmp / "layout.csv").write_text(layout)
+            sim = scalesim(save_disk_space=True, verbose=False, config=str(tmp / "arch.cfg"),
+                           topology=str(tmp / "topology.csv"), layout=str(tmp / "layout.csv"))
+            sim.run_scale(top_path=str(tmp / "out"))
+            layer = sim.runner.single_layer_sim_object_list[0]
+            _overall, total, stall, util, mapping_eff, _compute_util = layer.get_compute_report_items()
+            groups = len(rows)
+            cycles = float(total) * groups
+            out.append({
+                "feasible": True, "cycles": cycles, "latency_ms": cycles / (cfg.clock_mhz * 1e3),
+                "stall_cycles": float(stall) * groups, "pe_utilization": float(util) / 100.0,
+                "mapping_efficiency": float(mapping_eff) / 100.0, "groups": groups,
+            })
+    return out
+
+
+# ---- side by side --------------------------------------------------------------------------------
+
+def run_reference(reference: str, specs, accel, **kw) -> list[dict]:
+    """Every MAC layer of ``specs`` through one reference (``zigzag`` or ``scalesim``)."""
+    if reference == "zigzag":
+        return run_zigzag(specs, accel, **kw)
+    if reference == "scalesim":
+        return run_scalesim(specs, accel, **kw)
+    require(reference)  # raises for an unknown name
+    return []
+
+
+def check_network(network, accel, reference: str, input_shape=None, **kw) -> dict:
+    """codesign's estimate of a network beside a reference's, per MAC layer and in total.
+
+    Args:
+        network: as for ``evaluate_network`` (KernelSpecs, .onnx path, ModelProto, nn.Module).
+        accel: accelerator name, YAML path or AcceleratorConfig.
+        reference: ``zigzag`` or ``scalesim``.
+
+    Returns:
+        dict with ``layers`` (codesign and reference side by side, with ratios), ``totals`` over the
+        layers both describe, and ``not_compared`` (kernels without MACs, by op).
+    """
+    from .evaluate import evaluate_layers, network_kernels
+
+    require(reference)
+    cfg = comparable_config(get_accelerator(accel), reference)
+    if reference == "scalesim":
+        scalesim_config(cfg)  # refuses rs before any work
+    specs = network_kernels(network, input_shape)
+    mac = [s for s in specs if _mac_layer(s)]
+    if not mac:
+        raise CodesignError("the network has no conv2d or dense layer to compare")
+    skipped: dict[str, int] = {}
+    for s in specs:
+        if not _mac_layer(s):
+            skipped[s.op] = skipped.get(s.op, 0) + 1
+    unique = list(dict.fromkeys(mac))
+    ours = dict(zip(unique, evaluate_layers(unique, cfg)))
+    theirs = dict(zip(unique, run_reference(reference, unique, cfg, **kw)))
+    layers, tot = [], {"codesign": {"cycles": 0.0, "energy_mj": 0.0}, reference: {"cycles": 0.0, "energy_mj": 0.0}}
+    for s in mac:
+        a, b = ours[s], theirs[s]
+        row = {"kernel_key": s.key(), "macs": a.macs,
+               "codesign": {"cycles": a.cycles, "latency_ms": a.latency_ms, "energy_mj": a.energy_mj,
+                            "pe_utilization": a.pe_utilization},
+               reference: b}
+        if b.get("feasible") and a.feasible:
+            row["cycles_ratio"] = a.cycles / b["cycles"]
+            if "energy_mj" in b:
+                row["energy_ratio"] = a.energy_mj / b["energy_mj"]
+        layers.append(row)
+        tot["codesign"]["cycles"] += a.cycles
+        tot["codesign"]["energy_mj"] += a.energy_mj
+        tot[reference]["cycles"] += b.get("cycles", math.inf)
+        tot[reference]["energy_mj"] += b.get("energy_mj", math.nan if reference == "scalesim" else math.inf)
+    for side in tot.values():
+        side["latency_ms"] = side["cycles"] / (cfg.clock_mhz * 1e3)
+    if reference == "scalesim":
+        del tot[reference]["energy_mj"]
+    return {"accelerator": cfg.to_dict(), "reference": reference, "layers": layers, "totals": tot,
+            "not_compared": skipped}
