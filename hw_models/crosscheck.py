@@ -342,11 +342,12 @@ def _scalesim_compat() -> None:
     rb.max = dbm.max = scalar_max
 
 
-def run_scalesim(specs, accel, stalls: bool = True) -> list[dict]:
+def run_scalesim(specs, accel, stalls: bool = False) -> list[dict]:
     """Each MAC layer of ``specs`` through SCALE-Sim on ``accel`` (ws or os); one dict per layer.
 
-    ``cycles`` is SCALE-Sim's total (compute + stalls) summed over a layer's groups; with
-    ``stalls`` False the DRAM never stalls and ``cycles`` are the array's own.
+    ``cycles`` is SCALE-Sim's total summed over a layer's groups. By default SCALE-Sim sizes the
+    DRAM bandwidth so that nothing stalls (its CALC mode) and ``cycles`` are the array's own; with
+    ``stalls`` it gets the config's link (USER mode) and adds its stalls, which takes far longer.
     """
     require("scalesim")
     from scalesim.scale_sim import scalesim
@@ -426,16 +427,18 @@ def check_network(network, accel, reference: str, input_shape=None, **kw) -> dic
     layers, tot = [], {"codesign": {"cycles": 0.0, "energy_mj": 0.0}, reference: {"cycles": 0.0, "energy_mj": 0.0}}
     for s in mac:
         a, b = ours[s], theirs[s]
+        # SCALE-Sim runs stall-free: set its cycles beside the array's own (compute) cycles
+        cycles = a.mapping["compute_cycles"] if reference == "scalesim" and a.feasible else a.cycles
         row = {"kernel_key": s.key(), "macs": a.macs,
-               "codesign": {"cycles": a.cycles, "latency_ms": a.latency_ms, "energy_mj": a.energy_mj,
-                            "pe_utilization": a.pe_utilization},
+               "codesign": {"cycles": cycles, "latency_ms": cycles / (cfg.clock_mhz * 1e3), "energy_mj": a.energy_mj,
+                            "pe_utilization": a.macs / (cycles * cfg.pes) if a.feasible else 0.0},
                reference: b}
         if b.get("feasible") and a.feasible:
-            row["cycles_ratio"] = a.cycles / b["cycles"]
+            row["cycles_ratio"] = cycles / b["cycles"]
             if "energy_mj" in b:
                 row["energy_ratio"] = a.energy_mj / b["energy_mj"]
         layers.append(row)
-        tot["codesign"]["cycles"] += a.cycles
+        tot["codesign"]["cycles"] += cycles
         tot["codesign"]["energy_mj"] += a.energy_mj
         tot[reference]["cycles"] += b.get("cycles", math.inf)
         tot[reference]["energy_mj"] += b.get("energy_mj", math.nan if reference == "scalesim" else math.inf)

@@ -293,6 +293,7 @@ def _eval_pair(lay, cfg, out):
                     break
                 # defaults: no reuse below the GLB
                 cW = cI = cO = dW = dI = dO = 1.0
+                fill = 0.0
                 if df == 0:
                     # ws: rows <- C*R*S, cols <- K
                     red = C * Rk * Sk
@@ -303,6 +304,9 @@ def _eval_pair(lay, cfg, out):
                     used = ur * uc
                     cI, cO = uc, ur
                     dW = uW / aW
+                    # every fold loads its weights (rows cycles), skews the inputs in (rows - 1) and
+                    # drains the last partial sums (cols - 1), as SCALE-Sim's weight-stationary array
+                    fill = G * math.ceil(red / ur) * math.ceil(K / uc) * (2.0 * rows + cols - 2.0)
                 elif df == 1:
                     kr = pa
                     if sel == 0:
@@ -314,6 +318,7 @@ def _eval_pair(lay, cfg, out):
                         used = ur * uc
                         cW = used
                         cI = min(max(1.0, Rk * Sk / (U * U)), used)
+                        passes = N * G * math.ceil(P / ur) * math.ceil(Q / uc) * math.ceil(K / kr)
                     else:
                         # os (b): rows <- K, cols <- N*P*Q
                         npq = N * P * Q
@@ -324,6 +329,10 @@ def _eval_pair(lay, cfg, out):
                         used = ur * uc
                         cW = uc
                         cI = ur
+                        passes = G * math.ceil(math.ceil(K / ur) / kr) * math.ceil(npq / uc)
+                    # each pass skews its operands in and drains its outputs across the array
+                    # (rows + cols - 2 cycles), as SCALE-Sim's output-stationary array
+                    fill = passes * (rows + cols - 2.0)
                     if 2.0 * kr + 1.0 > rf:
                         if ai == 0:
                             continue
@@ -353,7 +362,7 @@ def _eval_pair(lay, cfg, out):
                     cO = rr * (ev if sel == 0 else 1.0) * (eh if sel == 1 else 1.0)
                     dO = q * Sk
                 found = True
-                comp = macs / used * frag
+                comp = macs / used * frag + fill
                 cyc = max(comp, dcyc)
                 # Eyeriss framework counts; reuse factors clamped so a*b*c*d never exceeds the uses
                 # weights
