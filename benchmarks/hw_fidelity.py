@@ -175,6 +175,15 @@ def network_set(per_space: int, seed: int) -> dict[str, list[KernelSpec]]:
     return {name: [s for s in ks if s.op in ("conv2d", "dense")] for name, ks in nets.items()}
 
 
+def unique_layers(nets: dict) -> list[KernelSpec]:
+    """One layer per distinct loop nest over all networks (first seen)."""
+    by_loops: dict[str, KernelSpec] = {}
+    for ks in nets.values():
+        for s in ks:
+            by_loops.setdefault(cc.loop_key(s), s)
+    return list(by_loops.values())
+
+
 # ---- reference cache ---------------------------------------------------------------------------
 
 class ReferenceCache:
@@ -205,12 +214,18 @@ class ReferenceCache:
 
     def fill(self, specs, run, log) -> None:
         """Run the reference on every layer not yet cached, saving after each one (resumable)."""
-        missing = [s for s in dict.fromkeys(specs) if s.key() not in self.layers]
-        for i, spec in enumerate(missing):
+        missing = {}
+        for s in specs:
+            if cc.loop_key(s) not in self.layers:
+                missing.setdefault(cc.loop_key(s), s)
+        for i, (key, spec) in enumerate(missing.items()):
             t0 = time.perf_counter()
-            self.layers[spec.key()] = {**run([spec])[0], "wall_s": time.perf_counter() - t0}
+            self.layers[key] = {**run([spec])[0], "wall_s": time.perf_counter() - t0}
             self.save()
-            log(f"{self.path.name}: {i + 1}/{len(missing)} {spec.key()} {time.perf_counter() - t0:.1f} s")
+            log(f"{self.path.name}: {i + 1}/{len(missing)} {key} {time.perf_counter() - t0:.1f} s")
+
+    def __getitem__(self, spec: KernelSpec) -> dict:
+        return self.layers[cc.loop_key(spec)]
 
 
 # ---- comparisons -------------------------------------------------------------------------------
@@ -232,12 +247,12 @@ def _ratios(ours, theirs) -> dict:
 def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log) -> dict:
     cfg = cc.comparable_config(get_accelerator(accel), "zigzag")
     cache = ReferenceCache(cache_dir, "zigzag", cfg, settings)
-    unique = list(dict.fromkeys(s for ks in nets.values() for s in ks))
+    unique = unique_layers(nets)
     cache.fill(unique, lambda specs: cc.run_zigzag(specs, cfg, **settings), log)
     ours = dict(zip(unique, evaluate_layers(unique, cfg)))
     layers = []
     for s in unique:
-        a, b = ours[s], cache.layers[s.key()]
+        a, b = ours[s], cache[s]
         layers.append({"kernel_key": s.key(), "macs": a.macs,
                        "codesign": {"cycles": a.cycles, "latency_ms": a.latency_ms, "energy_mj": a.energy_mj,
                                     "pe_utilization": a.pe_utilization},
@@ -246,7 +261,7 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
     ok = [row for row in layers if row["zigzag"]["feasible"] and np.isfinite(row["codesign"]["cycles"])]
     per_net = {}
     for name, ks in nets.items():
-        rows = [cache.layers[s.key()] for s in ks]
+        rows = [cache[s] for s in ks]
         if not all(r["feasible"] for r in rows):
             continue
         per_net[name] = {"codesign_latency_ms": sum(ours[s].latency_ms for s in ks),
@@ -274,7 +289,7 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
 def scalesim_layers(nets: dict, limit: int, seed: int) -> list[KernelSpec]:
     """A layer subset for SCALE-Sim: every kind (dense, pointwise, depthwise, strided, first
     layers), chosen at random among the networks' layers with at most ``limit`` of them."""
-    unique = sorted(dict.fromkeys(s for ks in nets.values() for s in ks), key=lambda s: s.key())
+    unique = sorted(unique_layers(nets), key=cc.loop_key)
     rng = random.Random(seed)
     rng.shuffle(unique)
     return unique[:limit]
@@ -288,7 +303,7 @@ def compare_scalesim(specs, accel: str, cache_dir: Path, log) -> dict:
     ours = dict(zip(specs, evaluate_layers(specs, cfg)))
     rows = []
     for s in specs:
-        a, b = ours[s], cache.layers[s.key()]
+        a, b = ours[s], cache[s]
         compute = a.mapping["compute_cycles"]  # the array's own cycles: SCALE-Sim runs stall-free here
         rows.append({"kernel_key": s.key(), "codesign_cycles": compute, "scalesim_cycles": b["cycles"],
                      "ratio": compute / b["cycles"], "codesign_pe_utilization": a.macs / (compute * cfg.pes),
@@ -322,7 +337,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     nets = network_set(args.networks_per_space, args.seed)
-    unique = set(s for ks in nets.values() for s in ks)
+    unique = unique_layers(nets)
     out = {"hardware": hardware(), "load_average": os.getloadavg(), "networks": len(nets),
            "unique_mac_layers": len(unique),
            "network_names": list(nets)}

@@ -92,6 +92,12 @@ class _Loops:
     stride: int
     dilation: int
 
+    def key(self) -> str:
+        """The loop nest as a string: layers with the same key cost the same on every side (bias and
+        activation, which codesign's KernelSpec keys carry, do not enter it)."""
+        return (f"n{self.n}_g{self.g}_k{self.k}_c{self.c}_p{self.p}_q{self.q}_r{self.r}_s{self.s}"
+                f"_u{self.stride}_d{self.dilation}")
+
     @property
     def macs(self) -> int:
         return self.n * self.g * self.k * self.c * self.p * self.q * self.r * self.s
@@ -108,6 +114,11 @@ class _Loops:
         g = spec.attr("groups")
         ker = spec.attr("kernel")
         return cls(n, g, k // g, c // g, p, q, ker, ker, spec.attr("stride"), spec.attr("dilation"))
+
+
+def loop_key(spec: KernelSpec) -> str:
+    """The loop nest of a conv2d or dense layer as a string (see ``_Loops.key``)."""
+    return _Loops.of(spec).key()
 
 
 def comparable_config(cfg: AcceleratorConfig, reference: str) -> AcceleratorConfig:
