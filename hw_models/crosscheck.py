@@ -132,15 +132,16 @@ def comparable_config(cfg: AcceleratorConfig, reference: str) -> AcceleratorConf
 # ---- ZigZag ------------------------------------------------------------------------------------
 
 def _zz_ports(operands, word_bits: int, width_bits: int) -> list[dict]:
-    """One read and one write port per operand, each ``width_bits`` wide."""
-    ports = []
-    for i, op in enumerate(operands, start=1):
-        reads = ["O, tl", "O, th"] if op == "O" else [f"{op}, tl"]
-        writes = ["O, fh", "O, fl"] if op == "O" else [f"{op}, fh"]
-        ports.append({"name": f"r_port_{i}", "type": "read", "bandwidth_min": word_bits,
-                      "bandwidth_max": width_bits, "allocation": reads})
-        ports.append({"name": f"w_port_{i}", "type": "write", "bandwidth_min": word_bits,
-                      "bandwidth_max": width_bits, "allocation": writes})
+    """A port per operand and direction, each ``width_bits`` wide, so that no memory of the
+    description is short of ports: codesign models no register-file or buffer bandwidth limit."""
+    directions = {"I1": (("read", "tl"), ("write", "fh")), "I2": (("read", "tl"), ("write", "fh")),
+                  "O": (("read", "tl"), ("read", "th"), ("write", "fh"), ("write", "fl"))}
+    ports, count = [], {"read": 0, "write": 0}
+    for op in operands:
+        for kind, direction in directions[op]:
+            count[kind] += 1
+            ports.append({"name": f"{kind[0]}_port_{count[kind]}", "type": kind, "bandwidth_min": word_bits,
+                          "bandwidth_max": width_bits, "allocation": [f"{op}, {direction}"]})
     return ports
 
 
@@ -183,10 +184,20 @@ def zigzag_mapping(cfg: AcceleratorConfig) -> list[dict]:
 
 
 def zigzag_layer(spec: KernelSpec, layer_id: int, word_bits: int) -> dict:
-    """One MAC layer in ZigZag's workload format (the padded input, so no padding entry)."""
+    """One MAC layer in ZigZag's workload format: the unpadded input with its padding, as ZigZag's
+    own ONNX front end writes a convolution (only the padding rows the windows reach are given,
+    so that ZigZag's input size is the rows the layer reads)."""
     lp = _Loops.of(spec)
-    wi = (lp.q - 1) * lp.stride + (lp.s - 1) * lp.dilation + 1
-    hi = (lp.p - 1) * lp.stride + (lp.r - 1) * lp.dilation + 1
+    if spec.op == "dense":
+        h, w, pad = 1, 1, 0
+    else:
+        _, _, h, w = spec.input_shape
+        pad = spec.padding()
+    # padding past the last row (column) the windows read is never read: leave it out
+    reach_h = (lp.p - 1) * lp.stride + (lp.r - 1) * lp.dilation + 1
+    reach_w = (lp.q - 1) * lp.stride + (lp.s - 1) * lp.dilation + 1
+    pad_h = [min(pad, reach_h), max(0, min(pad, reach_h - pad - h))]
+    pad_w = [min(pad, reach_w), max(0, min(pad, reach_w - pad - w))]
     return {
         "id": layer_id, "name": f"layer{layer_id}", "operator_type": "Conv",
         "equation": "O[b][g][k][oy][ox]+=W[g][k][c][fy][fx]*I[b][g][c][iy][ix]",
@@ -195,7 +206,7 @@ def zigzag_layer(spec: KernelSpec, layer_id: int, word_bits: int) -> dict:
         "loop_sizes": [lp.n, lp.k, lp.g, lp.q, lp.p, lp.c, lp.s, lp.r],
         "operand_precision": {"W": word_bits, "I": word_bits, "O": word_bits, "O_final": word_bits},
         "operand_source": {"I": layer_id},
-        "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [wi, hi], "padding": [[0, 0], [0, 0]],
+        "pr_loop_dims": ["IX", "IY"], "pr_loop_sizes": [w, h], "padding": [pad_w, pad_h],
     }
 
 
@@ -311,9 +322,9 @@ def dram_link_words(cfg: AcceleratorConfig) -> int:
     return max(1, int(cfg.dram_bandwidth_gbs / (cfg.clock_mhz * 1e-3) / cfg.word_bytes))
 
 
-def scalesim_config(cfg: AcceleratorConfig, stalls: bool = True) -> str:
-    """SCALE-Sim's config file for one config: ``stalls`` False asks it for the stall-free cycles
-    (its CALC mode, which sizes the DRAM bandwidth so that nothing waits)."""
+def scalesim_config(cfg: AcceleratorConfig, stalls: bool = False) -> str:
+    """SCALE-Sim's config file for one config: stall-free by default (its CALC mode, which sizes the
+    DRAM bandwidth so that nothing waits), the config's DRAM link with ``stalls`` (USER mode)."""
     if cfg.dataflow not in ("ws", "os"):
         raise CodesignError(f"SCALE-Sim simulates weight- and output-stationary systolic arrays; "
                             f"{cfg.name} is {cfg.dataflow}: check it against zigzag instead")

@@ -1,0 +1,205 @@
+"""Tests of codesign.hw_models.crosscheck and of the model changes it justifies: how configs and
+layers are described to ZigZag-DSE and SCALE-Sim, the systolic fill/drain against SCALE-Sim's
+fold arithmetic, the one-line error when the references are missing, and (where they are
+installed) both references run on small layers beside codesign."""
+
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+import pytest
+from codesign.hw_models import AcceleratorConfig, evaluate_layers, get_accelerator
+from codesign.hw_models import crosscheck as cc
+
+from codesign.cli import main
+from codesign.errors import CodesignError
+from codesign.kernelspec import KernelSpec
+
+conv = KernelSpec.make
+
+
+def cfg(**kw) -> AcceleratorConfig:
+    base = dict(name="t", pe_rows=8, pe_cols=8, rf_words=16, glb_kib=64.0, dram_bandwidth_gbs=4.0,
+                clock_mhz=500.0, dataflow="ws")
+    base.update(kw)
+    return AcceleratorConfig(**base)
+
+
+def random_mac_layers(rng, n):
+    out = []
+    for _ in range(n):
+        c = int(rng.choice([3, 8, 16, 24, 64]))
+        h = int(rng.choice([4, 7, 13, 16]))
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            out.append(conv("conv2d", (1, c, h, h), out_channels=int(rng.choice([8, 16, 40])),
+                            kernel=int(rng.choice([1, 3, 5])), stride=int(rng.choice([1, 2]))))
+        elif kind == 1:
+            out.append(conv("conv2d", (1, c, h, h), out_channels=c, kernel=int(rng.choice([3, 5])), groups=c,
+                            stride=int(rng.choice([1, 2]))))
+        elif kind == 2:
+            out.append(conv("conv2d", (int(rng.choice([1, 2])), c, h, h), out_channels=2 * c, kernel=1))
+        else:
+            out.append(conv("dense", (1, c * 4), out_features=int(rng.choice([10, 100]))))
+    return out
+
+
+def scalesim_ws_cycles(spec, rows, cols):
+    """SCALE-Sim's stall-free weight-stationary cycles, from its fold arithmetic: the reduction
+    C*R*S folds over the rows, the filters over the columns, and every fold streams the N*P*Q
+    output pixels after loading its weights (rows), skewing them in (rows - 1) and draining the
+    partial sums (cols - 1)."""
+    lp = cc._Loops.of(spec)
+    folds = lp.g * math.ceil(lp.c * lp.r * lp.s / rows) * math.ceil(lp.k / cols)
+    return folds * (lp.n * lp.p * lp.q + 2 * rows + cols - 2)
+
+
+# --- the model change SCALE-Sim justifies ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows, cols", [(8, 8), (16, 16), (12, 14), (32, 4)])
+def test_weight_stationary_cycles_follow_scalesims_folds(rows, cols):
+    layers = random_mac_layers(np.random.default_rng(rows * cols), 30)
+    got = evaluate_layers(layers, cfg(pe_rows=rows, pe_cols=cols, glb_kib=512.0))
+    for spec, res in zip(layers, got):
+        assert res.mapping["compute_cycles"] == pytest.approx(scalesim_ws_cycles(spec, rows, cols), rel=1e-12), spec.key()
+        assert res.cycles >= res.mapping["compute_cycles"]
+
+
+def test_output_stationary_pays_a_fill_per_pass():
+    # one output per PE, filters across one column each: every pass is T MACs plus the skew
+    spec = conv("conv2d", (1, 16, 10, 10), out_channels=8, kernel=3, padding=0)
+    res = evaluate_layers([spec], cfg(dataflow="os", pe_rows=8, pe_cols=8, rf_words=3))[0]
+    lp = cc._Loops.of(spec)
+    t = lp.c * lp.r * lp.s
+    # either spatial choice: at least T cycles per pass plus rows + cols - 2 of fill per pass
+    assert res.mapping["compute_cycles"] > math.ceil(lp.k * lp.p * lp.q / 64) * t
+    assert res.pe_utilization < 1.0
+
+
+# --- descriptions ------------------------------------------------------------------------------
+
+
+def test_zigzag_hardware_describes_the_same_array_memories_and_energies():
+    c = get_accelerator("eyeriss-like")
+    hw = cc.zigzag_hardware(c)
+    assert list(hw["memories"]) == ["rf", "glb", "dram"]  # innermost first: ZigZag's hierarchy order
+    rf, glb, dram = (hw["memories"][k] for k in ("rf", "glb", "dram"))
+    assert rf["size"] == c.rf_words * c.word_bits and rf["served_dimensions"] == []
+    assert glb["size"] == c.glb_words * c.word_bits and glb["served_dimensions"] == ["D1", "D2"]
+    assert hw["operational_array"]["sizes"] == [c.pe_cols, c.pe_rows]
+    assert hw["operational_array"]["unit_energy"] == c.energy["mac_pj"]
+    assert hw["operational_array"]["systolic_dimensions"] == []  # rs: multicast, not systolic
+    # a word costs the table's energy whatever the port width: cost per access / words per access
+    for mem, action in ((rf, "rf_read_pj"), (glb, "glb_read_pj"), (dram, "dram_read_pj")):
+        width = mem["ports"][0]["bandwidth_max"]
+        assert mem["r_cost"] / (width / c.word_bits) == pytest.approx(c.energy[action])
+    # the DRAM link: 2 GB/s at 200 MHz is 10 bytes = 80 bits a cycle
+    assert dram["ports"][0]["bandwidth_max"] == 80
+    ws = cc.zigzag_hardware(get_accelerator("ws-16x16"))
+    assert ws["operational_array"]["systolic_dimensions"] == ["D1", "D2"]
+    assert cc.zigzag_mapping(get_accelerator("ws-16x16"))[0]["spatial_mapping_hint"] == cc.SPATIAL_HINTS["ws"]
+
+
+def test_zigzag_layers_keep_groups_batch_stride_and_dilation():
+    dw = cc.zigzag_layer(conv("conv2d", (2, 32, 14, 14), out_channels=32, kernel=3, groups=32, stride=2), 0, 16)
+    sizes = dict(zip(dw["loop_dims"], dw["loop_sizes"]))
+    assert sizes == {"B": 2, "K": 1, "G": 32, "OX": 7, "OY": 7, "C": 1, "FX": 3, "FY": 3}
+    assert dw["dimension_relations"] == ["ix=2*ox+1*fx", "iy=2*oy+1*fy"]
+    assert dw["pr_loop_sizes"] == [15, 15]  # the padded input the 7 outputs read: (7 - 1) * 2 + 3
+    dil = cc.zigzag_layer(conv("conv2d", (1, 8, 16, 16), out_channels=8, kernel=3, dilation=2), 0, 16)
+    assert dil["dimension_relations"][0] == "ix=1*ox+2*fx"
+    fc = cc.zigzag_layer(conv("dense", (1, 64), out_features=10), 0, 8)
+    assert dict(zip(fc["loop_dims"], fc["loop_sizes"])) == {"B": 1, "K": 10, "G": 1, "OX": 1, "OY": 1, "C": 64,
+                                                             "FX": 1, "FY": 1}
+    assert fc["operand_precision"]["W"] == 8
+    with pytest.raises(CodesignError, match="only conv2d and dense"):
+        cc.zigzag_layer(conv("relu", (1, 8, 4, 4)), 0, 16)
+
+
+def test_scalesim_description():
+    c = get_accelerator("ws-16x16")
+    text = cc.scalesim_config(c)
+    assert "ArrayHeight: 16" in text and "ArrayWidth: 16" in text and "Dataflow : ws" in text
+    assert "InterfaceBandwidth: CALC" in text and "InterfaceBandwidth: USER" in cc.scalesim_config(c, stalls=True)
+    # 256 KiB of 16-bit words = 131072 words, a third each, in SCALE-Sim's one-element "bytes"
+    assert "IfmapSramSzkB: 42" in text
+    with pytest.raises(CodesignError, match="weight- and output-stationary"):
+        cc.scalesim_config(get_accelerator("eyeriss-like"))
+    rows = cc.scalesim_layers(conv("conv2d", (1, 8, 10, 10), out_channels=16, kernel=3, groups=2, stride=2))
+    assert len(rows) == 2 and rows[0][1:] == (11, 11, 3, 3, 4, 8, 2)  # padded 10 + 2 -> 11 rows read
+    assert cc.scalesim_layers(conv("dense", (1, 64), out_features=10))[0][1:] == (1, 1, 1, 1, 64, 10, 1)
+
+
+def test_zigzag_comparison_config_drops_only_the_interconnect_energy():
+    c = get_accelerator("eyeriss-like")
+    z = cc.comparable_config(c, "zigzag")
+    assert z.energy["noc_hop_pj"] == 0.0
+    assert {k: v for k, v in z.energy.items() if k != "noc_hop_pj"} == \
+        {k: v for k, v in c.energy.items() if k != "noc_hop_pj"}
+    assert cc.comparable_config(c, "scalesim") == c
+
+
+def test_loop_keys_ignore_bias_and_activation():
+    a = conv("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3)
+    b = conv("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, bias=True, activation="relu")
+    assert a.key() != b.key() and cc.loop_key(a) == cc.loop_key(b)
+    assert cc.loop_key(a) != cc.loop_key(conv("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, stride=2))
+
+
+# --- the CLI without the extra -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", ["zigzag", "scalesim"])
+def test_check_without_the_extra_is_one_line_with_the_install_hint(reference, monkeypatch, capsys):
+    real_import = builtins.__import__
+
+    def no_references(name, *args, **kwargs):
+        if name.split(".")[0] in ("zigzag", "scalesim"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_references)
+    argv = ["hw", "eval", "--accel", "ws-16x16", "--kernel", "dense|1x8|out_features=2", "--check", reference]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'codesign[hw-check]'" in err and "\n" not in err
+
+
+def test_check_refuses_row_stationary_for_scalesim(capsys):
+    pytest.importorskip("scalesim")
+    argv = ["hw", "eval", "--accel", "eyeriss-like", "--kernel", "dense|1x8|out_features=2", "--check", "scalesim"]
+    assert main(argv) == 2
+    assert "check it against zigzag" in capsys.readouterr().err
+
+
+# --- the references themselves (where the extra is installed) ----------------------------------
+
+
+def test_scalesim_agrees_with_the_fold_arithmetic_on_small_layers():
+    pytest.importorskip("scalesim")
+    c = cfg(pe_rows=4, pe_cols=4)
+    layers = [conv("conv2d", (1, 3, 6, 6), out_channels=6, kernel=3, padding=0),
+              conv("conv2d", (1, 4, 5, 5), out_channels=4, kernel=3, groups=4, padding=0),
+              conv("dense", (1, 12), out_features=5)]
+    theirs = cc.run_scalesim(layers, c)
+    ours = evaluate_layers(layers, c)
+    for spec, a, b in zip(layers, ours, theirs):
+        # SCALE-Sim counts one cycle less per layer (its last fold ends a cycle earlier)
+        assert a.mapping["compute_cycles"] == pytest.approx(b["cycles"], abs=b["groups"]), spec.key()
+
+
+def test_zigzag_runs_a_small_layer_beside_codesign():
+    pytest.importorskip("zigzag")
+    c = cfg(pe_rows=4, pe_cols=4, rf_words=32, glb_kib=16.0)
+    spec = conv("conv2d", (1, 4, 6, 6), out_channels=8, kernel=3, padding=0)
+    out = cc.check_network([spec, conv("relu", (1, 8, 4, 4))], c, "zigzag", lpf_limit=2, spatial_mappings=1)
+    row = out["layers"][0]
+    z = row["zigzag"]
+    assert z["feasible"] and out["not_compared"] == {"relu": 1}
+    macs = 4 * 8 * 4 * 4 * 9
+    assert z["cycles"] >= macs / c.pes and z["energy_mj"] >= macs * c.energy["mac_pj"] * 1e-9
+    # same hardware, same layer: the two models agree within a factor of two on this one
+    assert 0.5 < row["cycles_ratio"] < 2 and 0.5 < row["energy_ratio"] < 2
