@@ -193,7 +193,8 @@ class ReferenceCache:
     def __init__(self, directory: Path, reference: str, cfg, settings: dict):
         pkg = {"zigzag": "zigzag-dse", "scalesim": "scalesim"}[reference]
         self.header = {"format_version": CACHE_FORMAT, "reference": reference, "reference_version": version(pkg),
-                       "settings": settings, "accelerator": cfg.to_yaml_dict()}
+                       "description_version": cc.DESCRIPTION_VERSION, "settings": settings,
+                       "accelerator": cfg.to_yaml_dict()}
         digest = hashlib.sha1(json.dumps(self.header, sort_keys=True).encode()).hexdigest()[:12]
         self.path = Path(directory) / f"{reference}-{cfg.name}-{digest}.json"
         self.layers: dict[str, dict] = {}
@@ -346,7 +347,7 @@ def main() -> None:
         return
     cache_dir = Path(args.cache)
     if "zigzag" in args.reference:
-        settings = {"lpf_limit": args.lpf_limit, "spatial_mappings": 3}
+        settings = {"lpf_limit": args.lpf_limit}
         out["zigzag"] = {a: compare_zigzag(nets, a, cache_dir, settings, log) for a in args.accel}
     if "scalesim" in args.reference:
         subset = scalesim_layers(nets, args.scalesim_layers, args.seed)

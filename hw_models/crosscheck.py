@@ -12,9 +12,10 @@ path; asking for one that is missing is one CodesignError with the install line.
   by all three and multicast to every PE; DRAM behind one read/write port of the config's link
   bandwidth. Energies per word are codesign's energy table (a wide port's access costs its width
   in words, so a word costs the same whatever the port). The dataflow is described as ZigZag
-  describes dataflows, by which loops may unroll over which array dimension (``SPATIAL_HINTS``);
-  ZigZag then searches the unrolling factors and the temporal mapping, minimising energy-delay
-  product as codesign does. ZigZag has no interconnect energy, so the codesign config it is
+  describes dataflows, by spatial unrollings: the ones codesign's mapper considers for the layer
+  (``zigzag_spatial_mappings``), so that both search the same spatial choices (ZigZag's own
+  generator would try divisors only: a 5x5 depthwise layer would use 5 of 16 rows); ZigZag
+  searches the temporal mapping of each and keeps the smallest energy-delay product, as codesign. ZigZag has no interconnect energy, so the codesign config it is
   compared with has ``noc_hop_pj`` 0 (``comparable_config``). Systolic arrays (ws, os) declare
   their systolic dimensions, so ZigZag drains the array at the end of each layer.
 - **SCALE-Sim** (Samajdar et al., ISPASS 2020; v3) simulates a systolic array cycle by cycle from
@@ -50,16 +51,8 @@ REFERENCES = ("zigzag", "scalesim")
 _PACKAGES = {"zigzag": ("zigzag", "ZigZag-DSE (zigzag-dse)"), "scalesim": ("scalesim", "SCALE-Sim (scalesim)")}
 INSTALL_HINT = "pip install 'codesign[hw-check]'"
 
-# Which layer loops may unroll over the array's columns (D1) and rows (D2), per dataflow, in
-# ZigZag's loop names. They follow the mapper's spatial choices (hw_models/mapper.py):
-# ws: reduction C*R*S down the rows, output channels across the columns;
-# os: output channels down the rows, output pixels across the columns (or rows x columns of pixels);
-# rs: filter rows (replicated over C or K) down the rows, output rows (x K or C) across the columns.
-SPATIAL_HINTS = {
-    "ws": {"D1": ["K"], "D2": ["C", "FX", "FY"]},
-    "os": {"D1": ["OX", "OY", "B"], "D2": ["K", "OY"]},
-    "rs": {"D1": ["OY", "K", "C"], "D2": ["FY", "C", "K"]},
-}
+# Bump when the way a config or a layer is described to a reference changes (caches key on it).
+DESCRIPTION_VERSION = 2
 
 
 def require(reference: str):
@@ -177,9 +170,62 @@ def zigzag_hardware(cfg: AcceleratorConfig) -> dict:
     }
 
 
-def zigzag_mapping(cfg: AcceleratorConfig) -> list[dict]:
-    """ZigZag's mapping file: the dataflow as spatial-unrolling hints for every layer."""
-    return [{"name": "default", "spatial_mapping_hint": SPATIAL_HINTS[cfg.dataflow],
+def _reduction_unrolling(c: int, r: int, s: int, rows: int) -> dict:
+    """Input channels x filter rows x filter columns over ``rows`` PEs with the fewest folds (the
+    reduction a weight-stationary column sums), the largest unrolling among equals. ZigZag unrolls
+    loops, not their flattened product, so this is as close as it gets to SCALE-Sim's and
+    codesign's C*R*S folded over the rows."""
+    best = (math.inf, 0, {})
+    for fy in range(1, min(r, rows) + 1):
+        for fx in range(1, min(s, rows // fy) + 1):
+            fc = min(c, rows // (fy * fx))
+            folds = math.ceil(c / fc) * math.ceil(r / fy) * math.ceil(s / fx)
+            if (folds, -fc * fy * fx) < best[:2]:
+                best = (folds, -fc * fy * fx, {"C": fc, "FY": fy, "FX": fx})
+    return best[2]
+
+
+def zigzag_spatial_mappings(spec: KernelSpec, cfg: AcceleratorConfig) -> list[dict]:
+    """The spatial unrollings codesign's mapper considers for this layer and dataflow, in ZigZag's
+    terms (D1 = the array's columns, D2 its rows); ZigZag searches the temporal mapping of each and
+    the one with the smallest energy-delay product is kept, as codesign keeps its best.
+
+    - ws: output channels across the columns, the reduction (C, R, S) down the rows;
+    - os: output rows down the rows and output columns across them (weights broadcast), or output
+      channels down the rows and output pixels (columns, rows, images) across the columns;
+    - rs: filter rows down the rows replicated over C (or K), output rows across the columns
+      replicated over K (or C).
+    """
+    lp = _Loops.of(spec)
+    rows, cols = cfg.pe_rows, cfg.pe_cols
+    if cfg.dataflow == "ws":
+        maps = [{"D1": {"K": min(lp.k, cols)}, "D2": _reduction_unrolling(lp.c, lp.r, lp.s, rows)}]
+    elif cfg.dataflow == "os":
+        ox = min(lp.q, cols)
+        oy = min(lp.p, max(1, cols // ox))
+        b = min(lp.n, max(1, cols // (ox * oy)))
+        maps = [{"D1": {"OX": min(lp.q, cols)}, "D2": {"OY": min(lp.p, rows)}},
+                {"D1": {"OX": ox, "OY": oy, "B": b}, "D2": {"K": min(lp.k, rows)}}]
+    else:
+        rr, pu = min(lp.r, rows), min(lp.p, cols)
+        maps = []
+        for vert, horiz in (("C", "K"), ("K", "C")):
+            v = max(1, min(rows // rr, getattr(lp, vert.lower())))
+            h = max(1, min(cols // pu, getattr(lp, horiz.lower())))
+            maps.append({"D1": {"OY": pu, horiz: h}, "D2": {"FY": rr, vert: v}})
+    # drop unit unrollings (ZigZag wants at least one loop per array dimension) and duplicates
+    out = []
+    for m in maps:
+        m = {d: {k: v for k, v in loops.items() if v > 1} or {next(iter(loops)): 1} for d, loops in m.items()}
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def zigzag_mapping(spatial: dict) -> list[dict]:
+    """ZigZag's mapping file for one spatial unrolling (every layer takes the default entry)."""
+    return [{"name": "default",
+             "spatial_mapping": {d: [f"{k}, {v}" for k, v in loops.items()] for d, loops in spatial.items()},
              "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
 
 
@@ -210,12 +256,14 @@ def zigzag_layer(spec: KernelSpec, layer_id: int, word_bits: int) -> dict:
     }
 
 
-def run_zigzag(specs, accel, lpf_limit: int = 3, spatial_mappings: int = 3) -> list[dict]:
+def run_zigzag(specs, accel, lpf_limit: int = 3) -> list[dict]:
     """Each MAC layer of ``specs`` through ZigZag on ``accel``; one dict per layer (same order).
 
     Each layer is its own ZigZag workload, so layers are independent (no inter-layer data kept on
-    chip), as in codesign's model. ``lpf_limit`` bounds LOMA's loop prime factors (ZigZag's own
-    default is 8; 3 found the same mappings on the layers we compared and is far faster).
+    chip), as in codesign's model; each of its spatial unrollings (``zigzag_spatial_mappings``)
+    gets LOMA's temporal mapping search and the smallest energy-delay product is kept.
+    ``lpf_limit`` bounds LOMA's loop prime factors (ZigZag's API default is 6; 3 found the same
+    mappings on the layers we tried and is several times faster).
     """
     require("zigzag")
     from zigzag.mapping.temporal_mapping import TemporalMappingType
@@ -230,33 +278,38 @@ def run_zigzag(specs, accel, lpf_limit: int = 3, spatial_mappings: int = 3) -> l
     from zigzag.stages.workload_iterator import WorkloadStage
 
     cfg = get_accelerator(accel)
-    specs = list(specs)
     stages = [WorkloadParserStage, AcceleratorParserStage, WorkloadStage, MinimalEDPStage,
               SpatialMappingGeneratorStage, MinimalEDPStage, TemporalMappingGeneratorStage, CostModelStage]
     out = []
     with tempfile.TemporaryDirectory(prefix="codesign-zigzag-") as tmp, _quiet("zigzag"):
         hw, mp = Path(tmp) / "hardware.yaml", Path(tmp) / "mapping.yaml"
         hw.write_text(yaml.safe_dump(zigzag_hardware(cfg), sort_keys=False))  # order = memory hierarchy
-        mp.write_text(yaml.safe_dump(zigzag_mapping(cfg), sort_keys=False))
         for spec in specs:
-            main = MainStage(stages, accelerator=str(hw), workload=[zigzag_layer(spec, 0, cfg.word_bits)],
-                             mapping=str(mp), loma_lpf_limit=lpf_limit, loma_show_progress_bar=False,
-                             nb_mappings_generated=spatial_mappings, enable_mix_spatial_mapping_generation=True,
-                             access_same_data_considered_as_no_access=True,
-                             temporal_mapping_type=TemporalMappingType("uneven"))
-            try:
-                cme = main.run()[0][0]
-            except NoValidLoopOrderingFoundException:
+            best = None
+            for spatial in zigzag_spatial_mappings(spec, cfg):
+                mp.write_text(yaml.safe_dump(zigzag_mapping(spatial), sort_keys=False))
+                main = MainStage(stages, accelerator=str(hw), workload=[zigzag_layer(spec, 0, cfg.word_bits)],
+                                 mapping=str(mp), loma_lpf_limit=lpf_limit, loma_show_progress_bar=False,
+                                 nb_mappings_generated=1, access_same_data_considered_as_no_access=True,
+                                 temporal_mapping_type=TemporalMappingType("uneven"))
+                try:
+                    cme = main.run()[0][0]
+                except NoValidLoopOrderingFoundException:
+                    continue
+                if best is None or cme.energy_total * cme.latency_total2 < best.energy_total * best.latency_total2:
+                    best = cme
+            if best is None:
                 out.append({"feasible": False, "reason": "ZigZag found no mapping that fits the memories"})
                 continue
-            cycles = float(cme.latency_total2)
+            cycles = float(best.latency_total2)
             out.append({
                 "feasible": True, "cycles": cycles, "latency_ms": cycles / (cfg.clock_mhz * 1e3),
-                "energy_mj": float(cme.energy_total) * 1e-9, "mac_energy_mj": float(cme.mac_energy) * 1e-9,
-                "pe_utilization": float(cme.mac_utilization2), "compute_cycles": float(cme.ideal_temporal_cycle),
-                "stall_cycles": float(cme.stall_slack_comb), "onload_cycles": float(cme.data_onloading_cycle),
-                "offload_cycles": float(cme.data_offloading_cycle), "drain_cycles": float(cme.systolic_drain_cycle),
-                "spatial_mapping": str(cme.layer.spatial_mapping),
+                "energy_mj": float(best.energy_total) * 1e-9, "mac_energy_mj": float(best.mac_energy) * 1e-9,
+                "pe_utilization": float(best.mac_utilization2), "compute_cycles": float(best.ideal_temporal_cycle),
+                "stall_cycles": float(best.stall_slack_comb), "onload_cycles": float(best.data_onloading_cycle),
+                "offload_cycles": float(best.data_offloading_cycle), "drain_cycles": float(best.systolic_drain_cycle),
+                "spatial_mapping": str(best.layer.spatial_mapping),
+                "energy_by_operand_pj": {str(op): [float(x) for x in v] for op, v in best.mem_energy_breakdown.items()},
             })
     return out
 

@@ -100,7 +100,27 @@ def test_zigzag_hardware_describes_the_same_array_memories_and_energies():
     assert dram["ports"][0]["bandwidth_max"] == 80
     ws = cc.zigzag_hardware(get_accelerator("ws-16x16"))
     assert ws["operational_array"]["systolic_dimensions"] == ["D1", "D2"]
-    assert cc.zigzag_mapping(get_accelerator("ws-16x16"))[0]["spatial_mapping_hint"] == cc.SPATIAL_HINTS["ws"]
+
+
+def test_zigzag_spatial_mappings_are_codesigns_candidates():
+    ws = get_accelerator("ws-16x16")
+    dw5 = conv("conv2d", (1, 64, 8, 8), out_channels=64, kernel=5, groups=64)
+    # 25 taps over 16 rows: 5 x 3 in two folds, as codesign's two folds of the flattened 25
+    assert cc.zigzag_spatial_mappings(dw5, ws) == [{"D1": {"K": 1}, "D2": {"FY": 3, "FX": 5}}]
+    pw = conv("conv2d", (1, 64, 8, 8), out_channels=128, kernel=1)
+    assert cc.zigzag_spatial_mappings(pw, ws) == [{"D1": {"K": 16}, "D2": {"C": 16}}]
+    first = conv("conv2d", (1, 3, 32, 32), out_channels=16, kernel=3)
+    # 27 = 3 x 3 x 3 has no unrolling of 16 or fewer PEs better than 9 (three folds)
+    assert cc.zigzag_spatial_mappings(first, ws)[0]["D2"] == {"C": 3, "FX": 3}
+    os_ = cc.zigzag_spatial_mappings(pw, get_accelerator("os-8x8"))
+    assert os_ == [{"D1": {"OX": 8}, "D2": {"OY": 8}}, {"D1": {"OX": 8}, "D2": {"K": 8}}]
+    rs = cc.zigzag_spatial_mappings(conv("conv2d", (1, 64, 28, 28), out_channels=64, kernel=3),
+                                    get_accelerator("eyeriss-like"))
+    # 3 filter rows x 4 channel sets down 12 rows, 14 output rows across 14 columns
+    assert rs == [{"D1": {"OY": 14}, "D2": {"FY": 3, "C": 4}}, {"D1": {"OY": 14}, "D2": {"FY": 3, "K": 4}}]
+    for m in os_ + rs:
+        text = cc.zigzag_mapping(m)[0]["spatial_mapping"]
+        assert all(isinstance(v, list) and all(", " in x for x in v) for v in text.values())
 
 
 def test_zigzag_layers_keep_groups_batch_stride_and_dilation():
@@ -195,7 +215,7 @@ def test_zigzag_runs_a_small_layer_beside_codesign():
     pytest.importorskip("zigzag")
     c = cfg(pe_rows=4, pe_cols=4, rf_words=32, glb_kib=16.0)
     spec = conv("conv2d", (1, 4, 6, 6), out_channels=8, kernel=3, padding=0)
-    out = cc.check_network([spec, conv("relu", (1, 8, 4, 4))], c, "zigzag", lpf_limit=2, spatial_mappings=1)
+    out = cc.check_network([spec, conv("relu", (1, 8, 4, 4))], c, "zigzag", lpf_limit=2)
     row = out["layers"][0]
     z = row["zigzag"]
     assert z["feasible"] and out["not_compared"] == {"relu": 1}
