@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import hardware  # noqa: E402
 
 from codesign.errors import CodesignError  # noqa: E402
-from codesign.hw_models import evaluate_layers, get_accelerator  # noqa: E402
+from codesign.hw_models import AcceleratorConfig, evaluate_layers, get_accelerator  # noqa: E402
 from codesign.hw_models import crosscheck as cc  # noqa: E402
 from codesign.kernelspec import KernelSpec  # noqa: E402
 
@@ -296,8 +296,22 @@ def scalesim_layers(nets: dict, limit: int, seed: int) -> list[KernelSpec]:
     return unique[:limit]
 
 
-def compare_scalesim(specs, accel: str, cache_dir: Path, log) -> dict:
-    cfg = get_accelerator(accel)
+def scalesim_configs() -> dict:
+    """SCALE-Sim's own systolic configs (its repository's configs/scale.cfg, 32x32 with 64 kB for
+    each of ifmap, filter and ofmap SRAM; configs/eyeriss.cfg, 12x14 with 36 kB each) as codesign
+    configs: the same array, the same SRAM in words (SCALE-Sim counts one element a byte), a PE
+    holding one weight or one accumulator (3 register words: the operand passing through, the
+    operand kept, the partial sum). Clock and DRAM do not matter here: SCALE-Sim runs stall-free."""
+    def make(name, rows, cols, sram_kb, dataflow):
+        return AcceleratorConfig(name=name, pe_rows=rows, pe_cols=cols, rf_words=3,
+                                 glb_kib=3 * sram_kb * 2.0, dram_bandwidth_gbs=20.0, clock_mhz=1000.0,
+                                 dataflow=dataflow, description="SCALE-Sim's " + name)
+    return {c.name: c for c in (make("scalesim-32x32-ws", 32, 32, 64, "ws"), make("scalesim-32x32-os", 32, 32, 64, "os"),
+                                make("scalesim-eyeriss-12x14-ws", 12, 14, 36, "ws"))}
+
+
+def compare_scalesim(specs, accel, cache_dir: Path, log) -> dict:
+    cfg = scalesim_configs().get(accel) or get_accelerator(accel)
     settings = {"stalls": False}
     cache = ReferenceCache(cache_dir, "scalesim", cfg, settings)
     cache.fill(specs, lambda s: cc.run_scalesim(s, cfg, **settings), log)
@@ -321,6 +335,8 @@ def main() -> None:
                     help="accelerators for ZigZag (SCALE-Sim takes the ws and os ones)")
     ap.add_argument("--networks-per-space", type=int, default=14)
     ap.add_argument("--scalesim-layers", type=int, default=40)
+    ap.add_argument("--scalesim-accel", nargs="+", default=[*scalesim_configs(), "ws-16x16", "os-8x8"],
+                    help="systolic configs for SCALE-Sim: its own (scalesim-*) or codesign's ws/os ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="3 networks per space, stacks, 10 SCALE-Sim layers")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/codesign/hw_fidelity"))
@@ -351,8 +367,7 @@ def main() -> None:
         out["zigzag"] = {a: compare_zigzag(nets, a, cache_dir, settings, log) for a in args.accel}
     if "scalesim" in args.reference:
         subset = scalesim_layers(nets, args.scalesim_layers, args.seed)
-        out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log) for a in args.accel
-                           if get_accelerator(a).dataflow in ("ws", "os")}
+        out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log) for a in args.scalesim_accel}
     from codesign.hw_models.validation import dataflow_comparison
 
     cmp_ = dataflow_comparison()

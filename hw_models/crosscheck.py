@@ -52,7 +52,7 @@ _PACKAGES = {"zigzag": ("zigzag", "ZigZag-DSE (zigzag-dse)"), "scalesim": ("scal
 INSTALL_HINT = "pip install 'codesign[hw-check]'"
 
 # Bump when the way a config or a layer is described to a reference changes (caches key on it).
-DESCRIPTION_VERSION = 2
+DESCRIPTION_VERSION = 3
 
 
 def require(reference: str):
@@ -147,6 +147,9 @@ def zigzag_hardware(cfg: AcceleratorConfig) -> dict:
     """ZigZag's hardware description (its accelerator YAML as a dict) of one config."""
     wb, e = cfg.word_bits, cfg.energy
     ops = ["I1", "I2", "O"]
+    # weight-stationary partial sums flow down the columns into the buffer and never touch a PE's
+    # register file (codesign's ws, SCALE-Sim's and the TPU's arrays): they bypass it here too
+    rf_ops = ["I1", "I2"] if cfg.dataflow == "ws" else ops
     glb_bits = wb * cfg.pes  # wide enough to feed every PE a word per cycle: codesign has no GLB bandwidth limit
     link = dram_link_bits(cfg)
     every_direction = ["I1, fh", "I1, tl", "I2, fh", "I2, tl", "O, fh", "O, tl", "O, fl", "O, th"]
@@ -154,7 +157,7 @@ def zigzag_hardware(cfg: AcceleratorConfig) -> dict:
         "name": f"codesign-{cfg.name}",
         "memories": {
             "rf": {"size": cfg.rf_words * wb, "r_cost": e["rf_read_pj"], "w_cost": e["rf_write_pj"], "area": 0.0,
-                   "latency": 1, "operands": ops, "ports": _zz_ports(ops, wb, wb), "served_dimensions": []},
+                   "latency": 1, "operands": rf_ops, "ports": _zz_ports(rf_ops, wb, wb), "served_dimensions": []},
             "glb": {"size": cfg.glb_words * wb, "r_cost": e["glb_read_pj"] * glb_bits / wb,
                     "w_cost": e["glb_write_pj"] * glb_bits / wb, "area": 0.0, "latency": 1, "operands": ops,
                     "ports": _zz_ports(ops, wb, glb_bits), "served_dimensions": ["D1", "D2"]},
