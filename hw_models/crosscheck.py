@@ -84,12 +84,15 @@ class _Loops:
     s: int
     stride: int
     dilation: int
+    h: int = 1  # input rows and columns, unpadded
+    w: int = 1
+    pad: int = 0
 
     def key(self) -> str:
-        """The loop nest as a string: layers with the same key cost the same on every side (bias and
-        activation, which codesign's KernelSpec keys carry, do not enter it)."""
+        """The loop nest and its input as a string: layers with the same key cost the same on every
+        side (bias and activation, which codesign's KernelSpec keys carry, do not enter it)."""
         return (f"n{self.n}_g{self.g}_k{self.k}_c{self.c}_p{self.p}_q{self.q}_r{self.r}_s{self.s}"
-                f"_u{self.stride}_d{self.dilation}")
+                f"_u{self.stride}_d{self.dilation}_h{self.h}_w{self.w}_pad{self.pad}")
 
     @property
     def macs(self) -> int:
@@ -102,11 +105,12 @@ class _Loops:
             return cls(n, 1, spec.attr("out_features"), c, 1, 1, 1, 1, 1, 1)
         if spec.op != "conv2d":
             raise CodesignError(f"only conv2d and dense layers are described to the references, not {spec.op}")
-        n, c, _, _ = spec.input_shape
+        n, c, h, w = spec.input_shape
         _, k, p, q = spec.output_shape()
         g = spec.attr("groups")
         ker = spec.attr("kernel")
-        return cls(n, g, k // g, c // g, p, q, ker, ker, spec.attr("stride"), spec.attr("dilation"))
+        return cls(n, g, k // g, c // g, p, q, ker, ker, spec.attr("stride"), spec.attr("dilation"), h, w,
+                   spec.padding())
 
 
 def loop_key(spec: KernelSpec) -> str:

@@ -127,7 +127,6 @@ def _layer_result(spec: KernelSpec, row: np.ndarray) -> LayerResult:
             "compute_cycles": float(row[r["compute_cycles"]]),
             "fill_cycles": float(row[r["fill_cycles"]]),
             "dram_cycles": float(row[r["dram_cycles"]]),
-            "dram_edge_cycles": float(row[r["dram_edge_cycles"]]),
         }
     return LayerResult(
         kernel_key=spec.key(), op=spec.op, feasible=ok, reason=reason,

