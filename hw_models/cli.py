@@ -193,7 +193,10 @@ def _check(network, cfg, args) -> int:
     from .crosscheck import check_network, comparable_config, require
 
     require(args.check)  # one line with the install hint before any work
-    out = check_network(network, cfg, args.check)
+    def progress(done, total, key):
+        print(f"{args.check}: {done}/{total} layers", file=sys.stderr, flush=True)
+
+    out = check_network(network, cfg, args.check, progress=progress)
     if args.json:
         print_json(out)
         return 0

@@ -477,13 +477,16 @@ def run_reference(reference: str, specs, accel, **kw) -> list[dict]:
     return []
 
 
-def check_network(network, accel, reference: str, input_shape=None, **kw) -> dict:
+def check_network(network, accel, reference: str, input_shape=None, progress=None, **kw) -> dict:
     """codesign's estimate of a network beside a reference's, per MAC layer and in total.
 
     Args:
         network: as for ``evaluate_network`` (KernelSpecs, .onnx path, ModelProto, nn.Module).
         accel: accelerator name, YAML path or AcceleratorConfig.
         reference: ``zigzag`` or ``scalesim``.
+        progress: optional ``progress(done, total, layer_key)``, called after each distinct layer
+            the reference has run (they take seconds to minutes each).
+        kw: passed to ``run_zigzag`` / ``run_scalesim``.
 
     Returns:
         dict with ``layers`` (codesign and reference side by side, with ratios), ``totals`` over the
@@ -503,9 +506,16 @@ def check_network(network, accel, reference: str, input_shape=None, **kw) -> dic
     for s in specs:
         if not _mac_layer(s):
             skipped[s.op] = skipped.get(s.op, 0) + 1
-    unique = list(dict.fromkeys(mac))
-    ours = dict(zip(unique, evaluate_layers(unique, cfg)))
-    theirs = dict(zip(unique, run_reference(reference, unique, cfg, **kw)))
+    ours = dict(zip(mac, evaluate_layers(mac, cfg)))
+    by_loops = {}
+    for s in mac:  # one reference run per distinct loop nest (bias and activation do not matter)
+        by_loops.setdefault(loop_key(s), s)
+    answers = {}
+    for i, (key, s) in enumerate(by_loops.items()):
+        answers[key] = run_reference(reference, [s], cfg, **kw)[0]
+        if progress is not None:
+            progress(i + 1, len(by_loops), key)
+    theirs = {s: answers[loop_key(s)] for s in mac}
     layers, tot = [], {"codesign": {"cycles": 0.0, "energy_mj": 0.0}, reference: {"cycles": 0.0, "energy_mj": 0.0}}
     for s in mac:
         a, b = ours[s], theirs[s]

@@ -68,15 +68,18 @@ def test_weight_stationary_cycles_follow_scalesims_folds(rows, cols):
         assert res.cycles >= res.mapping["compute_cycles"]
 
 
-def test_output_stationary_pays_a_fill_per_pass():
-    # one output per PE, filters across one column each: every pass is T MACs plus the skew
-    spec = conv("conv2d", (1, 16, 10, 10), out_channels=8, kernel=3, padding=0)
-    res = evaluate_layers([spec], cfg(dataflow="os", pe_rows=8, pe_cols=8, rf_words=3))[0]
-    lp = cc._Loops.of(spec)
-    t = lp.c * lp.r * lp.s
-    # either spatial choice: at least T cycles per pass plus rows + cols - 2 of fill per pass
-    assert res.mapping["compute_cycles"] > math.ceil(lp.k * lp.p * lp.q / 64) * t
-    assert res.pe_utilization < 1.0
+def test_output_stationary_systolic_passes_follow_scalesims_folds():
+    # a batch of 8 vectors, 64 -> 32: output channels down the 8 rows, the 8 vectors across the
+    # columns; with one accumulator per PE (3 register words) every pass is 64 MACs plus the
+    # rows + cols - 2 cycles of skew and drain, SCALE-Sim's output-stationary fold
+    spec = conv("dense", (8, 64), out_features=32)
+    one = evaluate_layers([spec], cfg(dataflow="os", rf_words=3))[0]
+    assert one.mapping["spatial_choice"] == 1
+    assert one.mapping["compute_cycles"] == pytest.approx(4 * (64 + 8 + 8 - 2))
+    # four accumulators per PE: one pass covers the four channel groups, one skew and drain
+    four = evaluate_layers([spec], cfg(dataflow="os", rf_words=9))[0]
+    assert four.mapping["rf_tile"][0] == 4
+    assert four.mapping["compute_cycles"] == pytest.approx(4 * 64 + (8 + 8 - 2))
 
 
 # --- descriptions ------------------------------------------------------------------------------
@@ -128,7 +131,10 @@ def test_zigzag_layers_keep_groups_batch_stride_and_dilation():
     sizes = dict(zip(dw["loop_dims"], dw["loop_sizes"]))
     assert sizes == {"B": 2, "K": 1, "G": 32, "OX": 7, "OY": 7, "C": 1, "FX": 3, "FY": 3}
     assert dw["dimension_relations"] == ["ix=2*ox+1*fx", "iy=2*oy+1*fy"]
-    assert dw["pr_loop_sizes"] == [15, 15]  # the padded input the 7 outputs read: (7 - 1) * 2 + 3
+    # the unpadded 14 x 14 input; windows reach (7 - 1) * 2 + 3 = 15 padded rows: 1 pad row on top
+    assert dw["pr_loop_sizes"] == [14, 14] and dw["padding"] == [[1, 0], [1, 0]]
+    same = cc.zigzag_layer(conv("conv2d", (1, 8, 10, 10), out_channels=8, kernel=3), 0, 16)
+    assert same["pr_loop_sizes"] == [10, 10] and same["padding"] == [[1, 1], [1, 1]]
     dil = cc.zigzag_layer(conv("conv2d", (1, 8, 16, 16), out_channels=8, kernel=3, dilation=2), 0, 16)
     assert dil["dimension_relations"][0] == "ix=1*ox+2*fx"
     fc = cc.zigzag_layer(conv("dense", (1, 64), out_features=10), 0, 8)
