@@ -250,10 +250,10 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
     cache = ReferenceCache(cache_dir, "zigzag", cfg, settings)
     unique = unique_layers(nets)
     cache.fill(unique, lambda specs: cc.run_zigzag(specs, cfg, **settings), log)
-    ours = dict(zip(unique, evaluate_layers(unique, cfg)))
+    ours = dict(zip(map(cc.loop_key, unique), evaluate_layers(unique, cfg)))
     layers = []
     for s in unique:
-        a, b = ours[s], cache[s]
+        a, b = ours[cc.loop_key(s)], cache[s]
         layers.append({"kernel_key": s.key(), "macs": a.macs,
                        "codesign": {"cycles": a.cycles, "latency_ms": a.latency_ms, "energy_mj": a.energy_mj,
                                     "pe_utilization": a.pe_utilization},
@@ -265,9 +265,9 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
         rows = [cache[s] for s in ks]
         if not all(r["feasible"] for r in rows):
             continue
-        per_net[name] = {"codesign_latency_ms": sum(ours[s].latency_ms for s in ks),
+        per_net[name] = {"codesign_latency_ms": sum(ours[cc.loop_key(s)].latency_ms for s in ks),
                          "zigzag_latency_ms": sum(r["latency_ms"] for r in rows),
-                         "codesign_energy_mj": sum(ours[s].energy_mj for s in ks),
+                         "codesign_energy_mj": sum(ours[cc.loop_key(s)].energy_mj for s in ks),
                          "zigzag_energy_mj": sum(r["energy_mj"] for r in rows), "layers": len(ks)}
     names = list(per_net)
     col = {k: [per_net[n][k] for n in names] for k in next(iter(per_net.values()))} if per_net else {}
@@ -299,13 +299,13 @@ def scalesim_layers(nets: dict, limit: int, seed: int) -> list[KernelSpec]:
 def scalesim_configs() -> dict:
     """SCALE-Sim's own systolic configs (its repository's configs/scale.cfg, 32x32 with 64 kB for
     each of ifmap, filter and ofmap SRAM; configs/eyeriss.cfg, 12x14 with 36 kB each) as codesign
-    configs: the same array, the same SRAM in words (SCALE-Sim counts one element a byte), a PE
-    holding one weight or one accumulator (3 register words: the operand passing through, the
+    configs: the same systolic array, the same SRAM in words (SCALE-Sim counts one element a byte), a
+    PE holding one weight or one accumulator (3 register words: the operand passing through, the
     operand kept, the partial sum). Clock and DRAM do not matter here: SCALE-Sim runs stall-free."""
     def make(name, rows, cols, sram_kb, dataflow):
         return AcceleratorConfig(name=name, pe_rows=rows, pe_cols=cols, rf_words=3,
                                  glb_kib=3 * sram_kb * 2.0, dram_bandwidth_gbs=20.0, clock_mhz=1000.0,
-                                 dataflow=dataflow, description="SCALE-Sim's " + name)
+                                 dataflow=dataflow, interconnect="systolic", description="SCALE-Sim's " + name)
     return {c.name: c for c in (make("scalesim-32x32-ws", 32, 32, 64, "ws"), make("scalesim-32x32-os", 32, 32, 64, "os"),
                                 make("scalesim-eyeriss-12x14-ws", 12, 14, 36, "ws"))}
 

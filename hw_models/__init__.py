@@ -14,6 +14,7 @@ from .accelerator import (
     AREA_DEFAULTS_MM2,
     DATAFLOWS,
     ENERGY_DEFAULTS_PJ,
+    INTERCONNECTS,
     AcceleratorConfig,
     get_accelerator,
     list_accelerators,
@@ -31,7 +32,7 @@ from .expected import HardwareCostTable, HardwareSpace, expected_cost
 from .roofline import Roofline, check_measurements, check_profile_db, get_roofline, list_rooflines
 
 __all__ = [
-    "AREA_DEFAULTS_MM2", "DATAFLOWS", "ENERGY_DEFAULTS_PJ", "AcceleratorConfig", "get_accelerator",
+    "AREA_DEFAULTS_MM2", "DATAFLOWS", "ENERGY_DEFAULTS_PJ", "INTERCONNECTS", "AcceleratorConfig", "get_accelerator",
     "list_accelerators", "load_accelerator", "LayerResult", "NetworkResult", "evaluate_grid",
     "evaluate_layers", "evaluate_network", "network_kernels", "HardwareCostTable", "HardwareSpace",
     "expected_cost", "Roofline", "check_measurements", "check_profile_db", "get_roofline", "list_rooflines",

@@ -87,7 +87,7 @@ def register(sub) -> None:
 def _set_flag(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                    help="override a config parameter (pe_rows, pe_cols, rf_words, glb_kib, dram_bandwidth_gbs, "
-                        "clock_mhz, dataflow, word_bits); repeatable")
+                        "clock_mhz, dataflow, word_bits, interconnect); repeatable")
 
 
 def _overrides(items: list[str]) -> dict:
@@ -224,6 +224,10 @@ def _check(network, cfg, args) -> int:
     if energy:
         line += f", energy {_fmt(t['codesign']['energy_mj'], '.4f')} mJ vs {_fmt(t[ref]['energy_mj'], '.4f')} mJ"
     print(line)
+    if ref == "scalesim" and cfg.dataflow == "os" and cfg.interconnect == "multicast":
+        print("note: SCALE-Sim's arrays are systolic; this config can also broadcast weights over a grid of output "
+              "pixels (interconnect multicast), which SCALE-Sim cannot: set interconnect=systolic to compare like "
+              "with like")
     if ref == "scalesim":
         print("cycles are the array's own on both sides: SCALE-Sim runs stall-free (its CALC bandwidth mode) and "
               "codesign's DRAM-bound waiting is left out")

@@ -52,7 +52,7 @@ _PACKAGES = {"zigzag": ("zigzag", "ZigZag-DSE (zigzag-dse)"), "scalesim": ("scal
 INSTALL_HINT = "pip install 'codesign[hw-check]'"
 
 # Bump when the way a config or a layer is described to a reference changes (caches key on it).
-DESCRIPTION_VERSION = 3
+DESCRIPTION_VERSION = 3  # 3: ws partial sums bypass the register file
 
 
 def require(reference: str):
@@ -198,8 +198,9 @@ def zigzag_spatial_mappings(spec: KernelSpec, cfg: AcceleratorConfig) -> list[di
     the one with the smallest energy-delay product is kept, as codesign keeps its best.
 
     - ws: output channels across the columns, the reduction (C, R, S) down the rows;
-    - os: output rows down the rows and output columns across them (weights broadcast), or output
-      channels down the rows and output pixels (columns, rows, images) across the columns;
+    - os: output rows down the rows and output columns across them (weights broadcast; multicast
+      interconnects only), or output channels down the rows and output pixels (columns, rows,
+      images) across the columns;
     - rs: filter rows down the rows replicated over C (or K), output rows across the columns
       replicated over K (or C).
     """
@@ -211,8 +212,9 @@ def zigzag_spatial_mappings(spec: KernelSpec, cfg: AcceleratorConfig) -> list[di
         ox = min(lp.q, cols)
         oy = min(lp.p, max(1, cols // ox))
         b = min(lp.n, max(1, cols // (ox * oy)))
-        maps = [{"D1": {"OX": min(lp.q, cols)}, "D2": {"OY": min(lp.p, rows)}},
-                {"D1": {"OX": ox, "OY": oy, "B": b}, "D2": {"K": min(lp.k, rows)}}]
+        maps = [{"D1": {"OX": ox, "OY": oy, "B": b}, "D2": {"K": min(lp.k, rows)}}]
+        if cfg.interconnect == "multicast":  # weights broadcast over a grid of output pixels
+            maps.insert(0, {"D1": {"OX": min(lp.q, cols)}, "D2": {"OY": min(lp.p, rows)}})
     else:
         rr, pu = min(lp.r, rows), min(lp.p, cols)
         maps = []

@@ -64,8 +64,8 @@ KIND_CONV, KIND_ELEMENTWISE = 0.0, 1.0
 
 # Config row fields.
 (C_ROWS, C_COLS, C_RF, C_GLB, C_BPC, C_CLOCK, C_DATAFLOW, C_E_MAC, C_E_RF_R, C_E_RF_W, C_E_HOP,
- C_E_GLB_R, C_E_GLB_W, C_E_DRAM_R, C_E_DRAM_W, C_AREA) = range(16)
-CONFIG_FIELDS = 16
+ C_E_GLB_R, C_E_GLB_W, C_E_DRAM_R, C_E_DRAM_W, C_AREA, C_SYSTOLIC) = range(17)
+CONFIG_FIELDS = 17
 
 # Result row fields.
 RESULT_NAMES = (
@@ -170,6 +170,7 @@ def encode_config(cfg: AcceleratorConfig) -> np.ndarray:
     row[C_E_GLB_R], row[C_E_GLB_W] = e["glb_read_pj"], e["glb_write_pj"]
     row[C_E_DRAM_R], row[C_E_DRAM_W] = e["dram_read_pj"], e["dram_write_pj"]
     row[C_AREA] = cfg.area_mm2()
+    row[C_SYSTOLIC] = 1.0 if cfg.interconnect == "systolic" else 0.0
     return row
 
 
@@ -306,6 +307,8 @@ def _eval_pair(lay, cfg, out):
     found = False
     nsel = 1 if df == 0 else 2
     for sel in range(nsel):
+        if df == 1 and sel == 0 and cfg[16] > 0.5:
+            continue  # a systolic array cannot broadcast one weight to every PE: no os (a)
         for ai in range(16):
             pa = 2.0 ** ai
             if df == 0 and ai > 0:
