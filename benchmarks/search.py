@@ -52,7 +52,7 @@ def supernet_variant(space_name: str, backend: str, strategy: str, steps: int, b
     import torch
 
     import codesign
-    from codesign.search import SearchConfig
+    from codesign.pipeline import SearchConfig
     from codesign.search.costs import CostTable
     from codesign.search.strategies import SearchContext, create_strategy
     from codesign.spaces import create_space
@@ -117,7 +117,7 @@ def part_supernet(quick: bool) -> list[dict]:
 
 
 def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.search import SearchConfig, run_search
+    from codesign.pipeline import SearchConfig, run_search
 
     runs = []
     for seed in seeds:
@@ -155,7 +155,7 @@ def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> di
 
 
 def part_l2o(seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.search import SearchConfig, run_search
+    from codesign.pipeline import SearchConfig, run_search
 
     rows = []
     for seed in seeds:

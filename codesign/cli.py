@@ -1,6 +1,6 @@
 """The ``codesign`` command. Each subcommand parses its flags, calls one library function, prints.
 
-Subcommands live beside the code they drive: a module listed in ``_COMMAND_MODULES`` defines
+Subcommands live in ``codesign.commands``: a module listed in ``_COMMAND_MODULES`` defines
 ``register(subparsers)``, adding its parsers with ``set_defaults(func=...)``; ``func(args)`` returns
 an exit code. A :class:`codesign.errors.CodesignError` becomes one line on stderr and exit code 2.
 """
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 from .errors import CodesignError
 
 _COMMAND_MODULES = (
-    "codesign.cli_ops",
-    "codesign.profile.cli",
-    "codesign.predict.cli",
-    "codesign.hw_models.cli",
-    "codesign.search.cli",
-    "codesign.l2o.cli",
+    "codesign.commands.ops",
+    "codesign.commands.profile",
+    "codesign.commands.predict",
+    "codesign.commands.hw",
+    "codesign.commands.search",
+    "codesign.commands.l2o",
 )
 
 
@@ -61,11 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"codesign {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def print_json(obj) -> None:
-    """Print obj as indented JSON (the --json output of every subcommand)."""
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

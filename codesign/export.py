@@ -24,7 +24,7 @@ def export_checked(module: torch.nn.Module, input_shape: tuple[int, ...], path: 
     import onnx
     import onnxruntime as ort
 
-    from .predict.graph import export_onnx
+    from .graph import export_onnx
 
     path = Path(path)
     if path.suffix != ".onnx":

@@ -84,14 +84,14 @@ def network_kernels(network, input_shape=None) -> list[KernelSpec]:
             raise CodesignError(f"{path}: give an .onnx file (or a list of KernelSpecs / an nn.Module)")
         if not path.is_file():
             raise CodesignError(f"no ONNX file at {path}")
-        from codesign.predict.graph import onnx_kernels
+        from codesign.graph import onnx_kernels
 
         return onnx_kernels(str(path))
     try:
         import onnx
 
         if isinstance(network, onnx.ModelProto):
-            from codesign.predict.graph import onnx_kernels
+            from codesign.graph import onnx_kernels
 
             return onnx_kernels(network)
     except ImportError:  # pragma: no cover - onnx is a dependency
@@ -102,7 +102,7 @@ def network_kernels(network, input_shape=None) -> list[KernelSpec]:
         if isinstance(network, torch.nn.Module):
             if input_shape is None:
                 raise CodesignError("an nn.Module needs input_shape (N, C, H, W) to be split into kernels")
-            from codesign.predict.graph import module_kernels
+            from codesign.graph import module_kernels
 
             return module_kernels(network, tuple(int(s) for s in input_shape))
     except ImportError:  # pragma: no cover - torch is a dependency

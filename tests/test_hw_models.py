@@ -26,12 +26,13 @@ from codesign.hw_models import (
     load_accelerator,
     mapper,
 )
-from codesign.hw_models.roofline import check_profile_db, roofline_bound_ms
+from codesign.hw_models.roofline import roofline_bound_ms
 
 from codesign.cli import main
 from codesign.errors import CodesignError
 from codesign.kernelspec import KernelSpec, kernel_flops
 from codesign.profile.db import Measurement, ProfileDB
+from codesign.profile.rooflines import check_profile_db
 
 R = mapper.R
 
@@ -257,7 +258,7 @@ def test_bad_rows_and_networks_are_refused():
 
 
 def test_network_totals_are_the_sum_of_layers_for_every_input_form(tmp_path):
-    from codesign.predict.graph import export_onnx, module_kernels
+    from codesign.graph import export_onnx, module_kernels
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
@@ -416,7 +417,7 @@ def test_row_stationary_wins_on_alexnet_as_eyeriss_reports():
 
 
 def test_hw_eval_command(tmp_path, capsys):
-    from codesign.predict.graph import export_onnx
+    from codesign.graph import export_onnx
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3))
     path = tmp_path / "m.onnx"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from codesign.errors import CodesignError
-from codesign.predict.graph import module_kernels
+from codesign.graph import module_kernels
 from codesign.spaces import create_space, list_spaces
 from codesign.spaces.darts import NODES, PRIMITIVES, Genotype, edges
 

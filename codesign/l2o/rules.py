@@ -25,19 +25,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CodesignError
+from ..registry import Registry
 
-_RULES: dict[str, type[UpdateRule]] = {}
-
-
-def register_rule(cls):
-    """Class decorator: make a rule constructible by its ``kind`` name."""
-    _RULES[cls.kind] = cls
-    return cls
+RULES = Registry("learned optimizer", attribute="kind")
+register_rule = RULES.register()  # rules register under their ``kind``
 
 
 def list_rules() -> list[str]:
     """Names of the built-in update rules."""
-    return sorted(_RULES)
+    return RULES.names()
 
 
 def create_rule(kind: str, **config) -> UpdateRule:
@@ -46,9 +42,7 @@ def create_rule(kind: str, **config) -> UpdateRule:
     Raises:
         CodesignError: unknown kind or config key.
     """
-    if kind not in _RULES:
-        raise CodesignError(f"unknown learned optimizer {kind!r}; choose from {', '.join(list_rules())}")
-    cls = _RULES[kind]
+    cls = RULES.get(kind)
     unknown = set(config) - set(cls.defaults)
     if unknown:
         raise CodesignError(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CodesignError
-from .graph import onnx_kernels
+from ..graph import onnx_kernels
 from .models import CostModel, load_cost_model
 
 TABLE_COLUMNS = ("onnx_path", "model")
@@ -33,6 +33,35 @@ def _cost_model(model) -> CostModel:
     if isinstance(model, (str, Path)):
         return load_cost_model(model)
     raise CodesignError(f"expected a CostModel or the path of a saved one, got {type(model).__name__}")
+
+
+def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None,
+                      kind: str | None = None, seed: int = 0) -> tuple[CostModel, list]:
+    """A ``kind`` cost model (default gbdt) fitted on every measured kernel of ``device`` under
+    ``schedule`` (default untuned) in the profile database ``db`` (default: the user cache database).
+
+    Returns:
+        (the fitted model, the measurement records it was fitted on).
+
+    Raises:
+        CodesignError: no database, or no measured kernels of that device and schedule in it.
+    """
+    from ..profile.db import ProfileDB, default_db_path
+    from .models import create_cost_model
+
+    schedule = schedule or "untuned"
+    path = Path(db) if db else default_db_path()
+    if not path.exists():
+        raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
+    model = create_cost_model(kind or "gbdt", seed=seed)
+    with ProfileDB(path) as pdb:
+        records = pdb.query(device=device, schedule=schedule, ok_only=True)
+    if not records:
+        raise CodesignError(
+            f"{path} holds no measured kernels of device {device} under schedule {schedule}; "
+            f"run `codesign profile --device {device} --schedule {schedule}` first"
+        )
+    return model.fit(records), records
 
 
 def network_kernels(network, input_shape=None, allow_partial: bool = False, skipped: list | None = None):
@@ -51,7 +80,7 @@ def network_kernels(network, input_shape=None, allow_partial: bool = False, skip
         shape = tuple(input_shape)
         if len(shape) == 0 or not all(isinstance(d, int) and d > 0 for d in shape):
             raise CodesignError(f"input_shape must be positive ints, got {input_shape!r}")
-        from .graph import export_onnx
+        from ..graph import export_onnx
 
         return onnx_kernels(export_onnx(network, shape), allow_partial=allow_partial, skipped=skipped)
     raise CodesignError(

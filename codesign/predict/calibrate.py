@@ -122,14 +122,14 @@ def row_kernels(row: dict[str, Any]) -> list[KernelSpec]:
     if "kernel_key" in row:
         return [KernelSpec.from_key(row["kernel_key"])]
     if "genotype" in row:
+        from ..graph import module_kernels
         from ..spaces import create_space
-        from .graph import module_kernels
 
         space = _SPACES.get(row["space"])
         if space is None:
             space = _SPACES[row["space"]] = create_space(row["space"])
         return module_kernels(space.build(row["genotype"]), tuple(space.input_shape))
-    from .graph import onnx_kernels
+    from ..graph import onnx_kernels
 
     return onnx_kernels(row["model"])
 

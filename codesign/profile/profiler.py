@@ -9,7 +9,6 @@ run goes on.
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -20,6 +19,7 @@ from ..errors import CodesignError
 from ..kernelspec import KernelSpec
 from .db import Measurement, ProfileDB
 from .devices import Device
+from .runners import set_threads
 from .schedules import check_schedule_for_target, default_schedule, parse_schedule
 
 TORCH_SCHEDULE = "torch-eager"
@@ -40,23 +40,6 @@ class ProfileReport:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def _set_threads(n: int) -> None:
-    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    if "tvm" in sys.modules:
-        import tvm
-
-        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if fn is not None:
-            # Reconfiguring pins the calling thread to one core, and the compile thread started
-            # later inherits that pin: compilation and timing then share a core and timings
-            # double. Restore the process's CPU set.
-            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            fn(1, n)
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
 
 
 def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
@@ -153,7 +136,7 @@ def profile_kernels(
 def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
                  overlap_compile=True):
     if device.rpc is None:
-        _set_threads(device.threads)
+        set_threads(device.threads)
     import tvm
 
     from .energy import energy_source_for

@@ -8,8 +8,10 @@ the device under its tracker key.
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +25,24 @@ class Timing:
     latency_std_ms: float
     repeats: int
     run: Callable[[int], None]  # runs the kernel n times (for energy counters)
+
+
+def set_threads(n: int) -> None:
+    """TVM's thread count for kernels timed in this process (the device's ``threads``)."""
+    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    if "tvm" in sys.modules:
+        import tvm
+
+        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
+        if fn is not None:
+            # Reconfiguring pins the calling thread to one core, and the compile thread started
+            # later inherits that pin: compilation and timing then share a core and timings
+            # double. Restore the process's CPU set.
+            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+            fn(1, n)
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
 
 def runtime_device_type(target_kind: str) -> str:

@@ -1,5 +1,5 @@
 """Kernels of candidate ops and networks, found by exporting them to ONNX and splitting the graph
-with TVM's fusion rules (``codesign.predict.graph``), so that what the profiler measures and what
+with TVM's fusion rules (``codesign.graph``), so that what the profiler measures and what
 the cost model is asked about use the same kernel keys as whole-network prediction."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class ExportedKernels:
 
     def get(self, key, module, shape) -> list[KernelSpec]:
         if key not in self._cache:
-            from ..predict.graph import module_kernels
+            from ..graph import module_kernels
 
             self._cache[key] = module_kernels(module, tuple(shape))
         return list(self._cache[key])
