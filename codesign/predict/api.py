@@ -14,12 +14,12 @@ without a kernel builder, only ever non-empty with ``allow_partial``). The same 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CodesignError
+from ..files import read_csv
 from ..graph import onnx_kernels
 from .models import CostModel, load_cost_model
 
@@ -54,7 +54,7 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
     if not path.exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
     model = create_cost_model(kind or "gbdt", seed=seed)
-    with ProfileDB(path) as pdb:
+    with ProfileDB(path, readonly=True) as pdb:
         records = pdb.query(device=device, schedule=schedule, ok_only=True)
     if not records:
         raise CodesignError(
@@ -144,22 +144,18 @@ def read_model_table(path: str | Path) -> list[Path]:
         CodesignError: a missing file, no such column, an empty table or an empty cell.
     """
     path = Path(path)
-    if not path.exists():
-        raise CodesignError(f"no table at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = list(reader.fieldnames or ())
-        col = next((c for c in TABLE_COLUMNS if c in cols), None)
-        if col is None:
-            raise CodesignError(f"{path}: a table of networks needs an onnx_path (or model) column; it has "
-                                f"{', '.join(cols) or 'none'}")
-        out = []
-        for line, row in enumerate(reader, start=2):
-            cell = (row.get(col) or "").strip()
-            if not cell:
-                raise CodesignError(f"{path}:{line}: empty {col}")
-            p = Path(cell)
-            out.append(p if p.is_absolute() else path.parent / p)
+    cols, rows = read_csv(path, "table of networks")
+    col = next((c for c in TABLE_COLUMNS if c in cols), None)
+    if col is None:
+        raise CodesignError(f"{path}: a table of networks needs an onnx_path (or model) column; it has "
+                            f"{', '.join(cols) or 'none'}")
+    out = []
+    for line, row in rows:
+        cell = (row.get(col) or "").strip()
+        if not cell:
+            raise CodesignError(f"{path}:{line}: empty {col}")
+        p = Path(cell)
+        out.append(p if p.is_absolute() else path.parent / p)
     if not out:
         raise CodesignError(f"{path}: the table lists no networks")
     return out
