@@ -39,10 +39,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import hardware  # noqa: E402
-
-from codesign.errors import CodesignError  # noqa: E402
 from codesign.hw_models import AcceleratorConfig, evaluate_layers, get_accelerator  # noqa: E402
 from codesign.hw_models import crosscheck as cc  # noqa: E402
+
+from codesign.errors import CodesignError  # noqa: E402
 from codesign.kernelspec import KernelSpec  # noqa: E402
 
 CACHE_FORMAT = 1
@@ -149,6 +149,7 @@ def space_samples(per_space: int, seed: int) -> dict[str, list[KernelSpec]]:
     import warnings
 
     from codesign.hw_models import network_kernels
+
     from codesign.spaces import create_space, list_spaces
 
     nets = {}
