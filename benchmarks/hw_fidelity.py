@@ -198,29 +198,42 @@ class ReferenceCache:
                        "accelerator": cfg.to_yaml_dict()}
         digest = hashlib.sha1(json.dumps(self.header, sort_keys=True).encode()).hexdigest()[:12]
         self.path = Path(directory) / f"{reference}-{cfg.name}-{digest}.json"
-        self.layers: dict[str, dict] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text())
-            except json.JSONDecodeError as exc:
-                raise CodesignError(f"{self.path} is not a reference cache (invalid JSON: {exc})") from exc
-            if not isinstance(data, dict) or data.get("header") != json.loads(json.dumps(self.header)):
-                raise CodesignError(f"{self.path} holds another reference, version or setting; remove it")
-            self.layers = data["layers"]
+        self.layers: dict[str, dict] = self._on_disk()
+
+    def _on_disk(self) -> dict:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CodesignError(f"{self.path} is not a reference cache (invalid JSON: {exc})") from exc
+        if not isinstance(data, dict) or data.get("header") != json.loads(json.dumps(self.header)):
+            raise CodesignError(f"{self.path} holds another reference, version or setting; remove it")
+        return data["layers"]
 
     def save(self) -> None:
+        """Write the cache, keeping answers another process (``--shard``) saved meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        self.layers = {**self._on_disk(), **self.layers}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"header": self.header, "layers": self.layers}))
         tmp.replace(self.path)
 
-    def fill(self, specs, run, log) -> None:
-        """Run the reference on every layer not yet cached, saving after each one (resumable)."""
+    def fill(self, nets: dict, run, log, deadline: float = float("inf"), shard: tuple = (0, 1)) -> None:
+        """Run the reference on every layer of ``nets`` not yet cached, saving after each one
+        (resumable). Networks missing the fewest layers come first, so that a run stopped at
+        ``deadline`` (a ``time.monotonic()`` instant) leaves as many whole networks as it can."""
         missing = {}
-        for s in specs:
-            if cc.loop_key(s) not in self.layers:
-                missing.setdefault(cc.loop_key(s), s)
+        for ks in sorted(nets.values(), key=lambda ks: len({cc.loop_key(s) for s in ks} - set(self.layers))):
+            for s in ks:
+                if cc.loop_key(s) not in self.layers:
+                    missing.setdefault(cc.loop_key(s), s)
+        # shard i of n takes every n-th missing layer: n processes can fill one cache together
+        missing = dict(list(missing.items())[shard[0]::shard[1]])
         for i, (key, spec) in enumerate(missing.items()):
+            if time.monotonic() >= deadline:
+                log(f"{self.path.name}: reference budget spent, {len(missing) - i} layers left uncached")
+                return
             t0 = time.perf_counter()
             self.layers[key] = {**run([spec])[0], "wall_s": time.perf_counter() - t0}
             self.save()
@@ -228,6 +241,9 @@ class ReferenceCache:
 
     def __getitem__(self, spec: KernelSpec) -> dict:
         return self.layers[cc.loop_key(spec)]
+
+    def __contains__(self, spec: KernelSpec) -> bool:
+        return cc.loop_key(spec) in self.layers
 
 
 # ---- comparisons -------------------------------------------------------------------------------
@@ -246,11 +262,13 @@ def _ratios(ours, theirs) -> dict:
             "geomean": float(np.exp(np.log(r).mean())), "within_20pct": float(within.mean()), "n": int(r.size)}
 
 
-def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log) -> dict:
+def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log, deadline=float("inf"),
+                   shard=(0, 1)) -> dict:
     cfg = cc.comparable_config(get_accelerator(accel), "zigzag")
     cache = ReferenceCache(cache_dir, "zigzag", cfg, settings)
-    unique = unique_layers(nets)
-    cache.fill(unique, lambda specs: cc.run_zigzag(specs, cfg, **settings), log)
+    cache.fill(nets, lambda specs: cc.run_zigzag(specs, cfg, **settings), log, deadline, shard)
+    all_unique = unique_layers(nets)
+    unique = [s for s in all_unique if s in cache]
     ours = dict(zip(map(cc.loop_key, unique), evaluate_layers(unique, cfg)))
     layers = []
     for s in unique:
@@ -262,9 +280,14 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
                                                         "pe_utilization", "spatial_mapping")}})
     ok = [row for row in layers if row["zigzag"]["feasible"] and np.isfinite(row["codesign"]["cycles"])]
     per_net = {}
+    not_run, infeasible = [], []
     for name, ks in nets.items():
+        if not all(s in cache for s in ks):
+            not_run.append(name)
+            continue
         rows = [cache[s] for s in ks]
         if not all(r["feasible"] for r in rows):
+            infeasible.append(name)
             continue
         per_net[name] = {"codesign_latency_ms": sum(ours[cc.loop_key(s)].latency_ms for s in ks),
                          "zigzag_latency_ms": sum(r["latency_ms"] for r in rows),
@@ -274,7 +297,8 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log)
     col = {k: [per_net[n][k] for n in names] for k in next(iter(per_net.values()))} if per_net else {}
     return {
         "accelerator": cfg.to_dict(), "settings": settings, "layers_compared": len(ok),
-        "layers_infeasible_in_zigzag": len(layers) - len(ok),
+        "layers_infeasible_in_zigzag": len(layers) - len(ok), "layers_not_run": len(all_unique) - len(unique),
+        "networks_not_run": not_run, "networks_infeasible_in_zigzag": infeasible,
         "layer_cycles_ratio": _ratios([r["codesign"]["cycles"] for r in ok], [r["zigzag"]["cycles"] for r in ok]),
         "layer_energy_ratio": _ratios([r["codesign"]["energy_mj"] for r in ok], [r["zigzag"]["energy_mj"] for r in ok]),
         "layer_tau_cycles": kendall_tau([r["codesign"]["cycles"] for r in ok], [r["zigzag"]["cycles"] for r in ok]),
@@ -311,11 +335,13 @@ def scalesim_configs() -> dict:
                                 make("scalesim-eyeriss-12x14-ws", 12, 14, 36, "ws"))}
 
 
-def compare_scalesim(specs, accel, cache_dir: Path, log) -> dict:
+def compare_scalesim(specs, accel, cache_dir: Path, log, deadline=float("inf"), shard=(0, 1)) -> dict:
     cfg = scalesim_configs().get(accel) or get_accelerator(accel)
     settings = {"stalls": False}
     cache = ReferenceCache(cache_dir, "scalesim", cfg, settings)
-    cache.fill(specs, lambda s: cc.run_scalesim(s, cfg, **settings), log)
+    cache.fill({s.key(): [s] for s in specs}, lambda s: cc.run_scalesim(s, cfg, **settings), log, deadline, shard)
+    n_asked = len(specs)
+    specs = [s for s in specs if s in cache]
     ours = dict(zip(specs, evaluate_layers(specs, cfg)))
     rows = []
     for s in specs:
@@ -324,7 +350,7 @@ def compare_scalesim(specs, accel, cache_dir: Path, log) -> dict:
         rows.append({"kernel_key": s.key(), "codesign_cycles": compute, "scalesim_cycles": b["cycles"],
                      "ratio": compute / b["cycles"], "codesign_pe_utilization": a.macs / (compute * cfg.pes),
                      "scalesim_pe_utilization": b["pe_utilization"]})
-    return {"accelerator": cfg.to_dict(), "settings": settings,
+    return {"accelerator": cfg.to_dict(), "settings": settings, "layers_not_run": n_asked - len(specs),
             "cycles_ratio": _ratios([r["codesign_cycles"] for r in rows], [r["scalesim_cycles"] for r in rows]),
             "per_layer": rows}
 
@@ -336,17 +362,28 @@ def main() -> None:
                     help="accelerators for ZigZag (SCALE-Sim takes the ws and os ones)")
     ap.add_argument("--networks-per-space", type=int, default=14)
     ap.add_argument("--scalesim-layers", type=int, default=40)
-    ap.add_argument("--scalesim-accel", nargs="+", default=[*scalesim_configs(), "ws-16x16", "os-8x8"],
+    ap.add_argument("--scalesim-accel", nargs="+", default=[*scalesim_configs(), "ws-16x16"],
                     help="systolic configs for SCALE-Sim: its own (scalesim-*) or codesign's ws/os ones")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="3 networks per space, stacks, 10 SCALE-Sim layers")
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/codesign/hw_fidelity"))
     ap.add_argument("--lpf-limit", type=int, default=3, help="ZigZag LOMA loop prime factor limit")
     ap.add_argument("--list", action="store_true", help="only count networks and unique layers")
+    ap.add_argument("--shard", default="0/1", help="I/N: run only every N-th missing reference layer, "
+                    "from the I-th; N processes with 0/N .. N-1/N fill one cache together")
+    ap.add_argument("--reference-budget-s", type=float, default=float("inf"),
+                    help="stop running the references after this many seconds (all of them together) and "
+                         "compare what the cache holds: networks not fully run are listed, not compared")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     if args.quick:
         args.networks_per_space, args.scalesim_layers = 3, 10
+    try:
+        shard = tuple(int(x) for x in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--shard: expected I/N with 0 <= I < N, got {args.shard!r}") from None
     for ref in args.reference:
         cc.require(ref)
 
@@ -363,12 +400,13 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     cache_dir = Path(args.cache)
+    deadline = time.monotonic() + args.reference_budget_s
     if "zigzag" in args.reference:
         settings = {"lpf_limit": args.lpf_limit}
-        out["zigzag"] = {a: compare_zigzag(nets, a, cache_dir, settings, log) for a in args.accel}
+        out["zigzag"] = {a: compare_zigzag(nets, a, cache_dir, settings, log, deadline, shard) for a in args.accel}
     if "scalesim" in args.reference:
         subset = scalesim_layers(nets, args.scalesim_layers, args.seed)
-        out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log) for a in args.scalesim_accel}
+        out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log, deadline, shard) for a in args.scalesim_accel}
     from codesign.hw_models.validation import dataflow_comparison
 
     cmp_ = dataflow_comparison()

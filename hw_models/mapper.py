@@ -407,6 +407,9 @@ def _eval_pair(lay, cfg, out):
                     d_ = min(dW, max(1.0, uW / (aW * c_)))
                     b_ = max(1.0, uW / (aW * c_ * d_))
                     dram_r += aW * sizeW
+                    # what DRAM sends is written into the GLB once (ZigZag, Timeloop and Accelergy
+                    # count this fill; the Eyeriss framework's a*b*c*d counts reads only)
+                    glb_w += aW * sizeW
                     glb_r += aW * b_ * sizeW
                     hops += aW * b_ * c_ * sizeW
                     rf_r += aW * b_ * c_ * d_ * sizeW
@@ -415,6 +418,7 @@ def _eval_pair(lay, cfg, out):
                 d_ = min(dI, max(1.0, uI / (aI * c_)))
                 b_ = max(1.0, uI / (aI * c_ * d_))
                 dram_r += aI * sizeI
+                glb_w += aI * sizeI  # the GLB fill, as for weights
                 glb_r += aI * b_ * sizeI
                 hops += aI * b_ * c_ * sizeI
                 rf_r += aI * b_ * c_ * d_ * sizeI

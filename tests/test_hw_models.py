@@ -135,8 +135,11 @@ def test_dense_on_a_weight_stationary_array_matches_hand_counts():
     assert r[R["fill_cycles"]] == 8 * 4 * (8 + 7 + 7)
     # weights: 2048 fetched once, used once each; inputs: 64 fetched once, sent to the array 4 times
     # (32 uses / 8 columns sharing), psums: 32 outputs, 8 partial sums each reduced down 8 rows.
+    # Every word DRAM sends is written into the GLB once (the fill) before it is read.
     dram = 2048 + 64 + 32
-    glb = 2048 + 64 * 4 + 2 * 32 * 7
+    glb_reads = 2048 + 64 * 4 + 32 * 7
+    glb_writes = 2048 + 64 + 32 * 7
+    glb = glb_reads + glb_writes
     hops = 2048 + 64 * 4 * 8 + 32 * 8 * 7
     rf = 2048 + 64 * 4 * 8
     assert r[R["dram_words"]] == dram
@@ -144,7 +147,8 @@ def test_dense_on_a_weight_stationary_array_matches_hand_counts():
     assert r[R["noc_hops"]] == pytest.approx(hops)
     assert r[R["rf_accesses"]] == pytest.approx(rf)
     e = c.energy
-    pj = 2048 * e["mac_pj"] + rf * e["rf_read_pj"] + hops * e["noc_hop_pj"] + glb * e["glb_read_pj"] \
+    pj = 2048 * e["mac_pj"] + rf * e["rf_read_pj"] + hops * e["noc_hop_pj"] + glb_reads * e["glb_read_pj"] \
+        + glb_writes * e["glb_write_pj"] \
         + (2048 + 64) * e["dram_read_pj"] + 32 * e["dram_write_pj"]
     assert r[R["energy_mj"]] == pytest.approx(pj * 1e-9)
 

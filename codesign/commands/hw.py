@@ -185,9 +185,7 @@ def _eval(args) -> int:
 
 
 def _check(network, cfg, args) -> int:
-    from codesign.cli import print_json
-
-    from .crosscheck import check_network, comparable_config, require
+    from ..hw_models.crosscheck import check_network, comparable_config, require
 
     require(args.check)  # one line with the install hint before any work
     def progress(done, total, key):
