@@ -10,7 +10,9 @@ config), and the benchmark prints:
   set (samples of every search space, ResNet, MobileNet and MBConv stacks);
 - scalesim: per systolic config (ws and os), codesign's array cycles beside SCALE-Sim's stall-free
   cycles for a layer subset, with the share of layers within +-20%;
-- eyeriss: the dataflow ranking at equal area (codesign's own validation, for the record).
+- eyeriss: the dataflow ranking at equal area (codesign's own validation, for the record);
+- mapper_throughput: the numba mapper's (layer, config) evaluations per second on one core
+  (``benchmarks/hw_models.py``'s measurement, quick settings), beside the plain-Python reference.
 
 References are slow (ZigZag ~5-40 s a layer, SCALE-Sim ~5-60 s on a loaded 2-core machine), so
 their per-layer answers are kept in a JSON cache (``--cache``, one file per reference and config,
@@ -18,7 +20,12 @@ with the reference's version and settings; a cache of other settings is refused)
 only what is missing. Needs ``pip install 'codesign[hw-check]'``.
 
     python benchmarks/hw_fidelity.py [--quick] [--accel ws-16x16 ...] [--reference zigzag scalesim]
-        [--cache DIR] [--networks-per-space 14] [--out results.json]
+        [--cache DIR] [--networks-per-space 14] [--reference-budget-s S] [--shard I/N] [--out results.json]
+
+With ``--reference-budget-s`` the references stop after S seconds and the comparison covers what
+the cache holds (networks missing a layer are listed under ``networks_not_run``, never compared);
+layers are run network by network, those closest to complete first. ``--shard I/N`` lets N
+processes fill one cache at once.
 """
 
 from __future__ import annotations
@@ -234,6 +241,8 @@ class ReferenceCache:
             if time.monotonic() >= deadline:
                 log(f"{self.path.name}: reference budget spent, {len(missing) - i} layers left uncached")
                 return
+            if shard[1] > 1 and key in self._on_disk():  # another shard got there first
+                continue
             t0 = time.perf_counter()
             self.layers[key] = {**run([spec])[0], "wall_s": time.perf_counter() - t0}
             self.save()
@@ -260,6 +269,15 @@ def _ratios(ours, theirs) -> dict:
     within = np.abs(r - 1.0) <= 0.2
     return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max()),
             "geomean": float(np.exp(np.log(r).mean())), "within_20pct": float(within.mean()), "n": int(r.size)}
+
+
+def _without_fill_ms(result, cfg) -> float:
+    """A layer's latency without the systolic arrays' per-fold fill and drain (a diagnostic: SCALE-Sim
+    charges them, ZigZag does not)."""
+    m = result.mapping
+    if not result.feasible:
+        return float("inf")
+    return max(m["compute_cycles"] - m["fill_cycles"], m["dram_cycles"]) / (cfg.clock_mhz * 1e3)
 
 
 def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log, deadline=float("inf"),
@@ -290,6 +308,7 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log,
             infeasible.append(name)
             continue
         per_net[name] = {"codesign_latency_ms": sum(ours[cc.loop_key(s)].latency_ms for s in ks),
+                         "codesign_latency_without_fill_ms": sum(_without_fill_ms(ours[cc.loop_key(s)], cfg) for s in ks),
                          "zigzag_latency_ms": sum(r["latency_ms"] for r in rows),
                          "codesign_energy_mj": sum(ours[cc.loop_key(s)].energy_mj for s in ks),
                          "zigzag_energy_mj": sum(r["energy_mj"] for r in rows), "layers": len(ks)}
@@ -306,6 +325,9 @@ def compare_zigzag(nets: dict, accel: str, cache_dir: Path, settings: dict, log,
         "networks": len(names),
         "network_tau_latency": kendall_tau(col["codesign_latency_ms"], col["zigzag_latency_ms"]) if names else None,
         "network_tau_energy": kendall_tau(col["codesign_energy_mj"], col["zigzag_energy_mj"]) if names else None,
+        # diagnostic: the same without the systolic fill and drain per fold, which ZigZag does not charge
+        "network_tau_latency_without_fill": kendall_tau(col["codesign_latency_without_fill_ms"],
+                                                        col["zigzag_latency_ms"]) if names else None,
         "network_latency_ratio": _ratios(col["codesign_latency_ms"], col["zigzag_latency_ms"]) if names else None,
         "network_energy_ratio": _ratios(col["codesign_energy_mj"], col["zigzag_energy_mj"]) if names else None,
         "per_network": per_net, "per_layer": layers,
@@ -369,6 +391,7 @@ def main() -> None:
     ap.add_argument("--cache", default=os.path.expanduser("~/.cache/codesign/hw_fidelity"))
     ap.add_argument("--lpf-limit", type=int, default=3, help="ZigZag LOMA loop prime factor limit")
     ap.add_argument("--list", action="store_true", help="only count networks and unique layers")
+    ap.add_argument("--no-throughput", action="store_true", help="skip timing the numba mapper")
     ap.add_argument("--shard", default="0/1", help="I/N: run only every N-th missing reference layer, "
                     "from the I-th; N processes with 0/N .. N-1/N fill one cache together")
     ap.add_argument("--reference-budget-s", type=float, default=float("inf"),
@@ -407,6 +430,14 @@ def main() -> None:
     if "scalesim" in args.reference:
         subset = scalesim_layers(nets, args.scalesim_layers, args.seed)
         out["scalesim"] = {a: compare_scalesim(subset, a, cache_dir, log, deadline, shard) for a in args.scalesim_accel}
+    if not args.no_throughput:
+        # the numba mapper after the model changes (benchmarks/hw_models.py's measurement, quick settings)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("hw_models_bench", Path(__file__).with_name("hw_models.py"))
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        out["mapper_throughput"] = {**bench.bench_throughput(quick=True), "load_average": os.getloadavg()}
     from codesign.hw_models.validation import dataflow_comparison
 
     cmp_ = dataflow_comparison()
