@@ -258,3 +258,66 @@ def test_zigzag_runs_a_small_layer_beside_codesign():
     assert z["cycles"] >= macs / c.pes and z["energy_mj"] >= macs * c.energy["mac_pj"] * 1e-9
     # same hardware, same layer: the two models agree within a factor of two on this one
     assert 0.5 < row["cycles_ratio"] < 2 and 0.5 < row["energy_ratio"] < 2
+
+
+# ---- benchmarks/hw_fidelity.py's reference cache (the references replaced by a recorder) ---------
+
+def _fidelity_module(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hw_fidelity.py"
+    spec = importlib.util.spec_from_file_location("hw_fidelity_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "version", lambda pkg: "test")  # the references need not be installed
+    return mod
+
+
+def _recorder(calls):
+    def run(specs):
+        calls.append(cc.loop_key(specs[0]))
+        return [{"feasible": True, "cycles": float(len(calls))}]
+    return run
+
+
+def _nets():
+    big = [conv("conv2d", (1, c, 8, 8), out_channels=8, kernel=3) for c in (3, 5, 7)]
+    return {"big": big, "small": [conv("conv2d", (1, 9, 8, 8), out_channels=8, kernel=1)]}
+
+
+def test_fidelity_cache_runs_the_closest_network_first_and_stops_at_its_budget(tmp_path, monkeypatch):
+    mod = _fidelity_module(monkeypatch)
+    nets, calls = _nets(), []
+    cache = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    cache.fill(nets, _recorder(calls), lambda msg: None, deadline=0.0)
+    assert calls == [] and not cache.path.exists()
+    cache.fill(nets, _recorder(calls), lambda msg: None)
+    assert calls[0] == cc.loop_key(nets["small"][0])  # one layer short of complete: first
+    assert len(calls) == 4
+    again = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})  # resumes: nothing to run
+    again.fill(nets, _recorder(calls), lambda msg: None)
+    assert len(calls) == 4 and all(s in again for ks in nets.values() for s in ks)
+
+
+def test_fidelity_cache_shards_fill_one_file_together(tmp_path, monkeypatch):
+    mod = _fidelity_module(monkeypatch)
+    nets, calls = _nets(), []
+    first = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    second = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    first.fill(nets, _recorder(calls), lambda msg: None, shard=(0, 2))
+    second.fill(nets, _recorder(calls), lambda msg: None, shard=(1, 2))
+    assert sorted(calls) == sorted({cc.loop_key(s) for ks in nets.values() for s in ks})  # each once
+    merged = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    assert len(merged.layers) == 4
+
+
+def test_fidelity_cache_refuses_a_file_of_other_settings(tmp_path, monkeypatch):
+    mod = _fidelity_module(monkeypatch)
+    cache = mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    cache.path.write_text('{"header": {"format_version": 1, "settings": {"lpf_limit": 6}}, "layers": {}}')
+    with pytest.raises(CodesignError, match="another reference, version or setting"):
+        mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
+    cache.path.write_text("not json")
+    with pytest.raises(CodesignError, match="not a reference cache"):
+        mod.ReferenceCache(tmp_path, "zigzag", cfg(), {"lpf_limit": 3})
