@@ -62,14 +62,11 @@ def _same(c_in, c_out, h, k=3, s=1, g=1):
     return conv("conv2d", (1, c_in, h, h), out_channels=c_out, kernel=k, stride=s, groups=g)
 
 
-def resnet_cifar(depth: int, width: int, h: int = 32) -> list[KernelSpec]:
-    """He et al.'s CIFAR ResNet (basic blocks, three stages of width, 2x, 4x)."""
-    n = (depth - 2) // 6
-    layers = [_same(3, width, h)]
-    c = width
-    for stage in range(3):
-        out = width * 2 ** stage
-        for b in range(n):
+def _basic_stages(layers: list, c: int, h: int, widths, blocks: int) -> int:
+    """Append ResNet basic blocks (two 3x3 convolutions; the first block of every stage after the
+    first halves the resolution and has a strided 1x1 shortcut); returns the channels at the end."""
+    for stage, out in enumerate(widths):
+        for b in range(blocks):
             s = 2 if stage > 0 and b == 0 else 1
             layers.append(_same(c, out, h, s=s))
             h = h // s
@@ -77,6 +74,13 @@ def resnet_cifar(depth: int, width: int, h: int = 32) -> list[KernelSpec]:
             if s == 2:
                 layers.append(_same(c, out, h * 2, k=1, s=2))
             c = out
+    return c
+
+
+def resnet_cifar(depth: int, width: int, h: int = 32) -> list[KernelSpec]:
+    """He et al.'s CIFAR ResNet (basic blocks, three stages of width, 2x, 4x)."""
+    layers = [_same(3, width, h)]
+    c = _basic_stages(layers, width, h, [width * 2 ** i for i in range(3)], (depth - 2) // 6)
     layers.append(conv("dense", (1, c), out_features=10))
     return layers
 
@@ -84,18 +88,8 @@ def resnet_cifar(depth: int, width: int, h: int = 32) -> list[KernelSpec]:
 def resnet18(width: int = 64, h: int = 64) -> list[KernelSpec]:
     """ResNet-18's convolutions (7x7 stem, four stages of two basic blocks) at a small input."""
     layers = [_same(3, width, h, k=7, s=2)]
-    h = h // 4  # stem stride 2 + 3x3 max pool stride 2
-    c = width
-    for stage in range(4):
-        out = width * 2 ** stage
-        for b in range(2):
-            s = 2 if stage > 0 and b == 0 else 1
-            layers.append(_same(c, out, h, s=s))
-            h = h // s
-            layers.append(_same(out, out, h))
-            if s == 2:
-                layers.append(_same(c, out, h * 2, k=1, s=2))
-            c = out
+    # stem stride 2 + 3x3 max pool stride 2
+    c = _basic_stages(layers, width, h // 4, [width * 2 ** i for i in range(4)], 2)
     layers.append(conv("dense", (1, c), out_features=100))
     return layers
 

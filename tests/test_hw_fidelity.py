@@ -21,11 +21,13 @@ from codesign.kernelspec import KernelSpec
 conv = KernelSpec.make
 
 
+_BASE = dict(name="t", pe_rows=8, pe_cols=8, rf_words=16, glb_kib=64.0, dram_bandwidth_gbs=4.0, clock_mhz=500.0,
+             dataflow="ws")
+
+
 def cfg(**kw) -> AcceleratorConfig:
-    base = dict(name="t", pe_rows=8, pe_cols=8, rf_words=16, glb_kib=64.0, dram_bandwidth_gbs=4.0,
-                clock_mhz=500.0, dataflow="ws")
-    base.update(kw)
-    return AcceleratorConfig(**base)
+    """A small weight-stationary config with ``kw`` overridden."""
+    return AcceleratorConfig(**{**_BASE, **kw})
 
 
 def random_mac_layers(rng, n):
