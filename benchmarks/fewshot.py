@@ -1,0 +1,168 @@
+"""Few-shot latency transfer, leave one device out: build a bank of devices, then score methods.
+
+    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --pool 250 --group fast
+    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-pool 40
+    python benchmarks/fewshot.py eval --bank fewshot-bank.sqlite > fewshot.json
+
+``build`` measures (resumably, into the SQLite bank) networks of the mobilenet space in FBNet's
+layout at 32x32: the reference set (``codesign calibrate --reference-set``) and a pool of other
+random networks, on devices of this machine (onnxruntime and torch at 1 and 2 threads, TVM
+untuned at 1 thread) and on accelerator configs of the hw_models mapper. ``eval`` holds out each
+device in turn, gives each method the device's latencies on the first N reference networks (N = 5,
+10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
+Sources for the held-out device are every other bank device plus the mapper's source family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from _common import hardware  # noqa: E402
+
+# Accelerator devices of the bank: the shipped configs and three more of other sizes/dataflows.
+BANK_ACCELS = {
+    "accel-eyeriss-like": "eyeriss-like",
+    "accel-os-8x8": "os-8x8",
+    "accel-ws-16x16": "ws-16x16",
+    "accel-ws-32x32-fast": dict(dataflow="ws", rows=32, cols=32, rf=32, glb=1024, bw=16.0, mhz=800),
+    "accel-rs-6x8-lowbw": dict(dataflow="rs", rows=6, cols=8, rf=200, glb=64, bw=0.8, mhz=250),
+    "accel-os-16x16": dict(dataflow="os", rows=16, cols=16, rf=48, glb=128, bw=3.0, mhz=600),
+}
+
+
+def _accel_config(name, spec):
+    from codesign.hw_models import get_accelerator
+    from codesign.predict.fewshot import _accel
+
+    if isinstance(spec, str):
+        return get_accelerator(spec)
+    return _accel(name, spec["dataflow"], spec["rows"], spec["cols"], spec["rf"], spec["glb"], spec["bw"], spec["mhz"])
+
+
+def _time_torch(net, x, threads, repeats, min_repeat_ms):
+    import torch
+
+    torch.set_num_threads(threads)
+    samples = []
+    with torch.inference_mode():
+        for _ in range(3):
+            net(x)
+        for _ in range(repeats):
+            n, t0 = 0, time.perf_counter()
+            while n == 0 or (time.perf_counter() - t0) * 1e3 < min_repeat_ms:
+                net(x)
+                n += 1
+            samples.append((time.perf_counter() - t0) * 1e3 / n)
+    return min(samples), float(np.std(samples))
+
+
+def build(args) -> None:
+    import torch
+
+    from codesign.graph import export_onnx, onnx_kernels
+    from codesign.predict.fewshot import Bank, create_reference_space, random_genotypes, reference_genotypes
+    from codesign.profile.measure import measure_network, time_onnxruntime
+
+    space = create_reference_space()
+    bank = Bank(args.bank)
+    refs = reference_genotypes(space)
+    bank.add_networks(refs, "reference")
+    bank.add_networks(random_genotypes(space, args.pool, seed=1, exclude=set(refs)), "pool")
+    refs, pool = bank.networks("reference"), bank.networks("pool")
+    if args.group == "tvm":  # slow: enough for N = 10 first, then test networks, then N = 20
+        todo = refs[:10] + pool[: args.tvm_pool] + refs[10:]
+    else:
+        todo = refs + pool[: args.pool]
+    have_kernels = bank.kernels()
+    settings = {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": "min"}
+    t_start = time.time()
+    for i, g in enumerate(todo):
+        if args.group == "accel":
+            break
+        if time.time() - t_start > args.max_minutes * 60:
+            print(f"stopped after {args.max_minutes} min at {i} networks", file=sys.stderr)
+            break
+        if args.group == "fast":
+            devices = ["ort-1t", "ort-2t", "torch-1t", "torch-2t"]
+        else:
+            devices = ["tvm-untuned-1t"]
+        done = [d for d in devices if g in bank.latencies(d)]
+        if len(done) == len(devices) and g in have_kernels:
+            continue
+        torch.manual_seed(0)
+        net = space.build(g).eval()
+        proto = export_onnx(net, space.input_shape)
+        if g not in have_kernels:
+            bank.set_kernels(g, onnx_kernels(proto))
+        x = torch.randn(*space.input_shape)
+        for d in devices:
+            if d in done:
+                continue
+            kind, threads = d.rsplit("-", 1)
+            threads = int(threads[:-1])
+            if kind == "ort":
+                lat, std = time_onnxruntime(proto, threads, args.repeats, args.min_repeat_ms, statistic="min")
+                s = dict(settings, runtime="onnxruntime", threads=threads)
+            elif kind == "torch":
+                lat, std = _time_torch(net, x, threads, args.repeats, args.min_repeat_ms)
+                s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads)
+            else:
+                from codesign.profile.devices import get_device
+
+                r = measure_network(proto, get_device("cpu-local"), "untuned", args.repeats, args.min_repeat_ms,
+                                    onnxruntime=False, statistic="min")
+                lat, std = r.latency_ms, r.latency_std_ms
+                s = dict(settings, runtime="tvm", schedule="untuned", threads=1, compile_s=r.compile_s)
+            bank.add(g, d, lat, std, s)
+        print(f"{i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
+    if args.group in ("accel", "fast"):
+        from codesign.predict.fewshot import accel_latencies_ms
+
+        kernels = bank.kernels()
+        nets = [g for g in bank.networks() if g in kernels]
+        for name, spec in BANK_ACCELS.items():
+            cfg = _accel_config(name, spec)
+            lat = accel_latencies_ms([kernels[g] for g in nets], [cfg])[:, 0]
+            for g, v in zip(nets, lat):
+                bank.add(g, name, float(v), 0.0, {"runtime": "hw_models mapper", "accelerator": cfg.to_dict()})
+    bank.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="measure networks into the bank (resumable)")
+    b.add_argument("--bank", required=True)
+    b.add_argument("--group", choices=("fast", "tvm", "accel"), default="fast",
+                   help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: untuned TVM")
+    b.add_argument("--pool", type=int, default=250, help="pool networks besides the reference set")
+    b.add_argument("--tvm-pool", type=int, default=40, help="pool networks TVM measures (it compiles each)")
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--min-repeat-ms", type=float, default=20.0)
+    b.add_argument("--max-minutes", type=float, default=60.0, help="stop measuring after this long")
+    e = sub.add_parser("eval", help="leave-one-device-out scores as JSON")
+    e.add_argument("--bank", required=True)
+    e.add_argument("--shots", default="5,10,20")
+    e.add_argument("--methods", default="bayes,mlp,ridge,flops,calibrate")
+    e.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        build(args)
+        return 0
+    print(json.dumps(evaluate(args), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,452 @@
+"""Few-shot latency transfer to a device that cannot be profiled kernel by kernel.
+
+A phone, an FPGA or an accelerator in simulation may not run TVM's profiler, but a user can time
+a handful of whole networks on it. This module turns those timings into a cost model of the new
+device using what codesign knows about many other devices:
+
+- network features computable for any network: FLOPs, bytes, parameters, kernel counts by
+  family, depth, widths (``network_features``), and the network's modelled latency on a fixed
+  *basis* of accelerator configs (``BASIS``; the hw_models mapper prices every layer of every
+  network on them in milliseconds, so a family of different devices costs nothing to consult);
+- a meta-learned prior over how devices map these features to latency, fitted across *source*
+  devices: a second family of accelerator configs (``SOURCE_FAMILY``) evaluated on a sample of
+  the space's networks, plus any measured devices of a bank (``Bank``, SQLite);
+- the new device's latencies on a small fixed *reference set* of networks (``reference_genotypes``,
+  written as ONNX by ``codesign calibrate --reference-set``), which play HELP's hardware
+  embedding: they condition the prior on the new device.
+
+The model (``method="bayes"``, the default) is hierarchical Bayesian linear regression in log
+latency. Each source device d has weights w_d (log latency ~ standardised features @ w_d + b_d,
+fitted by ridge on all its networks); the prior is w ~ N(mean of w_d, covariance of w_d + a
+shrinkage term), and a new device's weights are the posterior mean given its N reference rows
+(noise variance and shrinkage chosen by leave-one-source-device-out). This is HELP's recipe
+(Lee et al., NeurIPS 2021: a predictor meta-trained across devices and adapted to a new one
+through a hardware embedding measured on reference networks) with a closed-form adaptation in
+place of MAML's gradient steps: with 5-20 rows a Gaussian posterior is exact, cannot overfit
+the way a fine-tuned network can, and needs no tuning of inner learning rates. Whether that
+choice wins is measured by benchmarks/fewshot.py (leave-one-device-out against a HELP-style
+network with a device embedding, ``method="mlp"``, a FLOPs proxy and per-family calibration).
+
+Artifacts (the fitted ``fewshot`` cost model) are JSON with a format version; the bank is SQLite
+with a schema version; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodesignError
+from ..kernelspec import KernelSpec, kernel_bytes, kernel_flops
+from .features import FAMILIES, family
+from .models import CostModel, register_cost_model
+
+FORMAT_VERSION = 1
+BANK_SCHEMA_VERSION = 1
+REFERENCE_FORMAT_VERSION = 1
+REFERENCE_SEED = 20210
+REFERENCE_SIZE = 20
+MIN_ROWS = {"bayes": 3, "mlp": 5, "ridge": 5, "flops": 2}
+METHODS = ("bayes", "mlp", "ridge", "flops")
+
+# The default space of the reference set: FBNet's layout at CIFAR resolution.
+DEFAULT_SPACE = {"name": "mobilenet", "config": "fbnet", "input_shape": [1, 3, 32, 32], "num_classes": 10}
+
+
+# --- networks -------------------------------------------------------------------------------
+def create_reference_space(space: dict | None = None):
+    """The search space of a reference set description (``DEFAULT_SPACE`` by default)."""
+    from ..spaces import create_space
+
+    space = dict(DEFAULT_SPACE if space is None else space)
+    name = space.pop("name")
+    if "input_shape" in space:
+        space["input_shape"] = tuple(space["input_shape"])
+    return create_space(name, **space)
+
+
+def random_genotypes(space, n: int, seed: int, exclude: set[str] | None = None) -> list[str]:
+    """``n`` distinct genotypes, every layer's option drawn uniformly (seeded)."""
+    rng = random.Random(seed)
+    exclude = set(exclude or ())
+    out: list[str] = []
+    seen = set(exclude)
+    decisions = space.decisions()
+    tries = 0
+    while len(out) < n:
+        g = space.format([rng.randrange(len(d.options)) for d in decisions])
+        tries += 1
+        if g not in seen:
+            seen.add(g)
+            out.append(g)
+        elif tries > 100 * n:
+            raise CodesignError(f"the space has fewer than {n} distinct networks to draw")
+    return out
+
+
+def reference_genotypes(space=None, n: int = REFERENCE_SIZE, seed: int = REFERENCE_SEED) -> list[str]:
+    """The fixed, ordered reference set: the networks a user times on a new device."""
+    return random_genotypes(space if space is not None else create_reference_space(), n, seed)
+
+
+def network_signature(specs: list[KernelSpec]) -> str:
+    """A short hash of a network's kernel list (order matters): identifies a reference network
+    whatever file or genotype string it came from."""
+    return hashlib.sha256("\n".join(s.key() for s in specs).encode()).hexdigest()[:16]
+
+
+FEATURE_NAMES = ("log_flops", "log_bytes", "log_params", "log_kernels", "log_convs", "log_max_width",
+                 "log_mean_width", "log_flops_per_kernel", "log_intensity") + tuple(
+    f"log_{f}_flops" for f in FAMILIES) + tuple(f"log_{f}_kernels" for f in FAMILIES)
+
+
+def _params(spec: KernelSpec) -> float:
+    if spec.op == "conv2d":
+        return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
+    if spec.op == "dense":
+        return spec.input_shape[-1] * spec.attr("out_features")
+    return 0.0
+
+
+def network_features(specs: list[KernelSpec]) -> np.ndarray:
+    """One row of ``FEATURE_NAMES``: totals and counts of a network (logs of 1 + x)."""
+    if not specs:
+        raise CodesignError("a network without kernels has no features")
+    flops = np.array([kernel_flops(s) for s in specs])
+    nbytes = np.array([kernel_bytes(s) for s in specs])
+    fams = [family(s) for s in specs]
+    widths = [s.output_shape()[1] for s in specs if len(s.output_shape()) >= 2]
+    convs = sum(1 for s in specs if s.op == "conv2d")
+    fam_flops = [flops[[f == name for f in fams]].sum() for name in FAMILIES]
+    fam_count = [sum(1 for f in fams if f == name) for name in FAMILIES]
+    raw = [flops.sum(), nbytes.sum(), sum(_params(s) for s in specs), len(specs), convs,
+           max(widths or [1]), float(np.mean(widths or [1])), flops.sum() / len(specs),
+           flops.sum() / max(nbytes.sum(), 1.0)] + fam_flops + fam_count
+    return np.log1p(np.asarray(raw, dtype=np.float64))
+
+
+# --- accelerator configs: the basis (features) and the source family (meta-training) ----------
+def _accel(name: str, dataflow: str, rows: int, cols: int, rf: int, glb: int, bw: float, mhz: int):
+    from ..hw_models import AcceleratorConfig
+
+    return AcceleratorConfig(name=name, pe_rows=rows, pe_cols=cols, rf_words=rf, glb_kib=glb,
+                             dram_bandwidth_gbs=bw, clock_mhz=mhz, dataflow=dataflow)
+
+
+def basis_configs() -> list:
+    """The accelerator configs whose modelled latencies are features of every network: the three
+    dataflows at small, middle and large array sizes, memory-bound and compute-bound."""
+    out = []
+    for df in ("ws", "os", "rs"):
+        for rows, cols, rf, glb, bw, mhz in ((4, 4, 32, 64, 1.0, 200), (12, 14, 128, 128, 4.0, 400),
+                                             (32, 32, 64, 512, 25.0, 1000)):
+            out.append(_accel(f"basis-{df}-{rows}x{cols}", df, rows, cols, rf, glb, bw, mhz))
+    return out
+
+
+def source_family(n: int = 36, seed: int = 7) -> list:
+    """Accelerator configs drawn at random (seeded) over dataflow, array, buffers, bandwidth and
+    clock: source devices for meta-training, distinct from the basis."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        df = ("ws", "os", "rs")[i % 3]
+        rows = rng.choice((4, 6, 8, 12, 16, 24, 32))
+        cols = rng.choice((4, 8, 14, 16, 32))
+        out.append(_accel(f"source-{i}-{df}-{rows}x{cols}", df, rows, cols, rng.choice((16, 64, 256)),
+                          rng.choice((32, 108, 256, 1024)), rng.choice((0.5, 2.0, 8.0, 32.0)),
+                          rng.choice((100, 200, 500, 1000))))
+    return out
+
+
+def accel_latencies_ms(networks: list[list[KernelSpec]], configs: list) -> np.ndarray:
+    """(networks, configs): each network's modelled latency on each config (layers in sequence).
+
+    Raises:
+        CodesignError: a layer no config can map (the mapper's reason).
+    """
+    from ..hw_models import evaluate_grid
+    from ..hw_models import mapper
+
+    unique = list(dict.fromkeys(s for net in networks for s in net))
+    grid = evaluate_grid(unique, configs)[:, :, mapper.R["latency_ms"]]  # (kernels, configs)
+    if not np.isfinite(grid).all():
+        bad = unique[int(np.argwhere(~np.isfinite(grid))[0][0])]
+        raise CodesignError(f"kernel {bad.key()} cannot be mapped on every basis accelerator")
+    index = {s: i for i, s in enumerate(unique)}
+    out = np.zeros((len(networks), len(configs)))
+    for n, net in enumerate(networks):
+        for s in net:
+            out[n] += grid[index[s]]
+    return out
+
+
+def design_matrix(networks: list[list[KernelSpec]]) -> np.ndarray:
+    """Features of networks: ``network_features`` then log latency on every basis config."""
+    feats = np.stack([network_features(k) for k in networks])
+    basis = np.log(accel_latencies_ms(networks, basis_configs()))
+    return np.hstack([feats, basis])
+
+
+def design_names() -> list[str]:
+    return list(FEATURE_NAMES) + [f"log_ms_{c.name}" for c in basis_configs()]
+
+
+# --- the meta-learned prior --------------------------------------------------------------
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return mean, scale
+
+
+def _ridge_weights(z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """[intercept, weights] of ridge regression of y on standardised z (intercept unpenalised)."""
+    a = np.hstack([np.ones((len(z), 1)), z])
+    pen = lam * np.eye(a.shape[1])
+    pen[0, 0] = 0.0
+    return np.linalg.solve(a.T @ a + pen, a.T @ y)
+
+
+def fit_prior(z_by_device: list[np.ndarray], y_by_device: list[np.ndarray], lam: float = 1.0,
+              shrink: float = 0.05) -> dict[str, np.ndarray]:
+    """Mean and covariance of per-device weights (intercept first) over source devices."""
+    ws = np.stack([_ridge_weights(z, y, lam) for z, y in zip(z_by_device, y_by_device)])
+    mean = ws.mean(axis=0)
+    cov = np.cov(ws.T) if len(ws) > 1 else np.zeros((ws.shape[1], ws.shape[1]))
+    cov = cov + shrink * np.eye(len(mean))
+    cov[0, 0] += 100.0  # the intercept (the device's overall speed) is free
+    return {"mean": mean, "cov": cov}
+
+
+def posterior_weights(prior: dict[str, np.ndarray], z: np.ndarray, y: np.ndarray, noise: float) -> np.ndarray:
+    """Posterior mean of a new device's weights given its rows (Gaussian prior and noise)."""
+    a = np.hstack([np.ones((len(z), 1)), z])
+    prec = np.linalg.inv(prior["cov"])
+    lhs = prec + a.T @ a / noise
+    rhs = prec @ prior["mean"] + a.T @ y / noise
+    return np.linalg.solve(lhs, rhs)
+
+
+# --- the bank of measured source devices ------------------------------------------------------
+_BANK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (genotype TEXT PRIMARY KEY, role TEXT NOT NULL, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS latencies (
+    genotype TEXT NOT NULL, device TEXT NOT NULL, latency_ms REAL NOT NULL, latency_std_ms REAL NOT NULL,
+    settings TEXT NOT NULL, measured_at REAL NOT NULL, PRIMARY KEY (genotype, device));
+CREATE TABLE IF NOT EXISTS kernels (genotype TEXT PRIMARY KEY, kernel_keys TEXT NOT NULL);
+"""
+
+
+class Bank:
+    """Whole-network latencies of many devices on networks of one space (SQLite, schema-versioned).
+
+    ``networks`` holds the reference set (role ``reference``, in its order) and a pool of other
+    networks (role ``pool``); ``latencies`` one row per (network, device), so that building a
+    bank is resumable and a benchmark can be rerun from it.
+    """
+
+    def __init__(self, path: str | Path, space: dict | None = None, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise CodesignError(f"no latency bank at {self.path}")
+        try:
+            self.conn = sqlite3.connect(str(self.path))
+            self.conn.executescript(_BANK_SCHEMA)
+            meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise CodesignError(f"{self.path} is not a codesign latency bank ({exc})") from exc
+        if not meta:
+            if not create:
+                raise CodesignError(f"{self.path} is not a codesign latency bank (no schema version)")
+            self.conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("schema_version", str(BANK_SCHEMA_VERSION)),
+                ("space", json.dumps(space if space is not None else DEFAULT_SPACE))])
+            self.conn.commit()
+            meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        version = meta.get("schema_version", "")
+        if not version.isdigit() or int(version) > BANK_SCHEMA_VERSION or "space" not in meta:
+            raise CodesignError(f"{self.path} has latency bank schema {version!r}; this codesign reads "
+                                f"{BANK_SCHEMA_VERSION} (upgrade codesign, or it is not a bank)")
+        self.space = json.loads(meta["space"])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Bank:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def add_networks(self, genotypes: list[str], role: str) -> None:
+        have = {g for (g,) in self.conn.execute("SELECT genotype FROM networks")}
+        start = self.conn.execute("SELECT COUNT(*) FROM networks WHERE role = ?", (role,)).fetchone()[0]
+        rows = [(g, role, start + i) for i, g in enumerate(g for g in genotypes if g not in have)]
+        self.conn.executemany("INSERT INTO networks VALUES (?, ?, ?)", rows)
+        self.conn.commit()
+
+    def networks(self, role: str | None = None) -> list[str]:
+        q = "SELECT genotype FROM networks" + (" WHERE role = ?" if role else "") + " ORDER BY role DESC, position"
+        return [g for (g,) in self.conn.execute(q, (role,) if role else ())]
+
+    def add(self, genotype: str, device: str, latency_ms: float, latency_std_ms: float, settings: dict) -> None:
+        if not (math.isfinite(latency_ms) and latency_ms > 0):
+            raise CodesignError(f"latency of {device} must be a finite positive number, got {latency_ms}")
+        self.conn.execute("INSERT OR REPLACE INTO latencies VALUES (?, ?, ?, ?, ?, ?)",
+                          (genotype, device, float(latency_ms), float(latency_std_ms), json.dumps(settings),
+                           time.time()))
+        self.conn.commit()
+
+    def set_kernels(self, genotype: str, specs: list[KernelSpec]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?)", (genotype, json.dumps([s.key() for s in specs])))
+        self.conn.commit()
+
+    def kernels(self) -> dict[str, list[KernelSpec]]:
+        """The kernels of every network whose kernels are stored."""
+        return {g: [KernelSpec.from_key(k) for k in json.loads(keys)]
+                for g, keys in self.conn.execute("SELECT genotype, kernel_keys FROM kernels")}
+
+    def devices(self) -> list[str]:
+        return [d for (d,) in self.conn.execute("SELECT DISTINCT device FROM latencies ORDER BY device")]
+
+    def latencies(self, device: str) -> dict[str, float]:
+        return dict(self.conn.execute("SELECT genotype, latency_ms FROM latencies WHERE device = ?", (device,)))
+
+    def settings(self, device: str) -> dict:
+        row = self.conn.execute("SELECT settings FROM latencies WHERE device = ? LIMIT 1", (device,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+
+# --- meta-training and adaptation ------------------------------------------------------------
+NOISE_GRID = (0.003, 0.01, 0.03, 0.1)
+SHRINK_GRID = (0.003, 0.01, 0.03, 0.1)
+
+
+class Prior:
+    """A meta-learned prior over devices: feature standardisation and the Gaussian over weights.
+
+    Saved as JSON with a format version (``save``/``load``); ``codesign calibrate --method bayes``
+    adapts it to a new device from the reference rows.
+    """
+
+    def __init__(self, mean_x: np.ndarray, scale_x: np.ndarray, mean_w: np.ndarray, cov_w: np.ndarray,
+                 noise: float, sources: list[str], space: dict):
+        self.mean_x, self.scale_x = np.asarray(mean_x, float), np.asarray(scale_x, float)
+        self.mean_w, self.cov_w = np.asarray(mean_w, float), np.asarray(cov_w, float)
+        self.noise = float(noise)
+        self.sources = list(sources)
+        self.space = dict(space)
+
+    def z(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean_x) / self.scale_x
+
+    def adapt(self, x: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
+        """Posterior weights [intercept, w] of a device measured on rows ``x`` (design matrix)."""
+        return posterior_weights({"mean": self.mean_w, "cov": self.cov_w}, self.z(x), np.log(latency_ms), self.noise)
+
+    def to_dict(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "kind": "fewshot-prior", "features": design_names(),
+                "basis": [c.to_dict() for c in basis_configs()], "space": self.space, "sources": self.sources,
+                "noise": self.noise, "mean_x": self.mean_x.tolist(), "scale_x": self.scale_x.tolist(),
+                "mean_w": self.mean_w.tolist(), "cov_w": self.cov_w.tolist()}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Prior:
+        """Raises CodesignError: missing, foreign, newer or damaged files, or a prior over other
+        features or basis accelerators than this codesign computes."""
+        path = Path(path)
+        if not path.is_file():
+            raise CodesignError(f"no few-shot prior at {path}")
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CodesignError(f"{path} is not a few-shot prior ({exc})") from exc
+        if not isinstance(d, dict) or d.get("kind") != "fewshot-prior" or not isinstance(d.get("format_version"), int):
+            raise CodesignError(f"{path} is not a few-shot prior (no kind fewshot-prior and format_version)")
+        if d["format_version"] > FORMAT_VERSION:
+            raise CodesignError(f"{path} has format version {d['format_version']}, newer than this codesign reads "
+                                f"({FORMAT_VERSION}); upgrade codesign")
+        if d.get("features") != design_names() or d.get("basis") != [c.to_dict() for c in basis_configs()]:
+            raise CodesignError(f"{path} was meta-trained on other features or basis accelerators than this "
+                                "codesign computes; meta-train it again (`codesign calibrate --bank`)")
+        try:
+            p = cls(d["mean_x"], d["scale_x"], d["mean_w"], d["cov_w"], d["noise"], d["sources"], d["space"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodesignError(f"{path} is damaged ({type(exc).__name__}: {exc})") from exc
+        k = len(design_names())
+        arrays_ok = (p.mean_x.shape == (k,) and p.scale_x.shape == (k,) and p.mean_w.shape == (k + 1,)
+                     and p.cov_w.shape == (k + 1, k + 1) and (p.scale_x > 0).all() and p.noise > 0)
+        finite = all(np.isfinite(a).all() for a in (p.mean_x, p.scale_x, p.mean_w, p.cov_w))
+        if not (arrays_ok and finite):
+            raise CodesignError(f"{path} is damaged: its arrays have the wrong shapes or non-finite values")
+        return p
+
+
+def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray]], reference_rows: int = REFERENCE_SIZE,
+               space: dict | None = None, shots: tuple[int, ...] = (5, 10)) -> Prior:
+    """Meta-train the prior on source devices.
+
+    Args:
+        sources: device name -> (design matrix of its networks, latency_ms), the first
+            ``reference_rows`` rows of each being the reference set in its order (every source
+            device must hold the reference networks first).
+        shots: the N the noise and shrinkage are chosen for (leave-one-source-out, mean Kendall
+            tau of the adapted model on each held-out source's other networks).
+
+    Raises:
+        CodesignError: fewer than 3 source devices.
+    """
+    from scipy.stats import kendalltau
+
+    names = sorted(sources)
+    if len(names) < 3:
+        raise CodesignError(f"meta-training needs at least 3 source devices, got {len(names)}")
+    allx = np.vstack([sources[n][0] for n in names])
+    mean_x, scale_x = _standardise(allx)
+    zs = {n: (sources[n][0] - mean_x) / scale_x for n in names}
+    ys = {n: np.log(sources[n][1]) for n in names}
+    best = None
+    for shrink in SHRINK_GRID:
+        # leave one source out: the prior of the others, adapted on the held-out one's reference rows
+        priors = {}
+        for held in names:
+            rest = [n for n in names if n != held]
+            priors[held] = fit_prior([zs[n] for n in rest], [ys[n] for n in rest], shrink=shrink)
+        for noise in NOISE_GRID:
+            taus = []
+            for held in names:
+                z, y = zs[held], ys[held]
+                if len(y) <= reference_rows + 2:
+                    continue
+                for n in shots:
+                    w = posterior_weights(priors[held], z[:n], y[:n], noise)
+                    pred = np.hstack([np.ones((len(z), 1)), z])[reference_rows:] @ w
+                    taus.append(kendalltau(pred, y[reference_rows:])[0])
+            score = float(np.nanmean(taus)) if taus else 0.0
+            if best is None or score > best[0]:
+                best = (score, shrink, noise)
+    _, shrink, noise = best
+    prior = fit_prior([zs[n] for n in names], [ys[n] for n in names], shrink=shrink)
+    return Prior(mean_x, scale_x, prior["mean"], prior["cov"], noise, names, space or DEFAULT_SPACE)
+
+
+def source_family_data(networks: list[list[KernelSpec]], x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The mapper's source family as meta-training devices on ``networks`` (design matrix ``x``)."""
+    family_cfgs = source_family()
+    lat = accel_latencies_ms(networks, family_cfgs)
+    return {c.name: (x, lat[:, i]) for i, c in enumerate(family_cfgs)}
