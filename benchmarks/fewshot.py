@@ -139,6 +139,117 @@ def build(args) -> None:
     bank.close()
 
 
+
+def _calibration_base(data, device):
+    """The current method's base: a kernel cost model holding an accelerator's per-kernel costs
+    (the mapper's, exact for every kernel of the bank); eyeriss-like, or ws-16x16 when that is the
+    held-out device."""
+    from codesign.predict.fewshot import accel_latencies_ms
+    from codesign.predict.models import create_cost_model
+
+    name = "accel-eyeriss-like" if device != "accel-eyeriss-like" else "accel-ws-16x16"
+    cfg = _accel_config(name, BANK_ACCELS[name])
+    unique = list(dict.fromkeys(s for k in data.kernels for s in k))
+    lat = accel_latencies_ms([[s] for s in unique], [cfg])[:, 0]
+    records = [{"kernel_key": s.key(), "device": name, "schedule": "model", "latency_ms": float(v)}
+               for s, v in zip(unique, lat)]
+    return create_cost_model("loglinear").fit(records), name
+
+
+def _ridge_predict(x_train, y_train, x_test, lam=1.0):
+    from codesign.predict.fewshot import _ridge_weights
+
+    mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    w = _ridge_weights((x_train - mean) / scale, np.log(y_train), lam)
+    z = (x_test - mean) / scale
+    return np.exp(np.hstack([np.ones((len(z), 1)), z]) @ w)
+
+
+def evaluate(args) -> dict:
+    from codesign.predict.calibrate import family_sums, fit_weights
+    from codesign.predict.evaluate import accuracy
+    from codesign.predict.fewshot import FEATURE_NAMES, Bank, BankData, _share_basis, meta_train
+
+    t0 = time.time()
+    with Bank(args.bank, create=False) as bank:
+        data = BankData(bank)
+        settings = {d: bank.settings(d) for d in data.latency}
+    shots = [int(n) for n in args.shots.split(",")]
+    methods = args.methods.split(",")
+    nf = len(FEATURE_NAMES)
+    flops_col = FEATURE_NAMES.index("log_flops")
+    out = {"hardware": hardware(), "load_average": os.getloadavg(), "bank": str(args.bank),
+           "space": data.space, "reference_networks": len(data.reference), "pool_networks": len(data.pool),
+           "shots": shots, "methods": methods, "devices": {}}
+    for device in sorted(data.latency):
+        idx, y, r = data.device_rows(device)
+        test = np.arange(r, len(y))
+        if len(test) < 5 or r < min(shots):
+            out["devices"][device] = {"skipped": f"{r} reference and {len(test)} test networks measured"}
+            continue
+        t_dev = time.time()
+        x = data.x[idx]
+        res = {"reference_measured": r, "test_networks": int(len(test)), "settings": settings[device], "shots": {}}
+        prior = meta_train(data.sources(exclude=(device,)), data.entries, data.space) if "bayes" in methods else None
+        base = _calibration_base(data, device) if "calibrate" in methods else None
+        sums = family_sums(base[0], [data.kernels[i] for i in idx]) if base else None
+        for n in shots:
+            if n > r:
+                continue
+            ref = np.arange(n)
+            per = {}
+            if "flops" in methods:
+                f = np.exp(x[:, flops_col])
+                scale = np.median(y[ref] / f[ref])
+                per["flops"] = accuracy(scale * f[test], y[test])
+            if "ridge" in methods:
+                per["ridge"] = accuracy(_ridge_predict(x[ref, :nf], y[ref], x[test, :nf]), y[test])
+            if "calibrate" in methods:
+                w, c = fit_weights(sums[ref], y[ref])
+                pred = sums[test, :-1] @ w + c * sums[test, -1]
+                per["calibrate"] = accuracy(np.maximum(pred, 1e-9), y[test])
+            if "bayes" in methods:
+                wpost = prior.adapt(x[ref], y[ref])
+                z = prior.z(x[test])
+                per["bayes"] = accuracy(np.exp(np.hstack([np.ones((len(z), 1)), z]) @ wpost), y[test])
+            if "basis" in methods:  # the single best-ranking basis accelerator, scaled
+                j = nf + _share_basis(x[ref], y[ref])
+                b = np.exp(x[:, j])
+                per["basis"] = accuracy(np.median(y[ref] / b[ref]) * b[test], y[test])
+            res["shots"][str(n)] = {m: {"kendall_tau": round(a["kendall_tau"], 4),
+                                        "within_10pct": round(a["within_10pct"], 4),
+                                        "median_ape": round(a["median_ape"], 4)} for m, a in per.items()}
+        if base:
+            res["calibrate_base"] = base[1]
+        if prior is not None:
+            res["prior"] = {"noise": prior.noise, "sources": len(prior.sources)}
+        res["seconds"] = round(time.time() - t_dev, 1)
+        out["devices"][device] = res
+        print(f"{device}: {json.dumps(res['shots'].get('10', {}))}", file=sys.stderr, flush=True)
+    summary = {}
+    for n in shots:
+        for m in methods + ["basis"]:
+            taus = [d["shots"][str(n)][m]["kendall_tau"] for d in out["devices"].values()
+                    if "shots" in d and str(n) in d["shots"] and m in d["shots"][str(n)]]
+            w10 = [d["shots"][str(n)][m]["within_10pct"] for d in out["devices"].values()
+                   if "shots" in d and str(n) in d["shots"] and m in d["shots"][str(n)]]
+            if taus:
+                summary.setdefault(str(n), {})[m] = {"mean_kendall_tau": round(float(np.mean(taus)), 4),
+                                                     "mean_within_10pct": round(float(np.mean(w10)), 4),
+                                                     "devices": len(taus)}
+    out["summary"] = summary
+    beats = {}
+    for n in shots:
+        for dname, d in out["devices"].items():
+            sh = d.get("shots", {}).get(str(n), {})
+            if "bayes" in sh and "flops" in sh:
+                beats.setdefault(str(n), {})[dname] = sh["bayes"]["kendall_tau"] > sh["flops"]["kendall_tau"]
+    out["bayes_beats_flops"] = beats
+    out["seconds"] = round(time.time() - t0, 1)
+    out["load_average_end"] = os.getloadavg()
+    return out
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

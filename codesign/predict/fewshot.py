@@ -54,8 +54,8 @@ BANK_SCHEMA_VERSION = 1
 REFERENCE_FORMAT_VERSION = 1
 REFERENCE_SEED = 20210
 REFERENCE_SIZE = 20
-MIN_ROWS = {"bayes": 3, "mlp": 5, "ridge": 5, "flops": 2}
-METHODS = ("bayes", "mlp", "ridge", "flops")
+# The fewest reference rows a method adapts from: the fewest benchmarks/fewshot.py evaluates.
+MIN_ROWS = {"meta": 5}
 
 # The default space of the reference set: FBNet's layout at CIFAR resolution.
 DEFAULT_SPACE = {"name": "mobilenet", "config": "fbnet", "input_shape": [1, 3, 32, 32], "num_classes": 10}
@@ -340,12 +340,13 @@ class Prior:
     """
 
     def __init__(self, mean_x: np.ndarray, scale_x: np.ndarray, mean_w: np.ndarray, cov_w: np.ndarray,
-                 noise: float, sources: list[str], space: dict):
+                 noise: float, sources: list[str], space: dict, reference: list[dict[str, str]]):
         self.mean_x, self.scale_x = np.asarray(mean_x, float), np.asarray(scale_x, float)
         self.mean_w, self.cov_w = np.asarray(mean_w, float), np.asarray(cov_w, float)
         self.noise = float(noise)
         self.sources = list(sources)
         self.space = dict(space)
+        self.reference = [dict(r) for r in reference]  # the reference set in order: genotype, signature
 
     def z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean_x) / self.scale_x
@@ -357,7 +358,7 @@ class Prior:
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "kind": "fewshot-prior", "features": design_names(),
                 "basis": [c.to_dict() for c in basis_configs()], "space": self.space, "sources": self.sources,
-                "noise": self.noise, "mean_x": self.mean_x.tolist(), "scale_x": self.scale_x.tolist(),
+                "reference": self.reference, "noise": self.noise, "mean_x": self.mean_x.tolist(), "scale_x": self.scale_x.tolist(),
                 "mean_w": self.mean_w.tolist(), "cov_w": self.cov_w.tolist()}
 
     def save(self, path: str | Path) -> Path:
@@ -385,7 +386,8 @@ class Prior:
             raise CodesignError(f"{path} was meta-trained on other features or basis accelerators than this "
                                 "codesign computes; meta-train it again (`codesign calibrate --bank`)")
         try:
-            p = cls(d["mean_x"], d["scale_x"], d["mean_w"], d["cov_w"], d["noise"], d["sources"], d["space"])
+            p = cls(d["mean_x"], d["scale_x"], d["mean_w"], d["cov_w"], d["noise"], d["sources"], d["space"],
+                    d["reference"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CodesignError(f"{path} is damaged ({type(exc).__name__}: {exc})") from exc
         k = len(design_names())
@@ -397,14 +399,14 @@ class Prior:
         return p
 
 
-def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray]], reference_rows: int = REFERENCE_SIZE,
+def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray, int]], reference: list[dict[str, str]],
                space: dict | None = None, shots: tuple[int, ...] = (5, 10)) -> Prior:
     """Meta-train the prior on source devices.
 
     Args:
-        sources: device name -> (design matrix of its networks, latency_ms), the first
-            ``reference_rows`` rows of each being the reference set in its order (every source
-            device must hold the reference networks first).
+        sources: device name -> (design matrix of its networks, latency_ms, r): the first r rows
+            are the first r reference networks in their order, the rest other networks.
+        reference: the reference set (genotype and signature of each), kept in the prior.
         shots: the N the noise and shrinkage are chosen for (leave-one-source-out, mean Kendall
             tau of the adapted model on each held-out source's other networks).
 
@@ -430,23 +432,266 @@ def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray]], reference_rows
         for noise in NOISE_GRID:
             taus = []
             for held in names:
-                z, y = zs[held], ys[held]
-                if len(y) <= reference_rows + 2:
+                z, y, r = zs[held], ys[held], sources[held][2]
+                if len(y) <= r + 2:
                     continue
                 for n in shots:
+                    if n > r:
+                        continue
                     w = posterior_weights(priors[held], z[:n], y[:n], noise)
-                    pred = np.hstack([np.ones((len(z), 1)), z])[reference_rows:] @ w
-                    taus.append(kendalltau(pred, y[reference_rows:])[0])
+                    pred = np.hstack([np.ones((len(z), 1)), z])[r:] @ w
+                    taus.append(kendalltau(pred, y[r:])[0])
             score = float(np.nanmean(taus)) if taus else 0.0
             if best is None or score > best[0]:
                 best = (score, shrink, noise)
     _, shrink, noise = best
     prior = fit_prior([zs[n] for n in names], [ys[n] for n in names], shrink=shrink)
-    return Prior(mean_x, scale_x, prior["mean"], prior["cov"], noise, names, space or DEFAULT_SPACE)
+    return Prior(mean_x, scale_x, prior["mean"], prior["cov"], noise, names, space or DEFAULT_SPACE, reference)
 
 
-def source_family_data(networks: list[list[KernelSpec]], x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The mapper's source family as meta-training devices on ``networks`` (design matrix ``x``)."""
+def source_family_data(networks: list[list[KernelSpec]], x: np.ndarray,
+                       reference_rows: int) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+    """The mapper's source family as meta-training devices on ``networks`` (design matrix ``x``,
+    the first ``reference_rows`` of them the reference set)."""
     family_cfgs = source_family()
     lat = accel_latencies_ms(networks, family_cfgs)
-    return {c.name: (x, lat[:, i]) for i, c in enumerate(family_cfgs)}
+    return {c.name: (x, lat[:, i], reference_rows) for i, c in enumerate(family_cfgs)}
+
+
+class BankData:
+    """A bank read for meta-training and evaluation: networks, their design matrix, latencies."""
+
+    def __init__(self, bank: Bank):
+        kernels = bank.kernels()
+        self.reference = [g for g in bank.networks("reference") if g in kernels]
+        if self.reference != bank.networks("reference"):
+            raise CodesignError(f"{bank.path}: the kernels of some reference networks are missing")
+        self.pool = [g for g in bank.networks("pool") if g in kernels]
+        self.genotypes = self.reference + self.pool
+        self.kernels = [kernels[g] for g in self.genotypes]
+        self.x = design_matrix(self.kernels)
+        self.row = {g: i for i, g in enumerate(self.genotypes)}
+        self.space = bank.space
+        self.latency = {d: bank.latencies(d) for d in bank.devices()}
+        self.entries = [{"genotype": g, "signature": network_signature(k)}
+                        for g, k in zip(self.reference, self.kernels)]
+
+    def device_rows(self, device: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """(row indices, latency_ms, r) of a device: its leading run of reference networks in
+        order (r of them), then every pool network it was measured on."""
+        lat = self.latency[device]
+        r = 0
+        while r < len(self.reference) and self.reference[r] in lat:
+            r += 1
+        names = self.reference[:r] + [g for g in self.pool if g in lat]
+        return np.array([self.row[g] for g in names], dtype=int), np.array([lat[g] for g in names]), r
+
+    def sources(self, exclude: tuple[str, ...] = ()) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
+        """Meta-training sources: every bank device but ``exclude``, plus the source family."""
+        out = source_family_data(self.kernels, self.x, len(self.reference))
+        for d in self.latency:
+            if d in exclude:
+                continue
+            idx, y, r = self.device_rows(d)
+            if r >= 5 and len(y) > r + 2:
+                out[d] = (self.x[idx], y, r)
+        return out
+
+
+def read_bank(path: str | Path) -> BankData:
+    """A bank's networks and latencies (CodesignError for a missing or foreign file)."""
+    with Bank(path, create=False) as bank:
+        return BankData(bank)
+
+
+def meta_train_bank(data: BankData, exclude: tuple[str, ...] = ()) -> Prior:
+    """Meta-train a prior on a bank's devices but ``exclude`` and the mapper's source family."""
+    return meta_train(data.sources(exclude), data.entries, data.space)
+
+
+def write_reference_set(folder: str | Path, reference: list[dict[str, str]], space: dict) -> dict[str, Any]:
+    """Write the reference networks as ONNX (``ref-01.onnx``...), ``reference.json`` (format
+    version, space, genotypes and kernel signatures in order) and ``table.csv`` (model, genotype
+    and an empty latency_ms column to fill in) to ``folder``.
+
+    Raises:
+        CodesignError: a network whose kernels differ from the recorded signature (the space's
+            definition changed since the prior was meta-trained).
+    """
+    import csv
+
+    import torch
+
+    from ..graph import export_onnx, onnx_kernels
+
+    folder = Path(folder)
+    sp = create_reference_space(space)
+    protos = []
+    for i, entry in enumerate(reference):
+        torch.manual_seed(i)
+        proto = export_onnx(sp.build(entry["genotype"]), tuple(sp.input_shape))
+        if network_signature(onnx_kernels(proto)) != entry["signature"]:
+            raise CodesignError(f"reference network {i + 1} no longer has the kernels the prior was meta-trained "
+                                "on; the space's definition changed: meta-train the prior again")
+        protos.append(proto)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, proto in enumerate(protos):
+        name = f"ref-{i + 1:02d}.onnx"
+        (folder / name).write_bytes(proto.SerializeToString())
+        names.append(name)
+    manifest = {"format_version": REFERENCE_FORMAT_VERSION, "kind": "fewshot-reference-set", "space": space,
+                "min_rows": MIN_ROWS["meta"], "networks": [dict(e, model=n) for e, n in zip(reference, names)]}
+    (folder / "reference.json").write_text(json.dumps(manifest, indent=1))
+    with open(folder / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "genotype", "latency_ms"])
+        for e, n in zip(reference, names):
+            w.writerow([n, e["genotype"], ""])
+    return {"folder": str(folder), "table": str(folder / "table.csv"), "networks": names,
+            "min_rows": MIN_ROWS["meta"]}
+
+
+# --- the calibrated few-shot model --------------------------------------------------------------
+PRIOR_PATH = Path(__file__).parent / "data" / "fewshot-prior.json"
+
+
+def _share_basis(x: np.ndarray, latency_ms: np.ndarray) -> int:
+    """The basis config whose network latencies rank the rows most like the device does."""
+    from scipy.stats import kendalltau
+
+    k = len(FEATURE_NAMES)
+    taus = [kendalltau(x[:, k + j], latency_ms)[0] for j in range(x.shape[1] - k)]
+    taus = [t if np.isfinite(t) else -1.0 for t in taus]
+    return int(np.argmax(taus))
+
+
+@register_cost_model("fewshot", fittable=False)
+class FewShotModel(CostModel):
+    """A new device's latency from a meta-learned prior adapted to its reference rows (made by
+    ``codesign calibrate --method meta``).
+
+    It predicts whole networks: log latency is a linear function of ``design_matrix`` features.
+    Per-kernel predictions (``predict``) split the network prediction of the kernels given
+    (taken as one network) in proportion to their modelled latency on the basis accelerator
+    that ranked the reference rows most like the device: kernels of one network only, not a
+    kernel-level model.
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.reference: list[str] = []
+        self.sources: list[str] = []
+
+    def fit(self, records, device=None, schedule=None):
+        raise CodesignError("a few-shot model is made by `codesign calibrate --method meta`, not fitted")
+
+    def _check_head(self, target, head):
+        k = len(design_names())
+        shapes = {"weights": (k + 1,), "mean_x": (k,), "scale_x": (k,)}
+        for name, shape in shapes.items():
+            if np.asarray(head.get(name)).shape != shape:
+                return f"{name} must have shape {shape} (the features of this codesign)"
+        if not (np.asarray(head["scale_x"]) > 0).all():
+            return "scale_x must be positive"
+        share = head.get("share_basis")
+        if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share < len(basis_configs()):
+            return f"share_basis must be an index below {len(basis_configs())}"
+        return None
+
+    def _network_ms(self, specs: list[KernelSpec]) -> float:
+        head = self.heads["latency_ms"]
+        z = (design_matrix([specs])[0] - np.asarray(head["mean_x"])) / np.asarray(head["scale_x"])
+        return float(math.exp(np.concatenate([[1.0], z]) @ np.asarray(head["weights"])))
+
+    def predict(self, specs, use_measured: bool = True) -> np.ndarray:
+        specs = list(specs)
+        self._check_fitted()
+        if not specs:
+            return np.zeros(0)
+        cfg = basis_configs()[self.heads["latency_ms"]["share_basis"]]
+        per = np.array([accel_latencies_ms([[s]], [cfg])[0, 0] for s in specs])
+        return self._network_ms(specs) * per / per.sum()
+
+    def predict_interval(self, specs, use_measured: bool = True, level: float = 0.9):
+        return None
+
+    def out_of_range(self, specs):
+        return [[] for _ in specs]
+
+    def _meta(self) -> dict[str, Any]:
+        meta = super()._meta()
+        meta.update(reference=self.reference, sources=self.sources, design=design_names(),
+                    basis=[c.to_dict() for c in basis_configs()])
+        return meta
+
+    def _restore(self, meta, arrays=None) -> None:
+        super()._restore(meta)
+        if meta.get("design") != design_names() or meta.get("basis") != [c.to_dict() for c in basis_configs()]:
+            raise ValueError("the model uses other features or basis accelerators than this codesign computes")
+        self.reference = list(meta["reference"])
+        self.sources = list(meta["sources"])
+
+
+def check_row_count(n: int, method: str = "meta") -> None:
+    """Refuse a table of fewer rows than ``method`` adapts from, saying how many it needs."""
+    need = MIN_ROWS[method]
+    if n < need:
+        raise CodesignError(f"--method {method} needs at least {need} measured reference networks; the table has "
+                            f"{n} (time the first {need} of `codesign calibrate --reference-set` in their order)")
+
+
+def check_rows(rows: list[dict[str, Any]], kernels: list[list[KernelSpec]], reference: list[dict[str, str]],
+               method: str = "meta") -> None:
+    """Refuse a table the few-shot methods cannot use: too few rows, kernel rows, duplicate
+    networks, networks outside the reference set or listed in another order.
+
+    Args:
+        rows: ``calibrate.read_table`` rows (latencies already checked finite and positive).
+        kernels: the kernels of each row's network.
+        reference: the reference set in order, dicts with ``genotype`` and ``signature``.
+    """
+    check_row_count(len(rows), method)
+    if len(rows) > len(reference):
+        raise CodesignError(f"the table has {len(rows)} rows; the reference set has {len(reference)} networks")
+    sigs = [network_signature(k) for k in kernels]
+    first: dict[str, int] = {}
+    for i, s in enumerate(sigs):
+        if s in first:
+            raise CodesignError(f"rows {first[s] + 1} and {i + 1} of the table are the same network; "
+                                "give each reference network once")
+        first[s] = i
+    position = {r["signature"]: i for i, r in enumerate(reference)}
+    for i, s in enumerate(sigs):
+        if s not in position:
+            raise CodesignError(f"row {i + 1} of the table is not a network of the reference set; measure the "
+                                "networks `codesign calibrate --reference-set` writes")
+        if position[s] != i:
+            raise CodesignError(f"row {i + 1} of the table is reference network {position[s] + 1}, expected "
+                                f"{i + 1}: list the first {len(rows)} reference networks in their order")
+
+
+def reference_entries(space=None, n: int = REFERENCE_SIZE) -> list[dict[str, str]]:
+    """The reference set in order: genotype and kernel signature of each network."""
+    from ..graph import module_kernels
+
+    space = space if space is not None else create_reference_space()
+    return [{"genotype": g, "signature": network_signature(module_kernels(space.build(g), tuple(space.input_shape)))}
+            for g in reference_genotypes(space, n)]
+
+
+def calibrate_meta(prior: Prior, kernels: list[list[KernelSpec]], latency_ms, new_device: str,
+                   reference: list[str]) -> FewShotModel:
+    """The few-shot model of ``new_device`` from its reference rows (kernels and latencies)."""
+    x = design_matrix(kernels)
+    y = np.asarray(latency_ms, dtype=np.float64)
+    model = FewShotModel()
+    model.device = new_device
+    model.schedule = "measured"
+    model.n_train = len(y)
+    model.reference = list(reference)
+    model.sources = prior.sources
+    model.heads = {"latency_ms": {"weights": prior.adapt(x, y), "mean_x": prior.mean_x, "scale_x": prior.scale_x,
+                                  "share_basis": _share_basis(x, y)}}
+    model.created_at = time.time()
+    return model
