@@ -3,6 +3,7 @@
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --pool 250 --group fast
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-pool 40
     python benchmarks/fewshot.py eval --bank fewshot-bank.sqlite > fewshot.json
+    python benchmarks/fewshot.py prior --bank fewshot-bank.sqlite --out codesign/predict/data/fewshot-prior.json
 
 ``build`` measures (resumably, into the SQLite bank) networks of the mobilenet space in FBNet's
 layout at 32x32: the reference set (``codesign calibrate --reference-set``) and a pool of other
@@ -127,9 +128,15 @@ def build(args) -> None:
             bank.add(g, d, lat, std, s)
         print(f"{i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
     if args.group in ("accel", "fast"):
-        from codesign.predict.fewshot import accel_latencies_ms
+        from codesign.predict.fewshot import ChainKernels, accel_latencies_ms
 
         kernels = bank.kernels()
+        missing = [g for g in todo if g not in kernels]
+        if missing:  # modelled devices need no export: compose the networks' kernels from the options'
+            compose = ChainKernels(space)
+            for g in missing:
+                bank.set_kernels(g, compose(g))
+            kernels = bank.kernels()
         nets = [g for g in bank.networks() if g in kernels]
         for name, spec in BANK_ACCELS.items():
             cfg = _accel_config(name, spec)
@@ -165,6 +172,54 @@ def _ridge_predict(x_train, y_train, x_test, lam=1.0):
     z = (x_test - mean) / scale
     return np.exp(np.hstack([np.ones((len(z), 1)), z]) @ w)
 
+
+
+def _help_like(sources, n, seed=0, epochs=400):
+    """HELP-style predictor (Lee et al. 2021), simplified: an MLP on [network features, device
+    embedding], the embedding being the device's log latencies on the first n reference networks
+    (centred), trained across the source devices; adapted to a new device by an affine map of its
+    output fitted on the n reference rows (HELP fine-tunes with MAML; this keeps the hardware
+    embedding and the meta-training across devices, not the second-order inner loop)."""
+    import torch
+
+    torch.manual_seed(seed)
+    xs, es, ys = [], [], []
+    allx = np.vstack([x for x, _, _ in sources.values()])
+    mean, scale = allx.mean(axis=0), allx.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    for x, y, r in sources.values():
+        if r < n:
+            continue
+        ly = np.log(y)
+        emb = ly[:n] - ly[:n].mean()
+        xs.append((x - mean) / scale)
+        es.append(np.repeat(emb[None], len(x), axis=0))
+        ys.append(ly - ly[:n].mean())
+    xt = torch.tensor(np.hstack([np.vstack(xs), np.vstack(es)]), dtype=torch.float32)
+    yt = torch.tensor(np.concatenate(ys), dtype=torch.float32)
+    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
+                              torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = torch.mean((net(xt)[:, 0] - yt) ** 2)
+        loss.backward()
+        opt.step()
+
+    def predict(x_dev, y_ref, x_test):
+        ly = np.log(y_ref)
+        emb = ly - ly.mean()
+        def run(x):
+            inp = np.hstack([(x - mean) / scale, np.repeat(emb[None], len(x), axis=0)])
+            with torch.no_grad():
+                return net(torch.tensor(inp, dtype=torch.float32))[:, 0].numpy().astype(np.float64)
+        p_ref = run(x_dev)
+        a = np.vstack([p_ref, np.ones(len(p_ref))]).T
+        lam = 1.0  # pull the slope towards 1
+        coef = np.linalg.solve(a.T @ a + lam * np.diag([1.0, 0.0]), a.T @ (ly - ly.mean()) + lam * np.array([1.0, 0.0]))
+        return np.exp(coef[0] * run(x_test) + coef[1] + ly.mean())
+
+    return predict
 
 def evaluate(args) -> dict:
     from codesign.predict.calibrate import family_sums, fit_weights
@@ -213,6 +268,10 @@ def evaluate(args) -> dict:
                 wpost = prior.adapt(x[ref], y[ref])
                 z = prior.z(x[test])
                 per["bayes"] = accuracy(np.exp(np.hstack([np.ones((len(z), 1)), z]) @ wpost), y[test])
+            if "help" in methods:
+                sources = data.sources(exclude=(device,))
+                predict = _help_like(sources, n, seed=args.seed)
+                per["help"] = accuracy(predict(x[ref], y[ref], x[test]), y[test])
             if "basis" in methods:  # the single best-ranking basis accelerator, scaled
                 j = nf + _share_basis(x[ref], y[ref])
                 b = np.exp(x[:, j])
@@ -229,7 +288,7 @@ def evaluate(args) -> dict:
         print(f"{device}: {json.dumps(res['shots'].get('10', {}))}", file=sys.stderr, flush=True)
     summary = {}
     for n in shots:
-        for m in methods + ["basis"]:
+        for m in methods:
             taus = [d["shots"][str(n)][m]["kendall_tau"] for d in out["devices"].values()
                     if "shots" in d and str(n) in d["shots"] and m in d["shots"][str(n)]]
             w10 = [d["shots"][str(n)][m]["within_10pct"] for d in out["devices"].values()
@@ -265,11 +324,22 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval", help="leave-one-device-out scores as JSON")
     e.add_argument("--bank", required=True)
     e.add_argument("--shots", default="5,10,20")
-    e.add_argument("--methods", default="bayes,mlp,ridge,flops,calibrate")
+    e.add_argument("--methods", default="bayes,help,ridge,flops,calibrate,basis")
     e.add_argument("--seed", type=int, default=0)
+    pr = sub.add_parser("prior", help="meta-train the prior on every device of the bank and save it (JSON)")
+    pr.add_argument("--bank", required=True)
+    pr.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if args.cmd == "build":
         build(args)
+        return 0
+    if args.cmd == "prior":
+        from codesign.predict.fewshot import meta_train_bank, read_bank
+
+        prior = meta_train_bank(read_bank(args.bank))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        prior.save(args.out)
+        print(json.dumps({"saved": args.out, "sources": len(prior.sources), "noise": prior.noise}))
         return 0
     print(json.dumps(evaluate(args), indent=1))
     return 0

@@ -610,7 +610,7 @@ class FewShotModel(CostModel):
         if not specs:
             return np.zeros(0)
         cfg = basis_configs()[self.heads["latency_ms"]["share_basis"]]
-        per = np.array([accel_latencies_ms([[s]], [cfg])[0, 0] for s in specs])
+        per = accel_latencies_ms([[s] for s in specs], [cfg])[:, 0]
         return self._network_ms(specs) * per / per.sum()
 
     def predict_interval(self, specs, use_measured: bool = True, level: float = 0.9):
@@ -695,3 +695,35 @@ def calibrate_meta(prior: Prior, kernels: list[list[KernelSpec]], latency_ms, ne
                                   "share_basis": _share_basis(x, y)}}
     model.created_at = time.time()
     return model
+
+
+class ChainKernels:
+    """Kernels of a chain space's networks composed from its per-option kernels.
+
+    A mobilenet-style network runs its stem, then each layer's chosen block, then its head, and
+    each block's kernels do not depend on its neighbours; composing ``option_kernels`` (one export
+    per layer and option) with the stem and head of one exported network gives every network's
+    kernels without exporting it. ``check`` compares the composition with exported networks.
+    """
+
+    def __init__(self, space):
+        from ..graph import module_kernels
+
+        self.space = space
+        self.options = space.option_kernels()
+        g0 = space.format([0] * len(space.decisions()))
+        whole = module_kernels(space.build(g0), tuple(space.input_shape))
+        middle = self._blocks(space.parse(g0))
+        for start in range(len(whole) - len(middle) + 1):
+            if whole[start:start + len(middle)] == middle:
+                self.head_start = start
+                break
+        else:
+            raise CodesignError(f"the {space.name} space is not a chain of its options' kernels")
+        self.stem, self.head = whole[:start], whole[start + len(middle):]
+
+    def _blocks(self, choices: list[int]) -> list[KernelSpec]:
+        return [s for layer, k in enumerate(choices) for s in self.options[layer][k]]
+
+    def __call__(self, genotype: str) -> list[KernelSpec]:
+        return self.stem + self._blocks(self.space.parse(genotype)) + self.head
