@@ -7,8 +7,9 @@
 
 ``build`` measures (resumably, into the SQLite bank) networks of the mobilenet space in FBNet's
 layout at 32x32: the reference set (``codesign calibrate --reference-set``) and a pool of other
-random networks, on devices of this machine (onnxruntime and torch at 1 and 2 threads, TVM
-untuned at 1 thread) and on accelerator configs of the hw_models mapper. ``eval`` holds out each
+random networks, on devices of this machine (onnxruntime at 1 and 2 threads, torch at 1 thread;
+``--group tvm``: TVM untuned at 1 thread, which compiles each network) and on accelerator configs
+of the hw_models mapper (``BANK_ACCELS``). ``eval`` holds out each
 device in turn, gives each method the device's latencies on the first N reference networks (N = 5,
 10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
 Sources for the held-out device are every other bank device plus the mapper's source family.
@@ -31,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from _common import hardware  # noqa: E402
 
-# Accelerator devices of the bank: the shipped configs and three more of other sizes/dataflows.
+# Accelerator devices of the bank: the shipped configs and five more of other sizes/dataflows.
 BANK_ACCELS = {
     "accel-eyeriss-like": "eyeriss-like",
     "accel-os-8x8": "os-8x8",
@@ -39,6 +40,8 @@ BANK_ACCELS = {
     "accel-ws-32x32-fast": dict(dataflow="ws", rows=32, cols=32, rf=32, glb=1024, bw=16.0, mhz=800),
     "accel-rs-6x8-lowbw": dict(dataflow="rs", rows=6, cols=8, rf=200, glb=64, bw=0.8, mhz=250),
     "accel-os-16x16": dict(dataflow="os", rows=16, cols=16, rf=48, glb=128, bw=3.0, mhz=600),
+    "accel-rs-16x16": dict(dataflow="rs", rows=16, cols=16, rf=128, glb=256, bw=8.0, mhz=500),
+    "accel-ws-8x8-tiny": dict(dataflow="ws", rows=8, cols=8, rf=8, glb=32, bw=1.0, mhz=200),
 }
 
 
@@ -51,21 +54,29 @@ def _accel_config(name, spec):
     return _accel(name, spec["dataflow"], spec["rows"], spec["cols"], spec["rf"], spec["glb"], spec["bw"], spec["mhz"])
 
 
-def _time_torch(net, x, threads, repeats, min_repeat_ms):
-    import torch
-
-    torch.set_num_threads(threads)
+def _time(fn, threads, repeats):
+    """Fastest of ``repeats`` single runs of ``fn`` in ms. One thread: the calling thread's CPU
+    time (both runtimes run a one-thread inference on the caller), which other jobs on a loaded
+    machine do not inflate; two threads: wall time, the least disturbed run."""
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    for _ in range(3):
+        fn()
     samples = []
-    with torch.inference_mode():
-        for _ in range(3):
-            net(x)
-        for _ in range(repeats):
-            n, t0 = 0, time.perf_counter()
-            while n == 0 or (time.perf_counter() - t0) * 1e3 < min_repeat_ms:
-                net(x)
-                n += 1
-            samples.append((time.perf_counter() - t0) * 1e3 / n)
+    for _ in range(repeats):
+        t0 = clock()
+        fn()
+        samples.append((clock() - t0) * 1e3)
     return min(samples), float(np.std(samples))
+
+
+def _ort_session(proto, threads):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def build(args) -> None:
@@ -73,7 +84,7 @@ def build(args) -> None:
 
     from codesign.graph import export_onnx, onnx_kernels
     from codesign.predict.fewshot import Bank, create_reference_space, random_genotypes, reference_genotypes
-    from codesign.profile.measure import measure_network, time_onnxruntime
+    from codesign.profile.measure import measure_network
 
     space = create_reference_space()
     bank = Bank(args.bank)
@@ -86,7 +97,7 @@ def build(args) -> None:
     else:
         todo = refs + pool[: args.pool]
     have_kernels = bank.kernels()
-    settings = {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": "min"}
+    settings = {"repeats": args.repeats, "statistic": "min"}
     t_start = time.time()
     for i, g in enumerate(todo):
         if args.group == "accel":
@@ -95,7 +106,9 @@ def build(args) -> None:
             print(f"stopped after {args.max_minutes} min at {i} networks", file=sys.stderr)
             break
         if args.group == "fast":
-            devices = ["ort-1t", "ort-2t", "torch-1t", "torch-2t"]
+            # torch at 2 threads is left out: on a loaded 2-core machine its OpenMP barriers wait for
+            # preempted threads (150 ms against 5 ms at 1 thread, spread 10x the value)
+            devices = ["ort-1t", "ort-2t", "torch-1t"]
         else:
             devices = ["tvm-untuned-1t"]
         done = [d for d in devices if g in bank.latencies(d)]
@@ -112,12 +125,17 @@ def build(args) -> None:
                 continue
             kind, threads = d.rsplit("-", 1)
             threads = int(threads[:-1])
+            clock = "thread_time" if threads == 1 else "perf_counter"
             if kind == "ort":
-                lat, std = time_onnxruntime(proto, threads, args.repeats, args.min_repeat_ms, statistic="min")
-                s = dict(settings, runtime="onnxruntime", threads=threads)
+                sess = _ort_session(proto, threads)
+                feeds = {"input": x.numpy()}
+                lat, std = _time(lambda: sess.run(None, feeds), threads, args.repeats)
+                s = dict(settings, runtime="onnxruntime", threads=threads, clock=clock)
             elif kind == "torch":
-                lat, std = _time_torch(net, x, threads, args.repeats, args.min_repeat_ms)
-                s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads)
+                torch.set_num_threads(threads)
+                with torch.inference_mode():
+                    lat, std = _time(lambda: net(x), threads, args.repeats)
+                s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads, clock=clock)
             else:
                 from codesign.profile.devices import get_device
 
@@ -318,7 +336,7 @@ def main(argv=None) -> int:
                    help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: untuned TVM")
     b.add_argument("--pool", type=int, default=250, help="pool networks besides the reference set")
     b.add_argument("--tvm-pool", type=int, default=40, help="pool networks TVM measures (it compiles each)")
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--repeats", type=int, default=20, help="single runs timed per network and device")
     b.add_argument("--min-repeat-ms", type=float, default=20.0)
     b.add_argument("--max-minutes", type=float, default=60.0, help="stop measuring after this long")
     e = sub.add_parser("eval", help="leave-one-device-out scores as JSON")

@@ -260,7 +260,7 @@ class Bank:
         if not create and not self.path.is_file():
             raise CodesignError(f"no latency bank at {self.path}")
         try:
-            self.conn = sqlite3.connect(str(self.path))
+            self.conn = sqlite3.connect(str(self.path), timeout=120)  # builders of one bank may run at once
             self.conn.executescript(_BANK_SCHEMA)
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
