@@ -128,7 +128,7 @@ def test_meta_trained_prior_adapts_to_a_new_device_from_few_rows():
 
     taus = [tau(prior.adapt(x[:n], y_new[:n])) for n in (5, 10, 20)]
     scratch = fs._ridge_weights(prior.z(x)[:10], np.log(y_new[:10]), 1.0)  # no prior: ridge on 10 rows
-    assert taus[1] > max(tau(prior.mean_w), tau(scratch)) and taus[2] > taus[0] > 0.8
+    assert taus[1] > max(tau(prior.weights.mean(axis=0)), tau(scratch)) and taus[2] > taus[0] > 0.8
     with pytest.raises(CodesignError, match="at least 3 source devices"):
         fs.meta_train(dict(list(sources.items())[:2]), ref)
 
@@ -145,7 +145,8 @@ def test_prior_round_trip_and_refusals(tmp_path):
                             ({"kind": "other"}, "not a few-shot prior"),
                             ({"features": ["x"]}, "other features or basis accelerators"),
                             ({"noise": -1.0}, "damaged"),
-                            ({"mean_w": [1.0, 2.0]}, "damaged")]:
+                            ({"weights": [[1.0, 2.0]]}, "damaged"),
+                            ({"temperature": 0.0}, "damaged")]:
         (tmp_path / "bad.json").write_text(json.dumps({**d, **change}))
         with pytest.raises(CodesignError, match=message):
             fs.Prior.load(tmp_path / "bad.json")

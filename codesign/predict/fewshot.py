@@ -15,17 +15,21 @@ device using what codesign knows about many other devices:
   written as ONNX by ``codesign calibrate --reference-set``), which play HELP's hardware
   embedding: they condition the prior on the new device.
 
-The model (``method="bayes"``, the default) is hierarchical Bayesian linear regression in log
-latency. Each source device d has weights w_d (log latency ~ standardised features @ w_d + b_d,
-fitted by ridge on all its networks); the prior is w ~ N(mean of w_d, covariance of w_d + a
-shrinkage term), and a new device's weights are the posterior mean given its N reference rows
-(noise variance and shrinkage chosen by leave-one-source-device-out). This is HELP's recipe
-(Lee et al., NeurIPS 2021: a predictor meta-trained across devices and adapted to a new one
-through a hardware embedding measured on reference networks) with a closed-form adaptation in
-place of MAML's gradient steps: with 5-20 rows a Gaussian posterior is exact, cannot overfit
-the way a fine-tuned network can, and needs no tuning of inner learning rates. Whether that
-choice wins is measured by benchmarks/fewshot.py (leave-one-device-out against a HELP-style
-network with a device embedding, ``method="mlp"``, a FLOPs proxy and per-family calibration).
+The model (``codesign calibrate --method meta``, the default) is hierarchical Bayesian linear
+regression in log latency. Each source device d has weights w_d (log latency ~ standardised
+features @ w_d + b_d, fitted by ridge on all its networks); the prior is w ~ N(mean of w_d,
+covariance of w_d + a shrinkage term), and a new device's weights are the posterior mean given
+its N reference rows (noise variance and shrinkage chosen by leave-one-source-device-out). The
+reference latencies are the device's embedding: the prior's mean and covariance weigh every
+source by how well its weights explain them (``local_prior``), so that a CPU-like target leans on
+CPU-like sources; a temperature chosen with the other hyperparameters sets how sharply. This
+is HELP's recipe (Lee et al., NeurIPS 2021: a predictor meta-trained across devices and adapted
+to a new one through a hardware embedding measured on reference networks) with a closed-form
+adaptation in place of MAML's gradient steps: with 5-20 rows a Gaussian posterior is exact,
+cannot overfit the way a fine-tuned network can, and needs no inner learning rate.
+benchmarks/fewshot.py measures the choice, leave one device out, against a HELP-style network
+(an MLP on network features and the reference-latency embedding, meta-trained across the
+sources), a FLOPs proxy, ridge on network features and per-family calibration.
 
 Artifacts (the fitted ``fewshot`` cost model) are JSON with a format version; the bank is SQLite
 with a schema version; nothing is pickled.
@@ -46,7 +50,7 @@ import numpy as np
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec, kernel_bytes, kernel_flops
-from .features import FAMILIES, family
+from .features import FAMILIES, _weights, family
 from .models import CostModel, register_cost_model
 
 FORMAT_VERSION = 1
@@ -108,14 +112,6 @@ FEATURE_NAMES = ("log_flops", "log_bytes", "log_params", "log_kernels", "log_con
     f"log_{f}_flops" for f in FAMILIES) + tuple(f"log_{f}_kernels" for f in FAMILIES)
 
 
-def _params(spec: KernelSpec) -> float:
-    if spec.op == "conv2d":
-        return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
-    if spec.op == "dense":
-        return spec.input_shape[-1] * spec.attr("out_features")
-    return 0.0
-
-
 def network_features(specs: list[KernelSpec]) -> np.ndarray:
     """One row of ``FEATURE_NAMES``: totals and counts of a network (logs of 1 + x)."""
     if not specs:
@@ -127,7 +123,7 @@ def network_features(specs: list[KernelSpec]) -> np.ndarray:
     convs = sum(1 for s in specs if s.op == "conv2d")
     fam_flops = [flops[[f == name for f in fams]].sum() for name in FAMILIES]
     fam_count = [sum(1 for f in fams if f == name) for name in FAMILIES]
-    raw = [flops.sum(), nbytes.sum(), sum(_params(s) for s in specs), len(specs), convs,
+    raw = [flops.sum(), nbytes.sum(), sum(_weights(s) for s in specs), len(specs), convs,
            max(widths or [1]), float(np.mean(widths or [1])), flops.sum() / len(specs),
            flops.sum() / max(nbytes.sum(), 1.0)] + fam_flops + fam_count
     return np.log1p(np.asarray(raw, dtype=np.float64))
@@ -216,14 +212,34 @@ def _ridge_weights(z: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(a.T @ a + pen, a.T @ y)
 
 
-def fit_prior(z_by_device: list[np.ndarray], y_by_device: list[np.ndarray], lam: float = 1.0,
-              shrink: float = 0.05) -> dict[str, np.ndarray]:
-    """Mean and covariance of per-device weights (intercept first) over source devices."""
-    ws = np.stack([_ridge_weights(z, y, lam) for z, y in zip(z_by_device, y_by_device)])
-    mean = ws.mean(axis=0)
-    cov = np.cov(ws.T) if len(ws) > 1 else np.zeros((ws.shape[1], ws.shape[1]))
-    cov = cov + shrink * np.eye(len(mean))
-    cov[0, 0] += 100.0  # the intercept (the device's overall speed) is free
+def source_weights(z_by_device: list[np.ndarray], y_by_device: list[np.ndarray], lam: float = 1.0) -> np.ndarray:
+    """(devices, 1 + features): each source device's ridge weights, intercept first."""
+    return np.stack([_ridge_weights(z, y, lam) for z, y in zip(z_by_device, y_by_device)])
+
+
+def local_prior(weights: np.ndarray, z: np.ndarray, y: np.ndarray, shrink: float,
+                temperature: float) -> dict[str, np.ndarray]:
+    """The Gaussian prior over a new device's weights, from the source devices' weights, each
+    weighed by how well it explains the device's reference rows ``(z, y)`` up to its overall
+    speed (its intercept refitted): the reference latencies act as the device's embedding, and
+    sources that rank them alike count more. ``temperature`` inf weighs every source alike.
+
+    Returns:
+        dict with mean and cov (the intercept's variance left wide: the speed is the rows' to set).
+    """
+    if np.isfinite(temperature):
+        resid = y[None, :] - weights[:, 1:] @ z.T  # (sources, rows), up to each source's intercept
+        resid -= resid.mean(axis=1, keepdims=True)
+        mse = (resid ** 2).mean(axis=1)
+        logit = -(mse - mse.min()) / temperature
+        pi = np.exp(logit)
+        pi /= pi.sum()
+    else:
+        pi = np.full(len(weights), 1.0 / len(weights))
+    mean = pi @ weights
+    dev = weights - mean
+    cov = (dev * pi[:, None]).T @ dev + shrink * np.eye(weights.shape[1])
+    cov[0, 0] += 100.0
     return {"mean": mean, "cov": cov}
 
 
@@ -330,20 +346,22 @@ class Bank:
 # --- meta-training and adaptation ------------------------------------------------------------
 NOISE_GRID = (0.003, 0.01, 0.03, 0.1)
 SHRINK_GRID = (0.003, 0.01, 0.03, 0.1)
+TEMPERATURE_GRID = (0.003, 0.01, 0.03, 0.1, float("inf"))
 
 
 class Prior:
-    """A meta-learned prior over devices: feature standardisation and the Gaussian over weights.
+    """A meta-learned prior over devices: feature standardisation, every source device's weights,
+    and the hyperparameters of adaptation (noise, shrinkage, temperature).
 
-    Saved as JSON with a format version (``save``/``load``); ``codesign calibrate --method bayes``
-    adapts it to a new device from the reference rows.
+    Saved as JSON with a format version (``save``/``load``); ``codesign calibrate --method meta``
+    adapts it to a new device from the reference rows (``adapt``).
     """
 
-    def __init__(self, mean_x: np.ndarray, scale_x: np.ndarray, mean_w: np.ndarray, cov_w: np.ndarray,
-                 noise: float, sources: list[str], space: dict, reference: list[dict[str, str]]):
+    def __init__(self, mean_x, scale_x, weights, noise: float, shrink: float, temperature: float,
+                 sources: list[str], space: dict, reference: list[dict[str, str]]):
         self.mean_x, self.scale_x = np.asarray(mean_x, float), np.asarray(scale_x, float)
-        self.mean_w, self.cov_w = np.asarray(mean_w, float), np.asarray(cov_w, float)
-        self.noise = float(noise)
+        self.weights = np.asarray(weights, float)  # (sources, 1 + features)
+        self.noise, self.shrink, self.temperature = float(noise), float(shrink), float(temperature)
         self.sources = list(sources)
         self.space = dict(space)
         self.reference = [dict(r) for r in reference]  # the reference set in order: genotype, signature
@@ -353,13 +371,15 @@ class Prior:
 
     def adapt(self, x: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
         """Posterior weights [intercept, w] of a device measured on rows ``x`` (design matrix)."""
-        return posterior_weights({"mean": self.mean_w, "cov": self.cov_w}, self.z(x), np.log(latency_ms), self.noise)
+        z, y = self.z(x), np.log(latency_ms)
+        return posterior_weights(local_prior(self.weights, z, y, self.shrink, self.temperature), z, y, self.noise)
 
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "kind": "fewshot-prior", "features": design_names(),
                 "basis": [c.to_dict() for c in basis_configs()], "space": self.space, "sources": self.sources,
-                "reference": self.reference, "noise": self.noise, "mean_x": self.mean_x.tolist(), "scale_x": self.scale_x.tolist(),
-                "mean_w": self.mean_w.tolist(), "cov_w": self.cov_w.tolist()}
+                "reference": self.reference, "noise": self.noise, "shrink": self.shrink,
+                "temperature": self.temperature if np.isfinite(self.temperature) else "inf",
+                "mean_x": self.mean_x.tolist(), "scale_x": self.scale_x.tolist(), "weights": self.weights.tolist()}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -386,14 +406,15 @@ class Prior:
             raise CodesignError(f"{path} was meta-trained on other features or basis accelerators than this "
                                 "codesign computes; meta-train it again (`codesign calibrate --bank`)")
         try:
-            p = cls(d["mean_x"], d["scale_x"], d["mean_w"], d["cov_w"], d["noise"], d["sources"], d["space"],
-                    d["reference"])
+            p = cls(d["mean_x"], d["scale_x"], d["weights"], d["noise"], d["shrink"], float(d["temperature"]),
+                    d["sources"], d["space"], d["reference"])
         except (KeyError, TypeError, ValueError) as exc:
             raise CodesignError(f"{path} is damaged ({type(exc).__name__}: {exc})") from exc
         k = len(design_names())
-        arrays_ok = (p.mean_x.shape == (k,) and p.scale_x.shape == (k,) and p.mean_w.shape == (k + 1,)
-                     and p.cov_w.shape == (k + 1, k + 1) and (p.scale_x > 0).all() and p.noise > 0)
-        finite = all(np.isfinite(a).all() for a in (p.mean_x, p.scale_x, p.mean_w, p.cov_w))
+        arrays_ok = (p.mean_x.shape == (k,) and p.scale_x.shape == (k,) and p.weights.ndim == 2
+                     and p.weights.shape[1] == k + 1 and len(p.weights) == len(p.sources) >= 1
+                     and (p.scale_x > 0).all() and p.noise > 0 and p.shrink > 0 and p.temperature > 0)
+        finite = all(np.isfinite(a).all() for a in (p.mean_x, p.scale_x, p.weights))
         if not (arrays_ok and finite):
             raise CodesignError(f"{path} is damaged: its arrays have the wrong shapes or non-finite values")
         return p
@@ -422,31 +443,31 @@ def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray, int]], reference
     mean_x, scale_x = _standardise(allx)
     zs = {n: (sources[n][0] - mean_x) / scale_x for n in names}
     ys = {n: np.log(sources[n][1]) for n in names}
+    weights = {n: _ridge_weights(zs[n], ys[n], 1.0) for n in names}
     best = None
     for shrink in SHRINK_GRID:
-        # leave one source out: the prior of the others, adapted on the held-out one's reference rows
-        priors = {}
-        for held in names:
-            rest = [n for n in names if n != held]
-            priors[held] = fit_prior([zs[n] for n in rest], [ys[n] for n in rest], shrink=shrink)
-        for noise in NOISE_GRID:
-            taus = []
-            for held in names:
-                z, y, r = zs[held], ys[held], sources[held][2]
-                if len(y) <= r + 2:
-                    continue
-                for n in shots:
-                    if n > r:
+        for temperature in TEMPERATURE_GRID:
+            for noise in NOISE_GRID:
+                # leave one source out: the others' weights, adapted on the held-out one's reference rows
+                taus = []
+                for held in names:
+                    z, y, r = zs[held], ys[held], sources[held][2]
+                    if len(y) <= r + 2:
                         continue
-                    w = posterior_weights(priors[held], z[:n], y[:n], noise)
-                    pred = np.hstack([np.ones((len(z), 1)), z])[r:] @ w
-                    taus.append(kendalltau(pred, y[r:])[0])
-            score = float(np.nanmean(taus)) if taus else 0.0
-            if best is None or score > best[0]:
-                best = (score, shrink, noise)
-    _, shrink, noise = best
-    prior = fit_prior([zs[n] for n in names], [ys[n] for n in names], shrink=shrink)
-    return Prior(mean_x, scale_x, prior["mean"], prior["cov"], noise, names, space or DEFAULT_SPACE, reference)
+                    rest = np.stack([weights[n] for n in names if n != held])
+                    for n in shots:
+                        if n > r:
+                            continue
+                        prior = local_prior(rest, z[:n], y[:n], shrink, temperature)
+                        w = posterior_weights(prior, z[:n], y[:n], noise)
+                        pred = np.hstack([np.ones((len(z), 1)), z])[r:] @ w
+                        taus.append(kendalltau(pred, y[r:])[0])
+                score = float(np.nanmean(taus)) if taus else 0.0
+                if best is None or score > best[0]:
+                    best = (score, shrink, temperature, noise)
+    _, shrink, temperature, noise = best
+    return Prior(mean_x, scale_x, np.stack([weights[n] for n in names]), noise, shrink, temperature, names,
+                 space or DEFAULT_SPACE, reference)
 
 
 def source_family_data(networks: list[list[KernelSpec]], x: np.ndarray,
