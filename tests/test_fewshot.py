@@ -204,7 +204,8 @@ def test_fewshot_model_round_trip_and_kernel_shares(tmp_path):
     for net in nets:
         total = back.predict_network(net)["latency_ms"]
         assert np.isclose(total, model.predict_network(net)["latency_ms"])
-        assert np.isclose(back.predict(net).sum(), total)
+        assert np.isclose(sum(back.predict_network(net)["per_kernel_latency_ms"]), total)
+        assert np.allclose(back.predict(net[:1] + net), np.concatenate([back.predict(net[:1]), back.predict(net)]))
     with pytest.raises(CodesignError, match="not fitted"):
         back.fit([])
     d = json.loads(path.read_text())

@@ -600,11 +600,9 @@ class FewShotModel(CostModel):
     """A new device's latency from a meta-learned prior adapted to its reference rows (made by
     ``codesign calibrate --method meta``).
 
-    It predicts whole networks: log latency is a linear function of ``design_matrix`` features.
-    Per-kernel predictions (``predict``) split the network prediction of the kernels given
-    (taken as one network) in proportion to their modelled latency on the basis accelerator
-    that ranked the reference rows most like the device: kernels of one network only, not a
-    kernel-level model.
+    It predicts whole networks (``predict_network``): log latency is a linear function of
+    ``design_matrix`` features. Per kernel (``predict``, what a search sums over options) it is a
+    scaled basis accelerator: cruder, additive, and right on average over the reference rows.
     """
 
     def __init__(self, seed: int = 0):
@@ -623,6 +621,9 @@ class FewShotModel(CostModel):
                 return f"{name} must have shape {shape} (the features of this codesign)"
         if not (np.asarray(head["scale_x"]) > 0).all():
             return "scale_x must be positive"
+        scale = head.get("kernel_scale")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            return "kernel_scale must be a positive number"
         share = head.get("share_basis")
         if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share < len(basis_configs()):
             return f"share_basis must be an index below {len(basis_configs())}"
@@ -633,14 +634,30 @@ class FewShotModel(CostModel):
         z = (design_matrix([specs])[0] - np.asarray(head["mean_x"])) / np.asarray(head["scale_x"])
         return float(math.exp(np.concatenate([[1.0], z]) @ np.asarray(head["weights"])))
 
+    def _basis_ms(self, specs: list[KernelSpec]) -> np.ndarray:
+        cfg = basis_configs()[self.heads["latency_ms"]["share_basis"]]
+        return accel_latencies_ms([[s] for s in specs], [cfg])[:, 0]
+
     def predict(self, specs, use_measured: bool = True) -> np.ndarray:
+        """Per kernel: its latency on the basis accelerator that ranked the reference rows most
+        like the device, times the device's median ratio to it on those rows (additive, so that
+        a search can sum options; whole networks go through ``predict_network``)."""
         specs = list(specs)
         self._check_fitted()
         if not specs:
             return np.zeros(0)
-        cfg = basis_configs()[self.heads["latency_ms"]["share_basis"]]
-        per = accel_latencies_ms([[s] for s in specs], [cfg])[:, 0]
-        return self._network_ms(specs) * per / per.sum()
+        return self._basis_ms(specs) * float(self.heads["latency_ms"]["kernel_scale"])
+
+    def predict_network(self, specs, use_measured: bool = True) -> dict[str, Any]:
+        """The whole network from the adapted model; per kernel, that total split in proportion to
+        the kernels' basis-accelerator latencies."""
+        specs = list(specs)
+        self._check_fitted()
+        total = self._network_ms(specs)
+        per = self._basis_ms(specs)
+        return {"latency_ms": total, "energy_mj": None, "kernels": len(specs), "measured_kernels": 0,
+                "per_kernel_latency_ms": [float(v) for v in total * per / per.sum()],
+                "latency_interval_ms": None, "out_of_range": []}
 
     def predict_interval(self, specs, use_measured: bool = True, level: float = 0.9):
         return None
@@ -720,8 +737,10 @@ def calibrate_meta(prior: Prior, kernels: list[list[KernelSpec]], latency_ms, ne
     model.n_train = len(y)
     model.reference = list(reference)
     model.sources = prior.sources
+    share = _share_basis(x, y)
+    basis_ms = np.exp(x[:, len(FEATURE_NAMES) + share])
     model.heads = {"latency_ms": {"weights": prior.adapt(x, y), "mean_x": prior.mean_x, "scale_x": prior.scale_x,
-                                  "share_basis": _share_basis(x, y)}}
+                                  "share_basis": share, "kernel_scale": float(np.median(y / basis_ms))}}
     model.created_at = time.time()
     return model
 
