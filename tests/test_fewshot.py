@@ -234,8 +234,10 @@ def test_cli_refuses_bad_tables_in_one_line(tmp_path, run_cli):
     r = run_cli("calibrate", "--table", str(neg), "--as", "phone")
     assert r.returncode == 2 and "latency_ms must be a finite positive number" in r.stderr
     ok = _table(tmp_path, [1.0, 2.0, 3.0, 4.0, 5.0], "ok.csv")
-    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--from", "cpu-local")
+    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--from", "cpu-local", "--method", "meta")
     assert r.returncode == 2 and "--from is the base of --method scale" in r.stderr
+    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--from", str(tmp_path / "none.json"))
+    assert r.returncode == 2 and "no cost model" in r.stderr  # --from alone still means the scale method
     r = run_cli("calibrate", "--table", str(ok))
     assert r.returncode == 2 and "needs --table CSV and --as NEW_DEVICE" in r.stderr
     r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--method", "scale")

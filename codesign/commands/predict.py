@@ -117,9 +117,9 @@ def register(sub) -> None:
         "(`--reference-set DIR` writes them, in the order to measure and list them); --method scale fits "
         "per-op-family scales and a per-kernel overhead onto a known device's model (--from).",
     )
-    c.add_argument("--method", choices=("meta", "scale"), default="meta",
-                   help="meta: meta-learned few-shot transfer from the reference networks (default); scale: "
-                        "per-family scaling of the --from model")
+    c.add_argument("--method", choices=("meta", "scale"), default=None,
+                   help="meta: meta-learned few-shot transfer from the reference networks (the default without "
+                        "--from); scale: per-family scaling of the --from model (the default with --from)")
     c.add_argument("--reference-set", default=None, metavar="DIR",
                    help="write the reference networks (ONNX), their list and a table to fill in to DIR, and exit")
     c.add_argument("--from", dest="base", default=None,
@@ -408,6 +408,8 @@ def _calibrate(args) -> int:
         return _reference_set(args)
     if args.table is None or args.new_device is None:
         raise CodesignError("calibrate needs --table CSV and --as NEW_DEVICE (or --reference-set DIR)")
+    if args.method is None:  # --from names a base, which only the scale method has
+        args.method = "scale" if args.base is not None else "meta"
     if args.method == "meta":
         return _calibrate_meta(args)
     if args.base is None:
@@ -486,8 +488,8 @@ def _calibrate_meta(args) -> int:
     from ..predict.fewshot import calibrate_meta, check_row_count, check_rows, meta_train_bank
 
     if args.base is not None:
-        raise CodesignError("--from is the base of --method scale; --method meta needs none (drop --from or pass "
-                            "--method scale)")
+        raise CodesignError("--from is the base of --method scale; --method meta needs none (drop --from or "
+                            "--method meta)")
     if args.rows is not None and args.rows < 1:
         raise CodesignError("--rows must be >= 1")
     out = model_path(args.out, args.new_device, "--as")
