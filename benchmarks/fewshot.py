@@ -29,7 +29,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from _common import hardware  # noqa: E402
 
 RETEST = "retest:"  # a device timed a second time on the same networks (not a device of its own)
@@ -49,6 +48,7 @@ BANK_ACCELS = {
 
 def _accel_config(name, spec):
     from codesign.hw_models import get_accelerator
+
     from codesign.predict.fewshot import _accel
 
     if isinstance(spec, str):
@@ -85,7 +85,12 @@ def build(args) -> None:
     import torch
 
     from codesign.graph import export_onnx, onnx_kernels
-    from codesign.predict.fewshot import Bank, create_reference_space, random_genotypes, reference_genotypes
+    from codesign.predict.fewshot import (
+        Bank,
+        create_reference_space,
+        random_genotypes,
+        reference_genotypes,
+    )
     from codesign.profile.measure import measure_network
 
     space = create_reference_space()
@@ -135,12 +140,12 @@ def build(args) -> None:
             if kind == "ort":
                 sess = _ort_session(proto, threads)
                 feeds = {"input": x.numpy()}
-                lat, std = _time(lambda: sess.run(None, feeds), threads, args.repeats)
+                lat, std = _time(lambda sess=sess, feeds=feeds: sess.run(None, feeds), threads, args.repeats)
                 s = dict(settings, runtime="onnxruntime", threads=threads, clock=clock)
             elif kind == "torch":
                 torch.set_num_threads(threads)
                 with torch.inference_mode():
-                    lat, std = _time(lambda: net(x), threads, args.repeats)
+                    lat, std = _time(lambda net=net, x=x: net(x), threads, args.repeats)
                 s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads, clock=clock)
             else:
                 from codesign.profile.devices import get_device

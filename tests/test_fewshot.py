@@ -253,8 +253,9 @@ def test_cli_refuses_bad_tables_in_one_line(tmp_path, run_cli):
 def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli):
     """End to end: write the reference set, time it on an accelerator the mapper models, calibrate,
     and rank other networks better than the reference rows' FLOPs do."""
-    from codesign.graph import module_kernels
     from codesign.hw_models import get_accelerator
+
+    from codesign.graph import module_kernels
 
     r = run_cli("calibrate", "--reference-set", str(tmp_path / "ref"))
     assert r.returncode == 0, r.stderr

@@ -169,8 +169,7 @@ def accel_latencies_ms(networks: list[list[KernelSpec]], configs: list) -> np.nd
     Raises:
         CodesignError: a layer no config can map (the mapper's reason).
     """
-    from ..hw_models import evaluate_grid
-    from ..hw_models import mapper
+    from ..hw_models import evaluate_grid, mapper
 
     unique = list(dict.fromkeys(s for net in networks for s in net))
     grid = evaluate_grid(unique, configs)[:, :, mapper.R["latency_ms"]]  # (kernels, configs)
