@@ -112,10 +112,11 @@ def register(sub) -> None:
         "calibrate", help="carry a cost model to a new device from a few measurements",
         description="Make a cost model of a device that cannot be profiled from a CSV table of networks "
         "measured on it (columns latency_ms and one of model/onnx_path, genotype (with a space column or "
-        "--space) or kernel_key; `codesign measure --append` writes one). --method meta (default) adapts a "
-        "prior meta-learned across many devices to the new one from its latencies on the reference networks "
+        "--space) or kernel_key; `codesign measure --append` writes one). --method meta (the default without "
+        "--from) adapts a prior meta-learned across many devices to the new one from its latencies on the reference "
+        "networks "
         "(`--reference-set DIR` writes them, in the order to measure and list them); --method scale fits "
-        "per-op-family scales and a per-kernel overhead onto a known device's model (--from).",
+        "per-op-family scales and a per-kernel overhead onto a known device's model (--from; the default with it).",
     )
     c.add_argument("--method", choices=("meta", "scale"), default=None,
                    help="meta: meta-learned few-shot transfer from the reference networks (the default without "
