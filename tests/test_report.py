@@ -192,8 +192,8 @@ def _run_dir(tmp_path, config=None, name="run"):
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such run directory"),
     ("no-config", "is not a codesign run directory (no config.json)"),
-    ("damaged-config", "config.json is damaged"),
-    ("foreign-config", "is not a codesign search config"),
+    ("damaged-config", "config.json is not valid JSON"),
+    ("foreign-config", "config.json is not a codesign run config"),
     ("damaged-results", "results.json is damaged"),
     ("foreign-results", "is not a codesign results file"),
     ("damaged-log", "log.jsonl:1 is damaged"),
