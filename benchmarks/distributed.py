@@ -1,0 +1,159 @@
+"""Benchmark of distributed runs on Ray: a random search of 8 candidates and the profiling of 40
+kernels, each on the plain serial path, on a local Ray of 1 worker and of 2 workers, in one run.
+
+    python benchmarks/distributed.py [--candidates 8] [--candidate-epochs 2] [--kernels 40]
+                                     [--repeats 3] [--min-repeat-ms 10] [--only search|profile]
+
+Prints JSON. Figures, all ratios of wall times measured in this run:
+- ``speedup_2_over_1``: Ray with 1 worker over Ray with 2 workers (the issue's 1 vs 2 workers);
+- ``ray_1_overhead``: Ray with 1 worker over the serial path, minus 1, without Ray's start-up
+  (``ray_start_s`` is reported apart: a cost once per run, whatever its length);
+- ``identical``: whether every candidate's record (genotype, accuracies, passes) and the answer of
+  each Ray run equal the serial run's (search), or the same kernels were stored without error
+  (profile).
+Search: nb201 (c=8, one cell) on the digits set, costs from the eyeriss-like accelerator model (no
+TVM), torch at one thread in the serial run as in each Ray task. Profile: untuned kernels of a
+fixed grid sample on cpu-local; the serial path overlaps one compilation with timing; timing stays
+in the driver on every path. The load average is recorded before and after each part: on a shared
+machine every speed-up measured under load is a lower bound of the unloaded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+from _common import hardware  # noqa: E402
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _ray(workers: int):
+    from codesign.distributed import RayExecutor
+
+    t0 = time.perf_counter()
+    ex = RayExecutor(workers=workers, object_store_bytes=300 * 2**20).start()
+    return ex, time.perf_counter() - t0
+
+
+def bench_search(args) -> dict:
+    import torch
+
+    from codesign.pipeline import SearchConfig
+    from codesign.pipeline.phases import costs_phase, setup, split_train_val
+    from codesign.search.strategies import SearchContext, create_strategy
+
+    cfg = SearchConfig(space="nb201", space_args={"c": 8, "cells": 1}, strategy="random", device="accel:eyeriss-like",
+                       latency_ms="0.6x", candidates=args.candidates, candidate_epochs=args.candidate_epochs,
+                       batch_size=32, seed=0)
+    s = setup(cfg, quiet=True)
+    costs = costs_phase(s, None)
+    split = split_train_val(s.dataset, cfg.val_fraction, cfg.seed)
+    torch.set_num_threads(1)
+
+    def search(executor):
+        logs = []
+        ctx = SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table,
+                            costs.budgets, cfg, None, logs.append, executor=executor)
+        t0 = time.perf_counter()
+        found = create_strategy("random", ctx).run()
+        wall = time.perf_counter() - t0
+        recs = sorted((r["candidate"], r["genotype"], r["val_accuracy"], r["train_accuracy"], r["passes"])
+                       for r in logs)
+        return {"wall_s": wall, "candidates": len(logs), "choices": found["choices"],
+                "candidate_seconds": sum(r["seconds"] for r in logs)}, recs
+
+    out: dict = {"settings": {"space": "nb201 c=8 cells=1", "data": s.dataset.describe(), "candidates": args.candidates,
+                              "candidate_epochs": args.candidate_epochs, "batch_size": 32,
+                              "train_images": len(split.y_train)}}
+    out["load_before"] = _load()
+    serial, ref = search(None)
+    out["serial"] = serial
+    same = True
+    for workers in (1, 2):
+        ex, start_s = _ray(workers)
+        try:
+            res, recs = search(ex)
+        finally:
+            ex.close()
+        res["ray_start_s"] = start_s
+        out[f"ray_{workers}"] = res
+        same = same and recs == ref and res["choices"] == serial["choices"]
+    out["load_after"] = _load()
+    out["identical"] = same
+    out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
+    out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1
+    out["ray_1_overhead_with_start"] = (out["ray_1"]["wall_s"] + out["ray_1"]["ray_start_s"]) / serial["wall_s"] - 1
+    return out
+
+
+def bench_profile(args) -> dict:
+    from codesign.profile import ProfileDB, get_device, profile_kernels
+    from codesign.profile.grid import grid_specs
+
+    per_op = max(1, args.kernels // 5)
+    specs = (grid_specs("conv2d", 2 * per_op, seed=7) + grid_specs("max_pool2d", per_op, seed=7)
+             + grid_specs("dense", per_op, seed=7) + grid_specs("add", per_op, seed=7))[: args.kernels]
+    device = get_device("cpu-local")
+
+    def profile(executor):
+        with tempfile.TemporaryDirectory() as tmp, ProfileDB(os.path.join(tmp, "p.sqlite")) as db:
+            t0 = time.perf_counter()
+            rep = profile_kernels(specs, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                                  progress=False, executor=executor)
+            wall = time.perf_counter() - t0
+            keys = sorted(m.kernel_key for m in db.query(ok_only=True))
+        return {"wall_s": wall, "measured": rep.measured, "failed": rep.failed, "compile_s": rep.compile_s,
+                "timing_s": rep.timing_s}, keys
+
+    out: dict = {"settings": {"kernels": len(specs), "schedule": "untuned", "repeats": args.repeats,
+                              "min_repeat_ms": args.min_repeat_ms, "device": "cpu-local (1 thread)"}}
+    out["load_before"] = _load()
+    serial, ref = profile(None)
+    out["serial"] = serial
+    same = True
+    for workers in (1, 2):
+        ex, start_s = _ray(workers)
+        try:
+            res, keys = profile(ex)
+        finally:
+            ex.close()
+        res["ray_start_s"] = start_s
+        out[f"ray_{workers}"] = res
+        same = same and keys == ref and res["failed"] == 0
+    out["load_after"] = _load()
+    out["identical"] = same
+    out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
+    out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1
+    out["ray_1_overhead_with_start"] = (out["ray_1"]["wall_s"] + out["ray_1"]["ray_start_s"]) / serial["wall_s"] - 1
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--candidate-epochs", type=int, default=2)
+    parser.add_argument("--kernels", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-repeat-ms", type=float, default=10.0)
+    parser.add_argument("--only", choices=["search", "profile"], default=None)
+    args = parser.parse_args()
+    out = {"hardware": hardware(), "load_start": _load()}
+    if args.only in (None, "search"):
+        out["search"] = bench_search(args)
+    if args.only in (None, "profile"):
+        out["profile"] = bench_profile(args)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
