@@ -91,14 +91,12 @@ def make_executor(workers: int | None = None, address: str | None = None, cpus_p
 
 def _pinned(threads: int, fn: Callable, *args):
     """Run ``fn`` with its math libraries on the task's own CPUs (Ray reserves them per task)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch and OpenMP when first imported
     os.environ["TVM_NUM_THREADS"] = str(threads)
     import sys
 
-    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    if "torch" in sys.modules:  # imported by an earlier task of this worker
+        sys.modules["torch"].set_num_threads(threads)
     return fn(*args)
 
 

@@ -228,3 +228,19 @@ def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_p
     assert rep.measured == 2, rep.errors
     target = dev.tvm_target()
     assert all(has_record(build(s).func, target, str(tuning)) for s in specs)
+
+
+def test_a_candidate_finished_far_ahead_is_kept_until_its_turn_on_resume(problem, tmp_path):
+    """A checkpoint holding candidates 0-1 and candidate 3 (finished ahead on a larger cluster),
+    resumed serially: candidate 2 is trained, 3 is not, and the history is the serial run's."""
+    from codesign.search import checkpoint as ckpt
+
+    full, full_logs = _search(problem, small_cfg("random", candidates=5, candidate_epochs=1))
+    stem = tmp_path / "ck"
+    _search(problem, small_cfg("random", candidates=2, candidate_epochs=1), stem=stem)
+    state, meta = ckpt.load(stem)
+    state["ahead"] = [next(r for r in full_logs if r["candidate"] == 3)]
+    ckpt.save(stem, state, meta)
+    found, logs = _search(problem, small_cfg("random", candidates=5, candidate_epochs=1), stem=stem)
+    assert [r["candidate"] for r in logs] == [2, 4]
+    assert found["choices"] == full["choices"] and found["candidates"] == 5

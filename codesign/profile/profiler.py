@@ -105,11 +105,14 @@ class Library:
 
     def __init__(self, lib: bytes, folder: str):
         import os
+        import tempfile
 
         import tvm
 
-        self.path = os.path.join(folder, f"kernel-{id(self)}.so")
-        with open(self.path, "wb") as f:
+        # A fresh name for every library: rewriting a file the process has loaded (a reused
+        # name) would change the code under a mapped library and crash it.
+        fd, self.path = tempfile.mkstemp(suffix=".so", prefix="kernel-", dir=folder)
+        with os.fdopen(fd, "wb") as f:
             f.write(lib)
         self.module = tvm.runtime.load_module(self.path)
 

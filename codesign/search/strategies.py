@@ -564,7 +564,9 @@ class SampleSearch:
     def _record_in_order(self, jobs: list[dict], states: list, bar) -> None:
         """Move finished candidates that continue the history into it; checkpoint."""
         first = jobs[0]["candidate"]
-        while len(self.history) in self.ahead:
+        # only this batch's candidates: one finished further ahead waits for its own batch, where
+        # its proposal is drawn again and the generator state after it is known
+        while first <= len(self.history) < first + len(jobs) and len(self.history) in self.ahead:
             rec = self.ahead.pop(len(self.history))
             self.history.append(rec)
             self._rng_state = states[rec["candidate"] - first]
