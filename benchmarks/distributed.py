@@ -45,6 +45,30 @@ def _ray(workers: int):
     return ex, time.perf_counter() - t0
 
 
+def _compare(out: dict, run, same_as_serial) -> dict:
+    """``run(executor) -> (figures, results)`` serially, then on a fresh local Ray of 1 and of 2
+    workers; wall-time ratios and whether each Ray run's results equal the serial run's."""
+    out["load_before"] = _load()
+    serial, ref = run(None)
+    out["serial"] = serial
+    same = True
+    for workers in (1, 2):
+        ex, start_s = _ray(workers)
+        try:
+            res, got = run(ex)
+        finally:
+            ex.close()
+        res["ray_start_s"] = start_s
+        out[f"ray_{workers}"] = res
+        same = same and same_as_serial(res, got, ref)
+    out["load_after"] = _load()
+    out["identical"] = same
+    out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
+    out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1
+    out["ray_1_overhead_with_start"] = (out["ray_1"]["wall_s"] + out["ray_1"]["ray_start_s"]) / serial["wall_s"] - 1
+    return out
+
+
 def bench_search(args) -> dict:
     import torch
 
@@ -75,25 +99,7 @@ def bench_search(args) -> dict:
     out: dict = {"settings": {"space": "nb201 c=8 cells=1", "data": s.dataset.describe(), "candidates": args.candidates,
                               "candidate_epochs": args.candidate_epochs, "batch_size": 32,
                               "train_images": len(split.y_train)}}
-    out["load_before"] = _load()
-    serial, ref = search(None)
-    out["serial"] = serial
-    same = True
-    for workers in (1, 2):
-        ex, start_s = _ray(workers)
-        try:
-            res, recs = search(ex)
-        finally:
-            ex.close()
-        res["ray_start_s"] = start_s
-        out[f"ray_{workers}"] = res
-        same = same and recs == ref and res["choices"] == serial["choices"]
-    out["load_after"] = _load()
-    out["identical"] = same
-    out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
-    out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1
-    out["ray_1_overhead_with_start"] = (out["ray_1"]["wall_s"] + out["ray_1"]["ray_start_s"]) / serial["wall_s"] - 1
-    return out
+    return _compare(out, search, lambda res, recs, ref: recs == ref and res["choices"] == out["serial"]["choices"])
 
 
 def bench_profile(args) -> dict:
@@ -117,25 +123,7 @@ def bench_profile(args) -> dict:
 
     out: dict = {"settings": {"kernels": len(specs), "schedule": "untuned", "repeats": args.repeats,
                               "min_repeat_ms": args.min_repeat_ms, "device": "cpu-local (1 thread)"}}
-    out["load_before"] = _load()
-    serial, ref = profile(None)
-    out["serial"] = serial
-    same = True
-    for workers in (1, 2):
-        ex, start_s = _ray(workers)
-        try:
-            res, keys = profile(ex)
-        finally:
-            ex.close()
-        res["ray_start_s"] = start_s
-        out[f"ray_{workers}"] = res
-        same = same and keys == ref and res["failed"] == 0
-    out["load_after"] = _load()
-    out["identical"] = same
-    out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
-    out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1
-    out["ray_1_overhead_with_start"] = (out["ray_1"]["wall_s"] + out["ray_1"]["ray_start_s"]) / serial["wall_s"] - 1
-    return out
+    return _compare(out, profile, lambda res, keys, ref: keys == ref and res["failed"] == 0)
 
 
 def main() -> None:
