@@ -20,6 +20,8 @@ _COMMAND_MODULES = (
     "codesign.commands.hw",
     "codesign.commands.search",
     "codesign.commands.l2o",
+    "codesign.commands.report",
+    "codesign.commands.doctor",
 )
 
 

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from error_bounds import assert_gumbel_matches, assert_mixed_op_matches
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import codesign
@@ -32,23 +33,6 @@ def sample_mixed(n, c, h, w, kp, free, stride, dtype=torch.float32, seed=0, requ
         for t in (x, wts, *ys):
             t.requires_grad_()
     return x, ys, wts
-
-
-def grads_of(fn, leaves, seed=1):
-    out = fn()
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
-    return out.detach(), torch.autograd.grad(out, leaves, g, allow_unused=True)
-
-
-def assert_mixed_matches(x, ys, w, free, stride, rtol, atol):
-    leaves = [x, w, *ys]
-    fused = grads_of(lambda: codesign.mixed_op(x, ys, w, free, stride), leaves)
-    ref = grads_of(lambda: reference.mixed_op(x, ys, w, free, stride), leaves)
-    torch.testing.assert_close(fused[0], ref[0], rtol=rtol, atol=atol)
-    for name, a, b in zip(["x", "weights"] + [f"ys[{k}]" for k in range(len(ys))], fused[1], ref[1]):
-        a = torch.zeros_like(b) if a is None else a
-        b = torch.zeros_like(a) if b is None else b
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 free_subsets = st.lists(st.sampled_from(FREE), min_size=0, max_size=4, unique=True)
@@ -73,8 +57,8 @@ def test_mixed_op_matches_reference(n, c, h, w, kp, free, stride, dtype, seed):
     if kp == 0 and not free:
         kp = 1
     x, ys, wts = sample_mixed(n, c, h, w, kp, free, stride, dtype, seed)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert_mixed_matches(x, ys, wts, free, stride, rtol=tol, atol=tol)
+    # Within the rounding-error bound of the dtype, against the reference in float64.
+    assert_mixed_op_matches(x, ys, wts, free, stride)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -93,20 +77,20 @@ def test_mixed_op_gradcheck_float64(free, stride):
 def test_mixed_op_repeated_free_ops_and_no_parametric():
     free = ["avg_pool_3x3", "max_pool_3x3", "avg_pool_3x3", "zero"]
     x, ys, w = sample_mixed(2, 3, 6, 6, 0, free, 2, torch.float64)
-    assert_mixed_matches(x, ys, w, free, 2, rtol=1e-12, atol=1e-12)
+    assert_mixed_op_matches(x, ys, w, free, 2)
 
 
 def test_mixed_op_odd_sizes_stride2_and_single_pixel():
     for h, w in [(1, 1), (3, 5), (7, 1), (9, 9)]:
         x, ys, wts = sample_mixed(1, 2, h, w, 1, ["avg_pool_3x3", "max_pool_3x3"], 2, torch.float64)
-        assert_mixed_matches(x, ys, wts, ["avg_pool_3x3", "max_pool_3x3"], 2, 1e-12, 1e-12)
+        assert_mixed_op_matches(x, ys, wts, ["avg_pool_3x3", "max_pool_3x3"], 2)
 
 
 def test_mixed_op_max_pool_ties_route_to_first_maximum():
     # A constant plane: every window is a tie, torch routes to the first element in scan order.
     x = torch.ones(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
     w = torch.ones(1, dtype=torch.float64, requires_grad=True)
-    assert_mixed_matches(x, [], w, ["max_pool_3x3"], 1, 1e-12, 1e-12)
+    assert_mixed_op_matches(x, [], w, ["max_pool_3x3"], 1)
 
 
 def test_mixed_op_non_contiguous_inputs():
@@ -114,15 +98,13 @@ def test_mixed_op_non_contiguous_inputs():
     xt = x.transpose(2, 3).requires_grad_()  # non-contiguous
     yst = [y.transpose(2, 3).requires_grad_() for y in ys]
     assert not xt.is_contiguous()
-    assert_mixed_matches(xt, yst, w.requires_grad_(), FREE, 1, 1e-12, 1e-12)
+    assert_mixed_op_matches(xt, yst, w.requires_grad_(), FREE, 1)
 
 
 def test_mixed_op_partial_requires_grad():
     x, ys, w = sample_mixed(2, 2, 6, 6, 2, FREE, 1, torch.float64, requires_grad=False)
     w.requires_grad_()
-    (gw,) = torch.autograd.grad(codesign.mixed_op(x, ys, w, FREE).sum(), [w])
-    (rw,) = torch.autograd.grad(reference.mixed_op(x, ys, w, FREE).sum(), [w])
-    torch.testing.assert_close(gw, rw)
+    assert_mixed_op_matches(x, ys, w, FREE, 1)  # only the weights' gradient is asked for
 
 
 @pytest.mark.parametrize(
@@ -195,22 +177,19 @@ def test_mixed_op_compiles_fullgraph():
     seed=st.integers(0, 2**63 - 1),
     scale=st.sampled_from([1.0, 10.0, 1e4]),
 )
+# At tau = 1e-3 the softmax's Jacobian scales with 1/tau: a few ulps between the kernel's
+# polynomial exp/log and torch's made a 1e-3 gradient difference here, beyond a fixed float32
+# tolerance. Compared with the float64 reference, it lies within the derived bound.
+@example(rows=5, cols=22, tau=1e-3, hard=False, dtype=torch.float32, seed=172, scale=10.0)
 def test_gumbel_matches_reference(rows, cols, tau, hard, dtype, seed, scale):
     gen = torch.Generator().manual_seed(seed % 2**32)
-    logits = (torch.randn(rows, cols, generator=gen, dtype=dtype) * scale).requires_grad_()
-    y, idx = codesign.gumbel_softmax(logits, tau, hard, seed=seed)
-    yr, idxr = reference.gumbel_softmax(logits, tau, hard, seed)
-    assert torch.isfinite(y).all()
-    tol = 2e-5 if dtype == torch.float32 else 1e-12
-    torch.testing.assert_close(y, yr, rtol=tol, atol=tol)
-    # Ties between equal noisy logits are resolved identically; near-ties may differ by rounding.
-    assert (idx == idxr).float().mean() >= 0.99 if rows else idx.numel() == 0
-    if rows:
-        g = torch.randn(rows, cols, generator=gen, dtype=dtype)
-        (a,) = torch.autograd.grad(y, logits, g)
-        (b,) = torch.autograd.grad(yr, logits, g)
-        assert torch.isfinite(a).all()
-        torch.testing.assert_close(a, b, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=tol)
+    logits = torch.randn(rows, cols, generator=gen, dtype=dtype) * scale
+    g = torch.randn(rows, cols, generator=gen, dtype=dtype)
+    # Against the reference in float64, within a bound that follows the conditioning: the
+    # rounding error of (logits + noise) amplified by 1/tau, then by how evenly the softmax
+    # spreads its mass (see error_bounds.GumbelReference). Indices must agree except on
+    # near-ties closer than that error.
+    assert_gumbel_matches(logits, tau, hard, seed, g)
 
 
 def test_gumbel_gradcheck_float64():

@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,20 +204,61 @@ def test_two_profilers_on_one_database_neither_corrupt_nor_duplicate(tmp_path):
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_opening_a_new_database_waits_for_another_profilers_write_lock(tmp_path):
+    # Another profiler holds the write lock of a new, empty file. Switching to WAL upgrades a read
+    # lock to a write lock, which SQLite refuses at once (no busy handler) rather than risk a
+    # deadlock; opening must wait for the lock instead of calling the file foreign.
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        with ProfileDB(path, timeout_s=30) as db:
+            assert db.query() == []
+    finally:
+        release.join()
+        holder.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(dbmod.SCHEMA_VERSION)
+    con.close()
+
+
+def test_a_database_locked_past_the_timeout_is_called_locked_not_foreign(tmp_path):
+    path = tmp_path / "busy.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(CodesignError, match="still locked by another process after 0.3 s") as err:
+            ProfileDB(path, timeout_s=0.3)
+        assert "not a codesign" not in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not an SQLite file at all, " * 100)
+    with pytest.raises(CodesignError, match="is not a codesign profile database"):
+        ProfileDB(garbage)
+
+
 def test_a_killed_profiler_loses_at_most_the_kernel_in_flight(tmp_path):
     path = tmp_path / "killed.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", _WORKER, str(path), "20", "12"])
-    deadline = time.time() + 120
+    # Wait for three stored rows, however long a loaded machine takes to start the profiler.
+    deadline = time.time() + 600
     rows = 0
-    while time.time() < deadline and rows < 3:
+    while time.time() < deadline and rows < 3 and proc.poll() is None:
         time.sleep(0.2)
         if path.exists():
             try:
                 rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
             except sqlite3.OperationalError:
                 rows = 0
+    early_exit = proc.poll()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert early_exit is None, f"the profiler exited by itself (code {early_exit}) before it was killed"
     assert 3 <= rows < 24
     with ProfileDB(path) as db:
         specs = grid_specs("relu", 12, seed=1) + grid_specs("add", 12, seed=1)
@@ -231,6 +273,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_until(ready, proc: subprocess.Popen, what: str, timeout_s: float = 300.0) -> None:
+    # Start-up of a fresh Python process that imports TVM takes seconds on an idle machine and
+    # minutes on a loaded one: wait for the condition itself, not for a fixed time.
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not ready after {timeout_s:g} s")
+        time.sleep(0.5)
+
+
+def _tracker_queue(port: int) -> dict | None:
+    """The tracker's queue (key -> free and pending servers), or None while it does not answer."""
+    from tvm import rpc
+
+    try:  # is it listening yet? (connect_tracker itself would retry for a minute)
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        session = rpc.connect_tracker("127.0.0.1", port)
+    except (OSError, RuntimeError):
+        return None
+    try:
+        return session.summary()["queue_info"]
+    except (OSError, RuntimeError):
+        return None
+    finally:
+        session.close()
+
+
 def test_profile_through_an_rpc_tracker_and_server(tmp_path):
     tport, sport = _free_port(), _free_port()
     env = dict(os.environ, TVM_NUM_THREADS="1")
@@ -239,27 +310,18 @@ def test_profile_through_an_rpc_tracker_and_server(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = None
     try:
-        time.sleep(3)
+        _wait_until(lambda: _tracker_queue(tport) is not None, tracker, "the RPC tracker")
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                    "--port", str(sport), "--port-end", str(sport + 1), "--tracker", f"127.0.0.1:{tport}", "--key", "testdev"],
                                   env=env, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_until(lambda: (_tracker_queue(tport) or {}).get("testdev", {}).get("free", 0) >= 1, server,
+                    "the RPC server's registration with the tracker")
         local = get_device("cpu-local")
         dev = Device(name="rpc-test", target=local.resolved_target(),
                      rpc={"host": "127.0.0.1", "port": tport, "key": "testdev"}, energy="model:cpu-local")
         with ProfileDB(tmp_path / "rpc.sqlite") as db:
-            # The server registers with the tracker after start-up: seconds on a quiet machine, over a
-            # minute on a loaded one (seen at load 20 on 2 cores), so wait on a deadline, not a count.
-            last, deadline = None, time.monotonic() + 300
-            while True:
-                try:
-                    rep = profile_kernels(_small_specs()[:2], dev, db, repeats=2, min_repeat_ms=1, progress=False)
-                    break
-                except CodesignError as exc:
-                    last = exc
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"the RPC server never registered with the tracker in 300 s: {last}")
-                    time.sleep(2)
+            rep = profile_kernels(_small_specs()[:2], dev, db, repeats=2, min_repeat_ms=1, progress=False)
             assert rep.measured == 2 and rep.failed == 0, rep.errors
             rows = db.query(device="rpc-test")
             assert all(r.ok and r.energy_source == "model:cpu-local" for r in rows)

@@ -101,7 +101,7 @@ def test_profile_cli_profiles_a_space(tmp_path):
 def test_profile_cli_space_errors(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "codesign.cli", "profile", "--space", "darts", "--space-arg", "width=4",
-         "--db", str(tmp_path / "p.sqlite")], capture_output=True, text=True, timeout=120,
+         "--db", str(tmp_path / "p.sqlite")], capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 2 and "--space-arg" in out.stderr and "Traceback" not in out.stderr
 

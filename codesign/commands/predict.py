@@ -345,19 +345,17 @@ def _measure(args) -> int:
     table = MeasureTable(args.append, device.name, args.schedule, args.statistic) if args.append else None
     if args.tuning_dir:
         check_output(args.tuning_dir, "--tuning-dir", folder=True)
-    bar = None
-    if not args.no_progress and len(args.models) > 1:
-        from tqdm import tqdm
+    from .. import progress
 
-        bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
-                   file=sys.stderr, dynamic_ncols=True)
+    # Compiling and timing one network takes seconds to minutes: a line per network in a log.
+    bar = progress.bar(len(args.models), f"measure {device.name} [{args.schedule}]", unit="net",
+                       enabled=not args.no_progress and len(args.models) > 1)
     done = table.done if table is not None else {}
     results = []
     for path in args.models:
         if path in done:
             results.append(done[path])
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
                             onnxruntime=not args.no_onnxruntime, statistic=args.statistic).to_dict()
@@ -365,10 +363,8 @@ def _measure(args) -> int:
         results.append(r)
         if table is not None:
             table.append(r)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     if cost_model is not None:
         for path, r in zip(args.models, results):
             pred = cost_model.predict_network(onnx_kernels(path))["latency_ms"]

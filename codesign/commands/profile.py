@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from ..errors import CodesignError
 from ..files import check_output
 from .common import (
@@ -149,7 +147,7 @@ def _profile(args) -> int:
             report = profile_kernels(
                 specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
                 reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
-                progress=not args.no_progress and sys.stderr.isatty() or False, statistic=args.statistic,
+                progress=not args.no_progress, statistic=args.statistic,
                 executor=executor,
             )
     finally:

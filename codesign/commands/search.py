@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 from ..errors import CodesignError
@@ -181,6 +180,10 @@ def _print_results(r: dict) -> None:
               f"test accuracy {c['test_accuracy']:.4f}, predicted {_fmt(c['predicted'].get('latency_ms'))} ms, "
               f"measured {_fmt(cm.get('latency_ms'))} ms")
     print(f"run directory:   {r['run_dir']}")
+    if r.get("report"):
+        print(f"report:          {r['report']}")
+    elif r.get("report_error"):
+        print(f"report:          not written ({r['report_error']}); try `codesign report {r['run_dir']}`")
 
 
 def _genotype_source(args):
@@ -220,12 +223,13 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     net = space.build(genotype)
 
-    def progress(epoch, last):
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {last['loss']:.4f} accuracy {last['accuracy']:.4f}",
-              file=sys.stderr)
+    from .. import progress
 
-    fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
-                        augment=dataset.augment, progress=progress)
+    with progress.bar(args.epochs, "train", unit="epoch") as bar:
+        fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
+                            augment=dataset.augment,
+                            progress=lambda _epoch, last: bar.update(1, loss=f"{last['loss']:.4f}",
+                                                                     accuracy=f"{last['accuracy']:.4f}"))
     test = evaluate(net, dataset.x_test, dataset.y_test)
     stem.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save(stem, {"net": net.state_dict()}, {"genotype": genotype, "space": space_name, "space_args": space_args,

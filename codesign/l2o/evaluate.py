@@ -4,7 +4,6 @@ baseline's learning rate tuned on a small grid (on tuning seeds, never on the te
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
@@ -100,7 +99,7 @@ def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: i
     Raises:
         CodesignError: no learned rule, steps or seeds < 1.
     """
-    from tqdm import tqdm
+    from .. import progress as _progress
 
     if not isinstance(learned, dict) or not learned:
         raise CodesignError("compare needs at least one learned rule as {label: rule}")
@@ -112,8 +111,8 @@ def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: i
     try:
         results = {}
         contenders = [(label, rule, None) for label, rule in learned.items()] + [(b, None, b) for b in BASELINES]
-        bar = tqdm(contenders, file=sys.stderr, disable=not progress, desc=f"eval {task_name} {steps} steps")
-        for label, rule, baseline in bar:
+        bar = _progress.bar(len(contenders), f"eval {task_name} {steps} steps", unit="optimizer", enabled=progress)
+        for label, rule, baseline in contenders:
             t0 = time.perf_counter()
             if baseline is None:
                 lr = None
@@ -136,6 +135,8 @@ def compare(learned: dict[str, UpdateRule], task_name: str, steps: int, seeds: i
                 "lr": lr,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
+            bar.update(1, last=label)
+        bar.close()
     finally:
         torch.set_num_threads(threads)
     best_base = min(BASELINES, key=lambda b: results[b]["final_loss_mean"])

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +211,7 @@ def train(cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bo
         cfg: the run's settings.
         out: the optimizer file to write (must end in .json).
         restart: discard an existing checkpoint instead of resuming it.
-        progress: show a tqdm bar on stderr.
+        progress: progress on stderr (a bar on a terminal, a line every 10 s in a log).
         log: callable for one-line messages (default: print to stderr).
 
     Returns:
@@ -222,7 +221,7 @@ def train(cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bo
     Raises:
         CodesignError: bad settings, a checkpoint from other settings or of another format.
     """
-    from tqdm import tqdm
+    from .. import progress as _progress
 
     cfg.validate()
     out = Path(out)
@@ -237,7 +236,7 @@ def train(cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bo
     out.parent.mkdir(parents=True, exist_ok=True)
     if log is None:
         def log(msg):
-            tqdm.write(msg, file=sys.stderr)
+            _progress.say(msg)
     threads = torch.get_num_threads()
     # The tensors here are tiny ([coordinates, 20]); on a shared 2-core machine intra-op threads
     # made each LSTM step 50x slower (147 ms against 2.8 ms) through contention, so one thread.
@@ -249,7 +248,7 @@ def train(cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bo
 
 
 def _train(cfg, out, restart, progress, log):
-    from tqdm import tqdm
+    from .. import progress as _progress
 
     torch.manual_seed(cfg.seed)
     rule = create_rule(cfg.optimizer, **cfg.rule_config)
@@ -260,16 +259,16 @@ def _train(cfg, out, restart, progress, log):
         start, history = _load_checkpoint(out, cfg, rule, meta_opt)
         log(f"resuming {out} from episode {start}/{cfg.episodes}")
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.episodes), initial=start, total=cfg.episodes, file=sys.stderr,
-               disable=not progress, desc=f"l2o {cfg.optimizer}", unit="episode")
-    for ep in bar:
+    bar = _progress.bar(cfg.episodes, f"l2o {cfg.optimizer}", unit="episode", enabled=progress, every_s=10.0,
+                        initial=start)
+    for ep in range(start, cfg.episodes):
         family, seed = episode_plan(cfg, ep)
         stats = run_episode(rule, meta_opt, cfg, family, seed, log)
         history["meta_loss"].append(stats["meta_loss"])
         history["tasks"].append(family)
         history["skipped"] += stats["skipped"]
-        if stats["meta_loss"] is not None:
-            bar.set_postfix(task=family, meta_loss=f"{stats['meta_loss']:.3f}")
+        bar.update(1, **({"task": family, "meta_loss": f"{stats['meta_loss']:.3f}"}
+                         if stats["meta_loss"] is not None else {}))
         if (ep + 1) % cfg.checkpoint_every == 0 or ep + 1 == cfg.episodes:
             _save_checkpoint(out, cfg, rule, meta_opt, ep + 1, history)
     bar.close()

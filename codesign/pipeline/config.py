@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from ..errors import CodesignError
 from ..search.budgets import OBJECTIVES, Budget, parse_budget
 
+_API_ONLY = ("profile_repeats", "profile_min_repeat_ms")  # settings without a CLI flag
+
 
 @dataclass
 class SearchConfig:
@@ -56,6 +58,29 @@ class SearchConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def command_line(self) -> str:
+        """The ``codesign search`` command that makes this config (settings at their default are left
+        out; those the CLI has no flag for follow as a comment)."""
+        import shlex
+
+        argv, api_only = ["codesign", "search"], []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if value == default:
+                continue
+            if f.name == "space_args":
+                for k, v in value.items():
+                    argv += ["--space-arg", f"{k}={v}"]
+            elif f.name == "measure":
+                argv.append("--no-measure")
+            elif f.name in _API_ONLY:
+                api_only.append(f"{f.name}={value!r}")
+            else:
+                argv += ["--" + f.name.replace("_", "-"), str(value)]
+        line = shlex.join(argv)
+        return line + (f"  # and, through the Python API: {', '.join(api_only)}" if api_only else "")
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:

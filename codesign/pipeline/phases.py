@@ -17,13 +17,14 @@ layer-by-layer evaluation of the exported network (``measure.json``, with every 
 
 from __future__ import annotations
 
-import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .. import progress
 from ..costs import CostSource, open_cost_source
 from ..data import Dataset, load_dataset
 from ..errors import CodesignError
@@ -40,8 +41,7 @@ from .rundir import Run
 
 
 def say(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+    progress.say(msg, enabled=not quiet)
 
 
 @dataclass
@@ -213,8 +213,12 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=
         say(f"training {genotype} from scratch for {cfg.train_epochs} epochs", s.quiet)
         torch.manual_seed(cfg.seed)
         net = space.build(genotype)
-        fit = train_network(net, dataset.x_train, dataset.y_train, cfg.train_epochs, cfg.seed, cfg.batch_size,
-                            cfg.lr, cfg.weight_decay, dataset.augment, optimizer_factory(cfg.weight_optimizer))
+        with progress.bar(cfg.train_epochs, f"train {prefix.replace('-', ' ')}network", unit="epoch", enabled=not s.quiet,
+                          leave=False) as bar:
+            fit = train_network(net, dataset.x_train, dataset.y_train, cfg.train_epochs, cfg.seed, cfg.batch_size,
+                                cfg.lr, cfg.weight_decay, dataset.augment, optimizer_factory(cfg.weight_optimizer),
+                                progress=lambda _epoch, last: bar.update(1, loss=f"{last['loss']:.3f}",
+                                                                         acc=f"{last['accuracy']:.3f}"))
         test = evaluate(net, dataset.x_test, dataset.y_test)
         ckpt.save(run.file(f"{prefix}weights"), {"net": net.state_dict()},
                   {"genotype": genotype, "space": cfg.space, "space_args": cfg.space_args,
@@ -238,9 +242,14 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=
         else:
             say(f"measuring {run.file(prefix + 'model.onnx')} on {out.get('accelerator', {}).get('name') or s.source.device}",
                 s.quiet)
+            t0 = time.perf_counter()
             out["measured"] = s.source.measure(run.file(f"{prefix}model.onnx"), progress=not s.quiet,
                                                hw_choices=tuple(hw_choices or ()))
             run.write(f"{prefix}measure.json", out["measured"])
+            m = out["measured"] or {}
+            ort = m.get("onnxruntime_latency_ms")
+            say(f"measured {m.get('latency_ms', float('nan')):.4g} ms" + (f" (onnxruntime {ort:.4g} ms)" if ort else "")
+                + f" in {time.perf_counter() - t0:.0f} s", s.quiet)
     return out
 
 

@@ -101,6 +101,26 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
     if "hardware" in derived:
         results.update(hardware=derived["hardware"], objective=cfg.objective)
     run.write("results.json", results)
+    return report_phase(run, results, quiet)
+
+
+def report_phase(run, results: dict, quiet: bool) -> dict:
+    """report.html in the run directory. The results are already saved: a report that fails is
+    said, recorded in results.json as ``report_error``, and loses nothing."""
+    from ..report import write_report
+
+    say("writing the report", quiet)
+    try:
+        report = write_report(run.path)
+    except Exception as exc:  # the run's results stand without their report
+        results.update(report=None, report_error=f"{type(exc).__name__}: {exc}")
+        say(f"the report could not be written ({results['report_error']}); the results are in "
+            f"{run.file('results.json')}", quiet)
+    else:
+        results.update(report=str(report.path), report_error="; ".join(report.problems) or None)
+        for problem in report.problems:
+            say(f"report: {problem}", quiet)
+    run.write("results.json", results)
     return results
 
 

@@ -148,5 +148,6 @@ def open_run(cfg: SearchConfig, run_dir: str | Path | None, resume: bool,
     import codesign
 
     Run(path).write("config.json", {"format": CONFIG_FORMAT, "format_version": CONFIG_VERSION,
-                                    "codesign_version": codesign.__version__, "config": cfg.to_dict()})
+                                    "codesign_version": codesign.__version__, "config": cfg.to_dict(),
+                                    "command": cfg.command_line()})
     return Run(path), cfg

@@ -115,23 +115,17 @@ def predict_network(model, network, input_shape=None, allow_partial: bool = Fals
 
 def predict_networks(model, networks: Iterable, input_shape=None, allow_partial: bool = False,
                      use_measured: bool = True, progress: bool = False) -> list[dict[str, Any]]:
-    """``predict_network`` of each network (one model load for all; a tqdm bar on stderr if ``progress``)."""
+    """``predict_network`` of each network (one model load for all; progress on stderr if ``progress``)."""
     model = _cost_model(model)
     networks = list(networks)
-    bar = None
-    if progress and len(networks) > 1:
-        import sys
+    from .. import progress as _progress
 
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(networks), desc="predict", unit="net", file=sys.stderr, dynamic_ncols=True)
     out = []
-    for net in networks:
-        out.append(predict_network(model, net, input_shape, allow_partial, use_measured))
-        if bar is not None:
+    with _progress.bar(len(networks), "predict", unit="net", enabled=progress and len(networks) > 1,
+                       every_s=10.0) as bar:
+        for net in networks:
+            out.append(predict_network(model, net, input_shape, allow_partial, use_measured))
             bar.update(1)
-    if bar is not None:
-        bar.close()
     return out
 
 

@@ -68,6 +68,15 @@ CREATE INDEX IF NOT EXISTS measurements_device_op ON measurements (device, op);
 """
 
 
+def _is_lock_error(exc: sqlite3.Error) -> bool:
+    """True for SQLITE_BUSY / SQLITE_LOCKED (another connection holds the lock), not a bad file."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+    message = str(exc)
+    return "database is locked" in message or "database table is locked" in message
+
+
 def default_db_path() -> Path:
     """``$CODESIGN_DB``, else ``profiles.sqlite`` in codesign's cache directory
     (``codesign.paths.cache_dir()``: ``$CODESIGN_CACHE_DIR`` or the user cache directory)."""
@@ -174,20 +183,27 @@ def _alive(pid: int) -> bool:
 class ProfileDB:
     """A SQLite profile database. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path, readonly: bool = False):
+    def __init__(self, path: str | Path, readonly: bool = False, timeout_s: float = 60.0):
         """Open (or, unless ``readonly``, create) the database at ``path``.
+
+        Args:
+            path: the SQLite file; created with its schema if it does not exist (unless readonly).
+            readonly: open for reading only; the file must exist and hold profiles.
+            timeout_s: how long to wait for another profiler holding the file's write lock.
 
         Raises:
             CodesignError: a folder, a file that is not a codesign profile database or has a newer
-                schema, no file at all (``readonly``), a read-only file or folder (to write).
+                schema, no file at all (``readonly``), a read-only file or folder (to write), a
+                file still locked by another process after timeout_s.
         """
         self.path = Path(path)
         self.readonly = readonly
+        self.timeout_s = float(timeout_s)
         self._claims_ready = False
         self._check_before_touch()
         if readonly:
             try:
-                self._conn = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=60.0,
+                self._conn = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=self.timeout_s,
                                              isolation_level=None)
                 self._columns = {r[1] for r in self._conn.execute("PRAGMA table_info(measurements)")}
             except sqlite3.Error as exc:
@@ -199,17 +215,43 @@ class ProfileDB:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), timeout=self.timeout_s, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise CodesignError(f"cannot open profile database {self.path}: {exc}") from exc
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=60000")
+            self._enable_wal()
             self._migrate()
             self._add_columns()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            if _is_lock_error(exc):
+                raise CodesignError(
+                    f"profile database {self.path} is still locked by another process after "
+                    f"{self.timeout_s:g} s; wait for it to finish or use another --db"
+                ) from exc
             raise CodesignError(f"{self.path} is not a codesign profile database ({exc})") from exc
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _enable_wal(self) -> None:
+        # Switching a new file from the rollback journal to WAL reads the header, then upgrades to
+        # a write lock. When another connection is making the same switch (two profilers opening a
+        # new file at once), SQLite answers SQLITE_BUSY at once instead of calling the busy
+        # handler, because waiting while holding the read lock could deadlock. The statement has
+        # released its locks by then, so trying again until the timeout is safe; once the file is
+        # in WAL mode the pragma only reads.
+        deadline = time.monotonic() + self.timeout_s
+        delay_s = 0.001
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or time.monotonic() + delay_s > deadline:
+                    raise
+            time.sleep(delay_s)
+            delay_s = min(2 * delay_s, 0.1)
 
     def _check_before_touch(self) -> None:
         """Refuse, before anything is written, a path this database cannot be (see the module
@@ -246,7 +288,8 @@ class ProfileDB:
                 self._columns.add(name)
 
     def _migrate(self) -> None:
-        # Under one write lock, so that two profilers opening a new file at once agree.
+        # Schema check and creation under one write lock (BEGIN IMMEDIATE waits through the busy
+        # handler), so that two profilers opening a new file at once agree on one schema.
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

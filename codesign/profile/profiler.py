@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import socket
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -128,9 +127,10 @@ class Library:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from .. import progress
 
-    return tqdm(total=total, desc=desc, unit="kernel", file=sys.stderr, dynamic_ncols=True)
+    # In a log: a line every 10 s at most (profiling runs hundreds of kernels of ~0.1-100 s each).
+    return progress.bar(total, desc, unit="kernel", every_s=10.0)
 
 
 def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
@@ -368,8 +368,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 report.measured += 1
             fill(wait=True)  # only kernels other profilers hold may be left: wait for them
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=report.failed)
+                bar.update(1, failed=report.failed)
     finally:
         if pool is not None:
             pool.shutdown()

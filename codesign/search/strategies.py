@@ -104,10 +104,10 @@ class SearchContext:
     executor: Any = None  # where random/evolution candidates train (codesign.distributed); None: here
 
 
-def _bar(total, desc, enabled):
-    from tqdm import tqdm
+def _bar(total, desc, enabled, unit="epoch", initial=0):
+    from .. import progress
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress.bar(total, desc, unit=unit, enabled=enabled, leave=False, initial=initial)
 
 
 def _check_finite(loss: torch.Tensor, where: str, ctx: SearchContext) -> None:
@@ -336,8 +336,7 @@ class GradientSearch:
             state, _ = ckpt.load(ctx.checkpoint_stem)
             self.load(state)
         total = cfg.epochs * self.steps_per_epoch
-        bar = _bar(cfg.epochs, f"search {self.name}", ctx.progress)
-        bar.update(self.epoch)
+        bar = _bar(cfg.epochs, f"search {self.name}", ctx.progress, initial=self.epoch)
         while self.epoch < cfg.epochs:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
@@ -384,9 +383,7 @@ class GradientSearch:
             ctx.log(rec)
             if ctx.checkpoint_stem is not None:
                 ckpt.save(ctx.checkpoint_stem, self.state(), {"strategy": self.name, "epoch": self.epoch})
-            bar.update(1)
-            bar.set_postfix(acc=f"{rec['train_accuracy']:.2f}",
-                            lat=f"{expected.get('latency_ms', math.nan):.3g}")
+            bar.update(1, acc=f"{rec['train_accuracy']:.2f}", lat=f"{expected.get('latency_ms', math.nan):.3g}")
         bar.close()
         probs = [p.detach().numpy() for p in self.probs()]
         return {"choices": self.derived(), "probs": probs, "epochs": self.epoch, "search_passes": self.passes,
@@ -531,8 +528,7 @@ class SampleSearch:
         executor = ctx.executor or SerialExecutor()
         data = None
         total = None if ctx.max_passes is not None else ctx.cfg.candidates
-        bar = _bar(total, f"search {self.name}", ctx.progress)
-        bar.update(len(self.history))
+        bar = _bar(total, f"search {self.name}", ctx.progress, "candidate", len(self.history))
         while not self.done():
             jobs, states = [], []
             for _ in range(max(1, min(self.ready(), self.remaining(), executor.slots))):
@@ -570,9 +566,7 @@ class SampleSearch:
             rec = self.ahead.pop(len(self.history))
             self.history.append(rec)
             self._rng_state = states[rec["candidate"] - first]
-            bar.update(1)
-            bar.set_postfix(best=f"{max(h['val_accuracy'] for h in self.history):.3f}",
-                            last=f"{rec['val_accuracy']:.3f}")
+            bar.update(1, best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
         self.save()
 
 

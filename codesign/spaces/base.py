@@ -32,6 +32,18 @@ class Decision:
     options: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class NetworkGraph:
+    """A network of a space drawn as a graph (reports): node labels in topological order, the
+    first ``inputs`` of them the inputs, and edges ``(from, to, op)`` between node indices (op ""
+    for a plain connection)."""
+
+    title: str
+    nodes: tuple[str, ...]
+    edges: tuple[tuple[int, int, str], ...]
+    inputs: int = 1
+
+
 class SearchSpace:
     """Base class: subclasses set ``name`` (by registration) and implement the abstract methods."""
 
@@ -77,6 +89,13 @@ class SearchSpace:
         if getattr(self, "_exported", None) is None:
             self._exported = ExportedKernels()
         return self._exported.network(self, self.canonical(genotype))
+
+    def graphs(self, genotype: str) -> list[NetworkGraph]:
+        """The genotype drawn as graphs: a cell space gives its cells; the default is the chain of
+        decisions, input to output, each node labelled with its decision and chosen option."""
+        choices = self.parse(genotype)
+        nodes = ("input",) + tuple(f"{d.name}: {d.options[c]}" for d, c in zip(self.decisions(), choices)) + ("output",)
+        return [NetworkGraph("layers", nodes, tuple((i, i + 1, "") for i in range(len(nodes) - 1)))]
 
     def canonical(self, genotype: str) -> str:
         return self.format(self.parse(genotype))

@@ -25,7 +25,7 @@ from ..errors import CodesignError
 from ..kernelspec import KernelSpec
 from ..nn import MixedEdge
 from . import register_space
-from .base import Decision, SearchSpace, check_shape
+from .base import Decision, NetworkGraph, SearchSpace, check_shape
 
 PRIMITIVES = (
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -291,6 +291,18 @@ class DartsSpace(SearchSpace):
                 for op, inp in ((op_a, a), (op_b, b)):
                     row[edges().index((n, inp))] = PRIMITIVES.index(op)
             out += row
+        return out
+
+    def graphs(self, genotype: str) -> list[NetworkGraph]:
+        """The normal and the reduction cell: inputs c[k-2], c[k-1], nodes 0-3, and the output
+        c[k], the concatenation of the four nodes."""
+        g = Genotype.parse(self.format(self.parse(genotype)))
+        nodes = ("c[k-2]", "c[k-1]") + tuple(str(n) for n in range(NODES)) + ("c[k] (concat)",)
+        out = []
+        for title, pairs in (("normal cell", g.normal), ("reduction cell", g.reduce)):
+            edges = [(inp, 2 + i // 2, op) for i, (op, inp) in enumerate(pairs)]
+            edges += [(2 + n, len(nodes) - 1, "") for n in range(NODES)]
+            out.append(NetworkGraph(title, nodes, tuple(edges), inputs=2))
         return out
 
     def format(self, choices: list[int]) -> str:

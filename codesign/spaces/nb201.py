@@ -26,7 +26,7 @@ from ..errors import CodesignError
 from ..kernelspec import KernelSpec
 from ..nn import MixedEdge
 from . import register_space
-from .base import Decision, SearchSpace, check_shape, split_items
+from .base import Decision, NetworkGraph, SearchSpace, check_shape, split_items
 from .kernels import ExportedKernels
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -174,6 +174,12 @@ class NB201Space(SearchSpace):
             groups.append("|" + "|".join(f"{OPS[choices[e + i]]}~{i}" for i in range(j)) + "|")
             e += j
         return "+".join(groups)
+
+    def graphs(self, genotype: str) -> list[NetworkGraph]:
+        """The cell (shared by every cell of the skeleton); ``none`` edges are left out."""
+        choices = self.parse(genotype)
+        edges = tuple((inp, node, OPS[c]) for (node, inp), c in zip(EDGES, choices) if OPS[c] != "none")
+        return [NetworkGraph("cell (every cell of the network)", ("0 (input)", "1", "2", "3 (output)"), edges)]
 
     def _stage_shapes(self):
         """(channels, height) of every cell."""
