@@ -1,13 +1,14 @@
 """Benchmark of distributed runs on Ray: a random search of 8 candidates and the profiling of 40
 kernels, each on the plain serial path, on a local Ray of 1 worker and of 2 workers, in one run.
 
-    python benchmarks/distributed.py [--candidates 8] [--candidate-epochs 2] [--kernels 40]
+    python benchmarks/distributed.py [--candidates 8] [--candidate-epochs 6] [--kernels 40]
                                      [--repeats 3] [--min-repeat-ms 10] [--only search|profile]
 
 Prints JSON. Figures, all ratios of wall times measured in this run:
 - ``speedup_2_over_1``: Ray with 1 worker over Ray with 2 workers (the issue's 1 vs 2 workers);
 - ``ray_1_overhead``: Ray with 1 worker over the serial path, minus 1, without Ray's start-up
-  (``ray_start_s`` is reported apart: a cost once per run, whatever its length);
+  (``ray_start_s``, reported apart: starting Ray and importing torch or TVM in every worker, a
+  cost once per run, whatever its length; ``ray_1_overhead_with_start`` includes it);
 - ``identical``: whether every candidate's record (genotype, accuracies, passes) and the answer of
   each Ray run equal the serial run's (search), or the same kernels were stored without error
   (profile).
@@ -37,15 +38,15 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def _ray(workers: int):
+def _ray(workers: int, preload: tuple[str, ...]):
     from codesign.distributed import RayExecutor
 
     t0 = time.perf_counter()
-    ex = RayExecutor(workers=workers, object_store_bytes=300 * 2**20).start()
+    ex = RayExecutor(workers=workers, object_store_bytes=300 * 2**20, preload=preload).start()
     return ex, time.perf_counter() - t0
 
 
-def _compare(out: dict, run, same_as_serial) -> dict:
+def _compare(out: dict, run, same_as_serial, preload: tuple[str, ...]) -> dict:
     """``run(executor) -> (figures, results)`` serially, then on a fresh local Ray of 1 and of 2
     workers; wall-time ratios and whether each Ray run's results equal the serial run's."""
     out["load_before"] = _load()
@@ -53,7 +54,7 @@ def _compare(out: dict, run, same_as_serial) -> dict:
     out["serial"] = serial
     same = True
     for workers in (1, 2):
-        ex, start_s = _ray(workers)
+        ex, start_s = _ray(workers, preload)
         try:
             res, got = run(ex)
         finally:
@@ -99,7 +100,8 @@ def bench_search(args) -> dict:
     out: dict = {"settings": {"space": "nb201 c=8 cells=1", "data": s.dataset.describe(), "candidates": args.candidates,
                               "candidate_epochs": args.candidate_epochs, "batch_size": 32,
                               "train_images": len(split.y_train)}}
-    return _compare(out, search, lambda res, recs, ref: recs == ref and res["choices"] == out["serial"]["choices"])
+    return _compare(out, search, lambda res, recs, ref: recs == ref and res["choices"] == out["serial"]["choices"],
+                    ("codesign.search.strategies",))
 
 
 def bench_profile(args) -> dict:
@@ -123,13 +125,14 @@ def bench_profile(args) -> dict:
 
     out: dict = {"settings": {"kernels": len(specs), "schedule": "untuned", "repeats": args.repeats,
                               "min_repeat_ms": args.min_repeat_ms, "device": "cpu-local (1 thread)"}}
-    return _compare(out, profile, lambda res, keys, ref: keys == ref and res["failed"] == 0)
+    return _compare(out, profile, lambda res, keys, ref: keys == ref and res["failed"] == 0,
+                    ("tvm", "codesign.profile.profiler"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=8)
-    parser.add_argument("--candidate-epochs", type=int, default=2)
+    parser.add_argument("--candidate-epochs", type=int, default=6)
     parser.add_argument("--kernels", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-repeat-ms", type=float, default=10.0)

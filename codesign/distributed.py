@@ -81,12 +81,19 @@ def check_workers(workers: int | None, address: str | None, flags: str = "--work
         raise CodesignError(f"{flags} run tasks on Ray, which is not installed: {RAY_HINT}")
 
 
-def make_executor(workers: int | None = None, address: str | None = None, cpus_per_task: int = 1):
+def make_executor(workers: int | None = None, address: str | None = None, cpus_per_task: int = 1,
+                  preload: tuple[str, ...] = ()):
     """The executor for --workers/--ray: None when neither is given (callers run serially)."""
     check_workers(workers, address)
     if workers is None and address is None:
         return None
-    return RayExecutor(workers=workers, address=address, cpus_per_task=cpus_per_task)
+    return RayExecutor(workers=workers, address=address, cpus_per_task=cpus_per_task, preload=preload)
+
+
+def _import(names: tuple[str, ...]) -> int:
+    for name in names:
+        importlib.import_module(name)
+    return os.getpid()
 
 
 def _pinned(threads: int, fn: Callable, *args):
@@ -105,12 +112,13 @@ class RayExecutor:
     running cluster (``ray start --head`` on one machine, ``ray start --address`` on the others).
 
     Ray starts on the first ``start``/``share``/``submit``. With an address, ``workers`` caps the
-    tasks in flight (default: every CPU of the cluster)."""
+    tasks in flight (default: every CPU of the cluster). ``preload`` names modules every worker
+    imports at start-up."""
 
     name = "ray"
 
     def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_task: int = 1,
-                 max_retries: int = 3, object_store_bytes: int | None = None):
+                 max_retries: int = 3, object_store_bytes: int | None = None, preload: tuple[str, ...] = ()):
         check_workers(workers, address)
         if workers is None and address is None:
             raise CodesignError("a Ray executor needs --workers N or --ray ADDRESS")
@@ -118,6 +126,7 @@ class RayExecutor:
         self.cpus_per_task = cpus_per_task
         self.max_retries = max_retries
         self.object_store_bytes = object_store_bytes
+        self.preload = tuple(preload)
         self._ray = None
         self._started_here = False
         self._remote = None
@@ -152,6 +161,10 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=self.cpus_per_task, max_retries=self.max_retries,
                                   retry_exceptions=False)(_pinned).options(name="codesign-task")
         self._ray = ray
+        if self.preload:
+            # The modules tasks need (torch, TVM: seconds each) imported by every worker now, at
+            # start-up, rather than inside the first task of each.
+            ray.get([self._remote.remote(self.cpus_per_task, _import, self.preload) for _ in range(self.slots)])
         return self
 
     def share(self, obj):

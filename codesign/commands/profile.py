@@ -139,7 +139,7 @@ def _profile(args) -> int:
     tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
     if args.tuning_dir or schedule.startswith("metaschedule"):
         check_output(tuning_dir, "--tuning-dir", folder=True)
-    executor = make_executor(args.workers, args.ray)
+    executor = make_executor(args.workers, args.ray, preload=("tvm", "codesign.profile.profiler"))
     try:
         if executor is not None:
             executor.start()  # before the database exists: an unreachable cluster leaves nothing

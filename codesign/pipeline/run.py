@@ -66,7 +66,7 @@ def start_executor(s, workers: int | None, ray: str | None):
         say(f"note: --workers/--ray train the candidates of random and evolution search and of --compare "
             f"random; {s.cfg.strategy} runs in this process", s.quiet)
         return None
-    executor = make_executor(workers, ray).start()
+    executor = make_executor(workers, ray, preload=("codesign.search.strategies",)).start()
     say(f"ray: {executor.slots} candidate(s) at a time", s.quiet)
     return executor
 
