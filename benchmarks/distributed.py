@@ -9,6 +9,8 @@ Prints JSON. Figures, all ratios of wall times measured in this run:
 - ``ray_1_overhead``: Ray with 1 worker over the serial path, minus 1, without Ray's start-up
   (``ray_start_s``, reported apart: starting Ray and importing torch or TVM in every worker, a
   cost once per run, whatever its length; ``ray_1_overhead_with_start`` includes it);
+- ``parallel_capacity_before``/``_after``: two plain processes' throughput over one process's,
+  measured just before and after: the most any 2-worker speed-up could be at that time;
 - ``identical``: whether every candidate's record (genotype, accuracies, passes) and the answer of
   each Ray run equal the serial run's (search), or the same kernels were stored without error
   (profile).
@@ -38,6 +40,31 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _spin(n: int) -> float:
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i * i % 7
+    return time.perf_counter() - t0
+
+
+def parallel_capacity(n: int = 20_000_000) -> float:
+    """How much more work two processes get done than one in the same time, now, on this machine:
+    the ceiling of any 2-worker speed-up measured beside it (2.0 on two idle cores; about 1.0 when
+    other jobs leave this user one core's share)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_spin, [1000, 1000]))  # both processes started
+        t0 = time.perf_counter()
+        pool.submit(_spin, n).result()
+        one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        list(pool.map(_spin, [n, n]))
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
 def _ray(workers: int, preload: tuple[str, ...]):
     from codesign.distributed import RayExecutor
 
@@ -50,6 +77,7 @@ def _compare(out: dict, run, same_as_serial, preload: tuple[str, ...]) -> dict:
     """``run(executor) -> (figures, results)`` serially, then on a fresh local Ray of 1 and of 2
     workers; wall-time ratios and whether each Ray run's results equal the serial run's."""
     out["load_before"] = _load()
+    out["parallel_capacity_before"] = parallel_capacity()
     serial, ref = run(None)
     out["serial"] = serial
     same = True
@@ -63,6 +91,7 @@ def _compare(out: dict, run, same_as_serial, preload: tuple[str, ...]) -> dict:
         out[f"ray_{workers}"] = res
         same = same and same_as_serial(res, got, ref)
     out["load_after"] = _load()
+    out["parallel_capacity_after"] = parallel_capacity()
     out["identical"] = same
     out["speedup_2_over_1"] = out["ray_1"]["wall_s"] / out["ray_2"]["wall_s"]
     out["ray_1_overhead"] = out["ray_1"]["wall_s"] / serial["wall_s"] - 1

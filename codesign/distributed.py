@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from .errors import CodesignError
 
 RAY_HINT = "pip install 'codesign[ray]'"
-_ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+)$")
+_ADDRESS = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+)$")
 
 
 class Executor(Protocol):
@@ -96,6 +96,18 @@ def _import(names: tuple[str, ...]) -> int:
     return os.getpid()
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on a cluster address nothing listens at (Ray itself retries for a minute)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise CodesignError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start its head "
+                            "with `ray start --head` or check the address") from None
+
+
 def _pinned(threads: int, fn: Callable, *args):
     """Run ``fn`` with its math libraries on the task's own CPUs (Ray reserves them per task)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch and OpenMP when first imported
@@ -138,18 +150,20 @@ class RayExecutor:
         import ray
 
         kw: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if self.address in (None, "local"):
+        if self.address is None:
             kw.update(num_cpus=self.workers or os.cpu_count() or 1)
             if self.object_store_bytes:
                 kw["object_store_memory"] = self.object_store_bytes
         else:
             kw = {"address": self.address, "log_to_driver": False, "configure_logging": False}
+            if self.address != "auto":
+                _check_reachable(self.address)
         # A driver already connected (a notebook, a test) keeps its Ray; we only leave ours.
         if not ray.is_initialized():
             try:
                 ray.init(**kw)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"the Ray cluster at {self.address}" if self.address not in (None, "local") else "a local Ray"
+                where = "a local Ray" if self.address is None else f"the Ray cluster at {self.address}"
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise CodesignError(f"cannot start or join {where}: {first[:300]}") from None
             self._started_here = True

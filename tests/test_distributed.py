@@ -51,6 +51,22 @@ def test_bad_worker_flags_are_refused(workers, address, message):
         check_workers(workers, address)
 
 
+def test_an_unreachable_cluster_fails_in_one_line_before_the_run_directory(tmp_path, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "run"
+    argv = ["search", "--strategy", "random", "--device", "accel:eyeriss-like", "--space-arg", "c=2",
+            "--space-arg", "cells=1", "--ray", f"127.0.0.1:{port}", "--run-dir", str(run_dir), "--quiet"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err[0]
+    assert not run_dir.exists()
+
+
 def test_serial_executor_returns_results_and_raises_the_tasks_own_error():
     ex = SerialExecutor()
 
