@@ -197,6 +197,8 @@ def bad(tmp_path_factory) -> Path:
     ckpt.save(r / "checkpoint", {"alphas": torch.zeros(3, 5)}, {"strategy": "darts", "epoch": 1})
     _truncate(r / "checkpoint.npz")
     (d / "run-empty").mkdir()
+    (run("run-bad-results", weights=False) / "results.json").write_text('{"format": "codesign-search-res')
+    (run("run-foreign-results", weights=False) / "results.json").write_text('{"format": "something-else"}')
     _read_only(run("run-ro", weights=False, derived=False))
     (d / "weights-trunc.json").write_text((d / "run-trunc-weights" / "weights.json").read_text())
     (d / "weights-trunc.npz").write_bytes((d / "run-trunc-weights" / "weights.npz").read_bytes())
@@ -518,6 +520,21 @@ CASES = [
                                             "1", "--unroll-length", "1", "--out", "{ckpt-npz.json}"], "truncated"),
     ("l2o-train-task", ["l2o", "train", "--task", "chess", "--out", "{out}/o.json"], "chess"),
     ("l2o-list-extra", ["l2o", "list", "x"], "unrecognized arguments"),
+    ("report-missing", ["report", "{nothing}"], "no such run directory"),
+    ("report-empty", ["report", "{run-empty}"], "no config.json"),
+    ("report-a-file", ["report", "{text.txt}"], "not a codesign run directory"),
+    ("report-bad-config", ["report", "{run-bad-config}"], "not valid JSON"),
+    ("report-bad-setting", ["report", "{run-bad-setting}"], "epochs"),
+    ("report-newer-config", ["report", "{run-v99}"], "format version 99"),
+    ("report-truncated-results", ["report", "{run-bad-results}"], "damaged"),
+    ("report-foreign-results", ["report", "{run-foreign-results}"], "not a codesign results file"),
+    ("report-out-folder", ["report", "{run-good}", "--out", "{folder}"], "is a directory"),
+    ("report-out-missing-folder", ["report", "{run-good}", "--out", "{out}/r.html"], "no directory"),
+    ("report-read-only-run", ["report", "{run-ro}"], "read-only"),
+    ("report-compare-one", ["report", "--compare", "{run-good}"], "at least two"),
+    ("report-compare-twice", ["report", "--compare", "{run-good}", "{run-good}"], "given twice"),
+    ("report-two-without-compare", ["report", "{run-good}", "{run-bad-results}"], "--compare"),
+    ("doctor-extra", ["doctor", "x"], "unrecognized arguments"),
 ]
 
 

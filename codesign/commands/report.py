@@ -24,15 +24,22 @@ def register(sub) -> None:
 
 
 def _report(args) -> int:
+    from pathlib import Path
+
     from ..errors import CodesignError
+    from ..pipeline.rundir import read_run_config
     from ..report import write_comparison, write_report
 
+    # A config of another format or version, or with damaged settings, is refused here; the report
+    # reads the checked settings (those a run of an earlier codesign lacks at their defaults).
+    settings = [read_run_config(run).to_dict() if (Path(run) / "config.json").is_file() else None
+                for run in args.runs]
     if args.compare:
-        report = write_comparison(args.runs, args.out or "compare-report.html")
+        report = write_comparison(args.runs, args.out or "compare-report.html", settings)
     elif len(args.runs) > 1:
         raise CodesignError(f"{len(args.runs)} run directories given: add --compare to put them on one page")
     else:
-        report = write_report(args.runs[0], args.out)
+        report = write_report(args.runs[0], args.out, settings[0])
     if args.json:
         print_json({"report": str(report.path), "figures": report.figures, "problems": report.problems})
         return 0

@@ -93,6 +93,16 @@ def read_finished_run(run_dir: str | Path) -> tuple[SearchConfig, str]:
     return cfg, genotype
 
 
+_FIRST_SETTINGS = frozenset({"space", "space_args", "strategy", "data", "device", "seed", "epochs", "batch_size",
+                             "latency_ms", "energy_mj"})
+
+
+def read_run_config(run_dir: str | Path) -> SearchConfig:
+    """The checked config of a run directory (format, version, every setting's type); a
+    CodesignError naming the file otherwise."""
+    return _run_config(Path(run_dir))
+
+
 def _run_config(path: Path, flag: str = "") -> SearchConfig:
     data = read_json(path / "config.json", "run config")
     if not isinstance(data, dict) or data.get("format") != CONFIG_FORMAT:
@@ -100,10 +110,23 @@ def _run_config(path: Path, flag: str = "") -> SearchConfig:
     if data.get("format_version") != CONFIG_VERSION:
         raise CodesignError(f"{flag}{path}: config.json has format version {data.get('format_version')!r}; this "
                             f"codesign reads version {CONFIG_VERSION}")
+    settings = data.get("config")
+    if not isinstance(settings, dict):
+        raise CodesignError(f"{flag}{path}: config.json is damaged (it holds no settings)")
+    # Settings added after the format's first version take their defaults (the behaviour of the
+    # codesign that wrote the file); a file without one of the first version's was cut or edited.
+    missing = sorted(_FIRST_SETTINGS - set(settings))
+    if missing:
+        raise CodesignError(f"{flag}{path}: config.json is damaged (missing settings: {', '.join(missing)})")
     try:
-        return SearchConfig.from_dict(data["config"])
+        cfg = SearchConfig.from_dict(settings)
     except (ValueError, KeyError, TypeError) as exc:
         raise CodesignError(f"{flag}{path}: config.json is damaged ({type(exc).__name__}: {exc})") from None
+    try:
+        cfg._check_types()
+    except CodesignError as exc:
+        raise CodesignError(f"{flag}{path}: config.json is damaged ({exc})") from None
+    return cfg
 
 
 # What a run directory holds once a phase has finished (config.json alone: nothing done yet).

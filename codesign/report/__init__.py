@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output
 from .page import comparison_page, run_page
 from .rundata import RunData, check_run_dir, load_run
 
@@ -41,7 +42,7 @@ def _check_out(out: str | Path) -> Path:
         raise CodesignError(f"--out {out} is a directory; give a file name such as {out / 'report.html'}")
     if not out.parent.is_dir():
         raise CodesignError(f"--out {out}: no directory {out.parent}")
-    return out
+    return check_output(out, "report")
 
 
 def _write(out: Path, text: str) -> None:
@@ -50,7 +51,7 @@ def _write(out: Path, text: str) -> None:
     tmp.replace(out)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
+def write_report(run_dir: str | Path, out: str | Path | None = None, settings: dict | None = None) -> Report:
     """Write the HTML report of one run directory (default ``<run_dir>/report.html``).
 
     Raises:
@@ -58,12 +59,12 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     """
     run_dir = check_run_dir(run_dir)
     out = _check_out(out if out is not None else run_dir / "report.html")
-    page = run_page(load_run(run_dir))
+    page = run_page(load_run(run_dir, settings))
     _write(out, page.html())
     return Report(out, page.figures, page.problems)
 
 
-def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Report:
+def write_comparison(run_dirs: list[str | Path], out: str | Path, settings: list[dict | None] | None = None) -> Report:
     """Write one HTML page comparing several run directories (their results' Pareto front).
 
     Raises:
@@ -78,7 +79,7 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Report:
             raise CodesignError(f"{d} is given twice")
         seen.add(d.resolve())
     out = _check_out(out)
-    runs = [load_run(d) for d in dirs]
+    runs = [load_run(d, s) for d, s in zip(dirs, settings or [None] * len(dirs), strict=True)]
     names = [r.name for r in runs]
     if len(set(names)) < len(names):  # label runs by their path where folder names repeat
         for r in runs:

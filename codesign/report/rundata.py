@@ -118,6 +118,8 @@ def _read_log(path: Path) -> list[dict]:
 def check_run_dir(path: str | Path) -> Path:
     """The run directory ``path`` if it holds a codesign run's config.json; else a CodesignError."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CodesignError(f"{path} is a file, not a codesign run directory")
     if not path.is_dir():
         raise CodesignError(f"{path}: no such run directory")
     if not (path / "config.json").is_file():
@@ -125,8 +127,13 @@ def check_run_dir(path: str | Path) -> Path:
     return path
 
 
-def load_run(path: str | Path) -> RunData:
+def load_run(path: str | Path, settings: dict | None = None) -> RunData:
     """Read and check a run directory (every present phase file, the logs).
+
+    Args:
+        settings: the run's checked search settings, every one present (``codesign report`` reads
+            config.json through the pipeline's checks and passes them); default: config.json's as
+            written.
 
     Raises:
         CodesignError: not a run directory, a damaged or foreign file.
@@ -136,7 +143,7 @@ def load_run(path: str | Path) -> RunData:
     if cfg.get("format") != CONFIG_FORMAT or not isinstance(cfg.get("config"), dict):
         raise CodesignError(f"{path / 'config.json'} is not a codesign search config (format "
                             f"{cfg.get('format')!r})")
-    run = RunData(path, cfg["config"], str(cfg.get("codesign_version", "?")), cfg.get("command"))
+    run = RunData(path, settings if settings is not None else cfg["config"], str(cfg.get("codesign_version", "?")), cfg.get("command"))
     for name in PHASE_FILES:
         if (path / name).is_file():
             run.files[name] = _read_json(path / name)
