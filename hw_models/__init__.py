@@ -15,6 +15,7 @@ from .accelerator import (
     AREA_DEFAULTS_MM2,
     DATAFLOWS,
     ENERGY_DEFAULTS_PJ,
+    INTERCONNECTS,
     AcceleratorConfig,
     get_accelerator,
     list_accelerators,
@@ -33,7 +34,7 @@ from .hwspace import get_hardware_space, list_hardware_spaces, load_hardware_spa
 from .roofline import Roofline, check_measurements, get_roofline, list_rooflines
 
 __all__ = [
-    "AREA_DEFAULTS_MM2", "DATAFLOWS", "ENERGY_DEFAULTS_PJ", "AcceleratorConfig", "get_accelerator",
+    "AREA_DEFAULTS_MM2", "DATAFLOWS", "ENERGY_DEFAULTS_PJ", "INTERCONNECTS", "AcceleratorConfig", "get_accelerator",
     "list_accelerators", "load_accelerator", "LayerResult", "NetworkResult", "evaluate_grid",
     "evaluate_layers", "evaluate_network", "network_kernels", "HardwareCostTable", "HardwareSpace",
     "expected_cost", "get_hardware_space", "list_hardware_spaces", "load_hardware_space", "Roofline", "check_measurements", "get_roofline", "list_rooflines",

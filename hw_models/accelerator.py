@@ -15,6 +15,7 @@ Declared in YAML (``hw_models/configs/accel-*.yaml`` ship with codesign; any fil
     clock_mhz: 200
     dataflow: rs             # ws (weight-), os (output-), rs (row-stationary)
     word_bits: 16
+    interconnect: multicast  # optional: multicast (default) or systolic
     energy: {dram_read_pj: 200.0}    # optional: overrides of ENERGY_DEFAULTS_PJ
     area: {glb_mm2_per_kib: 0.008}   # optional: overrides of AREA_DEFAULTS_MM2
 
@@ -38,6 +39,11 @@ from .files import check_header, read_yaml, shipped
 FORMAT_VERSION = 1
 DATAFLOWS = ("ws", "os", "rs")
 DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary", "rs": "row-stationary"}
+# How values reach the PEs: ``multicast`` delivers one value to many PEs in a cycle (buses and
+# multicast networks: Eyeriss, ShiDianNao's weight broadcast); ``systolic`` moves values one PE per
+# cycle between neighbours (the TPU, SCALE-Sim's arrays), which runs only the systolic mappings:
+# ws, and os with output channels down the rows and output pixels across the columns.
+INTERCONNECTS = ("multicast", "systolic")
 
 # Energy per action in pJ at 45 nm for 16-bit words. The ratios between levels are Eyeriss's
 # normalised costs (Chen et al., ISCA 2016, its table of normalised energy costs from a commercial 65 nm process: RF 1x, inter-PE array
@@ -70,7 +76,7 @@ AREA_DEFAULTS_MM2: dict[str, float] = {
 
 _REQUIRED = ("name", "pe_rows", "pe_cols", "rf_words", "glb_kib", "dram_bandwidth_gbs", "clock_mhz",
              "dataflow")
-_OPTIONAL = ("word_bits", "energy", "area", "description")
+_OPTIONAL = ("word_bits", "energy", "area", "description", "interconnect")
 _HEADER = ("format_version", "kind")
 
 
@@ -90,6 +96,7 @@ class AcceleratorConfig:
     energy: dict = field(default_factory=dict, compare=False)
     area: dict = field(default_factory=dict, compare=False)
     description: str = field(default="", compare=False)
+    interconnect: str = "multicast"
 
     def __post_init__(self):
         for f in ("pe_rows", "pe_cols", "rf_words", "word_bits"):
@@ -108,6 +115,12 @@ class AcceleratorConfig:
                 f"accelerator {self.name}: unknown dataflow {self.dataflow!r}; "
                 f"use one of {', '.join(DATAFLOWS)} ({', '.join(DATAFLOW_NAMES.values())})"
             )
+        if self.interconnect not in INTERCONNECTS:
+            raise CodesignError(f"accelerator {self.name}: unknown interconnect {self.interconnect!r}; "
+                                f"use one of {', '.join(INTERCONNECTS)}")
+        if self.interconnect == "systolic" and self.dataflow == "rs":
+            raise CodesignError(f"accelerator {self.name}: row-stationary needs a multicast interconnect "
+                                "(inputs go to a diagonal of PEs at once); use ws or os on a systolic array")
         object.__setattr__(self, "energy", _table(self.name, "energy", self.energy, ENERGY_DEFAULTS_PJ))
         object.__setattr__(self, "area", _table(self.name, "area", self.area, AREA_DEFAULTS_MM2))
 

@@ -125,6 +125,7 @@ def _layer_result(spec: KernelSpec, row: np.ndarray) -> LayerResult:
             "spatial_choice": int(row[r["map_spatial"]]),
             "rf_tile": [int(row[r["map_rf_a"]]), int(row[r["map_rf_b"]])],
             "compute_cycles": float(row[r["compute_cycles"]]),
+            "fill_cycles": float(row[r["fill_cycles"]]),
             "dram_cycles": float(row[r["dram_cycles"]]),
         }
     return LayerResult(

@@ -69,8 +69,8 @@ KIND_CONV, KIND_ELEMENTWISE = 0.0, 1.0
 
 # Config row fields.
 (C_ROWS, C_COLS, C_RF, C_GLB, C_BPC, C_CLOCK, C_DATAFLOW, C_E_MAC, C_E_RF_R, C_E_RF_W, C_E_HOP,
- C_E_GLB_R, C_E_GLB_W, C_E_DRAM_R, C_E_DRAM_W, C_AREA) = range(16)
-CONFIG_FIELDS = 16
+ C_E_GLB_R, C_E_GLB_W, C_E_DRAM_R, C_E_DRAM_W, C_AREA, C_SYSTOLIC) = range(17)
+CONFIG_FIELDS = 17
 
 # Result row fields.
 RESULT_NAMES = (
@@ -78,7 +78,7 @@ RESULT_NAMES = (
     "noc_energy_mj", "glb_energy_mj", "dram_energy_mj", "pe_utilization", "macs", "dram_words",
     "glb_accesses", "noc_hops", "rf_accesses", "area_mm2", "edp_mj_cycles", "compute_cycles",
     "dram_cycles", "map_order", "map_k_tile", "map_c_tile", "map_n_tile", "map_p_tile",
-    "map_spatial", "map_rf_a", "map_rf_b",
+    "map_spatial", "map_rf_a", "map_rf_b", "fill_cycles",
 )
 R = {name: i for i, name in enumerate(RESULT_NAMES)}
 RESULT_FIELDS = len(RESULT_NAMES)
@@ -106,7 +106,8 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
         pad = spec.padding()
         row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S]] = n, g, k // g, c // g, p, q, ker, ker
         row[L_U], row[L_D] = spec.attr("stride"), spec.attr("dilation")
-        row[L_H], row[L_W] = h + 2 * pad, w + 2 * pad
+        row[L_H] = _footprint(p, row[L_U], ker, row[L_D], h, pad)
+        row[L_W] = _footprint(q, row[L_U], ker, row[L_D], w, pad)
         row[L_HASW] = 1.0
     elif spec.op == "dense":
         n, c = s
@@ -122,7 +123,8 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
             stride, pad = spec.attr("stride"), spec.padding()
         row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S]] = n, c, 1, 1, p, q, kr, ks
         row[L_U] = stride
-        row[L_H], row[L_W] = h + 2 * pad, w + 2 * pad
+        row[L_H] = _footprint(p, stride, kr, 1, h, pad)
+        row[L_W] = _footprint(q, stride, ks, 1, w, pad)
     elif spec.op in _ELEMENTWISE_OPS:
         n, c, h, w = s
         row[L_KIND] = KIND_ELEMENTWISE
@@ -131,6 +133,21 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
     else:  # pragma: no cover - every KernelSpec op is handled above
         raise CodesignError(f"the accelerator model has no mapping for op {spec.op!r}")
     return row
+
+
+def _span(n, stride, taps, dilation):
+    """How many distinct input indices ``stride * o + dilation * t`` (o < n, t < taps) reads."""
+    g = math.gcd(int(stride), int(dilation))
+    return n * taps - max(0, taps - stride // g) * max(0, n - dilation // g)
+
+
+def _footprint(n_out, stride, taps, dilation, size, pad) -> float:
+    """Input rows (or columns) a layer reads from memory: the distinct indices its windows touch,
+    without the zero padding (made on chip, never fetched) and without rows a stride skips."""
+    n_out, stride, taps, dilation = int(n_out), int(stride), int(taps), int(dilation)
+    reach = (n_out - 1) * stride + (taps - 1) * dilation + 1
+    pad_read = min(pad, reach) + max(0, min(pad, reach - pad - size))
+    return float(max(1, min(size, _span(n_out, stride, taps, dilation) - pad_read)))
 
 
 def encode_layers(specs) -> np.ndarray:
@@ -158,6 +175,7 @@ def encode_config(cfg: AcceleratorConfig) -> np.ndarray:
     row[C_E_GLB_R], row[C_E_GLB_W] = e["glb_read_pj"], e["glb_write_pj"]
     row[C_E_DRAM_R], row[C_E_DRAM_W] = e["dram_read_pj"], e["dram_write_pj"]
     row[C_AREA] = cfg.area_mm2()
+    row[C_SYSTOLIC] = 1.0 if cfg.interconnect == "systolic" else 0.0
     return row
 
 
@@ -218,7 +236,6 @@ def _eval_pair(lay, cfg, out):
         out[20] = 3.0
         return
 
-    Re = (Rk - 1.0) * Dl + 1.0
     macs = N * G * K * C * P * Q * Rk * Sk
     sizeW = G * K * C * Rk * Sk * hasw
     sizeI = N * G * C * H * W
@@ -226,6 +243,13 @@ def _eval_pair(lay, cfg, out):
     out[11] = macs
 
     # ---- 1. DRAM level: GLB tile and loop order with the fewest DRAM words --------------------
+    # input rows a tile of pt output rows reads: distinct indices of U * p + D * r (gaps skipped)
+    ga, gb = U, Dl
+    while gb > 0.0:
+        ga, gb = gb, ga % gb
+    dup_taps, dup_rows = max(0.0, Rk - U / ga), Dl / ga
+    # those indices include padding rows (never fetched): scale them to the layer's fetched rows H
+    unpad = H / max(1.0, P * Rk - dup_taps * max(0.0, P - dup_rows))
     best_dram = inf
     bo, bk, bc, bn, bp = 0.0, 0.0, 0.0, 0.0, 0.0
     aW, aI, aO = 1.0, 1.0, 1.0
@@ -240,7 +264,7 @@ def _eval_pair(lay, cfg, out):
             nt = N
             pt = P
             while True:
-                rows_t = min(H, (pt - 1.0) * U + Re)
+                rows_t = min(H, (pt * Rk - dup_taps * max(0.0, pt - dup_rows)) * unpad)
                 need = wt + nt * ct * rows_t * W + nt * kt * pt * Q
                 if need <= glb:
                     nNP = math.ceil(N / nt) * math.ceil(P / pt)
@@ -288,6 +312,8 @@ def _eval_pair(lay, cfg, out):
     found = False
     nsel = 1 if df == 0 else 2
     for sel in range(nsel):
+        if df == 1 and sel == 0 and cfg[16] > 0.5:
+            continue  # a systolic array cannot broadcast one weight to every PE: no os (a)
         for ai in range(16):
             pa = 2.0 ** ai
             if df == 0 and ai > 0:
@@ -298,6 +324,7 @@ def _eval_pair(lay, cfg, out):
                     break
                 # defaults: no reuse below the GLB
                 cW = cI = cO = dW = dI = dO = 1.0
+                fill = 0.0
                 if df == 0:
                     # ws: rows <- C*R*S, cols <- K
                     red = C * Rk * Sk
@@ -308,6 +335,9 @@ def _eval_pair(lay, cfg, out):
                     used = ur * uc
                     cI, cO = uc, ur
                     dW = uW / aW
+                    # every fold loads its weights (rows cycles), skews the inputs in (rows - 1) and
+                    # drains the last partial sums (cols - 1), as SCALE-Sim's weight-stationary array
+                    fill = G * math.ceil(red / ur) * math.ceil(K / uc) * (2.0 * rows + cols - 2.0)
                 elif df == 1:
                     kr = pa
                     if sel == 0:
@@ -329,6 +359,10 @@ def _eval_pair(lay, cfg, out):
                         used = ur * uc
                         cW = uc
                         cI = ur
+                        # a systolic pass: inputs along rows and weights down columns are skewed in
+                        # and the outputs drained across the array (rows + cols - 2 cycles a pass), as
+                        # SCALE-Sim's output-stationary array; (a) broadcasts its weights, no skew
+                        fill = G * math.ceil(math.ceil(K / ur) / kr) * math.ceil(npq / uc) * (rows + cols - 2.0)
                     if 2.0 * kr + 1.0 > rf:
                         if ai == 0:
                             continue
@@ -358,7 +392,7 @@ def _eval_pair(lay, cfg, out):
                     cO = rr * (ev if sel == 0 else 1.0) * (eh if sel == 1 else 1.0)
                     dO = q * Sk
                 found = True
-                comp = macs / used * frag
+                comp = macs / used * frag + fill
                 cyc = max(comp, dcyc)
                 # Eyeriss framework counts; reuse factors clamped so a*b*c*d never exceeds the uses
                 # weights
@@ -373,6 +407,9 @@ def _eval_pair(lay, cfg, out):
                     d_ = min(dW, max(1.0, uW / (aW * c_)))
                     b_ = max(1.0, uW / (aW * c_ * d_))
                     dram_r += aW * sizeW
+                    # what DRAM sends is written into the GLB once (ZigZag, Timeloop and Accelergy
+                    # count this fill; the Eyeriss framework's a*b*c*d counts reads only)
+                    glb_w += aW * sizeW
                     glb_r += aW * b_ * sizeW
                     hops += aW * b_ * c_ * sizeW
                     rf_r += aW * b_ * c_ * d_ * sizeW
@@ -381,6 +418,7 @@ def _eval_pair(lay, cfg, out):
                 d_ = min(dI, max(1.0, uI / (aI * c_)))
                 b_ = max(1.0, uI / (aI * c_ * d_))
                 dram_r += aI * sizeI
+                glb_w += aI * sizeI  # the GLB fill, as for weights
                 glb_r += aI * b_ * sizeI
                 hops += aI * b_ * c_ * sizeI
                 rf_r += aI * b_ * c_ * d_ * sizeI
@@ -414,6 +452,7 @@ def _eval_pair(lay, cfg, out):
                     out[15] = rf_r + rf_w
                     out[17] = edp
                     out[18] = comp
+                    out[28] = fill
                     out[25] = sel
                     out[26] = pa
                     out[27] = pb

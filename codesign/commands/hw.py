@@ -3,6 +3,7 @@
     codesign hw list                                    accelerators and rooflines codesign ships
     codesign hw show eyeriss-like [--set k=v]           one config, its energy and area tables
     codesign hw eval --accel eyeriss-like --onnx m.onnx per-layer and total latency/energy/area
+    codesign hw eval --accel ws-16x16 --onnx m.onnx --check zigzag   beside ZigZag-DSE (or scalesim)
     codesign hw roofline-check --db p.sqlite --device cpu-local
     codesign hw validate                                AlexNet CONV layers against Eyeriss's figures
 """
@@ -55,6 +56,9 @@ def register(sub) -> None:
                     help="a kernel key (as in profile databases) to evaluate; repeatable")
     _set_flag(ev)
     ev.add_argument("--python", action="store_true", help="use the plain-Python reference instead of numba")
+    ev.add_argument("--check", choices=("zigzag", "scalesim"), default=None,
+                    help="also run the layers through ZigZag-DSE or SCALE-Sim (ws/os only) and print both estimates "
+                    "side by side (needs pip install 'codesign[hw-check]'; seconds to minutes per layer)")
     ev.add_argument("--json", action="store_true", help="print JSON (totals and every layer)")
     ev.set_defaults(func=_eval)
 
@@ -84,7 +88,7 @@ def register(sub) -> None:
 def _set_flag(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                    help="override a config parameter (pe_rows, pe_cols, rf_words, glb_kib, dram_bandwidth_gbs, "
-                        "clock_mhz, dataflow, word_bits); repeatable")
+                        "clock_mhz, dataflow, word_bits, interconnect); repeatable")
 
 
 def _overrides(items: list[str]) -> dict:
@@ -156,6 +160,8 @@ def _eval(args) -> int:
         raise CodesignError("give either --onnx MODEL.onnx or one or more --kernel KEY")
     cfg = get_accelerator(args.accel, **_overrides(args.set))
     network = args.onnx if args.onnx else [KernelSpec.from_key(k) for k in args.kernel]
+    if args.check:
+        return _check(network, cfg, args)
     res = evaluate_network(network, cfg, jit=not args.python)
     if args.json:
         print_json(res.to_dict())
@@ -175,6 +181,54 @@ def _eval(args) -> int:
           f"area {res.area_mm2:.2f} mm2")
     if not res.feasible:
         print(f"{len(res.infeasible)} layer(s) cannot map on {cfg.name}: the totals are infinite", file=sys.stderr)
+    return 0
+
+
+def _check(network, cfg, args) -> int:
+    from ..hw_models.crosscheck import check_network, comparable_config, require
+
+    require(args.check)  # one line with the install hint before any work
+    def progress(done, total, key):
+        print(f"{args.check}: {done}/{total} layers", file=sys.stderr, flush=True)
+
+    out = check_network(network, cfg, args.check, progress=progress)
+    if args.json:
+        print_json(out)
+        return 0
+    ref = args.check
+    used = comparable_config(cfg, ref)
+    note = " (noc_hop_pj 0: ZigZag has no interconnect energy)" if used.energy != cfg.energy else ""
+    print(f"{cfg.name}: {cfg.pe_rows}x{cfg.pe_cols} {cfg.dataflow}, RF {cfg.rf_words} words, GLB {cfg.glb_kib:g} KiB, "
+          f"{cfg.clock_mhz:g} MHz{note}; codesign beside {ref}")
+    energy = ref == "zigzag"
+    head = f"{'#':>3} {'kernel':44s} {'cycles':>11} {ref + ' cycles':>15} {'ratio':>6}"
+    print(head + (f" {'energy_mj':>10} {ref + ' mJ':>11} {'ratio':>6}" if energy else ""))
+    for i, row in enumerate(out["layers"]):
+        ours, theirs = row["codesign"], row[ref]
+        line = f"{i:3d} {row['kernel_key'][:44]:44s} {_fmt(ours['cycles'], '11.0f')} "
+        if not theirs.get("feasible"):
+            print(line + f"{ref}: {theirs.get('reason', 'no result')}")
+            continue
+        line += f"{theirs['cycles']:15.0f} {row.get('cycles_ratio', math.nan):6.2f}"
+        if energy:
+            line += f" {_fmt(ours['energy_mj'], '10.5f')} {theirs['energy_mj']:11.5f} {row.get('energy_ratio', math.nan):6.2f}"
+        print(line)
+    t = out["totals"]
+    line = (f"total over {len(out['layers'])} conv/dense layers: latency {_fmt(t['codesign']['latency_ms'], '.4f')} ms "
+            f"(codesign) vs {_fmt(t[ref]['latency_ms'], '.4f')} ms ({ref})")
+    if energy:
+        line += f", energy {_fmt(t['codesign']['energy_mj'], '.4f')} mJ vs {_fmt(t[ref]['energy_mj'], '.4f')} mJ"
+    print(line)
+    if ref == "scalesim" and cfg.dataflow == "os" and cfg.interconnect == "multicast":
+        print("note: SCALE-Sim's arrays are systolic; this config can also broadcast weights over a grid of output "
+              "pixels (interconnect multicast), which SCALE-Sim cannot: set interconnect=systolic to compare like "
+              "with like")
+    if ref == "scalesim":
+        print("cycles are the array's own on both sides: SCALE-Sim runs stall-free (its CALC bandwidth mode) and "
+              "codesign's DRAM-bound waiting is left out")
+    if out["not_compared"]:
+        skipped = ", ".join(f"{k} x{v}" for k, v in sorted(out["not_compared"].items()))
+        print(f"not described to {ref} (no MACs): {skipped}")
     return 0
 
 

@@ -110,20 +110,32 @@ def register(sub) -> None:
 
     c = sub.add_parser(
         "calibrate", help="carry a cost model to a new device from a few measurements",
-        description="Fit per-op-family scales and a per-kernel overhead that map a known device's cost "
-        "model onto a new device, from a CSV table of measured networks or kernels (columns latency_ms "
-        "and one of model/onnx_path, genotype (with a space column or --space) or kernel_key; "
-        "`codesign measure --append` writes one).",
+        description="Make a cost model of a device that cannot be profiled from a CSV table of networks "
+        "measured on it (columns latency_ms and one of model/onnx_path, genotype (with a space column or "
+        "--space) or kernel_key; `codesign measure --append` writes one). --method meta (the default without "
+        "--from) adapts a prior meta-learned across many devices to the new one from its latencies on the reference "
+        "networks "
+        "(`--reference-set DIR` writes them, in the order to measure and list them); --method scale fits "
+        "per-op-family scales and a per-kernel overhead onto a known device's model (--from; the default with it).",
     )
-    c.add_argument("--from", dest="base", required=True,
-                   help="base: a saved cost model file, or a device name whose profiles are fitted now")
-    c.add_argument("--table", required=True, help="CSV of measurements on the new device")
-    c.add_argument("--as", dest="new_device", required=True, help="name of the new device")
+    c.add_argument("--method", choices=("meta", "scale"), default=None,
+                   help="meta: meta-learned few-shot transfer from the reference networks (the default without "
+                        "--from); scale: per-family scaling of the --from model (the default with --from)")
+    c.add_argument("--reference-set", default=None, metavar="DIR",
+                   help="write the reference networks (ONNX), their list and a table to fill in to DIR, and exit")
+    c.add_argument("--from", dest="base", default=None,
+                   help="--method scale: base, a saved cost model file or a device name whose profiles are fitted now")
+    c.add_argument("--bank", default=None, metavar="SQLITE",
+                   help="--method meta: meta-train the prior on this latency bank (benchmarks/fewshot.py builds "
+                        "one) and the modelled accelerators, instead of the prior shipped with codesign")
+    c.add_argument("--table", default=None, help="CSV of measurements on the new device")
+    c.add_argument("--as", dest="new_device", default=None, help="name of the new device")
     c.add_argument("--space", default=None,
                    help="search space of genotype rows that have no space column (see `codesign spaces`)")
     c.add_argument("--rows", type=int, default=None, help="use only the first N rows (default all)")
     c.add_argument("--prior", type=float, default=0.05,
-                   help="strength of the pull of every family's scale towards the common one (default 0.05)")
+                   help="--method scale: strength of the pull of every family's scale towards the common one "
+                        "(default 0.05)")
     c.add_argument("--eval-table", default=None, help="CSV of further measurements to report accuracy on")
     _source_flags(c, "when --from names a device")
     c.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <new device>.json)")
@@ -389,6 +401,18 @@ def _calibrate(args) -> int:
     from ..predict.features import FAMILIES
     from ..predict.models import load_cost_model
 
+    if args.reference_set is not None:
+        return _reference_set(args)
+    if args.table is None or args.new_device is None:
+        raise CodesignError("calibrate needs --table CSV and --as NEW_DEVICE (or --reference-set DIR)")
+    if args.method is None:  # --from names a base, which only the scale method has
+        args.method = "scale" if args.base is not None else "meta"
+    if args.method == "meta":
+        return _calibrate_meta(args)
+    if args.base is None:
+        raise CodesignError("--method scale needs --from (a saved cost model or a profiled device)")
+    if args.bank is not None:
+        raise CodesignError("--bank goes with --method meta")
     check_prior(args.prior)
     if args.rows is not None and args.rows < 1:
         raise CodesignError("--rows must be >= 1")
@@ -424,4 +448,77 @@ def _calibrate(args) -> int:
         for name, acc in report["eval"].items():
             print(f"  {name} on {acc['n']} eval rows: Kendall tau {acc['kendall_tau']:.3f}, within ±10% "
                   f"{acc['within_10pct']:.0%}, median error {acc['median_ape']:.1%}")
+    return 0
+
+
+def _reference_source(args):
+    """(reference entries, space, bank data or None, prior or None): from --bank or the shipped prior."""
+    from ..predict.fewshot import PRIOR_PATH, Prior, read_bank
+
+    if args.bank is not None:
+        data = read_bank(input_file(args.bank, "latency bank"))
+        return data.entries, data.space, data, None
+    prior = Prior.load(PRIOR_PATH)
+    return prior.reference, prior.space, None, prior
+
+
+def _reference_set(args) -> int:
+    from ..predict.fewshot import write_reference_set
+
+    if args.table or args.new_device or args.base:
+        raise CodesignError("--reference-set DIR writes the reference networks and exits: drop --table, --as and --from")
+    out = check_output(args.reference_set, "--reference-set", folder=True)
+    reference, space, _, _ = _reference_source(args)
+    report = write_reference_set(out, reference, space)
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"wrote {len(report['networks'])} reference networks to {out}: time them on the new device in this order "
+          f"(at least the first {report['min_rows']}), fill latency_ms in {report['table']} and run "
+          f"`codesign calibrate --table {report['table']} --as NAME`")
+    return 0
+
+
+def _calibrate_meta(args) -> int:
+    from ..predict.calibrate import check_new_device
+    from ..predict.evaluate import accuracy
+    from ..predict.fewshot import calibrate_meta, check_row_count, check_rows, meta_train_bank
+
+    if args.base is not None:
+        raise CodesignError("--from is the base of --method scale; --method meta needs none (drop --from or "
+                            "--method meta)")
+    if args.rows is not None and args.rows < 1:
+        raise CodesignError("--rows must be >= 1")
+    out = model_path(args.out, args.new_device, "--as")
+    check_new_device(args.new_device, "")
+    rows = read_table(args.table, space=args.space)[: args.rows]
+    ev = read_table(args.eval_table, space=args.space) if args.eval_table else None
+    check_row_count(len(rows))
+    for where, table in (("--table", rows), ("--eval-table", ev or [])):
+        if any("kernel_key" in r for r in table):
+            raise CodesignError(f"{where}: --method meta needs whole networks (model/onnx_path or genotype rows), "
+                                "not kernel_key rows")
+    reference, _, bank, prior = _reference_source(args)
+    kernels = [row_kernels(r) for r in rows]
+    check_rows(rows, kernels, reference)
+    if bank is not None:  # meta-training is work: after every input is checked
+        prior = meta_train_bank(bank)
+    measured = [r["latency_ms"] for r in rows]
+    model = calibrate_meta(prior, kernels, measured, args.new_device, [e["genotype"] for e in prior.reference])
+    out = model.save(out)
+    report = {"method": "meta", "device": args.new_device, "rows": len(rows), "saved": str(out),
+              "prior_sources": len(prior.sources), "prior": args.bank or "shipped"}
+    if ev is not None:
+        ev_kernels = [row_kernels(r) for r in ev]
+        report["eval"] = {"meta": accuracy([model.predict_network(k)["latency_ms"] for k in ev_kernels],
+                                           [r["latency_ms"] for r in ev])}
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"adapted the meta-learned prior ({len(prior.sources)} source devices) to {args.new_device} on "
+          f"{len(rows)} reference networks; saved {out}")
+    if "eval" in report:
+        acc = report["eval"]["meta"]
+        print(f"  on {acc['n']} eval rows: Kendall tau {acc['kendall_tau']:.3f}, within ±10% "
+              f"{acc['within_10pct']:.0%}, median error {acc['median_ape']:.1%}")
     return 0

@@ -37,7 +37,7 @@ def parse_budget(metric: str, text) -> Budget:
         raise CodesignError(f"--{metric.replace('_', '-')} must be a number ({metric.split('_')[1]}) or a "
                             f"fraction of the costliest network like 0.5x, got {s!r}") from None
     if not math.isfinite(v) or v <= 0:
-        raise CodesignError(f"--{metric.replace('_', '-')} must be > 0, got {s!r}")
+        raise CodesignError(f"--{metric.replace('_', '-')} must be > 0 and finite, got {s!r}")
     return Budget(metric, s)
 
 

@@ -1,0 +1,289 @@
+"""Few-shot transfer: reference set, table checks, the meta-learned prior, the bank, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from codesign.errors import CodesignError
+from codesign.kernelspec import KernelSpec
+from codesign.predict import fewshot as fs
+
+K = len(fs.design_names())
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, tmp_path):
+    """``codesign ARGS`` in-process (run in tmp_path): returncode, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from codesign.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv):
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse
+            code = exc.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
+
+
+def _net(width: int, depth: int) -> list[KernelSpec]:
+    """A small chain of pointwise convs: distinct (width, depth) give distinct networks."""
+    return [KernelSpec.make("conv2d", (1, width, 8, 8), out_channels=width, kernel=1) for _ in range(depth)]
+
+
+def _reference(nets):
+    return [{"genotype": f"g{i}", "signature": fs.network_signature(n)} for i, n in enumerate(nets)]
+
+
+def test_reference_set_is_fixed_distinct_and_valid():
+    space = fs.create_reference_space()
+    a = fs.reference_genotypes(space)
+    assert a == fs.reference_genotypes(space)
+    assert len(a) == fs.REFERENCE_SIZE == len(set(a))
+    for g in a:
+        space.parse(g)  # every one is a network of the space
+    assert fs.random_genotypes(space, 5, seed=1, exclude=set(a)) != a[:5]
+    assert not set(fs.random_genotypes(space, 30, seed=1, exclude=set(a))) & set(a)
+
+
+def test_network_signature_depends_on_kernels_and_order():
+    a, b = _net(8, 2) + _net(16, 1), _net(16, 1) + _net(8, 2)
+    assert fs.network_signature(a) == fs.network_signature(list(a))
+    assert fs.network_signature(a) != fs.network_signature(b)
+
+
+def test_check_rows_refuses_bad_tables_with_one_line():
+    nets = [_net(8 * (i + 1), 2) for i in range(8)]
+    ref = _reference(nets)
+    rows = [{"latency_ms": 1.0 + i} for i in range(6)]
+    fs.check_rows(rows, nets[:6], ref)  # the first six in order: accepted
+    with pytest.raises(CodesignError, match=r"needs at least 5 measured reference networks; the table has 4"):
+        fs.check_rows(rows[:4], nets[:4], ref)
+    with pytest.raises(CodesignError, match=r"rows 2 and 5 of the table are the same network"):
+        fs.check_rows(rows[:5], [nets[0], nets[1], nets[2], nets[3], nets[1]], ref)
+    with pytest.raises(CodesignError, match=r"row 1 of the table is reference network 2, expected 1"):
+        fs.check_rows(rows[:5], [nets[1], nets[0], nets[2], nets[3], nets[4]], ref)
+    with pytest.raises(CodesignError, match=r"row 5 of the table is reference network 6, expected 5"):
+        fs.check_rows(rows[:5], nets[:4] + [nets[5]], ref)  # one skipped
+    with pytest.raises(CodesignError, match=r"row 3 of the table is not a network of the reference set"):
+        fs.check_rows(rows[:5], nets[:2] + [_net(3, 3)] + nets[3:5], ref)
+
+
+def test_network_features_count_and_sum():
+    a = fs.network_features(_net(8, 2))
+    b = fs.network_features(_net(8, 4))
+    names = list(fs.FEATURE_NAMES)
+    assert a.shape == (len(names),)
+    assert np.isclose(np.expm1(b[names.index("log_kernels")]), 4)
+    assert np.isclose(np.expm1(b[names.index("log_flops")]), 2 * np.expm1(a[names.index("log_flops")]))
+    with pytest.raises(CodesignError, match="without kernels"):
+        fs.network_features([])
+
+
+def _synthetic_sources(rng, devices=12, nets=60, dims=K):
+    """Devices whose log latency is linear in the features with weights around a common mean."""
+    x = rng.normal(size=(nets, dims))
+    mean_w = rng.normal(size=dims) * 0.3
+    out = {}
+    for d in range(devices):
+        w = mean_w + rng.normal(size=dims) * 0.05
+        out[f"dev{d}"] = (x, np.exp(x @ w + rng.normal() + rng.normal(size=nets) * 0.01), 20)
+    return out, x, mean_w
+
+
+def test_posterior_is_least_squares_when_the_prior_is_flat():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 4))
+    y = 0.5 + z @ np.array([1.0, -2.0, 0.3, 0.0])
+    prior = {"mean": np.zeros(5), "cov": 1e8 * np.eye(5)}
+    assert np.allclose(fs.posterior_weights(prior, z, y, noise=1.0), [0.5, 1.0, -2.0, 0.3, 0.0], atol=1e-5)
+    # A tight prior keeps the prior mean whatever the rows say.
+    tight = {"mean": np.arange(5.0), "cov": 1e-10 * np.eye(5)}
+    assert np.allclose(fs.posterior_weights(tight, z, y, noise=1.0), np.arange(5.0), atol=1e-4)
+
+
+def test_meta_trained_prior_adapts_to_a_new_device_from_few_rows():
+    rng = np.random.default_rng(1)
+    sources, x, mean_w = _synthetic_sources(rng)
+    ref = [{"genotype": f"g{i}", "signature": f"s{i}"} for i in range(20)]
+    prior = fs.meta_train(sources, ref)
+    assert prior.noise in fs.NOISE_GRID and sorted(prior.sources) == sorted(sources)
+    w_new = mean_w + rng.normal(size=K) * 0.05
+    y_new = np.exp(x @ w_new + 3.0)
+    design = np.hstack([np.ones((len(x), 1)), prior.z(x)])
+
+    def tau(w):
+        return kendalltau((design @ w)[20:], np.log(y_new[20:]))[0]
+
+    taus = [tau(prior.adapt(x[:n], y_new[:n])) for n in (5, 10, 20)]
+    scratch = fs._ridge_weights(prior.z(x)[:10], np.log(y_new[:10]), 1.0)  # no prior: ridge on 10 rows
+    assert taus[1] > max(tau(prior.weights.mean(axis=0)), tau(scratch)) and taus[2] > taus[0] > 0.8
+    with pytest.raises(CodesignError, match="at least 3 source devices"):
+        fs.meta_train(dict(list(sources.items())[:2]), ref)
+
+
+def test_prior_round_trip_and_refusals(tmp_path):
+    rng = np.random.default_rng(2)
+    sources, x, _ = _synthetic_sources(rng, devices=4)
+    prior = fs.meta_train(sources, [{"genotype": "g", "signature": "s"}])
+    path = prior.save(tmp_path / "prior.json")
+    back = fs.Prior.load(path)
+    assert np.allclose(back.adapt(x[:10], sources["dev0"][1][:10]), prior.adapt(x[:10], sources["dev0"][1][:10]))
+    d = json.loads(path.read_text())
+    for change, message in [({"format_version": 99}, "newer than this codesign reads"),
+                            ({"kind": "other"}, "not a few-shot prior"),
+                            ({"features": ["x"]}, "other features or basis accelerators"),
+                            ({"noise": -1.0}, "damaged"),
+                            ({"weights": [[1.0, 2.0]]}, "damaged"),
+                            ({"temperature": 0.0}, "damaged")]:
+        (tmp_path / "bad.json").write_text(json.dumps({**d, **change}))
+        with pytest.raises(CodesignError, match=message):
+            fs.Prior.load(tmp_path / "bad.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(CodesignError, match="not a few-shot prior"):
+        fs.Prior.load(tmp_path / "junk.json")
+    with pytest.raises(CodesignError, match="no few-shot prior"):
+        fs.Prior.load(tmp_path / "missing.json")
+
+
+def test_bank_is_versioned_resumable_and_refuses_foreign_files(tmp_path):
+    path = tmp_path / "bank.sqlite"
+    with fs.Bank(path) as bank:
+        bank.add_networks(["a", "b"], "reference")
+        bank.add_networks(["c", "a"], "pool")  # a is already a reference network
+        bank.add("a", "dev", 1.5, 0.1, {"threads": 1})
+        bank.add("a", "dev", 1.25, 0.1, {"threads": 1})  # a rerun replaces
+        with pytest.raises(CodesignError, match="finite positive"):
+            bank.add("b", "dev", 0.0, 0.0, {})
+        bank.set_kernels("a", _net(8, 2))
+    with fs.Bank(path, create=False) as bank:
+        assert bank.networks("reference") == ["a", "b"] and bank.networks("pool") == ["c"]
+        assert bank.latencies("dev") == {"a": 1.25} and bank.settings("dev") == {"threads": 1}
+        assert bank.kernels()["a"] == _net(8, 2)
+    with pytest.raises(CodesignError, match="no latency bank"):
+        fs.Bank(tmp_path / "none.sqlite", create=False)
+    foreign = tmp_path / "foreign.sqlite"
+    sqlite3.connect(str(foreign)).executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+    with pytest.raises(CodesignError, match="not a codesign latency bank"):
+        fs.Bank(foreign, create=False)
+    con = sqlite3.connect(str(path))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(CodesignError, match="schema '99'"):
+        fs.Bank(path, create=False)
+    (tmp_path / "text.sqlite").write_text("hello, not a database at all" * 10)
+    with pytest.raises(CodesignError, match="not a codesign latency bank"):
+        fs.Bank(tmp_path / "text.sqlite", create=False)
+
+
+def test_fewshot_model_round_trip_and_kernel_shares(tmp_path):
+    from codesign.predict.models import load_cost_model
+
+    nets = [_net(8 * (i % 4 + 1), 1 + i // 4) for i in range(12)]
+    x = fs.design_matrix(nets)
+    lat = np.exp(0.8 * x[:, fs.FEATURE_NAMES.index("log_flops")] - 9.0)
+    rng = np.random.default_rng(3)
+    sources = {f"d{i}": (x, lat * np.exp(rng.normal(size=len(lat)) * 0.05), 6) for i in range(4)}
+    prior = fs.meta_train(sources, _reference(nets[:6]), shots=(5,))
+    model = fs.calibrate_meta(prior, nets[:6], lat[:6], "phone", [f"g{i}" for i in range(6)])
+    path = model.save(tmp_path / "phone.json")
+    back = load_cost_model(path)
+    assert back.kind == "fewshot" and back.device == "phone"
+    for net in nets:
+        total = back.predict_network(net)["latency_ms"]
+        assert np.isclose(total, model.predict_network(net)["latency_ms"])
+        assert np.isclose(sum(back.predict_network(net)["per_kernel_latency_ms"]), total)
+        assert np.allclose(back.predict(net[:1] + net), np.concatenate([back.predict(net[:1]), back.predict(net)]))
+    with pytest.raises(CodesignError, match="not fitted"):
+        back.fit([])
+    d = json.loads(path.read_text())
+    d["heads"]["latency_ms"]["share_basis"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(CodesignError, match="share_basis"):
+        load_cost_model(tmp_path / "bad.json")
+
+
+def _table(tmp_path, latencies, name="t.csv"):
+    """A table naming the reference networks' files (not written: these tables fail before)."""
+    path = tmp_path / name
+    path.write_text("model,latency_ms\n" + "".join(f"ref-{i + 1:02d}.onnx,{v}\n" for i, v in enumerate(latencies)))
+    return path
+
+
+def test_cli_refuses_bad_tables_in_one_line(tmp_path, run_cli):
+    few = _table(tmp_path, [1.0, 2.0, 3.0])
+    r = run_cli("calibrate", "--table", str(few), "--as", "phone")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "needs at least 5 measured reference networks; the table has 3" in r.stderr
+    zero = _table(tmp_path, [1.0, 2.0, 0.0, 1.0, 1.0], "zero.csv")
+    r = run_cli("calibrate", "--table", str(zero), "--as", "phone")
+    assert r.returncode == 2 and "latency_ms must be a finite positive number" in r.stderr
+    neg = _table(tmp_path, [1.0, 2.0, 3.0, 1.0, -1.0], "neg.csv")
+    r = run_cli("calibrate", "--table", str(neg), "--as", "phone")
+    assert r.returncode == 2 and "latency_ms must be a finite positive number" in r.stderr
+    ok = _table(tmp_path, [1.0, 2.0, 3.0, 4.0, 5.0], "ok.csv")
+    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--from", "cpu-local", "--method", "meta")
+    assert r.returncode == 2 and "--from is the base of --method scale" in r.stderr
+    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--from", str(tmp_path / "none.json"))
+    assert r.returncode == 2 and "no cost model" in r.stderr  # --from alone still means the scale method
+    r = run_cli("calibrate", "--table", str(ok))
+    assert r.returncode == 2 and "needs --table CSV and --as NEW_DEVICE" in r.stderr
+    r = run_cli("calibrate", "--table", str(ok), "--as", "phone", "--method", "scale")
+    assert r.returncode == 2 and "--method scale needs --from" in r.stderr
+    kern = tmp_path / "k.csv"
+    kern.write_text("kernel_key,latency_ms\n" + "".join(f'"{s.key()}",1.0\n' for s in _net(8, 1) * 5))
+    r = run_cli("calibrate", "--table", str(kern), "--as", "phone")
+    assert r.returncode == 2 and "needs whole networks" in r.stderr
+    assert not (tmp_path / "phone.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli):
+    """End to end: write the reference set, time it on an accelerator the mapper models, calibrate,
+    and rank other networks better than the reference rows' FLOPs do."""
+    from codesign.hw_models import get_accelerator
+
+    from codesign.graph import module_kernels
+
+    r = run_cli("calibrate", "--reference-set", str(tmp_path / "ref"))
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "ref" / "table.csv").read_text().splitlines()
+    assert lines[0] == "model,genotype,latency_ms" and len(lines) == fs.REFERENCE_SIZE + 1
+    manifest = json.loads((tmp_path / "ref" / "reference.json").read_text())
+    assert manifest["format_version"] == fs.REFERENCE_FORMAT_VERSION
+    accel = get_accelerator("os-8x8")
+    space = fs.create_reference_space()
+    kernels = {g: module_kernels(space.build(g), tuple(space.input_shape))
+               for g in [e["genotype"] for e in manifest["networks"]][:10]}
+    lat = fs.accel_latencies_ms(list(kernels.values()), [accel])[:, 0]
+    table = tmp_path / "ref" / "measured.csv"
+    table.write_text("model,latency_ms\n" + "".join(
+        f"{e['model']},{v}\n" for e, v in zip(manifest["networks"], lat)))
+    swapped = tmp_path / "ref" / "swapped.csv"
+    rows = table.read_text().splitlines()
+    swapped.write_text("\n".join([rows[0], rows[2], rows[1]] + rows[3:]) + "\n")
+    r = run_cli("calibrate", "--table", str(swapped), "--as", "os8")
+    assert r.returncode == 2 and "row 1 of the table is reference network 2, expected 1" in r.stderr
+    r = run_cli("calibrate", "--table", str(table), "--as", "os8", "--out", str(tmp_path / "os8.json"))
+    assert r.returncode == 0, r.stderr
+    from codesign.predict.models import load_cost_model
+
+    model = load_cost_model(tmp_path / "os8.json")
+    others = [module_kernels(space.build(g), tuple(space.input_shape))
+              for g in fs.random_genotypes(space, 12, seed=5, exclude=set(kernels))]
+    truth = fs.accel_latencies_ms(others, [accel])[:, 0]
+    pred = [model.predict_network(k)["latency_ms"] for k in others]
+    flops = fs.design_matrix(others)[:, 0]
+    assert kendalltau(pred, truth)[0] > kendalltau(flops, truth)[0]
