@@ -50,6 +50,16 @@ def add_statistic_flag(parser) -> None:
                              "repeat other jobs disturb) or min (the least disturbed repeat)")
 
 
+def add_ray_flags(parser, what: str) -> None:
+    """``--workers N`` / ``--ray auto|ADDRESS``: run ``what`` as Ray tasks (docs/distributed.md)."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help=f"{what} as Ray tasks on a local Ray of N CPUs, started for this run (needs "
+                             "pip install 'codesign[ray]')")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help=f"{what} on a running Ray cluster: auto (the one this machine belongs to) or "
+                             "HOST:PORT of its head; --workers then caps the tasks in flight")
+
+
 def key_values(items: list[str], flag: str = "--space-arg") -> dict:
     """``["c=16", "config=fbnet"]`` -> ``{"c": 16, "config": "fbnet"}`` (ints, then floats, else strings)."""
     out = {}

@@ -6,6 +6,7 @@ from ..errors import CodesignError
 from ..files import check_output
 from .common import (
     add_device_flags,
+    add_ray_flags,
     add_space_flags,
     add_statistic_flag,
     key_values,
@@ -48,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--status", action="store_true", help="show what the database holds and exit")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_flags(p, "compile (and tune) the kernels; timing stays in this process, one kernel at a time,")
     p.set_defaults(func=_profile)
 
     d = sub.add_parser("devices", help="list the declared devices (TVM targets) and the modelled accelerators",
@@ -107,12 +109,14 @@ def collect_specs(args) -> list:
 
 
 def _profile(args) -> int:
+    from ..distributed import check_workers, make_executor
     from ..profile.db import ProfileDB
     from ..profile.devices import get_device
     from ..profile.profiler import check_settings, profile_kernels
 
     if args.status:
         return _status(args)
+    check_workers(args.workers, args.ray)
     schedule = args.schedule
     if args.tune_trials is not None:
         if args.tune_trials < 1:
@@ -135,12 +139,20 @@ def _profile(args) -> int:
     tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
     if args.tuning_dir or schedule.startswith("metaschedule"):
         check_output(tuning_dir, "--tuning-dir", folder=True)
-    with ProfileDB(path) as db:
-        report = profile_kernels(
-            specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
-            reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
-            progress=not args.no_progress, statistic=args.statistic,
-        )
+    executor = make_executor(args.workers, args.ray, preload=("tvm", "codesign.profile.profiler"))
+    try:
+        if executor is not None:
+            executor.start()  # before the database exists: an unreachable cluster leaves nothing
+        with ProfileDB(path) as db:
+            report = profile_kernels(
+                specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
+                reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
+                progress=not args.no_progress, statistic=args.statistic,
+                executor=executor,
+            )
+    finally:
+        if executor is not None:
+            executor.close()
     if args.json:
         print_json({"db": str(path), **report.to_dict()})
         return 0

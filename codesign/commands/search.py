@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CodesignError
 from ..files import check_output
-from .common import add_space_flags, key_values, parse_shape, print_json
+from .common import add_ray_flags, add_space_flags, key_values, parse_shape, print_json
 
 S = argparse.SUPPRESS
 
@@ -78,6 +78,7 @@ def register(sub) -> None:
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
     s.add_argument("--json", action="store_true", help="print results.json")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    add_ray_flags(s, "train the candidates of random and evolution search (and of --compare random)")
     s.set_defaults(func=_search)
 
     t = sub.add_parser(
@@ -129,10 +130,11 @@ def _search(args) -> int:
         if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
             raise CodesignError(f"--resume {args.resume} continues the run in its own directory; drop --run-dir "
                                 f"{args.run_dir}")
-        results = run_search(run_dir=args.resume, resume=True, overrides=explicit, quiet=args.quiet)
+        results = run_search(run_dir=args.resume, resume=True, overrides=explicit, quiet=args.quiet,
+                             workers=args.workers, ray=args.ray)
     else:
         cfg = SearchConfig(**explicit)
-        results = run_search(cfg, run_dir=args.run_dir, quiet=args.quiet)
+        results = run_search(cfg, run_dir=args.run_dir, quiet=args.quiet, workers=args.workers, ray=args.ray)
     if args.json:
         print_json(results)
         return 0

@@ -65,6 +65,7 @@ class Setup:
     quiet: bool = False
     measure: bool = False  # whether the final phase measures (decided once, up front)
     no_measure_reason: str = ""
+    executor: object = None  # where random/evolution candidates train (codesign.distributed); None: here
 
 
 @dataclass
@@ -164,7 +165,7 @@ def search_context(s: Setup, run: Run, costs: Costs, split: Split, checkpoint: s
     return SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table, costs.budgets,
                          s.cfg, run.file(checkpoint), lambda rec: run.log(rec, log_stream), not s.quiet,
                          s.dataset.augment, max_passes, optimizer_factory(s.cfg.arch_optimizer),
-                         optimizer_factory(s.cfg.weight_optimizer))
+                         optimizer_factory(s.cfg.weight_optimizer), executor=s.executor)
 
 
 def run_strategy(name: str, ctx: SearchContext) -> dict:

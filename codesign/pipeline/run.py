@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+from ..distributed import check_workers, make_executor
 from .config import SearchConfig
 from .phases import (
     check_measurable,
@@ -27,21 +28,53 @@ RESULTS_VERSION = 1
 
 
 def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = None, resume: bool = False,
-               overrides: dict | None = None, quiet: bool = False) -> dict:
+               overrides: dict | None = None, quiet: bool = False, workers: int | None = None,
+               ray: str | None = None) -> dict:
     """Run (or resume) a search and everything after it; returns results.json's content.
 
     Every input is checked (run directory, config, data, space, device or cost model) before the
     run directory is created; ``resume`` reopens ``run_dir``, checks that every file in it is
     readable and refuses a config that differs from its own.
+
+    ``workers`` (a local Ray of that many CPUs) or ``ray`` (``auto`` or a cluster address) train
+    the candidates of random and evolution search and of the ``--compare random`` baseline as Ray
+    tasks (docs/distributed.md); the results are those of the serial run, so a run may be resumed
+    with another number of workers.
     """
     t_start = time.perf_counter()
+    check_workers(workers, ray)
     check_run_dir(run_dir, resume)
     if resume:
         cfg = read_config(run_dir, overrides)
     s = setup(cfg, quiet)
     check_measurable(s)
+    try:
+        return _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray)
+    finally:
+        if s.executor is not None:
+            s.executor.close()
+
+
+def start_executor(s, workers: int | None, ray: str | None):
+    """A started Ray executor where the run has candidates to train in parallel (random or
+    evolution, or the random baseline), else None; started before the run directory exists, so
+    an unreachable cluster leaves nothing behind."""
+    if workers is None and ray is None:
+        return None
+    sampled = {"random", "evolution"}
+    if s.cfg.strategy not in sampled and s.cfg.compare != "random":
+        say(f"note: --workers/--ray train the candidates of random and evolution search and of --compare "
+            f"random; {s.cfg.strategy} runs in this process", s.quiet)
+        return None
+    executor = make_executor(workers, ray, preload=("codesign.search.strategies",)).start()
+    say(f"ray: {executor.slots} candidate(s) at a time", s.quiet)
+    return executor
+
+
+def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> dict:
     # A new run costs its space and resolves its budgets before its directory exists.
     costs = None if resume else costs_phase(s, None)
+    s.executor = start_executor(s, workers, ray)  # after profiling: idle Ray workers never disturb timings
     run, cfg = open_run(cfg, run_dir, resume, overrides)
     say(f"run directory: {run.path}", quiet)
     if costs is None:

@@ -6,6 +6,11 @@ is committed as soon as it exists, so a killed run loses at most the kernel in f
 resumes where it stopped. A kernel that fails to build or run is recorded with its error and the
 run goes on.
 
+With an executor (``codesign profile --workers N`` / ``--ray``, see ``codesign.distributed``) the
+kernels compile (and tune) as Ray tasks, as many at a time as the executor has slots, and come back
+as compiled libraries; timing stays in this process, one kernel after the other, so that no two
+measurements of a device overlap.
+
 Several profilers may share one database: each claims a kernel in it before building it
 (``ProfileDB.claim``), skips the kernels another process stored meanwhile, and leaves the ones
 another live profiler holds to the end, then waits for them (or takes over a dead profiler's).
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 import socket
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -65,6 +71,57 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
     else:
         executable = tvm.compile(built.func, target=target)
     return executable, built.arg_shapes, time.perf_counter() - t0
+
+
+def compile_library(spec: KernelSpec, target_dict: dict, schedule: str, tuning_dir: str | None):
+    """``_compile`` as a pure task (a Ray worker's): the target from its dict, the result as the
+    bytes of a shared library, loaded by ``Library`` on the driver.
+
+    MetaSchedule tunes into a private database (a worker never writes the shared tuning directory;
+    ``tuning_dir`` is None there) whose records come back to the driver (``tuning.merge_records``).
+    """
+    import os
+    import tempfile
+
+    import tvm
+
+    from .tuning import read_records
+
+    with tempfile.TemporaryDirectory(prefix="codesign-compile-") as tmp:
+        work = tuning_dir or os.path.join(tmp, "tuning")
+        executable, shapes, compile_s = _compile(spec, tvm.target.Target(target_dict), schedule, work)
+        path = os.path.join(tmp, "kernel.so")
+        executable.export_library(path)
+        with open(path, "rb") as f:
+            lib = f.read()
+        records = read_records(work) if tuning_dir is None and os.path.isdir(work) else None
+    return lib, shapes, compile_s, records
+
+
+class Library:
+    """A kernel compiled elsewhere, loaded from its shared library: what runners time, like an
+    Executable (``jit()`` for a local runner, ``export_library`` for an RPC one)."""
+
+    def __init__(self, lib: bytes, folder: str):
+        import os
+        import tempfile
+
+        import tvm
+
+        # A fresh name for every library: rewriting a file the process has loaded (a reused
+        # name) would change the code under a mapped library and crash it.
+        fd, self.path = tempfile.mkstemp(suffix=".so", prefix="kernel-", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(lib)
+        self.module = tvm.runtime.load_module(self.path)
+
+    def jit(self):
+        return self.module
+
+    def export_library(self, path: str) -> None:
+        import shutil
+
+        shutil.copyfile(self.path, path)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -117,6 +174,7 @@ def profile_kernels(
     overlap_compile: bool = True,
     statistic: str = DEFAULT_STATISTIC,
     poll_s: float = 0.5,
+    executor=None,
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -137,6 +195,8 @@ def profile_kernels(
         statistic: how the repeats become latency_ms (``runners.STATISTICS``); a database holds
             one statistic per device and schedule.
         poll_s: how often to look again at kernels another profiler is building.
+        executor: compile (and tune) on this ``codesign.distributed`` executor, as many kernels at
+            a time as it has slots (None: a thread of this process, overlapped with timing).
 
     Returns:
         A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
@@ -164,7 +224,7 @@ def profile_kernels(
     t_start = time.perf_counter()
     if todo:
         _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                     overlap_compile, statistic, poll_s)
+                     overlap_compile, statistic, poll_s, executor)
     if reference == "torch":
         _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress, statistic)
     report.wall_s = time.perf_counter() - t_start
@@ -205,13 +265,18 @@ class _Claims:
 
 
 def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5):
+                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5, executor=None):
     if device.rpc is None:
         set_threads(device.threads)
+    import tempfile
+
     import tvm
 
+    from ..distributed import SerialExecutor
+    from .builders import build
     from .energy import energy_source_for
     from .runners import LocalRunner, RPCRunner
+    from .tuning import has_record, merge_records
 
     target_dict = device.resolved_target()
     kind = str(target_dict["kind"])
@@ -228,18 +293,55 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     host = socket.gethostname()
     claims = _Claims(todo, db, device.name, schedule, report, poll_s,
                      lambda: bar.update(1) if bar is not None else None)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        spec = claims.next(wait=True)
-        pending = pool.submit(_compile, spec, target, schedule, tuning_dir) if spec is not None else None
-        while spec is not None:
+    libs = tempfile.TemporaryDirectory(prefix="codesign-libs-")
+    if executor is None:
+        pool = ThreadPoolExecutor(max_workers=1)
+        depth = 1  # the kernel compiling while the previous one is timed
+
+        def submit(spec):
+            return pool.submit(_compile, spec, target, schedule, tuning_dir)
+
+        def result(fut):
+            return fut.result()
+    else:
+        pool, depth = None, executor.slots
+
+        tuned = parse_schedule(schedule)[0] == "metaschedule"
+
+        def submit(spec):
+            if tuned and has_record(build(spec).func, target, tuning_dir):
+                # tuned before: compiled here from the shared records, no worker needed
+                return SerialExecutor().submit(compile_library, spec, target_dict, schedule, tuning_dir)
+            return executor.submit(compile_library, spec, target_dict, schedule, None)
+
+        def result(fut):
+            lib, shapes, compile_s, records = fut.result()
+            if records:  # the worker's tuning, kept in the shared tuning directory by this process
+                merge_records(records, tuning_dir, kind)
+            return Library(lib, libs.name), shapes, compile_s
+
+    queue: deque = deque()  # (kernel, its compilation) in the order claimed
+
+    def fill(wait: bool) -> None:
+        # Waits for kernels other profilers hold only with nothing of ours in flight: a profiler
+        # stores what it holds before it waits for another's.
+        while len(queue) < depth:
+            spec = claims.next(wait=wait and not queue)
+            if spec is None:
+                return
+            queue.append((spec, submit(spec)))
+
+    try:
+        fill(wait=True)
+        while queue:
+            spec, pending = queue.popleft()
             try:
-                executable, shapes, compile_s = pending.result()
+                executable, shapes, compile_s = result(pending)
                 error = None
             except Exception as exc:  # one failing kernel never stops the run
                 executable, shapes, compile_s, error = None, None, 0.0, f"build: {type(exc).__name__}: {exc}"
-            following = claims.next(wait=False)
-            if following is not None and overlap_compile:
-                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+            if overlap_compile or executor is not None:
+                fill(wait=False)
             latency = std = energy_mj = None
             n_rep = None
             if error is None:
@@ -264,15 +366,13 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 report.errors.append(f"{spec.key()}: {error}")
             else:
                 report.measured += 1
-            if following is None:  # only kernels other profilers hold are left: wait for them
-                following = claims.next(wait=True)
-                if following is not None:
-                    pending = pool.submit(_compile, following, target, schedule, tuning_dir)
-            elif not overlap_compile:
-                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
-            spec = following
+            fill(wait=True)  # only kernels other profilers hold may be left: wait for them
             if bar is not None:
                 bar.update(1, failed=report.failed)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        libs.cleanup()
     runner.close()
     if bar is not None:
         bar.close()

@@ -119,3 +119,43 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
     if sch is None:
         raise CodesignError("MetaSchedule found no valid schedule for this kernel")
     return tvm.compile(sch.mod, target=target)
+
+
+_DB_FILES = ("database_workload.json", "database_tuning_record.json")
+
+
+def read_records(work_dir: str) -> dict[str, str]:
+    """A tuning directory's two JSON-lines files as text: how a worker that tuned into a private
+    directory hands its records back to the driver (``merge_records``)."""
+    out = {}
+    for name in _DB_FILES:
+        path = os.path.join(work_dir, name)
+        out[name] = open(path).read() if os.path.exists(path) else ""
+    return out
+
+
+def merge_records(records: dict[str, str], tuning_dir: str, target_kind: str = "llvm") -> None:
+    """Commit the best record per workload of ``records`` (``read_records``' text) into the tuning
+    database of ``tuning_dir``, through MetaSchedule (workload indices are the database's own)."""
+    if not any(records.values()):
+        return
+    ms = meta_schedule(target_kind)
+    os.makedirs(tuning_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="codesign-records-") as tmp:
+        for name in _DB_FILES:
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(records.get(name, ""))
+        theirs = ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
+        theirs.dump_pruned(ms.database.JSONDatabase(work_dir=tuning_dir, module_equality="structural"))
+
+
+def has_record(func, target, work_dir: str) -> bool:
+    """Whether ``work_dir`` holds a record of ``func`` tuned for ``target`` (compiled without tuning)."""
+    import tvm
+
+    if not all(os.path.exists(os.path.join(work_dir, n)) for n in _DB_FILES):
+        return False
+    ms = meta_schedule(str(target.kind.name))
+    mod = tvm.IRModule({"main": func})
+    database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    return target_records(ms, database, target, [mod]).has_workload(mod)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -101,6 +101,7 @@ class SearchContext:
     arch_optimizer_factory: Callable | None = None
     weight_optimizer_factory: Callable | None = None
     stats: dict = field(default_factory=dict)
+    executor: Any = None  # where random/evolution candidates train (codesign.distributed); None: here
 
 
 def _bar(total, desc, enabled, unit="epoch", initial=0):
@@ -414,23 +415,47 @@ class Gdas(GradientSearch):
 # ---------------------------------------------------------------------------------------------
 
 
+def train_candidate(data: dict, job: dict) -> dict:
+    """Train one candidate from scratch and score it on the validation split: a pure task of
+    (shared data, job) run in this process or on a Ray worker, with the same result on either
+    (its seed is the candidate's own, so results do not depend on how many run at once)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(job["seed"])
+    net = data["space"].build(job["genotype"])
+    fit = train_network(net, data["x_train"], data["y_train"], job["epochs"], job["seed"], job["batch_size"],
+                        job["lr"], job["weight_decay"], data["augment"], data["weight_optimizer_factory"])
+    val = evaluate(net, data["x_val"], data["y_val"])
+    return {"val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"], "passes": fit["steps"],
+            "seconds": time.perf_counter() - t0}
+
+
 class SampleSearch:
     """Shared by random and evolution: candidates trained briefly from scratch, one checkpoint per
-    candidate (the history and the generator state)."""
+    candidate (the history, the generator state, and candidates that finished ahead of an earlier
+    one still training elsewhere, so that a resumed run trains none of them again).
+
+    Candidates whose proposal needs no pending result (all of random's; evolution's first
+    population) are handed to ``ctx.executor`` together, as many as it has slots; results are
+    recorded in candidate order, so the history is that of the serial run."""
 
     def __init__(self, ctx: SearchContext):
         self.ctx = ctx
         self.rng = random.Random(ctx.cfg.seed)
         self.history: list[dict] = []
+        self.ahead: dict[int, dict] = {}  # finished candidates beyond the history, by index
+        self._rng_state = self.rng.getstate()  # the generator just after the last recorded proposal
 
     def state(self) -> dict:
-        st = self.rng.getstate()
-        return {"history": self.history, "rng": [st[0], list(st[1]), st[2]]}
+        st = self._rng_state
+        return {"history": self.history, "rng": [st[0], list(st[1]), st[2]],
+                "ahead": [self.ahead[k] for k in sorted(self.ahead)]}
 
     def load(self, s: dict) -> None:
         self.history = list(s["history"])
+        self.ahead = {int(r["candidate"]): r for r in s.get("ahead", [])}
         st = s["rng"]
         self.rng.setstate((st[0], tuple(st[1]), st[2]))
+        self._rng_state = self.rng.getstate()
 
     def under_budget(self, choices) -> bool:
         net, _ = self.ctx.costs.split(choices)
@@ -444,47 +469,86 @@ class SampleSearch:
         raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
                             "only a tiny corner of the space: relax it or use a gradient strategy")
 
-    def evaluate(self, choices) -> dict:
-        ctx, cfg = self.ctx, self.ctx.cfg
-        t0 = time.perf_counter()
-        seed = cfg.seed * 1_000 + len(self.history)
-        torch.manual_seed(seed)
-        genotype = ctx.space.format(ctx.costs.split(choices)[0])
-        net = ctx.space.build(genotype)
-        fit = train_network(net, ctx.x_train, ctx.y_train, cfg.candidate_epochs, seed, cfg.batch_size, cfg.lr,
-                            cfg.weight_decay, ctx.augment, ctx.weight_optimizer_factory)
-        val = evaluate(net, ctx.x_val, ctx.y_val)
-        rec = {"candidate": len(self.history), "genotype": genotype, "choices": list(choices),
-               "hardware": hardware_label(ctx.costs, choices),
-               "val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"], "passes": fit["steps"],
-               "cost": ctx.costs.all_of(choices), "seconds": time.perf_counter() - t0}
-        self.history.append(rec)
+    def job(self, choices, index: int) -> dict:
+        cfg = self.ctx.cfg
+        return {"candidate": index, "choices": list(choices), "genotype": self.ctx.space.format(
+                    self.ctx.costs.split(choices)[0]), "seed": cfg.seed * 1_000 + index,
+                "epochs": cfg.candidate_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay}
+
+    def finished(self, job: dict, fit: dict) -> dict:
+        """A candidate's record (logged now, whatever the order candidates finish in)."""
+        ctx, choices = self.ctx, job["choices"]
+        rec = {"candidate": job["candidate"], "genotype": job["genotype"], "choices": list(choices),
+               "hardware": hardware_label(ctx.costs, choices), "val_accuracy": fit["val_accuracy"],
+               "train_accuracy": fit["train_accuracy"], "passes": fit["passes"],
+               "cost": ctx.costs.all_of(choices), "seconds": fit["seconds"]}
         ctx.log(rec)
-        if ctx.checkpoint_stem is not None:
-            ckpt.save(ctx.checkpoint_stem, self.state(), {"strategy": self.name, "candidates": len(self.history)})
         return rec
 
-    def done(self) -> bool:
+    def save(self) -> None:
+        if self.ctx.checkpoint_stem is not None:
+            ckpt.save(self.ctx.checkpoint_stem, self.state(), {"strategy": self.name, "candidates": len(self.history)})
+
+    def remaining(self) -> int:
+        """Candidates still to train: up to ``candidates``, or (``max_passes``) while one more would
+        not overshoot the compute by more than half a candidate."""
         ctx = self.ctx
-        if ctx.max_passes is not None:
-            per = self.ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
-            used = sum(h["passes"] for h in self.history)
-            # stop when one more candidate would overshoot by more than half a candidate
-            return len(self.history) >= 1 and used + per / 2 > ctx.max_passes
-        return len(self.history) >= ctx.cfg.candidates
+        if ctx.max_passes is None:
+            return max(0, ctx.cfg.candidates - len(self.history))
+        per = self.ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
+        used, n, k = sum(h["passes"] for h in self.history), len(self.history), 0
+        while not (n + k >= 1 and used + k * per + per / 2 > ctx.max_passes):
+            k += 1
+        return k
+
+    def done(self) -> bool:
+        return self.remaining() == 0
+
+    def ready(self) -> int:
+        """How many proposals can be made before the next result is known."""
+        return 1 << 30
 
     def propose(self) -> list[int]:
         raise NotImplementedError
 
+    def _data(self) -> dict:
+        ctx = self.ctx
+        return {"space": ctx.space, "x_train": ctx.x_train, "y_train": ctx.y_train, "x_val": ctx.x_val,
+                "y_val": ctx.y_val, "augment": ctx.augment, "weight_optimizer_factory": ctx.weight_optimizer_factory}
+
     def run(self) -> dict:
+        from concurrent.futures import as_completed
+
+        from ..distributed import SerialExecutor
+
         ctx = self.ctx
         if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
             self.load(ckpt.load(ctx.checkpoint_stem)[0])
+        executor = ctx.executor or SerialExecutor()
+        data = None
         total = None if ctx.max_passes is not None else ctx.cfg.candidates
         bar = _bar(total, f"search {self.name}", ctx.progress, "candidate", len(self.history))
         while not self.done():
-            rec = self.evaluate(self.propose())
-            bar.update(1, best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
+            jobs, states = [], []
+            for _ in range(max(1, min(self.ready(), self.remaining(), executor.slots))):
+                jobs.append(self.job(self.propose(), len(self.history) + len(jobs)))
+                states.append(self.rng.getstate())
+            pending = {}
+            for job in jobs:
+                reused = self.ahead.get(job["candidate"])
+                if reused is not None and reused["choices"] == job["choices"]:
+                    continue  # finished before the driver stopped; never trained twice
+                self.ahead.pop(job["candidate"], None)
+                if data is None:
+                    data = executor.share(self._data())
+                pending[executor.submit(train_candidate, data, job)] = job
+            for fut in as_completed(pending):
+                job = pending[fut]
+                self.ahead[job["candidate"]] = self.finished(job, fut.result())
+                self._record_in_order(jobs, states, bar)
+            if not pending:  # every candidate of the batch had finished before a resume
+                self._record_in_order(jobs, states, bar)
         bar.close()
         best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
@@ -492,6 +556,18 @@ class SampleSearch:
         return {"choices": list(best["choices"]), "probs": probs, "candidates": len(self.history),
                 "best_val_accuracy": best["val_accuracy"], "search_passes": float(sum(h["passes"] for h in self.history)),
                 "search_seconds": sum(h["seconds"] for h in self.history)}
+
+    def _record_in_order(self, jobs: list[dict], states: list, bar) -> None:
+        """Move finished candidates that continue the history into it; checkpoint."""
+        first = jobs[0]["candidate"]
+        # only this batch's candidates: one finished further ahead waits for its own batch, where
+        # its proposal is drawn again and the generator state after it is known
+        while first <= len(self.history) < first + len(jobs) and len(self.history) in self.ahead:
+            rec = self.ahead.pop(len(self.history))
+            self.history.append(rec)
+            self._rng_state = states[rec["candidate"] - first]
+            bar.update(1, best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
+        self.save()
 
 
 @register_strategy("random")
@@ -502,6 +578,10 @@ class RandomSearch(SampleSearch):
 
 @register_strategy("evolution")
 class Evolution(SampleSearch):
+    def ready(self):
+        # the first population is sampled at random; every child needs the latest results
+        return max(1, self.ctx.cfg.population - len(self.history))
+
     def propose(self):
         cfg = self.ctx.cfg
         population = self.history[-cfg.population:]
