@@ -136,9 +136,43 @@ def _addr(t: torch.Tensor) -> int:
 # mixed_op
 # ---------------------------------------------------------------------------------------------
 
+NCHW, NHWC = 0, 1  # the kernels' two layouts (NHWC is torch's channels_last)
+
 
 def _pool_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
+
+
+def _layout(x: torch.Tensor) -> int:
+    """NHWC when x's channels are its innermost dimension (channels_last, or a channel slice of
+    such a map, as partial-channel edges pass), else NCHW. Maps that are both (C = 1, or H = W = 1)
+    count as NCHW."""
+    return NHWC if x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous() else NCHW
+
+
+def _format(layout: int) -> torch.memory_format:
+    return torch.channels_last if layout == NHWC else torch.contiguous_format
+
+
+def _dense_rows(t: torch.Tensor, layout: int) -> torch.Tensor:
+    """t itself when every row of its images is one dense run (what the kernels read for ys and
+    gradients), else a copy in the layout's contiguous format."""
+    _, c, _, w = t.shape
+    if layout == NHWC:
+        ok = (c == 1 or t.stride(1) == 1) and (w == 1 or t.stride(3) == c)
+    else:
+        ok = w == 1 or t.stride(3) == 1
+    return t if ok else t.contiguous(memory_format=_format(layout))
+
+
+def _map(t: torch.Tensor) -> tuple[int, int, int, int, int]:
+    return (t.data_ptr(), *t.stride())
+
+
+def _mixed_out(x: torch.Tensor, stride: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return torch.empty(n, c, _pool_out(h, stride), _pool_out(w, stride), dtype=x.dtype,
+                       device=x.device, memory_format=_format(_layout(x)))
 
 
 @torch.library.custom_op("codesign::mixed_op", mutates_args=())
@@ -147,26 +181,26 @@ def _mixed_op(
 ) -> torch.Tensor:
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        x, weights = x.contiguous(), weights.contiguous()
-        ys = [y.contiguous() for y in ys]
+        layout = _layout(x)
+        weights = weights.contiguous()
+        ys = [_dense_rows(y, layout) for y in ys]
+        out = _mixed_out(x, stride)
         n, c, h, w = x.shape
-        ho, wo = _pool_out(h, stride), _pool_out(w, stride)
-        out = x.new_empty(n, c, ho, wo)
         _C.mixed_op_forward(
-            str(x.dtype).removeprefix("torch."), [n, c, h, w], [ho, wo], stride, _addr(x),
-            [_addr(y) for y in ys], _addr(weights), list(free_ops), _addr(out),
+            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *out.shape[2:], stride],
+            _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops), _map(out),
         )
         return out
     if kernel == "triton":
         return _triton_module().mixed_op_forward(x, ys, weights, list(free_ops), stride)
     names = [FREE_OPS[c] for c in free_ops]
-    return reference.mixed_op(x, ys, weights, names, stride).clone()
+    out = reference.mixed_op(x, ys, weights, names, stride)
+    return torch.empty_like(out, memory_format=_format(_layout(x))).copy_(out)
 
 
 @_mixed_op.register_fake
 def _(x, ys, weights, free_ops, stride):
-    n, c, h, w = x.shape
-    return x.new_empty(n, c, _pool_out(h, stride), _pool_out(w, stride))
+    return _mixed_out(x, stride)
 
 
 @torch.library.custom_op("codesign::mixed_op_backward", mutates_args=())
@@ -181,16 +215,18 @@ def _mixed_op_backward(
     """[grad_x, grad_weights, *grad_ys]."""
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        grad, x, weights = grad.contiguous(), x.contiguous(), weights.contiguous()
-        ys = [y.contiguous() for y in ys]
+        layout = _layout(x)
+        fmt = _format(layout)
+        grad, weights = _dense_rows(grad, layout), weights.contiguous()
+        ys = [_dense_rows(y, layout) for y in ys]
         n, c, h, w = x.shape
-        grad_x = torch.empty_like(x)
+        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
         grad_w = torch.empty_like(weights)
-        grad_ys = [torch.empty_like(y) for y in ys]
+        grad_ys = [torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=fmt) for y in ys]
         _C.mixed_op_backward(
-            str(x.dtype).removeprefix("torch."), [n, c, h, w], list(grad.shape[2:]), stride,
-            _addr(grad), _addr(x), [_addr(y) for y in ys], _addr(weights), list(free_ops),
-            _addr(grad_x), [_addr(g) for g in grad_ys], _addr(grad_w),
+            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
+            _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),
+            _map(grad_x), [_map(g) for g in grad_ys], _addr(grad_w),
         )
         return [grad_x, grad_w, *grad_ys]
     if kernel == "triton":
@@ -209,7 +245,10 @@ def _mixed_op_backward(
 
 @_mixed_op_backward.register_fake
 def _(grad, x, ys, weights, free_ops, stride):
-    return [torch.empty_like(x), torch.empty_like(weights), *[torch.empty_like(y) for y in ys]]
+    fmt = _format(_layout(x))
+    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt),
+            torch.empty_like(weights),
+            *[torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=fmt) for y in ys]]
 
 
 def _mixed_setup(ctx, inputs, output):

@@ -1,12 +1,13 @@
-// pybind11 bindings of codesign._C. Tensors cross as raw addresses of contiguous buffers plus
+// pybind11 bindings of codesign._C. Tensors cross as raw addresses plus element strides and
 // shapes, so the extension needs no torch headers and survives torch upgrades; codesign/ops.py
-// checks dtype, device, shape and contiguity before calling in.
+// checks dtype, device, shape and strides before calling in.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common.h"
@@ -22,63 +23,75 @@ T* ptr(uintptr_t a) {
   return reinterpret_cast<T*>(a);
 }
 
-template <typename T>
-std::vector<const T*> cptrs(const std::vector<uintptr_t>& v) {
-  std::vector<const T*> out;
-  out.reserve(v.size());
-  for (auto a : v) out.push_back(reinterpret_cast<const T*>(a));
-  return out;
-}
-
-template <typename T>
-std::vector<T*> mptrs(const std::vector<uintptr_t>& v) {
-  std::vector<T*> out;
-  out.reserve(v.size());
-  for (auto a : v) out.push_back(reinterpret_cast<T*>(a));
-  return out;
-}
-
 void check_dtype(const std::string& dtype) {
   if (dtype != "float32" && dtype != "float64")
     throw std::invalid_argument("codesign._C supports float32 and float64, got " + dtype);
 }
 
-MixedShape shape_of(const std::vector<int64_t>& xs, const std::vector<int64_t>& os, int64_t stride) {
-  if (xs.size() != 4 || os.size() != 2) throw std::invalid_argument("mixed_op: bad shape vectors");
-  return MixedShape{xs[0], xs[1], xs[2], xs[3], os[0], os[1], stride};
+// A map crosses as (address, stride_n, stride_c, stride_h, stride_w), strides in elements.
+using MapArg = std::tuple<uintptr_t, int64_t, int64_t, int64_t, int64_t>;
+
+template <typename T>
+codesign::Map<T> map_of(const MapArg& a) {
+  return {reinterpret_cast<T*>(std::get<0>(a)), std::get<1>(a), std::get<2>(a), std::get<3>(a),
+          std::get<4>(a)};
 }
 
-void mixed_fwd(const std::string& dtype, const std::vector<int64_t>& xshape,
-               const std::vector<int64_t>& oshape, int64_t stride, uintptr_t x,
-               const std::vector<uintptr_t>& ys, uintptr_t w, const std::vector<int>& free_ops,
-               uintptr_t out) {
-  check_dtype(dtype);
-  const MixedShape s = shape_of(xshape, oshape, stride);
-  py::gil_scoped_release nogil;
-  if (dtype == "float32")
-    codesign::mixed_op_forward<float>(s, ptr<const float>(x), cptrs<float>(ys), ptr<const float>(w),
-                                      free_ops, ptr<float>(out));
-  else
-    codesign::mixed_op_forward<double>(s, ptr<const double>(x), cptrs<double>(ys),
-                                       ptr<const double>(w), free_ops, ptr<double>(out));
+template <typename T>
+std::vector<codesign::Map<T>> maps_of(const std::vector<MapArg>& v) {
+  std::vector<codesign::Map<T>> out;
+  out.reserve(v.size());
+  for (const auto& a : v) out.push_back(map_of<T>(a));
+  return out;
 }
 
-void mixed_bwd(const std::string& dtype, const std::vector<int64_t>& xshape,
-               const std::vector<int64_t>& oshape, int64_t stride, uintptr_t grad_out, uintptr_t x,
-               const std::vector<uintptr_t>& ys, uintptr_t w, const std::vector<int>& free_ops,
-               uintptr_t grad_x, const std::vector<uintptr_t>& grad_ys, uintptr_t grad_w) {
+// shape: n, c, h, w, ho, wo, stride; layout: 0 NCHW, 1 NHWC (channels_last).
+MixedShape shape_of(const std::vector<int64_t>& sh, int layout) {
+  if (sh.size() != 7) throw std::invalid_argument("mixed_op: shape must be n, c, h, w, ho, wo, stride");
+  if (layout != codesign::kNCHW && layout != codesign::kNHWC)
+    throw std::invalid_argument("mixed_op: layout must be 0 (NCHW) or 1 (NHWC)");
+  return MixedShape{sh[0], sh[1], sh[2], sh[3], sh[4], sh[5], sh[6], static_cast<codesign::Layout>(layout)};
+}
+
+template <typename T>
+void mixed_fwd_t(const MixedShape& s, const MapArg& x, const std::vector<MapArg>& ys, uintptr_t w,
+                 const std::vector<int>& free_ops, const MapArg& out) {
+  codesign::mixed_op_forward<T>(s, map_of<const T>(x), maps_of<const T>(ys), ptr<const T>(w), free_ops,
+                                map_of<T>(out));
+}
+
+void mixed_fwd(const std::string& dtype, int layout, const std::vector<int64_t>& shape, const MapArg& x,
+               const std::vector<MapArg>& ys, uintptr_t w, const std::vector<int>& free_ops,
+               const MapArg& out) {
   check_dtype(dtype);
-  const MixedShape s = shape_of(xshape, oshape, stride);
+  const MixedShape s = shape_of(shape, layout);
   py::gil_scoped_release nogil;
   if (dtype == "float32")
-    codesign::mixed_op_backward<float>(s, ptr<const float>(grad_out), ptr<const float>(x),
-                                       cptrs<float>(ys), ptr<const float>(w), free_ops,
-                                       ptr<float>(grad_x), mptrs<float>(grad_ys), ptr<float>(grad_w));
+    mixed_fwd_t<float>(s, x, ys, w, free_ops, out);
   else
-    codesign::mixed_op_backward<double>(s, ptr<const double>(grad_out), ptr<const double>(x),
-                                        cptrs<double>(ys), ptr<const double>(w), free_ops,
-                                        ptr<double>(grad_x), mptrs<double>(grad_ys),
-                                        ptr<double>(grad_w));
+    mixed_fwd_t<double>(s, x, ys, w, free_ops, out);
+}
+
+template <typename T>
+void mixed_bwd_t(const MixedShape& s, const MapArg& grad_out, const MapArg& x,
+                 const std::vector<MapArg>& ys, uintptr_t w, const std::vector<int>& free_ops,
+                 const MapArg& grad_x, const std::vector<MapArg>& grad_ys, uintptr_t grad_w) {
+  codesign::mixed_op_backward<T>(s, map_of<const T>(grad_out), map_of<const T>(x), maps_of<const T>(ys),
+                                 ptr<const T>(w), free_ops, map_of<T>(grad_x), maps_of<T>(grad_ys),
+                                 ptr<T>(grad_w));
+}
+
+void mixed_bwd(const std::string& dtype, int layout, const std::vector<int64_t>& shape,
+               const MapArg& grad_out, const MapArg& x, const std::vector<MapArg>& ys, uintptr_t w,
+               const std::vector<int>& free_ops, const MapArg& grad_x, const std::vector<MapArg>& grad_ys,
+               uintptr_t grad_w) {
+  check_dtype(dtype);
+  const MixedShape s = shape_of(shape, layout);
+  py::gil_scoped_release nogil;
+  if (dtype == "float32")
+    mixed_bwd_t<float>(s, grad_out, x, ys, w, free_ops, grad_x, grad_ys, grad_w);
+  else
+    mixed_bwd_t<double>(s, grad_out, x, ys, w, free_ops, grad_x, grad_ys, grad_w);
 }
 
 void gumbel_fwd(const std::string& dtype, uintptr_t logits, int64_t rows, int64_t cols, double tau,
