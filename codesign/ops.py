@@ -175,6 +175,27 @@ def _mixed_out(x: torch.Tensor, stride: int) -> torch.Tensor:
                        device=x.device, memory_format=_format(_layout(x)))
 
 
+def _pooled(shape: Sequence[int], dtype: torch.dtype, layout: int) -> torch.Tensor:
+    """An uninitialised CPU map for a C++ kernel to write, on a buffer recycled from earlier
+    steps (codesign._C's pool: no page faults in the training loop), with the strides torch gives
+    the layout's format."""
+    n, c, h, w = shape
+    strides = [c * h * w, 1, w * c, c] if layout == NHWC else [c * h * w, h * w, w, 1]
+    return torch.from_dlpack(_C.empty_pooled(str(dtype).removeprefix("torch."), list(shape), strides))
+
+
+def buffer_pool(limit_bytes: int | None = None) -> dict:
+    """Statistics of the C++ kernels' pool of output buffers (idle_bytes, limit_bytes, fresh,
+    reused); with limit_bytes, first sets how many freed bytes it may keep (0 empties it)."""
+    if _C is None:
+        raise RuntimeError(f"codesign: no buffer pool, {_C_ERROR}")
+    if limit_bytes is not None:
+        if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
+            raise ValueError(f"buffer_pool: limit_bytes must be an int >= 0, got {limit_bytes!r}")
+        _C.set_buffer_pool_limit(limit_bytes)
+    return dict(_C.buffer_pool_stats())
+
+
 @torch.library.custom_op("codesign::mixed_op", mutates_args=())
 def _mixed_op(
     x: torch.Tensor, ys: list[torch.Tensor], weights: torch.Tensor, free_ops: list[int], stride: int
@@ -184,8 +205,8 @@ def _mixed_op(
         layout = _layout(x)
         weights = weights.contiguous()
         ys = [_dense_rows(y, layout) for y in ys]
-        out = _mixed_out(x, stride)
         n, c, h, w = x.shape
+        out = _pooled((n, c, _pool_out(h, stride), _pool_out(w, stride)), x.dtype, layout)
         _C.mixed_op_forward(
             str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *out.shape[2:], stride],
             _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops), _map(out),
@@ -216,13 +237,12 @@ def _mixed_op_backward(
     kernel = _kernel_for(x)
     if kernel == "cpp":
         layout = _layout(x)
-        fmt = _format(layout)
         grad, weights = _dense_rows(grad, layout), weights.contiguous()
         ys = [_dense_rows(y, layout) for y in ys]
         n, c, h, w = x.shape
-        grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+        grad_x = _pooled(x.shape, x.dtype, layout)
         grad_w = torch.empty_like(weights)
-        grad_ys = [torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=fmt) for y in ys]
+        grad_ys = [_pooled(y.shape, y.dtype, layout) for y in ys]
         _C.mixed_op_backward(
             str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
             _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),

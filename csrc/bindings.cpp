@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "buffers.h"
 #include "common.h"
 #include "kernels.h"
 
@@ -118,6 +119,37 @@ void gumbel_bwd(const std::string& dtype, uintptr_t grad_y, uintptr_t logits, in
                                               rows, cols, tau, seed, ptr<double>(grad_logits));
 }
 
+// A DLPack capsule of an uninitialised tensor on a pooled buffer (torch.from_dlpack takes it).
+py::object empty_pooled(const std::string& dtype, const std::vector<int64_t>& shape,
+                        const std::vector<int64_t>& strides) {
+  check_dtype(dtype);
+  if (shape.size() != strides.size()) throw std::invalid_argument("empty_pooled: shape and strides differ in length");
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] < 0 || strides[d] < 0) throw std::invalid_argument("empty_pooled: negative size or stride");
+  codesign::DLManagedTensor* t = codesign::pooled_tensor(2, dtype == "float32" ? 32 : 64, shape, strides);
+  PyObject* cap = PyCapsule_New(t, "dltensor", [](PyObject* c) {
+    if (PyCapsule_IsValid(c, "dltensor")) {  // never handed to a consumer
+      auto* m = static_cast<codesign::DLManagedTensor*>(PyCapsule_GetPointer(c, "dltensor"));
+      m->deleter(m);
+    }
+  });
+  if (cap == nullptr) {
+    t->deleter(t);
+    throw py::error_already_set();
+  }
+  return py::reinterpret_steal<py::object>(cap);
+}
+
+py::dict buffer_pool_stats() {
+  const codesign::PoolStats st = codesign::pool_stats();
+  py::dict d;
+  d["idle_bytes"] = st.idle_bytes;
+  d["limit_bytes"] = st.limit_bytes;
+  d["fresh"] = st.fresh;
+  d["reused"] = st.reused;
+  return d;
+}
+
 // The raw generator, exposed so tests can compare it word for word with Triton's tl.randint4x.
 std::vector<uint32_t> philox(uint64_t seed, uint32_t c0, uint32_t c1) {
   const auto b = codesign::philox4x32_10(seed, c0, c1);
@@ -133,6 +165,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("gumbel_softmax_forward", &gumbel_fwd);
   m.def("gumbel_softmax_backward", &gumbel_bwd);
   m.def("philox4x32_10", &philox);
+  m.def("empty_pooled", &empty_pooled);
+  m.def("set_buffer_pool_limit", &codesign::set_pool_limit);
+  m.def("buffer_pool_stats", &buffer_pool_stats);
   m.def("max_threads", &codesign::max_threads);
   m.attr("has_openmp") = py::bool_(CODESIGN_HAVE_OPENMP != 0);
 }
