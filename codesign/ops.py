@@ -364,6 +364,220 @@ def mixed_op(
 
 
 # ---------------------------------------------------------------------------------------------
+# depthwise_conv2d
+# ---------------------------------------------------------------------------------------------
+
+
+def _nhwc_cpp(x: torch.Tensor) -> bool:
+    """Whether codesign's channels_last CPU kernels (depthwise conv, batch norm) take x; other
+    maps go to torch."""
+    return (_C is not None and current_backend() in ("auto", "cpp") and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64) and _layout(x) == NHWC)
+
+
+def _conv_out(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _dw_shape(x, weight, stride, padding, dilation, ho, wo) -> list[int]:
+    n, c, h, w = x.shape
+    return [n, c, h, w, ho, wo, weight.shape[-1], stride, padding, dilation]
+
+
+@torch.library.custom_op("codesign::depthwise_conv2d", mutates_args=())
+def _depthwise(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    k = weight.shape[-1]
+    ho, wo = _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation)
+    if _nhwc_cpp(x):
+        out = _pooled((n, c, ho, wo), x.dtype, NHWC)
+        _C.depthwise_conv2d_forward(str(x.dtype).removeprefix("torch."),
+                                    _dw_shape(x, weight, stride, padding, dilation, ho, wo), _map(x),
+                                    _addr(weight.contiguous()), _map(out))
+        return out
+    out = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, c)
+    return out.contiguous(memory_format=torch.channels_last).clone()
+
+
+@_depthwise.register_fake
+def _(x, weight, stride, padding, dilation):
+    n, c, h, w = x.shape
+    k = weight.shape[-1]
+    return torch.empty(n, c, _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation),
+                       dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("codesign::depthwise_conv2d_backward", mutates_args=())
+def _depthwise_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+) -> list[torch.Tensor]:
+    """[grad_x, grad_weight]."""
+    if _nhwc_cpp(x):
+        grad = _dense_rows(grad, NHWC)
+        grad_x = _pooled(x.shape, x.dtype, NHWC)
+        grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        _C.depthwise_conv2d_backward(str(x.dtype).removeprefix("torch."),
+                                     _dw_shape(x, weight, stride, padding, dilation, *grad.shape[2:]), _map(grad),
+                                     _map(x), _addr(weight.contiguous()), _map(grad_x), _addr(grad_w))
+        return [grad_x, grad_w]
+    with torch.enable_grad():
+        leaves = [x.detach().requires_grad_(), weight.detach().requires_grad_()]
+        out = torch.nn.functional.conv2d(leaves[0], leaves[1], None, stride, padding, dilation, x.shape[1])
+        gx, gw = torch.autograd.grad(out, leaves, grad)
+    return [gx.contiguous(memory_format=torch.channels_last), gw.contiguous()]
+
+
+@_depthwise_backward.register_fake
+def _(grad, x, weight, stride, padding, dilation):
+    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
+            torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)]
+
+
+def _depthwise_setup(ctx, inputs, output):
+    x, weight, stride, padding, dilation = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.conv = (stride, padding, dilation)
+
+
+def _depthwise_grad(ctx, grad):
+    x, weight = ctx.saved_tensors
+    grad_x, grad_w = _depthwise_backward(grad, x, weight, *ctx.conv)
+    return grad_x, grad_w, None, None, None
+
+
+_depthwise.register_autograd(_depthwise_grad, setup_context=_depthwise_setup)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0,
+                     dilation: int = 1) -> torch.Tensor:
+    """Depthwise convolution (groups = channels, no bias): ``F.conv2d(x, weight, None, stride,
+    padding, dilation, groups=C)``, by codesign's kernel on channels_last float CPU maps (the
+    fused supernet's layout) and by torch elsewhere.
+
+    Args:
+        x: [N, C, H, W].
+        weight: [C, 1, K, K], K odd or even.
+        stride, padding, dilation: ints, as torch's (the same for both axes).
+
+    Raises:
+        ValueError naming the offending argument.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"depthwise_conv2d: x must be a 4-D tensor [N, C, H, W], got {getattr(x, 'shape', x)!r}")
+    c = x.shape[1]
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] != c or weight.shape[1] != 1
+            or weight.shape[2] != weight.shape[3]):
+        raise ValueError(f"depthwise_conv2d: weight must be [C={c}, 1, K, K], got {getattr(weight, 'shape', weight)!r}")
+    for name, v, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"depthwise_conv2d: {name} must be an int >= {low}, got {v!r}")
+    k = weight.shape[-1]
+    if min(_conv_out(x.shape[2], k, stride, padding, dilation), _conv_out(x.shape[3], k, stride, padding, dilation)) < 1:
+        raise ValueError(f"depthwise_conv2d: a {k}x{k} kernel (dilation {dilation}, padding {padding}) does not fit "
+                         f"a {x.shape[2]}x{x.shape[3]} input")
+    if not _nhwc_cpp(x) or weight.dtype != x.dtype or weight.device != x.device:
+        return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, c)
+    return _depthwise(x, weight, stride, padding, dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_norm (training) + ReLU
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("codesign::batch_norm", mutates_args=())
+def _batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, batch mean, batch 1/std, batch variance (biased))."""
+    if _nhwc_cpp(x):
+        x = _dense_rows(x, NHWC)
+        out = _pooled(x.shape, x.dtype, NHWC)
+        mean, invstd, var = torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight)
+        params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
+        _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
+                              bool(relu), _map(out))
+        return out, mean, invstd, var
+    var, mean = torch.var_mean(x, (0, 2, 3), correction=0)
+    invstd = torch.rsqrt(var + eps)
+    out = (x - mean[:, None, None]) * (invstd * weight)[:, None, None] + bias[:, None, None]
+    return (out.relu() if relu else out).contiguous(memory_format=torch.channels_last), mean, invstd, var
+
+
+@_batch_norm.register_fake
+def _(x, weight, bias, eps, relu):
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
+            torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight))
+
+
+@torch.library.custom_op("codesign::batch_norm_backward", mutates_args=())
+def _batch_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         mean: torch.Tensor, invstd: torch.Tensor, relu: bool) -> list[torch.Tensor]:
+    """[grad_x, grad_weight, grad_bias]."""
+    if _nhwc_cpp(x):
+        x, grad = _dense_rows(x, NHWC), _dense_rows(grad, NHWC)
+        grad_x = _pooled(x.shape, x.dtype, NHWC)
+        grad_w, grad_b = torch.empty_like(weight), torch.empty_like(bias)
+        params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
+        _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
+                               bool(relu), _map(grad_x))
+        return [grad_x, grad_w, grad_b]
+    dims, count = (0, 2, 3), x.numel() // x.shape[1]
+    xhat = (x - mean[:, None, None]) * invstd[:, None, None]
+    dy = grad * (xhat * weight[:, None, None] + bias[:, None, None] > 0) if relu else grad
+    grad_b = dy.sum(dims)
+    grad_w = (dy * xhat).sum(dims)
+    grad_x = (weight * invstd)[:, None, None] * (dy - (grad_b / count)[:, None, None]
+                                                 - xhat * (grad_w / count)[:, None, None])
+    return [grad_x.contiguous(memory_format=torch.channels_last), grad_w, grad_b]
+
+
+@_batch_norm_backward.register_fake
+def _(grad, x, weight, bias, mean, invstd, relu):
+    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
+            torch.empty_like(weight), torch.empty_like(bias)]
+
+
+def _batch_norm_setup(ctx, inputs, output):
+    x, weight, bias, _eps, relu = inputs
+    _out, mean, invstd, _var = output
+    ctx.save_for_backward(x, weight, bias, mean, invstd)
+    ctx.relu = relu
+
+
+def _batch_norm_grad(ctx, grad, _grad_mean, _grad_invstd, _grad_var):
+    x, weight, bias, mean, invstd = ctx.saved_tensors
+    grad_x, grad_w, grad_b = _batch_norm_backward(grad, x, weight, bias, mean, invstd, ctx.relu)
+    return grad_x, grad_w, grad_b, None, None
+
+
+_batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+
+
+def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
+    """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
+    channels_last float CPU maps when the module is training with affine parameters and running
+    statistics (updated as torch's module updates them, batch count included); by the module
+    (and torch's ReLU) otherwise."""
+    if not (bn.training and bn.affine and bn.track_running_stats and _nhwc_cpp(x) and bn.weight.dtype == x.dtype):
+        out = bn(x)
+        return torch.relu(out) if relu else out
+    momentum = bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    count = x.numel() // x.shape[1]
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    out, mean, _, var = _batch_norm(x, bn.weight, bn.bias, float(bn.eps), bool(relu))
+    if momentum:  # the running variance is the unbiased one, as torch's module keeps it
+        with torch.no_grad():
+            bn.running_mean.lerp_(mean, momentum)
+            bn.running_var.lerp_(var * (count / (count - 1)), momentum)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # gumbel_softmax
 # ---------------------------------------------------------------------------------------------
 

@@ -119,6 +119,77 @@ void gumbel_bwd(const std::string& dtype, uintptr_t grad_y, uintptr_t logits, in
                                               rows, cols, tau, seed, ptr<double>(grad_logits));
 }
 
+// shape: n, c, h, w, ho, wo, k, stride, pad, dilation.
+codesign::DepthwiseShape dw_shape(const std::vector<int64_t>& v) {
+  if (v.size() != 10) throw std::invalid_argument("depthwise: shape must be n, c, h, w, ho, wo, k, stride, pad, dilation");
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]};
+}
+
+void dw_fwd(const std::string& dtype, const std::vector<int64_t>& shape, const MapArg& x, uintptr_t w,
+            const MapArg& out) {
+  check_dtype(dtype);
+  const codesign::DepthwiseShape s = dw_shape(shape);
+  py::gil_scoped_release nogil;
+  if (dtype == "float32")
+    codesign::depthwise_forward<float>(s, map_of<const float>(x), ptr<const float>(w), map_of<float>(out));
+  else
+    codesign::depthwise_forward<double>(s, map_of<const double>(x), ptr<const double>(w), map_of<double>(out));
+}
+
+void dw_bwd(const std::string& dtype, const std::vector<int64_t>& shape, const MapArg& grad_out,
+            const MapArg& x, uintptr_t w, const MapArg& grad_x, uintptr_t grad_w) {
+  check_dtype(dtype);
+  const codesign::DepthwiseShape s = dw_shape(shape);
+  py::gil_scoped_release nogil;
+  if (dtype == "float32")
+    codesign::depthwise_backward<float>(s, map_of<const float>(grad_out), map_of<const float>(x),
+                                        ptr<const float>(w), map_of<float>(grad_x), ptr<float>(grad_w));
+  else
+    codesign::depthwise_backward<double>(s, map_of<const double>(grad_out), map_of<const double>(x),
+                                         ptr<const double>(w), map_of<double>(grad_x), ptr<double>(grad_w));
+}
+
+codesign::BatchNormShape bn_shape(const std::vector<int64_t>& v) {
+  if (v.size() != 4) throw std::invalid_argument("batch_norm: shape must be n, c, h, w");
+  return {v[0], v[1], v[2], v[3]};
+}
+
+// params: weight, bias, save_mean, save_invstd, save_var (addresses).
+void bn_fwd(const std::string& dtype, const std::vector<int64_t>& shape, const MapArg& x,
+            const std::vector<uintptr_t>& params, double eps, bool relu, const MapArg& out) {
+  check_dtype(dtype);
+  if (params.size() != 5) throw std::invalid_argument("batch_norm: 5 parameter addresses expected");
+  const codesign::BatchNormShape s = bn_shape(shape);
+  py::gil_scoped_release nogil;
+  if (dtype == "float32")
+    codesign::batch_norm_forward<float>(s, map_of<const float>(x), ptr<const float>(params[0]),
+                                        ptr<const float>(params[1]), eps, relu, map_of<float>(out),
+                                        ptr<float>(params[2]), ptr<float>(params[3]), ptr<float>(params[4]));
+  else
+    codesign::batch_norm_forward<double>(s, map_of<const double>(x), ptr<const double>(params[0]),
+                                         ptr<const double>(params[1]), eps, relu, map_of<double>(out),
+                                         ptr<double>(params[2]), ptr<double>(params[3]), ptr<double>(params[4]));
+}
+
+// params: weight, bias, save_mean, save_invstd, grad_weight, grad_bias (addresses).
+void bn_bwd(const std::string& dtype, const std::vector<int64_t>& shape, const MapArg& grad_out, const MapArg& x,
+            const std::vector<uintptr_t>& params, bool relu, const MapArg& grad_x) {
+  check_dtype(dtype);
+  if (params.size() != 6) throw std::invalid_argument("batch_norm: 6 parameter addresses expected");
+  const codesign::BatchNormShape s = bn_shape(shape);
+  py::gil_scoped_release nogil;
+  if (dtype == "float32")
+    codesign::batch_norm_backward<float>(s, map_of<const float>(grad_out), map_of<const float>(x),
+                                         ptr<const float>(params[0]), ptr<const float>(params[1]),
+                                         ptr<const float>(params[2]), ptr<const float>(params[3]), relu,
+                                         map_of<float>(grad_x), ptr<float>(params[4]), ptr<float>(params[5]));
+  else
+    codesign::batch_norm_backward<double>(s, map_of<const double>(grad_out), map_of<const double>(x),
+                                          ptr<const double>(params[0]), ptr<const double>(params[1]),
+                                          ptr<const double>(params[2]), ptr<const double>(params[3]), relu,
+                                          map_of<double>(grad_x), ptr<double>(params[4]), ptr<double>(params[5]));
+}
+
 // A DLPack capsule of an uninitialised tensor on a pooled buffer (torch.from_dlpack takes it).
 py::object empty_pooled(const std::string& dtype, const std::vector<int64_t>& shape,
                         const std::vector<int64_t>& strides) {
@@ -162,6 +233,10 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "codesign's C++ CPU kernels (fused mixed op, Gumbel-softmax)";
   m.def("mixed_op_forward", &mixed_fwd);
   m.def("mixed_op_backward", &mixed_bwd);
+  m.def("depthwise_conv2d_forward", &dw_fwd);
+  m.def("depthwise_conv2d_backward", &dw_bwd);
+  m.def("batch_norm_forward", &bn_fwd);
+  m.def("batch_norm_backward", &bn_bwd);
   m.def("gumbel_softmax_forward", &gumbel_fwd);
   m.def("gumbel_softmax_backward", &gumbel_bwd);
   m.def("philox4x32_10", &philox);

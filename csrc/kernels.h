@@ -42,6 +42,38 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
                        const std::vector<int>& free_ops, Map<T> grad_x,
                        const std::vector<Map<T>>& grad_ys, T* grad_w);
 
+struct DepthwiseShape {
+  int64_t n, c, h, w;    // input x, channels_last
+  int64_t ho, wo;        // output
+  int64_t k, stride, pad, dilation;
+};
+
+// out = conv2d(x, w, stride, pad, dilation, groups=C) on NHWC maps: x has channel stride 1, out
+// has dense rows; w is [C, K, K] contiguous.
+template <typename T>
+void depthwise_forward(const DepthwiseShape& s, Map<const T> x, const T* w, Map<T> out);
+
+// grad_x.p or grad_w may be null (not wanted). grad_out and grad_x have dense rows.
+template <typename T>
+void depthwise_backward(const DepthwiseShape& s, Map<const T> grad_out, Map<const T> x, const T* w,
+                        Map<T> grad_x, T* grad_w);
+
+struct BatchNormShape {
+  int64_t n, c, h, w;  // channels_last maps with dense rows
+};
+
+// Training-mode batch norm (+ ReLU when relu): normalises with the batch's statistics and writes
+// them: mean, 1/std and the (biased) variance, per channel.
+template <typename T>
+void batch_norm_forward(const BatchNormShape& s, Map<const T> x, const T* weight, const T* bias, double eps,
+                        bool relu, Map<T> out, T* save_mean, T* save_invstd, T* save_var);
+
+// grad_x.p, grad_weight or grad_bias may be null (not wanted).
+template <typename T>
+void batch_norm_backward(const BatchNormShape& s, Map<const T> grad_out, Map<const T> x, const T* weight,
+                         const T* bias, const T* save_mean, const T* save_invstd, bool relu, Map<T> grad_x,
+                         T* grad_weight, T* grad_bias);
+
 // Gumbel-softmax over rows of logits [R, K]; see codesign/ops.py for the noise definition.
 template <typename T>
 void gumbel_softmax_forward(const T* logits, int64_t rows, int64_t cols, double tau, uint64_t seed,

@@ -41,7 +41,7 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from .. import reference
 from ..errors import CodesignError
-from ..ops import current_backend, mixed_op
+from ..ops import batch_norm_relu, current_backend, depthwise_conv2d, mixed_op
 
 # Option names of the spaces that map to the fused op's parameter-free candidates.
 FREE_OPTION = {
@@ -49,6 +49,28 @@ FREE_OPTION = {
     "skip_connect": "identity", "skip": "identity", "identity": "identity",
     "avg_pool_3x3": "avg_pool_3x3", "max_pool_3x3": "max_pool_3x3",
 }
+
+
+# What the fused formulation does beyond the fused op; every switch is on by default, and
+# benchmarks/search.py turns them off one at a time to measure what each one gains.
+FEATURES = {"channels_last": True, "shared_relu": True, "conv_bn_kernels": True}
+
+
+@contextlib.contextmanager
+def fused_features(**switches: bool):
+    """Turn parts of the fused formulation off (or on) inside the block, process-wide:
+    ``channels_last`` (supernets run channels_last on the CPU), ``shared_relu`` (one ReLU of the
+    edge's input for all its candidates) and ``conv_bn_kernels`` (candidates' depthwise convs and
+    BN (+ ReLU) epilogues on codesign's kernels). Checkpointing is a supernet option of its own."""
+    unknown = set(switches) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"fused_features: unknown switch {sorted(unknown)}; known: {', '.join(FEATURES)}")
+    previous = dict(FEATURES)
+    FEATURES.update({k: bool(v) for k, v in switches.items()})
+    try:
+        yield
+    finally:
+        FEATURES.update(previous)
 
 
 def fused_path(fused: bool = True) -> bool:
@@ -60,7 +82,7 @@ def fused_path(fused: bool = True) -> bool:
 def supernet_input(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
     """The input of a supernet's stem: channels_last on the CPU for the fused formulation (the
     convolutions and codesign's NHWC kernels are fastest there), unchanged otherwise."""
-    if fused_path(fused) and x.device.type == "cpu" and x.dim() == 4:
+    if fused_path(fused) and FEATURES["channels_last"] and x.device.type == "cpu" and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -88,19 +110,62 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+def _chain(module: nn.Module) -> list[nn.Module] | None:
+    """The modules a (nested) plain ``nn.Sequential`` runs, in order; None for anything else."""
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return None
+    out: list[nn.Module] = []
+    for m in module:
+        sub = _chain(m)
+        out += [m] if sub is None else sub
+    return out
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.groups == m.in_channels == m.out_channels and m.bias is None
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and len(set(m.kernel_size)) == len(set(m.stride)) == len(set(m.padding)) == len(set(m.dilation)) == 1)
+
+
+def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Runs modules in order as the fused formulation does: depthwise convolutions and batch
+    norms (with the ReLU that follows one, as a single epilogue) on codesign's kernels, where
+    ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as itself."""
+    i = 0
+    kernels = FEATURES["conv_bn_kernels"]
+    while i < len(steps):
+        m = steps[i]
+        if kernels and type(m) is nn.BatchNorm2d:
+            relu = i + 1 < len(steps) and type(steps[i + 1]) is nn.ReLU
+            x = batch_norm_relu(x, m, relu)
+            i += 2 if relu else 1
+            continue
+        if kernels and _is_depthwise(m):
+            x = depthwise_conv2d(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])
+        else:
+            x = m(x)
+        i += 1
+    return x
+
+
+def run_fused(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, plain sequential chains run by :func:`run_chain`."""
+    steps = _chain(module)
+    return module(x) if steps is None else run_chain(steps, x)
+
+
 def after_relu(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``body`` with ``module(x) == body(relu(x))`` when the module starts with a ReLU of its
-    input (so an edge can compute that ReLU once for all its candidates), else None."""
+    input (so an edge can compute that ReLU once for all its candidates), else None: a
+    ``forward_after_relu`` method of the module, or the rest of a sequential chain that starts
+    with an ``nn.ReLU`` (run by :func:`run_chain`)."""
     method = getattr(module, "forward_after_relu", None)
     if method is not None:
         return method
-    if isinstance(module, nn.Sequential) and len(module):
-        rest = nn.Sequential(*list(module)[1:])  # the same modules, not registered a second time
-        if type(module[0]) is nn.ReLU:
-            return rest
-        inner = after_relu(module[0])
-        if inner is not None:
-            return lambda xr: rest(inner(xr))
+    steps = _chain(module)
+    if steps and type(steps[0]) is nn.ReLU:
+        rest = steps[1:]  # the same modules, not registered a second time
+        return lambda xr: run_chain(rest, xr)
     return None
 
 
@@ -165,8 +230,11 @@ class MixedEdge(nn.Module):
     # --- the fused edge ---------------------------------------------------------------------
     def _candidates(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
         """Outputs of the parametric candidates ``names`` on x, their shared ReLU computed once."""
+        if not FEATURES["shared_relu"]:
+            return [run_fused(self.ops[n], x) for n in names]
         xr = F.relu(x) if any(self._after_relu[n] is not None for n in names) else None
-        return [self.ops[n](x) if self._after_relu[n] is None else self._after_relu[n](xr) for n in names]
+        return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                for n in names]
 
     def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The fused mix of every candidate on x, w in [parametric..., free...] order."""

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge, sum_paths, supernet_input, supernet_options
+from ..nn import MixedEdge, fused_path, run_fused, sum_paths, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, SearchSpace, check_shape
 
@@ -98,13 +97,6 @@ class DilConv(nn.Sequential):
 class SepConv(nn.Sequential):
     def __init__(self, c, k, stride, pad):
         super().__init__(DilConv(c, k, stride, pad, 1), DilConv(c, k, 1, pad, 1))
-
-    def forward_after_relu(self, xr):
-        """SepConv on x given relu(x) (a supernet edge shares that ReLU among its candidates);
-        the first half's BN output is rectified in place for the second half."""
-        first, second = self[0], self[1]
-        z = first[3](first[2](first[1](xr)))
-        return second[3](second[2](second[1](F.relu(z, inplace=True))))
 
 
 class FactorizedReduce(nn.Module):
@@ -222,7 +214,8 @@ class SuperCell(nn.Module):
             self.edges.append(MixedEdge(list(PRIMITIVES), mods, stride, partial_channels, checkpoint))
 
     def forward(self, s0, s1, weights, index, fused):
-        states = [self.pre0(s0), self.pre1(s1)]
+        pre = run_fused if fused_path(fused) else nn.Module.__call__
+        states = [pre(self.pre0, s0), pre(self.pre1, s1)]
         n, c, h, w = states[0].shape
         stride = 2 if self.reduction else 1
         shape = (n, c, (h - 1) // stride + 1, (w - 1) // stride + 1)
