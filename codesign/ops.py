@@ -384,68 +384,37 @@ def _dw_shape(x, weight, stride, padding, dilation, ho, wo) -> list[int]:
     return [n, c, h, w, ho, wo, weight.shape[-1], stride, padding, dilation]
 
 
-@torch.library.custom_op("codesign::depthwise_conv2d", mutates_args=())
-def _depthwise(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int) -> torch.Tensor:
-    n, c, h, w = x.shape
-    k = weight.shape[-1]
-    ho, wo = _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation)
-    if _nhwc_cpp(x):
-        out = _pooled((n, c, ho, wo), x.dtype, NHWC)
-        _C.depthwise_conv2d_forward(str(x.dtype).removeprefix("torch."),
-                                    _dw_shape(x, weight, stride, padding, dilation, ho, wo), _map(x),
-                                    _addr(weight.contiguous()), _map(out))
+class _Depthwise(torch.autograd.Function):
+    """codesign's depthwise-conv kernel under autograd (channels_last float CPU maps only).
+
+    A plain autograd.Function rather than a torch.library custom op: the fused supernet calls it
+    a thousand times per step, and the custom op's Python dispatch cost three times as much per
+    call (179 against 56 us for a forward and backward of a tiny map, measured here). Eager only:
+    torch.compile breaks the graph at it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation):
+        n, c, h, w = x.shape
+        k = weight.shape[-1]
+        shape = [n, c, h, w, _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation),
+                 k, stride, padding, dilation]
+        weight = weight.contiguous()
+        out = _pooled((n, c, shape[4], shape[5]), x.dtype, NHWC)
+        _C.depthwise_conv2d_forward(str(x.dtype).removeprefix("torch."), shape, _map(x), _addr(weight), _map(out))
+        ctx.save_for_backward(x, weight)
+        ctx.shape = shape
         return out
-    out = torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, c)
-    return out.contiguous(memory_format=torch.channels_last).clone()
 
-
-@_depthwise.register_fake
-def _(x, weight, stride, padding, dilation):
-    n, c, h, w = x.shape
-    k = weight.shape[-1]
-    return torch.empty(n, c, _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation),
-                       dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-
-
-@torch.library.custom_op("codesign::depthwise_conv2d_backward", mutates_args=())
-def _depthwise_backward(
-    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
-) -> list[torch.Tensor]:
-    """[grad_x, grad_weight]."""
-    if _nhwc_cpp(x):
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
         grad = _dense_rows(grad, NHWC)
-        grad_x = _pooled(x.shape, x.dtype, NHWC)
-        grad_w = torch.empty_like(weight, memory_format=torch.contiguous_format)
-        _C.depthwise_conv2d_backward(str(x.dtype).removeprefix("torch."),
-                                     _dw_shape(x, weight, stride, padding, dilation, *grad.shape[2:]), _map(grad),
-                                     _map(x), _addr(weight.contiguous()), _map(grad_x), _addr(grad_w))
-        return [grad_x, grad_w]
-    with torch.enable_grad():
-        leaves = [x.detach().requires_grad_(), weight.detach().requires_grad_()]
-        out = torch.nn.functional.conv2d(leaves[0], leaves[1], None, stride, padding, dilation, x.shape[1])
-        gx, gw = torch.autograd.grad(out, leaves, grad)
-    return [gx.contiguous(memory_format=torch.channels_last), gw.contiguous()]
-
-
-@_depthwise_backward.register_fake
-def _(grad, x, weight, stride, padding, dilation):
-    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
-            torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)]
-
-
-def _depthwise_setup(ctx, inputs, output):
-    x, weight, stride, padding, dilation = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.conv = (stride, padding, dilation)
-
-
-def _depthwise_grad(ctx, grad):
-    x, weight = ctx.saved_tensors
-    grad_x, grad_w = _depthwise_backward(grad, x, weight, *ctx.conv)
-    return grad_x, grad_w, None, None, None
-
-
-_depthwise.register_autograd(_depthwise_grad, setup_context=_depthwise_setup)
+        grad_x = _pooled(x.shape, x.dtype, NHWC) if ctx.needs_input_grad[0] else None
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        _C.depthwise_conv2d_backward(str(x.dtype).removeprefix("torch."), ctx.shape, _map(grad), _map(x),
+                                     _addr(weight), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0),
+                                     _addr(grad_w) if grad_w is not None else 0)
+        return grad_x, grad_w, None, None, None
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0,
@@ -477,7 +446,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
                          f"a {x.shape[2]}x{x.shape[3]} input")
     if not _nhwc_cpp(x) or weight.dtype != x.dtype or weight.device != x.device:
         return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, c)
-    return _depthwise(x, weight, stride, padding, dilation)
+    return _Depthwise.apply(x, weight, stride, padding, dilation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,72 +454,34 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, pad
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("codesign::batch_norm", mutates_args=())
-def _batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, relu: bool
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(out, batch mean, batch 1/std, batch variance (biased))."""
-    if _nhwc_cpp(x):
+class _BatchNorm(torch.autograd.Function):
+    """codesign's batch-norm (+ ReLU) kernel under autograd (channels_last float CPU maps only);
+    an autograd.Function for the reason given at _Depthwise. Returns (out, batch mean, batch
+    variance (biased)); backward recomputes the ReLU's mask from x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, relu):
         x = _dense_rows(x, NHWC)
         out = _pooled(x.shape, x.dtype, NHWC)
         mean, invstd, var = torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight)
         params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
         _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
                               bool(relu), _map(out))
-        return out, mean, invstd, var
-    var, mean = torch.var_mean(x, (0, 2, 3), correction=0)
-    invstd = torch.rsqrt(var + eps)
-    out = (x - mean[:, None, None]) * (invstd * weight)[:, None, None] + bias[:, None, None]
-    return (out.relu() if relu else out).contiguous(memory_format=torch.channels_last), mean, invstd, var
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.relu = relu
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
 
-
-@_batch_norm.register_fake
-def _(x, weight, bias, eps, relu):
-    return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
-            torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight))
-
-
-@torch.library.custom_op("codesign::batch_norm_backward", mutates_args=())
-def _batch_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                         mean: torch.Tensor, invstd: torch.Tensor, relu: bool) -> list[torch.Tensor]:
-    """[grad_x, grad_weight, grad_bias]."""
-    if _nhwc_cpp(x):
-        x, grad = _dense_rows(x, NHWC), _dense_rows(grad, NHWC)
-        grad_x = _pooled(x.shape, x.dtype, NHWC)
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        grad = _dense_rows(grad, NHWC)
+        grad_x = _pooled(x.shape, x.dtype, NHWC) if ctx.needs_input_grad[0] else None
         grad_w, grad_b = torch.empty_like(weight), torch.empty_like(bias)
         params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
         _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
-                               bool(relu), _map(grad_x))
-        return [grad_x, grad_w, grad_b]
-    dims, count = (0, 2, 3), x.numel() // x.shape[1]
-    xhat = (x - mean[:, None, None]) * invstd[:, None, None]
-    dy = grad * (xhat * weight[:, None, None] + bias[:, None, None] > 0) if relu else grad
-    grad_b = dy.sum(dims)
-    grad_w = (dy * xhat).sum(dims)
-    grad_x = (weight * invstd)[:, None, None] * (dy - (grad_b / count)[:, None, None]
-                                                 - xhat * (grad_w / count)[:, None, None])
-    return [grad_x.contiguous(memory_format=torch.channels_last), grad_w, grad_b]
-
-
-@_batch_norm_backward.register_fake
-def _(grad, x, weight, bias, mean, invstd, relu):
-    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last),
-            torch.empty_like(weight), torch.empty_like(bias)]
-
-
-def _batch_norm_setup(ctx, inputs, output):
-    x, weight, bias, _eps, relu = inputs
-    _out, mean, invstd, _var = output
-    ctx.save_for_backward(x, weight, bias, mean, invstd)
-    ctx.relu = relu
-
-
-def _batch_norm_grad(ctx, grad, _grad_mean, _grad_invstd, _grad_var):
-    x, weight, bias, mean, invstd = ctx.saved_tensors
-    grad_x, grad_w, grad_b = _batch_norm_backward(grad, x, weight, bias, mean, invstd, ctx.relu)
-    return grad_x, grad_w, grad_b, None, None
-
-
-_batch_norm.register_autograd(_batch_norm_grad, setup_context=_batch_norm_setup)
+                               bool(ctx.relu), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0))
+        return grad_x, grad_w, grad_b, None, None
 
 
 def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
@@ -569,7 +500,7 @@ def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True
     count = x.numel() // x.shape[1]
     if count == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    out, mean, _, var = _batch_norm(x, bn.weight, bn.bias, float(bn.eps), bool(relu))
+    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu))
     if momentum:  # the running variance is the unbiased one, as torch's module keeps it
         with torch.no_grad():
             bn.running_mean.lerp_(mean, momentum)

@@ -9,7 +9,8 @@ uninterrupted run of the same seed.
 - ``darts2``: second-order DARTS: the architecture gradient at the weights after one virtual SGD
   step, with the Hessian-vector product by finite differences (Liu et al., eq. 7-8).
 - ``gdas``: one path per step from hard Gumbel-softmax samples (the fused ``gumbel_softmax``,
-  straight-through), temperature annealed linearly from ``tau_max`` to ``tau_min``.
+  straight-through; every decision drawn in one call), temperature annealed linearly from
+  ``tau_max`` to ``tau_min``; the supernet computes only the sampled candidate of each edge.
 - ``random``: networks sampled uniformly under the budgets, each trained briefly from scratch,
   the best validation accuracy kept.
 - ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
@@ -162,13 +163,12 @@ class GradientSearch:
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
 
     def sample(self, seed: int):
-        """Hard Gumbel-softmax sample of every decision: (weights list, index list)."""
-        ws, idx = [], []
-        for d, a in enumerate(self.alphas):
-            y, i = gumbel_softmax(a.unsqueeze(0), tau=self.tau(), hard=True, seed=(seed * 131 + d) % (2**62))
-            ws.append(y[0])
-            idx.append(int(i[0]))
-        return ws, idx
+        """Hard Gumbel-softmax sample of every decision, drawn in one call: (weights list, index
+        list). The decisions' logits are the rows of a [decisions, max options] tensor whose
+        missing options (decisions with fewer options) are -inf: softmax gives them exactly 0,
+        they are never sampled and get no gradient (:func:`masked_logits`)."""
+        y, index = gumbel_softmax(masked_logits(list(self.alphas)), tau=self.tau(), hard=True, seed=seed % (2**62))
+        return [y[d, :len(a)] for d, a in enumerate(self.alphas)], index.tolist()
 
     def forward(self, x, seed: int):
         if self.single_path:
@@ -313,6 +313,11 @@ class GradientSearch:
         probs = [p.detach().numpy() for p in self.probs()]
         return {"choices": self.derived(), "probs": probs, "epochs": self.epoch, "search_passes": self.passes,
                 "search_seconds": sum(h["seconds"] for h in self.history)}
+
+
+def masked_logits(alphas: list[torch.Tensor]) -> torch.Tensor:
+    """[decisions, max options] logits: row d is alphas[d], padded with -inf (differentiable)."""
+    return nn.utils.rnn.pad_sequence(alphas, batch_first=True, padding_value=-math.inf)
 
 
 def _cycle(x, y, batch_size, gen):
