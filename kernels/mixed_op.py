@@ -215,6 +215,7 @@ def _mixed_bwd(
                             take = inside & ((v > best) | (arg < 0))
                             best = tl.where(take, v, best)
                             arg = tl.where(take, er * 3 + ec, arg)
+                    best = tl.where(arg >= 0, best, 0.0)  # windows off the plane: keep them finite
                     if HAS_MAX:
                         acc += tl.where(valid & (arg == dr * 3 + dc), w_max * g_win, 0.0)
                     if dr == 1 and dc == 1:  # the pools of the output centred here
