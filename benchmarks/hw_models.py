@@ -153,7 +153,7 @@ def validation() -> dict:
 def roofline(db: str | None, device: str) -> dict | None:
     if not db or not os.path.exists(db):
         return None
-    from codesign.hw_models.roofline import check_profile_db
+    from codesign.profile.rooflines import check_profile_db
 
     out = check_profile_db(db, device)
     for s in out["schedules"].values():

@@ -77,7 +77,7 @@ def supernet_variant(space_name: str, variant: str, strategy: str, steps: int, b
     import codesign
     from codesign.nn import fused_features
     from codesign.ops import buffer_pool
-    from codesign.search import SearchConfig
+    from codesign.pipeline import SearchConfig
     from codesign.search.costs import CostTable
     from codesign.search.strategies import SearchContext, create_strategy
     from codesign.spaces import create_space
@@ -159,7 +159,7 @@ def part_supernet(quick: bool, rounds: int, threads: int, variants: list[str]) -
 
 
 def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.search import SearchConfig, run_search
+    from codesign.pipeline import SearchConfig, run_search
 
     runs = []
     for seed in seeds:
@@ -197,7 +197,7 @@ def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> di
 
 
 def part_l2o(seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.search import SearchConfig, run_search
+    from codesign.pipeline import SearchConfig, run_search
 
     rows = []
     for seed in seeds:

@@ -1,6 +1,6 @@
 """The ``codesign`` command. Each subcommand parses its flags, calls one library function, prints.
 
-Subcommands live beside the code they drive: a module listed in ``_COMMAND_MODULES`` defines
+Subcommands live in ``codesign.commands``: a module listed in ``_COMMAND_MODULES`` defines
 ``register(subparsers)``, adding its parsers with ``set_defaults(func=...)``; ``func(args)`` returns
 an exit code. A :class:`codesign.errors.CodesignError` becomes one line on stderr and exit code 2.
 """
@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 from .errors import CodesignError
 
 _COMMAND_MODULES = (
-    "codesign.cli_ops",
-    "codesign.profile.cli",
-    "codesign.predict.cli",
-    "codesign.hw_models.cli",
-    "codesign.search.cli",
-    "codesign.l2o.cli",
+    "codesign.commands.ops",
+    "codesign.commands.profile",
+    "codesign.commands.predict",
+    "codesign.commands.hw",
+    "codesign.commands.search",
+    "codesign.commands.l2o",
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="codesign",
         description="Hardware co-design for deep learning: profile, predict, search under budgets.",
     )
@@ -56,16 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CodesignError as exc:
-        print(f"codesign {args.command}: error: {exc}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
+        print(f"codesign {_command(args)}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"codesign {args.command}: interrupted", file=sys.stderr)
+        print(f"codesign {_command(args)}: interrupted", file=sys.stderr)
         return 130
 
 
-def print_json(obj) -> None:
-    """Print obj as indented JSON (the --json output of every subcommand)."""
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+def _command(args) -> str:
+    """The subcommand as typed (``l2o train``, ``hw eval``)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 if __name__ == "__main__":

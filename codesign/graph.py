@@ -43,7 +43,8 @@ ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
            "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand"}
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
-              "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Add", "Mul"}
+              "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Add", "Mul",
+              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div"}
 
 
 def supported_ops() -> list[str]:
@@ -72,12 +73,19 @@ def _infer(model):
         raise CodesignError(f"ONNX shape inference failed: {exc}") from exc
 
 
-def fold_constants(model):
+def fold_constants(model, max_fill_elements: int | None = None):
     """A copy of ``model`` with every node computable before run time replaced by an initializer.
 
     Folds ``Constant``, ``Shape`` of statically shaped tensors and any deterministic node whose
     inputs are all folded (evaluated with ``onnx.reference``). Static input shapes are required
     for the shape arithmetic to fold.
+
+    Args:
+        max_fill_elements: ``ConstantOfShape`` nodes that would make more elements than this
+            stay in the graph (their shape is inferred, their values never made). Reading the
+            kernels of a network needs weights' shapes only, and architecture-only files store
+            weights that way (benchmarks/export_torchvision.py); None folds them all, as
+            compiling the network needs.
     """
     import numpy as np
     import onnx
@@ -92,6 +100,10 @@ def fold_constants(model):
     for n in g.node:
         ins = list(dict.fromkeys(i for i in n.input if i))
         values = None
+        if (max_fill_elements is not None and n.op_type == "ConstantOfShape" and ins and ins[0] in known
+                and int(np.prod(known[ins[0]])) > max_fill_elements):
+            keep.append(n)
+            continue
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
             values = [numpy_helper.to_array(n.attribute[0].t)]
         elif n.op_type == "Shape" and n.input[0] in shapes:
@@ -125,28 +137,38 @@ def fold_constants(model):
     return _infer(folded)
 
 
-def load_model(model):
-    """An onnx.ModelProto from a path or a ModelProto, constants folded, shapes inferred.
+def load_model(model, max_fill_elements: int | None = None):
+    """An onnx.ModelProto from a path or a ModelProto, constants folded, shapes inferred
+    (``max_fill_elements``: see ``fold_constants``).
 
     Raises:
         CodesignError: a missing or unreadable file, failed shape inference.
     """
     import onnx
 
+    where = "the ONNX model"
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
             raise CodesignError(f"no ONNX file at {path}")
+        if path.is_dir():
+            raise CodesignError(f"ONNX file {path} is a folder, not a file")
         try:
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf decode errors
             raise CodesignError(f"{path} is not a readable ONNX model ({exc})") from exc
+        where = str(path)
     if not isinstance(model, onnx.ModelProto):
         raise CodesignError(f"expected an ONNX file path or onnx.ModelProto, got {type(model).__name__}")
-    return fold_constants(model)
+    if not model.graph.node or not model.graph.input:  # an empty file parses as an empty model
+        raise CodesignError(f"{where} is not an ONNX network: its graph has no "
+                            f"{'nodes' if not model.graph.node else 'inputs'} (an empty or truncated file?)")
+    return fold_constants(model, max_fill_elements)
 
 
-_load = load_model
+def _load(model):
+    # Kernels need the weights' shapes only: large constant fills are left unmade.
+    return load_model(model, max_fill_elements=1 << 16)
 
 
 class _Graph:
@@ -161,6 +183,12 @@ class _Graph:
                 for a in n.attribute:
                     if a.name == "value":
                         self.consts[n.output[0]] = numpy_helper.to_array(a.t)
+        # Tensors known before run time: constants, and constant fills left unmade (see fold_constants).
+        self.static = set(self.consts)
+        for n in self.nodes:
+            if (n.op_type == "ConstantOfShape" and n.input[0] in self.consts) or (
+                    n.op_type in ("Identity", "Cast") and n.input[0] in self.static):
+                self.static.add(n.output[0])
         self.shapes: dict[str, tuple[int, ...]] = _static_shapes(g)
         for name, arr in self.consts.items():
             self.shapes.setdefault(name, tuple(arr.shape))
@@ -189,6 +217,14 @@ def _attrs(node) -> dict:
 def _activation_of(g: _Graph, node) -> str | None:
     if node.op_type in ACTIVATIONS:
         return ACTIVATIONS[node.op_type]
+    if node.op_type == "HardSigmoid":
+        a = _attrs(node)
+        # torch's Hardsigmoid: relu6(x + 3) / 6
+        if abs(a.get("alpha", 0.2) - 1 / 6) < 1e-6 and abs(a.get("beta", 0.5) - 0.5) < 1e-6:
+            return "hardsigmoid"
+        return None
+    if node.op_type == "Gelu":
+        return "gelu"
     if node.op_type == "Clip":
         lo, hi = _clip_bounds(g, node)
         if lo == 0.0 and hi == 6.0:
@@ -208,7 +244,52 @@ def _clip_bounds(g: _Graph, node):
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
+def _const_value(g: _Graph, name: str) -> float | None:
+    arr = g.consts.get(name)
+    if arr is None or arr.size != 1:
+        return None
+    return float(arr.reshape(()))
+
+
+def _other_input(node, name: str) -> str | None:
+    others = [i for i in node.input if i != name]
+    return others[0] if len(others) == 1 else None
+
+
+def _match_composite(g: _Graph, out: str):
+    """SiLU (``x * Sigmoid(x)``) and exact GELU (``x * 0.5 * (1 + Erf(x / sqrt 2))``), as exporters at
+    opset 17 write them: (activation, output name, nodes) or None. TVM fuses the whole pattern
+    into one elementwise kernel, or into the producer of ``x``."""
+    users = g.consumers.get(out, [])
+    if out in g.outputs or len(users) != 2:
+        return None
+    by_type = {n.op_type: n for n in users}
+    if set(by_type) == {"Sigmoid", "Mul"}:
+        sig, mul = by_type["Sigmoid"], by_type["Mul"]
+        if _other_input(mul, out) == sig.output[0] and g.sole_consumer(sig.output[0]) is mul:
+            return "silu", mul.output[0], [sig, mul]
+    if set(by_type) == {"Div", "Mul"}:
+        div, mul = by_type["Div"], by_type["Mul"]
+        d = _const_value(g, div.input[1]) if div.input[0] == out else None
+        if d is None or abs(d - 2 ** 0.5) > 1e-3:
+            return None
+        erf = g.sole_consumer(div.output[0])
+        add = g.sole_consumer(erf.output[0]) if erf is not None and erf.op_type == "Erf" else None
+        if add is None or add.op_type != "Add" or _const_value(g, _other_input(add, erf.output[0]) or "") != 1.0:
+            return None
+        if _other_input(mul, out) != add.output[0]:
+            return None
+        half = g.sole_consumer(mul.output[0])
+        if half is not None and half.op_type == "Mul" and _const_value(g, _other_input(half, mul.output[0]) or "") == 0.5:
+            return "gelu", half.output[0], [div, erf, add, mul, half]
+    return None
+
+
 def _absorb_activation(g: _Graph, out: str, used: set) -> tuple[str, str]:
+    composite = _match_composite(g, out)
+    if composite is not None and not any(id(n) in used for n in composite[2]):
+        used.update(id(n) for n in composite[2])
+        return composite[0], composite[1]
     nxt = g.sole_consumer(out)
     if nxt is not None and _activation_of(g, nxt) is not None:
         used.add(id(nxt))
@@ -224,7 +305,7 @@ def _absorb_adds(g: _Graph, out: str, used: set) -> tuple[bool, str]:
     nxt = g.sole_consumer(out)
     while nxt is not None and nxt.op_type == "Add" and id(nxt) not in used:
         other = [i for i in nxt.input if i != out]
-        if not other or other[0] in g.consts or g.shapes.get(other[0]) != g.shapes.get(out):
+        if not other or other[0] in g.static or g.shapes.get(other[0]) != g.shapes.get(out):
             break
         used.add(id(nxt))
         residual, out = True, nxt.output[0]
@@ -279,6 +360,14 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             )
         a = _attrs(node)
         x = node.input[0]
+        if op in ("Sigmoid", "Div"):
+            composite = _match_composite(g, x)
+            if composite is not None and composite[2][0] is node:
+                # SiLU / GELU not fused into a producer: one elementwise kernel.
+                used.update(id(n) for n in composite[2])
+                if len(g.shape(x)) >= 2:
+                    specs.append(KernelSpec.make(composite[0], g.shape(x)))
+                continue
         if op == "Conv":
             w = g.shape(node.input[1])
             k = _square(a.get("kernel_shape", w[2:]), "kernel", node)
@@ -293,7 +382,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 nxt = g.sole_consumer(out)
             if nxt is not None and nxt.op_type == "Add":
                 other = [i for i in nxt.input if i != out]
-                if other and other[0] in g.consts:
+                if other and other[0] in g.static:
                     used.add(id(nxt))
                     bias, out = True, nxt.output[0]
                     nxt = g.sole_consumer(out)
@@ -305,18 +394,29 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             ))
         elif op in ("Gemm", "MatMul"):
             xs, ws = g.shape(x), g.shape(node.input[1])
-            if len(xs) != 2:
-                raise CodesignError(f"{op} {node.name!r}: only 2-D inputs are supported, got {xs}")
+            if op == "MatMul" and node.input[1] not in g.static and len(xs) >= 3:
+                # Both operands computed at run time (attention): a batched matmul.
+                if len(ws) != len(xs) or xs[:-2] != ws[:-2]:
+                    raise CodesignError(f"MatMul {node.name!r}: broadcasting batched matmul {xs} x {ws} is not supported")
+                batch = _prod(xs[:-2])
+                act, _ = _absorb_activation(g, node.output[0], used)
+                specs.append(KernelSpec.make("batch_matmul", (batch, xs[-2], xs[-1]), n=ws[-1]))
+                continue
+            if len(xs) < 2 or len(ws) != 2:
+                raise CodesignError(f"{op} {node.name!r}: only (..., K) x (K, N) is supported, got {xs} x {ws}")
             trans_b = op == "Gemm" and a.get("transB", 0) == 1
             out_features = ws[0] if trans_b else ws[1]
             bias = op == "Gemm" and len(node.input) > 2 and bool(node.input[2])
             out = node.output[0]
             nxt = g.sole_consumer(out)
-            if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.consts for i in nxt.input):
+            if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.static for i in nxt.input):
                 used.add(id(nxt))
                 bias, out = True, nxt.output[0]
+            residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
-            specs.append(KernelSpec.make("dense", xs, out_features=out_features, bias=bias, activation=act))
+            # Token-wise layers (..., K) run as one (rows, K) x (K, N) kernel.
+            specs.append(KernelSpec.make("dense", (_prod(xs[:-1]), xs[-1]), out_features=out_features, bias=bias,
+                                         activation=act, residual=residual))
         elif op == "BatchNormalization":
             nxt = g.sole_consumer(node.output[0])
             if nxt is not None and nxt.op_type in ("Conv", "MaxPool") and nxt.input[0] == node.output[0]:
@@ -326,34 +426,68 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         elif op in ("MaxPool", "AveragePool"):
             k = _square(a["kernel_shape"], "kernel", node)
             stride = _square(a.get("strides", [1, 1]), "stride", node)
-            if a.get("ceil_mode", 0):
-                raise CodesignError(f"{op} {node.name!r}: ceil_mode is not supported")
             kind = "max_pool2d" if op == "MaxPool" else "avg_pool2d"
             extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if kind == "avg_pool2d" else {}
+            if _square(a.get("dilations", [1, 1]), "dilation", node) != 1:
+                raise CodesignError(f"{op} {node.name!r}: dilated pools are not supported")
             _, out = _absorb_adds(g, node.output[0], used)  # the pool's epilogue (rule 4)
             _absorb_activation(g, out, used)
-            specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a), **extra))
+            specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a),
+                                         ceil_mode=bool(a.get("ceil_mode", 0)), **extra))
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
         elif op == "ReduceMean":
             raise CodesignError(f"ReduceMean {node.name!r}: only a mean over H and W is supported")
-        elif op in ("Relu", "Clip", "HardSwish", "Sigmoid"):
+        elif op == "LRN":
+            specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
+        elif op in ("Softmax", "LayerNormalization"):
+            shape = g.shape(x)
+            axis = int(a.get("axis", -1))
+            if axis not in (-1, len(shape) - 1):
+                raise CodesignError(f"{op} {node.name!r}: only the last axis is supported, got axis {axis}")
+            rows = (_prod(shape[:-1]), shape[-1])
+            if op == "Softmax":
+                specs.append(KernelSpec.make("softmax", rows))
+            else:
+                act, _ = _absorb_activation(g, node.output[0], used)
+                specs.append(KernelSpec.make("layer_norm", rows, activation=act))
+        elif _activation_of(g, node) is not None or op in ("Relu", "Clip", "HardSwish", "Sigmoid", "HardSigmoid"):
             act = _activation_of(g, node)
             if act is None:
-                raise CodesignError(f"Clip {node.name!r}: only Clip(0, 6) and Clip(0, inf) are supported")
+                raise CodesignError(f"{op} {node.name!r}: only Clip(0, 6), Clip(0, inf) and torch's Hardsigmoid "
+                                    "(alpha 1/6, beta 0.5) are supported")
             shape = g.shape(x)
-            if len(shape) == 4:
+            if len(shape) >= 2:
                 specs.append(KernelSpec.make(act, shape))
         elif op in ("Add", "Mul"):
             shapes = [g.shapes.get(i) for i in node.input]
-            if any(i in g.consts for i in node.input) or len(set(shapes)) != 1 or len(shapes[0] or ()) != 4:
-                continue  # broadcast with a constant: folded into the producer by TVM
+            if any(i in g.static for i in node.input) or None in shapes:
+                continue  # with a constant: folded into the producer by TVM
+            if op == "Mul" and len(set(shapes)) == 2 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
+                big, small = sorted(shapes, key=_prod, reverse=True)
+                if small == (big[0], big[1], 1, 1):  # a per-channel scale (squeeze-and-excitation)
+                    specs.append(KernelSpec.make("mul", big, broadcast=True))
+                    continue
+            if len(set(shapes)) != 1 or len(shapes[0]) != 4:
+                continue  # broadcasts of other shapes ride along with their producers
             if op == "Add":
                 act, _ = _absorb_activation(g, node.output[0], used)
                 specs.append(KernelSpec.make("add", shapes[0], activation=act))
             else:
                 specs.append(KernelSpec.make("mul", shapes[0]))
+        elif op == "Div":
+            if not any(i in g.static for i in node.input):
+                shapes = [g.shapes.get(i) for i in node.input]
+                if len(set(shapes)) == 1 and shapes[0] is not None and len(shapes[0]) == 4:
+                    specs.append(KernelSpec.make("mul", shapes[0]))  # costs as a multiply
     return specs
+
+
+def _prod(shape) -> int:
+    p = 1
+    for v in shape:
+        p *= int(v)
+    return p
 
 
 def export_onnx(module, input_shape: tuple[int, ...]):

@@ -15,11 +15,14 @@ from typing import Any
 
 from .errors import CodesignError
 
-ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu")
+# Elementwise ops that are also activations; alone they run on tensors of rank 2 to 4.
+ELEMENTWISE = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu")
 
-# op -> (rank of input_shape, attribute defaults). Attributes without a default are required.
+# op -> (rank of input_shape, or the ranks allowed; attribute defaults). Attributes without a
+# default are required.
 _REQUIRED = object()
-OPS: dict[str, tuple[int, dict[str, Any]]] = {
+OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
     # conv2d covers dense, depthwise (groups == in channels), grouped and pointwise convs, and the
     # patterns TVM fuses into one kernel: + bias, + activation, + residual add.
     "conv2d": (
@@ -36,22 +39,39 @@ OPS: dict[str, tuple[int, dict[str, Any]]] = {
             "residual": False,
         },
     ),
-    "avg_pool2d": (4, {"kernel": _REQUIRED, "stride": 1, "padding": 0, "count_include_pad": False}),
-    "max_pool2d": (4, {"kernel": _REQUIRED, "stride": 1, "padding": 0}),
+    # ceil_mode: the last window may hang over the padded edge (ONNX/PyTorch ceil_mode=1).
+    "avg_pool2d": (4, {"kernel": _REQUIRED, "stride": 1, "padding": 0, "count_include_pad": False,
+                       "ceil_mode": False}),
+    "max_pool2d": (4, {"kernel": _REQUIRED, "stride": 1, "padding": 0, "ceil_mode": False}),
     "global_avg_pool2d": (4, {}),
     "batch_norm": (4, {"activation": "none"}),
-    "relu": (4, {}),
-    "relu6": (4, {}),
-    "hardswish": (4, {}),
-    "sigmoid": (4, {}),
+    **{op: ((2, 3, 4), {}) for op in ELEMENTWISE},
     "add": (4, {"activation": "none"}),
-    "mul": (4, {}),
-    "dense": (2, {"out_features": _REQUIRED, "bias": True, "activation": "none"}),
+    # broadcast: the second operand is (N, C, 1, 1), a per-channel scale (squeeze-and-excitation).
+    "mul": (4, {"broadcast": False}),
+    # dense: (rows, features) @ (features, out_features); rows > 1 for token-wise layers.
+    "dense": (2, {"out_features": _REQUIRED, "bias": True, "activation": "none", "residual": False}),
+    # Local response normalisation across ``size`` neighbouring channels (AlexNet/GoogLeNet style).
+    "lrn": (4, {"size": _REQUIRED}),
+    # Normalisations over the last axis of a (rows, columns) view of the tensor.
+    "softmax": (2, {}),
+    "layer_norm": (2, {"activation": "none"}),
+    # (batch, M, K) @ (batch, K, n): both operands computed at run time (attention).
+    "batch_matmul": (3, {"n": _REQUIRED}),
 }
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_out_ceil(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output size of a pool with ceil_mode (ONNX and PyTorch): the last window must start
+    inside the input or its left padding."""
+    out = -(-(size + 2 * padding - kernel) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
 
 
 @dataclass(frozen=True)
@@ -68,10 +88,11 @@ class KernelSpec:
         if op not in OPS:
             raise CodesignError(f"unknown kernel op {op!r}; supported: {', '.join(sorted(OPS))}")
         rank, defaults = OPS[op]
+        ranks = rank if isinstance(rank, tuple) else (rank,)
         shape = tuple(int(s) for s in input_shape)
-        if len(shape) != rank or any(s <= 0 for s in shape):
+        if len(shape) not in ranks or any(s <= 0 for s in shape):
             raise CodesignError(
-                f"{op}: input_shape must be {rank} positive ints, got {tuple(input_shape)}"
+                f"{op}: input_shape must be {' or '.join(map(str, ranks))} positive ints, got {tuple(input_shape)}"
             )
         if op == "conv2d" and "padding" in attrs and "kernel" in attrs:
             # An explicit padding equal to the "same" padding is the default: one key per kernel.
@@ -151,13 +172,22 @@ class KernelSpec:
             return (s[0], self.attr("out_features"))
         if self.op == "global_avg_pool2d":
             return (s[0], s[1], 1, 1)
+        if self.op == "batch_matmul":
+            if self.attr("n") <= 0:
+                raise CodesignError(f"{self.key()}: n must be > 0")
+            return (s[0], s[1], self.attr("n"))
+        if self.op == "lrn" and self.attr("size") <= 0:
+            raise CodesignError(f"{self.key()}: size must be > 0")
         if self.op in ("conv2d", "avg_pool2d", "max_pool2d"):
             k, st = self.attr("kernel"), self.attr("stride")
             dil = self.attr("dilation", 1) if self.op == "conv2d" else 1
             pad = self.padding()
             if k <= 0 or st <= 0 or dil <= 0 or pad < 0:
                 raise CodesignError(f"{self.key()}: kernel, stride, dilation must be > 0, padding >= 0")
-            h, w = (_conv_out(v, k, st, pad, dil) for v in s[2:])
+            if self.attr("ceil_mode", False):
+                h, w = (_pool_out_ceil(v, k, st, pad) for v in s[2:])
+            else:
+                h, w = (_conv_out(v, k, st, pad, dil) for v in s[2:])
             if h <= 0 or w <= 0:
                 raise CodesignError(f"{self.key()}: kernel larger than the padded input")
             c = s[1]
@@ -182,16 +212,27 @@ def kernel_flops(spec: KernelSpec) -> float:
         flops += out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
         return flops + out_elems * (spec.attr("activation") != "none")
     if spec.op == "dense":
-        return 2.0 * out_elems * spec.input_shape[1] + out_elems * int(spec.attr("bias"))
+        flops = 2.0 * out_elems * spec.input_shape[1] + out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
+        return flops + _ACT_FLOPS.get(spec.attr("activation"), 1) * out_elems * (spec.attr("activation") != "none")
+    if spec.op == "batch_matmul":
+        return 2.0 * out_elems * spec.input_shape[2]
     if spec.op in ("avg_pool2d", "max_pool2d"):
         return out_elems * spec.attr("kernel") ** 2
     if spec.op == "global_avg_pool2d":
         return float(_prod(spec.input_shape))
     if spec.op == "batch_norm":
         return 2.0 * out_elems
-    if spec.op == "hardswish":
-        return 4.0 * out_elems
+    if spec.op == "lrn":
+        return out_elems * (spec.attr("size") + 4)
+    if spec.op in ("softmax", "layer_norm"):
+        return 5.0 * out_elems
+    if spec.op in _ACT_FLOPS:
+        return _ACT_FLOPS[spec.op] * out_elems
     return out_elems
+
+
+# FLOPs per element of an activation (an exponential or erf counted as 4).
+_ACT_FLOPS = {"relu": 1, "relu6": 2, "hardswish": 4, "hardsigmoid": 3, "sigmoid": 4, "silu": 5, "gelu": 8}
 
 
 def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
@@ -203,11 +244,16 @@ def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
         c, k, g, co = spec.input_shape[1], spec.attr("kernel"), spec.attr("groups"), spec.attr("out_channels")
         weights = co * (c // g) * k * k + co * int(spec.attr("bias")) + out * int(spec.attr("residual"))
     elif spec.op == "dense":
-        weights = spec.input_shape[1] * spec.attr("out_features") + spec.attr("out_features") * int(spec.attr("bias"))
-    elif spec.op == "batch_norm":
+        weights = (spec.input_shape[1] * spec.attr("out_features") + spec.attr("out_features") * int(spec.attr("bias"))
+                   + out * int(spec.attr("residual")))
+    elif spec.op in ("batch_norm", "layer_norm"):
         weights = 2 * spec.input_shape[1]
-    elif spec.op in ("add", "mul"):
+    elif spec.op == "add" or (spec.op == "mul" and not spec.attr("broadcast")):
         weights = inp
+    elif spec.op == "mul":
+        weights = spec.input_shape[0] * spec.input_shape[1]
+    elif spec.op == "batch_matmul":
+        weights = spec.input_shape[0] * spec.input_shape[2] * spec.attr("n")
     return float(dtype_bytes * (inp + out + weights))
 
 

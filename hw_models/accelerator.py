@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from codesign.errors import CodesignError
 
+from .files import check_header, read_yaml, shipped
+
 FORMAT_VERSION = 1
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DATAFLOWS = ("ws", "os", "rs")
 DATAFLOW_NAMES = {"ws": "weight-stationary", "os": "output-stationary", "rs": "row-stationary"}
 
@@ -173,11 +173,7 @@ def _table(name: str, what: str, overrides, defaults: dict[str, float]) -> dict[
 
 def accelerator_from_dict(data, source: str = "<dict>") -> AcceleratorConfig:
     """Validate a parsed YAML mapping (with format_version and kind) into a config."""
-    if not isinstance(data, dict) or data.get("kind") != "accelerator":
-        raise CodesignError(f"{source} is not an accelerator file (it needs kind: accelerator)")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CodesignError(f"{source} has format_version {data.get('format_version')!r}; this codesign "
-                            f"reads accelerator files of format_version {FORMAT_VERSION}")
+    check_header(data, "accelerator", FORMAT_VERSION, source)
     unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL) - set(_HEADER))
     if unknown:
         raise CodesignError(f"{source}: unknown parameter(s) {', '.join(unknown)}; known: "
@@ -191,23 +187,12 @@ def accelerator_from_dict(data, source: str = "<dict>") -> AcceleratorConfig:
 
 
 def load_accelerator(path: str | Path) -> AcceleratorConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise CodesignError(f"no accelerator file at {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CodesignError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return accelerator_from_dict(data, str(path))
+    return accelerator_from_dict(read_yaml(path, "accelerator"), str(path))
 
 
 def list_accelerators() -> dict[str, AcceleratorConfig]:
     """Every accelerator config codesign ships, by name."""
-    out = {}
-    for path in sorted(_CONFIG_DIR.glob("accel-*.yaml")):
-        a = load_accelerator(path)
-        out[a.name] = a
-    return out
+    return shipped("accel", load_accelerator)
 
 
 def get_accelerator(name, **overrides) -> AcceleratorConfig:

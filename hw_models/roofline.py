@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from codesign.errors import CodesignError
 
+from .files import check_header, read_yaml, shipped
+
 FORMAT_VERSION = 1
-_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 _FIELDS = ("peak_gflops", "mem_bandwidth_gbs", "kernel_overhead_ms", "energy_pj_per_flop",
            "energy_pj_per_byte", "static_power_w")
 
@@ -54,13 +53,7 @@ class Roofline:
 
 
 def _load(path: Path) -> Roofline:
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or data.get("kind") != "roofline":
-        raise CodesignError(f"{path} is not a roofline file (kind: roofline)")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CodesignError(
-            f"{path} has format_version {data.get('format_version')!r}; this codesign reads {FORMAT_VERSION}"
-        )
+    data = check_header(read_yaml(path, "roofline"), "roofline", FORMAT_VERSION, str(path))
     missing = [f for f in _FIELDS if f not in data]
     if missing:
         raise CodesignError(f"{path} lacks {', '.join(missing)}")
@@ -75,11 +68,7 @@ def _load(path: Path) -> Roofline:
 
 def list_rooflines() -> dict[str, Roofline]:
     """Every roofline codesign ships, by name."""
-    out = {}
-    for path in sorted(_CONFIG_DIR.glob("roofline-*.yaml")):
-        r = _load(path)
-        out[r.name] = r
-    return out
+    return shipped("roofline", _load)
 
 
 def get_roofline(name: str) -> Roofline:
@@ -128,34 +117,3 @@ def check_measurements(measurements, roofline: Roofline) -> dict:
     ratios.sort()
     return {"kernels": len(ratios), "violations": violations, "min_ratio": ratios[0],
             "median_ratio": ratios[len(ratios) // 2], "max_ratio": ratios[-1]}
-
-
-def check_profile_db(db_path, device: str, roofline: str | None = None, schedule: str | None = None) -> dict:
-    """``check_measurements`` over a profile database's kernels of one device.
-
-    The roofline defaults to the one the device declares (``roofline:`` in its YAML)."""
-    from codesign.profile.db import ProfileDB
-
-    path = Path(db_path)
-    if not path.is_file():
-        raise CodesignError(f"no profile database at {path}")
-    if roofline is None:
-        from codesign.profile.devices import get_device
-
-        dev = get_device(device)
-        if not dev.roofline:
-            raise CodesignError(f"device {device} declares no roofline; pass one (e.g. --roofline cpu-local)")
-        roofline = dev.roofline
-    r = get_roofline(roofline)
-    with ProfileDB(path) as db:
-        ms = db.query(device=device, schedule=schedule, ok_only=True)
-    if not ms:
-        raise CodesignError(f"{path} holds no measured kernels of device {device}"
-                            + (f" under schedule {schedule}" if schedule else ""))
-    out = {"device": device, "roofline": r.name, "database": str(path)}
-    by_schedule: dict[str, list] = {}
-    for m in ms:
-        by_schedule.setdefault(m.schedule, []).append(m)
-    out["schedules"] = {s: check_measurements(v, r) for s, v in sorted(by_schedule.items())}
-    out["violations"] = sum(len(v["violations"]) for v in out["schedules"].values())
-    return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 from codesign.errors import CodesignError
-from codesign.kernelspec import KernelSpec
 from codesign.graph import module_kernels, onnx_kernels
+from codesign.kernelspec import KernelSpec
 
 K = KernelSpec.make
 
@@ -134,7 +136,7 @@ def test_kernels_are_the_ones_tvm_fuses(which):
     import random
 
     from codesign.graph import export_onnx
-    from codesign.predict.measure import tvm_kernels
+    from codesign.profile.measure import tvm_kernels
 
     torch.manual_seed(0)
     if which == "small_cnn":
@@ -153,3 +155,260 @@ def test_kernels_are_the_ones_tvm_fuses(which):
     assert len(ours) == len(theirs), ([k.key() for k in ours], theirs)
     assert sum(k.op == "conv2d" for k in ours) == sum("conv2d" in t for t in theirs)
     assert sum(k.op.endswith("pool2d") for k in ours) == sum("pool2d" in t or t == "mean" for t in theirs)
+
+
+class _SqueezeExcite(nn.Module):
+    """MobileNetV3/EfficientNet block: depthwise conv + SiLU, squeeze-and-excitation, projection."""
+
+    def __init__(self, c=16):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.fc1, self.fc2 = nn.Conv2d(c, 4, 1), nn.Conv2d(4, c, 1)
+        self.proj = nn.Conv2d(c, 8, 1)
+
+    def forward(self, x):
+        y = nn.functional.silu(self.dw(x))
+        s = nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        return self.proj(y * s)
+
+
+def test_squeeze_excitation_silu_and_hardsigmoid():
+    assert module_kernels(_SqueezeExcite(), (1, 16, 8, 8)) == [
+        K("conv2d", (1, 16, 8, 8), out_channels=16, kernel=3, groups=16, bias=True, activation="silu"),
+        K("global_avg_pool2d", (1, 16, 8, 8)),
+        K("conv2d", (1, 16, 1, 1), out_channels=4, kernel=1, padding=0, bias=True, activation="relu"),
+        K("conv2d", (1, 4, 1, 1), out_channels=16, kernel=1, padding=0, bias=True, activation="hardsigmoid"),
+        K("mul", (1, 16, 8, 8), broadcast=True),
+        K("conv2d", (1, 16, 8, 8), out_channels=8, kernel=1, padding=0, bias=True),
+    ]
+
+
+class _Attention(nn.Module):
+    """A pre-norm transformer block on (1, T, D) tokens, written as ViT's encoder does."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp1, self.mlp2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.heads = heads
+
+    def forward(self, x):  # (1, T, D)
+        t, d = x.shape[1], x.shape[2]
+        q, k, v = self.qkv(self.ln1(x)).reshape(1, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (1, H, T, T)
+        x = x + self.out((a @ v).transpose(1, 2).reshape(1, t, d))
+        return x + self.mlp2(nn.functional.gelu(self.mlp1(self.ln2(x))))
+
+
+def test_transformer_block_tokens_attention_and_gelu():
+    ks = module_kernels(_Attention(), (1, 5, 16))
+    assert ks == [
+        K("layer_norm", (5, 16)),
+        K("dense", (5, 16), out_features=48),
+        K("batch_matmul", (2, 5, 8), n=5),
+        K("softmax", (10, 5)),
+        K("batch_matmul", (2, 5, 5), n=8),
+        K("dense", (5, 16), out_features=16, residual=True),
+        K("layer_norm", (5, 16)),
+        K("dense", (5, 16), out_features=64, activation="gelu"),
+        K("dense", (5, 64), out_features=16, residual=True),
+    ]
+
+
+def test_ceil_mode_pools_and_lrn():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+                        nn.AvgPool2d(2, 2, ceil_mode=True), nn.Hardsigmoid())
+    ks = module_kernels(net, (1, 3, 16, 16))
+    assert ks == [
+        K("conv2d", (1, 3, 16, 16), out_channels=8, kernel=3, padding=0, bias=True, activation="relu"),
+        K("max_pool2d", (1, 8, 14, 14), kernel=3, stride=2, ceil_mode=True),
+        K("avg_pool2d", (1, 8, 7, 7), kernel=2, stride=2, ceil_mode=True, count_include_pad=True),  # + Hardsigmoid
+    ]
+    # torch writes LocalResponseNorm as a decomposition; Caffe-converted AlexNet/GoogLeNet carry
+    # ONNX's own LRN node.
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("LRN", ["x"], ["y"], size=5, alpha=1e-4, beta=0.75, bias=1.0), helper.make_node("Relu", ["y"], ["z"])],
+        "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 7, 7])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 7, 7])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert onnx_kernels(model) == [K("lrn", (1, 8, 7, 7), size=5), K("relu", (1, 8, 7, 7))]
+    # ceil mode: ONNX/PyTorch's rule, window starting inside the input or its left padding
+    for size, k, s, p in ((14, 3, 2, 0), (7, 2, 2, 0), (15, 3, 2, 1), (8, 3, 3, 1), (5, 2, 2, 1)):
+        want = nn.MaxPool2d(k, s, p, ceil_mode=True)(torch.zeros(1, 1, size, size)).shape[2]
+        assert K("max_pool2d", (1, 1, size, size), kernel=k, stride=s, padding=p, ceil_mode=True).output_shape()[2] == want
+
+
+def test_other_clip_and_hardsigmoid_are_refused():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.clamp(x, -1.0, 1.0)
+
+    with pytest.raises(CodesignError, match=r"Clip .*only Clip\(0, 6\)"):
+        module_kernels(Odd(), (1, 2, 4, 4))
+
+
+_NEW_OPS = [
+    K("silu", (1, 4, 5, 5)), K("gelu", (3, 7)), K("hardsigmoid", (1, 4, 5, 5)),
+    K("max_pool2d", (1, 3, 9, 9), kernel=3, stride=2, ceil_mode=True),
+    K("avg_pool2d", (1, 3, 8, 8), kernel=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
+    K("lrn", (1, 6, 4, 4), size=5), K("softmax", (6, 9)), K("layer_norm", (5, 12), activation="gelu"),
+    K("batch_matmul", (2, 3, 4), n=5), K("mul", (1, 4, 3, 3), broadcast=True),
+    K("dense", (3, 8), out_features=4, residual=True, activation="relu"),
+    K("conv2d", (1, 4, 6, 6), out_channels=4, kernel=3, bias=True, activation="silu"),
+]
+
+
+@pytest.mark.parametrize("spec", _NEW_OPS, ids=lambda s: s.key())
+def test_builders_compute_what_torch_computes(spec):
+    """Each kernel's TVM builder against PyTorch on the same inputs."""
+    import numpy as np
+    import torch.nn.functional as F
+    import tvm
+
+    from codesign.profile.builders import build, random_args
+
+    built = build(spec)
+    args = random_args(built.arg_shapes, seed=1)
+    mod = tvm.compile(built.func, target=tvm.target.Target({"kind": "llvm", "num-cores": 1})).jit()
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    mod["main"](*tensors)
+    got = tensors[-1].numpy()
+    t = [torch.from_numpy(a) for a in args[:-1]]
+    x = t[0]
+    if spec.op in ("silu", "gelu", "hardsigmoid"):
+        want = {"silu": F.silu, "gelu": F.gelu, "hardsigmoid": F.hardsigmoid}[spec.op](x)
+    elif spec.op == "max_pool2d":
+        want = F.max_pool2d(x, 3, 2, 0, ceil_mode=True)
+    elif spec.op == "avg_pool2d":
+        want = F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=True)
+    elif spec.op == "lrn":
+        want = F.local_response_norm(x, 5)
+    elif spec.op == "softmax":
+        want = torch.softmax(x, -1)
+    elif spec.op == "layer_norm":
+        want = F.gelu(F.layer_norm(x, (12,), t[1], t[2]))
+    elif spec.op == "batch_matmul":
+        want = torch.bmm(x, t[1])
+    elif spec.op == "mul":
+        want = x * t[1]
+    elif spec.op == "dense":
+        want = F.relu(F.linear(x, t[1], t[2]) + t[3])
+    else:
+        want = F.silu(F.conv2d(x, t[1], t[2], 1, 1))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+    assert got.shape == spec.output_shape()
+
+
+def test_new_patterns_are_the_kernels_tvm_fuses():
+    """SE blocks, SiLU and ceil-mode pools against Relax's FuseOps."""
+    from codesign.graph import export_onnx
+    from codesign.profile.measure import tvm_kernels
+
+    model = export_onnx(nn.Sequential(nn.Conv2d(3, 8, 3), nn.SiLU(), nn.MaxPool2d(3, 2, ceil_mode=True)), (1, 3, 12, 12))
+    ours, theirs = onnx_kernels(model), tvm_kernels(model)
+    assert len(ours) == len(theirs) == 2, ([k.key() for k in ours], theirs)
+    # TVM fuses the squeeze-and-excitation multiply into the 1x1 conv that computes the scale;
+    # codesign costs it as that conv plus a broadcast multiply (the same pass over the tensor):
+    # one kernel more than TVM per SE block (docs/predict.md).
+    model = export_onnx(_SqueezeExcite(), (1, 16, 8, 8))
+    ours, theirs = onnx_kernels(model), tvm_kernels(model)
+    assert len(ours) == len(theirs) + 1, ([k.key() for k in ours], theirs)
+    assert any("conv2d" in t and "multiply" in t for t in theirs)
+
+
+# --- torchvision's classification zoo, exported offline by benchmarks/export_torchvision.py -------
+def _zoo() -> dict:
+    import json
+    import os
+
+    env = os.environ.get("CODESIGN_TORCHVISION_ONNX")
+    if env:
+        folder = Path(env)
+    else:
+        from platformdirs import user_cache_dir
+
+        folder = Path(user_cache_dir("codesign")) / "torchvision-onnx"
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return {}
+    entries = json.loads(manifest.read_text()).get("models", {})
+    return {k: folder / e["file"] for k, e in sorted(entries.items()) if "file" in e and (folder / e["file"]).exists()}
+
+
+ZOO = _zoo()
+_NO_ZOO = ("no torchvision ONNX export found (torchvision is not installed beside this torch): run "
+           "`python benchmarks/export_torchvision.py` with a Python that has torchvision, or set "
+           "$CODESIGN_TORCHVISION_ONNX to such a folder")
+SMALL_ZOO = [k for k in ("squeezenet1_1_32", "mobilenet_v3_small_32", "shufflenet_v2_x0_5_32") if k in ZOO]
+
+
+@pytest.fixture(scope="module")
+def zoo_model(tmp_path_factory):
+    """A kernel-type model of synthetic timings, saved: what `codesign predict --model` reads."""
+    import random
+
+    from codesign.kernelspec import kernel_flops
+    from codesign.predict import create_cost_model
+    from codesign.predict.adaptive import SAMPLE_TYPES, draw
+
+    rng, taken, specs = random.Random(0), set(), []
+    for t in SAMPLE_TYPES:
+        specs += draw(t, 12, rng, [], taken)
+    rows = [{"kernel_key": s.key(), "latency_ms": 1e-6 * kernel_flops(s) + 0.002, "device": "cpu-local",
+             "schedule": "untuned"} for s in specs]
+    path = tmp_path_factory.mktemp("zoo") / "model.json"
+    create_cost_model("kernel-type", n_estimators=8).fit(rows).save(path)
+    return path
+
+
+def _accepts(name, model_path, capsys):
+    import json
+
+    from codesign.cli import main
+    from codesign.commands.profile import collect_specs
+    from codesign.profile.builders import build
+
+    path = ZOO[name]
+    assert main(["predict", "--model", str(model_path), str(path), "--json"]) == 0
+    item = json.loads(capsys.readouterr().out)["items"][0]
+    assert item["kernels"] > 0 and item["latency_ms"] > 0 and item["skipped_ops"] == []
+    # What `codesign profile --onnx` builds before compiling: every kernel has a TVM builder.
+    args = type("Args", (), {"space": None, "onnx": [str(path)], "grid": []})()
+    specs = collect_specs(args)
+    assert [s.key() for s in specs] == item["kernel_keys"]
+    for spec in dict.fromkeys(specs):
+        assert tuple(build(spec).arg_shapes[-1]) == spec.output_shape()
+
+
+@pytest.mark.skipif(not SMALL_ZOO, reason=_NO_ZOO)
+@pytest.mark.parametrize("name", SMALL_ZOO or ["none"])
+def test_small_torchvision_networks_are_predicted_and_built(name, zoo_model, capsys):
+    _accepts(name, zoo_model, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ZOO, reason=_NO_ZOO)
+@pytest.mark.parametrize("name", sorted(ZOO) or ["none"])
+def test_every_torchvision_network_is_predicted_and_built(name, zoo_model, capsys):
+    _accepts(name, zoo_model, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SMALL_ZOO, reason=_NO_ZOO)
+def test_profile_command_times_a_torchvision_network(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "codesign.cli", "profile", "--onnx", str(ZOO[SMALL_ZOO[0]]), "--repeats", "1",
+         "--min-repeat-ms", "0", "--db", str(tmp_path / "p.sqlite"), "--json"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    report = json.loads(out.stdout)
+    assert report["measured"] == report["requested"] > 0 and report["failed"] == 0

@@ -26,12 +26,13 @@ from codesign.hw_models import (
     load_accelerator,
     mapper,
 )
-from codesign.hw_models.roofline import check_profile_db, roofline_bound_ms
+from codesign.hw_models.roofline import roofline_bound_ms
 
 from codesign.cli import main
 from codesign.errors import CodesignError
 from codesign.kernelspec import KernelSpec, kernel_flops
 from codesign.profile.db import Measurement, ProfileDB
+from codesign.profile.rooflines import check_profile_db
 
 R = mapper.R
 

@@ -280,7 +280,7 @@ def test_supernet_task_loss_is_a_function_of_the_alphas():
     loss = task.loss([alphas])
     (g,) = torch.autograd.grad(loss, [alphas])
     assert g.abs().sum() > 0 and torch.isfinite(g).all()
-    with pytest.raises(CodesignError, match="unknown task 'cifar'; choose from convnet"):
+    with pytest.raises(CodesignError, match="unknown task 'cifar'; known: convnet"):
         create_task("cifar", 0)
 
 

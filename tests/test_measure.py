@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import onnx
 import pytest
@@ -12,10 +13,10 @@ from test_graph import ChannelShuffle
 from test_predict import _cli
 
 from codesign.errors import CodesignError
-from codesign.predict import create_cost_model
 from codesign.graph import export_onnx, onnx_kernels
-from codesign.predict.measure import check_outputs, input_shapes, measure_network
+from codesign.predict import create_cost_model
 from codesign.profile import ProfileDB, get_device, profile_kernels
+from codesign.profile.measure import check_outputs, input_shapes, measure_network
 
 
 def _small():
@@ -87,6 +88,69 @@ def test_measure_command_appends_and_resumes(tmp_path):
     assert first.stdout.split(":")[1] == second.stdout.split(":")[1]  # the stored row is reported again
 
 
+def _two_convs():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+
+
+def _commit_records(model, target, work_dir):
+    """A record for every tuning task of ``model``, as tuning commits them, with a hand-written
+    schedule (the output block's outer loop parallel) instead of a searched one: no search to wait for."""
+    import tvm
+
+    from codesign.profile.measure import _fused, relax_module
+    from codesign.profile.tuning import meta_schedule
+
+    ms = meta_schedule()
+    os.makedirs(work_dir)
+    tasks = ms.relax_integration.extract_tasks(_fused(relax_module(model)[0], target), target)
+    database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    for task in tasks:
+        sch = tvm.s_tir.Schedule(task.dispatched[0])
+        out = sch.get_child_blocks(sch.get_sblock("root"))[-1]
+        sch.parallel(sch.get_loops(out)[0])
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(task.dispatched[0]), [1e-4], target,
+            ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])))
+    return ms, database, [task.dispatched[0] for task in tasks]
+
+
+def test_tuned_policy_compiles_the_network_from_its_records(tmp_path, monkeypatch):
+    """Every fused kernel is compiled from its record of this target; records that reach no kernel are an error."""
+    import tvm
+
+    from codesign.profile.tuning import target_records
+
+    model = export_onnx(_two_convs(), (1, 3, 8, 8))
+    device = get_device("cpu-local")
+    tune = str(tmp_path / "tune")
+    ms, database, workloads = _commit_records(model, device.tvm_target(), tune)
+    assert len(workloads) == 2
+    r = measure_network(model, device, schedule="metaschedule:4", tuning_dir=tune, repeats=2, min_repeat_ms=1,
+                        onnxruntime=False)
+    assert (r.schedule, r.tuned_kernels, r.fused_kernels) == ("metaschedule:4", 2, 2)
+    assert len(ms.database.JSONDatabase(work_dir=tune).get_all_tuning_records()) == 2  # nothing tuned again
+
+    # Only this target's records count: another core count or CPU finds none of them.
+    assert len(target_records(ms, database, device.tvm_target(), workloads).get_all_tuning_records()) == 2
+    other = tvm.target.Target({**device.resolved_target(), "num-cores": 2})
+    assert len(target_records(ms, database, other, workloads).get_all_tuning_records()) == 0
+
+    # Records that do not reach the compiled module: an error, not untuned code labelled tuned.
+    monkeypatch.setattr(tvm.relax.transform, "MetaScheduleApplyDatabase", lambda *a, **k: tvm.transform.Sequential([]))
+    with pytest.raises(CodesignError, match=r"^metaschedule:4: no record in .* applies to any of the network's 2 "
+                                            r"fused kernels \(2 tuning tasks\); the network would run untuned code$"):
+        measure_network(model, device, schedule="metaschedule:4", tuning_dir=tune, repeats=1, min_repeat_ms=0,
+                        onnxruntime=False)
+
+
+@pytest.mark.slow
+def test_metaschedule_tunes_a_two_kernel_network_and_compiles_it_tuned(tmp_path):
+    r = measure_network(export_onnx(_two_convs(), (1, 3, 8, 8)), get_device("cpu-local"), schedule="metaschedule:4",
+                        tuning_dir=str(tmp_path / "tune"), repeats=2, min_repeat_ms=1, onnxruntime=False)
+    assert (r.tuned_kernels, r.fused_kernels) == (2, 2)
+
+
 @pytest.mark.slow
 def test_metaschedule_policy_tunes_and_reuses_records(tmp_path):
     model = export_onnx(_small(), (1, 3, 16, 16))
@@ -97,6 +161,7 @@ def test_metaschedule_policy_tunes_and_reuses_records(tmp_path):
     again = measure_network(model, device, schedule="metaschedule:4", tuning_dir=str(tmp_path / "tune"), repeats=3,
                             min_repeat_ms=5, onnxruntime=False)
     assert again.compile_s < r.compile_s  # records reused, nothing tuned again
+    assert again.tuned_kernels == r.tuned_kernels > 0
 
 
 # --- torchvision's ShuffleNetV2 (torchvision/models/shufflenetv2.py), rewritten here without

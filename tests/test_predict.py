@@ -312,8 +312,8 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
 
 
 def test_predict_many_networks_paths_and_tables(specs, tmp_path):
-    from codesign.predict import predict_network
     from codesign.graph import onnx_kernels
+    from codesign.predict import predict_network
 
     paths, _ = _onnx_files(tmp_path)
     model = _saved_model(specs, tmp_path)
@@ -337,8 +337,8 @@ def test_predict_many_networks_paths_and_tables(specs, tmp_path):
 
 
 def test_python_api_predicts_a_torch_module(specs, tmp_path):
-    from codesign.predict import predict_network, predict_networks
     from codesign.graph import module_kernels
+    from codesign.predict import predict_network, predict_networks
 
     _, nets = _onnx_files(tmp_path, 2)
     model = create_cost_model("gbdt", seed=0).fit(_records(specs))
@@ -487,3 +487,158 @@ def test_calibration_table_of_genotypes(specs, tmp_path):
     model = calibrate(base, read, "slow")
     pred = [model.predict_network(ks)["latency_ms"] for ks in kernels]
     assert accuracy(pred, truth)["median_ape"] < 0.05
+
+
+# --- kernel-type predictors, intervals, sampled ranges, adaptive sampling -------------------------
+def _irregular_ms(spec: KernelSpec) -> float:
+    """The roofline law with untuned-code irregularities: slower when the width is not a multiple
+    of 8, and a per-type constant."""
+    from codesign.predict.features import kernel_type
+
+    w = spec.output_shape()[-1]
+    return _law_ms(spec) * (1.6 if w % 8 else 1.0) * (1 + 0.1 * len(kernel_type(spec)) % 3)
+
+
+def test_kernel_type_model_intervals_cover_and_ranges_flag():
+    import random
+
+    from codesign.predict.adaptive import draw
+
+    rng, taken = random.Random(0), set()
+    train, test = [], []
+    for t in ("conv", "conv_depthwise", "add", "global_pool"):
+        train += draw(t, 60, rng, [], taken)
+        test += draw(t, 20, rng, [], taken)
+    rows = [Measurement(kernel_key=s.key(), device="d", schedule="untuned", latency_ms=_irregular_ms(s)) for s in train]
+    model = create_cost_model("kernel-type", seed=0, n_estimators=32).fit(rows)
+    lo, hi = model.predict_interval(test, use_measured=False)
+    pred = model.predict(test, use_measured=False)
+    meas = np.array([_irregular_ms(s) for s in test])
+    assert (lo <= pred).all() and (pred <= hi).all()
+    assert np.mean((lo <= meas) & (meas <= hi)) >= 0.7  # a 90 % interval, on new kernels
+    assert accuracy(pred, meas)["kendall_tau"] > 0.9
+    # A measured kernel's interval is its measurement.
+    mlo, mhi = model.predict_interval(train[:3])
+    np.testing.assert_allclose(mlo, [_irregular_ms(s) for s in train[:3]])
+    np.testing.assert_allclose(mhi, mlo)
+    # Sampled ranges: a type never profiled, and channels beyond the sampled ones, are flagged.
+    far = K("conv2d", (1, 4096, 2, 2), out_channels=64, kernel=3)
+    flags = model.out_of_range([far, K("max_pool2d", (1, 8, 8, 8), kernel=3), test[0]])
+    assert any("in_channels 4096 outside" in r for r in flags[0])
+    assert flags[1] == ["no max_pool kernel was profiled"]
+    res = model.predict_network([far, test[0]], use_measured=False)
+    assert res["latency_interval_ms"][0] <= res["latency_ms"] <= res["latency_interval_ms"][1]
+    assert [f["kernel"] for f in res["out_of_range"]] == [far.key()]
+
+
+def test_models_without_ranges_or_intervals(specs, tmp_path):
+    model = create_cost_model("gbdt", n_estimators=20).fit(_records(specs))
+    assert model.predict_interval(specs[:2]) is None
+    path = model.save(tmp_path / "m.json")
+    meta = json.loads(path.read_text())
+    del meta["ranges"]  # an artifact written before sampled ranges existed
+    path.write_text(json.dumps(meta))
+    old = load_cost_model(path)
+    assert old.out_of_range([K("conv2d", (1, 4096, 2, 2), out_channels=64, kernel=3)]) == [[]]
+    assert old.predict_network(specs[:3])["latency_interval_ms"] is None
+
+
+def _synthetic_profiler(db, law=_irregular_ms):
+    def profile(specs):
+        for s in specs:
+            db.add(Measurement(kernel_key=s.key(), device="d", schedule="untuned", latency_ms=law(s)))
+
+    def measured():
+        return {m.kernel_key: m for m in db.query(device="d", schedule="untuned")}
+
+    return profile, measured
+
+
+def test_adaptive_sampling_spends_the_budget_where_errors_are_and_resumes(tmp_path):
+    """The sampler with a deterministic latency law standing in for the profiler."""
+    from codesign.predict.adaptive import adaptive_sample
+
+    types = ["conv", "add"]
+    calls = []
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        profile, measured = _synthetic_profiler(db)
+
+        def counting(specs):
+            calls.append(len(specs))
+            profile(specs)
+
+        excluded = {K("add", (1, 16, 8, 8)).key()}
+        kw = dict(identity={"device": "d", "schedule": "untuned"}, types=types, seed=1, target_within_10pct=1.0,
+                  exclude_keys=excluded, model_kwargs={"n_estimators": 16})
+        model, rep = adaptive_sample(counting, measured, 60, tmp_path / "s.json", **kw)
+        assert rep.profiled == 60 and len(db.query()) == 60 and rep.rounds >= 2
+        assert rep.met is False  # a target of 100 % is not met on this law: the budget ends it
+        assert not excluded & set(measured())
+        state = json.loads((tmp_path / "s.json").read_text())
+        assert all(state["validation"][t] for t in types) and set(rep.by_type) == set(types)
+        # Rounds add kernels near the worst held-out ones: the train set grew after the first round.
+        assert state["rounds"][-1]["sampled"] > state["rounds"][0]["sampled"]
+        assert model.kind == "kernel-type" and model.n_train == 60
+        # Resuming the finished run profiles nothing; a larger budget continues it.
+        n = len(calls)
+        adaptive_sample(counting, measured, 60, tmp_path / "s.json", **kw)
+        assert len(calls) == n
+        _, rep2 = adaptive_sample(counting, measured, 72, tmp_path / "s.json", **kw)
+        assert rep2.profiled == 72 and len(db.query()) == 72
+        # Another run's state is refused.
+        with pytest.raises(CodesignError, match="belongs to another adaptive run"):
+            adaptive_sample(counting, measured, 72, tmp_path / "s.json", **dict(kw, seed=2))
+        with pytest.raises(CodesignError, match="too small"):
+            adaptive_sample(counting, measured, 11, tmp_path / "t.json", **kw)
+
+
+def test_adaptive_sampling_stops_at_the_target(tmp_path):
+    from codesign.predict.adaptive import adaptive_sample
+
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        profile, measured = _synthetic_profiler(db, law=lambda s: 0.5)  # constant: learnt at once
+        _, rep = adaptive_sample(profile, measured, 200, tmp_path / "s.json", identity={"device": "d"},
+                                 types=["add", "mul"], target_within_10pct=0.9, model_kwargs={"n_estimators": 8})
+    assert rep.met and rep.rounds == 1 and rep.profiled < 200
+
+
+def test_prior_and_neighbours_keep_the_kernel_type():
+    import random
+
+    from codesign.kernelspec import kernel_flops
+    from codesign.predict.adaptive import MAX_FLOPS, SAMPLE_TYPES, around, draw
+    from codesign.predict.features import kernel_type
+
+    rng, taken = random.Random(3), set()
+    for t in SAMPLE_TYPES:
+        got = draw(t, 10, rng, [], taken)
+        assert len(got) == 10 and all(kernel_type(s) == t and kernel_flops(s) <= MAX_FLOPS for s in got)
+        near = around(got[:2], 3, rng, taken)
+        assert near and all(kernel_type(s) == t for s in near)
+    assert len(taken) == len(set(taken))
+
+
+@pytest.mark.slow
+def test_fit_adaptive_command(tmp_path):
+    """`codesign fit --adaptive` profiles with TVM for real (cheap kernel types only)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "p.sqlite"
+    cmd = [sys.executable, "-m", "codesign.cli", "fit", "--adaptive", "--budget-kernels", "12", "--kernel-types",
+           "add,global_pool", "--repeats", "2", "--min-repeat-ms", "1", "--db", str(db), "--out",
+           str(tmp_path / "m.json"), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["kind"] == "kernel-type" and rep["adaptive"]["profiled"] == 12
+    assert set(rep["adaptive"]["by_type"]) <= {"add", "global_pool"}
+    assert "round 0" in out.stderr
+    with ProfileDB(db) as pdb:
+        assert len(pdb.query(ok_only=True)) == 12
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # resumes: nothing new
+    assert again.returncode == 0 and "profiling" not in again.stderr
+    bad = subprocess.run(cmd[:3] + ["--db", str(db)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--budget-kernels" in bad.stderr
+    bad = subprocess.run(cmd[:-1] + ["--kernel-types", "nope"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown kernel type" in bad.stderr

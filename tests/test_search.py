@@ -15,11 +15,10 @@ import torch
 from codesign.cli import main as cli_main
 from codesign.data import load_digits
 from codesign.errors import CodesignError
-from codesign.search import SearchConfig, run_search
+from codesign.pipeline import SearchConfig, run_search, split_train_val
 from codesign.search import checkpoint as ckpt
 from codesign.search.budgets import Multipliers, parse_budget, repair, resolve, satisfied
 from codesign.search.costs import CostTable
-from codesign.search.run import split_train_val
 from codesign.search.strategies import SearchContext, create_strategy, list_strategies
 from codesign.spaces import create_space
 
@@ -45,7 +44,8 @@ def digits():
 
 
 def context(space, digits, costs, budgets, cfg, stem=None, n=160, log=None):
-    xt, yt, xv, yv = split_train_val(digits, 0.5, cfg.seed)
+    split = split_train_val(digits, 0.5, cfg.seed)
+    xt, yt, xv, yv = split.x_train, split.y_train, split.x_val, split.y_val
     return SearchContext(space, xt[:n], yt[:n], xv[:n], yv[:n], costs, budgets, cfg, stem,
                          log or (lambda rec: None))
 
@@ -177,7 +177,7 @@ class Killed(Exception):
 @pytest.mark.parametrize("strategy, arch_optimizer", [("gdas", "adam"), ("evolution", "adam"),
                                                      ("darts", "l2o:supernet")])
 def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, digits, tmp_path):
-    from codesign.search.run import _optimizer_factory
+    from codesign.pipeline import optimizer_factory as _optimizer_factory
 
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
@@ -529,6 +529,7 @@ def test_random_baseline_gets_the_same_compute_in_passes(digits):
 def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
     """The additive table is anchored on the cost model's whole-graph predictions of the cheapest
     and the costliest network; the cheapest network costs more than nothing."""
+    from codesign.costs import ModelCostSource
     from codesign.predict import load_cost_model
     from codesign.search.costs import network_cost
 
@@ -538,7 +539,7 @@ def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
     space = create_space("nb201", input_shape=(1, 1, 8, 8), c=4, cells=1)
     for pick in (space.cheapest, space.costliest):
         choices = pick(costs.table["latency_ms"])
-        whole = network_cost(space, space.format(choices), model)
+        whole = network_cost(space, space.format(choices), ModelCostSource(model))
         for m in costs.metrics():
             assert costs.of(choices, m) == pytest.approx(whole[m], rel=1e-6)
     assert costs.of(space.cheapest(costs.table["latency_ms"])) > 0

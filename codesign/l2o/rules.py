@@ -25,35 +25,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CodesignError
+from ..registry import Registry
 
-_RULES: dict[str, type[UpdateRule]] = {}
-
-
-def register_rule(cls):
-    """Class decorator: make a rule constructible by its ``kind`` name."""
-    _RULES[cls.kind] = cls
-    return cls
+RULES = Registry("learned optimizer", attribute="kind")
+register_rule = RULES.register()  # rules register under their ``kind``
 
 
 def list_rules() -> list[str]:
     """Names of the built-in update rules."""
-    return sorted(_RULES)
+    return RULES.names()
 
 
 def create_rule(kind: str, **config) -> UpdateRule:
     """Build a rule by name with its config (hidden size, scales...), fresh random weights.
 
     Raises:
-        CodesignError: unknown kind or config key.
+        CodesignError: unknown kind or config key; a value that is not a positive number of the
+            default's kind (an integer hidden size; beta* below 1).
     """
-    if kind not in _RULES:
-        raise CodesignError(f"unknown learned optimizer {kind!r}; choose from {', '.join(list_rules())}")
-    cls = _RULES[kind]
+    cls = RULES.get(kind)
     unknown = set(config) - set(cls.defaults)
     if unknown:
         raise CodesignError(
             f"{kind} optimizer: unknown config {sorted(unknown)}; known keys: {sorted(cls.defaults)}"
         )
+    for key, value in config.items():
+        integer = isinstance(cls.defaults[key], int)
+        ok = (not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+              and math.isfinite(value) and value > 0 and (value < 1 or not key.startswith("beta")))
+        if not ok:
+            raise CodesignError(f"{kind} optimizer: {key} must be a positive {'integer' if integer else 'number'}"
+                                f"{' below 1' if key.startswith('beta') else ''}, got {value!r}")
     return cls(**{**cls.defaults, **config})
 
 

@@ -35,19 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CodesignError
+from ..registry import Registry
 
-_TASKS: dict[str, type[Task]] = {}
-
-
-def register_task(cls):
-    """Class decorator: make a task family constructible by name."""
-    _TASKS[cls.name] = cls
-    return cls
+TASKS = Registry("task")
+register_task = TASKS.register()  # task families register under their ``name``
 
 
 def list_tasks() -> list[str]:
     """Names of the task families."""
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def create_task(name: str, seed: int) -> Task:
@@ -56,9 +52,7 @@ def create_task(name: str, seed: int) -> Task:
     Raises:
         CodesignError: unknown family.
     """
-    if name not in _TASKS:
-        raise CodesignError(f"unknown task {name!r}; choose from {', '.join(list_tasks())}")
-    return _TASKS[name](seed)
+    return TASKS.create(name, seed)
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -67,8 +61,7 @@ def parse_tasks(text: str) -> list[str]:
     if not names:
         raise CodesignError(f"--task needs at least one of {', '.join(list_tasks())}")
     for n in names:
-        if n not in _TASKS:
-            raise CodesignError(f"unknown task {n!r}; choose from {', '.join(list_tasks())}")
+        TASKS.check(n)
     return names
 
 

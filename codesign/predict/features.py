@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..kernelspec import KernelSpec, kernel_bytes, kernel_flops
+from ..kernelspec import OPS, KernelSpec, kernel_bytes, kernel_flops
 
 FAMILIES = ("conv", "conv_pointwise", "conv_depthwise", "conv_grouped", "dense", "pool", "global_pool",
             "batch_norm", "elementwise")
@@ -72,3 +72,132 @@ def feature_matrix(specs: list[KernelSpec]) -> np.ndarray:
     if not specs:
         return np.zeros((0, len(FEATURE_NAMES)))
     return np.stack([kernel_features(s) for s in specs])
+
+
+# --- kernel types: the finer split of the per-type predictors (``kernel-type`` cost model) ---------
+KERNEL_TYPES = ("conv", "conv_pointwise", "conv_depthwise", "conv_grouped", "dense", "max_pool", "avg_pool",
+                "global_pool", "batch_norm", "add", "mul", "activation", "softmax", "layer_norm", "lrn",
+                "matmul")
+
+# Activations by the kind of arithmetic they cost (0: none, 1: compare/clip, 2: piecewise linear
+# with a multiply, 3: an exponential, 4: an error function).
+_ACT_CODE = {"none": 0, "relu": 1, "relu6": 1, "hardswish": 2, "hardsigmoid": 2, "sigmoid": 3, "silu": 3,
+             "gelu": 4}
+
+TYPE_FEATURE_NAMES = (
+    "log_flops", "log_bytes", "log_intensity", "log_in_channels", "log_out_channels", "log_in_h", "log_in_w",
+    "log_out_h", "log_out_w", "log_out_elements", "log_reduction", "log_weight_elements", "kernel", "stride",
+    "dilation", "padding", "log_groups", "bias", "residual", "activation_code", "op_code", "in_w_mod_8",
+    "out_w_mod_8", "in_channels_mod_8", "out_channels_mod_8",
+)
+
+# The configuration of a kernel as a user reads it: what "outside the sampled range" is checked on.
+RANGE_DIMS = ("in_channels", "out_channels", "in_hw", "kernel", "stride", "flops")
+
+
+def kernel_type(spec: KernelSpec) -> str:
+    """The kernel type of a kernel (one of ``KERNEL_TYPES``): one predictor is fitted per type."""
+    op = spec.op
+    fam = family(spec)
+    if fam.startswith("conv"):
+        return fam
+    if op in ("max_pool2d", "avg_pool2d"):
+        return "max_pool" if op == "max_pool2d" else "avg_pool"
+    if op in ("add", "mul", "batch_norm", "softmax", "layer_norm", "lrn", "dense"):
+        return op
+    if op == "global_avg_pool2d":
+        return "global_pool"
+    if op == "batch_matmul":
+        return "matmul"
+    return "activation"
+
+
+def _reduction(spec: KernelSpec) -> float:
+    """Length of the reduction behind each output element."""
+    if spec.op == "conv2d":
+        return spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
+    if spec.op == "dense":
+        return spec.input_shape[-1]
+    if spec.op == "batch_matmul":
+        return spec.input_shape[-1]
+    if spec.op in ("avg_pool2d", "max_pool2d"):
+        return spec.attr("kernel") ** 2
+    if spec.op == "global_avg_pool2d":
+        return spec.input_shape[2] * spec.input_shape[3]
+    if spec.op in ("softmax", "layer_norm"):
+        return spec.input_shape[-1]
+    if spec.op == "lrn":
+        return spec.attr("size")
+    return 1.0
+
+
+def _weights(spec: KernelSpec) -> float:
+    if spec.op == "conv2d":
+        return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
+    if spec.op == "dense":
+        return spec.input_shape[-1] * spec.attr("out_features")
+    return 0.0
+
+
+def _hw(shape) -> tuple[int, int]:
+    if len(shape) == 4:
+        return shape[2], shape[3]
+    if len(shape) == 3:
+        return shape[1], 1
+    return shape[0], 1
+
+
+def kernel_dims(spec: KernelSpec) -> dict[str, float]:
+    """The ``RANGE_DIMS`` of a kernel: channels in and out, input resolution (H*W), kernel, stride, FLOPs."""
+    ins, outs = spec.input_shape, spec.output_shape()
+    h, w = _hw(ins)
+    return {
+        "in_channels": float(ins[1] if len(ins) >= 2 else ins[0]),
+        "out_channels": float(outs[1] if len(outs) >= 2 else outs[0]),
+        "in_hw": float(h * w),
+        "kernel": float(spec.attr("kernel", 1) or 1),
+        "stride": float(spec.attr("stride", 1) or 1),
+        "flops": float(kernel_flops(spec)),
+    }
+
+
+def type_features(spec: KernelSpec) -> np.ndarray:
+    """One row of ``TYPE_FEATURE_NAMES``: shapes, work, bytes, intensity and loop-shape details.
+
+    The residues modulo 8 are there because untuned TVM code vectorises the innermost loop: a
+    width or channel count that is not a multiple of the vector length leaves a scalar tail.
+    """
+    flops, nbytes = kernel_flops(spec), kernel_bytes(spec)
+    ins, outs = spec.input_shape, spec.output_shape()
+    in_h, in_w = _hw(ins)
+    out_h, out_w = _hw(outs)
+    in_c = ins[1] if len(ins) >= 2 else ins[0]
+    out_c = outs[1] if len(outs) >= 2 else outs[0]
+    act = spec.attr("activation", "none") if spec.op not in _ACT_CODE else spec.op
+    op_code = float(sorted(OPS).index(spec.op)) if spec.op in OPS else -1.0
+    return np.array([
+        _log(flops), _log(nbytes), math.log(max(flops, 1.0) / max(nbytes, 1.0)), _log(in_c), _log(out_c),
+        _log(in_h), _log(in_w), _log(out_h), _log(out_w), _log(_prod(outs)), _log(_reduction(spec)),
+        _log(_weights(spec)), float(spec.attr("kernel", 1) or 1), float(spec.attr("stride", 1) or 1),
+        float(spec.attr("dilation", 1) or 1), float(max(spec.padding(), 0)) if spec.op in _WINDOWED else 0.0,
+        _log(spec.attr("groups", 1) or 1), float(bool(spec.attr("bias", False))),
+        float(bool(spec.attr("residual", False))), float(_ACT_CODE.get(act, 0)), op_code,
+        float(in_w % 8), float(out_w % 8), float(in_c % 8), float(out_c % 8),
+    ], dtype=np.float64)
+
+
+_WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d")
+
+
+def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:
+    """Type features of many kernels, shape (len(specs), len(TYPE_FEATURE_NAMES))."""
+    if not specs:
+        return np.zeros((0, len(TYPE_FEATURE_NAMES)))
+    return np.stack([type_features(s) for s in specs])
+
+
+def _prod(shape) -> int:
+    p = 1
+    for s in shape:
+        p *= int(s)
+    return p

@@ -25,7 +25,7 @@ import json
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ import numpy as np
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
+from ..registry import Registry
 from .features import FAMILIES, FEATURE_NAMES, family, feature_matrix
 
 FORMAT_VERSION = 1
 TARGETS = ("latency_ms", "energy_mj")
 
-_MODELS: dict[str, Callable[..., CostModel]] = {}
-_LOADABLE: dict[str, Callable[..., CostModel]] = {}
+COST_MODELS = Registry("cost model", attribute="kind")  # every kind a saved model may have
+FITTABLE = Registry("cost model", attribute="kind")  # the kinds ``codesign fit --model`` makes
 
 
 def register_cost_model(name: str, fittable: bool = True):
@@ -50,12 +51,9 @@ def register_cost_model(name: str, fittable: bool = True):
     """
 
     def deco(cls):
-        if name in _LOADABLE:
-            warnings.warn(f"cost model {name!r} registered twice; the later one wins", stacklevel=2)
-        cls.kind = name
-        _LOADABLE[name] = cls
+        COST_MODELS.register(name)(cls)
         if fittable:
-            _MODELS[name] = cls
+            FITTABLE.register(name)(cls)
         return cls
 
     return deco
@@ -63,7 +61,7 @@ def register_cost_model(name: str, fittable: bool = True):
 
 def list_cost_models() -> list[str]:
     """The kinds ``create_cost_model`` and ``codesign fit --model`` accept."""
-    return sorted(_MODELS)
+    return FITTABLE.names()
 
 
 def create_cost_model(name: str, **kwargs) -> CostModel:
@@ -72,9 +70,7 @@ def create_cost_model(name: str, **kwargs) -> CostModel:
     Raises:
         CodesignError: an unknown kind (the message lists the known ones).
     """
-    if name not in _MODELS:
-        raise CodesignError(f"unknown cost model {name!r}; known: {', '.join(list_cost_models())}")
-    return _MODELS[name](**kwargs)
+    return FITTABLE.create(name, **kwargs)
 
 
 def _record_fields(r) -> tuple[str, str, str, float | None, float | None, dict, str | None, str | None]:
@@ -105,6 +101,9 @@ class CostModel:
         self.per_kernel_overhead_ms = 0.0
         self.table: dict[str, dict[str, float]] = {}
         self.heads: dict[str, dict[str, Any]] = {}
+        # Per kernel type, the [min, max] of each of features.RANGE_DIMS over the fitted kernels:
+        # what ``out_of_range`` checks (None for artifacts written before it existed).
+        self.ranges: dict[str, dict[str, list[float]]] | None = None
 
     # --- what subclasses implement -------------------------------------------------------
     def _fit_head(self, specs: list[KernelSpec], x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -114,6 +113,32 @@ class CostModel:
     def _predict_head(self, head: dict[str, Any], specs: list[KernelSpec], x: np.ndarray) -> np.ndarray:
         """Predicted log(target) of each row."""
         raise NotImplementedError
+
+    def _check_head(self, target: str, head: dict[str, Any]) -> str | None:
+        """What is wrong with a loaded head beyond non-finite numbers (None: nothing)."""
+        return None
+
+    def _check_loaded(self, where: str) -> None:
+        """Refuse a loaded model whose numbers cannot be right, before it predicts anything: a
+        measured latency or energy that is not a finite positive number, a NaN or infinite
+        parameter, negative overheads, a head that does not fit the features."""
+        for key, row in self.table.items():
+            for target, v in (row.items() if isinstance(row, dict) else [("row", row)]):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                    raise CodesignError(f"{where} is damaged: its measured {target} of {key} is {v!r}, not a "
+                                        "finite positive number")
+        for name in ("overhead_ms", "per_kernel_overhead_ms"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise CodesignError(f"{where} is damaged: {name} is {v!r}, not a finite number >= 0")
+        for target, head in self.heads.items():
+            for k, v in head.items():
+                arr = np.asarray(v)
+                if arr.dtype.kind in "fiub" and not np.isfinite(arr.astype(np.float64)).all():
+                    raise CodesignError(f"{where} is damaged: {target} parameter {k} holds NaN or infinite values")
+            problem = self._check_head(target, head)
+            if problem:
+                raise CodesignError(f"{where} is damaged: {target} {problem}")
 
     # --- fitting and prediction -------------------------------------------------------
     @property
@@ -135,7 +160,7 @@ class CostModel:
         """
         rows = [_record_fields(r) for r in records]
         rows = [r for r in rows if (device is None or r[1] == device) and (schedule is None or r[2] == schedule)]
-        ok = [r for r in rows if r[3] is not None and r[3] > 0]
+        ok = [r for r in rows if r[3] is not None and 0 < r[3] < np.inf]  # NaN and inf are no latencies
         if not ok:
             raise CodesignError(
                 f"no measured kernels for device {device or '(any)'} and schedule {schedule or '(any)'}; "
@@ -155,7 +180,7 @@ class CostModel:
         lat = np.array([r[3] for r in ok], dtype=np.float64)
         self.heads = {"latency_ms": self._fit_head(specs, x, np.log(lat))}
         self.table = {r[0]: {"latency_ms": float(r[3])} for r in ok}
-        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and r[4] > 0]
+        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and 0 < r[4] < np.inf]
         self.energy_source = None
         if len(with_energy) >= 2:
             en = np.array([ok[i][4] for i in with_energy], dtype=np.float64)
@@ -166,6 +191,7 @@ class CostModel:
             self.energy_source = ",".join(sources) or None
         self.n_train = len(ok)
         self.created_at = time.time()
+        self.ranges = sampled_ranges(specs)
         return self
 
     def _check_fitted(self) -> None:
@@ -193,6 +219,39 @@ class CostModel:
             out[todo] = np.exp(self._predict_head(self.heads[target], sub, feature_matrix(sub)))
         return out
 
+    def predict_interval(self, specs: Iterable[KernelSpec], use_measured: bool = True,
+                         target: str = "latency_ms") -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) of each kernel's prediction at the model's interval level, or None for a
+        kind without uncertainty (only ``kernel-type`` has it)."""
+        return None
+
+    def out_of_range(self, specs: Iterable[KernelSpec]) -> list[list[str]]:
+        """For each kernel, why it lies outside what the model was fitted on (empty: inside).
+
+        A kernel is outside when no kernel of its type was fitted, or when one of its channels
+        in/out, input resolution, kernel, stride or FLOPs lies outside the range of the fitted
+        kernels of its type: the regression extrapolates there.
+        """
+        from .features import kernel_dims, kernel_type
+
+        out = []
+        for s in specs:
+            if self.ranges is None or s.key() in self.table:
+                out.append([])
+                continue
+            t = kernel_type(s)
+            r = self.ranges.get(t)
+            if r is None:
+                out.append([f"no {t} kernel was profiled"])
+                continue
+            reasons = []
+            for dim, v in kernel_dims(s).items():
+                lo, hi = r[dim]
+                if v < lo or v > hi:
+                    reasons.append(f"{dim} {v:g} outside the sampled {lo:g}..{hi:g}")
+            out.append(reasons)
+        return out
+
     def predict(self, specs: Iterable[KernelSpec], use_measured: bool = True) -> np.ndarray:
         """Latency in ms of each kernel (measured value where profiled and ``use_measured``)."""
         return self._predict("latency_ms", list(specs), use_measured)
@@ -214,13 +273,23 @@ class CostModel:
         if "energy_mj" in self.heads:
             energy = float(self.predict_energy(specs, use_measured).sum())
         measured = sum(1 for s in specs if s.key() in self.table) if use_measured else 0
-        return {
-            "latency_ms": float(lat.sum() + self.overhead_ms + self.per_kernel_overhead_ms * len(specs)),
+        overhead = self.overhead_ms + self.per_kernel_overhead_ms * len(specs)
+        res = {
+            "latency_ms": float(lat.sum() + overhead),
             "energy_mj": energy,
             "kernels": len(specs),
             "measured_kernels": measured,
             "per_kernel_latency_ms": [float(v) for v in lat],
+            "latency_interval_ms": None,
+            "out_of_range": [],
         }
+        interval = self.predict_interval(specs, use_measured) if specs else None
+        if interval is not None:
+            # Kernel errors of one network are correlated (one device, one code generator): the
+            # network's interval adds the kernels' bounds, the conservative sum.
+            res["latency_interval_ms"] = [float(interval[0].sum() + overhead), float(interval[1].sum() + overhead)]
+        res["out_of_range"] = [{"kernel": s.key(), "reasons": r} for s, r in zip(specs, self.out_of_range(specs)) if r]
+        return res
 
     def fit_overhead(self, networks: list[list[KernelSpec]], measured_ms, use_measured: bool = True) -> CostModel:
         """Fit the per-network constant and per-kernel overhead on measured whole networks.
@@ -265,13 +334,14 @@ class CostModel:
             "schedule": self.schedule, "target": self.target, "tvm_version": self.tvm_version,
             "energy_source": self.energy_source, "n_train": self.n_train, "created_at": self.created_at,
             "overhead_ms": self.overhead_ms, "per_kernel_overhead_ms": self.per_kernel_overhead_ms,
-            "features": list(FEATURE_NAMES), "table": self.table,
+            "features": list(FEATURE_NAMES), "table": self.table, "ranges": self.ranges,
         }
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         for k in ("seed", "device", "schedule", "target", "tvm_version", "energy_source", "n_train", "created_at",
                   "overhead_ms", "per_kernel_overhead_ms", "table"):
             setattr(self, k, meta[k])
+        self.ranges = meta.get("ranges")
 
     def save(self, path: str | Path) -> Path:
         """Write the model to ``path`` (.json or .npz); returns the path."""
@@ -294,6 +364,19 @@ class CostModel:
     def load(cls, path: str | Path) -> CostModel:
         """Load a saved model of any kind (the kind is read from the file)."""
         return load_cost_model(path)
+
+
+def sampled_ranges(specs: Iterable[KernelSpec]) -> dict[str, dict[str, list[float]]]:
+    """Per kernel type, [min, max] of each ``features.RANGE_DIMS`` over ``specs``."""
+    from .features import kernel_dims, kernel_type
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for s in specs:
+        r = out.setdefault(kernel_type(s), {})
+        for dim, v in kernel_dims(s).items():
+            lo, hi = r.get(dim, [v, v])
+            r[dim] = [min(lo, v), max(hi, v)]
+    return out
 
 
 def model_to_dict(model: CostModel, arrays: dict[str, np.ndarray] | None = None, prefix: str = "") -> dict:
@@ -325,15 +408,18 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
     """
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise CodesignError(f"{where} is not a codesign cost model (no format_version)")
+    if isinstance(meta["format_version"], bool) or not isinstance(meta["format_version"], int):
+        raise CodesignError(f"{where} has format_version {meta['format_version']!r}, not an integer; "
+                            "it was not written by codesign")
     if meta["format_version"] > FORMAT_VERSION:
         raise CodesignError(
             f"{where} has format version {meta['format_version']}, newer than this codesign reads "
             f"({FORMAT_VERSION}); upgrade codesign"
         )
     kind = meta.get("kind")
-    if kind not in _LOADABLE:
-        raise CodesignError(f"{where}: unknown cost model kind {kind!r}; known: {', '.join(sorted(_LOADABLE))}")
-    model = _LOADABLE[kind](seed=meta.get("seed", 0))
+    if kind not in COST_MODELS:
+        raise CodesignError(f"{where}: unknown cost model kind {kind!r}; known: {', '.join(COST_MODELS.names())}")
+    model = COST_MODELS.create(kind, seed=meta.get("seed", 0))
     try:
         model._restore(meta, arrays)
         heads = {}
@@ -345,9 +431,10 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
                     heads[target][k] = arrays[ref] if isinstance(ref, str) else np.asarray(ref, dtype=v["dtype"])
                 else:
                     heads[target][k] = v
-    except (KeyError, TypeError) as exc:
-        raise CodesignError(f"{where} is damaged or incomplete (missing {exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodesignError(f"{where} is damaged or incomplete ({type(exc).__name__}: {exc})") from exc
     model.heads = heads
+    model._check_loaded(where)
     return model
 
 
@@ -439,6 +526,17 @@ class LogLinearModel(CostModel):
         return {"alpha": self.alpha, "global_coef": coef, "global_mean": mean, "global_scale": scale,
                 "family_coef": fam_coef, "family_mean": fam_mean, "family_scale": fam_scale, "family_fitted": has}
 
+    def _check_head(self, target, head):
+        nf, nn, n = len(FAMILIES), len(_NUMERIC), len(FEATURE_NAMES)
+        shapes = {"global_coef": (n + 1,), "global_mean": (n,), "global_scale": (n,), "family_coef": (nf, nn + 1),
+                  "family_mean": (nf, nn), "family_scale": (nf, nn), "family_fitted": (nf,)}
+        for k, shape in shapes.items():
+            if np.shape(head.get(k)) != shape:
+                return f"parameter {k} has shape {np.shape(head.get(k))}, not {shape}"
+        if (np.asarray(head["global_scale"]) == 0).any() or (np.asarray(head["family_scale"]) == 0).any():
+            return "has a zero feature scale"
+        return None
+
     def _predict_head(self, head, specs, x):
         out = np.hstack([np.ones((len(x), 1)), (x - head["global_mean"]) / head["global_scale"]]) @ head["global_coef"]
         for i, s in enumerate(specs):
@@ -465,30 +563,219 @@ class GBDTModel(CostModel):
         base = float(y.mean())
         gbr = GradientBoostingRegressor(init="zero", random_state=self.seed, **self.params)
         gbr.fit(x, y - base)
-        trees = [est[0].tree_ for est in gbr.estimators_]
-        offsets = np.cumsum([0] + [t.node_count for t in trees])[:-1]
-        left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
-        right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1)
-                                for t, o in zip(trees, offsets)])
-        return {
-            "base": base, "learning_rate": self.params["learning_rate"], "roots": offsets.astype(np.int64),
-            "left": left.astype(np.int64), "right": right.astype(np.int64),
-            "feature": np.concatenate([t.feature for t in trees]).astype(np.int64),
-            "threshold": np.concatenate([t.threshold for t in trees]).astype(np.float64),
-            "value": np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64),
-        }
+        return {"base": base, "learning_rate": self.params["learning_rate"],
+                **trees_to_arrays([est[0].tree_ for est in gbr.estimators_])}
+
+    def _check_head(self, target, head):
+        return tree_problem(head, "", len(FEATURE_NAMES))
 
     def _predict_head(self, head, specs, x):
-        # scikit-learn compares float32 features with float64 thresholds: do the same, so that
-        # stored models predict exactly what the fitted ones did.
-        x32 = x.astype(np.float32).astype(np.float64)
-        node = np.broadcast_to(head["roots"], (len(x), len(head["roots"]))).copy()
-        rows = np.arange(len(x))[:, None]
-        while True:
-            leaf = head["left"][node] < 0
-            if leaf.all():
-                break
-            feat = np.where(leaf, 0, head["feature"][node])
-            go_left = x32[rows, feat] <= head["threshold"][node]
-            node = np.where(leaf, node, np.where(go_left, head["left"][node], head["right"][node]))
-        return head["base"] + head["learning_rate"] * head["value"][node].sum(axis=1)
+        return head["base"] + head["learning_rate"] * tree_values(head, x).sum(axis=1)
+
+
+def trees_to_arrays(trees, prefix: str = "") -> dict[str, np.ndarray]:
+    """scikit-learn ``tree_`` objects as flat arrays (node indices offset per tree): what
+    ``tree_values`` evaluates, storable in JSON/npz without scikit-learn or pickle."""
+    offsets = np.cumsum([0] + [t.node_count for t in trees])[:-1]
+    left = np.concatenate([np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, offsets)])
+    right = np.concatenate([np.where(t.children_right >= 0, t.children_right + o, -1) for t, o in zip(trees, offsets)])
+    return {
+        f"{prefix}roots": offsets.astype(np.int64), f"{prefix}left": left.astype(np.int64),
+        f"{prefix}right": right.astype(np.int64),
+        f"{prefix}feature": np.concatenate([t.feature for t in trees]).astype(np.int64),
+        f"{prefix}threshold": np.concatenate([t.threshold for t in trees]).astype(np.float64),
+        f"{prefix}value": np.concatenate([t.value[:, 0, 0] for t in trees]).astype(np.float64),
+    }
+
+
+def tree_values(head: dict, x: np.ndarray, prefix: str = "") -> np.ndarray:
+    """The leaf value every tree of ``trees_to_arrays`` gives every row of ``x``: (rows, trees)."""
+    roots, left, right = head[f"{prefix}roots"], head[f"{prefix}left"], head[f"{prefix}right"]
+    feature, threshold = head[f"{prefix}feature"], head[f"{prefix}threshold"]
+    # scikit-learn compares float32 features with float64 thresholds: do the same, so that
+    # stored models predict exactly what the fitted ones did.
+    x32 = x.astype(np.float32).astype(np.float64)
+    node = np.broadcast_to(roots, (len(x), len(roots))).copy()
+    rows = np.arange(len(x))[:, None]
+    for _ in range(len(left) + 1):  # no walk is longer than the nodes (bounds a damaged tree)
+        leaf = left[node] < 0
+        if leaf.all():
+            break
+        feat = np.where(leaf, 0, feature[node])
+        go_left = x32[rows, feat] <= threshold[node]
+        node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
+    else:
+        raise CodesignError("a cost model tree walk did not end: the model's trees are damaged")
+    return head[f"{prefix}value"][node]
+
+
+def tree_problem(head: dict, prefix: str, n_features: int) -> str | None:
+    """What is wrong with the ``trees_to_arrays`` trees under ``prefix`` of a loaded head (None:
+    nothing): arrays of different lengths, roots or children out of range, a child that does not
+    follow its parent (a walk that could loop), a split on a feature that does not exist."""
+    try:
+        roots, left, right, feature = (np.asarray(head[f"{prefix}{k}"]) for k in ("roots", "left", "right", "feature"))
+        threshold, value = np.asarray(head[f"{prefix}threshold"]), np.asarray(head[f"{prefix}value"])
+    except KeyError as exc:
+        return f"trees lack {exc}"
+    n = len(left)
+    for k, arr in (("right", right), ("feature", feature), ("threshold", threshold), ("value", value)):
+        if arr.shape != (n,):
+            return f"tree array {prefix}{k} has {arr.size} entries, not {n}"
+    if any(arr.dtype.kind not in "iu" for arr in (roots, left, right, feature)):
+        return "tree node indices are not integers"
+    if roots.ndim != 1 or ((roots < 0) | (roots >= n)).any():
+        return f"tree roots lie outside the {n} nodes"
+    inner = np.flatnonzero(left >= 0)
+    # A child always follows its parent (as scikit-learn numbers them): every walk ends.
+    if ((left[inner] <= inner) | (left[inner] >= n) | (right[inner] <= inner) | (right[inner] >= n)).any():
+        return "trees refer to nodes out of range or back to themselves"
+    if ((feature[inner] < 0) | (feature[inner] >= n_features)).any():
+        return f"trees split on features outside the {n_features} known"
+    return None
+
+
+@register_cost_model("kernel-type")
+class KernelTypeModel(CostModel):
+    """nn-Meter's kernel predictors on codesign's kernels: one random forest per kernel type.
+
+    Each kernel type (``features.KERNEL_TYPES``: dense kxk conv, pointwise, depthwise, grouped,
+    dense layer, max/avg pool, global pool, batch norm, add, mul, activation, ...) gets its own
+    forest on ``features.TYPE_FEATURE_NAMES`` (shapes, FLOPs, bytes, arithmetic intensity, loop
+    details) regressing log latency; types with fewer than ``min_type_rows`` profiled kernels fall
+    back to one forest over all types. Meant to be fitted on kernels sampled per type, as
+    ``codesign fit --adaptive`` does (``codesign.predict.adaptive``).
+
+    Uncertainty: the spread of the trees' predictions, scaled per type so that the interval
+    covers ``level`` of the out-of-bag residuals of the fit (a split-conformal calibration on the
+    kernels each tree did not see): ``predict_interval`` returns it in ms.
+    """
+
+    def __init__(self, seed: int = 0, n_estimators: int = 64, min_samples_leaf: int = 1, max_features: float = 0.7,
+                 min_type_rows: int = 10, level: float = 0.9):
+        super().__init__(seed)
+        self.params = {"n_estimators": int(n_estimators), "min_samples_leaf": int(min_samples_leaf),
+                       "max_features": float(max_features)}
+        self.min_type_rows = int(min_type_rows)
+        self.level = float(level)
+
+    def _forest(self, x: np.ndarray, y: np.ndarray, prefix: str, head: dict) -> None:
+        from sklearn.ensemble import RandomForestRegressor
+
+        # Trees cannot extrapolate: a kernel smaller or larger than every sampled one would get
+        # the nearest leaf's latency. A ridge line in the log work terms carries the trend in
+        # size, and the forest learns what it misses (the irregularities of the generated code).
+        coef, mean, scale = _ridge(x[:, _TREND], y, 1.0)
+        trend = np.hstack([np.ones((len(x), 1)), (x[:, _TREND] - mean) / scale]) @ coef
+        head.update({f"{prefix}trend_coef": coef, f"{prefix}trend_mean": mean, f"{prefix}trend_scale": scale})
+        rf = RandomForestRegressor(bootstrap=True, oob_score=len(y) >= 4, random_state=self.seed, n_jobs=1,
+                                   **self.params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Some inputs do not have OOB scores"
+            rf.fit(x, y - trend)
+        y = y - trend
+        head.update(trees_to_arrays([est.tree_ for est in rf.estimators_], prefix))
+        spread = np.maximum(tree_values(head, x, prefix).std(axis=1), _MIN_SPREAD)
+        q = 3.0  # few rows: a wide default
+        if len(y) >= 4:
+            oob = getattr(rf, "oob_prediction_", None)
+            ok = np.isfinite(oob) if oob is not None else np.zeros(len(y), bool)
+            if ok.sum() >= 4:
+                q = float(np.quantile(np.abs(y[ok] - oob[ok]) / spread[ok], self.level))
+        head["q"][prefix] = q
+
+    def _fit_head(self, specs, x, y):
+        from .features import KERNEL_TYPES, kernel_type, type_feature_matrix
+
+        types = np.array([kernel_type(s) for s in specs])
+        tx = type_feature_matrix(specs)
+        head: dict[str, Any] = {"types": [], "q": {}, "level": self.level}
+        onehot = (types[:, None] == np.array(KERNEL_TYPES)[None, :]).astype(np.float64)
+        self._forest(np.hstack([tx, onehot]), y, "global:", head)
+        for t in KERNEL_TYPES:
+            rows = types == t
+            if rows.sum() >= self.min_type_rows:
+                self._forest(tx[rows], y[rows], f"{t}:", head)
+                head["types"].append(t)
+        return head
+
+    def _log_trees(self, head, specs) -> np.ndarray:
+        """Per-tree log predictions (rows, trees) and each row's interval scale."""
+        from .features import KERNEL_TYPES, kernel_type, type_feature_matrix
+
+        types = np.array([kernel_type(s) for s in specs])
+        tx = type_feature_matrix(specs)
+        n_trees = len(head["global:roots"])
+        out = np.empty((len(specs), n_trees))
+        q = np.empty(len(specs))
+        fallback = ~np.isin(types, head["types"])
+        if fallback.any():
+            onehot = (types[fallback, None] == np.array(KERNEL_TYPES)[None, :]).astype(np.float64)
+            out[fallback] = _trend_and_trees(head, np.hstack([tx[fallback], onehot]), "global:")
+            q[fallback] = head["q"]["global:"]
+        for t in set(types[~fallback]):
+            rows = types == t
+            out[rows] = _trend_and_trees(head, tx[rows], f"{t}:")
+            q[rows] = head["q"][f"{t}:"]
+        return out, q
+
+    def _predict_head(self, head, specs, x):
+        return self._log_trees(head, specs)[0].mean(axis=1)
+
+    def _check_head(self, target, head):
+        from .features import KERNEL_TYPES, TYPE_FEATURE_NAMES
+
+        if not isinstance(head.get("types"), list) or not isinstance(head.get("q"), dict):
+            return "lacks its kernel types"
+        for prefix in ["global:"] + [f"{t}:" for t in head["types"]]:
+            n = len(TYPE_FEATURE_NAMES) + (len(KERNEL_TYPES) if prefix == "global:" else 0)
+            problem = tree_problem(head, prefix, n)
+            if problem:
+                return problem
+        return None
+
+    def predict_interval(self, specs, use_measured: bool = True, target: str = "latency_ms"):
+        self._check_fitted()
+        specs = list(specs)
+        lo, hi = np.empty(len(specs)), np.empty(len(specs))
+        todo = []
+        for i, s in enumerate(specs):
+            row = self.table.get(s.key()) if use_measured else None
+            if row is not None and target in row:
+                lo[i] = hi[i] = row[target]
+            else:
+                todo.append(i)
+        if todo:
+            trees, q = self._log_trees(self.heads[target], [specs[i] for i in todo])
+            mean, spread = trees.mean(axis=1), np.maximum(trees.std(axis=1), _MIN_SPREAD)
+            lo[todo], hi[todo] = np.exp(mean - q * spread), np.exp(mean + q * spread)
+        return lo, hi
+
+    def _meta(self):
+        meta = super()._meta()
+        meta.update(params=self.params, min_type_rows=self.min_type_rows, level=self.level)
+        return meta
+
+    def _restore(self, meta, arrays=None):
+        super()._restore(meta, arrays)
+        self.params, self.min_type_rows, self.level = meta["params"], meta["min_type_rows"], meta["level"]
+
+
+# Smallest spread of the trees' log predictions an interval is scaled from (1 %).
+_MIN_SPREAD = 0.01
+
+
+def _trend_columns() -> list[int]:
+    from .features import TYPE_FEATURE_NAMES
+
+    return [TYPE_FEATURE_NAMES.index(n) for n in ("log_flops", "log_bytes", "log_out_elements", "log_reduction")]
+
+
+_TREND = _trend_columns()
+
+
+def _trend_and_trees(head: dict, x: np.ndarray, prefix: str) -> np.ndarray:
+    """Per-tree log predictions: the ridge trend plus each tree's residual."""
+    z = (x[:, _TREND] - head[f"{prefix}trend_mean"]) / head[f"{prefix}trend_scale"]
+    trend = np.hstack([np.ones((len(x), 1)), z]) @ head[f"{prefix}trend_coef"]
+    return trend[:, None] + tree_values(head, x, prefix)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CodesignError
-from ..kernelspec import KernelSpec
+from ..kernelspec import ELEMENTWISE, KernelSpec
 
 DTYPE = "float32"
 
@@ -40,6 +40,18 @@ def _activation(te_tensor, name: str):
             te_tensor.shape,
             lambda *i: te_tensor(*i) * te.min(te.max(te_tensor(*i) + 3.0, 0.0), 6.0) / 6.0,
             name="hardswish",
+        )
+    if name == "hardsigmoid":
+        return te.compute(te_tensor.shape, lambda *i: te.min(te.max(te_tensor(*i) + 3.0, 0.0), 6.0) / 6.0,
+                          name="hardsigmoid")
+    if name == "silu":
+        return te.compute(te_tensor.shape, lambda *i: te_tensor(*i) * te.sigmoid(te_tensor(*i)), name="silu")
+    if name == "gelu":
+        # exact GELU, as the ONNX graphs exporters write at opset 17 (x * 0.5 * (1 + erf(x / sqrt 2)))
+        return te.compute(
+            te_tensor.shape,
+            lambda *i: te_tensor(*i) * 0.5 * (1.0 + te.erf(te_tensor(*i) * 0.7071067811865476)),
+            name="gelu",
         )
     raise CodesignError(f"no TVM builder for activation {name!r}")
 
@@ -84,7 +96,7 @@ def build(spec: KernelSpec) -> Built:
         k, s, p = spec.attr("kernel"), spec.attr("stride"), spec.attr("padding")
         out = topi.nn.pool2d(
             data, (k, k), (s, s), (1, 1), (p, p, p, p), "avg" if op == "avg_pool2d" else "max",
-            count_include_pad=bool(spec.attr("count_include_pad", False)),
+            ceil_mode=bool(spec.attr("ceil_mode")), count_include_pad=bool(spec.attr("count_include_pad", False)),
         )
     elif op == "global_avg_pool2d":
         out = topi.nn.global_pool(data, "avg")
@@ -95,10 +107,12 @@ def build(spec: KernelSpec) -> Built:
         out = te.compute(data.shape, lambda b, o, y, x: data[b, o, y, x] * scale[o] + shift[o], name="bn")
         out = _activation(out, spec.attr("activation"))
         extra = [scale, shift]
-    elif op in ("relu", "relu6", "hardswish", "sigmoid"):
+    elif op in ELEMENTWISE:
         out = _activation(data, op)
     elif op in ("add", "mul"):
-        other = te.placeholder(spec.input_shape, name="other", dtype=DTYPE)
+        n, c = spec.input_shape[:2]
+        other_shape = (n, c, 1, 1) if op == "mul" and spec.attr("broadcast") else spec.input_shape
+        other = te.placeholder(other_shape, name="other", dtype=DTYPE)
         out = topi.add(data, other) if op == "add" else topi.multiply(data, other)
         if op == "add":
             out = _activation(out, spec.attr("activation"))
@@ -107,8 +121,29 @@ def build(spec: KernelSpec) -> Built:
         f, o = spec.input_shape[1], spec.attr("out_features")
         weight = te.placeholder((o, f), name="weight", dtype=DTYPE)
         bias = te.placeholder((o,), name="bias", dtype=DTYPE) if spec.attr("bias") else None
-        out = _activation(topi.nn.dense(data, weight, bias, out_dtype=DTYPE), spec.attr("activation"))
+        out = topi.nn.dense(data, weight, bias, out_dtype=DTYPE)
         extra = [weight] + ([bias] if bias is not None else [])
+        if spec.attr("residual"):
+            res = te.placeholder((spec.input_shape[0], o), name="residual", dtype=DTYPE)
+            out = topi.add(out, res)
+            extra.append(res)
+        out = _activation(out, spec.attr("activation"))
+    elif op == "lrn":
+        # torch's LocalResponseNorm defaults, as exported (alpha 1e-4, beta 0.75, bias 1)
+        out = topi.nn.lrn(data, spec.attr("size"), 1, 0.0001, 0.75, 1.0)
+    elif op == "softmax":
+        out = topi.nn.softmax(data, axis=-1)
+    elif op == "layer_norm":
+        cols = spec.input_shape[1]
+        gamma = te.placeholder((cols,), name="gamma", dtype=DTYPE)
+        beta = te.placeholder((cols,), name="beta", dtype=DTYPE)
+        out = _activation(topi.nn.layer_norm(data, gamma, beta, [1], 1e-5), spec.attr("activation"))
+        extra = [gamma, beta]
+    elif op == "batch_matmul":
+        b, _, k = spec.input_shape
+        other = te.placeholder((b, k, spec.attr("n")), name="other", dtype=DTYPE)
+        out = topi.nn.batch_matmul(data, other, transpose_a=False, transpose_b=False)
+        extra = [other]
     else:
         raise CodesignError(f"no TVM builder for op {op!r}")
     args = [data, *extra, out]
@@ -146,6 +181,9 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         "relu6": F.relu6,
         "hardswish": F.hardswish,
         "sigmoid": torch.sigmoid,
+        "hardsigmoid": F.hardsigmoid,
+        "silu": F.silu,
+        "gelu": F.gelu,
     }
     op = spec.op
     if op == "conv2d":
@@ -160,11 +198,12 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
             return a(y + res if res is not None else y)
 
         return run
+    ceil = bool(spec.attr("ceil_mode", False))
     if op == "avg_pool2d":
-        return lambda: F.avg_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"),
+        return lambda: F.avg_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"), ceil_mode=ceil,
                                     count_include_pad=bool(spec.attr("count_include_pad", False)))
     if op == "max_pool2d":
-        return lambda: F.max_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"))
+        return lambda: F.max_pool2d(x, spec.attr("kernel"), spec.attr("stride"), spec.attr("padding"), ceil_mode=ceil)
     if op == "global_avg_pool2d":
         return lambda: F.adaptive_avg_pool2d(x, 1)
     if op == "batch_norm":
@@ -173,6 +212,9 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         return lambda: a(x * scale[:, None, None] + shift[:, None, None])
     if op in act:
         return lambda: act[op](x)
+    if op == "mul" and spec.attr("broadcast"):
+        scale = torch_randn(*spec.input_shape[:2], 1, 1, generator=gen)
+        return lambda: x * scale
     if op in ("add", "mul"):
         other = torch_randn(spec.input_shape, generator=gen)
         a = act[spec.attr("activation")] if op == "add" else act["none"]
@@ -180,6 +222,20 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
     if op == "dense":
         w = torch_randn(spec.attr("out_features"), spec.input_shape[1], generator=gen)
         b = torch_randn(spec.attr("out_features"), generator=gen) if spec.attr("bias") else None
+        res = torch_randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None
         a = act[spec.attr("activation")]
-        return lambda: a(F.linear(x, w, b))
+        return lambda: a(F.linear(x, w, b) + res) if res is not None else a(F.linear(x, w, b))
+    if op == "lrn":
+        return lambda: F.local_response_norm(x, spec.attr("size"))
+    if op == "softmax":
+        return lambda: torch.softmax(x, -1)
+    if op == "layer_norm":
+        cols = spec.input_shape[1]
+        gamma, beta = torch_randn(cols, generator=gen), torch_randn(cols, generator=gen)
+        a = act[spec.attr("activation")]
+        return lambda: a(F.layer_norm(x, (cols,), gamma, beta))
+    if op == "batch_matmul":
+        b, _, k = spec.input_shape
+        other = torch_randn(b, k, spec.attr("n"), generator=gen)
+        return lambda: torch.bmm(x, other)
     raise CodesignError(f"no PyTorch reference for op {op!r}")

@@ -8,7 +8,10 @@ Made practical on CPU hosts by three measures (each seen to matter on a 2-core x
 - replay-trace search with the random cost model by default, ``evolutionary`` + XGBoost where
   ``CODESIGN_MS_STRATEGY=evolutionary`` asks for it (better schedules, 5-10x the time).
 
-A kernel already in the database is compiled from its best record without tuning again. For a
+A kernel already in the database is compiled from its best record without tuning again, where
+that record was tuned for the same target: TVM's databases look records up by workload alone and
+would hand a kernel tuned for another CPU (or core count) to this one, so codesign reads a tuning
+directory through ``target_records``, which keeps only this target's records. For a
 GPU target the placeholder of that target's own intrinsics is left out (its tensor-core rules
 need them); GPU tuning runs the same code path but is not exercised on the CPU-only hosts
 codesign is tested on.
@@ -28,7 +31,9 @@ from ..errors import CodesignError
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
 
 
-def _meta_schedule(target_kind: str = "llvm"):
+def meta_schedule(target_kind: str = "llvm"):
+    """TVM's MetaSchedule module, importable in seconds on a CPU target (see DESIGN.md: the other
+    targets' tensor intrinsics are left unregistered)."""
     # A GPU target keeps its own intrinsics (tensor-core rules need them): pay the registration.
     for name in _GPU_INTRINSICS:
         if name == target_kind:
@@ -40,7 +45,8 @@ def _meta_schedule(target_kind: str = "llvm"):
     return ms
 
 
-def _in_process_builder(ms):
+def in_process_builder(ms):
+    """A MetaSchedule builder compiling candidates in this process (0.2 s each, not ~1 s)."""
     import tvm
     from tvm.ir.utils import derived_object
 
@@ -64,29 +70,52 @@ def _in_process_builder(ms):
     return InProcessBuilder()
 
 
+def target_records(ms, database, target, mods):
+    """The records of ``database`` for the workloads ``mods`` (normalised IRModules) tuned for
+    ``target``, as an in-memory database to query and apply.
+
+    A tuning directory kept across runs may hold records of several devices (the profile's default
+    ``<db>.tuning`` serves every device of a profile database); ``Database.query_tuning_record``
+    and ``MetaScheduleApplyDatabase`` ignore the target and take the fastest record of a workload,
+    whatever CPU it ran on.
+    """
+    key = str(target)
+    mine = ms.database.MemoryDatabase(module_equality="structural")
+    for mod in mods:
+        if not database.has_workload(mod):
+            continue
+        records = [r for r in database.get_top_k(database.commit_workload(mod), len(database))
+                   if r.target is not None and str(r.target) == key]
+        if records:
+            mine.commit_workload(mod)  # a query looks for the workload before its records
+            for record in records:
+                mine.commit_tuning_record(record)
+    return mine
+
+
 def tune_and_compile(func, target, trials: int, work_dir: str | None):
     """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
     import tvm
 
-    ms = _meta_schedule(str(target.kind.name))
+    ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if work_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(work_dir, exist_ok=True)
     mod = tvm.IRModule({"main": func})
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
-    sch = ms.tir_integration.compile_tir(database, mod, target)
+    sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
         evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
         database = ms.tir_integration.tune_tir(
             mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-            builder=_in_process_builder(ms), database=database,
+            builder=in_process_builder(ms), database=database,
             cost_model="xgb" if evolutionary else "random",
             strategy="evolutionary" if evolutionary else "replay-trace",
             num_tuning_cores=1, seed=0,
         )
-        sch = ms.tir_integration.compile_tir(database, mod, target)
+        sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
         raise CodesignError("MetaSchedule found no valid schedule for this kernel")
     return tvm.compile(sch.mod, target=target)

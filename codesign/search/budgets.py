@@ -20,7 +20,7 @@ from .costs import CostTable
 
 @dataclass
 class Budget:
-    metric: str  # latency_ms | energy_mj
+    metric: str  # latency_ms | energy_mj | area_mm2
     spec: str  # as given: "2.5" or "0.5x"
     limit: float = math.nan  # resolved, in the metric's unit
 
@@ -46,19 +46,96 @@ def resolve(budgets: list[Budget], costs: CostTable, space) -> list[Budget]:
     out = []
     for b in budgets:
         if b.metric not in costs.metrics():
+            if b.metric == "area_mm2":
+                raise CodesignError("an area_mm2 budget needs an accelerator target (--device accel:NAME or "
+                                    "--hw-space NAME); a TVM device has a fixed area")
             raise CodesignError(f"a {b.metric} budget needs a cost model that predicts {b.metric}; "
                                 f"this one predicts {', '.join(costs.metrics())}")
-        table = costs.table[b.metric]
-        top = costs.of(space.costliest(table), b.metric)
-        low = costs.of(space.cheapest(table), b.metric)
+        _, top = costs.extreme(space, b.metric, "max")
+        _, low = costs.extreme(space, b.metric, "min")
         limit = float(b.spec[:-1]) * top if b.spec.endswith("x") else float(b.spec)
+        unit = b.metric.split("_")[1]
         if limit < low:
+            if b.metric == "area_mm2":
+                raise CodesignError(f"area budget {b.spec} ({limit:.4g} mm2) is below the smallest accelerator of "
+                                    f"{costs.device}: {low:.4g} mm2 (the largest is {top:.4g} mm2)")
             raise CodesignError(
                 f"{b.metric} budget {b.spec} ({limit:.4g}) is below the cheapest network of the {space.name} "
-                f"space on {costs.device}: the minimum achievable is {low:.4g} {b.metric.split('_')[1]} "
+                f"space on {costs.device}: the minimum achievable is {low:.4g} {unit} "
                 f"({low / top:.3f}x); the costliest is {top:.4g}")
         out.append(Budget(b.metric, b.spec, limit))
+    if costs.hardware is not None and len(out) > 1:
+        _check_together(out, costs, space)
     return out
+
+
+def _check_together(budgets: list[Budget], costs: CostTable, space) -> None:
+    """On hardware, some config must meet every budget at once (each with its cheapest network)."""
+    for c in range(costs.hardware.n_configs):
+        hw = costs.hardware.choices_of(c)
+        if all(costs.of(space.cheapest(costs.network_table("latency_ms" if b.metric == "area_mm2" else b.metric, c))
+                        + hw, b.metric) <= b.limit for b in budgets):
+            return
+    raise CodesignError("no accelerator config of " + costs.device + " meets every budget together ("
+                        + ", ".join(f"{b.metric} <= {b.limit:.4g}" for b in budgets)
+                        + "): a smaller area makes the network slower; relax one of them")
+
+
+def implied_budgets(budgets: list[Budget], costs: CostTable, tolerance: float = 0.1) -> list[str]:
+    """Notes on budgets that another budget already implies: where the table's energy is
+    proportional to its latency (energy modelled from latency, as the CPU rooflines do), an energy
+    budget and a latency budget are one budget in two units, and only the tighter one binds."""
+    by = {b.metric: b for b in budgets}
+    if "latency_ms" not in by or "energy_mj" not in by or "energy_mj" not in costs.table:
+        return []
+    lat = np.concatenate([np.ravel(t) for t in costs.table["latency_ms"]] + [np.ravel(costs.base["latency_ms"])])
+    en = np.concatenate([np.ravel(t) for t in costs.table["energy_mj"]] + [np.ravel(costs.base["energy_mj"])])
+    keep = lat > 1e-12
+    if keep.sum() < 2:
+        return []
+    ratio = en[keep] / lat[keep]
+    r = float(np.median(ratio))
+    if not (r > 0 and np.all(np.abs(ratio / r - 1.0) <= tolerance)):
+        return []
+    lb, eb = by["latency_ms"], by["energy_mj"]
+    if eb.limit / r >= lb.limit:
+        return [f"the energy budget ({eb.limit:.4g} mJ) is implied by the latency budget: energy here is "
+                f"{r:.3g} mJ per ms of latency (within {tolerance:.0%}), so {lb.limit:.4g} ms means at most "
+                f"{lb.limit * r:.4g} mJ; only the latency budget binds"]
+    return [f"the latency budget ({lb.limit:.4g} ms) is implied by the energy budget: energy here is "
+            f"{r:.3g} mJ per ms of latency (within {tolerance:.0%}), so {eb.limit:.4g} mJ means at most "
+            f"{eb.limit / r:.4g} ms; only the energy budget binds"]
+
+
+OBJECTIVES = ("none", "latency", "energy", "edp")
+
+
+def expected_objective(costs: CostTable, probs: list[torch.Tensor], objective: str) -> torch.Tensor | None:
+    """The expected quantity to minimise inside the budgets (differentiable), or None.
+
+    ``latency`` and ``energy`` are the expected ``latency_ms`` / ``energy_mj``; ``edp`` the expected
+    energy-delay product (mJ x ms), on hardware ``sum_c q(c) latency_c * energy_c``."""
+    if objective == "none":
+        return None
+    if objective == "latency":
+        return costs.expected(probs, "latency_ms")
+    if objective == "energy":
+        return costs.expected(probs, "energy_mj")
+    if objective == "edp":
+        if costs.hardware is None:
+            return costs.expected(probs, "latency_ms") * costs.expected(probs, "energy_mj")
+        q = costs.hardware.joint(list(probs[costs.n_network:])).to(probs[0].dtype)
+        return q @ (costs.per_config(probs, "latency_ms") * costs.per_config(probs, "energy_mj"))
+    raise CodesignError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+
+
+def objective_of(costs: CostTable, choices: list[int], objective: str) -> float:
+    """The objective of one design by the additive table (0 for ``none``)."""
+    if objective == "none":
+        return 0.0
+    if objective == "edp":
+        return costs.of(choices, "latency_ms") * costs.of(choices, "energy_mj")
+    return costs.of(choices, "latency_ms" if objective == "latency" else "energy_mj")
 
 
 class Multipliers:
@@ -88,16 +165,21 @@ def satisfied(costs: CostTable, choices: list[int], budgets: list[Budget], margi
 
 def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray], budgets: list[Budget],
            margin: float = 1.0, max_steps: int = 1000) -> tuple[list[int], int]:
-    """Greedy repair: while a budget is exceeded, make the valid single change that loses the least
-    architecture log-probability per unit of normalised cost saved. Returns (choices, changes)."""
+    """Greedy repair: while a budget is exceeded, make the valid single change (of a network option
+    or, on hardware, of a hardware parameter) that loses the least architecture log-probability per
+    unit of normalised cost saved. Returns (choices, changes)."""
     cur, steps = list(choices), 0
     while not satisfied(costs, cur, budgets, margin):
         if steps >= max_steps:
             break
-        over = [b for b in budgets if costs.of(cur, b.metric) > b.limit * margin]
+        now = {b.metric: costs.of(cur, b.metric) for b in budgets}
+        over = [b for b in budgets if now[b.metric] > b.limit * margin]
         best, best_score = None, -math.inf
-        for cand in _neighbours(space, cur):
-            saved = sum((costs.of(cur, b.metric) - costs.of(cand, b.metric)) / b.limit for b in over)
+        for cand in _neighbours(space, costs, cur):
+            after = {b.metric: costs.of(cand, b.metric) for b in budgets}
+            if not all(math.isfinite(v) for v in after.values()):
+                continue  # an infeasible layer/config pair never wins
+            saved = sum((min(now[b.metric], 1e30) - after[b.metric]) / b.limit for b in over)
             if saved <= 1e-12:
                 continue
             loss = sum(math.log(max(probs[d][cur[d]], 1e-12)) - math.log(max(probs[d][cand[d]], 1e-12))
@@ -109,22 +191,31 @@ def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray],
             break
         cur, steps = best, steps + 1
     if not satisfied(costs, cur, budgets, margin):
-        cheapest = space.cheapest(costs.table[budgets[0].metric])
-        if satisfied(costs, cheapest, budgets, margin):
-            return cheapest, steps + 1
+        for b in budgets:  # the cheapest design in each budget's metric, if it meets them all
+            cheapest, _ = costs.extreme(space, b.metric, "min")
+            if satisfied(costs, cheapest, budgets, margin):
+                return cheapest, steps + 1
         raise CodesignError("no network of the space meets every budget together; relax one of them")
     return cur, steps
 
 
-def _neighbours(space, choices: list[int]):
+def _neighbours(space, costs: CostTable, choices: list[int]):
+    net, hw = costs.split(choices)
     decisions = space.decisions()
     for d, dec in enumerate(decisions):
         for k in range(len(dec.options)):
-            if k != choices[d]:
-                cand = list(choices)
+            if k != net[d]:
+                cand = list(net)
                 cand[d] = k
                 if space.valid(cand):
-                    yield cand
+                    yield cand + hw
     # spaces with coupled decisions (DARTS: two inputs per node) also move an edge
     if hasattr(space, "neighbours"):
-        yield from space.neighbours(choices)
+        for cand in space.neighbours(net):
+            yield list(cand) + hw
+    for i, n in enumerate(costs.hw_sizes()):
+        for k in range(n):
+            if k != hw[i]:
+                h = list(hw)
+                h[i] = k
+                yield net + h

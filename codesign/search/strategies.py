@@ -31,6 +31,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -40,43 +42,59 @@ import torch.nn.functional as F
 from .. import gumbel_softmax
 from ..data import batches
 from ..errors import CodesignError
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..spaces.base import SearchSpace
 from . import checkpoint as ckpt
-from .budgets import Multipliers, satisfied
+from .budgets import Budget, Multipliers, expected_objective, satisfied
+from .costs import CostTable
 from .train import cosine_lr, evaluate, train_network
 
-_STRATEGIES: dict[str, type] = {}
-
-
-def register_strategy(name: str):
-    def deco(cls):
-        _STRATEGIES[name] = cls
-        cls.name = name
-        return cls
-
-    return deco
+STRATEGIES = Registry("strategy")
+register_strategy = STRATEGIES.register
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def create_strategy(name: str, ctx: SearchContext):
-    if name not in _STRATEGIES:
-        raise CodesignError(f"unknown strategy {name!r}; choose from {', '.join(list_strategies())}")
-    return _STRATEGIES[name](ctx)
+    return STRATEGIES.create(name, ctx)
+
+
+class StrategySettings(Protocol):
+    """The settings strategies read (``codesign.pipeline.SearchConfig`` provides them)."""
+
+    seed: int
+    epochs: int
+    warmup_epochs: int
+    batch_size: int
+    lr: float
+    arch_lr: float
+    weight_decay: float
+    lagrange_lr: float
+    tau_max: float
+    tau_min: float
+    candidates: int
+    candidate_epochs: int
+    population: int
+    tournament: int
+    objective: str  # none | latency | energy | edp: minimised inside the budgets
+    objective_weight: float
 
 
 @dataclass
 class SearchContext:
-    space: object
+    space: SearchSpace
     x_train: torch.Tensor  # the bilevel split: weights learn on train, architecture on val
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
-    costs: object  # CostTable
-    budgets: list
-    cfg: object  # SearchConfig
-    checkpoint_stem: object = None  # Path stem, or None: no checkpoints
+    costs: CostTable
+    budgets: list[Budget]
+    cfg: StrategySettings
+    checkpoint_stem: Path | None = None  # checkpoints at <stem>.npz/.json; None: no checkpoints
     log: Callable[[dict], None] = lambda rec: None
     progress: bool = False
     augment: bool = False
@@ -99,6 +117,32 @@ def _check_finite(loss: torch.Tensor, where: str, ctx: SearchContext) -> None:
                             "or relax the budgets, then --resume")
 
 
+def hardware_label(costs: CostTable, choices) -> dict | None:
+    """The hardware parameters a choice vector picks ({} for a fixed accelerator, None on TVM)."""
+    if costs.hardware is None:
+        return None
+    return costs.hardware.params(costs.split(choices)[1])
+
+
+def random_design(space, costs: CostTable, rng: random.Random) -> list[int]:
+    """A uniformly random network (and, on hardware, accelerator config)."""
+    return space.random_choices(rng) + [rng.randrange(n) for n in costs.hw_sizes()]
+
+
+def mutate_design(space, costs: CostTable, choices: list[int], rng: random.Random) -> list[int]:
+    """One change: a network decision, or (on hardware, in proportion to the parameter count) one
+    hardware parameter."""
+    net, hw = costs.split(choices)
+    sizes = [n for n in costs.hw_sizes()]
+    movable = [i for i, n in enumerate(sizes) if n > 1]
+    if movable and rng.random() < len(movable) / (len(movable) + len(net)):
+        i = rng.choice(movable)
+        hw = list(hw)
+        hw[i] = rng.choice([k for k in range(sizes[i]) if k != hw[i]])
+        return list(net) + hw
+    return space.mutate(net, rng) + list(hw)
+
+
 # ---------------------------------------------------------------------------------------------
 # Gradient strategies
 # ---------------------------------------------------------------------------------------------
@@ -115,8 +159,10 @@ class GradientSearch:
         cfg = ctx.cfg
         torch.manual_seed(cfg.seed)
         self.net = ctx.space.supernet()
-        self.alphas = nn.ParameterList(
-            nn.Parameter(1e-3 * torch.randn(len(d.options))) for d in ctx.space.decisions())
+        # One logit vector per network decision, then (co-search) one per hardware parameter.
+        sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
+        self.n_net = len(ctx.space.decisions())
+        self.alphas = nn.ParameterList(nn.Parameter(1e-3 * torch.randn(n)) for n in sizes)
         weights = list(self.net.parameters())
         self.w_opt = (ctx.weight_optimizer_factory(weights) if ctx.weight_optimizer_factory else
                       torch.optim.SGD(weights, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay))
@@ -163,23 +209,51 @@ class GradientSearch:
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
 
     def sample(self, seed: int):
-        """Hard Gumbel-softmax sample of every decision, drawn in one call: (weights list, index
-        list). The decisions' logits are the rows of a [decisions, max options] tensor whose
-        missing options (decisions with fewer options) are -inf: softmax gives them exactly 0,
-        they are never sampled and get no gradient (:func:`masked_logits`)."""
+        """Hard Gumbel-softmax sample of every decision, network and (co-search) hardware, drawn in
+        one call: (weights list, index list), the network's decisions first. The logits are the
+        rows of a [decisions, max options] tensor whose missing options (decisions with fewer
+        options) are -inf: softmax gives them exactly 0, they are never sampled and get no
+        gradient (:func:`masked_logits`). The hardware rows are one accelerator config per step
+        with a straight-through gradient."""
         y, index = gumbel_softmax(masked_logits(list(self.alphas)), tau=self.tau(), hard=True, seed=seed % (2**62))
         return [y[d, :len(a)] for d, a in enumerate(self.alphas)], index.tolist()
 
-    def forward(self, x, seed: int):
+    def sample_hardware(self, seed: int) -> list[torch.Tensor]:
+        """The hardware part of :meth:`sample` (the same draw for the same seed)."""
+        return self.sample(seed)[0][self.n_net:] if len(self.alphas) > self.n_net else []
+
+    def forward(self, x, seed: int, sampled=None):
+        """The supernet's output; gdas runs the sampled path (``sampled``: a draw of
+        :meth:`sample` to reuse, else one is drawn)."""
         if self.single_path:
-            ws, idx = self.sample(seed)
-            return self.net(x, ws, idx)
-        return self.net(x, self.probs())
+            ws, idx = sampled if sampled is not None else self.sample(seed)
+            return self.net(x, ws[:self.n_net], idx[:self.n_net])
+        return self.net(x, self.probs()[:self.n_net])
+
+    def cost_probs(self, sampled=None) -> list[torch.Tensor]:
+        """The distribution the budgets' expectations are taken under: softmax of every logit
+        vector; gdas takes its sampled accelerator config (one per step, from the step's draw
+        ``sampled``) for the hardware."""
+        probs = self.probs()
+        if sampled is not None and len(probs) > self.n_net:
+            probs = probs[:self.n_net] + sampled[0][self.n_net:]
+        return probs
 
     def arch_loss(self, xv, yv, seed):
-        out = self.forward(xv, seed)
+        sampled = self.sample(seed) if self.single_path else None
+        out = self.forward(xv, seed, sampled)
         ce = F.cross_entropy(out, yv)
-        pen, expected = self.mult.penalty(self.ctx.costs, self.probs())
+        probs = self.cost_probs(sampled)
+        pen, expected = self.mult.penalty(self.ctx.costs, probs)
+        cfg = self.ctx.cfg
+        if len(probs) > self.n_net:
+            # Co-search: the objective steers the hardware (which cannot change the accuracy); the
+            # network answers to the accuracy within the budgets, as on a fixed device. Letting the
+            # objective pull the network too collapses it to parameter-free cells.
+            probs = [p.detach() for p in probs[:self.n_net]] + list(probs[self.n_net:])
+        obj = expected_objective(self.ctx.costs, probs, getattr(cfg, "objective", None) or "none")
+        if obj is not None:
+            pen = pen + getattr(cfg, "objective_weight", 0.0) * torch.log(obj.clamp_min(1e-12))
         return ce, pen, expected, out
 
     def arch_step(self, xv, yv, xt, yt, seed, lr_w):
@@ -237,9 +311,9 @@ class GradientSearch:
         self.w_opt.zero_grad(set_to_none=True)
         if self.single_path:
             ws, idx = self.sample(seed)
-            out = self.net(xt, [w.detach() for w in ws], idx)
+            out = self.net(xt, [w.detach() for w in ws[:self.n_net]], idx[:self.n_net])
         else:
-            out = self.net(xt, [p.detach() for p in self.probs()])
+            out = self.net(xt, [p.detach() for p in self.probs()[:self.n_net]])
         loss = F.cross_entropy(out, yt)
         _check_finite(loss, "weight", self.ctx)
         loss.backward()
@@ -250,7 +324,8 @@ class GradientSearch:
         return loss.item(), out
 
     def derived(self) -> list[int]:
-        return self.ctx.space.derive([p.detach().numpy() for p in self.probs()])
+        probs = [p.detach().numpy() for p in self.probs()]
+        return self.ctx.space.derive(probs[:self.n_net]) + [int(np.argmax(p)) for p in probs[self.n_net:]]
 
     # --- loop -------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -299,7 +374,8 @@ class GradientSearch:
                    "val_accuracy": va / max(n, 1) if self.epoch > cfg.warmup_epochs else None,
                    "expected": expected, "multipliers": dict(zip([b.metric for b in ctx.budgets], self.mult.values)),
                    "tau": tau if self.single_path else None, "lr": lr,
-                   "derived": ctx.space.format(choices), "derived_cost": ctx.costs.all_of(choices),
+                   "derived": ctx.space.format(choices[:self.n_net]), "derived_cost": ctx.costs.all_of(choices),
+                   "derived_hardware": hardware_label(ctx.costs, choices),
                    "arch_probs": [[round(float(v), 5) for v in p] for p in probs],
                    "seconds": time.perf_counter() - t0}
             self.history.append({k: rec[k] for k in ("epoch", "train_accuracy", "val_accuracy", "derived", "seconds")})
@@ -364,11 +440,12 @@ class SampleSearch:
         self.rng.setstate((st[0], tuple(st[1]), st[2]))
 
     def under_budget(self, choices) -> bool:
-        return self.ctx.space.valid(choices) and satisfied(self.ctx.costs, choices, self.ctx.budgets)
+        net, _ = self.ctx.costs.split(choices)
+        return self.ctx.space.valid(net) and satisfied(self.ctx.costs, choices, self.ctx.budgets)
 
     def sample_feasible(self, tries: int = 10_000) -> list[int]:
         for _ in range(tries):
-            c = self.ctx.space.random_choices(self.rng)
+            c = random_design(self.ctx.space, self.ctx.costs, self.rng)
             if self.under_budget(c):
                 return c
         raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
@@ -379,11 +456,13 @@ class SampleSearch:
         t0 = time.perf_counter()
         seed = cfg.seed * 1_000 + len(self.history)
         torch.manual_seed(seed)
-        net = ctx.space.build(ctx.space.format(choices))
+        genotype = ctx.space.format(ctx.costs.split(choices)[0])
+        net = ctx.space.build(genotype)
         fit = train_network(net, ctx.x_train, ctx.y_train, cfg.candidate_epochs, seed, cfg.batch_size, cfg.lr,
                             cfg.weight_decay, ctx.augment, ctx.weight_optimizer_factory)
         val = evaluate(net, ctx.x_val, ctx.y_val)
-        rec = {"candidate": len(self.history), "genotype": ctx.space.format(choices), "choices": list(choices),
+        rec = {"candidate": len(self.history), "genotype": genotype, "choices": list(choices),
+               "hardware": hardware_label(ctx.costs, choices),
                "val_accuracy": val["accuracy"], "train_accuracy": fit["train_accuracy"], "passes": fit["steps"],
                "cost": ctx.costs.all_of(choices), "seconds": time.perf_counter() - t0}
         self.history.append(rec)
@@ -417,7 +496,8 @@ class SampleSearch:
             bar.set_postfix(best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
         bar.close()
         best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
-        probs = [np.eye(len(d.options))[k] for d, k in zip(ctx.space.decisions(), best["choices"])]
+        sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
+        probs = [np.eye(n)[k] for n, k in zip(sizes, best["choices"])]
         return {"choices": list(best["choices"]), "probs": probs, "candidates": len(self.history),
                 "best_val_accuracy": best["val_accuracy"], "search_passes": float(sum(h["passes"] for h in self.history)),
                 "search_seconds": sum(h["seconds"] for h in self.history)}
@@ -439,7 +519,7 @@ class Evolution(SampleSearch):
         contenders = self.rng.sample(population, min(cfg.tournament, len(population)))
         parent = max(contenders, key=lambda h: h["val_accuracy"])["choices"]
         for _ in range(1000):
-            child = self.ctx.space.mutate(parent, self.rng)
+            child = mutate_design(self.ctx.space, self.ctx.costs, parent, self.rng)
             if self.under_budget(child):
                 return child
         return self.sample_feasible()

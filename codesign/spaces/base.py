@@ -70,6 +70,14 @@ class SearchSpace:
         raise NotImplementedError
 
     # --- shared --------------------------------------------------------------------------------
+    def network_kernels(self, genotype: str) -> list[KernelSpec]:
+        """The kernels TVM runs for a genotype's whole network (exported once, then cached)."""
+        from .kernels import ExportedKernels
+
+        if getattr(self, "_exported", None) is None:
+            self._exported = ExportedKernels()
+        return self._exported.network(self, self.canonical(genotype))
+
     def canonical(self, genotype: str) -> str:
         return self.format(self.parse(genotype))
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 from ..errors import CodesignError
-
-MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
-                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host")
+from ..files import check_output, input_file
+from ..predict.api import fit_from_profiles
+from ..predict.calibrate import read_table, row_kernels
+from .common import DB_HELP, add_device_flags, add_statistic_flag, print_json
 
 
 def _source_flags(p, what: str) -> None:
-    p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
+    p.add_argument("--db", default=None, help=DB_HELP)
     p.add_argument("--schedule", default=None,
                    help=f"schedule policy of the profiles {what} (untuned, dlight or metaschedule:<trials>; "
                    "default untuned; with a saved --model, the policy the model must be of)")
-    p.add_argument("--kind", default="gbdt", help="cost model kind when fitting from profiles (default gbdt; "
+    p.add_argument("--kind", default=None, help="cost model kind when fitting from profiles (default gbdt; "
                    "see `codesign fit --list`)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model fit (default 0)")
 
@@ -41,6 +41,26 @@ def register(sub) -> None:
     f.add_argument("--cv", type=int, default=None, metavar="K",
                    help="folds of the held-out evaluation (default 5; giving it implies --eval; 0: none)")
     f.add_argument("--list", action="store_true", help="list the cost model kinds and exit")
+    a = f.add_argument_group("adaptive sampling (nn-Meter's method; see docs/predict.md)")
+    a.add_argument("--adaptive", action="store_true",
+                   help="sample, profile and fit kernel-type predictors in rounds, profiling more kernels where "
+                        "the held-out error is worst, until --target or --budget-kernels; resumable "
+                        "(implies --kind kernel-type unless --kind is given)")
+    a.add_argument("--budget-kernels", type=int, default=None, metavar="N",
+                   help="kernels adaptive sampling profiles in all, held-out ones included (required with --adaptive)")
+    a.add_argument("--target", type=float, default=0.9,
+                   help="per kernel type, the held-out share within ±10%% that ends sampling (default 0.9)")
+    a.add_argument("--state", default=None,
+                   help="adaptive sampling state (JSON; default <db>.adaptive-<device>-<schedule>.json); an "
+                        "existing one is resumed")
+    a.add_argument("--prior-onnx", nargs="+", default=[], metavar="MODEL",
+                   help="networks whose kernel shapes the prior also samples around")
+    a.add_argument("--exclude-onnx", nargs="+", default=[], metavar="MODEL",
+                   help="networks none of whose kernels may be sampled (to evaluate on them unseen)")
+    a.add_argument("--kernel-types", default=None, metavar="T,T,...",
+                   help="sample only these kernel types (default all; see docs/predict.md)")
+    a.add_argument("--repeats", type=int, default=10, help="timed repeats per sampled kernel (default 10)")
+    a.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat (default 50)")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=_fit)
 
@@ -73,15 +93,12 @@ def register(sub) -> None:
         "schedule policy and time them end to end; onnxruntime is timed beside on local devices.",
     )
     m.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
-    m.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
-    m.add_argument("--schedule", default=None,
-                   help="untuned (quick: TVM's default loops, 10-30x slower than tuned for dense convs), "
-                        "dlight (rule-based schedules) or metaschedule:<trials> (each fused kernel tuned; "
-                        "needs --tuning-dir). Default: untuned on CPUs, dlight on GPUs, as `codesign profile`")
+    add_device_flags(m, db=False)
     m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs")
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
     m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
+    add_statistic_flag(m)
     m.add_argument("--predict-with", default=None, metavar="COSTMODEL",
                    help="also print this saved cost model's prediction and its error")
     m.add_argument("--append", default=None, metavar="CSV",
@@ -114,29 +131,8 @@ def register(sub) -> None:
     c.set_defaults(func=_calibrate)
 
 
-def _fit_from_db(device: str, db: str | None, schedule: str | None, kind: str, seed: int):
-    from ..profile.db import ProfileDB, default_db_path
-    from .models import create_cost_model
-
-    schedule = schedule or "untuned"
-
-    path = Path(db) if db else default_db_path()
-    if not path.exists():
-        raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
-    model = create_cost_model(kind, seed=seed)
-    with ProfileDB(path) as pdb:
-        records = pdb.query(device=device, schedule=schedule, ok_only=True)
-    if not records:
-        raise CodesignError(
-            f"{path} holds no measured kernels of device {device} under schedule {schedule}; "
-            f"run `codesign profile --device {device} --schedule {schedule}` first"
-        )
-    return model.fit(records), records
-
-
 def _fit(args) -> int:
-    from ..cli import print_json
-    from .models import list_cost_models
+    from ..predict.models import list_cost_models
 
     if args.list:
         print("\n".join(list_cost_models()))
@@ -145,24 +141,30 @@ def _fit(args) -> int:
     if folds == 1 or folds < 0:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
     evaluate = folds > 0 and (args.eval or args.cv is not None)
-    model, records = _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)
+    args.kind = args.kind or ("kernel-type" if args.adaptive else "gbdt")
+    if not args.adaptive and (args.budget_kernels is not None or args.state or args.prior_onnx or args.exclude_onnx):
+        raise CodesignError("--budget-kernels, --state, --prior-onnx and --exclude-onnx go with --adaptive")
+    out = model_path(args.out, args.device, "--device")
+    rows = read_table(args.networks) if args.networks else None
+    if args.adaptive:
+        _fit_adaptive(args)
+    model, records = fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
-    if args.networks:
-        from .calibrate import read_table, row_kernels
-
-        rows = read_table(args.networks)
+    if args.adaptive:
+        report["adaptive"] = args.adaptive_report
+    if rows is not None:
         model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
         report.update(networks=len(rows), overhead_ms=model.overhead_ms,
                       per_kernel_overhead_ms=model.per_kernel_overhead_ms)
     if evaluate:
-        from .evaluate import cross_validate
+        from ..predict.evaluate import cross_validate
 
         if len(records) < 2 * folds:
             raise CodesignError(f"{len(records)} measured kernels are too few for {folds}-fold evaluation; "
                                 "profile more kernels or pass a smaller --cv")
         report["cross_validation"] = cross_validate(args.kind, records, folds=folds, seed=args.seed)
-    out = model.save(args.out or f"{args.device}.json")
+    out = model.save(out)
     report["saved"] = str(out)
     if args.json:
         print_json(report)
@@ -172,6 +174,14 @@ def _fit(args) -> int:
     if args.networks:
         print(f"network overhead from {report['networks']} measured networks: {model.overhead_ms:.4g} ms + "
               f"{model.per_kernel_overhead_ms:.4g} ms per kernel")
+    if args.adaptive:
+        ad = report["adaptive"]
+        print(f"adaptive sampling: {ad['profiled']} of {ad['budget_kernels']} kernels sampled in {ad['rounds']} rounds; "
+              f"held-out target ±10% for {ad['target_within_10pct']:.0%} of kernels "
+              f"{'met' if ad['met'] else 'not met'} (state {ad['state']})")
+        print(f"  {'kernel type':16s} {'n':>5s} {'RMSPE':>7s} {'±10%':>5s}")
+        for t, acc in ad["by_type"].items():
+            print(f"  {t:16s} {acc['n']:5d} {acc['rmspe']:7.1%} {acc['within_10pct']:5.0%}")
     if evaluate:
         cv = report["cross_validation"]
         print(f"held-out kernels ({folds}-fold, their measurements unseen):")
@@ -183,18 +193,81 @@ def _fit(args) -> int:
     return 0
 
 
+def model_path(out: str | None, name: str, flag: str) -> Path:
+    """Where a fitted or calibrated model goes: ``--out``, else ``<name>.json`` here; checked before
+    the work (``name`` must then be a plain device name, not a path)."""
+    from ..profile.devices import check_device_name
+
+    if out is None:
+        out = f"{check_device_name(name, flag)}.json"
+    path = check_output(out, "--out")
+    if path.suffix not in (".json", ".npz"):
+        raise CodesignError(f"cost model path {path} must end in .json or .npz")
+    return path
+
+
+def _fit_adaptive(args) -> None:
+    """Adaptive sampling into the database; the fit that follows reads what it profiled."""
+    from ..graph import onnx_kernels
+    from ..predict.adaptive import SAMPLE_TYPES, adaptive_sample, reference_kernels
+    from ..predict.models import list_cost_models
+    from ..profile.db import ProfileDB, default_db_path
+    from ..profile.devices import get_device
+    from ..profile.profiler import profile_kernels
+    from ..profile.schedules import check_schedule_for_target, default_schedule, parse_schedule
+
+    if args.budget_kernels is None:
+        raise CodesignError("--adaptive needs --budget-kernels N (kernels to profile in all)")
+    if args.kind not in list_cost_models():
+        raise CodesignError(f"unknown cost model {args.kind!r}; known: {', '.join(list_cost_models())}")
+    if args.repeats < 1 or args.min_repeat_ms < 0:
+        raise CodesignError("--repeats must be >= 1 and --min-repeat-ms >= 0")
+    for p in args.prior_onnx + args.exclude_onnx:
+        if not Path(p).exists():
+            raise CodesignError(f"no ONNX file at {p}")
+    types = [t.strip() for t in args.kernel_types.split(",") if t.strip()] if args.kernel_types else list(SAMPLE_TYPES)
+    unknown = sorted(set(types) - set(SAMPLE_TYPES))
+    if unknown:
+        raise CodesignError(f"unknown kernel type(s) {', '.join(unknown)}; known: {', '.join(SAMPLE_TYPES)}")
+    device = get_device(args.device)
+    schedule = args.schedule or default_schedule(device.target)
+    parse_schedule(schedule)
+    check_schedule_for_target(schedule, device.target, device.name)
+    exclude = {s.key() for p in args.exclude_onnx for s in onnx_kernels(p)}
+    references = reference_kernels(args.prior_onnx)
+    path = Path(args.db) if args.db else default_db_path()
+    state = args.state or f"{path}.adaptive-{device.name}-{schedule.replace(':', '-')}.json"
+    tuning_dir = str(path) + ".tuning"
+    with ProfileDB(path) as db:
+        def profile(specs):
+            profile_kernels(specs, device, db, schedule=schedule, repeats=args.repeats,
+                            min_repeat_ms=args.min_repeat_ms, tuning_dir=tuning_dir,
+                            progress=not args.json and sys.stderr.isatty())
+
+        def measured():
+            return {m.kernel_key: m for m in db.query(device=device.name, schedule=schedule)}
+
+        _, report = adaptive_sample(
+            profile, measured, args.budget_kernels, state, identity={"device": device.name, "schedule": schedule},
+            seed=args.seed, target_within_10pct=args.target, references=references, exclude_keys=exclude, types=types,
+            kind=args.kind, log=lambda line: print(line, file=sys.stderr, flush=True))
+    args.schedule = schedule
+    args.adaptive_report = report.to_dict()
+    args.adaptive_report["state"] = str(state)
+
+
 def _load_or_fit(args):
-    from .models import load_cost_model
+    from ..predict.models import load_cost_model
 
     if args.model:
         return load_cost_model(args.model, device=args.device, schedule=args.schedule)
     if args.device:
-        return _fit_from_db(args.device, args.db, args.schedule, args.kind, args.seed)[0]
+        return fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)[0]
     raise CodesignError("give a saved cost model (--model PATH) or a profiled device (--device NAME)")
 
 
 def _networks(args) -> list[Path]:
-    from .api import read_model_table
+    from ..predict.api import read_model_table
 
     out: list[Path] = []
     for item in args.models:
@@ -203,16 +276,12 @@ def _networks(args) -> list[Path]:
 
 
 def _predict(args) -> int:
-    from ..cli import print_json
     from ..kernelspec import KernelSpec
-    from .api import predict_networks
+    from ..predict.api import predict_networks
 
     if not args.models and not args.kernel:
         raise CodesignError("nothing to predict: give ONNX files, CSV tables of them and/or --kernel KEY")
-    networks = _networks(args)
-    for path in networks:
-        if not path.exists():
-            raise CodesignError(f"no ONNX file at {path}")
+    networks = [input_file(path, "ONNX file") for path in _networks(args)]
     model = _load_or_fit(args)
     items = predict_networks(model, networks, allow_partial=args.partial, use_measured=not args.no_measured,
                              progress=not args.no_progress and not args.json)
@@ -238,40 +307,51 @@ def _predict(args) -> int:
             if overhead:
                 print(f"  {overhead:10.4f}  (network overhead)")
             energy = f", {it['energy_mj']:.4g} mJ" if it["energy_mj"] is not None else ""
-            print(f"  total {it['latency_ms']:.4g} ms{energy} ({it['kernels']} kernels, {it['measured_kernels']} "
+            interval = it.get("latency_interval_ms")
+            span = f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""
+            print(f"  total {it['latency_ms']:.4g} ms{span}{energy} ({it['kernels']} kernels, {it['measured_kernels']} "
                   "measured)" + (f"; skipped ops: {', '.join(it['skipped_ops'])}" if it["skipped_ops"] else ""))
+            for flag in it.get("out_of_range", []):
+                print(f"  outside the sampled range: {flag['kernel']} ({'; '.join(flag['reasons'])})")
         return 0
     width = max(len("network"), *(len(it["name"]) for it in items))
-    print(f"{'network':{width}s}  {'latency_ms':>10s}  {'energy_mj':>10s}  {'kernels':>7s}  {'measured':>8s}  skipped")
+    print(f"{'network':{width}s}  {'latency_ms':>10s}  {'interval_ms':>19s}  {'energy_mj':>10s}  {'kernels':>7s}  "
+          f"{'measured':>8s}  {'outside':>7s}  skipped")
     for it in items:
         energy = f"{it['energy_mj']:10.4g}" if it["energy_mj"] is not None else f"{'-':>10s}"
-        print(f"{it['name']:{width}s}  {it['latency_ms']:10.4g}  {energy}  {it['kernels']:7d}  "
-              f"{it['measured_kernels']:8d}  {','.join(it['skipped_ops']) or '-'}")
+        iv = it.get("latency_interval_ms")
+        span = f"{iv[0]:9.4g}-{iv[1]:<9.4g}" if iv else f"{'-':>19s}"
+        print(f"{it['name']:{width}s}  {it['latency_ms']:10.4g}  {span}  {energy}  {it['kernels']:7d}  "
+              f"{it['measured_kernels']:8d}  {len(it.get('out_of_range', [])):7d}  {','.join(it['skipped_ops']) or '-'}")
+    if any(it.get("out_of_range") for it in items):
+        print("# outside: kernels outside the sampled range of the model (its regression extrapolates); "
+              "--per-kernel lists them")
     return 0
 
 
 def _measure(args) -> int:
-    from ..cli import print_json
+    from ..graph import load_model, onnx_kernels
+    from ..predict.models import load_cost_model
     from ..profile.devices import get_device
-    from ..profile.schedules import default_schedule
-    from ..graph import onnx_kernels
-    from .measure import measure_network
-    from .models import load_cost_model
+    from ..profile.measure import MeasureTable, measure_network
+    from ..profile.profiler import check_settings
 
     device = get_device(args.device)
-    args.schedule = args.schedule or default_schedule(device.target)
+    args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic)
     for path in args.models:
-        if not Path(path).exists():
-            raise CodesignError(f"no ONNX file at {path}")
+        load_model(input_file(path, "ONNX file"))  # every network is readable before the first is compiled
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
                   if args.predict_with else None)
+    table = MeasureTable(args.append, device.name, args.schedule, args.statistic) if args.append else None
+    if args.tuning_dir:
+        check_output(args.tuning_dir, "--tuning-dir", folder=True)
     bar = None
     if not args.no_progress and len(args.models) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
                    file=sys.stderr, dynamic_ncols=True)
-    done = _measured_rows(args.append, device.name, args.schedule) if args.append else {}
+    done = table.done if table is not None else {}
     results = []
     for path in args.models:
         if path in done:
@@ -280,11 +360,11 @@ def _measure(args) -> int:
                 bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
-                            onnxruntime=not args.no_onnxruntime).to_dict()
+                            onnxruntime=not args.no_onnxruntime, statistic=args.statistic).to_dict()
         r["model"] = path
         results.append(r)
-        if args.append:
-            _append_row(args.append, r)
+        if table is not None:
+            table.append(r)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -307,54 +387,32 @@ def _measure(args) -> int:
     return 0
 
 
-def _measured_rows(path: str, device: str, schedule: str) -> dict[str, dict]:
-    """Rows of an --append table already measured for this device and schedule, by model."""
-    if not Path(path).exists():
-        return {}
-    out = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get("device") == device and r.get("schedule") == schedule and r.get("model"):
-                row: dict = dict(r)
-                for k in ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime"):
-                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
-                out[r["model"]] = row
-    return out
-
-
-def _append_row(path: str, r: dict) -> None:
-    new = not Path(path).exists() or Path(path).stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MEASURE_COLUMNS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({k: r.get(k) for k in MEASURE_COLUMNS})
-
-
 def _calibrate(args) -> int:
-    from ..cli import print_json
-    from .calibrate import calibrate, read_table, row_kernels
-    from .evaluate import accuracy
-    from .features import FAMILIES
-    from .models import load_cost_model
+    from ..predict.calibrate import calibrate, check_new_device, check_prior
+    from ..predict.evaluate import accuracy
+    from ..predict.features import FAMILIES
+    from ..predict.models import load_cost_model
 
+    check_prior(args.prior)
+    if args.rows is not None and args.rows < 1:
+        raise CodesignError("--rows must be >= 1")
     base_path = Path(args.base)
-    if base_path.suffix in (".json", ".npz") or base_path.exists():
-        base = load_cost_model(base_path)
-    else:
-        base = _fit_from_db(args.base, args.db, args.schedule, args.kind, args.seed)[0]
-    rows = read_table(args.table, space=args.space)
-    if args.rows is not None:
-        if args.rows < 1:
-            raise CodesignError("--rows must be >= 1")
-        rows = rows[: args.rows]
+    out = model_path(args.out, args.new_device, "--as")
+    if base_path.exists() and out.exists() and out.resolve() == base_path.resolve():
+        raise CodesignError(f"the calibrated model would overwrite its base {base_path}; pass --out or another --as")
+    from_file = base_path.suffix in (".json", ".npz") or base_path.exists()
+    base = load_cost_model(base_path) if from_file else None
+    rows = read_table(args.table, space=args.space)[: args.rows]
+    ev = read_table(args.eval_table, space=args.space) if args.eval_table else None
+    check_new_device(args.new_device, base.device if base is not None else args.base)
+    if base is None:  # fitting the base is work: after every input is checked
+        base = fit_from_profiles(args.base, args.db, args.schedule, args.kind, args.seed)[0]
     model = calibrate(base, rows, args.new_device, prior=args.prior)
-    out = model.save(args.out or f"{args.new_device}.json")
+    out = model.save(out)
     report = {"base_device": base.device, "device": args.new_device, "rows": len(rows), "saved": str(out),
               "per_kernel_overhead_ms": model.per_kernel_overhead_ms,
               "weights": dict(zip(FAMILIES, [float(w) for w in model.heads["latency_ms"]["weights"]]))}
-    if args.eval_table:
-        ev = read_table(args.eval_table, space=args.space)
+    if ev is not None:
         kernels = [row_kernels(r) for r in ev]
         meas = [r["latency_ms"] for r in ev]
         report["eval"] = {

@@ -10,8 +10,10 @@ predicted numbers answer the same question:
   kernels from the ones profiled, so codesign passes the fused CPU pipeline explicitly.
 - ``dlight``: the fused kernels scheduled by TVM's rule-based dlight schedules (on a CPU only
   dense layers at batch 1 and reductions such as global pools change; the default on GPUs).
-- ``metaschedule:<trials>``: the fused module's kernels tuned with MetaSchedule
-  (``tune_relax``) in a tuning directory kept across runs, then compiled from the best records.
+- ``metaschedule:<trials>``: the fused module's kernels tuned with MetaSchedule in a tuning
+  directory kept across runs; the best records of this target are applied to that same fused
+  module (``MetaScheduleApplyDatabase``), which is then compiled. The count of kernels compiled
+  from a record is part of the measurement, and a tuned policy that applies none is an error.
 
 Before import the ONNX graph's shape arithmetic is folded (``graph.fold_constants``): exporters
 emit ``Shape -> Gather -> Div -> Slice`` chains for ``chunk``/``split``, which TVM's importer turns
@@ -24,8 +26,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodesignError
+from ..files import check_output, read_csv
 from ..graph import load_model
+from .db import DEFAULT_STATISTIC
+from .runners import check_statistic, runtime_device_type, set_threads, summarise
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
 
@@ -45,15 +48,20 @@ class NetworkMeasurement:
     model: str
     device: str
     schedule: str
-    latency_ms: float
+    latency_ms: float  # the ``statistic`` of the timed repeats, as the kernel profiles
     latency_std_ms: float
     repeats: int
     compile_s: float
-    # The fastest repeat: on a machine other jobs share, the least disturbed estimate (with
-    # min_repeat_ms=0 each repeat is one run).
+    # The fastest repeat (with min_repeat_ms=0 each repeat is one run).
     latency_min_ms: float | None = None
+    statistic: str = DEFAULT_STATISTIC
     onnxruntime_latency_ms: float | None = None
     tvm_over_onnxruntime: float | None = None
+    # Under metaschedule:*, the network's distinct fused kernels (PrimFuncs: one called twice counts
+    # once; copies such as concatenations included) and how many of them were compiled from a
+    # tuning record (a kernel whose every candidate failed to build stays untuned).
+    tuned_kernels: int | None = None
+    fused_kernels: int | None = None
     target: dict = field(default_factory=dict)
     tvm_version: str = ""
     host: str = ""
@@ -164,7 +172,7 @@ def _dlight(mod, target):
     """dlight's rule-based schedules on every fused kernel (as the profiles' ``dlight`` policy)."""
     from tvm.s_tir import dlight as dl
 
-    from ..profile.schedules import GPU_KINDS
+    from .schedules import GPU_KINDS
 
     if str(target.kind.name) in GPU_KINDS:
         rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
@@ -186,21 +194,27 @@ def _finish(mod, target):
 
 
 def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | None = None):
-    """Compile a Relax module under a schedule policy; returns a TVM Executable.
+    """Compile a Relax module under a schedule policy.
+
+    Returns:
+        (TVM Executable, tuned) where ``tuned`` is (kernels compiled from a tuning record, fused
+        kernels) under ``metaschedule:*`` and None under the other policies.
 
     Raises:
-        CodesignError: an unknown schedule, a lowering failure (with the offending message).
+        CodesignError: an unknown schedule, a lowering failure (with the offending message), a
+            tuned policy under which no tuning record applies.
     """
-    from ..profile.schedules import parse_schedule
+    from .schedules import parse_schedule
 
     kind, trials = parse_schedule(schedule)
     try:
         mod = _fused(mod, target)
         if kind == "metaschedule":
-            return _tune(mod, target, trials, tuning_dir)
+            executable, tuned, fused = _tune(mod, target, trials, tuning_dir)
+            return executable, (tuned, fused)
         if kind == "dlight":
             mod = _dlight(mod, target)
-        return _finish(mod, target)
+        return _finish(mod, target), None
     except CodesignError:
         raise
     except Exception as exc:  # TVM's InternalError/TVMError carry multi-line traces
@@ -209,56 +223,72 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
 
 
 def _tune(mod, target, trials: int, tuning_dir: str | None):
-    """Tune every fused kernel of ``mod`` (``trials`` each) and compile from the best records."""
+    """Tune every fused kernel of ``mod`` (``trials`` each) and compile ``mod`` with the best records.
+
+    The records are applied to the very module the tasks came from. ``compile_relax`` would fuse
+    the fused module again, and its second ``AnnotateTIROpPattern`` adds an ``op_pattern``
+    attribute to every fused PrimFunc: no workload then equals a tuned one, and the network is
+    built from untuned loops without a word.
+
+    Returns:
+        (executable, kernels compiled from a tuning record, fused kernels).
+
+    Raises:
+        CodesignError: no tuning directory, or no record applies to any kernel.
+    """
     import logging
 
-    from ..profile.tuning import _in_process_builder, _meta_schedule
+    import tvm
+    from tvm import relax, tirx
+
+    from .schedules import GPU_KINDS
+    from .tuning import in_process_builder, meta_schedule, target_records
 
     if tuning_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(tuning_dir, exist_ok=True)
-    ms = _meta_schedule()
+    ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
     tasks = ms.relax_integration.extract_tasks(mod, target)
     database = ms.database.JSONDatabase(work_dir=tuning_dir, module_equality="structural")
-    # Records of earlier runs count: a kernel tuned before is not tuned again.
-    todo = [t for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    # Records of earlier runs on this target count: a kernel tuned before is not tuned again.
+    workloads = [t.dispatched[0] for t in tasks]
+    mine = target_records(ms, database, target, workloads)
+    todo = [t for t in tasks if mine.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     if todo:
-        database = ms.relax_integration.tune_relax(
-            mod, {}, target, tuning_dir, max_trials_global=trials * len(todo), max_trials_per_task=trials,
-            num_trials_per_iter=min(trials, 16), builder=_in_process_builder(ms), database=database,
-            cost_model="xgb" if evolutionary else "random",
-            strategy="evolutionary" if evolutionary else "replay-trace", seed=0,
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            todo, tuning_dir, strategy="evolutionary" if evolutionary else "replay-trace", seed=0)
+        ms.tune.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=tuning_dir, max_trials_global=trials * len(todo),
+            max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=in_process_builder(ms),
+            database=database, cost_model="xgb" if evolutionary else "random",
         )
-    return ms.relax_integration.compile_relax(database, mod, target, None)
+        mine = target_records(ms, database, target, workloads)
 
+    def scheduled(m):
+        return {gv.name_hint for gv, f in m.functions.items()
+                if isinstance(f, tirx.PrimFunc) and f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False))}
 
-def _device_type(target) -> str:
-    """The runtime device of a target kind (``llvm`` code runs on ``cpu``)."""
-    kind = str(target.kind.name)
-    return "cpu" if kind in ("llvm", "c") else kind
-
-
-def _set_threads(n: int) -> None:
-    # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
-    os.environ["TVM_NUM_THREADS"] = str(n)
-    if "tvm" in sys.modules:
-        import tvm
-
-        fn = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
-        if fn is not None:
-            # Reconfiguring pins the calling thread to one core; later threads (onnxruntime's,
-            # TVM's compiler) would inherit the pin. Restore the process's CPU set.
-            cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            fn(1, n)
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
+    before = scheduled(mod)
+    # The pass reads the target and the database from the context it is created in.
+    with target, mine, tvm.transform.PassContext(opt_level=3):
+        mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+    fused = sum(isinstance(f, tirx.PrimFunc) for f in mod.functions.values())
+    tuned = len(scheduled(mod) - before)
+    if tuned == 0:
+        raise CodesignError(
+            f"metaschedule:{trials}: no record in {tuning_dir} applies to any of the network's {fused} fused "
+            f"kernels ({len(tasks)} tuning tasks); the network would run untuned code")
+    if str(target.kind.name) in GPU_KINDS:
+        mod = _dlight(mod, target)  # kernels without a record still need thread bindings
+    return _finish(mod, target), tuned, fused
 
 
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
-                     seed: int = 0) -> tuple[float, float]:
-    """Median and standard deviation (ms) of onnxruntime inference on this CPU."""
+                     seed: int = 0, statistic: str = DEFAULT_STATISTIC) -> tuple[float, float]:
+    """The ``statistic`` (median by default) and standard deviation (ms) of onnxruntime inference
+    on this CPU, timed as TVM's time_evaluator times (``repeats`` runs of >= ``min_repeat_ms``)."""
     import onnxruntime as ort
 
     model = load_model(model)
@@ -277,12 +307,13 @@ def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: 
             sess.run(None, feeds)
             n += 1
         samples.append((time.perf_counter() - t0) * 1e3 / n)
-    return statistics.median(samples), (statistics.pstdev(samples) if len(samples) > 1 else 0.0)
+    return summarise(samples, statistic)
 
 
 def measure_network(
     model, device, schedule: str = "untuned", repeats: int = 10, min_repeat_ms: float = 50.0,
     tuning_dir: str | None = None, onnxruntime: bool = True, seed: int = 0, name: str | None = None,
+    statistic: str = DEFAULT_STATISTIC,
 ) -> NetworkMeasurement:
     """Compile and time a whole network with TVM on ``device`` (and onnxruntime beside it).
 
@@ -290,7 +321,9 @@ def measure_network(
         model: path to an .onnx file or an onnx.ModelProto with static input shapes.
         device: a ``codesign.profile.Device``; one with ``rpc`` is timed through its tracker.
         schedule: ``untuned``, ``dlight`` or ``metaschedule:<trials>`` (the profiles' policy names).
-        repeats, min_repeat_ms: timing settings (median of ``repeats`` runs of >= min_repeat_ms).
+        repeats, min_repeat_ms: timing settings (``repeats`` runs of >= min_repeat_ms each).
+        statistic: how the repeats become latency_ms (``runners.STATISTICS``, median by default):
+            the statistic of the kernel profiles, so that measured and predicted agree in kind.
         tuning_dir: MetaSchedule database for ``metaschedule:*`` (kept and reused).
         onnxruntime: also time onnxruntime on this host (local devices only).
 
@@ -301,43 +334,46 @@ def measure_network(
     import tvm
     from tvm import relax
 
-    if repeats < 1 or min_repeat_ms < 0:
-        raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
+    if repeats < 1 or not (math.isfinite(min_repeat_ms) and min_repeat_ms >= 0):
+        raise CodesignError("repeats must be >= 1 and min_repeat_ms a finite number >= 0")
+    check_statistic(statistic)
     label = name or (str(model) if isinstance(model, (str, Path)) else (model.graph.name or "model"))
     if device.rpc is None:
-        _set_threads(device.threads)
+        set_threads(device.threads)
     mod, proto = relax_module(model)
     target = device.tvm_target()
     t0 = time.perf_counter()
-    executable = compile_network(mod, target, schedule, tuning_dir)
+    executable, tuned = compile_network(mod, target, schedule, tuning_dir)
     compile_s = time.perf_counter() - t0
     feeds = random_inputs(proto, seed)
     if device.rpc is None:
-        dev = tvm.device(_device_type(target), 0)
+        dev = tvm.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(executable, dev)
     else:
         from tvm.support.utils import tempdir
 
-        from ..profile.runners import RPCRunner
+        from .runners import RPCRunner
 
         runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms)
         tmp = tempdir()
         path = tmp.relpath("network.so")
         executable.export_library(path)
         runner.remote.upload(path)
-        dev = runner.remote.device(_device_type(target), 0)
+        dev = runner.remote.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
     evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
     samples = [r * 1e3 for r in evaluator(*args).results]
+    latency_ms, std_ms = summarise(samples, statistic)
     result = NetworkMeasurement(
-        model=label, device=device.name, schedule=schedule, latency_ms=statistics.median(samples),
-        latency_std_ms=statistics.pstdev(samples) if len(samples) > 1 else 0.0, repeats=len(samples),
-        compile_s=compile_s, latency_min_ms=min(samples), target=device.resolved_target(), tvm_version=tvm.__version__,
-        host=socket.gethostname(),
+        model=label, device=device.name, schedule=schedule, latency_ms=latency_ms, latency_std_ms=std_ms,
+        repeats=len(samples), compile_s=compile_s, latency_min_ms=min(samples), statistic=statistic,
+        target=device.resolved_target(), tvm_version=tvm.__version__, host=socket.gethostname(),
     )
+    if tuned is not None:
+        result.tuned_kernels, result.fused_kernels = tuned
     if onnxruntime and device.rpc is None:
-        ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed)
+        ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed, statistic)
         result.onnxruntime_latency_ms = ort_ms
         result.tvm_over_onnxruntime = result.latency_ms / ort_ms if ort_ms > 0 else math.nan
     return result
@@ -351,9 +387,67 @@ def check_outputs(model, device_threads: int = 1, seed: int = 0) -> float:
 
     mod, proto = relax_module(model)
     target = tvm.target.Target({"kind": "llvm", "num-cores": device_threads})
-    vm = relax.VirtualMachine(compile_network(mod, target), tvm.cpu(0))
+    vm = relax.VirtualMachine(compile_network(mod, target)[0], tvm.cpu(0))
     feeds = random_inputs(proto, seed)
     out = vm["main"](*[tvm.runtime.tensor(feeds[k], tvm.cpu(0)) for k in input_shapes(proto)])
     out = out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__len__") and not hasattr(out, "numpy") else out
     ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     return float(np.abs(out.numpy() - ref).max())
+
+
+# The columns of ``codesign measure --append`` tables (a calibration table, ``codesign calibrate
+# --table``); tables written before the statistic column lack it and hold medians.
+MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
+                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host", "statistic")
+_FLOAT_COLUMNS = ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime")
+
+
+class MeasureTable:
+    """A CSV table that ``codesign measure --append`` extends by one row per measured network.
+
+    Opening it checks it before anything is measured: a file with other columns, rows that are
+    not numbers where numbers belong, or rows of this device and schedule under another timing
+    statistic are refused; ``done`` holds the rows already measured for this device, schedule and
+    statistic (a killed run resumes after them).
+    """
+
+    def __init__(self, path: str | Path, device: str, schedule: str, statistic: str = DEFAULT_STATISTIC):
+        self.path = check_output(path, "--append table")
+        self.columns: tuple[str, ...] = MEASURE_COLUMNS
+        self.done: dict[str, dict] = {}
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        columns, rows = read_csv(self.path, "--append table")
+        if tuple(columns) not in (MEASURE_COLUMNS, MEASURE_COLUMNS[:-1]):
+            raise CodesignError(f"--append {self.path} has the columns {','.join(columns)}, not the ones "
+                                f"`codesign measure` writes ({','.join(MEASURE_COLUMNS)}); append to a new file")
+        self.columns = tuple(columns)
+        if "statistic" not in self.columns and statistic != DEFAULT_STATISTIC:
+            raise CodesignError(f"--append {self.path} has no statistic column (its rows are medians); "
+                                f"append {statistic} timings to a new file")
+        for line, r in rows:
+            if r.get("device") != device or r.get("schedule") != schedule or not r.get("model"):
+                continue
+            row_statistic = r.get("statistic") or DEFAULT_STATISTIC
+            if row_statistic != statistic:
+                raise CodesignError(f"{self.path}:{line}: {r['model']} on {device} [{schedule}] was timed with "
+                                    f"the {row_statistic}, not the {statistic}; append to a new file")
+            row: dict = dict(r, statistic=row_statistic)
+            for k in _FLOAT_COLUMNS:
+                try:
+                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
+                except ValueError:
+                    raise CodesignError(f"{self.path}:{line}: {k} {r[k]!r} is not a number") from None
+            self.done[r["model"]] = row
+
+    def append(self, r: dict) -> None:
+        """Add one measurement (``NetworkMeasurement.to_dict()`` with ``model``) as a row."""
+        import csv
+
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: r.get(k) for k in self.columns})
+        self.done[r["model"]] = r

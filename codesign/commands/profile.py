@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 from ..errors import CodesignError
+from ..files import check_output
+from .common import (
+    add_device_flags,
+    add_space_flags,
+    add_statistic_flag,
+    key_values,
+    parse_shape,
+    print_json,
+)
 
 
 def register(sub) -> None:
@@ -17,23 +25,17 @@ def register(sub) -> None:
         "run resumes where it stopped.",
     )
     src = p.add_argument_group("what to profile (one or more)")
-    src.add_argument("--space", help="every kernel the supernet of this search space runs")
-    src.add_argument("--space-arg", action="append", default=[], metavar="KEY=INT",
-                     help="a constructor argument of the space, e.g. c=16 or layers=8 (repeatable)")
-    src.add_argument("--input-shape", default=None,
-                     help="input shape N,C,H,W for --space (default: the space's own)")
+    add_space_flags(src, space_help="every kernel the supernet of this search space runs",
+                    input_shape_help="input shape N,C,H,W for --space (default: the space's own)")
     src.add_argument("--onnx", nargs="+", metavar="MODEL", default=[],
                      help="every kernel of these ONNX networks (deduplicated)")
     src.add_argument("--grid", nargs="+", metavar="OP", default=[],
                      help="a documented sampling of shapes per op (see docs/profile.md); 'all' for every op")
     src.add_argument("--grid-samples", type=int, default=50, help="kernels drawn per --grid op (default 50)")
     src.add_argument("--seed", type=int, default=0, help="seed of the grid sampling (default 0)")
-    p.add_argument("--device", default="cpu-local", help="device name or YAML file (default cpu-local)")
-    p.add_argument("--db", default=None, help="profile database (default: user cache dir, or $CODESIGN_DB)")
-    p.add_argument("--schedule", default=None,
-                   help="untuned (no schedule: quick, 10-30x slower than tuned for dense convs; CPU "
-                        "only), dlight (TVM's rule-based schedules) or metaschedule (tuned; see "
-                        "--tune-trials, default 64 trials). Default: untuned on a CPU, dlight on a GPU")
+    add_device_flags(p, schedule_help="untuned (no schedule: quick, 10-30x slower than tuned for dense convs; CPU "
+                     "only), dlight (TVM's rule-based schedules) or metaschedule (tuned; see "
+                     "--tune-trials, default 64 trials). Default: untuned on a CPU, dlight on a GPU")
     p.add_argument("--tune-trials", type=int, default=None,
                    help="MetaSchedule trials per kernel; implies --schedule metaschedule")
     p.add_argument("--tuning-dir", default=None,
@@ -41,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per kernel (default 10)")
     p.add_argument("--min-repeat-ms", type=float, default=50.0,
                    help="minimum duration of one timed repeat in ms (default 50)")
+    add_statistic_flag(p)
     p.add_argument("--reference", choices=["torch"], default=None,
                    help="also time each kernel in eager PyTorch (schedule 'torch-eager')")
     p.add_argument("--retry-failed", action="store_true", help="measure kernels that failed before again")
@@ -49,27 +52,28 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_profile)
 
-    d = sub.add_parser("devices", help="list the declared devices")
+    d = sub.add_parser("devices", help="list the declared devices (TVM targets) and the modelled accelerators",
+                       description="List the devices codesign profiles with TVM (shipped and user YAML files) and "
+                       "the accelerators it models (`--device accel:NAME` in search; see `codesign hw list`).")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_devices)
 
 
 def _db_path(args):
-    from .db import default_db_path
+    from ..profile.db import default_db_path
 
     return args.db or default_db_path()
 
 
 def _status(args) -> int:
-    from ..cli import print_json
-    from .db import ProfileDB
+    from ..profile.db import ProfileDB
 
     path = _db_path(args)
     from pathlib import Path
 
     if not Path(path).exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile` first or pass --db")
-    with ProfileDB(path) as db:
+    with ProfileDB(path, readonly=True) as db:
         rows = db.status()
     if args.json:
         print_json({"db": str(path), "groups": rows})
@@ -88,30 +92,13 @@ def collect_specs(args) -> list:
     """KernelSpecs named by --space, --onnx and --grid."""
     from ..graph import onnx_kernels
     from ..kernelspec import OPS
-    from .grid import grid_specs
+    from ..profile.grid import grid_specs
+    from ..spaces import create_space
 
     specs = []
     if args.space:
-        try:
-            spaces = importlib.import_module("codesign.spaces")
-        except ModuleNotFoundError as exc:
-            raise CodesignError("--space needs codesign.spaces, which this installation lacks") from exc
-        kwargs = {}
-        for item in args.space_arg:
-            key, _, value = item.partition("=")
-            if not key or not value.lstrip("-").isdigit():
-                raise CodesignError(f"--space-arg must be KEY=INT, got {item!r}")
-            kwargs[key] = int(value)
-        try:
-            space = spaces.create_space(args.space, **kwargs)
-        except TypeError as exc:
-            raise CodesignError(f"--space-arg: {exc}") from exc
-        shape = None
-        if args.input_shape:
-            try:
-                shape = tuple(int(v) for v in args.input_shape.split(","))
-            except ValueError as exc:
-                raise CodesignError(f"--input-shape must be N,C,H,W integers, got {args.input_shape!r}") from exc
+        space = create_space(args.space, **key_values(args.space_arg))
+        shape = parse_shape(args.input_shape) if args.input_shape else None
         specs += list(space.kernels(shape) if shape else space.kernels())
     for path in args.onnx:
         specs += onnx_kernels(path)
@@ -122,10 +109,9 @@ def collect_specs(args) -> list:
 
 
 def _profile(args) -> int:
-    from ..cli import print_json
-    from .db import ProfileDB
-    from .devices import get_device
-    from .profiler import profile_kernels
+    from ..profile.db import ProfileDB
+    from ..profile.devices import get_device
+    from ..profile.profiler import check_settings, profile_kernels
 
     if args.status:
         return _status(args)
@@ -141,14 +127,21 @@ def _profile(args) -> int:
     if not (args.space or args.onnx or args.grid):
         raise CodesignError("nothing to profile: give --space, --onnx or --grid (or --status)")
     device = get_device(args.device)
+    schedule = check_settings(device, schedule, args.repeats, args.min_repeat_ms, args.reference, args.statistic)
     specs = collect_specs(args)
+    if not specs:
+        raise CodesignError("nothing to profile: the given --space, --onnx and --grid name no kernel")
     path = _db_path(args)
-    tuning_dir = args.tuning_dir or str(path) + ".tuning"
+    from ..profile.db import tuning_dir_for
+
+    tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
+    if args.tuning_dir or schedule.startswith("metaschedule"):
+        check_output(tuning_dir, "--tuning-dir", folder=True)
     with ProfileDB(path) as db:
         report = profile_kernels(
             specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
             reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
-            progress=not args.no_progress and sys.stderr.isatty() or False,
+            progress=not args.no_progress and sys.stderr.isatty() or False, statistic=args.statistic,
         )
     if args.json:
         print_json({"db": str(path), **report.to_dict()})
@@ -165,17 +158,24 @@ def _profile(args) -> int:
 
 
 def _devices(args) -> int:
-    from ..cli import print_json
-    from .devices import list_devices
+    from ..hw_models import list_accelerators
+    from ..profile.devices import list_devices
 
     devices = list_devices()
+    accels = list_accelerators()
     if args.json:
-        print_json({n: {"target": d.target, "rpc": d.rpc, "threads": d.threads, "energy": d.energy,
-                        "roofline": d.roofline, "source": d.source} for n, d in devices.items()})
+        out = {n: {"kind": "tvm", "target": d.target, "rpc": d.rpc, "threads": d.threads, "energy": d.energy,
+                   "roofline": d.roofline, "source": d.source} for n, d in devices.items()}
+        out.update({f"accel:{n}": {"kind": "modelled", "accelerator": a.to_dict(),
+                                   "energy": "model:hw_models"} for n, a in accels.items()})
+        print_json(out)
         return 0
     for name, d in devices.items():
         where = f"rpc {d.rpc['host']}:{d.rpc['port']} key {d.rpc['key']}" if d.rpc else "local"
         print(f"{name:16s} {where:28s} threads {d.threads}  energy {d.energy:14s} target {d.target}")
         if d.description:
             print(f"{'':16s} {d.description}")
+    for name, a in accels.items():
+        print(f"{'accel:' + name:16s} {'modelled (codesign hw)':28s} {a.pe_rows}x{a.pe_cols} PEs, {a.dataflow}, "
+              f"{a.glb_kib:g} KiB GLB, {a.area_mm2():.3g} mm2")
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output
+from .common import add_space_flags, key_values, parse_shape, print_json
 
 S = argparse.SUPPRESS
 
@@ -17,14 +19,23 @@ _FLAGS = {
     "--strategy": ("strategy", str, "darts (default), darts2, gdas, random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
-    "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`)"),
-    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
+    "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`), or "
+                                "accel:NAME|FILE.yaml: a modelled accelerator (`codesign hw list`), no TVM"),
+    "--hw-space": ("hw_space", str, "co-search: a hardware space (shipped name, e.g. eyeriss-sweep, or YAML) whose "
+                                    "accelerator configs are searched together with the network"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned; metaschedule:N keeps its tuning records in <db>.tuning)"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
                                         "instead of profiling --device"),
     "--latency-ms": ("latency_ms", str, "latency budget: milliseconds, or a fraction of the costliest network "
                                         "like 0.5x (default 0.5x when no budget is given)"),
     "--energy-mj": ("energy_mj", str, "energy budget: millijoules, or a fraction like 0.5x"),
+    "--area-mm2": ("area_mm2", str, "area budget of the accelerator (accel: devices and --hw-space): mm2, or a "
+                                    "fraction of the largest config like 0.5x"),
+    "--objective": ("objective", str, "what to minimise inside the budgets: none, latency, energy or edp "
+                                      "(energy-delay product; the default with --hw-space, else none)"),
+    "--objective-weight": ("objective_weight", float, "weight of log(objective) in the architecture loss "
+                                                      "(default 0.1)"),
     "--epochs": ("epochs", int, "search epochs of gradient strategies (default 30)"),
     "--warmup-epochs": ("warmup_epochs", int, "epochs training weights only before architecture steps (default 2)"),
     "--batch-size": ("batch_size", int, "batch size (default 64)"),
@@ -39,29 +50,16 @@ _FLAGS = {
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
     "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),
     "--seed": ("seed", int, "seed of everything (default 0)"),
-    "--compare": ("compare", str, "random: also run random search with the same compute and report both"),
+    "--compare": ("compare", str, "random: also run random search with the same compute and report both; "
+                                  "sequential (with --hw-space): also design the hardware team's way, network "
+                                  "on the base accelerator, then the best accelerator for it"),
     "--arch-optimizer": ("arch_optimizer", str, "adam (default) or l2o:<name or file> (a learned optimizer)"),
     "--weight-optimizer": ("weight_optimizer", str, "sgd (default) or l2o:<name or file>"),
     "--val-fraction": ("val_fraction", float, "share of the training set used as the architecture's "
                                               "validation split (default 0.5, as DARTS)"),
+    "--statistic": ("profile_statistic", str, "how timed repeats become latencies, in the kernel profiles and "
+                                              "the final measurement: median (default) or min"),
 }
-
-
-def _space_args(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CodesignError(f"--space-arg takes KEY=VALUE, got {item!r}")
-        for cast in (int, float):
-            try:
-                out[key] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key] = value
-    return out
 
 
 def register(sub) -> None:
@@ -89,8 +87,7 @@ def register(sub) -> None:
         "accuracy and save the weights (npz + json).",
     )
     t.add_argument("genotype", help="a genotype string of --space, or a run directory (its genotype and space)")
-    t.add_argument("--space", default=None, help="search space of the genotype (default: the run's, else nb201)")
-    t.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
+    add_space_flags(t, space_help="search space of the genotype (default: the run's, else nb201)")
     t.add_argument("--data", default=None, help="digits (default), cifar10, imagefolder")
     t.add_argument("--data-dir", default=None)
     t.add_argument("--epochs", type=int, default=20)
@@ -107,9 +104,8 @@ def register(sub) -> None:
         "ONNX opset 17, run onnx.checker and compare onnxruntime's output with PyTorch's.",
     )
     e.add_argument("genotype", help="a genotype string of --space, or a run directory")
-    e.add_argument("--space", default=None)
-    e.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--input-shape", default=None, help="N,C,H,W (default: the run's dataset, else 1,3,32,32)")
+    add_space_flags(e, space_help="search space of the genotype (default: the run's, else nb201)",
+                    input_shape_help="N,C,H,W (default: the run's dataset, else 1,3,32,32)")
     e.add_argument("--num-classes", type=int, default=None)
     e.add_argument("--weights", default=None, help="weights from `codesign train --out` (stem or .npz)")
     e.add_argument("--out", required=True, help="output .onnx path")
@@ -122,21 +118,24 @@ def register(sub) -> None:
 
 
 def _search(args) -> int:
-    from .run import SearchConfig, run_search
+    from ..pipeline import SearchConfig, run_search
 
     explicit = {f: getattr(args, flag.lstrip("-").replace("-", "_"))
                 for flag, (f, _t, _h) in _FLAGS.items() if hasattr(args, flag.lstrip("-").replace("-", "_"))}
     if hasattr(args, "space_arg"):
-        explicit["space_args"] = _space_args(args.space_arg)
+        explicit["space_args"] = key_values(args.space_arg)
     if hasattr(args, "no_measure"):
         explicit["measure"] = False
     if args.resume:
+        if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+            raise CodesignError(f"--resume {args.resume} continues the run in its own directory; drop --run-dir "
+                                f"{args.run_dir}")
         results = run_search(run_dir=args.resume, resume=True, overrides=explicit, quiet=args.quiet)
     else:
         cfg = SearchConfig(**explicit)
         results = run_search(cfg, run_dir=args.run_dir, quiet=args.quiet)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print_json(results)
         return 0
     _print_results(results)
     return 0
@@ -152,12 +151,28 @@ def _print_results(r: dict) -> None:
     print(f"test accuracy:   {r['test_accuracy']:.4f} ({r['dataset']['dataset']}, {r['dataset']['test']} images)")
     for b in r["budgets"]:
         print(f"budget:          {b['metric']} <= {b['limit']:.4g} ({b['spec']})")
-    print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, measured TVM {_fmt(m.get('latency_ms'))} "
-          f"[{r['device']}, {r['schedule']}], onnxruntime {_fmt(m.get('onnxruntime_latency_ms'))}")
-    print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, measured {_fmt(m.get('energy_mj'))}")
+    if r.get("accelerator"):
+        print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, accelerator model on the exported ONNX "
+              f"{_fmt(m.get('latency_ms'))}")
+        print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, accelerator model on the exported ONNX "
+              f"{_fmt(m.get('energy_mj'))}")
+    else:
+        print(f"latency_ms:      predicted {_fmt(p.get('latency_ms'))}, measured TVM {_fmt(m.get('latency_ms'))} "
+              f"[{r['device']}, {r['schedule']}], onnxruntime {_fmt(m.get('onnxruntime_latency_ms'))}")
+        print(f"energy_mj:       predicted {_fmt(p.get('energy_mj'))}, measured {_fmt(m.get('energy_mj'))}")
+    if r.get("accelerator"):
+        a = r["accelerator"]
+        print(f"accelerator:     {a['name']}, {a['area_mm2']:.4g} mm2, EDP {_fmt(r.get('edp_mj_ms'))} mJ*ms "
+              f"(latency and energy from the accelerator model); {a['file']}")
     print(f"budgets met:     {'yes' if r['budgets_met_predicted'] else 'NO'} (by the predictor)")
     c = r.get("compare")
-    if c:
+    if c and c.get("strategy") == "sequential":
+        if not c.get("feasible"):
+            print(f"sequential:      {c['reason']}")
+        else:
+            print(f"sequential:      test accuracy {c['test_accuracy']:.4f}, EDP {_fmt(c.get('edp_mj_ms'))} mJ*ms, "
+                  f"{c['accelerator']['name']}, {c['accelerator']['area_mm2']:.4g} mm2 ({c['genotype']})")
+    elif c:
         cm = c.get("measured") or {}
         print(f"random search, same compute ({c['candidates']} networks, {c['search_passes']:.0f} passes vs "
               f"{r['search_passes']:.0f}): "
@@ -168,24 +183,32 @@ def _print_results(r: dict) -> None:
 
 def _genotype_source(args):
     """(space name, space args, genotype, run config or None) from a genotype string or run dir."""
+    from ..pipeline.rundir import read_finished_run
+
     path = Path(args.genotype)
     if path.is_dir():
-        if not (path / "derived.json").exists():
-            raise CodesignError(f"{path} is a directory but not a finished search run (no derived.json)")
-        cfg = json.loads((path / "config.json").read_text())["config"]
-        genotype = json.loads((path / "derived.json").read_text())["genotype"]
-        return args.space or cfg["space"], {**cfg["space_args"], **_space_args(args.space_arg)}, genotype, cfg
-    return args.space or "nb201", _space_args(args.space_arg), args.genotype, None
+        cfg, genotype = read_finished_run(path)
+        return (args.space or cfg.space, {**cfg.space_args, **key_values(args.space_arg)}, genotype,
+                {"data": cfg.data, "data_dir": cfg.data_dir})
+    return args.space or "nb201", key_values(args.space_arg), args.genotype, None
 
 
 def _train(args) -> int:
     import torch
 
     from ..data import load_dataset
+    from ..search import checkpoint as ckpt
+    from ..search.train import evaluate, train_network
     from ..spaces import create_space
-    from . import checkpoint as ckpt
-    from .train import evaluate, train_network
 
+    for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if v < (0 if flag == "--epochs" else 1):
+            raise CodesignError(f"{flag} must be >= {0 if flag == '--epochs' else 1}, got {v}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CodesignError(f"--lr must be a positive number, got {args.lr}")
+    if args.seed < 0:
+        raise CodesignError(f"--seed must be >= 0, got {args.seed}")
+    stem = weights_stem(args.out or f"trained-{args.seed}", "--out")
     space_name, space_args, genotype, cfg = _genotype_source(args)
     data = args.data or (cfg["data"] if cfg else "digits")
     data_dir = args.data_dir or (cfg["data_dir"] if cfg else None)
@@ -202,14 +225,14 @@ def _train(args) -> int:
     fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
                         augment=dataset.augment, progress=progress)
     test = evaluate(net, dataset.x_test, dataset.y_test)
-    stem = Path(args.out or f"trained-{args.seed}")
+    stem.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save(stem, {"net": net.state_dict()}, {"genotype": genotype, "space": space_name, "space_args": space_args,
                                                 "input_shape": list(dataset.input_shape),
                                                 "num_classes": dataset.num_classes})
     report = {"genotype": genotype, "space": space_name, "dataset": dataset.describe(), **fit,
               "test_accuracy": test["accuracy"], "weights": str(stem.with_suffix(".npz"))}
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         print(f"test accuracy {test['accuracy']:.4f} after {args.epochs} epochs ({fit['seconds']:.1f} s); "
               f"weights {stem.with_suffix('.npz')}")
@@ -218,9 +241,14 @@ def _train(args) -> int:
 
 def _export(args) -> int:
     from ..export import export_checked
+    from ..search import checkpoint as ckpt
     from ..spaces import create_space
-    from . import checkpoint as ckpt
 
+    if args.num_classes is not None and args.num_classes < 1:
+        raise CodesignError(f"--num-classes must be >= 1, got {args.num_classes}")
+    out = check_output(args.out, "--out")
+    if out.suffix != ".onnx":
+        raise CodesignError(f"--out {out} must end in .onnx")
     space_name, space_args, genotype, cfg = _genotype_source(args)
     meta, state = {}, None
     weights = args.weights
@@ -232,11 +260,10 @@ def _export(args) -> int:
         if not ckpt.exists(stem):
             raise CodesignError(f"no weights at {stem}.npz/.json")
         state, meta = ckpt.load(stem)
+        if not isinstance(state, dict) or not isinstance(state.get("net"), dict) or not isinstance(meta, dict):
+            raise CodesignError(f"{stem} holds no network weights (not written by `codesign train` or a search)")
     if args.input_shape:
-        try:
-            shape = tuple(int(v) for v in args.input_shape.split(","))
-        except ValueError:
-            raise CodesignError(f"--input-shape takes N,C,H,W, got {args.input_shape!r}") from None
+        shape = parse_shape(args.input_shape)
     elif meta.get("input_shape"):
         shape = tuple(meta["input_shape"])
     elif cfg is not None:
@@ -245,23 +272,33 @@ def _export(args) -> int:
         shape = load_dataset(cfg["data"], cfg["data_dir"]).input_shape
     else:
         shape = (1, 3, 32, 32)
-    num_classes = args.num_classes or meta.get("num_classes") or (
+    num_classes = args.num_classes if args.num_classes is not None else meta.get("num_classes") or (
         len(state["net"]["classifier.bias"]) if state and "classifier.bias" in state["net"] else 10)
     space = create_space(space_name, input_shape=shape, num_classes=num_classes, **space_args)
     net = space.build(space.canonical(genotype))
     if state is not None:
         try:
             net.load_state_dict(state["net"])
-        except RuntimeError as exc:
-            raise CodesignError(f"weights do not fit the genotype's network: {str(exc).splitlines()[0]}") from None
-    report = export_checked(net, space.input_shape, args.out)
+        except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+            detail = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()] or [str(exc)]
+            raise CodesignError(f"weights do not fit the genotype's network ({detail[0][:200]})") from None
+    report = export_checked(net, space.input_shape, out)
     report.update({"genotype": space.canonical(genotype), "space": space_name, "trained": state is not None})
     if args.json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         print(f"wrote {report['onnx']} ({report['bytes']} bytes): onnx.checker ok, onnxruntime vs torch max abs "
               f"error {report['onnxruntime_max_abs_err']:.2g}")
     return 0
+
+
+def weights_stem(out: str, flag: str) -> Path:
+    """The stem of a weights file pair (``<stem>.npz`` + ``.json``), checked before the training."""
+    stem = Path(out)
+    stem = stem.with_suffix("") if stem.suffix in (".npz", ".json") else stem
+    for suffix in (".npz", ".json"):
+        check_output(stem.with_suffix(suffix), flag)
+    return stem
 
 
 def _spaces(args) -> int:
@@ -269,7 +306,7 @@ def _spaces(args) -> int:
 
     rows = [create_space(n).describe() for n in list_spaces()]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     for r in rows:
         print(f"{r['space']:<10} {r['decisions']:>3} decisions, {r['size']:.3g} networks; options: "

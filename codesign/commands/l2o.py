@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..errors import CodesignError
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -79,9 +80,8 @@ def _no_action(parser) -> int:
 
 
 def _train(args) -> int:
-    from ..cli import print_json
-    from .tasks import parse_tasks
-    from .train import QUICK, TrainConfig, train
+    from ..l2o.tasks import parse_tasks
+    from ..l2o.train import QUICK, TrainConfig, train
 
     defaults = QUICK if args.quick else {"episodes": 200, "unrolls": 5, "unroll_length": 20}
     cfg = TrainConfig(
@@ -107,10 +107,9 @@ def _fmt(x) -> str:
 
 
 def _eval(args) -> int:
-    from ..cli import print_json
-    from .evaluate import compare
-    from .io import load_rule, read_meta, resolve_optimizer_path
-    from .tasks import parse_tasks
+    from ..l2o.evaluate import compare
+    from ..l2o.io import load_rule, read_meta, resolve_optimizer_path
+    from ..l2o.tasks import parse_tasks
 
     path = resolve_optimizer_path(args.optimizer)
     names = parse_tasks(args.task)
@@ -139,7 +138,7 @@ def _eval(args) -> int:
 
 
 def _describe(path) -> dict:
-    from .io import load_rule, read_meta
+    from ..l2o.io import load_rule, read_meta
 
     meta = read_meta(path)
     load_rule(path)  # validates the weights too
@@ -153,10 +152,9 @@ def _describe(path) -> dict:
 
 
 def _list(args) -> int:
-    from ..cli import print_json
-    from .io import PRETRAINED_DIR, list_pretrained
-    from .rules import list_rules
-    from .tasks import list_tasks
+    from ..l2o.io import PRETRAINED_DIR, list_pretrained
+    from ..l2o.rules import list_rules
+    from ..l2o.tasks import list_tasks
 
     shipped = {name: _describe(PRETRAINED_DIR / f"{name}.json") for name in list_pretrained()}
     if args.json:
@@ -172,8 +170,7 @@ def _list(args) -> int:
 
 
 def _info(args) -> int:
-    from ..cli import print_json
-    from .io import resolve_optimizer_path
+    from ..l2o.io import resolve_optimizer_path
 
     d = _describe(resolve_optimizer_path(args.optimizer))
     if args.json:

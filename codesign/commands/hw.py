@@ -14,7 +14,8 @@ import sys
 
 import yaml
 
-from codesign.errors import CodesignError
+from ..errors import CodesignError
+from .common import add_device_flags, print_json
 
 
 def register(sub) -> None:
@@ -63,10 +64,10 @@ def register(sub) -> None:
         "bound (per-kernel overhead + max(FLOPs / peak, bytes / bandwidth)). Exit status 1 if any kernel "
         "ran faster than the bound (a wrong roofline or a wrong measurement).",
     )
+    add_device_flags(rc, device_help="device whose kernels to check (default cpu-local)", db=False,
+                     schedule_help="only this schedule policy (default: every one)")
     rc.add_argument("--db", required=True, help="profile database (from `codesign profile`)")
-    rc.add_argument("--device", default="cpu-local", help="device whose kernels to check (default cpu-local)")
     rc.add_argument("--roofline", default=None, help="roofline name or YAML (default: the device's own)")
-    rc.add_argument("--schedule", default=None, help="only this schedule policy (default: every one)")
     rc.add_argument("--json", action="store_true", help="print JSON")
     rc.set_defaults(func=_roofline_check)
 
@@ -102,10 +103,9 @@ def _overrides(items: list[str]) -> dict:
 
 
 def _list(args) -> int:
-    from codesign.cli import print_json
 
-    from .accelerator import DATAFLOW_NAMES, list_accelerators
-    from .roofline import list_rooflines
+    from ..hw_models.accelerator import DATAFLOW_NAMES, list_accelerators
+    from ..hw_models.roofline import list_rooflines
 
     accs, roofs = list_accelerators(), list_rooflines()
     if args.json:
@@ -124,9 +124,8 @@ def _list(args) -> int:
 
 
 def _show(args) -> int:
-    from codesign.cli import print_json
 
-    from .accelerator import get_accelerator
+    from ..hw_models.accelerator import get_accelerator
 
     cfg = get_accelerator(args.accel, **_overrides(args.set))
     if args.yaml:
@@ -149,11 +148,9 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def _eval(args) -> int:
-    from codesign.cli import print_json
-    from codesign.kernelspec import KernelSpec
-
-    from .accelerator import get_accelerator
-    from .evaluate import evaluate_network
+    from ..hw_models.accelerator import get_accelerator
+    from ..hw_models.evaluate import evaluate_network
+    from ..kernelspec import KernelSpec
 
     if bool(args.onnx) == bool(args.kernel):
         raise CodesignError("give either --onnx MODEL.onnx or one or more --kernel KEY")
@@ -182,9 +179,8 @@ def _eval(args) -> int:
 
 
 def _roofline_check(args) -> int:
-    from codesign.cli import print_json
 
-    from .roofline import check_profile_db
+    from ..profile.rooflines import check_profile_db
 
     out = check_profile_db(args.db, args.device, roofline=args.roofline, schedule=args.schedule)
     if args.json:
@@ -200,9 +196,8 @@ def _roofline_check(args) -> int:
 
 
 def _validate(args) -> int:
-    from codesign.cli import print_json
 
-    from .validation import dataflow_comparison, eyeriss_chip
+    from ..hw_models.validation import dataflow_comparison, eyeriss_chip
 
     cmp_, chip = dataflow_comparison(), eyeriss_chip()
     if args.json:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import CodesignError
+from ..errors import CodesignError
+from .common import print_json
 
 
 def register(sub) -> None:
@@ -19,8 +20,7 @@ def register(sub) -> None:
 
 
 def _backends(args) -> int:
-    from . import backends
-    from .cli import print_json
+    from .. import backends
 
     info = backends()
     if args.json:
@@ -40,7 +40,7 @@ def demo(seed: int = 0) -> dict:
     available CPU backend, and report the largest difference from the reference and the time."""
     import torch
 
-    from . import gumbel_softmax, mixed_op, use_backend
+    from .. import gumbel_softmax, mixed_op, use_backend
 
     if seed < 0:
         raise CodesignError(f"--seed must be >= 0, got {seed}")
@@ -79,8 +79,7 @@ def demo(seed: int = 0) -> dict:
 
 
 def _demo(args) -> int:
-    from . import backends
-    from .cli import print_json
+    from .. import backends
 
     res = demo(args.seed)
     if args.json:

@@ -1,0 +1,207 @@
+"""Cost sources backed by a fitted cost model: a saved/calibrated model (``model``), or a TVM device
+whose kernels are profiled into the profile database and fitted on the spot (``tvm``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CodesignError
+from ..files import check_output
+from ..kernelspec import KernelSpec
+from .base import CostSource, register_cost_source
+
+
+@register_cost_source("model")
+class ModelCostSource(CostSource):
+    """Costs from a fitted ``codesign.predict`` cost model (per-kernel predictions, whole networks
+    with the model's fitted network/kernel overheads, as ``codesign predict`` gives them)."""
+
+    def __init__(self, model=None, path: str | Path | None = None, statistic: str = "median"):
+        self.statistic = statistic  # of the whole-network measurement
+        if model is None and path is not None:
+            from ..predict import load_cost_model
+
+            model = load_cost_model(path)
+        self.path = str(path) if path is not None else None
+        self._model = None
+        if model is not None:
+            self._set_model(model)
+
+    def _set_model(self, model) -> None:
+        self._model = model
+        self.device, self.schedule = model.device, model.schedule
+        self.metrics = ("latency_ms", "energy_mj") if "energy_mj" in model.heads else ("latency_ms",)
+        self.energy_note = model.energy_source
+
+    @property
+    def model(self):
+        if self._model is None:
+            raise CodesignError(f"the {self.kind} cost source of {self.device} is not prepared")
+        return self._model
+
+    def kernel_costs(self, specs: list[KernelSpec]) -> dict[str, np.ndarray]:
+        specs = list(specs)
+        if not specs:
+            return {m: np.zeros(0) for m in self.metrics}
+        out = {"latency_ms": np.asarray(self.model.predict(specs), np.float64)}
+        if "energy_mj" in self.metrics:
+            out["energy_mj"] = np.asarray(self.model.predict_energy(specs), np.float64)
+        return out
+
+    def network_cost(self, specs: list[KernelSpec]) -> dict[str, float]:
+        res = self.model.predict_network(list(specs))
+        out = {"latency_ms": float(res["latency_ms"])}
+        if res.get("energy_mj") is not None and np.isfinite(res["energy_mj"]):
+            out["energy_mj"] = float(res["energy_mj"])
+        return out
+
+    def can_measure(self) -> tuple[bool, str]:
+        from ..profile import get_device
+
+        try:
+            dev = get_device(self.device)
+        except CodesignError:
+            return False, (f"the cost model's device {self.device} is not a declared TVM device here, so no "
+                           "measurement checks the prediction (declare it with a device YAML to measure)")
+        try:
+            _check_timeable(dev, self.schedule)
+        except CodesignError as exc:
+            return False, f"the cost model's device {self.device} cannot be measured from here: {exc}"
+        return True, ""
+
+    def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
+        ok, _ = self.can_measure()
+        if not ok:
+            return None
+        from ..profile import get_device
+        from ..profile.db import default_db_path, tuning_dir_for
+        from ..profile.measure import measure_network
+
+        m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0,
+                            tuning_dir=str(tuning_dir_for(default_db_path())), statistic=self.statistic)
+        return {**m.to_dict(), "energy_mj": None,
+                "energy_note": "no energy counter measures whole networks on this device"}
+
+    def describe(self) -> dict:
+        out = super().describe()
+        if self._model is not None:
+            out.update(model_kind=self._model.kind, model_path=self.path, profiled_kernels=self._model.n_train)
+        return out
+
+
+@register_cost_source("tvm")
+class TVMDeviceSource(ModelCostSource):
+    """A device TVM can build for and time: its kernels are profiled into the profile database
+    (resumable, shared across runs), then a cost model is fitted on every profile of the device
+    and schedule policy there."""
+
+    def __init__(self, device: str = "cpu-local", schedule: str | None = None, db: str | Path | None = None,
+                 model_kind: str = "gbdt", repeats: int = 5, min_repeat_ms: float = 10.0,
+                 tuning_dir: str | Path | None = None, statistic: str = "median"):
+        from ..predict.models import FITTABLE
+        from ..profile import ProfileDB, get_device
+        from ..profile.db import default_db_path, tuning_dir_for
+        from ..profile.profiler import check_settings
+
+        super().__init__(statistic=statistic)
+        # An unknown device, a schedule or target it cannot use, a device this host cannot time
+        # (a GPU it lacks, an unreachable tracker) and an unusable database fail here, before any work.
+        self.dev = get_device(device)
+        self.schedule = check_settings(self.dev, schedule, repeats, min_repeat_ms, statistic=statistic)
+        _check_timeable(self.dev, self.schedule)
+        self.device = self.dev.name
+        self.db = Path(db) if db else default_db_path()
+        if self.db.exists():
+            ProfileDB(self.db).close()
+        else:
+            check_output(self.db, "profile database")
+        self.model_kind = FITTABLE.check(model_kind)
+        self.repeats, self.min_repeat_ms = repeats, min_repeat_ms
+        # metaschedule:* keeps its records beside the profile database unless told otherwise
+        self.tuning_dir = Path(tuning_dir) if tuning_dir else tuning_dir_for(self.db)
+        self.report = None
+
+    def prepare(self, specs: Iterable[KernelSpec] | Callable[[], Iterable[KernelSpec]], cache=None,
+                progress: bool = False) -> TVMDeviceSource:
+        from ..predict import load_cost_model
+        from ..predict.api import fit_from_profiles
+        from ..profile import ProfileDB, profile_kernels
+
+        if cache is not None and Path(cache).exists():
+            self._set_model(load_cost_model(cache))
+            return self
+        specs = list(specs() if callable(specs) else specs)
+        self.db.parent.mkdir(parents=True, exist_ok=True)
+        with ProfileDB(self.db) as db:
+            if progress:
+                import sys
+
+                print(f"profiling {len(specs)} kernels on {self.device} [{self.schedule}] (cached in {self.db})",
+                      file=sys.stderr, flush=True)
+            self.report = profile_kernels(specs, self.dev, db, schedule=self.schedule, repeats=self.repeats,
+                                          min_repeat_ms=self.min_repeat_ms, progress=progress,
+                                          tuning_dir=str(self.tuning_dir), statistic=self.statistic)
+        model, _ = fit_from_profiles(self.device, self.db, self.schedule, self.model_kind, seed=0)
+        if cache is not None:
+            model.save(cache)
+        self._set_model(model)
+        return self
+
+    def can_measure(self) -> tuple[bool, str]:
+        return True, ""
+
+    def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
+        from ..profile.measure import measure_network
+
+        m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
+                            tuning_dir=str(self.tuning_dir), statistic=self.statistic)
+        return {**m.to_dict(), "energy_mj": None,
+                "energy_note": "no energy counter measures whole networks on this device"}
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update(db=str(self.db), profiled_now=self.report.measured if self.report else None)
+        return out
+
+
+def _check_timeable(dev, schedule: str) -> None:
+    """Raises CodesignError where ``dev`` cannot be timed from this host under ``schedule``: a
+    target TVM cannot build, a GPU this host lacks, an RPC tracker that does not answer."""
+    from ..profile.profiler import check_settings
+    from ..profile.runners import LocalRunner
+
+    check_settings(dev, schedule)
+    if dev.rpc is None:
+        LocalRunner(target_kind=str(dev.target.get("kind"))).check()
+    else:
+        import socket
+
+        host, port = dev.rpc["host"], dev.rpc["port"]
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            raise CodesignError(f"the RPC tracker of {dev.name} at {host}:{port} does not answer ({exc})") from None
+
+
+def open_cost_source(cost_model: str | Path | None = None, device: str = "cpu-local", schedule: str | None = None,
+                     db: str | Path | None = None, hw_space: str | Path | None = None, **kwargs) -> CostSource:
+    """The cost source a search asks for, checked before any work: a hardware space to co-search
+    (``hw_space``), a modelled accelerator (``device="accel:NAME|PATH"``), a saved cost model
+    (``cost_model``), else the TVM device ``device`` (profiled on ``prepare``)."""
+    if hw_space is not None:
+        from .accelerator import HardwareSpaceSource
+
+        return HardwareSpaceSource(hw_space)
+    if device.startswith("accel:"):
+        from .accelerator import AcceleratorSource
+
+        return AcceleratorSource(device.split(":", 1)[1])
+    if cost_model is not None:
+        source = ModelCostSource(path=cost_model, statistic=kwargs.get("statistic", "median"))
+        if schedule is not None and source.schedule != schedule:
+            raise CodesignError(f"{cost_model} was fitted under schedule {source.schedule}, not {schedule}")
+        return source
+    return TVMDeviceSource(device, schedule, db, **kwargs)

@@ -1,0 +1,163 @@
+"""``SearchConfig``: everything a run depends on, saved as the run directory's config.json (the
+resolved config beside the results, so a run can be repeated) and checked again on ``--resume``."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from ..errors import CodesignError
+from ..search.budgets import OBJECTIVES, Budget, parse_budget
+
+
+@dataclass
+class SearchConfig:
+    """Everything a run depends on (saved as config.json; --resume checks it)."""
+
+    space: str = "nb201"
+    space_args: dict = field(default_factory=dict)
+    strategy: str = "darts"
+    data: str = "digits"
+    data_dir: str | None = None
+    val_fraction: float = 0.5
+    device: str = "cpu-local"  # a TVM device, or accel:NAME|PATH (a modelled accelerator)
+    hw_space: str | None = None  # co-search: a hardware space (name or YAML) searched with the network
+    schedule: str = "untuned"
+    db: str | None = None
+    cost_model: str | None = None
+    latency_ms: str | None = None
+    energy_mj: str | None = None
+    area_mm2: str | None = None
+    objective: str | None = None  # none | latency | energy | edp; None: edp with --hw-space, else none
+    objective_weight: float = 0.1
+    epochs: int = 30
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.05
+    arch_lr: float = 0.01
+    weight_decay: float = 3e-4
+    lagrange_lr: float = 0.5
+    tau_max: float = 5.0
+    tau_min: float = 0.5
+    candidates: int = 8
+    candidate_epochs: int = 4
+    population: int = 4
+    tournament: int = 2
+    train_epochs: int = 30
+    seed: int = 0
+    measure: bool = True
+    compare: str | None = None
+    arch_optimizer: str = "adam"
+    weight_optimizer: str = "sgd"
+    profile_repeats: int = 5
+    profile_min_repeat_ms: float = 10.0
+    profile_statistic: str = "median"  # how timed repeats become latencies, in profiles and measurement
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise CodesignError(f"unknown search setting(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def _check_types(self) -> None:
+        """Every setting of the type of its default (from a damaged config.json, or a Python caller)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if default is None:
+                ok, kind = v is None or isinstance(v, str), "a string or null"
+            elif isinstance(default, bool):
+                ok, kind = isinstance(v, bool), "true or false"
+            elif isinstance(default, int):
+                ok, kind = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            elif isinstance(default, float):
+                ok, kind = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
+            else:
+                ok, kind = isinstance(v, type(default)), f"a {type(default).__name__}"
+            if not ok:
+                raise CodesignError(f"search setting {f.name} (--{f.name.replace('_', '-')}) must be {kind}, got {v!r}")
+
+    def validate(self) -> None:
+        from ..data import DATASETS
+        from ..search.strategies import STRATEGIES
+        from ..spaces import SPACES
+
+        self._check_types()
+        SPACES.check(self.space)
+        STRATEGIES.check(self.strategy)
+        if self.data not in DATASETS:
+            raise CodesignError(f"unknown dataset {self.data!r}; choose from {', '.join(DATASETS)}")
+        if self.compare not in (None, "random", "sequential"):
+            raise CodesignError(f"--compare takes random or sequential, got {self.compare!r}")
+        if self.compare == "sequential" and not self.hw_space:
+            raise CodesignError("--compare sequential compares a co-search with the hardware team's sequential "
+                                "design; it needs --hw-space")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise CodesignError(f"--objective takes {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        w = self.objective_weight
+        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
+            raise CodesignError(f"--objective-weight must be a number >= 0, got {w!r}")
+        if self.hw_space and (self.device != "cpu-local" or self.cost_model):
+            raise CodesignError("--hw-space searches the accelerator itself: drop --device/--cost-model "
+                                "(the space names its base accelerator)")
+        if self.area_mm2 is not None and not (self.hw_space or self.device.startswith("accel:")):
+            raise CodesignError("an area_mm2 budget needs an accelerator target (--device accel:NAME or "
+                                "--hw-space NAME); a TVM device has a fixed area")
+        if self.device.startswith("accel:") and self.cost_model:
+            raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
+        for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
+                     "profile_repeats"):
+            if getattr(self, name) < 1:
+                raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "train_epochs"):
+            if getattr(self, name) < 0:
+                raise CodesignError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "arch_lr", "tau_max", "tau_min", "lagrange_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise CodesignError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+        for name in ("weight_decay", "profile_min_repeat_ms"):
+            if getattr(self, name) < 0:
+                raise CodesignError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise CodesignError(f"--seed must be >= 0, got {self.seed}")
+        if self.tau_min > self.tau_max:
+            raise CodesignError(f"--tau-min ({self.tau_min}) must not exceed --tau-max ({self.tau_max}): the Gumbel "
+                                "temperature anneals from --tau-max down to --tau-min")
+        if self.profile_statistic not in ("median", "min"):
+            raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
+        if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):
+            raise CodesignError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+        if not 0 < self.val_fraction < 1:
+            raise CodesignError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        for spec in (self.arch_optimizer, self.weight_optimizer):
+            if spec not in ("adam", "sgd") and not spec.startswith("l2o:"):
+                raise CodesignError(f"optimizer {spec!r}: use adam, sgd or l2o:<name or file>")
+            if spec.startswith("l2o:"):
+                from ..l2o.io import load_rule
+
+                load_rule(spec.split(":", 1)[1])  # file, weights and config checked now, not after profiling
+        self.budgets()
+
+    def budgets(self) -> list[Budget]:
+        out = []
+        if self.latency_ms is not None:
+            out.append(parse_budget("latency_ms", self.latency_ms))
+        if self.energy_mj is not None:
+            out.append(parse_budget("energy_mj", self.energy_mj))
+        if self.area_mm2 is not None:
+            out.append(parse_budget("area_mm2", self.area_mm2))
+        return out
+
+    def resolved_objective(self) -> str:
+        """What the search minimises inside the budgets: the energy-delay product on a co-search
+        (hardware needs something to aim at), nothing else by default."""
+        if self.objective is not None:
+            return self.objective
+        return "edp" if self.hw_space else "none"

@@ -1,0 +1,79 @@
+"""``run_search``: the main job end to end in a run directory that survives kills."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from .config import SearchConfig
+from .phases import (
+    check_measurable,
+    compare_phase,
+    costs_phase,
+    derive_phase,
+    final_phase,
+    save_costs,
+    say,
+    search_phase,
+    setup,
+    split_train_val,
+    summary,
+)
+from .rundir import check_run_dir, open_run, read_config
+
+RESULTS_FORMAT = "codesign-search-results"
+RESULTS_VERSION = 1
+
+
+def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = None, resume: bool = False,
+               overrides: dict | None = None, quiet: bool = False) -> dict:
+    """Run (or resume) a search and everything after it; returns results.json's content.
+
+    Every input is checked (run directory, config, data, space, device or cost model) before the
+    run directory is created; ``resume`` reopens ``run_dir``, checks that every file in it is
+    readable and refuses a config that differs from its own.
+    """
+    t_start = time.perf_counter()
+    check_run_dir(run_dir, resume)
+    if resume:
+        cfg = read_config(run_dir, overrides)
+    s = setup(cfg, quiet)
+    check_measurable(s)
+    # A new run costs its space and resolves its budgets before its directory exists.
+    costs = None if resume else costs_phase(s, None)
+    run, cfg = open_run(cfg, run_dir, resume, overrides)
+    say(f"run directory: {run.path}", quiet)
+    if costs is None:
+        costs = costs_phase(s, run)
+    save_costs(s, run, costs)
+    split = split_train_val(s.dataset, cfg.val_fraction, cfg.seed)
+
+    found = search_phase(s, run, costs, split)
+    derived = derive_phase(s, run, costs, found)
+    say(f"genotype: {derived['genotype']}", quiet)
+    final = final_phase(s, run, derived["genotype"], hw_choices=derived.get("hw_choices"))
+    compare = compare_phase(s, run, costs, split, found)
+
+    results = {
+        "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "run_dir": str(run.path),
+        "space": cfg.space, "strategy": cfg.strategy, "dataset": s.dataset.describe(), "device": s.source.device,
+        "schedule": s.source.schedule, "cost_source": s.source.describe(), "seed": cfg.seed,
+        "genotype": derived["genotype"], "budgets": [b.to_dict() for b in costs.budgets], "derived": derived,
+        "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **summary(final),
+        "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in costs.budgets),
+        "budgets_met_measured": _met(final.get("measured"), costs.budgets),
+        "compare": compare, "wall_seconds_this_session": time.perf_counter() - t_start,
+    }
+    if "hardware" in derived:
+        results.update(hardware=derived["hardware"], objective=cfg.objective)
+    run.write("results.json", results)
+    return results
+
+
+def _met(measured: dict | None, budgets) -> bool | None:
+    """Whether the measured network meets every budget it has a measurement for (None: nothing measured)."""
+    if not measured:
+        return None
+    checked = [measured[b.metric] <= b.limit for b in budgets if measured.get(b.metric) is not None]
+    return all(checked) if checked else None
