@@ -114,22 +114,8 @@ void depthwise_backward(const DepthwiseShape& s, Map<const T> grad_out, Map<cons
           const int64_t off = (oi * s.stride + kh * s.dilation) * pw;
           for (int64_t kw = 0; kw < s.k; ++kw) {
             const int64_t t = kh * s.k + kw, col = kw * s.dilation * s.c;
-            if (grad_w) {  // acc[t][j] += g[j] * x at tap t of output j
-              T* a = acc.data() + t * n_out;
-              const T* src = pad.data() + off + col;
-              if (s.stride == 1) {
-#pragma omp simd
-                for (int64_t j = 0; j < n_out; ++j) a[j] += g[j] * src[j];
-              } else {
-                for (int64_t oj = 0; oj < s.wo; ++oj) {
-                  const T* xs = src + oj * s.stride * s.c;
-                  const T* gs = g + oj * s.c;
-                  T* as = a + oj * s.c;
-#pragma omp simd
-                  for (int64_t c = 0; c < s.c; ++c) as[c] += gs[c] * xs[c];
-                }
-              }
-            }
+            // acc[t][j] += g[j] * x at tap t of output j: the forward's product with g as the taps
+            if (grad_w) tap_fma(s, g, pad.data() + off + col, acc.data() + t * n_out);
             if (grad_x.p) {  // the transpose: scatter w * g back to the tap's input
               const T* tap = taps.data() + t * n_out;
               T* dst = gpad.data() + off + col;
