@@ -93,6 +93,14 @@ def _mixed_fwd(
 
 
 @triton.jit
+def _y_grad(g, off, mask, w, y, gy, partial):
+    """One parametric output's share of backward: its gradient w * g (stored at off), and the
+    program's partial sum <g, y> (stored at partial)."""
+    tl.store(gy + off, w * g, mask=mask)
+    tl.store(partial, tl.sum(g * tl.load(y + off, mask=mask, other=0.0)))
+
+
+@triton.jit
 def _mixed_bwd_ys(
     g_ptr,  # [N, C, Ho, Wo] gradient of the output, strides of out
     w_ptr,  # weights of this launch's ys (MAX_YS floats, then 3 unused)
@@ -114,17 +122,13 @@ def _mixed_bwd_ys(
     g = tl.load(g_ptr + off, mask=mask, other=0.0)
     row = partial_ptr + pid * 7
     if NUM_YS > 0:
-        tl.store(gy0 + off, tl.load(w_ptr + 0) * g, mask=mask)
-        tl.store(row + 0, tl.sum(g * tl.load(y0 + off, mask=mask, other=0.0)))
+        _y_grad(g, off, mask, tl.load(w_ptr + 0), y0, gy0, row + 0)
     if NUM_YS > 1:
-        tl.store(gy1 + off, tl.load(w_ptr + 1) * g, mask=mask)
-        tl.store(row + 1, tl.sum(g * tl.load(y1 + off, mask=mask, other=0.0)))
+        _y_grad(g, off, mask, tl.load(w_ptr + 1), y1, gy1, row + 1)
     if NUM_YS > 2:
-        tl.store(gy2 + off, tl.load(w_ptr + 2) * g, mask=mask)
-        tl.store(row + 2, tl.sum(g * tl.load(y2 + off, mask=mask, other=0.0)))
+        _y_grad(g, off, mask, tl.load(w_ptr + 2), y2, gy2, row + 2)
     if NUM_YS > 3:
-        tl.store(gy3 + off, tl.load(w_ptr + 3) * g, mask=mask)
-        tl.store(row + 3, tl.sum(g * tl.load(y3 + off, mask=mask, other=0.0)))
+        _y_grad(g, off, mask, tl.load(w_ptr + 3), y3, gy3, row + 3)
 
 
 @triton.jit
@@ -161,17 +165,13 @@ def _mixed_bwd(
     row = partial_ptr + pid * 7
     out_plane = n * son + c * soc
     if NUM_YS > 0:
-        tl.store(gy0 + out_plane + co, tl.load(w_ptr + 0) * go, mask=centre)
-        tl.store(row + 0, tl.sum(go * tl.load(y0 + out_plane + co, mask=centre, other=0.0)))
+        _y_grad(go, out_plane + co, centre, tl.load(w_ptr + 0), y0, gy0, row + 0)
     if NUM_YS > 1:
-        tl.store(gy1 + out_plane + co, tl.load(w_ptr + 1) * go, mask=centre)
-        tl.store(row + 1, tl.sum(go * tl.load(y1 + out_plane + co, mask=centre, other=0.0)))
+        _y_grad(go, out_plane + co, centre, tl.load(w_ptr + 1), y1, gy1, row + 1)
     if NUM_YS > 2:
-        tl.store(gy2 + out_plane + co, tl.load(w_ptr + 2) * go, mask=centre)
-        tl.store(row + 2, tl.sum(go * tl.load(y2 + out_plane + co, mask=centre, other=0.0)))
+        _y_grad(go, out_plane + co, centre, tl.load(w_ptr + 2), y2, gy2, row + 2)
     if NUM_YS > 3:
-        tl.store(gy3 + out_plane + co, tl.load(w_ptr + 3) * go, mask=centre)
-        tl.store(row + 3, tl.sum(go * tl.load(y3 + out_plane + co, mask=centre, other=0.0)))
+        _y_grad(go, out_plane + co, centre, tl.load(w_ptr + 3), y3, gy3, row + 3)
     acc = tl.zeros([BLOCK], dtype=gx_ptr.dtype.element_ty)
     xv = tl.load(x_plane + p * sxh + q * sxw, mask=mask, other=0.0)
     if HAS_IDENTITY:  # stride 1: every input pixel is a centre
