@@ -136,9 +136,64 @@ def _addr(t: torch.Tensor) -> int:
 # mixed_op
 # ---------------------------------------------------------------------------------------------
 
+NCHW, NHWC = 0, 1  # the kernels' two layouts (NHWC is torch's channels_last)
+
 
 def _pool_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
+
+
+def _layout(x: torch.Tensor) -> int:
+    """NHWC when x's channels are its innermost dimension (channels_last, or a channel slice of
+    such a map, as partial-channel edges pass), else NCHW. Maps that are both (C = 1, or H = W = 1)
+    count as NCHW."""
+    return NHWC if x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous() else NCHW
+
+
+def _format(layout: int) -> torch.memory_format:
+    return torch.channels_last if layout == NHWC else torch.contiguous_format
+
+
+def _dense_rows(t: torch.Tensor, layout: int) -> torch.Tensor:
+    """t itself when every row of its images is one dense run (what the kernels read for ys and
+    gradients), else a copy in the layout's contiguous format."""
+    _, c, _, w = t.shape
+    if layout == NHWC:
+        ok = (c == 1 or t.stride(1) == 1) and (w == 1 or t.stride(3) == c)
+    else:
+        ok = w == 1 or t.stride(3) == 1
+    return t if ok else t.contiguous(memory_format=_format(layout))
+
+
+def _map(t: torch.Tensor) -> tuple[int, int, int, int, int]:
+    return (t.data_ptr(), *t.stride())
+
+
+def _mixed_out(x: torch.Tensor, stride: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return torch.empty(n, c, _pool_out(h, stride), _pool_out(w, stride), dtype=x.dtype,
+                       device=x.device, memory_format=_format(_layout(x)))
+
+
+def _pooled(shape: Sequence[int], dtype: torch.dtype, layout: int) -> torch.Tensor:
+    """An uninitialised CPU map for a C++ kernel to write, on a buffer recycled from earlier
+    steps (codesign._C's pool: no page faults in the training loop), with the strides torch gives
+    the layout's format."""
+    n, c, h, w = shape
+    strides = [c * h * w, 1, w * c, c] if layout == NHWC else [c * h * w, h * w, w, 1]
+    return torch.from_dlpack(_C.empty_pooled(str(dtype).removeprefix("torch."), list(shape), strides))
+
+
+def buffer_pool(limit_bytes: int | None = None) -> dict:
+    """Statistics of the C++ kernels' pool of output buffers (idle_bytes, limit_bytes, fresh,
+    reused); with limit_bytes, first sets how many freed bytes it may keep (0 empties it)."""
+    if _C is None:
+        raise RuntimeError(f"codesign: no buffer pool, {_C_ERROR}")
+    if limit_bytes is not None:
+        if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes < 0:
+            raise ValueError(f"buffer_pool: limit_bytes must be an int >= 0, got {limit_bytes!r}")
+        _C.set_buffer_pool_limit(limit_bytes)
+    return dict(_C.buffer_pool_stats())
 
 
 @torch.library.custom_op("codesign::mixed_op", mutates_args=())
@@ -147,26 +202,26 @@ def _mixed_op(
 ) -> torch.Tensor:
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        x, weights = x.contiguous(), weights.contiguous()
-        ys = [y.contiguous() for y in ys]
+        layout = _layout(x)
+        weights = weights.contiguous()
+        ys = [_dense_rows(y, layout) for y in ys]
         n, c, h, w = x.shape
-        ho, wo = _pool_out(h, stride), _pool_out(w, stride)
-        out = x.new_empty(n, c, ho, wo)
+        out = _pooled((n, c, _pool_out(h, stride), _pool_out(w, stride)), x.dtype, layout)
         _C.mixed_op_forward(
-            str(x.dtype).removeprefix("torch."), [n, c, h, w], [ho, wo], stride, _addr(x),
-            [_addr(y) for y in ys], _addr(weights), list(free_ops), _addr(out),
+            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *out.shape[2:], stride],
+            _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops), _map(out),
         )
         return out
     if kernel == "triton":
         return _triton_module().mixed_op_forward(x, ys, weights, list(free_ops), stride)
     names = [FREE_OPS[c] for c in free_ops]
-    return reference.mixed_op(x, ys, weights, names, stride).clone()
+    out = reference.mixed_op(x, ys, weights, names, stride)
+    return torch.empty_like(out, memory_format=_format(_layout(x))).copy_(out)
 
 
 @_mixed_op.register_fake
 def _(x, ys, weights, free_ops, stride):
-    n, c, h, w = x.shape
-    return x.new_empty(n, c, _pool_out(h, stride), _pool_out(w, stride))
+    return _mixed_out(x, stride)
 
 
 @torch.library.custom_op("codesign::mixed_op_backward", mutates_args=())
@@ -181,16 +236,17 @@ def _mixed_op_backward(
     """[grad_x, grad_weights, *grad_ys]."""
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        grad, x, weights = grad.contiguous(), x.contiguous(), weights.contiguous()
-        ys = [y.contiguous() for y in ys]
+        layout = _layout(x)
+        grad, weights = _dense_rows(grad, layout), weights.contiguous()
+        ys = [_dense_rows(y, layout) for y in ys]
         n, c, h, w = x.shape
-        grad_x = torch.empty_like(x)
+        grad_x = _pooled(x.shape, x.dtype, layout)
         grad_w = torch.empty_like(weights)
-        grad_ys = [torch.empty_like(y) for y in ys]
+        grad_ys = [_pooled(y.shape, y.dtype, layout) for y in ys]
         _C.mixed_op_backward(
-            str(x.dtype).removeprefix("torch."), [n, c, h, w], list(grad.shape[2:]), stride,
-            _addr(grad), _addr(x), [_addr(y) for y in ys], _addr(weights), list(free_ops),
-            _addr(grad_x), [_addr(g) for g in grad_ys], _addr(grad_w),
+            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
+            _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),
+            _map(grad_x), [_map(g) for g in grad_ys], _addr(grad_w),
         )
         return [grad_x, grad_w, *grad_ys]
     if kernel == "triton":
@@ -209,7 +265,10 @@ def _mixed_op_backward(
 
 @_mixed_op_backward.register_fake
 def _(grad, x, ys, weights, free_ops, stride):
-    return [torch.empty_like(x), torch.empty_like(weights), *[torch.empty_like(y) for y in ys]]
+    fmt = _format(_layout(x))
+    return [torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt),
+            torch.empty_like(weights),
+            *[torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=fmt) for y in ys]]
 
 
 def _mixed_setup(ctx, inputs, output):
@@ -302,6 +361,151 @@ def mixed_op(
     if current_backend() == "reference":
         return reference.mixed_op(x, list(ys), weights, list(free_ops), stride)
     return _mixed_op(x, list(ys), weights, codes, stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# depthwise_conv2d
+# ---------------------------------------------------------------------------------------------
+
+
+def _nhwc_cpp(x: torch.Tensor) -> bool:
+    """Whether codesign's channels_last CPU kernels (depthwise conv, batch norm) take x; other
+    maps go to torch."""
+    return (_C is not None and current_backend() in ("auto", "cpp") and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64) and _layout(x) == NHWC)
+
+
+def _conv_out(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _dw_shape(x, weight, stride, padding, dilation, ho, wo) -> list[int]:
+    n, c, h, w = x.shape
+    return [n, c, h, w, ho, wo, weight.shape[-1], stride, padding, dilation]
+
+
+class _Depthwise(torch.autograd.Function):
+    """codesign's depthwise-conv kernel under autograd (channels_last float CPU maps only).
+
+    A plain autograd.Function rather than a torch.library custom op: the fused supernet calls it
+    a thousand times per step, and the custom op's Python dispatch cost three times as much per
+    call (179 against 56 us for a forward and backward of a tiny map, measured here). Eager only:
+    torch.compile breaks the graph at it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, dilation):
+        n, c, h, w = x.shape
+        k = weight.shape[-1]
+        shape = [n, c, h, w, _conv_out(h, k, stride, padding, dilation), _conv_out(w, k, stride, padding, dilation),
+                 k, stride, padding, dilation]
+        weight = weight.contiguous()
+        out = _pooled((n, c, shape[4], shape[5]), x.dtype, NHWC)
+        _C.depthwise_conv2d_forward(str(x.dtype).removeprefix("torch."), shape, _map(x), _addr(weight), _map(out))
+        ctx.save_for_backward(x, weight)
+        ctx.shape = shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = _dense_rows(grad, NHWC)
+        grad_x = _pooled(x.shape, x.dtype, NHWC) if ctx.needs_input_grad[0] else None
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        _C.depthwise_conv2d_backward(str(x.dtype).removeprefix("torch."), ctx.shape, _map(grad), _map(x),
+                                     _addr(weight), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0),
+                                     _addr(grad_w) if grad_w is not None else 0)
+        return grad_x, grad_w, None, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0,
+                     dilation: int = 1) -> torch.Tensor:
+    """Depthwise convolution (groups = channels, no bias): ``F.conv2d(x, weight, None, stride,
+    padding, dilation, groups=C)``, by codesign's kernel on channels_last float CPU maps (the
+    fused supernet's layout) and by torch elsewhere.
+
+    Args:
+        x: [N, C, H, W].
+        weight: [C, 1, K, K], K odd or even.
+        stride, padding, dilation: ints, as torch's (the same for both axes).
+
+    Raises:
+        ValueError naming the offending argument.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"depthwise_conv2d: x must be a 4-D tensor [N, C, H, W], got {getattr(x, 'shape', x)!r}")
+    c = x.shape[1]
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] != c or weight.shape[1] != 1
+            or weight.shape[2] != weight.shape[3]):
+        raise ValueError(f"depthwise_conv2d: weight must be [C={c}, 1, K, K], got {getattr(weight, 'shape', weight)!r}")
+    for name, v, low in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"depthwise_conv2d: {name} must be an int >= {low}, got {v!r}")
+    k = weight.shape[-1]
+    if min(_conv_out(x.shape[2], k, stride, padding, dilation), _conv_out(x.shape[3], k, stride, padding, dilation)) < 1:
+        raise ValueError(f"depthwise_conv2d: a {k}x{k} kernel (dilation {dilation}, padding {padding}) does not fit "
+                         f"a {x.shape[2]}x{x.shape[3]} input")
+    if not _nhwc_cpp(x) or weight.dtype != x.dtype or weight.device != x.device:
+        return torch.nn.functional.conv2d(x, weight, None, stride, padding, dilation, c)
+    return _Depthwise.apply(x, weight, stride, padding, dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_norm (training) + ReLU
+# ---------------------------------------------------------------------------------------------
+
+
+class _BatchNorm(torch.autograd.Function):
+    """codesign's batch-norm (+ ReLU) kernel under autograd (channels_last float CPU maps only);
+    an autograd.Function for the reason given at _Depthwise. Returns (out, batch mean, batch
+    variance (biased)); backward recomputes the ReLU's mask from x."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, relu):
+        x = _dense_rows(x, NHWC)
+        out = _pooled(x.shape, x.dtype, NHWC)
+        mean, invstd, var = torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight)
+        params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
+        _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
+                              bool(relu), _map(out))
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.relu = relu
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        grad = _dense_rows(grad, NHWC)
+        grad_x = _pooled(x.shape, x.dtype, NHWC) if ctx.needs_input_grad[0] else None
+        grad_w, grad_b = torch.empty_like(weight), torch.empty_like(bias)
+        params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
+        _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
+                               bool(ctx.relu), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0))
+        return grad_x, grad_w, grad_b, None, None
+
+
+def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
+    """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
+    channels_last float CPU maps when the module is training with affine parameters and running
+    statistics (updated as torch's module updates them, batch count included); by the module
+    (and torch's ReLU) otherwise."""
+    if not (bn.training and bn.affine and bn.track_running_stats and _nhwc_cpp(x) and bn.weight.dtype == x.dtype):
+        out = bn(x)
+        return torch.relu(out) if relu else out
+    momentum = bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    count = x.numel() // x.shape[1]
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu))
+    if momentum:  # the running variance is the unbiased one, as torch's module keeps it
+        with torch.no_grad():
+            bn.running_mean.lerp_(mean, momentum)
+            bn.running_var.lerp_(var * (count / (count - 1)), momentum)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

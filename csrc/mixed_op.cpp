@@ -1,15 +1,25 @@
 // Fused DARTS/GDAS edge: out = sum_k w_k * y_k + sum_j w_j * free_op_j(x).
 //
-// Work is split over (n, c) planes: each thread owns whole planes, so x's gradient needs no
-// atomics, and the pooled maps of the free ops live only in a per-thread scratch buffer the size
-// of one plane (L1/L2-resident) — they are never written to memory as tensors, and backward
-// recomputes them. Pools are computed separably on padded copies of the plane so that every inner
-// loop is branch-free and vectorises. Weight gradients are reduced per plane and then summed in a
-// fixed order, which keeps results identical whatever the thread count.
+// Both memory layouts run the same code: a map is a set of *images* (NCHW: the N*C planes, one
+// value per pixel; NHWC/channels_last: the N images, C contiguous values per pixel), and every
+// loop runs over a row of pixels flattened with its channels, so it is branch-free and vectorises
+// whatever C is (a horizontal neighbour is `ch` values away).
+//
+// Forward: work is split over (image, block of output rows). The two 3x3 pools share one pass:
+// every input row's horizontal 3-wide sums and maxima are computed once (the same loads serve
+// both), kept in a per-thread scratch of a few rows, and combined vertically for each output row;
+// then every output row is written once, with the weighted parametric outputs, identity and pools
+// accumulated while it sits in L1. Pooled maps are never tensors, and backward recomputes them.
+//
+// Backward: work is split over images, so x's gradient needs no atomics: each thread scatters the
+// gradient of its image's pools into a padded per-thread plane and copies its interior out.
+// Weight gradients are reduced per image and then summed in a fixed order, which keeps results
+// identical whatever the thread count.
 //
 // Max pool: the gradient goes to the first maximum of each window in row-major scan order, as in
 // torch's max_pool2d. NaN inputs are not given torch's NaN-propagating max semantics.
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -39,296 +49,359 @@ FreeWeights free_weights(const std::vector<int>& free_ops, int64_t kp, const T* 
   return f;
 }
 
-// Per-thread scratch for one plane. Padded planes are (h + 2) x (w + 2).
+// One image of a map: rows of pixels of `ch` contiguous values; rs / ps are the row and pixel
+// strides in elements.
 template <typename T>
-struct Scratch {
-  int64_t ph, pw;
-  std::vector<T> pad, hbuf, avg, mx, gpad;
-  std::vector<T> inv_rows, inv_cols;  // 1 / (valid rows), 1 / (valid cols) of each output window
-  Scratch(const MixedShape& s)
-      : ph(s.h + 2), pw(s.w + 2), pad(ph * pw), hbuf(ph * s.w), avg(s.ho * s.wo),
-        mx(s.ho * s.wo), gpad(ph * pw), inv_rows(s.ho), inv_cols(s.wo) {
+struct Image {
+  T* p;
+  int64_t rs, ps;
+  T* row(int64_t r) const { return p + r * rs; }
+};
+
+// How a layout cuts a map into images.
+struct Images {
+  Layout layout;
+  int64_t count, ch, c;
+  explicit Images(const MixedShape& s)
+      : layout(s.layout), count(s.layout == kNCHW ? s.n * s.c : s.n), ch(s.layout == kNCHW ? 1 : s.c),
+        c(s.c) {}
+  template <typename T>
+  Image<T> of(const Map<T>& m, int64_t i) const {
+    if (layout == kNCHW) return {m.p + (i / c) * m.sn + (i % c) * m.sc, m.sh, m.sw};
+    return {m.p + i * m.sn, m.sh, m.sw};
+  }
+};
+
+// Row r of image a as a dense run of w * ch values: the row itself when its pixels are dense,
+// else gathered into buf (x may be a channel slice of a wider map, as partial-channel edges pass).
+template <typename T>
+const T* dense_row(const Image<const T>& a, int64_t r, int64_t w, int64_t ch, T* buf) {
+  const T* src = a.row(r);
+  if (a.ps == ch) return src;
+  for (int64_t q = 0; q < w; ++q) std::memcpy(buf + q * ch, src + q * a.ps, sizeof(T) * ch);
+  return buf;
+}
+
+// Horizontal 3-wide sums and maxima of a dense input row `a` (w pixels) at the centres of the
+// wo output columns: hs/hm hold wo * ch values. Windows are clipped at the borders.
+template <typename T>
+void hpool(const T* a, int64_t w, int64_t wo, int64_t s, int64_t ch, T* hs, T* hm) {
+  if (s == 1 && w > 1) {
+    for (int64_t c = 0; c < ch; ++c) {
+      hs[c] = a[c] + a[ch + c];
+      hm[c] = a[c] > a[ch + c] ? a[c] : a[ch + c];
+    }
+    const int64_t end = (w - 1) * ch;
+#pragma omp simd
+    for (int64_t i = ch; i < end; ++i) {
+      const T l = a[i - ch], m = a[i], r = a[i + ch];
+      hs[i] = l + m + r;
+      const T t = l > m ? l : m;
+      hm[i] = t > r ? t : r;
+    }
+    for (int64_t i = end; i < end + ch; ++i) {
+      hs[i] = a[i - ch] + a[i];
+      hm[i] = a[i - ch] > a[i] ? a[i - ch] : a[i];
+    }
+    return;
+  }
+  for (int64_t oj = 0; oj < wo; ++oj) {
+    const int64_t centre = oj * s, lo = std::max<int64_t>(centre - 1, 0),
+                  hi = std::min(centre + 1, w - 1);
+    T* hso = hs + oj * ch;
+    T* hmo = hm + oj * ch;
+    std::memcpy(hso, a + lo * ch, sizeof(T) * ch);
+    std::memcpy(hmo, a + lo * ch, sizeof(T) * ch);
+    for (int64_t q = lo + 1; q <= hi; ++q) {
+      const T* aq = a + q * ch;
+#pragma omp simd
+      for (int64_t c = 0; c < ch; ++c) {
+        hso[c] += aq[c];
+        hmo[c] = hmo[c] > aq[c] ? hmo[c] : aq[c];
+      }
+    }
+  }
+}
+
+// Per-call constants of the pools: 1 / (valid rows) of each output row, and 1 / (valid columns)
+// of each output column repeated over the channels.
+template <typename T>
+struct PoolConsts {
+  std::vector<T> inv_rows, inv_cols;
+  PoolConsts(const MixedShape& s, int64_t ch) : inv_rows(s.ho), inv_cols(s.wo * ch) {
     for (int64_t i = 0; i < s.ho; ++i) inv_rows[i] = T(1) / valid(i * s.stride, s.h);
-    for (int64_t j = 0; j < s.wo; ++j) inv_cols[j] = T(1) / valid(j * s.stride, s.w);
+    for (int64_t j = 0; j < s.wo; ++j)
+      std::fill_n(inv_cols.begin() + j * ch, ch, T(1) / valid(j * s.stride, s.w));
   }
   static T valid(int64_t centre, int64_t size) {
     return static_cast<T>(std::min(centre + 1, size - 1) - std::max<int64_t>(centre - 1, 0) + 1);
   }
 };
 
-// Copies plane xp into the padded buffer with the given border value.
+// Average and max pools of output row oi from the horizontal rows hs/hm, whose first stored row
+// is input row r_base; each stored row holds n = wo * ch values.
 template <typename T>
-void pad_plane(const MixedShape& s, const T* xp, T border, T* pad) {
-  const int64_t pw = s.w + 2;
-  std::fill(pad, pad + pw, border);
-  std::fill(pad + (s.h + 1) * pw, pad + (s.h + 2) * pw, border);
-  for (int64_t r = 0; r < s.h; ++r) {
-    T* row = pad + (r + 1) * pw;
-    row[0] = border;
-    row[pw - 1] = border;
-    std::copy(xp + r * s.w, xp + (r + 1) * s.w, row + 1);
-  }
-}
-
-// 3x3 window sums (kSum) or maxima of the padded plane at every output position.
-enum class Reduce { kSum, kMax };
-
-template <typename T, Reduce R>
-void window_reduce(const MixedShape& s, const T* pad, T* hbuf, T* out) {
-  const int64_t pw = s.w + 2;
-  for (int64_t r = 0; r < s.h + 2; ++r) {
-    const T* a = pad + r * pw;
-    T* h = hbuf + r * s.w;
+void vpool(const MixedShape& s, const PoolConsts<T>& pc, int64_t oi, const T* hs, const T* hm,
+           int64_t r_base, int64_t n, T* avg, T* mx) {
+  const int64_t centre = oi * s.stride, lo = std::max<int64_t>(centre - 1, 0),
+                hi = std::min(centre + 1, s.h - 1);
+  const T* s0 = hs + (lo - r_base) * n;
+  const T* m0 = hm + (lo - r_base) * n;
+  std::memcpy(avg, s0, sizeof(T) * n);
+  std::memcpy(mx, m0, sizeof(T) * n);
+  for (int64_t r = lo + 1; r <= hi; ++r) {
+    const T* sr = hs + (r - r_base) * n;
+    const T* mr = hm + (r - r_base) * n;
 #pragma omp simd
-    for (int64_t c = 0; c < s.w; ++c) {
-      if constexpr (R == Reduce::kSum) {
-        h[c] = a[c] + a[c + 1] + a[c + 2];
-      } else {
-        const T m = a[c] > a[c + 1] ? a[c] : a[c + 1];
-        h[c] = m > a[c + 2] ? m : a[c + 2];
-      }
+    for (int64_t i = 0; i < n; ++i) {
+      avg[i] += sr[i];
+      mx[i] = mx[i] > mr[i] ? mx[i] : mr[i];
     }
   }
-  for (int64_t oi = 0; oi < s.ho; ++oi) {
-    const T* h0 = hbuf + (oi * s.stride) * s.w;  // padded rows oi*s .. oi*s + 2
-    const T* h1 = h0 + s.w;
-    const T* h2 = h1 + s.w;
-    T* o = out + oi * s.wo;
-    if (s.stride == 1) {
+  const T ri = pc.inv_rows[oi];
+  const T* ci = pc.inv_cols.data();
 #pragma omp simd
-      for (int64_t oj = 0; oj < s.wo; ++oj) {
-        if constexpr (R == Reduce::kSum) {
-          o[oj] = h0[oj] + h1[oj] + h2[oj];
-        } else {
-          const T m = h0[oj] > h1[oj] ? h0[oj] : h1[oj];
-          o[oj] = m > h2[oj] ? m : h2[oj];
-        }
-      }
-    } else {
-      for (int64_t oj = 0; oj < s.wo; ++oj) {
-        const int64_t c = oj * s.stride;
-        if constexpr (R == Reduce::kSum) {
-          o[oj] = h0[c] + h1[c] + h2[c];
-        } else {
-          const T m = h0[c] > h1[c] ? h0[c] : h1[c];
-          o[oj] = m > h2[c] ? m : h2[c];
-        }
-      }
-    }
+  for (int64_t i = 0; i < n; ++i) avg[i] *= ri * ci[i];
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;  // one row: accumulate in T, rows and images are then summed in double
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// Adds v (wo * ch values of output row oi) to tap (dr, dc) of every output window in the padded
+// plane gp ((w + 2) * ch values per row).
+template <typename T>
+void scatter_tap(const MixedShape& s, int64_t ch, int64_t oi, int64_t dr, int64_t dc, const T* v,
+                 T* gp) {
+  const int64_t prow = (s.w + 2) * ch;
+  T* g = gp + (oi * s.stride + dr) * prow + dc * ch;
+  if (s.stride == 1) {
+    const int64_t n = s.wo * ch;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) g[i] += v[i];
+    return;
+  }
+  for (int64_t oj = 0; oj < s.wo; ++oj) {
+    T* go = g + oj * s.stride * ch;
+    const T* vo = v + oj * ch;
+#pragma omp simd
+    for (int64_t c = 0; c < ch; ++c) go[c] += vo[c];
   }
 }
 
-// Average pool (count_include_pad=False) of plane xp into sc.avg.
-template <typename T>
-void avg_pool(const MixedShape& s, const T* xp, Scratch<T>& sc) {
-  pad_plane(s, xp, T(0), sc.pad.data());
-  window_reduce<T, Reduce::kSum>(s, sc.pad.data(), sc.hbuf.data(), sc.avg.data());
-  for (int64_t oi = 0; oi < s.ho; ++oi) {
-    T* a = sc.avg.data() + oi * s.wo;
-    const T ri = sc.inv_rows[oi];
-    const T* ci = sc.inv_cols.data();
-#pragma omp simd
-    for (int64_t oj = 0; oj < s.wo; ++oj) a[oj] *= ri * ci[oj];
-  }
-}
-
-// Max pool of plane xp into sc.mx; leaves the -inf padded plane in sc.pad.
-template <typename T>
-void max_pool(const MixedShape& s, const T* xp, Scratch<T>& sc) {
-  pad_plane(s, xp, -std::numeric_limits<T>::infinity(), sc.pad.data());
-  window_reduce<T, Reduce::kMax>(s, sc.pad.data(), sc.hbuf.data(), sc.mx.data());
+int64_t row_blocks(const MixedShape& s, int64_t images) {
+  const int64_t want = 8 * static_cast<int64_t>(max_threads());
+  if (images >= want) return 1;
+  return std::min(s.ho, (want + images - 1) / images);
 }
 
 }  // namespace
 
 template <typename T>
-void mixed_op_forward(const MixedShape& s, const T* x, const std::vector<const T*>& ys,
-                      const T* weights, const std::vector<int>& free_ops, T* out) {
-  const int64_t planes = s.n * s.c, in_sz = s.h * s.w, out_sz = s.ho * s.wo;
+void mixed_op_forward(const MixedShape& s, Map<const T> x, const std::vector<Map<const T>>& ys,
+                      const T* weights, const std::vector<int>& free_ops, Map<T> out) {
+  const Images im(s);
+  const int64_t ch = im.ch, n_out = s.wo * ch;
   const int64_t kp = static_cast<int64_t>(ys.size());
   const FreeWeights f = free_weights(free_ops, kp, weights);
   const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
           w_max = static_cast<T>(f.w_max);
+  const bool pools = f.avg || f.max;
+  const PoolConsts<T> pc(s, ch);
+  const int64_t blocks = row_blocks(s, im.count);
+  const int64_t block_rows = (s.ho + blocks - 1) / blocks;
+  const int64_t tasks = im.count * blocks;
 
 #pragma omp parallel
   {
-    Scratch<T> sc(s);
+    const int64_t stored_rows = std::min(s.h, block_rows * s.stride + 2);
+    std::vector<T> rowbuf(s.w * ch), hs(pools ? stored_rows * n_out : 0),
+        hm(pools ? stored_rows * n_out : 0), avg(n_out), mx(n_out);
+    std::vector<Image<const T>> yi(kp);
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
-      T* o = out + p * out_sz;
-      const T* xp = x + p * in_sz;
-      if (kp == 0) {
-        std::fill(o, o + out_sz, T(0));
-      } else {
-        const T w0 = weights[0];
-        const T* y0 = ys[0] + p * out_sz;
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t i = t / blocks, oi0 = (t % blocks) * block_rows;
+      const int64_t oi1 = std::min(oi0 + block_rows, s.ho);
+      if (oi0 >= oi1) continue;
+      const Image<const T> xi = im.of(x, i);
+      const Image<T> oimg = im.of(out, i);
+      for (int64_t k = 0; k < kp; ++k) yi[k] = im.of(ys[k], i);
+      const int64_t r_lo = std::max<int64_t>(oi0 * s.stride - 1, 0);
+      if (pools) {
+        const int64_t r_hi = std::min((oi1 - 1) * s.stride + 1, s.h - 1);
+        for (int64_t r = r_lo; r <= r_hi; ++r)
+          hpool(dense_row(xi, r, s.w, ch, rowbuf.data()), s.w, s.wo, s.stride, ch,
+                hs.data() + (r - r_lo) * n_out, hm.data() + (r - r_lo) * n_out);
+      }
+      for (int64_t oi = oi0; oi < oi1; ++oi) {
+        T* o = oimg.row(oi);
+        if (kp == 0) {
+          std::fill(o, o + n_out, T(0));
+        } else {
+          const T w0 = weights[0];
+          const T* y0 = yi[0].row(oi);
 #pragma omp simd
-        for (int64_t i = 0; i < out_sz; ++i) o[i] = w0 * y0[i];
-        for (int64_t k = 1; k < kp; ++k) {
-          const T wk = weights[k];
-          const T* yk = ys[k] + p * out_sz;
+          for (int64_t j = 0; j < n_out; ++j) o[j] = w0 * y0[j];
+          for (int64_t k = 1; k < kp; ++k) {
+            const T wk = weights[k];
+            const T* yk = yi[k].row(oi);
 #pragma omp simd
-          for (int64_t i = 0; i < out_sz; ++i) o[i] += wk * yk[i];
+            for (int64_t j = 0; j < n_out; ++j) o[j] += wk * yk[j];
+          }
         }
-      }
-      if (f.identity) {
+        if (f.identity) {  // stride 1: output row oi is input row oi
+          const T* a = dense_row(xi, oi, s.w, ch, rowbuf.data());
 #pragma omp simd
-        for (int64_t i = 0; i < out_sz; ++i) o[i] += w_id * xp[i];
-      }
-      if (f.avg) {
-        avg_pool(s, xp, sc);
-        const T* a = sc.avg.data();
+          for (int64_t j = 0; j < n_out; ++j) o[j] += w_id * a[j];
+        }
+        if (pools) {
+          vpool(s, pc, oi, hs.data(), hm.data(), r_lo, n_out, avg.data(), mx.data());
+          const T* a = avg.data();
+          const T* m = mx.data();
+          if (f.avg && f.max) {
 #pragma omp simd
-        for (int64_t i = 0; i < out_sz; ++i) o[i] += w_avg * a[i];
-      }
-      if (f.max) {
-        max_pool(s, xp, sc);
-        const T* m = sc.mx.data();
+            for (int64_t j = 0; j < n_out; ++j) o[j] += w_avg * a[j] + w_max * m[j];
+          } else if (f.avg) {
 #pragma omp simd
-        for (int64_t i = 0; i < out_sz; ++i) o[i] += w_max * m[i];
+            for (int64_t j = 0; j < n_out; ++j) o[j] += w_avg * a[j];
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < n_out; ++j) o[j] += w_max * m[j];
+          }
+        }
       }
     }
   }
 }
 
 template <typename T>
-void mixed_op_backward(const MixedShape& s, const T* grad_out, const T* x,
-                       const std::vector<const T*>& ys, const T* weights,
-                       const std::vector<int>& free_ops, T* grad_x, const std::vector<T*>& grad_ys,
-                       T* grad_w) {
-  const int64_t planes = s.n * s.c, in_sz = s.h * s.w, out_sz = s.ho * s.wo;
+void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> x,
+                       const std::vector<Map<const T>>& ys, const T* weights,
+                       const std::vector<int>& free_ops, Map<T> grad_x,
+                       const std::vector<Map<T>>& grad_ys, T* grad_w) {
+  const Images im(s);
+  const int64_t ch = im.ch, n_out = s.wo * ch, n_in = s.w * ch;
   const int64_t kp = static_cast<int64_t>(ys.size());
   const FreeWeights f = free_weights(free_ops, kp, weights);
   const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
           w_max = static_cast<T>(f.w_max);
-  const int64_t pw = s.w + 2;
-  // Per-plane partial sums of <grad_out, candidate>: [planes, 3 + kp] (identity, avg, max, y_k).
+  const bool pools = f.avg || f.max;
+  const PoolConsts<T> pc(s, ch);
+  const int64_t prow = (s.w + 2) * ch, plane = (s.h + 2) * prow;
+  // Per-image partial sums of <grad_out, candidate>: [images, 3 + kp] (identity, avg, max, y_k).
   const int64_t np = 3 + kp;
-  std::vector<double> partial(static_cast<size_t>(planes * np), 0.0);
+  std::vector<double> partial(static_cast<size_t>(im.count * np), 0.0);
 
 #pragma omp parallel
   {
-    Scratch<T> sc(s);
+    std::vector<T> rowbuf(n_in), hs(pools ? s.h * n_out : 0), hm(pools ? s.h * n_out : 0),
+        avg(n_out), mx(n_out), tmp(n_out), gpad(plane), xpad(f.max ? plane : 0);
+    std::vector<Image<const T>> yi(kp);
+    std::vector<Image<T>> gyi(kp);
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < planes; ++p) {
-      const T* g = grad_out + p * out_sz;
-      const T* xp = x + p * in_sz;
-      T* gx = grad_x + p * in_sz;
-      double* part = partial.data() + p * np;
+    for (int64_t i = 0; i < im.count; ++i) {
+      const Image<const T> gi = im.of(grad_out, i), xi = im.of(x, i);
+      const Image<T> gxi = im.of(grad_x, i);
       for (int64_t k = 0; k < kp; ++k) {
-        const T wk = weights[k];
-        const T* yk = ys[k] + p * out_sz;
-        T* gyk = grad_ys[k] ? grad_ys[k] + p * out_sz : nullptr;
-        T dot = 0;  // one plane: accumulate in T, planes are then summed in double
-        if (gyk) {
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < out_sz; ++i) {
-            gyk[i] = wk * g[i];
-            dot += g[i] * yk[i];
-          }
-        } else {
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < out_sz; ++i) dot += g[i] * yk[i];
-        }
-        part[3 + k] = dot;
+        yi[k] = im.of(ys[k], i);
+        gyi[k] = grad_ys[k].p ? im.of(grad_ys[k], i) : Image<T>{nullptr, 0, 0};
       }
-      // grad_x accumulates in the padded buffer (pools scatter into the border), then is copied.
-      T* gp = sc.gpad.data();
-      std::fill(gp, gp + (s.h + 2) * pw, T(0));
-      if (f.identity) {
-        T dot = 0;
+      double* part = partial.data() + i * np;
+      if (pools) {
+        for (int64_t r = 0; r < s.h; ++r)
+          hpool(dense_row(xi, r, s.w, ch, rowbuf.data()), s.w, s.wo, s.stride, ch,
+                hs.data() + r * n_out, hm.data() + r * n_out);
+      }
+      T* gp = gpad.data();
+      std::fill(gp, gp + plane, T(0));
+      if (f.max) {  // x with a -inf border: every window's taps can be walked without bounds
+        T* xp = xpad.data();
+        std::fill(xp, xp + prow, -std::numeric_limits<T>::infinity());
+        std::fill(xp + (s.h + 1) * prow, xp + plane, -std::numeric_limits<T>::infinity());
         for (int64_t r = 0; r < s.h; ++r) {
-          const T* gr = g + r * s.w;
-          const T* xr = xp + r * s.w;
-          T* gpr = gp + (r + 1) * pw + 1;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t c = 0; c < s.w; ++c) {
-            gpr[c] = w_id * gr[c];
-            dot += gr[c] * xr[c];
+          T* xr = xp + (r + 1) * prow;
+          std::fill(xr, xr + ch, -std::numeric_limits<T>::infinity());
+          std::fill(xr + (s.w + 1) * ch, xr + prow, -std::numeric_limits<T>::infinity());
+          std::memcpy(xr + ch, dense_row(xi, r, s.w, ch, rowbuf.data()), sizeof(T) * n_in);
+        }
+      }
+      for (int64_t oi = 0; oi < s.ho; ++oi) {
+        const T* g = gi.row(oi);
+        for (int64_t k = 0; k < kp; ++k) {
+          part[3 + k] += dot(g, yi[k].row(oi), n_out);
+          if (gyi[k].p) {
+            const T wk = weights[k];
+            T* gy = gyi[k].row(oi);
+#pragma omp simd
+            for (int64_t j = 0; j < n_out; ++j) gy[j] = wk * g[j];
           }
         }
-        part[0] = dot;
-      }
-      if (f.avg) {
-        avg_pool(s, xp, sc);
-        const T* a = sc.avg.data();
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < out_sz; ++i) dot += g[i] * a[i];
-        part[1] = dot;
-        // The transpose of a 3x3 box sum is a 3x3 box sum: put w * g / count at every window
-        // centre of a zero plane, then box-sum it into the padded gradient.
-        T* u = sc.pad.data();
-        std::fill(u, u + (s.h + 2) * pw, T(0));
-        for (int64_t oi = 0; oi < s.ho; ++oi) {
-          T* ur = u + (oi * s.stride + 1) * pw + 1;
-          const T* gr = g + oi * s.wo;
-          const T ri = w_avg * sc.inv_rows[oi];
-          for (int64_t oj = 0; oj < s.wo; ++oj) ur[oj * s.stride] = gr[oj] * ri * sc.inv_cols[oj];
-        }
-        T* hb = sc.hbuf.data();  // horizontal sums, (h + 2) x w
-        for (int64_t r = 0; r < s.h + 2; ++r) {
-          const T* ur = u + r * pw;
-          T* h = hb + r * s.w;
+        if (f.identity) {  // stride 1: output row oi is input row oi
+          part[0] += dot(g, dense_row(xi, oi, s.w, ch, rowbuf.data()), n_out);
+          T* gr = gp + (oi + 1) * prow + ch;
 #pragma omp simd
-          for (int64_t c = 0; c < s.w; ++c) h[c] = ur[c] + ur[c + 1] + ur[c + 2];
+          for (int64_t j = 0; j < n_out; ++j) gr[j] += w_id * g[j];
         }
-        for (int64_t r = 0; r < s.h; ++r) {
-          const T* h0 = hb + r * s.w;
-          const T* h1 = h0 + s.w;
-          const T* h2 = h1 + s.w;
-          T* gpr = gp + (r + 1) * pw + 1;
+        if (!pools) continue;
+        vpool(s, pc, oi, hs.data(), hm.data(), 0, n_out, avg.data(), mx.data());
+        if (f.avg) {
+          part[1] += dot(g, avg.data(), n_out);
+          // d avg / d x: every tap of the window gets w * g / count
+          T* v = tmp.data();
+          const T ri = w_avg * pc.inv_rows[oi];
+          const T* ci = pc.inv_cols.data();
 #pragma omp simd
-          for (int64_t c = 0; c < s.w; ++c) gpr[c] += h0[c] + h1[c] + h2[c];
+          for (int64_t j = 0; j < n_out; ++j) v[j] = g[j] * ri * ci[j];
+          for (int64_t dr = 0; dr < 3; ++dr)
+            for (int64_t dc = 0; dc < 3; ++dc) scatter_tap(s, ch, oi, dr, dc, v, gp);
         }
-      }
-      if (f.max) {
-        max_pool(s, xp, sc);  // sc.pad now holds the -inf padded plane
-        const T* m = sc.mx.data();
-        T dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < out_sz; ++i) dot += g[i] * m[i];
-        part[2] = dot;
-        // Route each window's gradient to its first maximum in scan order: walk the 9 offsets in
-        // order, and give the gradient to the first one equal to the window's max.
-        const T* xpad = sc.pad.data();
-        for (int64_t oi = 0; oi < s.ho; ++oi) {
-          const T* mr = m + oi * s.wo;
-          const T* gr = g + oi * s.wo;
-          T* left = sc.avg.data();  // reused as "gradient not yet routed" for this output row
+        if (f.max) {
+          const T* m = mx.data();
+          part[2] += dot(g, m, n_out);
+          // Route each window's gradient to its first maximum in scan order: walk the 9 taps in
+          // order and give what is left to the first one equal to the window's max.
+          T* left = tmp.data();
 #pragma omp simd
-          for (int64_t oj = 0; oj < s.wo; ++oj) left[oj] = w_max * gr[oj];
+          for (int64_t j = 0; j < n_out; ++j) left[j] = w_max * g[j];
           for (int64_t dr = 0; dr < 3; ++dr) {
-            const int64_t row = (oi * s.stride + dr) * pw;
+            const int64_t off = (oi * s.stride + dr) * prow;
             for (int64_t dc = 0; dc < 3; ++dc) {
-              const T* xr = xpad + row + dc;
-              T* gpr = gp + row + dc;
+              const T* xr = xpad.data() + off + dc * ch;
+              T* gr = gp + off + dc * ch;
               if (s.stride == 1) {
 #pragma omp simd
-                for (int64_t oj = 0; oj < s.wo; ++oj) {
-                  const T take = xr[oj] == mr[oj] ? left[oj] : T(0);
-                  gpr[oj] += take;
-                  left[oj] -= take;
+                for (int64_t j = 0; j < n_out; ++j) {
+                  const T take = xr[j] == m[j] ? left[j] : T(0);
+                  gr[j] += take;
+                  left[j] -= take;
                 }
               } else {
                 for (int64_t oj = 0; oj < s.wo; ++oj) {
-                  const int64_t c = oj * s.stride;
-                  const T take = xr[c] == mr[oj] ? left[oj] : T(0);
-                  gpr[c] += take;
-                  left[oj] -= take;
+                  const int64_t q = oj * s.stride * ch;
+#pragma omp simd
+                  for (int64_t c = 0; c < ch; ++c) {
+                    const int64_t j = oj * ch + c;
+                    const T take = xr[q + c] == m[j] ? left[j] : T(0);
+                    gr[q + c] += take;
+                    left[j] -= take;
+                  }
                 }
               }
             }
           }
         }
       }
-      for (int64_t r = 0; r < s.h; ++r) std::copy(gp + (r + 1) * pw + 1, gp + (r + 1) * pw + 1 + s.w, gx + r * s.w);
+      for (int64_t r = 0; r < s.h; ++r) std::memcpy(gxi.row(r), gp + (r + 1) * prow + ch, sizeof(T) * n_in);
     }
   }
 
   std::vector<double> total(static_cast<size_t>(np), 0.0);
-  for (int64_t p = 0; p < planes; ++p)
-    for (int64_t k = 0; k < np; ++k) total[k] += partial[p * np + k];
+  for (int64_t i = 0; i < im.count; ++i)
+    for (int64_t k = 0; k < np; ++k) total[k] += partial[i * np + k];
   for (int64_t k = 0; k < kp; ++k) grad_w[k] = static_cast<T>(total[3 + k]);
   for (size_t j = 0; j < free_ops.size(); ++j) {
     double v = 0.0;
@@ -342,19 +415,16 @@ void mixed_op_backward(const MixedShape& s, const T* grad_out, const T* x,
   }
 }
 
-template void mixed_op_forward<float>(const MixedShape&, const float*,
-                                      const std::vector<const float*>&, const float*,
-                                      const std::vector<int>&, float*);
-template void mixed_op_forward<double>(const MixedShape&, const double*,
-                                       const std::vector<const double*>&, const double*,
-                                       const std::vector<int>&, double*);
-template void mixed_op_backward<float>(const MixedShape&, const float*, const float*,
-                                       const std::vector<const float*>&, const float*,
-                                       const std::vector<int>&, float*,
-                                       const std::vector<float*>&, float*);
-template void mixed_op_backward<double>(const MixedShape&, const double*, const double*,
-                                        const std::vector<const double*>&, const double*,
-                                        const std::vector<int>&, double*,
-                                        const std::vector<double*>&, double*);
+#define CODESIGN_INSTANTIATE(T)                                                                \
+  template void mixed_op_forward<T>(const MixedShape&, Map<const T>,                           \
+                                    const std::vector<Map<const T>>&, const T*,                \
+                                    const std::vector<int>&, Map<T>);                          \
+  template void mixed_op_backward<T>(const MixedShape&, Map<const T>, Map<const T>,            \
+                                     const std::vector<Map<const T>>&, const T*,               \
+                                     const std::vector<int>&, Map<T>,                          \
+                                     const std::vector<Map<T>>&, T*);
+CODESIGN_INSTANTIATE(float)
+CODESIGN_INSTANTIATE(double)
+#undef CODESIGN_INSTANTIATE
 
 }  // namespace codesign

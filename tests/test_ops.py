@@ -161,6 +161,187 @@ def test_mixed_op_compiles_fullgraph():
         torch.testing.assert_close(a, b)
 
 
+def _in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """t's values in one of the memory layouts the kernels read without copying."""
+    if layout == "nhwc":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "nhwc_slice":  # channels [0, C) of a channels_last map of 2C channels
+        wide = torch.cat([t, torch.zeros_like(t)], 1).contiguous(memory_format=torch.channels_last)
+        return wide[:, : t.shape[1]]
+    if layout == "nchw_slice":
+        return torch.cat([torch.zeros_like(t), t], 1)[:, t.shape[1]:]
+    if layout == "transposed":
+        return t.transpose(2, 3).contiguous().transpose(2, 3)
+    return t.contiguous()
+
+
+LAYOUTS = ["nchw", "nhwc", "nhwc_slice", "nchw_slice", "transposed"]
+
+
+@needs_cpp
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 3), c=st.integers(2, 5), h=st.integers(1, 9), w=st.integers(1, 9), kp=st.integers(0, 5),
+    free=free_subsets, stride=st.sampled_from([1, 2]), layout=st.sampled_from(LAYOUTS),
+    y_layout=st.sampled_from(["nchw", "nhwc"]), seed=st.integers(0, 2**16),
+)
+def test_mixed_op_every_layout_matches_reference(n, c, h, w, kp, free, stride, layout, y_layout, seed):
+    """channels_last maps, channel slices and other strides: the same numbers as the reference,
+    in float64, with the output in x's layout."""
+    if stride != 1:
+        free = [f for f in free if f != "identity"]
+    if kp == 0 and not free:
+        kp = 1
+    x, ys, wts = sample_mixed(n, c, h, w, kp, free, stride, torch.float64, seed, requires_grad=False)
+    x = _in_layout(x, layout).requires_grad_()
+    ys = [_in_layout(y, y_layout).requires_grad_() for y in ys]
+    wts.requires_grad_()
+    assert_mixed_matches(x, ys, wts, free, stride, rtol=1e-12, atol=1e-12)
+    out = codesign.mixed_op(x, ys, wts, free, stride)
+    nhwc = layout.startswith("nhwc")
+    assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+@needs_cpp
+def test_mixed_op_channels_last_gradcheck_float64():
+    x, ys, w = sample_mixed(2, 3, 5, 6, 2, FREE, 1, torch.float64, requires_grad=False)
+    x = _in_layout(x, "nhwc_slice").requires_grad_()
+    ys = [y.contiguous(memory_format=torch.channels_last).requires_grad_() for y in ys]
+    assert torch.autograd.gradcheck(lambda x, w, *ys: codesign.mixed_op(x, list(ys), w, FREE, 1),
+                                    (x, w.requires_grad_(), *ys))
+
+
+@needs_cpp
+def test_mixed_op_opcheck_channels_last():
+    x, ys, w = sample_mixed(2, 3, 6, 6, 2, FREE, 1, torch.float64)
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    ys = [y.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for y in ys]
+    torch.library.opcheck(torch.ops.codesign.mixed_op.default, (x, ys, w, [0, 1, 2, 3], 1))
+
+
+@needs_cpp
+def test_kernel_outputs_come_from_recycled_buffers():
+    """The C++ kernels' outputs reuse buffers freed by earlier steps, never one still in use."""
+    from codesign.ops import buffer_pool
+
+    x, ys, w = sample_mixed(2, 3, 8, 8, 2, FREE, 1, requires_grad=False)
+    codesign.mixed_op(x, ys, w, FREE)  # warm-up: one buffer of this size exists and is idle
+    before = buffer_pool()
+    outs = [codesign.mixed_op(x, ys, w, FREE) for _ in range(3)]  # all alive: need 3 buffers
+    assert len({o.data_ptr() for o in outs}) == 3
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0])
+    del outs
+    for _ in range(5):
+        codesign.mixed_op(x, ys, w, FREE)
+    after = buffer_pool()
+    assert after["fresh"] - before["fresh"] <= 2  # the 3 live ones at most, then only reuse
+    assert after["reused"] - before["reused"] >= 5
+    assert buffer_pool(0)["idle_bytes"] == 0  # a zero limit frees what is kept
+    buffer_pool(512 << 20)
+    with pytest.raises(ValueError, match="limit_bytes must be an int >= 0"):
+        buffer_pool(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# depthwise_conv2d and batch_norm_relu (the fused supernet's channels_last kernels)
+# --------------------------------------------------------------------------------------------
+
+DW_CASES = [  # n, c, h, w, k, stride, padding, dilation
+    (2, 3, 7, 9, 3, 1, 1, 1), (2, 4, 8, 8, 5, 2, 2, 1), (1, 5, 9, 6, 3, 1, 2, 2), (3, 2, 5, 5, 5, 1, 4, 2),
+    (2, 8, 8, 8, 3, 2, 1, 1), (1, 3, 4, 4, 1, 1, 0, 1), (1, 2, 3, 3, 3, 1, 0, 1), (2, 3, 6, 5, 2, 2, 1, 1),
+]
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", DW_CASES, ids=[str(c) for c in DW_CASES])
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_slice"])
+def test_depthwise_conv_matches_torch(case, layout):
+    n, c, h, w, k, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(sum(case))
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = _in_layout(torch.randn(n, c, h, w, generator=gen, dtype=dtype), layout).requires_grad_()
+        wt = torch.randn(c, 1, k, k, generator=gen, dtype=dtype, requires_grad=True)
+        out = codesign.ops.depthwise_conv2d(x, wt, stride, padding, dilation)
+        ref = torch.nn.functional.conv2d(x, wt, None, stride, padding, dilation, c)
+        torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+        g = torch.randn(ref.shape, generator=gen, dtype=dtype)
+        for a, b in zip(torch.autograd.grad(out, [x, wt], g), torch.autograd.grad(ref, [x, wt], g)):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@needs_cpp
+def test_depthwise_conv_gradcheck_float64():
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    for stride, padding, dilation in ((1, 1, 1), (2, 2, 2)):
+        assert torch.autograd.gradcheck(
+            lambda x, w, conv=(stride, padding, dilation): codesign.ops.depthwise_conv2d(x, w, *conv), (x, w))
+
+
+def test_depthwise_conv_errors_and_torch_fallback():
+    x = torch.randn(2, 3, 6, 6)
+    w = torch.randn(3, 1, 3, 3)
+    torch.testing.assert_close(codesign.ops.depthwise_conv2d(x, w, 1, 1), torch.nn.functional.conv2d(x, w, None, 1, 1, 1, 3))
+    with pytest.raises(ValueError, match=r"weight must be \[C=3, 1, K, K\]"):
+        codesign.ops.depthwise_conv2d(x, torch.randn(4, 1, 3, 3))
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        codesign.ops.depthwise_conv2d(x, w, 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        codesign.ops.depthwise_conv2d(x, torch.randn(3, 1, 9, 9))
+
+
+def _bn_pair(c, dtype, momentum=0.1):
+    a = torch.nn.BatchNorm2d(c, momentum=momentum).to(dtype)
+    with torch.no_grad():
+        a.weight.uniform_(0.5, 2.0)
+        a.bias.uniform_(-1.0, 1.0)
+        a.running_var.uniform_(0.5, 2.0)
+    b = torch.nn.BatchNorm2d(c, momentum=momentum).to(dtype)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(2, 3, 7, 9), (4, 8, 8, 8), (3, 16, 5, 5), (2, 1, 3, 3)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, None, 0.0])
+def test_batch_norm_relu_matches_torch_module(shape, relu, momentum):
+    """Output, gradients, running statistics and batch count as BatchNorm2d (+ ReLU) in training."""
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        fused, plain = _bn_pair(shape[1], dtype, momentum)
+        for _step in range(2):
+            x = (3 * torch.randn(shape, dtype=dtype) + 1).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
+            out = codesign.ops.batch_norm_relu(x, fused, relu)
+            ref = plain(x)
+            ref = ref.relu() if relu else ref
+            torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+            g = torch.randn(shape, dtype=dtype)
+            got = torch.autograd.grad(out, [x, fused.weight, fused.bias], g)
+            want = torch.autograd.grad(ref, [x, plain.weight, plain.bias], g)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+            for k, v in plain.state_dict().items():
+                torch.testing.assert_close(fused.state_dict()[k], v, rtol=tol, atol=tol, msg=k)
+
+
+@needs_cpp
+def test_batch_norm_relu_gradcheck_float64():
+    bn = torch.nn.BatchNorm2d(3).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    # y = 0 exactly has no derivative: keep the ReLU's inputs away from it
+    with torch.no_grad():
+        bn.bias.fill_(0.05)
+    assert torch.autograd.gradcheck(lambda x, w, b: codesign.ops.batch_norm_relu(x, bn, True), (x, bn.weight, bn.bias))
+
+
+def test_batch_norm_relu_outside_training_is_the_module():
+    bn = torch.nn.BatchNorm2d(3).eval()
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(codesign.ops.batch_norm_relu(x, bn, True), bn(x).relu())
+
+
 # --------------------------------------------------------------------------------------------
 # gumbel_softmax
 # --------------------------------------------------------------------------------------------
@@ -190,6 +371,37 @@ def test_gumbel_matches_reference(rows, cols, tau, hard, dtype, seed, scale):
     # spreads its mass (see error_bounds.GumbelReference). Indices must agree except on
     # near-ties closer than that error.
     assert_gumbel_matches(logits, tau, hard, seed, g)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_gumbel_masked_options_are_never_sampled(backend):
+    """Rows of different option counts in one call: -inf pads are never drawn, weigh exactly 0,
+    get no gradient, and the options of a row are sampled from the softmax over the row's own."""
+    def masked_logits(rows):
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-float("inf"))
+
+    alphas = [torch.randn(k, dtype=torch.float64, requires_grad=True) for k in (2, 5, 3, 5)]
+    logits = masked_logits(alphas)
+    assert logits.shape == (4, 5) and torch.isinf(logits[0, 2:]).all() and torch.isinf(logits[2, 3:]).all()
+    with codesign.use_backend(backend):
+        for hard in (False, True):
+            y, index = codesign.gumbel_softmax(masked_logits(alphas), 0.5, hard, seed=11)
+            for d, a in enumerate(alphas):
+                assert index[d] < len(a)
+                assert (y[d, len(a):] == 0).all()
+            grads = torch.autograd.grad((y * torch.randn_like(y)).sum(), alphas)
+            assert all(torch.isfinite(g).all() for g in grads)
+        y, _ = codesign.gumbel_softmax(logits, 0.5, False, seed=11)
+    g = reference.gumbel_noise(11, 4, 5, torch.float64, "cpu")
+    for d, a in enumerate(alphas):  # the valid part: softmax over the row's own options
+        k = len(a)
+        torch.testing.assert_close(y[d, :k], torch.softmax((a + g[d, :k]) / 0.5, 0))
+    counts = torch.zeros(2)
+    two = masked_logits([torch.tensor([0.0, 1.0]), torch.zeros(5)])
+    for seed in range(400):
+        counts[int(codesign.gumbel_softmax(two, 1.0, True, seed=seed)[1][0])] += 1
+    p = torch.softmax(torch.tensor([0.0, 1.0]), 0)
+    assert abs(counts[1] / 400 - p[1]) < 0.08  # 4 standard deviations
 
 
 def test_gumbel_gradcheck_float64():

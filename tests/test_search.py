@@ -216,19 +216,181 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(digits, tm
         create_strategy("darts", context(space, digits, costs, budgets, cfg, tmp_path / "c")).run()
 
 
-def test_fused_and_reference_supernets_agree(digits):
-    """The supernet on codesign's fused ops computes what the plain reference ops compute."""
+SUPERNETS = [("darts", {"c": 4, "layers": 3}), ("nb201", {"c": 4, "cells": 1}), ("mobilenet", {})]
+
+
+def _supernet_step(space, net, x, weights, index=None):
+    """Output, gradients of the architecture weights and of every parameter, and the state after
+    one training forward/backward (running statistics included)."""
+    out = net(x, weights, index)
+    params = list(net.parameters())
+    grads = torch.autograd.grad(out.square().sum(), list(weights) + params, allow_unused=True)
+    grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, list(weights) + params)]
+    return out.detach(), grads, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _assert_steps_equal(a, b):
+    torch.testing.assert_close(a[0], b[0])
+    for ga, gb in zip(a[1], b[1]):
+        torch.testing.assert_close(ga, gb)
+    for k, v in b[2].items():
+        torch.testing.assert_close(a[2][k], v, msg=k)
+
+
+@pytest.mark.parametrize("name, args", SUPERNETS, ids=[n for n, _ in SUPERNETS])
+@pytest.mark.parametrize("extra", [{}, {"checkpoint": 0}, {"partial_channels": 2}],
+                         ids=["default", "stored", "partial2"])
+def test_fused_and_reference_supernets_agree(name, args, extra):
+    """The fused supernet (channels_last, fused op, shared ReLU, checkpointed candidates, codesign's
+    conv/BN kernels) computes what the plain reference supernet computes, in float64: output,
+    gradients of architecture weights and parameters, BN running statistics and batch counts."""
     from codesign import use_backend
 
-    space = create_space("darts", c=2, layers=3, input_shape=(1, 1, 8, 8))
+    if name == "mobilenet" and "partial_channels" in extra:
+        pytest.skip("the mobilenet space has no partial-channel edges")
+    space = create_space(name, input_shape=(1, 3, 8, 8), **args, **extra)
     torch.manual_seed(0)
     net = space.supernet().double()
-    x = digits.x_train[:4].double()
-    w = [torch.softmax(torch.randn(8, dtype=torch.float64), 0) for _ in space.decisions()]
-    out = net(x, w)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    w = [torch.softmax(torch.randn(len(d.options), dtype=torch.float64), 0).requires_grad_()
+         for d in space.decisions()]
+    fused = _supernet_step(space, net, x, w)
+    net.load_state_dict(start)
     with use_backend("reference"):
-        ref = net(x, w)
-    torch.testing.assert_close(out, ref)
+        ref = _supernet_step(space, net, x, w)
+    _assert_steps_equal(fused, ref)
+
+
+@pytest.mark.parametrize("name, args", SUPERNETS[:2], ids=[n for n, _ in SUPERNETS[:2]])
+def test_checkpointed_and_stored_candidates_agree(name, args):
+    """Recomputing the candidates in backward changes nothing: not the gradients, not the running
+    statistics (the recomputation must not update them a second time), and it keeps less."""
+    from codesign.nn import MixedEdge
+
+    results = []
+    for checkpoint in (1, 0):
+        space = create_space(name, input_shape=(1, 3, 8, 8), checkpoint=checkpoint, **args)
+        torch.manual_seed(0)
+        net = space.supernet().double()
+        assert all(e.checkpoint == bool(checkpoint) for e in net.modules() if isinstance(e, MixedEdge))
+        x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+        w = [torch.softmax(torch.randn(len(d.options), dtype=torch.float64), 0).requires_grad_()
+             for d in space.decisions()]
+        saved: list[int] = []
+
+        def pack(t, saved=saved):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            results.append(_supernet_step(space, net, x, w))
+        results[-1] = (*results[-1], sum(saved))
+    _assert_steps_equal(results[0], results[1])
+    assert results[0][3] < results[1][3] / 2  # elements kept for backward
+
+
+def test_frozen_running_stats_restores_every_batch_norm():
+    from codesign.nn import frozen_running_stats
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2, momentum=None))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with frozen_running_stats(net):
+        net(torch.randn(4, 2, 3, 3))
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+    assert net[1].momentum == 0.1 and net[2].momentum is None
+    net(torch.randn(4, 2, 3, 3))
+    assert int(net[1].num_batches_tracked) == 1
+
+
+def test_partial_channel_edges_shapes_and_mix():
+    """PC-DARTS: 1/K of the channels take the candidates (built at C/K channels), the rest bypass
+    them (max-pooled at stride 2), then the channels are shuffled in K groups."""
+    from codesign import use_backend
+    from codesign.nn import MixedEdge, channel_shuffle
+
+    space = create_space("darts", c=8, layers=3, input_shape=(1, 3, 8, 8), partial_channels=4)
+    net = space.supernet()
+    edges = [e for e in net.modules() if isinstance(e, MixedEdge)]
+    assert all(e.partial == 4 for e in edges)
+    assert net.cells[0].edges[0].ops["sep_conv_3x3"][0][1].in_channels == 2  # 8 // 4
+    w = [torch.softmax(torch.randn(8), 0) for _ in space.decisions()]
+    assert net(torch.randn(2, 3, 8, 8), w).shape == (2, 10)
+    for stride in (1, 2):
+        edge = MixedEdge(["none", "avg_pool_3x3", "skip_connect"] if stride == 1 else ["none", "avg_pool_3x3"],
+                         {}, stride, partial_channels=4).double()
+        x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+        wt = torch.softmax(torch.randn(len(edge.options), dtype=torch.float64), 0)
+        out = edge(x, wt)
+        ho = (5 - 1) // stride + 1
+        assert out.shape == (2, 8, ho, ho)
+        part = _free_mix(edge, x[:, :2], wt)
+        rest = x[:, 2:] if stride == 1 else torch.nn.functional.max_pool2d(x[:, 2:], 2, 2, ceil_mode=True)
+        torch.testing.assert_close(out, channel_shuffle(torch.cat([part, rest], 1), 4))
+        with use_backend("reference"):
+            torch.testing.assert_close(edge(x, wt), out)
+    with pytest.raises(CodesignError, match="partial_channels=3 must divide c=8"):
+        create_space("darts", c=8, layers=3, partial_channels=3)
+    with pytest.raises(CodesignError, match="partial_channels must be an int >= 1"):
+        create_space("nb201", partial_channels=0)
+    with pytest.raises(CodesignError, match="checkpoint must be 0 or 1"):
+        create_space("nb201", checkpoint=2)
+
+
+def _free_mix(edge, x, wt):
+    """sum_k w_k * op_k(x) of an edge of parameter-free options, by the reference ops."""
+    from codesign import reference
+
+    return sum(wt[k] * reference.free_op(edge.free[o], x, edge.stride) for k, o in enumerate(edge.options))
+
+
+@pytest.mark.parametrize("name, args", SUPERNETS, ids=[n for n, _ in SUPERNETS])
+def test_single_path_equals_one_hot_soft_mix(name, args):
+    """One sampled candidate per edge (no other candidate runs, none does nothing) gives what the
+    soft mix with one-hot weights gives, on the fused and the reference formulation alike."""
+    from codesign import use_backend
+
+    space = create_space(name, input_shape=(1, 3, 8, 8), **args)
+    torch.manual_seed(0)
+    net = space.supernet().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    for seed in range(3):
+        choices = space.random_choices(random.Random(seed))
+        if name == "nb201" and seed == 0:
+            choices = [0] * len(choices)  # every edge none: nodes are zero maps
+        onehot = [torch.nn.functional.one_hot(torch.tensor(k), len(d.options)).double()
+                  for k, d in zip(choices, space.decisions())]
+        single = net(x, onehot, choices)
+        torch.testing.assert_close(single, net(x, onehot))
+        with use_backend("reference"):
+            torch.testing.assert_close(net(x, onehot, choices), single)
+
+
+def test_gdas_draws_every_decision_in_one_call(digits, monkeypatch):
+    """GDAS samples all decisions with one gumbel_softmax call on -inf-masked logits, also where
+    decisions have different option counts (the mobilenet space)."""
+    import codesign.search.strategies as strategies
+
+    calls = []
+    real = strategies.gumbel_softmax
+
+    def counting(logits, *a, **kw):
+        calls.append(tuple(logits.shape))
+        return real(logits, *a, **kw)
+
+    monkeypatch.setattr(strategies, "gumbel_softmax", counting)
+    space = create_space("mobilenet", input_shape=(1, 1, 8, 8))
+    counts = [len(d.options) for d in space.decisions()]
+    assert len(set(counts)) > 1
+    cfg = small_cfg("gdas")
+    s = create_strategy("gdas", context(space, digits, table_for(space), [], cfg))
+    ws, idx = s.sample(3)
+    assert calls == [(len(counts), max(counts))]
+    assert [len(w) for w in ws] == counts and all(0 <= i < k for i, k in zip(idx, counts))
+    assert all(float(w[i].detach()) == 1.0 and float(w.detach().sum()) == 1.0 for w, i in zip(ws, idx))
+    grads = torch.autograd.grad(sum(w[i] for w, i in zip(ws, idx)), list(s.alphas))
+    assert all(torch.isfinite(g).all() for g in grads)
 
 
 def test_strategy_registry():

@@ -53,6 +53,51 @@ def test_mixed_op_forward_and_gradients(case):
     assert_mixed_op_matches(x, ys, wts, free, stride, backend="triton")
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_slice", "nchw_slice"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mixed_op_strided_layouts(layout, stride):
+    """channels_last maps and channel slices are read through their strides; the output and the
+    gradients take x's layout, as on the CPU kernel."""
+    free = ["avg_pool_3x3", "max_pool_3x3"] + (["identity"] if stride == 1 else [])
+    x, ys, wts = _sample(2, 3, 7, 6, 5, free, stride, torch.float64, seed=stride)
+    x = x.detach()
+    wide = torch.cat([x, torch.randn_like(x)], 1)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "nhwc_slice":
+        x = wide.contiguous(memory_format=torch.channels_last)[:, :3]
+    else:
+        x = wide[:, :3]
+    x.requires_grad_()
+    leaves = [x, wts, *ys]
+    with codesign.use_backend("triton"):
+        out = codesign.mixed_op(x, ys, wts, free, stride)
+    ref = reference.mixed_op(x, ys, wts, free, stride)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    nhwc = layout.startswith("nhwc")
+    assert out.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with codesign.use_backend("triton"):
+        got = torch.autograd.grad(out, leaves, g)
+    want = torch.autograd.grad(ref, leaves, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gumbel_masked_rows():
+    """-inf logits (decisions with fewer options in one [decisions, max options] call) are never
+    sampled and weigh exactly 0, as on the other backends."""
+    logits = torch.tensor([[0.3, -1.0, float("-inf")], [1.0, 0.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    with codesign.use_backend("triton"):
+        y, idx = codesign.gumbel_softmax(logits, 0.7, False, seed=5)
+        (g,) = torch.autograd.grad((y * torch.arange(3.0, dtype=torch.float64)).sum(), logits)
+    yr, idxr = reference.gumbel_softmax(logits, 0.7, False, 5)
+    (gr,) = torch.autograd.grad((yr * torch.arange(3.0, dtype=torch.float64)).sum(), logits)
+    torch.testing.assert_close(y, yr)
+    assert torch.equal(idx, idxr) and y[0, 2] == 0
+    torch.testing.assert_close(g, gr)
+
+
 def test_max_pool_ties_go_to_first_maximum():
     x = torch.ones(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
     w = torch.ones(1, dtype=torch.float64, requires_grad=True)

@@ -1,20 +1,47 @@
 """A supernet edge choosing among candidate ops, computed by ``codesign.mixed_op``.
 
-Parameter-free candidates (zero, identity, 3x3 pools) never become tensors: the fused op computes
-them inside its kernel and recomputes them in backward. Parametric candidates (convs) run as
-torch modules and are mixed by the same op.
-
 ``forward(x, weights)`` mixes every candidate (DARTS); ``forward(x, weights, index=k)`` runs only
 candidate k, scaled by ``weights[k]`` (GDAS/FBNet single path: with a hard straight-through
 Gumbel sample, ``weights[k]`` is 1 in forward and carries the gradient to every logit).
+
+Two formulations compute the same numbers:
+
+- the *reference* edge (``codesign.use_backend("reference")`` or ``fused=False``): DARTS as
+  written, ``sum_k w_k * op_k(x)``, every candidate a torch module applied to x, pools
+  materialised, every intermediate kept for backward;
+- the *fused* edge (the default):
+
+  * parameter-free candidates (zero, identity, 3x3 pools) never become tensors: the fused op
+    computes them inside its kernel and recomputes them in backward;
+  * the ReLU that candidates apply to the edge's input is computed once per edge and shared
+    (candidates declare it: a ``forward_after_relu(relu_x)`` method, or an ``nn.Sequential``
+    whose first module is an ``nn.ReLU``);
+  * checkpointing (``checkpoint=True``, the default for mixes of several parametric
+    candidates): nothing inside the edge is kept for backward but its input; the candidates run
+    again in backward, one edge at a time, so the outputs ``y_k`` and their intermediates never
+    accumulate over the network (``torch.utils.checkpoint``; batch norms do not update their
+    running statistics a second time);
+  * single path (``index``): only the sampled candidate runs; ``none`` does no work at all.
+
+Partial channels (PC-DARTS, Xu et al. 2020; ``partial_channels=K``): only the first C/K channels
+of x go through the mixed op (the space builds the candidates at C/K channels), the others
+bypass it (max-pooled 2x2 where the edge has stride 2); the two parts are concatenated and the
+channels shuffled in K groups, so that every channel takes the mixed op on some edges.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from ..ops import mixed_op
+from .. import reference
+from ..errors import CodesignError
+from ..ops import batch_norm_relu, current_backend, depthwise_conv2d, mixed_op
 
 # Option names of the spaces that map to the fused op's parameter-free candidates.
 FREE_OPTION = {
@@ -24,17 +51,164 @@ FREE_OPTION = {
 }
 
 
+# What the fused formulation does beyond the fused op; every switch is on by default, and
+# benchmarks/search.py turns them off one at a time to measure what each one gains.
+FEATURES = {"channels_last": True, "shared_relu": True, "conv_bn_kernels": True}
+
+
+@contextlib.contextmanager
+def fused_features(**switches: bool):
+    """Turn parts of the fused formulation off (or on) inside the block, process-wide:
+    ``channels_last`` (supernets run channels_last on the CPU), ``shared_relu`` (one ReLU of the
+    edge's input for all its candidates) and ``conv_bn_kernels`` (candidates' depthwise convs and
+    BN (+ ReLU) epilogues on codesign's kernels). Checkpointing is a supernet option of its own."""
+    unknown = set(switches) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"fused_features: unknown switch {sorted(unknown)}; known: {', '.join(FEATURES)}")
+    previous = dict(FEATURES)
+    FEATURES.update({k: bool(v) for k, v in switches.items()})
+    try:
+        yield
+    finally:
+        FEATURES.update(previous)
+
+
+def fused_path(fused: bool = True) -> bool:
+    """Whether a supernet runs its fused formulation: asked for, and the backend not forced to
+    the plain-torch reference."""
+    return fused and current_backend() != "reference"
+
+
+def supernet_input(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    """The input of a supernet's stem: channels_last on the CPU for the fused formulation (the
+    convolutions and codesign's NHWC kernels are fastest there), unchanged otherwise."""
+    if fused_path(fused) and FEATURES["channels_last"] and x.device.type == "cpu" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def supernet_options(space: str, partial_channels, checkpoint, channels: int, smallest: int = 1) -> tuple[int, bool | None]:
+    """A space's supernet options, validated: (partial_channels, checkpoint).
+
+    Raises:
+        CodesignError: partial_channels not an int >= 1 dividing ``channels`` into groups of at
+            least ``smallest`` channels; checkpoint not 0, 1, a bool or None.
+    """
+    if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1:
+        raise CodesignError(f"{space} space: partial_channels must be an int >= 1, got {partial_channels!r}")
+    if channels % partial_channels or channels // partial_channels < smallest:
+        raise CodesignError(f"{space} space: partial_channels={partial_channels} must divide c={channels} into "
+                            f"groups of at least {smallest} channels")
+    if checkpoint is not None and checkpoint not in (0, 1):  # True/False compare equal to 1/0
+        raise CodesignError(f"{space} space: checkpoint must be 0 or 1, got {checkpoint!r}")
+    return partial_channels, None if checkpoint is None else bool(checkpoint)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: [N, G*C', H, W] -> channel g*C' + j moves to j*G + g."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+def _chain(module: nn.Module) -> list[nn.Module] | None:
+    """The modules a (nested) plain ``nn.Sequential`` runs, in order; None for anything else."""
+    if not isinstance(module, nn.Sequential) or type(module).forward is not nn.Sequential.forward:
+        return None
+    out: list[nn.Module] = []
+    for m in module:
+        sub = _chain(m)
+        out += [m] if sub is None else sub
+    return out
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.groups == m.in_channels == m.out_channels and m.bias is None
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and len(set(m.kernel_size)) == len(set(m.stride)) == len(set(m.padding)) == len(set(m.dilation)) == 1)
+
+
+def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """Runs modules in order as the fused formulation does: depthwise convolutions and batch
+    norms (with the ReLU that follows one, as a single epilogue) on codesign's kernels, where
+    ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as itself."""
+    i = 0
+    kernels = FEATURES["conv_bn_kernels"]
+    while i < len(steps):
+        m = steps[i]
+        if kernels and type(m) is nn.BatchNorm2d:
+            relu = i + 1 < len(steps) and type(steps[i + 1]) is nn.ReLU
+            x = batch_norm_relu(x, m, relu)
+            i += 2 if relu else 1
+            continue
+        if kernels and _is_depthwise(m):
+            x = depthwise_conv2d(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])
+        else:
+            x = m(x)
+        i += 1
+    return x
+
+
+def run_fused(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, plain sequential chains run by :func:`run_chain`."""
+    steps = _chain(module)
+    return module(x) if steps is None else run_chain(steps, x)
+
+
+def after_relu(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``body`` with ``module(x) == body(relu(x))`` when the module starts with a ReLU of its
+    input (so an edge can compute that ReLU once for all its candidates), else None: a
+    ``forward_after_relu`` method of the module, or the rest of a sequential chain that starts
+    with an ``nn.ReLU`` (run by :func:`run_chain`)."""
+    method = getattr(module, "forward_after_relu", None)
+    if method is not None:
+        return method
+    steps = _chain(module)
+    if steps and type(steps[0]) is nn.ReLU:
+        rest = steps[1:]  # the same modules, not registered a second time
+        return lambda xr: run_chain(rest, xr)
+    return None
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module):
+    """Batch norms inside ``module`` normalise with the batch's statistics as in training but
+    leave their running statistics (and batch counts) as they were: what a recomputation in
+    backward must do, since the forward already updated them."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.training and m.track_running_stats]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
 class MixedEdge(nn.Module):
     """Candidates ``options`` (names) of one decision; ``modules[name]`` for parametric ones.
 
-    ``fused`` is False where the fused op cannot apply (candidates that change the channel
-    count): the weighted sum is then taken in torch.
+    Args:
+        options: option names; those without a module must be parameter-free (``FREE_OPTION``).
+        modules: the parametric candidates (at C / partial_channels channels).
+        stride: the edge's stride.
+        partial_channels: K of PC-DARTS (1: every channel goes through the mixed op).
+        checkpoint: recompute the candidates in backward instead of storing their outputs; None
+            (default) does it where it pays: soft mixes of two or more parametric candidates.
     """
 
-    def __init__(self, options: list[str], modules: dict[str, nn.Module], stride: int = 1):
+    def __init__(self, options: list[str], modules: dict[str, nn.Module], stride: int = 1,
+                 partial_channels: int = 1, checkpoint: bool | None = None):
         super().__init__()
+        if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1:
+            raise ValueError(f"MixedEdge: partial_channels must be an int >= 1, got {partial_channels!r}")
         self.options = list(options)
         self.stride = stride
+        self.partial = partial_channels
         self.free = {}
         for name in self.options:
             if name in modules:
@@ -49,25 +223,123 @@ class MixedEdge(nn.Module):
         # weights are given in option order; the fused op wants [parametric..., free...]
         self.register_buffer("perm", torch.tensor([self.options.index(n) for n in order]), persistent=False)
         self.free_names = [self.free[n] for n in self.free]
+        # Plain attributes (not submodules): views of the candidates after their leading ReLU.
+        self._after_relu = {n: after_relu(self.ops[n]) for n in self.parametric}
+        self.checkpoint = len(self.parametric) >= 2 if checkpoint is None else bool(checkpoint)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None,
-                fused: bool = True) -> torch.Tensor:
-        if index is not None:
-            name = self.options[index]
-            w = weights[index:index + 1]
-            if name in self.free:
-                return mixed_op(x, [], w, [self.free[name]], self.stride)
-            y = self.ops[name](x)
-            if fused and y.shape[1] == x.shape[1]:
-                return mixed_op(x, [y], w, [], self.stride)
-            return y * w[0]
-        ys = [self.ops[n](x) for n in self.parametric]
-        if fused and all(y.shape[1] == x.shape[1] for y in ys):
-            return mixed_op(x, ys, weights[self.perm], self.free_names, self.stride)
+    # --- the fused edge ---------------------------------------------------------------------
+    def _candidates(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
+        """Outputs of the parametric candidates ``names`` on x, their shared ReLU computed once."""
+        if not FEATURES["shared_relu"]:
+            return [run_fused(self.ops[n], x) for n in names]
+        xr = F.relu(x) if any(self._after_relu[n] is not None for n in names) else None
+        return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                for n in names]
+
+    def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The fused mix of every candidate on x, w in [parametric..., free...] order."""
+        ys = self._candidates(x, self.parametric)
+        if all(y.shape[1] == x.shape[1] for y in ys):
+            return mixed_op(x, ys, w, self.free_names, self.stride)
+        self._check_free_with_width_change()
         out = 0
-        for n, y in zip(self.parametric, ys):
-            out = out + weights[self.options.index(n)] * y
+        for k, y in enumerate(ys):
+            out = out + w[k] * y
+        return out
+
+    def _fused(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w = weights[self.perm]
+        xs, rest = self._split(x)
+        if self.checkpoint and self.parametric and torch.is_grad_enabled():
+            out = torch_checkpoint(self._mix, xs, w, use_reentrant=False, preserve_rng_state=False,
+                                   context_fn=lambda: (contextlib.nullcontext(), frozen_running_stats(self)))
+        else:
+            out = self._mix(xs, w)
+        return self._merge(out, rest, shuffle_in_place=True)
+
+    def _single_fused(self, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor | None:
+        name = self.options[index]
+        w = weights[index:index + 1]
+        xs, rest = self._split(x)
+        if name in self.free:
+            if self.free[name] == "zero":
+                if rest is None:
+                    return None  # contributes nothing: callers skip it
+                out = xs.new_zeros(self._out_shape(xs))
+            else:
+                out = mixed_op(xs, [], w, [self.free[name]], self.stride)
+        else:
+            (y,) = self._candidates(xs, [name])
+            out = mixed_op(xs, [y], w, [], self.stride) if y.shape[1] == xs.shape[1] else y * w[0]
+        return self._merge(out, rest, shuffle_in_place=True)
+
+    # --- the reference edge -----------------------------------------------------------------
+    def _reference(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
+        xs, rest = self._split(x)
+        ys = {n: self.ops[n](xs) for n in self.parametric if index is None or self.options[index] == n}
+        widens = any(y.shape[1] != xs.shape[1] for y in ys.values())
+        out = 0
+        for k, name in enumerate(self.options):
+            if index is not None and k != index:
+                continue
+            if name in ys:
+                term = ys[name]
+            elif widens:  # only zero can mix with candidates that change the width
+                self._check_free_with_width_change()
+                continue
+            else:
+                term = reference.free_op(self.free[name], xs, self.stride)
+            out = out + weights[k] * term
+        return self._merge(out, rest, shuffle_in_place=False)
+
+    # --- shared pieces ----------------------------------------------------------------------
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.partial == 1:
+            return x, None
+        c = x.shape[1]
+        if c % self.partial:
+            raise ValueError(f"MixedEdge: {c} channels do not split into partial_channels={self.partial} groups")
+        cp = c // self.partial
+        rest = x[:, cp:]
+        if self.stride != 1:
+            rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)
+        return x[:, :cp], rest
+
+    def _merge(self, out: torch.Tensor, rest: torch.Tensor | None, shuffle_in_place: bool) -> torch.Tensor:
+        if rest is None:
+            return out
+        k = self.partial
+        if not shuffle_in_place:
+            return channel_shuffle(torch.cat([out, rest], dim=1), k)
+        # cat + shuffle as one copy: output channel j*K + g is group g's channel j
+        n, cp, h, w = out.shape
+        return torch.cat([out.unsqueeze(2), rest.unflatten(1, (k - 1, cp)).transpose(1, 2)], dim=2).flatten(1, 2)
+
+    def _out_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        n, c, h, w = x.shape
+        return (n, c, (h - 1) // self.stride + 1, (w - 1) // self.stride + 1)
+
+    def _check_free_with_width_change(self) -> None:
         for n in self.free:
             if self.free[n] != "zero":
                 raise ValueError(f"MixedEdge: option {n!r} cannot mix with channel-changing candidates")
-        return out
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None = None,
+                fused: bool = True) -> torch.Tensor | None:
+        """The edge's output [N, C, H', W'] on x [N, C, H, W]; None when a single path samples
+        ``none`` on the fused formulation (nothing to add: see :func:`sum_paths`)."""
+        if not fused_path(fused):
+            return self._reference(x, weights, index)
+        if index is not None:
+            return self._single_fused(x, weights, index)
+        return self._fused(x, weights)
+
+
+def sum_paths(terms: list[torch.Tensor | None], like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The sum of a node's incoming edges, skipping the ones that contributed nothing (a zeros
+    map of ``shape``, like ``like``, when none did)."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return like.new_zeros(shape) if out is None else out

@@ -9,7 +9,8 @@ uninterrupted run of the same seed.
 - ``darts2``: second-order DARTS: the architecture gradient at the weights after one virtual SGD
   step, with the Hessian-vector product by finite differences (Liu et al., eq. 7-8).
 - ``gdas``: one path per step from hard Gumbel-softmax samples (the fused ``gumbel_softmax``,
-  straight-through), temperature annealed linearly from ``tau_max`` to ``tau_min``.
+  straight-through; every decision drawn in one call), temperature annealed linearly from
+  ``tau_max`` to ``tau_min``; the supernet computes only the sampled candidate of each edge.
 - ``random``: networks sampled uniformly under the budgets, each trained briefly from scratch,
   the best validation accuracy kept.
 - ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
@@ -209,43 +210,41 @@ class GradientSearch:
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
 
     def sample(self, seed: int):
-        """Hard Gumbel-softmax sample of every network decision: (weights list, index list)."""
-        ws, idx = [], []
-        for d, a in enumerate(self.alphas[:self.n_net]):
-            y, i = gumbel_softmax(a.unsqueeze(0), tau=self.tau(), hard=True, seed=(seed * 131 + d) % (2**62))
-            ws.append(y[0])
-            idx.append(int(i[0]))
-        return ws, idx
+        """Hard Gumbel-softmax sample of every decision, network and (co-search) hardware, drawn in
+        one call: (weights list, index list), the network's decisions first. The logits are the
+        rows of a [decisions, max options] tensor whose missing options (decisions with fewer
+        options) are -inf: softmax gives them exactly 0, they are never sampled and get no
+        gradient (:func:`masked_logits`). The hardware rows are one accelerator config per step
+        with a straight-through gradient."""
+        y, index = gumbel_softmax(masked_logits(list(self.alphas)), tau=self.tau(), hard=True, seed=seed % (2**62))
+        return [y[d, :len(a)] for d, a in enumerate(self.alphas)], index.tolist()
 
     def sample_hardware(self, seed: int) -> list[torch.Tensor]:
-        """One accelerator config per step: every hardware parameter's hard Gumbel-softmax sample
-        (straight-through gradient) drawn in one call on the padded [parameters, values] logits."""
-        hw = list(self.alphas[self.n_net:])
-        if not hw:
-            return []
-        width = max(len(a) for a in hw)
-        logits = torch.stack([F.pad(a, (0, width - len(a)), value=-1e4) for a in hw])
-        y, _ = gumbel_softmax(logits, tau=self.tau(), hard=True, seed=(seed * 131 + 7_777) % (2**62))
-        return [y[i, :len(a)] for i, a in enumerate(hw)]
+        """The hardware part of :meth:`sample` (the same draw for the same seed)."""
+        return self.sample(seed)[0][self.n_net:] if len(self.alphas) > self.n_net else []
 
-    def forward(self, x, seed: int):
+    def forward(self, x, seed: int, sampled=None):
+        """The supernet's output; gdas runs the sampled path (``sampled``: a draw of
+        :meth:`sample` to reuse, else one is drawn)."""
         if self.single_path:
-            ws, idx = self.sample(seed)
-            return self.net(x, ws, idx)
+            ws, idx = sampled if sampled is not None else self.sample(seed)
+            return self.net(x, ws[:self.n_net], idx[:self.n_net])
         return self.net(x, self.probs()[:self.n_net])
 
-    def cost_probs(self, seed: int) -> list[torch.Tensor]:
+    def cost_probs(self, sampled=None) -> list[torch.Tensor]:
         """The distribution the budgets' expectations are taken under: softmax of every logit
-        vector; gdas takes its sampled accelerator config (one per step) for the hardware."""
+        vector; gdas takes its sampled accelerator config (one per step, from the step's draw
+        ``sampled``) for the hardware."""
         probs = self.probs()
-        if self.single_path and len(probs) > self.n_net:
-            probs = probs[:self.n_net] + self.sample_hardware(seed)
+        if sampled is not None and len(probs) > self.n_net:
+            probs = probs[:self.n_net] + sampled[0][self.n_net:]
         return probs
 
     def arch_loss(self, xv, yv, seed):
-        out = self.forward(xv, seed)
+        sampled = self.sample(seed) if self.single_path else None
+        out = self.forward(xv, seed, sampled)
         ce = F.cross_entropy(out, yv)
-        probs = self.cost_probs(seed)
+        probs = self.cost_probs(sampled)
         pen, expected = self.mult.penalty(self.ctx.costs, probs)
         cfg = self.ctx.cfg
         if len(probs) > self.n_net:
@@ -313,7 +312,7 @@ class GradientSearch:
         self.w_opt.zero_grad(set_to_none=True)
         if self.single_path:
             ws, idx = self.sample(seed)
-            out = self.net(xt, [w.detach() for w in ws], idx)
+            out = self.net(xt, [w.detach() for w in ws[:self.n_net]], idx[:self.n_net])
         else:
             out = self.net(xt, [p.detach() for p in self.probs()[:self.n_net]])
         loss = F.cross_entropy(out, yt)
@@ -388,6 +387,11 @@ class GradientSearch:
         probs = [p.detach().numpy() for p in self.probs()]
         return {"choices": self.derived(), "probs": probs, "epochs": self.epoch, "search_passes": self.passes,
                 "search_seconds": sum(h["seconds"] for h in self.history)}
+
+
+def masked_logits(alphas: list[torch.Tensor]) -> torch.Tensor:
+    """[decisions, max options] logits: row d is alphas[d], padded with -inf (differentiable)."""
+    return nn.utils.rnn.pad_sequence(alphas, batch_first=True, padding_value=-math.inf)
 
 
 def _cycle(x, y, batch_size, gen):

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge
+from ..nn import MixedEdge, fused_path, run_fused, sum_paths, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, NetworkGraph, SearchSpace, check_shape
 
@@ -108,8 +108,10 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x):  # x: (N, C_in, H, W) -> (N, C_out, H/2, W/2)
-        x = self.relu(x)
-        return self.bn(torch.cat([self.c1(x), self.c2(x[:, :, 1:, 1:] if x.shape[2] > 1 else x)], 1))
+        return self.forward_after_relu(self.relu(x))
+
+    def forward_after_relu(self, xr):
+        return self.bn(torch.cat([self.c1(xr), self.c2(xr[:, :, 1:, 1:] if xr.shape[2] > 1 else xr)], 1))
 
 
 def make_op(name: str, c: int, stride: int) -> nn.Module:
@@ -196,9 +198,10 @@ class Network(nn.Module):
 
 
 class SuperCell(nn.Module):
-    """A search cell: a MixedEdge over all PRIMITIVES on each of the 14 edges."""
+    """A search cell: a MixedEdge over all PRIMITIVES on each of the 14 edges (candidates at
+    c / partial_channels channels)."""
 
-    def __init__(self, c_pp, c_p, c, reduction, reduction_prev):
+    def __init__(self, c_pp, c_p, c, reduction, reduction_prev, partial_channels=1, checkpoint=None):
         super().__init__()
         self.reduction = reduction
         self.pre0 = FactorizedReduce(c_pp, c) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
@@ -206,19 +209,23 @@ class SuperCell(nn.Module):
         self.edges = nn.ModuleList()
         for _node, inp in edges():
             stride = 2 if reduction and inp < 2 else 1
-            mods = {op: make_op(op, c, stride) for op in PRIMITIVES
+            mods = {op: make_op(op, c // partial_channels, stride) for op in PRIMITIVES
                     if op.startswith(("sep_", "dil_")) or (op == "skip_connect" and stride == 2)}
-            self.edges.append(MixedEdge(list(PRIMITIVES), mods, stride))
+            self.edges.append(MixedEdge(list(PRIMITIVES), mods, stride, partial_channels, checkpoint))
 
     def forward(self, s0, s1, weights, index, fused):
-        states = [self.pre0(s0), self.pre1(s1)]
+        pre = run_fused if fused_path(fused) else nn.Module.__call__
+        states = [pre(self.pre0, s0), pre(self.pre1, s1)]
+        n, c, h, w = states[0].shape
+        stride = 2 if self.reduction else 1
+        shape = (n, c, (h - 1) // stride + 1, (w - 1) // stride + 1)
         e = 0
         for _node in range(NODES):
-            out = 0
+            terms = []
             for j in range(len(states)):
-                out = out + self.edges[e](states[j], weights[e], None if index is None else index[e], fused)
+                terms.append(self.edges[e](states[j], weights[e], None if index is None else index[e], fused))
                 e += 1
-            states.append(out)
+            states.append(sum_paths(terms, states[0], shape))
         return torch.cat(states[2:], dim=1)
 
 
@@ -226,7 +233,8 @@ class SuperNetwork(nn.Module):
     """The DARTS search network: weights[0:14] mix the normal cells' edges, weights[14:28] the
     reduction cells'."""
 
-    def __init__(self, c: int, layers: int, num_classes: int, in_channels: int):
+    def __init__(self, c: int, layers: int, num_classes: int, in_channels: int, partial_channels: int = 1,
+                 checkpoint: bool | None = None):
         super().__init__()
         c_curr = 3 * c
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
@@ -237,14 +245,14 @@ class SuperNetwork(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
-            self.cells.append(SuperCell(c_pp, c_p, c_curr, reduction, reduction_prev))
+            self.cells.append(SuperCell(c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels, checkpoint))
             reduction_prev = reduction
             c_pp, c_p = c_p, NODES * c_curr
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
     def forward(self, x, weights, index=None, fused=True):  # (N, C, H, W) -> (N, classes)
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(supernet_input(x, fused))
         n = len(edges())
         for cell in self.cells:
             off = n if cell.reduction else 0
@@ -257,7 +265,10 @@ class SuperNetwork(nn.Module):
 @register_space("darts")
 class DartsSpace(SearchSpace):
     """The DARTS space. Args: init channels ``c`` (16), ``layers`` (8), ``num_classes`` (10),
-    default input shape (1, 3, 32, 32).
+    default input shape (1, 3, 32, 32); for the supernet only, ``partial_channels`` (PC-DARTS's K:
+    1/K of each edge's channels go through its candidates; default 1, all) and ``checkpoint``
+    (1: recompute the edges' candidates in backward instead of storing them, 0: store them;
+    default: recompute, see ``codesign.nn.MixedEdge``).
 
     Decisions: the 14 edges of the normal cell, then the 14 of the reduction cell, each over the
     8 PRIMITIVES including ``none``; a network keeps exactly two non-``none`` edges per node
@@ -267,11 +278,14 @@ class DartsSpace(SearchSpace):
 
     primitives = PRIMITIVES
 
-    def __init__(self, c: int = 16, layers: int = 8, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
+    def __init__(self, c: int = 16, layers: int = 8, num_classes: int = 10, input_shape=(1, 3, 32, 32),
+                 partial_channels: int = 1, checkpoint: bool | int | None = None):
         if c < 2 or layers < 3 or num_classes < 1:
             raise CodesignError("darts space: c >= 2, layers >= 3 and num_classes >= 1 are required")
         self.c, self.layers, self.num_classes = c, layers, num_classes
         self.input_shape = check_shape("darts", input_shape, num_classes)
+        # FactorizedReduce (a strided skip) splits its channels in two
+        self.partial_channels, self.checkpoint = supernet_options("darts", partial_channels, checkpoint, c, 2)
 
     # --- decisions and genotypes ---------------------------------------------------------------
     def decisions(self) -> list[Decision]:
@@ -414,7 +428,8 @@ class DartsSpace(SearchSpace):
         return [2.0 / (node + 2) for _kind in range(2) for node, _i in edges()]
 
     def supernet(self) -> nn.Module:
-        return SuperNetwork(self.c, self.layers, self.num_classes, self.input_shape[1])
+        return SuperNetwork(self.c, self.layers, self.num_classes, self.input_shape[1], self.partial_channels,
+                            self.checkpoint)
 
     def option_kernels(self) -> list[list[list[KernelSpec]]]:
         per = self.edge_op_kernels()

@@ -34,7 +34,7 @@ import yaml
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge
+from ..nn import MixedEdge, channel_shuffle, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, SearchSpace, check_shape
 from .kernels import ExportedKernels
@@ -63,8 +63,7 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
 
     def forward(self, x):
-        n, c, h, w = x.shape
-        return x.reshape(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return channel_shuffle(x, self.groups)
 
 
 class MBConv(nn.Module):
@@ -151,7 +150,8 @@ class Chain(nn.Module):
         self.classifier = nn.Linear(head or c_last, num_classes)
 
     def forward(self, x, weights=None, index=None, fused=True):  # (N, C, H, W) -> (N, classes)
-        x = self.stem(x)
+        searchable = any(isinstance(layer, MixedEdge) for layer in self.layers)
+        x = self.stem(supernet_input(x, fused) if searchable else x)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, MixedEdge):
                 x = layer(x, weights[i], None if index is None else index[i], fused)
@@ -163,10 +163,13 @@ class Chain(nn.Module):
 @register_space("mobilenet")
 class MobileNetSpace(SearchSpace):
     """MobileNet-style chain. Args: ``config`` (shipped name or YAML path; default
-    mobilenet-small), ``num_classes`` and ``input_shape`` (override the config's)."""
+    mobilenet-small), ``num_classes`` and ``input_shape`` (override the config's); for the
+    supernet only, ``checkpoint`` (1/0: recompute or store the layers' candidates in backward;
+    default: recompute, as in the darts space)."""
 
     def __init__(self, config: str | Path | dict = "mobilenet-small", num_classes: int | None = None,
-                 input_shape=None):
+                 input_shape=None, checkpoint: bool | int | None = None):
+        _, self.checkpoint = supernet_options("mobilenet", 1, checkpoint, 1)
         self.cfg = load_config(config)
         self.num_classes = num_classes or self.cfg["num_classes"]
         self.input_shape = check_shape("mobilenet", input_shape or self.cfg["input_shape"], self.num_classes)
@@ -218,7 +221,7 @@ class MobileNetSpace(SearchSpace):
         edges = []
         for d, (c_in, c_out, s, _) in zip(self._decisions, self._layers):
             mods = {o: make_block(o, c_in, c_out, s) for o in d.options if o != "skip"}
-            edges.append(MixedEdge(list(d.options), mods, s))
+            edges.append(MixedEdge(list(d.options), mods, s, checkpoint=self.checkpoint))
         return Chain(self.cfg, self.input_shape[1], self.num_classes, edges)
 
     def option_kernels(self) -> list[list[list[KernelSpec]]]:

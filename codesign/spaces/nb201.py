@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge
+from ..nn import MixedEdge, sum_paths, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, NetworkGraph, SearchSpace, check_shape, split_items
 from .kernels import ExportedKernels
@@ -87,19 +87,21 @@ class Cell(nn.Module):
 
 
 class SuperCell(nn.Module):
-    def __init__(self, c: int):
+    """A MixedEdge over OPS on each of the 6 edges (candidates at c / partial_channels channels)."""
+
+    def __init__(self, c: int, partial_channels: int = 1, checkpoint: bool | None = None):
         super().__init__()
+        cp = c // partial_channels
         self.edges = nn.ModuleList(
-            MixedEdge(list(OPS), {op: make_op(op, c) for op in ("nor_conv_1x1", "nor_conv_3x3")}) for _ in EDGES)
+            MixedEdge(list(OPS), {op: make_op(op, cp) for op in ("nor_conv_1x1", "nor_conv_3x3")}, 1,
+                      partial_channels, checkpoint) for _ in EDGES)
 
     def forward(self, x, weights, index=None, fused=True):
         nodes = [x]
         for j in (1, 2, 3):
-            out = 0
-            for e, (node, inp) in enumerate(EDGES):
-                if node == j:
-                    out = out + self.edges[e](nodes[inp], weights[e], None if index is None else index[e], fused)
-            nodes.append(out)
+            terms = [self.edges[e](nodes[inp], weights[e], None if index is None else index[e], fused)
+                     for e, (node, inp) in enumerate(EDGES) if node == j]
+            nodes.append(sum_paths(terms, x, x.shape))
         return nodes[3]
 
 
@@ -122,7 +124,7 @@ class Skeleton(nn.Module):
         self.classifier = nn.Linear(c_curr, num_classes)
 
     def forward(self, x, weights=None, index=None, fused=True):  # (N, C_in, H, W) -> (N, classes)
-        x = self.stem(x)
+        x = self.stem(supernet_input(x, fused) if self.searchable else x)
         for layer in self.layers:
             if self.searchable and isinstance(layer, SuperCell):
                 x = layer(x, weights, index, fused)
@@ -134,15 +136,19 @@ class Skeleton(nn.Module):
 @register_space("nb201")
 class NB201Space(SearchSpace):
     """NAS-Bench-201. Args: channels ``c`` (default 16), ``cells`` per stage (default 2),
-    ``num_classes`` (10), ``input_shape`` (1, 3, 32, 32)."""
+    ``num_classes`` (10), ``input_shape`` (1, 3, 32, 32); for the supernet only,
+    ``partial_channels`` (PC-DARTS's K, default 1) and ``checkpoint`` (1/0: recompute or store
+    the edges' candidates in backward; default: recompute), as in the darts space."""
 
     ops = OPS
 
-    def __init__(self, c: int = 16, cells: int = 2, num_classes: int = 10, input_shape=(1, 3, 32, 32)):
+    def __init__(self, c: int = 16, cells: int = 2, num_classes: int = 10, input_shape=(1, 3, 32, 32),
+                 partial_channels: int = 1, checkpoint: bool | int | None = None):
         if c < 1 or cells < 1:
             raise CodesignError(f"nb201 space: c >= 1 and cells >= 1 are required, got c={c}, cells={cells}")
         self.c, self.cells, self.num_classes = c, cells, num_classes
         self.input_shape = check_shape("nb201", input_shape, num_classes)
+        self.partial_channels, self.checkpoint = supernet_options("nb201", partial_channels, checkpoint, c)
         self._exported = ExportedKernels()
 
     def decisions(self) -> list[Decision]:
@@ -196,7 +202,8 @@ class NB201Space(SearchSpace):
         return Skeleton(lambda c: Cell(ops, c), self.c, self.cells, self.num_classes, self.input_shape[1], False)
 
     def supernet(self) -> nn.Module:
-        return Skeleton(SuperCell, self.c, self.cells, self.num_classes, self.input_shape[1], True)
+        return Skeleton(lambda c: SuperCell(c, self.partial_channels, self.checkpoint), self.c, self.cells,
+                        self.num_classes, self.input_shape[1], True)
 
     def option_kernels(self) -> list[list[list[KernelSpec]]]:
         table = []
