@@ -169,26 +169,35 @@ class Cell(nn.Module):
         return torch.cat(states[2:], dim=1)  # (N, 4C, H', W')
 
 
+def _stem_cells_head(net: nn.Module, c: int, layers: int, num_classes: int, in_channels: int, make_cell) -> None:
+    """The DARTS network's frame, shared by derived and search networks: a 3c-channel stem, ``layers``
+    cells from ``make_cell(c_pp, c_p, c_curr, reduction, reduction_prev)`` with reductions (channels
+    doubled) at 1/3 and 2/3 of the depth, global pooling and a linear classifier."""
+    c_curr = 3 * c
+    net.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+    c_pp, c_p, c_curr = c_curr, c_curr, c
+    net.cells = nn.ModuleList()
+    reduction_prev = False
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            c_curr *= 2
+        net.cells.append(make_cell(c_pp, c_p, c_curr, reduction, reduction_prev))
+        reduction_prev = reduction
+        c_pp, c_p = c_p, NODES * c_curr
+    net.pool = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Linear(c_p, num_classes)
+
+
 class Network(nn.Module):
     """A derived DARTS network: stem, ``layers`` cells (reductions at 1/3 and 2/3), classifier."""
 
     def __init__(self, genotype: Genotype, c: int, layers: int, num_classes: int, in_channels: int):
         super().__init__()
-        c_curr = 3 * c
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_pp, c_p, c_curr = c_curr, c_curr, c
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                c_curr *= 2
-            pairs = genotype.reduce if reduction else genotype.normal
-            self.cells.append(Cell(pairs, c_pp, c_p, c_curr, reduction, reduction_prev))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, NODES * c_curr
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, num_classes)
+        _stem_cells_head(self, c, layers, num_classes, in_channels,
+                         lambda c_pp, c_p, c_curr, reduction, reduction_prev: Cell(
+                             genotype.reduce if reduction else genotype.normal, c_pp, c_p, c_curr, reduction,
+                             reduction_prev))
 
     def forward(self, x):  # x: (N, in_channels, H, W) -> logits (N, num_classes)
         s0 = s1 = self.stem(x)
@@ -236,20 +245,9 @@ class SuperNetwork(nn.Module):
     def __init__(self, c: int, layers: int, num_classes: int, in_channels: int, partial_channels: int = 1,
                  checkpoint: bool | None = None):
         super().__init__()
-        c_curr = 3 * c
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_pp, c_p, c_curr = c_curr, c_curr, c
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                c_curr *= 2
-            self.cells.append(SuperCell(c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels, checkpoint))
-            reduction_prev = reduction
-            c_pp, c_p = c_p, NODES * c_curr
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, num_classes)
+        _stem_cells_head(self, c, layers, num_classes, in_channels,
+                         lambda c_pp, c_p, c_curr, reduction, reduction_prev: SuperCell(
+                             c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels, checkpoint))
 
     def forward(self, x, weights, index=None, fused=True):  # (N, C, H, W) -> (N, classes)
         s0 = s1 = self.stem(supernet_input(x, fused))
