@@ -116,42 +116,209 @@ def part_supernet(quick: bool) -> list[dict]:
     return rows
 
 
-def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.pipeline import SearchConfig, run_search
+SPACE_ARGS = {"nb201": {"c": 8, "cells": 1}, "darts": {"c": 4, "layers": 5}}
+# The remedies screened (--part remedies): (strategy, regularizer).
+VARIANTS = [("gdas", "none"), ("gdas", "tunas"), ("gdas", "beta-darts"), ("gdas", "shrink"), ("gdas", "tunas,shrink"),
+            ("darts", "none"), ("darts", "tunas"), ("darts", "drnas"), ("darts", "darts-minus"),
+            ("darts", "beta-darts")]
 
-    runs = []
-    for seed in seeds:
-        cfg = SearchConfig(space="nb201", space_args={"c": 8, "cells": 1}, strategy="gdas", data="cifar10",
-                           data_dir=data_dir, epochs=3 if quick else 10, warmup_epochs=1 if quick else 2,
-                           train_epochs=2 if quick else 10, candidate_epochs=1 if quick else 2,
-                           latency_ms="0.5x", compare="random", seed=seed, db=str(work / "profiles.sqlite"))
-        run_dir = work / f"gdas-vs-random-s{seed}"
-        if (run_dir / "results.json").exists():
-            r = json.loads((run_dir / "results.json").read_text())
-        elif (run_dir / "config.json").exists():
-            r = run_search(run_dir=run_dir, resume=True, quiet=True)
-        else:
-            r = run_search(cfg, run_dir=run_dir, quiet=True)
-        c = r["compare"]
-        runs.append({
-            "seed": seed, "budget_latency_ms": r["budgets"][0]["limit"],
-            "gdas": {"genotype": r["genotype"], "test_accuracy": r["test_accuracy"],
-                     "predicted_latency_ms": r["predicted"]["latency_ms"],
-                     "measured_latency_ms": (r["measured"] or {}).get("latency_ms"),
-                     "search_seconds": round(r["search_seconds"], 1), "search_passes": r["search_passes"]},
-            "random": {"genotype": c["derived"]["genotype"], "test_accuracy": c["test_accuracy"],
-                       "predicted_latency_ms": c["predicted"]["latency_ms"],
-                       "measured_latency_ms": (c["measured"] or {}).get("latency_ms"),
-                       "search_seconds": round(c["search_seconds"], 1), "search_passes": c["search_passes"],
-                       "candidates": c["candidates"]},
-        })
-    mean = {k: {m: statistics.mean(r[k][m] for r in runs) for m in ("test_accuracy", "measured_latency_ms",
-                                                                    "predicted_latency_ms")}
-            for k in ("gdas", "random")}
-    wins = sum(r["gdas"]["test_accuracy"] > r["random"]["test_accuracy"] for r in runs)
-    return {"runs": runs, "mean": mean, "gdas_wins": wins, "random_wins": len(runs) - wins,
-            "verdict": ("gdas more accurate on average" if mean["gdas"]["test_accuracy"] > mean["random"]["test_accuracy"]
-                        else "random search as accurate or better on average")}
+
+def _config(space: str, seed: int, args, **kw):
+    from codesign.pipeline import SearchConfig
+
+    base = dict(space=space, space_args=SPACE_ARGS[space], data="cifar10", data_dir=args.data_dir, seed=seed,
+                latency_ms=args.latency, epochs=args.epochs, warmup_epochs=args.warmup, batch_size=args.batch_size,
+                train_epochs=args.train_epochs, candidate_epochs=args.candidate_epochs,
+                ws_candidates=args.ws_candidates, ws_eval_batches=args.ws_eval_batches, db=args.db,
+                measure=not args.no_measure)
+    return SearchConfig(**{**base, **kw})
+
+
+def _run(cfg, run_dir: Path) -> dict:
+    from codesign.pipeline import run_search
+
+    if (run_dir / "results.json").exists():
+        return json.loads((run_dir / "results.json").read_text())
+    if (run_dir / "config.json").exists():
+        return run_search(run_dir=run_dir, resume=True, quiet=True)
+    return run_search(cfg, run_dir=run_dir, quiet=True)
+
+
+def _design(r: dict) -> dict:
+    """One final network: accuracy, latencies, budget, compute."""
+    budget = r["budgets"][0]["limit"]
+    measured = (r.get("measured") or {}).get("latency_ms")
+    return {"genotype": r["genotype"], "test_accuracy": r["test_accuracy"],
+            "predicted_latency_ms": r["predicted"]["latency_ms"], "measured_latency_ms": measured,
+            "budget_latency_ms": budget, "measured_under_budget": None if measured is None else measured <= budget,
+            "search_passes": round(r["search_passes"], 1), "search_seconds": round(r["search_seconds"], 1),
+            "run_dir": r["run_dir"]}
+
+
+def _label(strategy: str, regularizer: str | None) -> str:
+    return strategy if regularizer in (None, "none") else f"{strategy}+{regularizer.replace(',', '+')}"
+
+
+def gradient_run(space: str, seed: int, args, work: Path, strategy: str, regularizer: str | None) -> dict:
+    cfg = _config(space, seed, args, strategy=strategy, regularizer=regularizer)
+    return _run(cfg, work / f"{space}-{_label(strategy, regularizer)}-s{seed}")
+
+
+def part_remedies(args, work: Path) -> dict:
+    """Every remedy of VARIANTS on the same search, derived network trained by one protocol."""
+    rows = []
+    for space in args.spaces:
+        for seed in args.seeds:
+            for strategy, reg in VARIANTS:
+                if args.variants and _label(strategy, reg) not in args.variants:
+                    continue
+                r = gradient_run(space, seed, args, work, strategy, reg)
+                rows.append({"space": space, "seed": seed, "variant": _label(strategy, reg), **_design(r)})
+    ranked = {}
+    for space in args.spaces:
+        by: dict[str, list[float]] = {}
+        for row in rows:
+            if row["space"] == space:
+                by.setdefault(row["variant"], []).append(row["test_accuracy"])
+        ranked[space] = sorted(({"variant": k, "mean_test_accuracy": statistics.mean(v), "runs": len(v)}
+                                for k, v in by.items()), key=lambda d: -d["mean_test_accuracy"])
+    return {"runs": rows, "ranked": ranked}
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def part_compare(args, work: Path) -> dict:
+    """The default gradient strategy against random search and RSWS at its compute (passes), every
+    final network trained by one protocol and measured with TVM."""
+    from codesign.pipeline import SearchConfig
+
+    default = SearchConfig()
+    strategy, regularizer = default.strategy, default.regularizer
+    rows = []
+    for space in args.spaces:
+        for seed in args.seeds:
+            g = gradient_run(space, seed, args, work, strategy, regularizer)
+            passes = g["search_passes"]
+            rnd = _run(_config(space, seed, args, strategy="random", max_passes=passes), work / f"{space}-random-s{seed}")
+            ws = _run(_config(space, seed, args, strategy="rsws", max_passes=passes), work / f"{space}-rsws-s{seed}")
+            rows.append({"space": space, "seed": seed, "default": _design(g), "random": _design(rnd),
+                         "rsws": _design(ws)})
+    label = _label(strategy, regularizer)
+    summary = {}
+    for space in args.spaces:
+        rs = [r for r in rows if r["space"] == space]
+        summary[space] = {m: _mean_std([r[m]["test_accuracy"] for r in rs]) for m in ("default", "random", "rsws")}
+        summary[space]["default_wins_vs_random"] = sum(r["default"]["test_accuracy"] > r["random"]["test_accuracy"]
+                                                       for r in rs)
+        summary[space]["default_wins_vs_rsws"] = sum(r["default"]["test_accuracy"] > r["rsws"]["test_accuracy"]
+                                                     for r in rs)
+        summary[space]["seeds"] = len(rs)
+    all_designs = [r[m] for r in rows for m in ("default", "random", "rsws")]
+    return {"default_strategy": label, "runs": rows, "summary": summary,
+            "default_wins_vs_random": sum(s["default_wins_vs_random"] for s in summary.values()),
+            "pairs": len(rows),
+            "every_result_measured_under_budget": all(d["measured_under_budget"] for d in all_designs)}
+
+
+def _setup_costs(space: str, args):
+    from codesign.pipeline.phases import costs_phase, setup, split_train_val
+
+    s = setup(_config(space, 0, args), quiet=True)
+    return s, costs_phase(s, None), split_train_val
+
+
+def part_ranking(args, work: Path) -> dict:
+    """Kendall tau between the supernet's accuracy of sampled architectures (RSWS's shared weights,
+    scored on the validation split) and their stand-alone validation accuracy after short training."""
+    import random as pyrandom
+
+    import torch
+    from scipy.stats import kendalltau, spearmanr
+
+    from codesign.search import checkpoint as ckpt
+    from codesign.search.strategies import SearchContext, create_strategy, sample_feasible
+    from codesign.search.train import evaluate, train_network
+    from codesign.search.weight_sharing import supernet_accuracy
+
+    out = {}
+    for space in args.spaces:
+        s, costs, split_fn = _setup_costs(space, args)
+        cfg = _config(space, args.seeds[0], args, strategy="rsws", epochs=args.rank_supernet_epochs)
+        split = split_fn(s.dataset, cfg.val_fraction, cfg.seed)
+        ctx = SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table,
+                            costs.budgets, cfg, work / f"ranking-{space}-supernet", augment=s.dataset.augment)
+        ws = create_strategy("rsws", ctx)
+        if ckpt.exists(ctx.checkpoint_stem):
+            ws.load(ckpt.load(ctx.checkpoint_stem)[0])
+        ws.train()
+        full = ws.val_batches()
+        rng = pyrandom.Random(12_345)
+        store = work / f"ranking-{space}.json"
+        done = json.loads(store.read_text()) if store.exists() else []
+        archs = [sample_feasible(ctx, rng)[:len(s.space.decisions())] for _ in range(args.rank_archs)]
+        for i, choices in enumerate(archs):
+            if i < len(done):
+                continue
+            torch.manual_seed(i)
+            net = s.space.build(s.space.format(choices))
+            train_network(net, split.x_train, split.y_train, args.rank_epochs, i, cfg.batch_size, cfg.lr,
+                          cfg.weight_decay, s.dataset.augment)
+            done.append({"genotype": s.space.format(choices),
+                         "latency_ms": costs.table.of(choices, "latency_ms"),
+                         "supernet_accuracy": supernet_accuracy(ws.net, s.space, choices, full),
+                         "standalone_accuracy": evaluate(net, split.x_val, split.y_val)["accuracy"]})
+            store.write_text(json.dumps(done, indent=1))
+        sup = [d["supernet_accuracy"] for d in done]
+        alone = [d["standalone_accuracy"] for d in done]
+        tau, p = kendalltau(sup, alone)
+        rho, _ = spearmanr(sup, alone)
+        out[space] = {"architectures": len(done), "kendall_tau": tau, "kendall_p": p, "spearman": rho,
+                      "supernet_epochs": args.rank_supernet_epochs, "standalone_epochs": args.rank_epochs,
+                      "archs": done}
+    return out
+
+
+def part_default(args, work: Path) -> dict:
+    """The genotype the default `codesign search` (digits) finds, trained on the CIFAR-10 subset
+    beside random cells under the same latency budget, by one protocol (nb201, the benchmark's size)."""
+    import random as pyrandom
+
+    import torch
+
+    from codesign.pipeline import SearchConfig
+    from codesign.search.budgets import satisfied
+    from codesign.search.strategies import SearchContext, sample_feasible
+    from codesign.search.train import evaluate, train_network
+
+    found = _run(SearchConfig(db=args.db), work / "default-digits")
+    s, costs, _ = _setup_costs("nb201", args)
+    ctx = SearchContext(s.space, None, None, None, None, costs.table, costs.budgets, None)
+    rng = pyrandom.Random(2_024)
+    genotypes = [("default", found["genotype"])] + [
+        (f"random-{i}", s.space.format(sample_feasible(ctx, rng))) for i in range(args.random_cells)]
+    store = work / "default-cifar.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    for name, g in genotypes:
+        if name in done:
+            continue
+        torch.manual_seed(0)
+        net = s.space.build(g)
+        train_network(net, s.dataset.x_train, s.dataset.y_train, args.train_epochs, 0, args.batch_size, 0.05, 3e-4,
+                      s.dataset.augment)
+        choices = s.space.parse(g)
+        done[name] = {"genotype": g, "test_accuracy": evaluate(net, s.dataset.x_test, s.dataset.y_test)["accuracy"],
+                      "latency_ms": costs.table.of(choices, "latency_ms"),
+                      "under_budget": satisfied(costs.table, choices, costs.budgets)}
+        store.write_text(json.dumps(done, indent=1))
+    rand = [v["test_accuracy"] for k, v in done.items() if k != "default"]
+    mine = done["default"]["test_accuracy"]
+    return {"digits_run": {"genotype": found["genotype"], "test_accuracy_digits": found["test_accuracy"],
+                           "strategy": found["strategy"], "run_dir": found["run_dir"]},
+            "budget_latency_ms": costs.budgets[0].limit, "cells": done,
+            "random_cells_mean": _mean_std(rand) if rand else None,
+            "random_cells_beaten": sum(mine > a for a in rand), "random_cells": len(rand)}
 
 
 def part_l2o(seeds: list[int], work: Path, quick: bool) -> dict:
@@ -188,25 +355,53 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-mini"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--work", default="search-bench")
-    ap.add_argument("--part", choices=("supernet", "compare", "l2o", "all"), default="all")
+    ap.add_argument("--spaces", nargs="+", default=["nb201", "darts"], choices=sorted(SPACE_ARGS))
+    ap.add_argument("--work", default="/tmp/codesign-bench-search", help="run directories (resumed)")
+    ap.add_argument("--db", default=None, help="profile database (default: the user cache)")
+    ap.add_argument("--part", choices=("supernet", "remedies", "compare", "ranking", "default", "l2o", "all"),
+                    default="all")
+    ap.add_argument("--latency", default="0.5x", help="latency budget (default 0.5x of the costliest network)")
+    ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-epochs", type=int, default=5, help="final training of every derived network")
+    ap.add_argument("--candidate-epochs", type=int, default=1, help="random: epochs per candidate")
+    ap.add_argument("--ws-candidates", type=int, default=50)
+    ap.add_argument("--ws-eval-batches", type=int, default=2)
+    ap.add_argument("--rank-archs", type=int, default=20, help="ranking: sampled architectures")
+    ap.add_argument("--rank-epochs", type=int, default=2, help="ranking: stand-alone training epochs")
+    ap.add_argument("--rank-supernet-epochs", type=int, default=10, help="ranking: supernet training epochs")
+    ap.add_argument("--random-cells", type=int, default=5, help="default: random cells trained for reference")
+    ap.add_argument("--variants", nargs="+", default=None, help="remedies: only these (e.g. gdas+tunas)")
+    ap.add_argument("--no-measure", action="store_true", help="skip the TVM measurement of the final networks")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke test)")
     args = ap.parse_args()
+    if args.quick:
+        args.epochs, args.warmup, args.train_epochs = 3, 1, 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    needs_data = args.part in ("remedies", "compare", "ranking", "default", "all")
+    if needs_data and not Path(args.data_dir).exists():
+        sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
     t0 = time.perf_counter()
-    out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg()[0]}
+    out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg(),
+           "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
+           "space_args": {k: SPACE_ARGS[k] for k in args.spaces}}
     if args.part in ("supernet", "all"):
         out["supernet"] = part_supernet(args.quick)
+    if args.part in ("remedies", "all"):
+        out["remedies"] = part_remedies(args, work)
     if args.part in ("compare", "all"):
-        if not Path(args.data_dir).exists():
-            sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
-        out["gdas_vs_random"] = part_compare(args.data_dir, args.seeds, work, args.quick)
+        out["compare"] = part_compare(args, work)
+    if args.part in ("ranking", "all"):
+        out["ranking"] = part_ranking(args, work)
+    if args.part in ("default", "all"):
+        out["default"] = part_default(args, work)
     if args.part in ("l2o", "all"):
         out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
-    out["load_average_end"] = os.getloadavg()[0]
+    out["load_average_end"] = os.getloadavg()
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":
