@@ -1,9 +1,9 @@
 """Accuracy of codesign's latency prediction against whole networks measured with TVM, and of
 few-shot calibration to a new device.
 
-    python benchmarks/predictor.py [--work DIR] [--repeats R] [--net-repeats R] [--net-rounds K] [--rounds K]
-                                   [--grid-samples N] [--per-space S] [--stage STAGE]
-                                   [--adaptive-budget N] [--workers W] [--tv-nets NAME...] [--tv-repeats R]
+    python benchmarks/predictor.py [--work DIR] [--repeats R] [--min-repeat-ms MS] [--statistic median|min]
+                                   [--net-rounds K] [--rounds K] [--grid-samples N] [--per-space S] [--stage STAGE]
+                                   [--adaptive-budget N] [--workers W] [--tv-nets NAME...]
 
 Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
 32x32 inputs and several widths/depths, plain CNNs with 5x5/7x7 kernels, and S architectures
@@ -12,9 +12,9 @@ sampled from every registered search space (``codesign.spaces.list_spaces()``: `
 
 What is compared, on the same networks, in the same run (cpu-local, schedule ``untuned``):
 
-- ``profiled``: the network's kernels timed first (built by the profiler's builders, timed by
-  ``time_kernels``), predictions from their measurements: what ``codesign profile --onnx`` then
-  ``codesign predict`` give a user; checks the graph splitting and fusion rules. The per-network overhead
+- ``profiled``: the network's kernels profiled first (``time_kernels``: the profiler itself),
+  predictions from their measurements: what ``codesign profile --onnx`` then ``codesign predict``
+  give a user; checks the graph splitting and fusion rules. The per-network overhead
   (``CostModel.fit_overhead``) of each network is fitted on the *other* networks (leave one out);
   the bare kernel sums are reported too;
 - ``model_only``: a gbdt cost model fitted on the shape grids only (no kernel of any benchmark
@@ -36,16 +36,22 @@ Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
 N and the Kendall tau / ±10 % share reported on the remaining networks, beside the uncalibrated base.
 
-Prints JSON (hardware included) and writes ``predictor_scatter.png`` in --work when matplotlib is
-installed. Resumable: kernel timings and network measurements are cached in --work. The machine
-it was written on is shared: kernels and networks are timed as the fastest of many single runs
-(``time_kernels`` says why), --rounds repeats everything and keeps the faster pass, and the load
-average is reported with the numbers.
+Timing is what a user gets: kernels through ``codesign.profile.profile_kernels`` (``codesign
+profile``), networks through ``codesign.profile.measure.measure_network`` (``codesign measure``),
+onnxruntime through ``time_onnxruntime``, all with the commands' default repeats and the product's
+timing statistic (``--statistic``: median by default; ``--statistic min`` runs the same benchmark
+on the fastest repeats, in caches of its own). --rounds/--net-rounds K time everything K times
+and combine the passes with the same statistic.
+
+Prints JSON (hardware and load average included) and writes ``predictor_scatter.png`` in --work
+when matplotlib is installed. Resumable: profile databases and network measurements are cached in
+--work, under names that carry the timing settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -66,9 +72,10 @@ from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # no
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
 from codesign.predict.models import create_cost_model  # noqa: E402
-from codesign.profile import Measurement, ProfileDB, get_device  # noqa: E402
+from codesign.profile import Measurement, ProfileDB, get_device, profile_kernels  # noqa: E402
 from codesign.profile.grid import grid_specs  # noqa: E402
 from codesign.profile.measure import measure_network, time_onnxruntime  # noqa: E402
+from codesign.profile.runners import STATISTICS  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
 
@@ -289,44 +296,24 @@ def cached(path: Path, key: str, fn):
     return data[key]
 
 
-def time_kernels(specs, device, db, repeats: int) -> None:
-    """Kernels not yet in ``db``: built as ``codesign profile`` builds them (the profiler's TOPI
-    builders, ``tvm.compile``, untuned), timed as ``repeats`` single runs, the fastest stored.
+def timing_of(args) -> dict:
+    """The timing settings of profiles and measurements (``codesign profile``/``measure``'s)."""
+    return {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": args.statistic}
 
-    The profiler stores the median of its repeats, right on a quiet machine; on this shared one a
-    run that other jobs preempt takes several times longer, and whole networks (the ground truth)
-    are timed by their fastest single run (``NetworkMeasurement.latency_min_ms``). The kernels are
-    timed the same way so that predicted and measured answer the same question.
-    """
-    import socket
 
-    import tvm
-    from tqdm import tqdm
+def timing_tag(timing: dict) -> str:
+    """Names caches and databases after the timing, so that runs with other settings never mix."""
+    return f"{timing['statistic']}-r{timing['repeats']}-m{timing['min_repeat_ms']:g}"
 
-    from codesign.profile.builders import build, random_args
-    from codesign.profile.runners import set_threads
 
-    set_threads(device.threads)
-    target = device.tvm_target()
-    todo = db.missing(list(dict.fromkeys(s.key() for s in specs)), device.name, "untuned")
-    for key in tqdm(todo, desc="time kernels", unit="kernel", file=sys.stderr, dynamic_ncols=True):
-        spec = KernelSpec.from_key(key)
-        t0 = time.perf_counter()
-        built = build(spec)
-        mod = tvm.compile(built.func, target=target).jit()
-        compile_s = time.perf_counter() - t0
-        dev = tvm.cpu(0)
-        args = [tvm.runtime.tensor(a, dev) for a in random_args(built.arg_shapes)]
-        # A kernel that runs long gets fewer runs (about 0.5 s of runs, at least 5): the rare large
-        # kernels of adaptive sampling would otherwise take minutes each.
-        first = mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=0)(*args).results[0]
-        n = int(min(repeats, max(5, 0.5 / max(first, 1e-9))))
-        res = mod.time_evaluator("main", dev, number=1, repeat=n, min_repeat_ms=0)(*args).results
-        samples = [r * 1e3 for r in res]
-        db.add(Measurement(kernel_key=key, device=device.name, schedule="untuned", latency_ms=min(samples),
-                           latency_std_ms=float(np.std(samples)), repeats=len(samples),
-                           target=device.resolved_target(), compile_s=compile_s, tvm_version=tvm.__version__,
-                           host=socket.gethostname()))
+def combine(values, statistic: str) -> float:
+    """Several passes' latencies of one kernel or network, combined as the product combines repeats."""
+    return float(STATISTICS[statistic](list(values)))
+
+
+def time_kernels(specs, device, db, timing: dict) -> None:
+    """Kernels not yet in ``db``, profiled as ``codesign profile`` profiles them (untuned)."""
+    profile_kernels(specs, device, db, schedule="untuned", progress=True, **timing)
 
 
 def copy_ops(path: Path) -> int:
@@ -382,13 +369,14 @@ def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[s
 
 
 def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
-    """Adaptive sampling into work/adaptive.sqlite, timed as the other kernels (fastest of single runs)."""
+    """Adaptive sampling into work/adaptive-<timing>.sqlite, timed as the other kernels."""
     from codesign.predict.adaptive import adaptive_sample, reference_kernels
 
-    with ProfileDB(work / "adaptive.sqlite") as db:
+    timing = timing_of(args)
+    with ProfileDB(work / f"adaptive-{timing_tag(timing)}.sqlite") as db:
         def profile(specs):
-            # --workers processes time disjoint slices into the same database (SQLite WAL): on a
-            # machine many jobs share, each process gets its own slice of the CPUs.
+            # --workers processes time slices into the same database (claiming each kernel in it):
+            # on a machine many jobs share, each process gets its own slice of the CPUs.
             import subprocess
             import tempfile
 
@@ -402,7 +390,9 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
                 json.dump(part, f)
                 f.close()
                 procs.append((subprocess.Popen([sys.executable, __file__, "--work", str(work), "--stage", "time-keys",
-                                                "--keys", f.name, "--repeats", str(args.repeats)]), f.name))
+                                                "--keys", f.name, "--repeats", str(args.repeats),
+                                                "--min-repeat-ms", str(args.min_repeat_ms),
+                                                "--statistic", args.statistic]), f.name))
             for proc, name in procs:
                 proc.wait()
                 os.unlink(name)
@@ -412,15 +402,16 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
 
         _, report = adaptive_sample(
             profile, measured, args.adaptive_budget, work / "adaptive-state.json",
-            identity={"device": "cpu-local", "schedule": "untuned", "timing": "fastest of single runs"},
+            identity={"device": "cpu-local", "schedule": "untuned", "timing": timing_tag(timing)},
             seed=0, references=reference_kernels(), exclude_keys=exclude, types=args.adaptive_types.split(","),
             log=lambda line: print(line, file=sys.stderr, flush=True))
     return report.to_dict()
 
 
-def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int,
+def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
                   cache_name: str = "measured.json") -> dict[str, list[dict]]:
-    """Whole-network measurements (cached in work/<cache_name>; a failure is cached as its error)."""
+    """Whole-network measurements as ``codesign measure`` takes them (cached in work/<cache_name>;
+    a failure is cached as its error)."""
     device = get_device("cpu-local")
     cache = work / cache_name
     out = {}
@@ -429,19 +420,21 @@ def stage_measure(names_paths, work: Path, net_repeats: int, net_rounds: int,
         for rnd in range(net_rounds):
             def run(path=path, name=name):
                 try:
-                    return measure_network(path, device, "untuned", net_repeats, 0.0, name=name).to_dict()
+                    return measure_network(path, device, "untuned", timing["repeats"], timing["min_repeat_ms"],
+                                           name=name, statistic=timing["statistic"]).to_dict()
                 except Exception as exc:  # an op TVM cannot import: recorded, left out
                     return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
-            runs.append(cached(cache, f"tvm{rnd}:r{net_repeats}:{name}", run))
-            print(f"{name}: {runs[-1].get('latency_min_ms', runs[-1].get('error'))}", file=sys.stderr, flush=True)
+            runs.append(cached(cache, f"tvm{rnd}:{timing_tag(timing)}:{name}", run))
+            print(f"{name}: {runs[-1].get('latency_ms', runs[-1].get('error'))}", file=sys.stderr, flush=True)
         out[name] = runs
     return out
 
 
-def cached_runs(cache: Path, names, repeats: int, rounds: int) -> dict[str, list[dict]]:
+def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list[dict]]:
     """The measurements ``stage_measure`` cached (networks not measured yet get none)."""
     data = json.loads(cache.read_text()) if cache.exists() else {}
-    return {name: [data[k] for k in (f"tvm{r}:r{repeats}:{name}" for r in range(rounds)) if k in data] for name in names}
+    tag = timing_tag(timing)
+    return {name: [data[k] for k in (f"tvm{r}:{tag}:{name}" for r in range(rounds)) if k in data] for name in names}
 
 
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
@@ -449,7 +442,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     every kernel of every evaluated network; overhead fitted leave-one-out as in profiled mode."""
     kernels = {name: network_kernels(path, work) for name, path, _ in nets}
     net_keys = {s.key() for ks in kernels.values() for s in ks}
-    with ProfileDB(work / "adaptive.sqlite") as db:
+    with ProfileDB(work / f"adaptive-{timing_tag(timing_of(args))}.sqlite") as db:
         records = db.query(device="cpu-local", schedule="untuned", ok_only=True)
     train = [m for m in records if m.kernel_key not in net_keys]
     models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
@@ -462,7 +455,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         kt = models["kernel-type"].predict_network(specs, use_measured=False)
         rows.append({
             "name": name, "group": group, "kernels": len(specs),
-            "measured_ms": min(r["latency_min_ms"] for r in runs),
+            "measured_ms": combine((r["latency_ms"] for r in runs), args.statistic),
             "kernel_sum_ms": kt["latency_ms"], "interval_ms": kt["latency_interval_ms"],
             "gbdt_kernel_sum_ms": models["gbdt"].predict_network(specs, use_measured=False)["latency_ms"],
             "out_of_range_kernels": len(kt["out_of_range"]),
@@ -531,16 +524,16 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="predictor-bench", help="work directory (ONNX files, caches, PNG)")
-    # Single runs, many of them, the fastest kept (kernels and networks alike): on a shared
-    # machine a run that other jobs preempt takes several times longer; the fastest of many is
-    # the undisturbed latency.
-    ap.add_argument("--repeats", type=int, default=30, help="timed single runs per kernel")
-    # A network runs for milliseconds, longer than the time slices other jobs leave: fewer of its
-    # runs are undisturbed, so it gets more of them.
-    ap.add_argument("--net-repeats", type=int, default=100, help="timed single runs per network")
-    ap.add_argument("--net-rounds", type=int, default=2,
-                    help="separate passes over the networks (each compiled and timed again); the fastest is kept")
-    ap.add_argument("--rounds", type=int, default=1, help="separate timing passes; the fastest is kept")
+    ap.add_argument("--repeats", type=int, default=10,
+                    help="timed repeats per kernel and network (default 10, as `codesign profile` and `measure`)")
+    ap.add_argument("--min-repeat-ms", type=float, default=50.0,
+                    help="minimum duration of one repeat (default 50, as `codesign profile` and `measure`)")
+    ap.add_argument("--statistic", choices=sorted(STATISTICS), default="median",
+                    help="how repeats (and passes) become one latency, for kernels, networks and onnxruntime "
+                         "alike (default median, the product's)")
+    ap.add_argument("--net-rounds", type=int, default=1,
+                    help="separate passes over the networks (each compiled and timed again; default 1)")
+    ap.add_argument("--rounds", type=int, default=1, help="separate kernel profiling passes (default 1)")
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
@@ -554,16 +547,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4, help="processes timing adaptive samples at once")
     ap.add_argument("--keys", default=None, help=argparse.SUPPRESS)  # --stage time-keys: a JSON list of kernel keys
     ap.add_argument("--tv-nets", nargs="+", default=list(TORCHVISION_NETS), help="torchvision networks evaluated")
-    ap.add_argument("--tv-repeats", type=int, default=30, help="timed single runs per torchvision network")
     ap.add_argument("--tv-rounds", type=int, default=1, help="passes over the torchvision networks")
     ap.add_argument("--tv-sizes", type=int, nargs="+", default=[32, 64], help="torchvision input sizes")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
+    timing = timing_of(args)
+    tag = timing_tag(timing)
     if args.stage == "time-keys":  # a worker of stage_adaptive
-        with ProfileDB(work / "adaptive.sqlite") as db:
+        with ProfileDB(work / f"adaptive-{tag}.sqlite") as db:
             time_kernels([KernelSpec.from_key(k) for k in json.loads(Path(args.keys).read_text())],
-                         get_device("cpu-local"), db, args.repeats)
+                         get_device("cpu-local"), db, timing)
         return
     work.mkdir(parents=True, exist_ok=True)
     device = get_device("cpu-local")
@@ -590,31 +584,28 @@ def main() -> None:
         return
     if args.stage == "measure-torchvision":
         # One cache per set of networks, so that several measuring processes can run at once.
-        stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds,
+        stage_measure(tv_nets, work, timing, args.tv_rounds,
                       TV_CACHE if args.tv_nets == list(TORCHVISION_NETS) else f"measured-torchvision-{'-'.join(args.tv_nets)}.json")
         return
     if args.stage in ("all", "never-profiled"):
         if args.stage == "all":
             stage_adaptive(args, work, bench_keys | tv_keys)
-            stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE)
+            stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE)
         if args.stage == "all":
-            measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, args.net_repeats,
-                                     args.net_rounds)
-            measured.update(stage_measure(tv_nets, work, args.tv_repeats, args.tv_rounds, TV_CACHE))
+            measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, timing, args.net_rounds)
+            measured.update(stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE))
         else:  # the report alone: what the measuring stages have cached so far
-            measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], args.net_repeats,
-                                   args.net_rounds)
+            measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing, args.net_rounds)
             for cache in sorted(work.glob("measured-torchvision*.json")):
-                for name, runs in cached_runs(cache, [name for name, _ in tv_nets], args.tv_repeats,
-                                              args.tv_rounds).items():
+                for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
                     if runs:
                         measured[name] = runs
         nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
         nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
-        res = never_profiled(args, work, nets, measured, work / "kernels-0.sqlite")
+        res = never_profiled(args, work, nets, measured, work / f"kernels-{tag}-0.sqlite")
         res.update(benchmark="predictor:never-profiled", hardware=hardware(), load_average_1_5_15=os.getloadavg(),
-                   timing="kernels: fastest of up to `repeats` single runs (about 1 s of runs for long kernels); "
-                          "networks: fastest of `net_repeats` (torchvision: `tv_repeats`) single runs per pass",
+                   timing=f"kernels (codesign profile) and networks (codesign measure) alike: the {args.statistic} "
+                          f"of {args.repeats} repeats of >= {args.min_repeat_ms:g} ms",
                    device="cpu-local", schedule="untuned", adaptive_budget=args.adaptive_budget,
                    adaptive_state=(json.loads((work / "adaptive-state.json").read_text())["rounds"][-1]
                                    if (work / "adaptive-state.json").exists() else None))
@@ -623,9 +614,8 @@ def main() -> None:
         if args.stage == "never-profiled":
             return
 
-    # This machine is shared: other jobs inflate some timings several-fold. With --rounds R every
-    # kernel and every network is timed in R separate passes (separate profile databases) and the
-    # fastest pass kept; contention only ever adds time.
+    # With --rounds R every kernel is profiled in R separate passes (separate profile databases)
+    # and the passes combined with the timing statistic.
     grid = grid_specs("conv2d", args.grid_samples, 0)
     for op in ("max_pool2d", "avg_pool2d", "global_avg_pool2d", "dense", "add", "relu", "batch_norm"):
         grid += grid_specs(op, 20, 0)
@@ -636,23 +626,24 @@ def main() -> None:
     cache = work / "measured.json"
     t0 = time.perf_counter()
     for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
-            time_kernels(acc_specs, device, db, args.repeats)
+        with ProfileDB(work / f"kernels-{tag}-{rnd}.sqlite") as db:
+            time_kernels(acc_specs, device, db, timing)
     profile_s = time.perf_counter() - t0
     loads.append(os.getloadavg())
-    measured = {name: [cached(cache, f"tvm{rnd}:r{args.net_repeats}:{name}", lambda name=name: measure_network(
-        paths[name], device, "untuned", args.net_repeats, 0.0, name=name).to_dict())
-        for rnd in range(args.net_rounds)] for name, *_ in acc_nets}
+    measured = {name: [cached(cache, f"tvm{rnd}:{tag}:{name}", lambda name=name: measure_network(
+        paths[name], device, "untuned", args.repeats, args.min_repeat_ms, name=name,
+        statistic=args.statistic).to_dict()) for rnd in range(args.net_rounds)] for name, *_ in acc_nets}
     loads.append(os.getloadavg())
     for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
-            time_kernels(grid, device, db, args.repeats)
-    best: dict[str, Measurement] = {}
+        with ProfileDB(work / f"kernels-{tag}-{rnd}.sqlite") as db:
+            time_kernels(grid, device, db, timing)
+    passes: dict[str, list[Measurement]] = {}
     for rnd in range(args.rounds):
-        with ProfileDB(work / f"kernels-{rnd}.sqlite") as db:
+        with ProfileDB(work / f"kernels-{tag}-{rnd}.sqlite") as db:
             for m in db.query(device="cpu-local", schedule="untuned", ok_only=True):
-                if m.kernel_key not in best or m.latency_ms < best[m.kernel_key].latency_ms:
-                    best[m.kernel_key] = m
+                passes.setdefault(m.kernel_key, []).append(m)
+    best = {k: dataclasses.replace(ms[0], latency_ms=combine((m.latency_ms for m in ms), args.statistic))
+            for k, ms in passes.items()}
     grid_records = [m for k, m in best.items() if k not in bench_keys]
     model_only = create_cost_model("gbdt", seed=0).fit(grid_records)
     profiled = create_cost_model("gbdt", seed=0).fit(list(best.values()))
@@ -663,10 +654,10 @@ def main() -> None:
         specs = kernels[name]
         rows.append({
             "name": name, "genotype": genotype, "kernels": len(specs), "copy_ops": copy_ops(paths[name]),
-            "measured_ms": min(r["latency_min_ms"] for r in runs),
-            "measured_median_ms": min(r["latency_ms"] for r in runs),
-            "measured_per_pass_ms": [r["latency_min_ms"] for r in runs],
-            "onnxruntime_ms": min(r["onnxruntime_latency_ms"] for r in runs),
+            "measured_ms": combine((r["latency_ms"] for r in runs), args.statistic),
+            "measured_per_pass_ms": [r["latency_ms"] for r in runs],
+            "measured_fastest_repeat_ms": min(r["latency_min_ms"] for r in runs),
+            "onnxruntime_ms": combine((r["onnxruntime_latency_ms"] for r in runs), args.statistic),
             "kernel_sum_profiled_ms": profiled.predict_network(specs)["latency_ms"],
             "kernel_sum_model_only_ms": model_only.predict_network(specs, use_measured=False)["latency_ms"],
             "flops": sum(kernel_flops(s) for s in specs),
@@ -699,8 +690,9 @@ def main() -> None:
 
     # --- calibration to onnxruntime on this CPU (the "new device") ---
     all_names = [name for name, *_ in acc_nets + cal_nets]
-    ort_ms = np.array([min(cached(cache, f"ort{rnd}:{name}", lambda name=name: time_onnxruntime(
-        paths[name], 1, args.repeats, 0.0)[0]) for rnd in range(args.rounds)) for name in all_names])
+    ort_ms = np.array([combine((cached(cache, f"ort{rnd}:{tag}:{name}", lambda name=name: time_onnxruntime(
+        paths[name], 1, args.repeats, args.min_repeat_ms, statistic=args.statistic)[0])
+        for rnd in range(args.rounds)), args.statistic) for name in all_names])
     loads.append(os.getloadavg())
     sums = family_sums(profiled, [kernels[n] for n in all_names])
     base_pred = sums[:, :-1].sum(axis=1)
@@ -734,10 +726,10 @@ def main() -> None:
         "hardware": hardware(),
         "load_average_1_5_15": {"start": loads[0], "after_network_kernels": loads[1], "after_tvm_networks": loads[2],
                                 "end": loads[3]},
-        "rounds": args.rounds, "repeats": args.repeats, "net_repeats": args.net_repeats,
-        "net_rounds": args.net_rounds,
-        "timing": "kernels: fastest of `repeats` single runs; networks: fastest of `net_repeats` single runs; "
-                  "onnxruntime: median of `repeats` single runs",
+        "rounds": args.rounds, "net_rounds": args.net_rounds, **timing,
+        "timing": f"kernels (codesign profile), networks (codesign measure) and onnxruntime alike: the "
+                  f"{args.statistic} of {args.repeats} repeats of >= {args.min_repeat_ms:g} ms, passes combined "
+                  "the same way",
         "device": "cpu-local", "schedule": "untuned",
         "networks": len(rows), "calibration_networks": len(all_names),
         "grid_kernels_for_model_only": len(grid_records),

@@ -23,8 +23,15 @@ _COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error (exit code 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="codesign",
         description="Hardware co-design for deep learning: profile, predict, search under budgets.",
     )
@@ -55,11 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CodesignError as exc:
-        print(f"codesign {args.command}: error: {exc}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line, always
+        print(f"codesign {_command(args)}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"codesign {args.command}: interrupted", file=sys.stderr)
+        print(f"codesign {_command(args)}: interrupted", file=sys.stderr)
         return 130
+
+
+def _command(args) -> str:
+    """The subcommand as typed (``l2o train``, ``hw eval``)."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ def _split(n: int, labels: np.ndarray, test_fraction: float, seed: int):
 
 
 def _make(name, xtr, ytr, xte, yte, classes, augment, source) -> Dataset:
+    if len(ytr) == 0 or len(yte) == 0:
+        raise CodesignError(f"{source}: {len(ytr)} training and {len(yte)} test images; a {name} dataset needs "
+                            "images in both")
     xtr, xte, mean, std = _normalise(xtr.astype(np.float32), xte.astype(np.float32))
     return Dataset(name, torch.from_numpy(xtr), torch.from_numpy(np.asarray(ytr, np.int64)),
                    torch.from_numpy(xte), torch.from_numpy(np.asarray(yte, np.int64)),
@@ -115,6 +118,8 @@ def _cifar_batch(path: Path):
         raise CodesignError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
     if len(labels) != len(data):
         raise CodesignError(f"{path}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise CodesignError(f"{path}: labels must be the 10 CIFAR-10 classes 0..9, found {labels.min()}..{labels.max()}")
     return data, labels
 
 
@@ -146,15 +151,25 @@ def load_imagefolder(data_dir: str | Path, image_size: int = 32) -> Dataset:
         raise CodesignError(f"--data-dir {root} does not exist")
 
     def read(folder: Path, classes: list[str]):
+        present = {p.name for p in folder.iterdir() if p.is_dir()}
+        if set(classes) != present:
+            missing, extra = sorted(set(classes) - present), sorted(present - set(classes))
+            raise CodesignError(f"{folder} must hold the class folders of {root / 'train'}: "
+                                + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                                            + ([f"unknown {', '.join(extra)}"] if extra else [])))
         xs, ys = [], []
         for ci, c in enumerate(classes):
             for f in sorted((folder / c).iterdir()):
                 if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
                     continue
-                with Image.open(f) as im:
-                    im = im.convert("RGB").resize((image_size, image_size))
-                    xs.append(np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0)
-                    ys.append(ci)
+                try:
+                    with Image.open(f) as im:
+                        im = im.convert("RGB").resize((image_size, image_size))
+                        xs.append(np.asarray(im, np.float32).transpose(2, 0, 1) / 255.0)
+                        ys.append(ci)
+                except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated or not an image
+                    raise CodesignError(f"{f} is not a readable image ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
         if not xs:
             raise CodesignError(f"{folder} has no images in its class folders (png/jpg/bmp/gif)")
         return np.stack(xs), np.asarray(ys)

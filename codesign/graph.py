@@ -146,16 +146,23 @@ def load_model(model, max_fill_elements: int | None = None):
     """
     import onnx
 
+    where = "the ONNX model"
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
             raise CodesignError(f"no ONNX file at {path}")
+        if path.is_dir():
+            raise CodesignError(f"ONNX file {path} is a folder, not a file")
         try:
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf decode errors
             raise CodesignError(f"{path} is not a readable ONNX model ({exc})") from exc
+        where = str(path)
     if not isinstance(model, onnx.ModelProto):
         raise CodesignError(f"expected an ONNX file path or onnx.ModelProto, got {type(model).__name__}")
+    if not model.graph.node or not model.graph.input:  # an empty file parses as an empty model
+        raise CodesignError(f"{where} is not an ONNX network: its graph has no "
+                            f"{'nodes' if not model.graph.node else 'inputs'} (an empty or truncated file?)")
     return fold_constants(model, max_fill_elements)
 
 

@@ -49,11 +49,16 @@ A layer none of whose tiles fits is infeasible: ``feasible`` is 0, ``reason`` sa
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import threading
+import warnings
 
 import numpy as np
 
 from codesign.errors import CodesignError
 from codesign.kernelspec import KernelSpec
+from codesign.paths import cache_dir
 
 from .accelerator import DATAFLOWS, AcceleratorConfig
 
@@ -437,20 +442,53 @@ def _eval_batch_parallel(layers, configs, li, ci, out):
 _eval_pair_nb = None
 _prange = range
 _jit: dict = {}
+_jit_lock = threading.Lock()
+
+
+def _writable_dir(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
 
 
 def _compiled():
-    """The numba-compiled batch evaluators (compiled on first use, cached on disk by numba)."""
+    """The numba-compiled batch evaluators (compiled on first use, cached on disk by numba).
+
+    numba's disk cache goes to the user's own ``NUMBA_CACHE_DIR`` where one is set, else to
+    ``codesign.paths.cache_dir("numba")``; never beside this file (numba's default is the
+    ``__pycache__`` of the installed package, which outlives ``pip uninstall``). Where that
+    directory cannot be written the evaluators are compiled without a disk cache.
+    """
     global _eval_pair_nb, _prange
-    if not _jit:
+    with _jit_lock:
+        if _jit:
+            return _jit
         try:
             import numba
         except ImportError as exc:  # numba is a dependency; say so plainly where it is missing
             raise CodesignError("the accelerator model's batch evaluation needs numba: pip install numba") from exc
-        _eval_pair_nb = numba.njit(cache=True, nogil=True)(_eval_pair)
-        _prange = numba.prange
-        _jit["serial"] = numba.njit(cache=True, nogil=True)(_eval_batch)
-        _jit["parallel"] = numba.njit(cache=True, nogil=True, parallel=True)(_eval_batch_parallel)
+        users_dir = numba.config.CACHE_DIR  # from NUMBA_CACHE_DIR or numba's config file
+        target = users_dir or str(cache_dir("numba"))
+        cache = _writable_dir(target)
+        if not cache:
+            var = "NUMBA_CACHE_DIR" if users_dir else "CODESIGN_CACHE_DIR"
+            warnings.warn(f"numba's cache directory {target} cannot be written; the accelerator model is "
+                          f"compiled without a disk cache (set {var} to a writable directory)",
+                          RuntimeWarning, stacklevel=3)
+        # numba picks a function's cache directory when it is decorated; set ours for these three
+        # decorations only, so that other numba code in the process keeps numba's own default.
+        numba.config.CACHE_DIR = target
+        try:
+            _eval_pair_nb = numba.njit(cache=cache, nogil=True)(_eval_pair)
+            _prange = numba.prange
+            serial = numba.njit(cache=cache, nogil=True)(_eval_batch)
+            parallel = numba.njit(cache=cache, nogil=True, parallel=True)(_eval_batch_parallel)
+        finally:
+            numba.config.CACHE_DIR = users_dir
+        _jit.update(serial=serial, parallel=parallel)
     return _jit
 
 

@@ -304,9 +304,8 @@ def test_builders_compute_what_torch_computes(spec):
 
 def test_new_patterns_are_the_kernels_tvm_fuses():
     """SE blocks, SiLU and ceil-mode pools against Relax's FuseOps."""
-    from codesign.predict.measure import tvm_kernels
-
     from codesign.graph import export_onnx
+    from codesign.profile.measure import tvm_kernels
 
     model = export_onnx(nn.Sequential(nn.Conv2d(3, 8, 3), nn.SiLU(), nn.MaxPool2d(3, 2, ceil_mode=True)), (1, 3, 12, 12))
     ours, theirs = onnx_kernels(model), tvm_kernels(model)
@@ -368,9 +367,8 @@ def zoo_model(tmp_path_factory):
 def _accepts(name, model_path, capsys):
     import json
 
-    from codesign.profile.cli import collect_specs
-
     from codesign.cli import main
+    from codesign.commands.profile import collect_specs
     from codesign.profile.builders import build
 
     path = ZOO[name]

@@ -43,6 +43,13 @@ def add_device_flags(parser, device_default: str | None = "cpu-local", device_he
         parser.add_argument("--db", default=None, help=DB_HELP)
 
 
+def add_statistic_flag(parser) -> None:
+    """``--statistic``: how timed repeats become one latency (recorded with every number)."""
+    parser.add_argument("--statistic", default="median", choices=["median", "min"],
+                        help="how the timed repeats become the latency: median (default; robust to the odd "
+                             "repeat other jobs disturb) or min (the least disturbed repeat)")
+
+
 def key_values(items: list[str], flag: str = "--space-arg") -> dict:
     """``["c=16", "config=fbnet"]`` -> ``{"c": 16, "config": "fbnet"}`` (ints, then floats, else strings)."""
     out = {}

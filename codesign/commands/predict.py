@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output, input_file
 from ..predict.api import fit_from_profiles
-from .common import DB_HELP, add_device_flags, print_json
-
-MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
-                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host")
+from ..predict.calibrate import read_table, row_kernels
+from .common import DB_HELP, add_device_flags, add_statistic_flag, print_json
 
 
 def _source_flags(p, what: str) -> None:
@@ -100,6 +98,7 @@ def register(sub) -> None:
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
     m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
+    add_statistic_flag(m)
     m.add_argument("--predict-with", default=None, metavar="COSTMODEL",
                    help="also print this saved cost model's prediction and its error")
     m.add_argument("--append", default=None, metavar="CSV",
@@ -143,19 +142,18 @@ def _fit(args) -> int:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
     evaluate = folds > 0 and (args.eval or args.cv is not None)
     args.kind = args.kind or ("kernel-type" if args.adaptive else "gbdt")
+    if not args.adaptive and (args.budget_kernels is not None or args.state or args.prior_onnx or args.exclude_onnx):
+        raise CodesignError("--budget-kernels, --state, --prior-onnx and --exclude-onnx go with --adaptive")
+    out = model_path(args.out, args.device, "--device")
+    rows = read_table(args.networks) if args.networks else None
     if args.adaptive:
         _fit_adaptive(args)
-    elif args.budget_kernels is not None or args.state or args.prior_onnx or args.exclude_onnx:
-        raise CodesignError("--budget-kernels, --state, --prior-onnx and --exclude-onnx go with --adaptive")
     model, records = fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)
     report = {"device": model.device, "schedule": model.schedule, "kind": model.kind, "kernels": model.n_train,
               "energy": model.energy_source}
     if args.adaptive:
         report["adaptive"] = args.adaptive_report
-    if args.networks:
-        from ..predict.calibrate import read_table, row_kernels
-
-        rows = read_table(args.networks)
+    if rows is not None:
         model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
         report.update(networks=len(rows), overhead_ms=model.overhead_ms,
                       per_kernel_overhead_ms=model.per_kernel_overhead_ms)
@@ -166,7 +164,7 @@ def _fit(args) -> int:
             raise CodesignError(f"{len(records)} measured kernels are too few for {folds}-fold evaluation; "
                                 "profile more kernels or pass a smaller --cv")
         report["cross_validation"] = cross_validate(args.kind, records, folds=folds, seed=args.seed)
-    out = model.save(args.out or f"{args.device}.json")
+    out = model.save(out)
     report["saved"] = str(out)
     if args.json:
         print_json(report)
@@ -193,6 +191,19 @@ def _fit(args) -> int:
                   f"{acc['within_10pct']:5.0%} {acc['kendall_tau']:6.3f}")
     print(f"saved {out}")
     return 0
+
+
+def model_path(out: str | None, name: str, flag: str) -> Path:
+    """Where a fitted or calibrated model goes: ``--out``, else ``<name>.json`` here; checked before
+    the work (``name`` must then be a plain device name, not a path)."""
+    from ..profile.devices import check_device_name
+
+    if out is None:
+        out = f"{check_device_name(name, flag)}.json"
+    path = check_output(out, "--out")
+    if path.suffix not in (".json", ".npz"):
+        raise CodesignError(f"cost model path {path} must end in .json or .npz")
+    return path
 
 
 def _fit_adaptive(args) -> None:
@@ -270,10 +281,7 @@ def _predict(args) -> int:
 
     if not args.models and not args.kernel:
         raise CodesignError("nothing to predict: give ONNX files, CSV tables of them and/or --kernel KEY")
-    networks = _networks(args)
-    for path in networks:
-        if not path.exists():
-            raise CodesignError(f"no ONNX file at {path}")
+    networks = [input_file(path, "ONNX file") for path in _networks(args)]
     model = _load_or_fit(args)
     items = predict_networks(model, networks, allow_partial=args.partial, use_measured=not args.no_measured,
                              progress=not args.no_progress and not args.json)
@@ -322,26 +330,28 @@ def _predict(args) -> int:
 
 
 def _measure(args) -> int:
-    from ..graph import onnx_kernels
+    from ..graph import load_model, onnx_kernels
     from ..predict.models import load_cost_model
     from ..profile.devices import get_device
-    from ..profile.measure import measure_network
-    from ..profile.schedules import default_schedule
+    from ..profile.measure import MeasureTable, measure_network
+    from ..profile.profiler import check_settings
 
     device = get_device(args.device)
-    args.schedule = args.schedule or default_schedule(device.target)
+    args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic)
     for path in args.models:
-        if not Path(path).exists():
-            raise CodesignError(f"no ONNX file at {path}")
+        load_model(input_file(path, "ONNX file"))  # every network is readable before the first is compiled
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
                   if args.predict_with else None)
+    table = MeasureTable(args.append, device.name, args.schedule, args.statistic) if args.append else None
+    if args.tuning_dir:
+        check_output(args.tuning_dir, "--tuning-dir", folder=True)
     bar = None
     if not args.no_progress and len(args.models) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(args.models), desc=f"measure {device.name} [{args.schedule}]", unit="net",
                    file=sys.stderr, dynamic_ncols=True)
-    done = _measured_rows(args.append, device.name, args.schedule) if args.append else {}
+    done = table.done if table is not None else {}
     results = []
     for path in args.models:
         if path in done:
@@ -350,11 +360,11 @@ def _measure(args) -> int:
                 bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
-                            onnxruntime=not args.no_onnxruntime).to_dict()
+                            onnxruntime=not args.no_onnxruntime, statistic=args.statistic).to_dict()
         r["model"] = path
         results.append(r)
-        if args.append:
-            _append_row(args.append, r)
+        if table is not None:
+            table.append(r)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -377,53 +387,32 @@ def _measure(args) -> int:
     return 0
 
 
-def _measured_rows(path: str, device: str, schedule: str) -> dict[str, dict]:
-    """Rows of an --append table already measured for this device and schedule, by model."""
-    if not Path(path).exists():
-        return {}
-    out = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get("device") == device and r.get("schedule") == schedule and r.get("model"):
-                row: dict = dict(r)
-                for k in ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime"):
-                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
-                out[r["model"]] = row
-    return out
-
-
-def _append_row(path: str, r: dict) -> None:
-    new = not Path(path).exists() or Path(path).stat().st_size == 0
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=MEASURE_COLUMNS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow({k: r.get(k) for k in MEASURE_COLUMNS})
-
-
 def _calibrate(args) -> int:
-    from ..predict.calibrate import calibrate, read_table, row_kernels
+    from ..predict.calibrate import calibrate, check_new_device, check_prior
     from ..predict.evaluate import accuracy
     from ..predict.features import FAMILIES
     from ..predict.models import load_cost_model
 
+    check_prior(args.prior)
+    if args.rows is not None and args.rows < 1:
+        raise CodesignError("--rows must be >= 1")
     base_path = Path(args.base)
-    if base_path.suffix in (".json", ".npz") or base_path.exists():
-        base = load_cost_model(base_path)
-    else:
+    out = model_path(args.out, args.new_device, "--as")
+    if base_path.exists() and out.exists() and out.resolve() == base_path.resolve():
+        raise CodesignError(f"the calibrated model would overwrite its base {base_path}; pass --out or another --as")
+    from_file = base_path.suffix in (".json", ".npz") or base_path.exists()
+    base = load_cost_model(base_path) if from_file else None
+    rows = read_table(args.table, space=args.space)[: args.rows]
+    ev = read_table(args.eval_table, space=args.space) if args.eval_table else None
+    check_new_device(args.new_device, base.device if base is not None else args.base)
+    if base is None:  # fitting the base is work: after every input is checked
         base = fit_from_profiles(args.base, args.db, args.schedule, args.kind, args.seed)[0]
-    rows = read_table(args.table, space=args.space)
-    if args.rows is not None:
-        if args.rows < 1:
-            raise CodesignError("--rows must be >= 1")
-        rows = rows[: args.rows]
     model = calibrate(base, rows, args.new_device, prior=args.prior)
-    out = model.save(args.out or f"{args.new_device}.json")
+    out = model.save(out)
     report = {"base_device": base.device, "device": args.new_device, "rows": len(rows), "saved": str(out),
               "per_kernel_overhead_ms": model.per_kernel_overhead_ms,
               "weights": dict(zip(FAMILIES, [float(w) for w in model.heads["latency_ms"]["weights"]]))}
-    if args.eval_table:
-        ev = read_table(args.eval_table, space=args.space)
+    if ev is not None:
         kernels = [row_kernels(r) for r in ev]
         meas = [r["latency_ms"] for r in ev]
         report["eval"] = {

@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 from ..errors import CodesignError
-from .common import add_device_flags, add_space_flags, key_values, parse_shape, print_json
+from ..files import check_output
+from .common import (
+    add_device_flags,
+    add_space_flags,
+    add_statistic_flag,
+    key_values,
+    parse_shape,
+    print_json,
+)
 
 
 def register(sub) -> None:
@@ -35,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per kernel (default 10)")
     p.add_argument("--min-repeat-ms", type=float, default=50.0,
                    help="minimum duration of one timed repeat in ms (default 50)")
+    add_statistic_flag(p)
     p.add_argument("--reference", choices=["torch"], default=None,
                    help="also time each kernel in eager PyTorch (schedule 'torch-eager')")
     p.add_argument("--retry-failed", action="store_true", help="measure kernels that failed before again")
@@ -64,7 +73,7 @@ def _status(args) -> int:
 
     if not Path(path).exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile` first or pass --db")
-    with ProfileDB(path) as db:
+    with ProfileDB(path, readonly=True) as db:
         rows = db.status()
     if args.json:
         print_json({"db": str(path), "groups": rows})
@@ -102,7 +111,7 @@ def collect_specs(args) -> list:
 def _profile(args) -> int:
     from ..profile.db import ProfileDB
     from ..profile.devices import get_device
-    from ..profile.profiler import profile_kernels
+    from ..profile.profiler import check_settings, profile_kernels
 
     if args.status:
         return _status(args)
@@ -118,14 +127,21 @@ def _profile(args) -> int:
     if not (args.space or args.onnx or args.grid):
         raise CodesignError("nothing to profile: give --space, --onnx or --grid (or --status)")
     device = get_device(args.device)
+    schedule = check_settings(device, schedule, args.repeats, args.min_repeat_ms, args.reference, args.statistic)
     specs = collect_specs(args)
+    if not specs:
+        raise CodesignError("nothing to profile: the given --space, --onnx and --grid name no kernel")
     path = _db_path(args)
-    tuning_dir = args.tuning_dir or str(path) + ".tuning"
+    from ..profile.db import tuning_dir_for
+
+    tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
+    if args.tuning_dir or schedule.startswith("metaschedule"):
+        check_output(tuning_dir, "--tuning-dir", folder=True)
     with ProfileDB(path) as db:
         report = profile_kernels(
             specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
             reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
-            progress=not args.no_progress and sys.stderr.isatty() or False,
+            progress=not args.no_progress and sys.stderr.isatty() or False, statistic=args.statistic,
         )
     if args.json:
         print_json({"db": str(path), **report.to_dict()})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output
 from .common import add_space_flags, key_values, parse_shape, print_json
 
 S = argparse.SUPPRESS
@@ -23,7 +24,7 @@ _FLAGS = {
                                 "accel:NAME|FILE.yaml: a modelled accelerator (`codesign hw list`), no TVM"),
     "--hw-space": ("hw_space", str, "co-search: a hardware space (shipped name, e.g. eyeriss-sweep, or YAML) whose "
                                     "accelerator configs are searched together with the network"),
-    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned)"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned; metaschedule:N keeps its tuning records in <db>.tuning)"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
                                         "instead of profiling --device"),
@@ -64,6 +65,8 @@ _FLAGS = {
     "--weight-optimizer": ("weight_optimizer", str, "sgd (default) or l2o:<name or file>"),
     "--val-fraction": ("val_fraction", float, "share of the training set used as the architecture's "
                                               "validation split (default 0.5, as DARTS)"),
+    "--statistic": ("profile_statistic", str, "how timed repeats become latencies, in the kernel profiles and "
+                                              "the final measurement: median (default) or min"),
 }
 
 
@@ -136,6 +139,9 @@ def _search(args) -> int:
     if hasattr(args, "no_measure"):
         explicit["measure"] = False
     if args.resume:
+        if args.run_dir and Path(args.run_dir).resolve() != Path(args.resume).resolve():
+            raise CodesignError(f"--resume {args.resume} continues the run in its own directory; drop --run-dir "
+                                f"{args.run_dir}")
         results = run_search(run_dir=args.resume, resume=True, overrides=explicit, quiet=args.quiet)
     else:
         cfg = SearchConfig(**explicit)
@@ -189,13 +195,13 @@ def _print_results(r: dict) -> None:
 
 def _genotype_source(args):
     """(space name, space args, genotype, run config or None) from a genotype string or run dir."""
+    from ..pipeline.rundir import read_finished_run
+
     path = Path(args.genotype)
     if path.is_dir():
-        if not (path / "derived.json").exists():
-            raise CodesignError(f"{path} is a directory but not a finished search run (no derived.json)")
-        cfg = json.loads((path / "config.json").read_text())["config"]
-        genotype = json.loads((path / "derived.json").read_text())["genotype"]
-        return args.space or cfg["space"], {**cfg["space_args"], **key_values(args.space_arg)}, genotype, cfg
+        cfg, genotype = read_finished_run(path)
+        return (args.space or cfg.space, {**cfg.space_args, **key_values(args.space_arg)}, genotype,
+                {"data": cfg.data, "data_dir": cfg.data_dir})
     return args.space or "nb201", key_values(args.space_arg), args.genotype, None
 
 
@@ -207,6 +213,14 @@ def _train(args) -> int:
     from ..search.train import evaluate, train_network
     from ..spaces import create_space
 
+    for flag, v in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if v < (0 if flag == "--epochs" else 1):
+            raise CodesignError(f"{flag} must be >= {0 if flag == '--epochs' else 1}, got {v}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise CodesignError(f"--lr must be a positive number, got {args.lr}")
+    if args.seed < 0:
+        raise CodesignError(f"--seed must be >= 0, got {args.seed}")
+    stem = weights_stem(args.out or f"trained-{args.seed}", "--out")
     space_name, space_args, genotype, cfg = _genotype_source(args)
     data = args.data or (cfg["data"] if cfg else "digits")
     data_dir = args.data_dir or (cfg["data_dir"] if cfg else None)
@@ -223,7 +237,7 @@ def _train(args) -> int:
     fit = train_network(net, dataset.x_train, dataset.y_train, args.epochs, args.seed, args.batch_size, args.lr,
                         augment=dataset.augment, progress=progress)
     test = evaluate(net, dataset.x_test, dataset.y_test)
-    stem = Path(args.out or f"trained-{args.seed}")
+    stem.parent.mkdir(parents=True, exist_ok=True)
     ckpt.save(stem, {"net": net.state_dict()}, {"genotype": genotype, "space": space_name, "space_args": space_args,
                                                 "input_shape": list(dataset.input_shape),
                                                 "num_classes": dataset.num_classes})
@@ -242,6 +256,11 @@ def _export(args) -> int:
     from ..search import checkpoint as ckpt
     from ..spaces import create_space
 
+    if args.num_classes is not None and args.num_classes < 1:
+        raise CodesignError(f"--num-classes must be >= 1, got {args.num_classes}")
+    out = check_output(args.out, "--out")
+    if out.suffix != ".onnx":
+        raise CodesignError(f"--out {out} must end in .onnx")
     space_name, space_args, genotype, cfg = _genotype_source(args)
     meta, state = {}, None
     weights = args.weights
@@ -253,6 +272,8 @@ def _export(args) -> int:
         if not ckpt.exists(stem):
             raise CodesignError(f"no weights at {stem}.npz/.json")
         state, meta = ckpt.load(stem)
+        if not isinstance(state, dict) or not isinstance(state.get("net"), dict) or not isinstance(meta, dict):
+            raise CodesignError(f"{stem} holds no network weights (not written by `codesign train` or a search)")
     if args.input_shape:
         shape = parse_shape(args.input_shape)
     elif meta.get("input_shape"):
@@ -263,16 +284,17 @@ def _export(args) -> int:
         shape = load_dataset(cfg["data"], cfg["data_dir"]).input_shape
     else:
         shape = (1, 3, 32, 32)
-    num_classes = args.num_classes or meta.get("num_classes") or (
+    num_classes = args.num_classes if args.num_classes is not None else meta.get("num_classes") or (
         len(state["net"]["classifier.bias"]) if state and "classifier.bias" in state["net"] else 10)
     space = create_space(space_name, input_shape=shape, num_classes=num_classes, **space_args)
     net = space.build(space.canonical(genotype))
     if state is not None:
         try:
             net.load_state_dict(state["net"])
-        except RuntimeError as exc:
-            raise CodesignError(f"weights do not fit the genotype's network: {str(exc).splitlines()[0]}") from None
-    report = export_checked(net, space.input_shape, args.out)
+        except (RuntimeError, TypeError, KeyError, AttributeError) as exc:
+            detail = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()] or [str(exc)]
+            raise CodesignError(f"weights do not fit the genotype's network ({detail[0][:200]})") from None
+    report = export_checked(net, space.input_shape, out)
     report.update({"genotype": space.canonical(genotype), "space": space_name, "trained": state is not None})
     if args.json:
         print_json(report)
@@ -280,6 +302,15 @@ def _export(args) -> int:
         print(f"wrote {report['onnx']} ({report['bytes']} bytes): onnx.checker ok, onnxruntime vs torch max abs "
               f"error {report['onnxruntime_max_abs_err']:.2g}")
     return 0
+
+
+def weights_stem(out: str, flag: str) -> Path:
+    """The stem of a weights file pair (``<stem>.npz`` + ``.json``), checked before the training."""
+    stem = Path(out)
+    stem = stem.with_suffix("") if stem.suffix in (".npz", ".json") else stem
+    for suffix in (".npz", ".json"):
+        check_output(stem.with_suffix(suffix), flag)
+    return stem
 
 
 def _spaces(args) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodesignError
+from ..files import check_output
 from ..kernelspec import KernelSpec
 from .base import CostSource, register_cost_source
 
@@ -18,7 +19,8 @@ class ModelCostSource(CostSource):
     """Costs from a fitted ``codesign.predict`` cost model (per-kernel predictions, whole networks
     with the model's fitted network/kernel overheads, as ``codesign predict`` gives them)."""
 
-    def __init__(self, model=None, path: str | Path | None = None):
+    def __init__(self, model=None, path: str | Path | None = None, statistic: str = "median"):
+        self.statistic = statistic  # of the whole-network measurement
         if model is None and path is not None:
             from ..predict import load_cost_model
 
@@ -60,10 +62,14 @@ class ModelCostSource(CostSource):
         from ..profile import get_device
 
         try:
-            get_device(self.device)
+            dev = get_device(self.device)
         except CodesignError:
             return False, (f"the cost model's device {self.device} is not a declared TVM device here, so no "
                            "measurement checks the prediction (declare it with a device YAML to measure)")
+        try:
+            _check_timeable(dev, self.schedule)
+        except CodesignError as exc:
+            return False, f"the cost model's device {self.device} cannot be measured from here: {exc}"
         return True, ""
 
     def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
@@ -71,9 +77,11 @@ class ModelCostSource(CostSource):
         if not ok:
             return None
         from ..profile import get_device
+        from ..profile.db import default_db_path, tuning_dir_for
         from ..profile.measure import measure_network
 
-        m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0)
+        m = measure_network(str(onnx_path), get_device(self.device), self.schedule, repeats=10, min_repeat_ms=20.0,
+                            tuning_dir=str(tuning_dir_for(default_db_path())), statistic=self.statistic)
         return {**m.to_dict(), "energy_mj": None,
                 "energy_note": "no energy counter measures whole networks on this device"}
 
@@ -92,22 +100,28 @@ class TVMDeviceSource(ModelCostSource):
 
     def __init__(self, device: str = "cpu-local", schedule: str | None = None, db: str | Path | None = None,
                  model_kind: str = "gbdt", repeats: int = 5, min_repeat_ms: float = 10.0,
-                 tuning_dir: str | Path | None = None):
+                 tuning_dir: str | Path | None = None, statistic: str = "median"):
         from ..predict.models import FITTABLE
-        from ..profile import get_device
-        from ..profile.db import default_db_path
-        from ..profile.schedules import check_schedule_for_target, default_schedule, parse_schedule
+        from ..profile import ProfileDB, get_device
+        from ..profile.db import default_db_path, tuning_dir_for
+        from ..profile.profiler import check_settings
 
-        super().__init__()
-        self.dev = get_device(device)  # an unknown device fails here, before any work
-        self.schedule = schedule or default_schedule(self.dev.target)
-        parse_schedule(self.schedule)
-        check_schedule_for_target(self.schedule, self.dev.target, self.dev.name)
+        super().__init__(statistic=statistic)
+        # An unknown device, a schedule or target it cannot use, a device this host cannot time
+        # (a GPU it lacks, an unreachable tracker) and an unusable database fail here, before any work.
+        self.dev = get_device(device)
+        self.schedule = check_settings(self.dev, schedule, repeats, min_repeat_ms, statistic=statistic)
+        _check_timeable(self.dev, self.schedule)
         self.device = self.dev.name
         self.db = Path(db) if db else default_db_path()
+        if self.db.exists():
+            ProfileDB(self.db).close()
+        else:
+            check_output(self.db, "profile database")
         self.model_kind = FITTABLE.check(model_kind)
         self.repeats, self.min_repeat_ms = repeats, min_repeat_ms
-        self.tuning_dir = tuning_dir
+        # metaschedule:* keeps its records beside the profile database unless told otherwise
+        self.tuning_dir = Path(tuning_dir) if tuning_dir else tuning_dir_for(self.db)
         self.report = None
 
     def prepare(self, specs: Iterable[KernelSpec] | Callable[[], Iterable[KernelSpec]], cache=None,
@@ -129,7 +143,7 @@ class TVMDeviceSource(ModelCostSource):
                       file=sys.stderr, flush=True)
             self.report = profile_kernels(specs, self.dev, db, schedule=self.schedule, repeats=self.repeats,
                                           min_repeat_ms=self.min_repeat_ms, progress=progress,
-                                          tuning_dir=str(self.tuning_dir) if self.tuning_dir else None)
+                                          tuning_dir=str(self.tuning_dir), statistic=self.statistic)
         model, _ = fit_from_profiles(self.device, self.db, self.schedule, self.model_kind, seed=0)
         if cache is not None:
             model.save(cache)
@@ -143,7 +157,7 @@ class TVMDeviceSource(ModelCostSource):
         from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
-                            tuning_dir=str(self.tuning_dir) if self.tuning_dir else None)
+                            tuning_dir=str(self.tuning_dir), statistic=self.statistic)
         return {**m.to_dict(), "energy_mj": None,
                 "energy_note": "no energy counter measures whole networks on this device"}
 
@@ -151,6 +165,25 @@ class TVMDeviceSource(ModelCostSource):
         out = super().describe()
         out.update(db=str(self.db), profiled_now=self.report.measured if self.report else None)
         return out
+
+
+def _check_timeable(dev, schedule: str) -> None:
+    """Raises CodesignError where ``dev`` cannot be timed from this host under ``schedule``: a
+    target TVM cannot build, a GPU this host lacks, an RPC tracker that does not answer."""
+    from ..profile.profiler import check_settings
+    from ..profile.runners import LocalRunner
+
+    check_settings(dev, schedule)
+    if dev.rpc is None:
+        LocalRunner(target_kind=str(dev.target.get("kind"))).check()
+    else:
+        import socket
+
+        host, port = dev.rpc["host"], dev.rpc["port"]
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            raise CodesignError(f"the RPC tracker of {dev.name} at {host}:{port} does not answer ({exc})") from None
 
 
 def open_cost_source(cost_model: str | Path | None = None, device: str = "cpu-local", schedule: str | None = None,
@@ -167,7 +200,7 @@ def open_cost_source(cost_model: str | Path | None = None, device: str = "cpu-lo
 
         return AcceleratorSource(device.split(":", 1)[1])
     if cost_model is not None:
-        source = ModelCostSource(path=cost_model)
+        source = ModelCostSource(path=cost_model, statistic=kwargs.get("statistic", "median"))
         if schedule is not None and source.schedule != schedule:
             raise CodesignError(f"{cost_model} was fitted under schedule {source.schedule}, not {schedule}")
         return source

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import CodesignError
+from ..files import read_npz, read_text
 from .optim import LearnedOptimizer
 from .rules import UpdateRule, create_rule
 
@@ -74,8 +75,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CodesignError(f"optimizer file {path} does not exist; create one with `codesign l2o train`")
     try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = json.loads(read_text(path, "optimizer file"))
+    except json.JSONDecodeError as exc:
         raise CodesignError(f"{path} is not a codesign optimizer file (not JSON: {exc.__class__.__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
@@ -96,15 +97,17 @@ def load_rule(path: str | os.PathLike) -> UpdateRule:
     """
     path = resolve_optimizer_path(path)
     meta = read_meta(path)
-    rule = create_rule(meta.get("kind", "?"), **meta.get("config", {}))
-    wpath = path.with_name(meta.get("weights", weights_path(path).name))
+    config = meta.get("config", {})
+    if not isinstance(config, dict):
+        raise CodesignError(f"{path}: config must be a mapping of the rule's settings, got {config!r}")
+    rule = create_rule(meta.get("kind", "?"), **config)
+    name = meta.get("weights", weights_path(path).name)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CodesignError(f"{path}: weights must name a file beside it (no folders), got {name!r}")
+    wpath = path.with_name(name)
     if not wpath.is_file():
         raise CodesignError(f"weights file {wpath} of optimizer {path} is missing")
-    try:
-        with np.load(wpath, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise CodesignError(f"{wpath} is not a readable npz ({exc})") from None
+    arrays = read_npz(wpath, "optimizer weights")
     expected = rule.state_dict()
     if set(arrays) != set(expected):
         raise CodesignError(
@@ -114,6 +117,8 @@ def load_rule(path: str | os.PathLike) -> UpdateRule:
     for k, v in expected.items():
         if tuple(arrays[k].shape) != tuple(v.shape):
             raise CodesignError(f"{wpath}: {k} has shape {arrays[k].shape}, expected {tuple(v.shape)}")
+        if arrays[k].dtype.kind not in "fiu" or not np.isfinite(arrays[k]).all():
+            raise CodesignError(f"{wpath}: {k} holds NaN, infinite or non-numeric weights")
     rule.load_state_dict({k: torch.from_numpy(np.asarray(a, dtype=np.float32)) for k, a in arrays.items()})
     return rule.eval()
 

@@ -40,7 +40,8 @@ def create_rule(kind: str, **config) -> UpdateRule:
     """Build a rule by name with its config (hidden size, scales...), fresh random weights.
 
     Raises:
-        CodesignError: unknown kind or config key.
+        CodesignError: unknown kind or config key; a value that is not a positive number of the
+            default's kind (an integer hidden size; beta* below 1).
     """
     cls = RULES.get(kind)
     unknown = set(config) - set(cls.defaults)
@@ -48,6 +49,13 @@ def create_rule(kind: str, **config) -> UpdateRule:
         raise CodesignError(
             f"{kind} optimizer: unknown config {sorted(unknown)}; known keys: {sorted(cls.defaults)}"
         )
+    for key, value in config.items():
+        integer = isinstance(cls.defaults[key], int)
+        ok = (not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+              and math.isfinite(value) and value > 0 and (value < 1 or not key.startswith("beta")))
+        if not ok:
+            raise CodesignError(f"{kind} optimizer: {key} must be a positive {'integer' if integer else 'number'}"
+                                f"{' below 1' if key.startswith('beta') else ''}, got {value!r}")
     return cls(**{**cls.defaults, **config})
 
 

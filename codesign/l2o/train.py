@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import CodesignError
+from ..files import check_output, read_npz, read_text
 from .io import FORMAT_VERSION, read_meta, save_arrays, save_json, save_rule
 from .rules import UpdateRule, create_rule, list_rules
 from .tasks import create_task, parse_tasks
@@ -121,11 +122,14 @@ def _load_checkpoint(out, cfg, rule, meta_opt) -> tuple[int, dict]:
             "pass the same flags, or --restart to discard it"
         )
     try:
-        with np.load(npath, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise CodesignError(f"checkpoint weights {npath} unreadable ({exc}); pass --restart") from None
-    rule.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("rule/")})
+        arrays = read_npz(npath, "checkpoint weights")
+    except CodesignError as exc:
+        raise CodesignError(f"{exc}; pass --restart") from None
+    try:
+        rule.load_state_dict({k[5:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("rule/")})
+    except (RuntimeError, TypeError) as exc:
+        raise CodesignError(f"checkpoint weights {npath} do not fit the rule ({str(exc).splitlines()[0]}); "
+                            "pass --restart") from None
     for i, p in enumerate(rule.parameters()):
         if f"adam/{i}/exp_avg" in arrays:
             meta_opt.state[p] = {
@@ -140,10 +144,12 @@ def read_meta_ckpt(path: Path) -> dict:
     import json
 
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = json.loads(read_text(path, "checkpoint"))
+    except (CodesignError, json.JSONDecodeError) as exc:
         raise CodesignError(f"checkpoint {path} is unreadable ({exc.__class__.__name__}); pass --restart") from None
-    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT or meta.get("format_version") != FORMAT_VERSION \
+            or not isinstance(meta.get("config"), dict) or not isinstance(meta.get("episode"), int) \
+            or not isinstance(meta.get("history"), dict):
         raise CodesignError(f"{path} is not a version-{FORMAT_VERSION} codesign l2o checkpoint; pass --restart")
     return meta
 
@@ -222,6 +228,12 @@ def train(cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bo
     out = Path(out)
     if out.suffix != ".json":
         raise CodesignError(f"--out must end in .json (weights go beside it as .npz), got {out}")
+    for p in (out, out.with_suffix(".npz"), *ckpt_paths(out)):
+        check_output(p, "--out")
+    create_rule(cfg.optimizer, **cfg.rule_config)  # a bad rule config fails before any file is written
+    jpath, _ = ckpt_paths(out)
+    if jpath.exists() and not restart:  # a damaged checkpoint fails now, not after the set-up
+        read_meta_ckpt(jpath)
     out.parent.mkdir(parents=True, exist_ok=True)
     if log is None:
         def log(msg):

@@ -60,6 +60,7 @@ class SearchConfig:
     weight_optimizer: str = "sgd"
     profile_repeats: int = 5
     profile_min_repeat_ms: float = 10.0
+    profile_statistic: str = "median"  # how timed repeats become latencies, in profiles and measurement
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -72,11 +73,30 @@ class SearchConfig:
             raise CodesignError(f"unknown search setting(s): {', '.join(sorted(unknown))}")
         return cls(**d)
 
+    def _check_types(self) -> None:
+        """Every setting of the type of its default (from a damaged config.json, or a Python caller)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if default is None:
+                ok, kind = v is None or isinstance(v, str), "a string or null"
+            elif isinstance(default, bool):
+                ok, kind = isinstance(v, bool), "true or false"
+            elif isinstance(default, int):
+                ok, kind = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            elif isinstance(default, float):
+                ok, kind = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
+            else:
+                ok, kind = isinstance(v, type(default)), f"a {type(default).__name__}"
+            if not ok:
+                raise CodesignError(f"search setting {f.name} (--{f.name.replace('_', '-')}) must be {kind}, got {v!r}")
+
     def validate(self) -> None:
         from ..data import DATASETS
         from ..search.strategies import STRATEGIES
         from ..spaces import SPACES
 
+        self._check_types()
         SPACES.check(self.space)
         STRATEGIES.check(self.strategy)
         if self.data not in DATASETS:
@@ -106,10 +126,20 @@ class SearchConfig:
         for name in ("warmup_epochs", "train_epochs"):
             if getattr(self, name) < 0:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "arch_lr", "tau_max", "tau_min"):
+        for name in ("lr", "arch_lr", "tau_max", "tau_min", "lagrange_lr"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise CodesignError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+        for name in ("weight_decay", "profile_min_repeat_ms"):
+            if getattr(self, name) < 0:
+                raise CodesignError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise CodesignError(f"--seed must be >= 0, got {self.seed}")
+        if self.tau_min > self.tau_max:
+            raise CodesignError(f"--tau-min ({self.tau_min}) must not exceed --tau-max ({self.tau_max}): the Gumbel "
+                                "temperature anneals from --tau-max down to --tau-min")
+        if self.profile_statistic not in ("median", "min"):
+            raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):
             raise CodesignError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
         if self.arch_batch_size is not None and (not isinstance(self.arch_batch_size, int) or self.arch_batch_size < 1):
@@ -130,9 +160,9 @@ class SearchConfig:
             if spec not in ("adam", "sgd") and not spec.startswith("l2o:"):
                 raise CodesignError(f"optimizer {spec!r}: use adam, sgd or l2o:<name or file>")
             if spec.startswith("l2o:"):
-                from ..l2o import resolve_optimizer_path
+                from ..l2o.io import load_rule
 
-                resolve_optimizer_path(spec.split(":", 1)[1])  # a clear error now, not after profiling
+                load_rule(spec.split(":", 1)[1])  # file, weights and config checked now, not after profiling
         self.budgets()
 
     def budgets(self) -> list[Budget]:

@@ -26,6 +26,7 @@ import torch
 
 from ..costs import CostSource, open_cost_source
 from ..data import Dataset, load_dataset
+from ..errors import CodesignError
 from ..search import checkpoint as ckpt
 from ..search.budgets import Budget, implied_budgets, parse_budget, resolve
 from ..search.costs import CostTable, build_cost_table, network_cost
@@ -62,6 +63,8 @@ class Setup:
     space: SearchSpace
     source: CostSource
     quiet: bool = False
+    measure: bool = False  # whether the final phase measures (decided once, up front)
+    no_measure_reason: str = ""
 
 
 @dataclass
@@ -98,13 +101,26 @@ def setup(cfg: SearchConfig, quiet: bool = False) -> Setup:
     cfg.validate()
     cfg.objective = cfg.resolved_objective()
     dataset = load_dataset(cfg.data, cfg.data_dir)
+    check_batch_size(dataset, cfg)
     space = make_space(cfg, dataset)
     if cfg.hw_space or cfg.device.startswith("accel:"):
         source = open_cost_source(device=cfg.device, hw_space=cfg.hw_space)
     else:
         source = open_cost_source(cfg.cost_model, cfg.device, cfg.schedule if cfg.cost_model is None else None,
-                                  cfg.db, repeats=cfg.profile_repeats, min_repeat_ms=cfg.profile_min_repeat_ms)
-    return Setup(cfg, dataset, space, source, quiet)
+                                  cfg.db, repeats=cfg.profile_repeats, min_repeat_ms=cfg.profile_min_repeat_ms,
+                                  statistic=cfg.profile_statistic)
+    measure, why = source.can_measure() if cfg.measure else (False, "")
+    return Setup(cfg, dataset, space, source, quiet, measure, why)
+
+
+def check_batch_size(dataset: Dataset, cfg: SearchConfig) -> None:
+    """Every split the search draws batches from holds at least one full batch."""
+    n = len(dataset.y_train)
+    n_val = int(round(n * cfg.val_fraction))
+    if min(n - n_val, n_val) < cfg.batch_size:
+        raise CodesignError(f"--batch-size {cfg.batch_size} is larger than the search's splits of the "
+                            f"{n} training images ({n - n_val} train, {n_val} validation at --val-fraction "
+                            f"{cfg.val_fraction}); lower --batch-size or use more data")
 
 
 def costs_phase(s: Setup, run: Run | None) -> Costs:
@@ -215,7 +231,7 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=
         out["export"] = export_checked(net, space.input_shape, run.file(f"{prefix}model.onnx"))
         run.write(f"{prefix}export.json", out["export"])
     out["predicted"] = network_cost(space, genotype, s.source, hw_choices)
-    if cfg.measure and s.source.can_measure()[0]:
+    if s.measure:
         if run.has(f"{prefix}measure.json"):
             out["measured"] = run.read(f"{prefix}measure.json")
         else:
@@ -261,11 +277,10 @@ def compare_phase(s: Setup, run: Run, costs: Costs, split: Split, found: dict) -
 
 
 def check_measurable(s: Setup) -> None:
-    """Say once, before any work, when no measurement will check the predictions."""
-    if s.cfg.measure:
-        ok, why = s.source.can_measure()
-        if not ok:
-            say(f"no measurement: {why}", s.quiet)
+    """Say once, before any work, when no measurement will check the predictions (``setup``
+    decided it)."""
+    if s.cfg.measure and not s.measure:
+        say(f"no measurement: {s.no_measure_reason}", s.quiet)
 
 
 def sequential_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:

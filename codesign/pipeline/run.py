@@ -20,7 +20,7 @@ from .phases import (
     split_train_val,
     summary,
 )
-from .rundir import open_run, read_config
+from .rundir import check_run_dir, open_run, read_config
 
 RESULTS_FORMAT = "codesign-search-results"
 RESULTS_VERSION = 1
@@ -30,10 +30,12 @@ def run_search(cfg: SearchConfig | None = None, run_dir: str | Path | None = Non
                overrides: dict | None = None, quiet: bool = False) -> dict:
     """Run (or resume) a search and everything after it; returns results.json's content.
 
-    Every input is checked (config, data, space, device or cost model) before the run directory
-    is created; ``resume`` reopens ``run_dir`` and refuses a config that differs from its own.
+    Every input is checked (run directory, config, data, space, device or cost model) before the
+    run directory is created; ``resume`` reopens ``run_dir``, checks that every file in it is
+    readable and refuses a config that differs from its own.
     """
     t_start = time.perf_counter()
+    check_run_dir(run_dir, resume)
     if resume:
         cfg = read_config(run_dir, overrides)
     s = setup(cfg, quiet)

@@ -14,12 +14,12 @@ without a kernel builder, only ever non-empty with ``allow_partial``). The same 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import CodesignError
+from ..files import read_csv
 from ..graph import onnx_kernels
 from .models import CostModel, load_cost_model
 
@@ -35,10 +35,10 @@ def _cost_model(model) -> CostModel:
     raise CodesignError(f"expected a CostModel or the path of a saved one, got {type(model).__name__}")
 
 
-def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None, kind: str = "gbdt",
-                      seed: int = 0) -> tuple[CostModel, list]:
-    """A ``kind`` cost model fitted on every measured kernel of ``device`` under ``schedule``
-    (default untuned) in the profile database ``db`` (default: the user cache database).
+def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None,
+                      kind: str | None = None, seed: int = 0) -> tuple[CostModel, list]:
+    """A ``kind`` cost model (default gbdt) fitted on every measured kernel of ``device`` under
+    ``schedule`` (default untuned) in the profile database ``db`` (default: the user cache database).
 
     Returns:
         (the fitted model, the measurement records it was fitted on).
@@ -53,8 +53,8 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
     path = Path(db) if db else default_db_path()
     if not path.exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
-    model = create_cost_model(kind, seed=seed)
-    with ProfileDB(path) as pdb:
+    model = create_cost_model(kind or "gbdt", seed=seed)
+    with ProfileDB(path, readonly=True) as pdb:
         records = pdb.query(device=device, schedule=schedule, ok_only=True)
     if not records:
         raise CodesignError(
@@ -144,22 +144,18 @@ def read_model_table(path: str | Path) -> list[Path]:
         CodesignError: a missing file, no such column, an empty table or an empty cell.
     """
     path = Path(path)
-    if not path.exists():
-        raise CodesignError(f"no table at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = list(reader.fieldnames or ())
-        col = next((c for c in TABLE_COLUMNS if c in cols), None)
-        if col is None:
-            raise CodesignError(f"{path}: a table of networks needs an onnx_path (or model) column; it has "
-                                f"{', '.join(cols) or 'none'}")
-        out = []
-        for line, row in enumerate(reader, start=2):
-            cell = (row.get(col) or "").strip()
-            if not cell:
-                raise CodesignError(f"{path}:{line}: empty {col}")
-            p = Path(cell)
-            out.append(p if p.is_absolute() else path.parent / p)
+    cols, rows = read_csv(path, "table of networks")
+    col = next((c for c in TABLE_COLUMNS if c in cols), None)
+    if col is None:
+        raise CodesignError(f"{path}: a table of networks needs an onnx_path (or model) column; it has "
+                            f"{', '.join(cols) or 'none'}")
+    out = []
+    for line, row in rows:
+        cell = (row.get(col) or "").strip()
+        if not cell:
+            raise CodesignError(f"{path}:{line}: empty {col}")
+        p = Path(cell)
+        out.append(p if p.is_absolute() else path.parent / p)
     if not out:
         raise CodesignError(f"{path}: the table lists no networks")
     return out

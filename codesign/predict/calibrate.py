@@ -21,14 +21,16 @@ space's default settings) or ``kernel_key`` (a KernelSpec key). Other columns ar
 
 from __future__ import annotations
 
-import csv
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CodesignError
+from ..files import read_csv
 from ..kernelspec import KernelSpec
+from ..profile.devices import check_device_name
 from .features import FAMILIES, family
 from .models import CostModel, model_from_dict, model_to_dict, register_cost_model
 
@@ -48,6 +50,12 @@ class CalibratedModel(CostModel):
     def fit(self, records, device=None, schedule=None):
         raise CodesignError("a calibrated model is made by `codesign calibrate` (calibrate()), not fitted")
 
+    def _check_head(self, target, head):
+        w = np.asarray(head.get("weights"))
+        if w.shape != (len(FAMILIES),) or (w < 0).any():
+            return f"weights must be {len(FAMILIES)} numbers >= 0, one per op family"
+        return None
+
     def _predict_head(self, head, specs, x):
         base = self.base.predict(specs, use_measured=True)
         w = np.asarray(head["weights"])
@@ -65,6 +73,23 @@ class CalibratedModel(CostModel):
         self.base_device = meta["base_device"]
 
 
+def check_prior(prior: float) -> float:
+    """``prior`` if it is a finite number >= 0 (the ridge pull of ``fit_weights``)."""
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not math.isfinite(prior) or prior < 0:
+        raise CodesignError(f"--prior must be a finite number >= 0, got {prior!r}")
+    return float(prior)
+
+
+def check_new_device(new_device: str, base_device: str) -> str:
+    """``new_device`` if it can name the calibrated model's device: a plain name (it also names the
+    model file), other than the base model's own device."""
+    check_device_name(new_device, "--as")
+    if new_device == base_device:
+        raise CodesignError(f"--as {new_device} is the base model's own device; calibration carries a model to "
+                            "another device (`codesign fit --networks` fits a device's network overhead)")
+    return new_device
+
+
 def read_table(path: str | Path, space: str | None = None) -> list[dict[str, Any]]:
     """Rows of a calibration table: dicts with latency_ms and model (a Path), kernel_key, or
     genotype and space.
@@ -78,40 +103,37 @@ def read_table(path: str | Path, space: str | None = None) -> list[dict[str, Any
             genotype rows without a space.
     """
     path = Path(path)
-    if not path.exists():
-        raise CodesignError(f"no table at {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or ())
-        if "latency_ms" not in cols or not cols & {"model", "onnx_path", "kernel_key", "genotype"}:
-            raise CodesignError(
-                f"{path}: the table needs a latency_ms column and a model, onnx_path, genotype or kernel_key "
-                f"column; it has {', '.join(sorted(cols)) or 'none'}"
-            )
-        rows = []
-        for line, r in enumerate(reader, start=2):
-            try:
-                lat = float(r["latency_ms"])
-            except (TypeError, ValueError) as exc:
-                raise CodesignError(f"{path}:{line}: latency_ms {r.get('latency_ms')!r} is not a number") from exc
-            if not lat > 0:
-                raise CodesignError(f"{path}:{line}: latency_ms must be positive, got {lat}")
-            row: dict[str, Any] = {"latency_ms": lat}
-            onnx_path = r.get("model") or r.get("onnx_path")
-            if onnx_path:
-                model = Path(onnx_path)
-                row["model"] = model if model.is_absolute() else path.parent / model
-            elif r.get("genotype"):
-                row["genotype"] = r["genotype"]
-                row["space"] = r.get("space") or space
-                if not row["space"]:
-                    raise CodesignError(f"{path}:{line}: a genotype row needs its search space (a space column "
-                                        "or --space NAME)")
-            elif r.get("kernel_key"):
-                row["kernel_key"] = r["kernel_key"]
-            else:
-                raise CodesignError(f"{path}:{line}: the row names no model, onnx_path, genotype or kernel_key")
-            rows.append(row)
+    columns, lines = read_csv(path, "table")
+    cols = set(columns)
+    if "latency_ms" not in cols or not cols & {"model", "onnx_path", "kernel_key", "genotype"}:
+        raise CodesignError(
+            f"{path}: the table needs a latency_ms column and a model, onnx_path, genotype or kernel_key "
+            f"column; it has {', '.join(sorted(cols)) or 'none'}"
+        )
+    rows = []
+    for line, r in lines:
+        try:
+            lat = float(r["latency_ms"])
+        except (TypeError, ValueError) as exc:
+            raise CodesignError(f"{path}:{line}: latency_ms {r.get('latency_ms')!r} is not a number") from exc
+        if not (math.isfinite(lat) and lat > 0):
+            raise CodesignError(f"{path}:{line}: latency_ms must be a finite positive number, got {lat}")
+        row: dict[str, Any] = {"latency_ms": lat}
+        onnx_path = r.get("model") or r.get("onnx_path")
+        if onnx_path:
+            model = Path(onnx_path)
+            row["model"] = model if model.is_absolute() else path.parent / model
+        elif r.get("genotype"):
+            row["genotype"] = r["genotype"]
+            row["space"] = r.get("space") or space
+            if not row["space"]:
+                raise CodesignError(f"{path}:{line}: a genotype row needs its search space (a space column "
+                                    "or --space NAME)")
+        elif r.get("kernel_key"):
+            row["kernel_key"] = r["kernel_key"]
+        else:
+            raise CodesignError(f"{path}:{line}: the row names no model, onnx_path, genotype or kernel_key")
+        rows.append(row)
     if not rows:
         raise CodesignError(f"{path}: the table has no rows")
     return rows
@@ -169,9 +191,13 @@ def calibrate(base: CostModel, rows: list[dict[str, Any]], new_device: str,
     """A cost model for ``new_device`` from ``base`` and measured rows (see ``read_table``).
 
     Raises:
-        CodesignError: an unfitted base, no rows, rows whose kernels cannot be extracted.
+        CodesignError: an unfitted base, a prior that is not a finite number >= 0, a new device
+            name that is a path or the base's own device, no rows, rows whose kernels cannot be
+            extracted.
     """
+    check_prior(prior)
     base._check_fitted()
+    check_new_device(new_device, base.device)
     if not rows:
         raise CodesignError("calibration needs at least one measured row")
     kernels = [row_kernels(r) for r in rows]

@@ -114,6 +114,32 @@ class CostModel:
         """Predicted log(target) of each row."""
         raise NotImplementedError
 
+    def _check_head(self, target: str, head: dict[str, Any]) -> str | None:
+        """What is wrong with a loaded head beyond non-finite numbers (None: nothing)."""
+        return None
+
+    def _check_loaded(self, where: str) -> None:
+        """Refuse a loaded model whose numbers cannot be right, before it predicts anything: a
+        measured latency or energy that is not a finite positive number, a NaN or infinite
+        parameter, negative overheads, a head that does not fit the features."""
+        for key, row in self.table.items():
+            for target, v in (row.items() if isinstance(row, dict) else [("row", row)]):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                    raise CodesignError(f"{where} is damaged: its measured {target} of {key} is {v!r}, not a "
+                                        "finite positive number")
+        for name in ("overhead_ms", "per_kernel_overhead_ms"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise CodesignError(f"{where} is damaged: {name} is {v!r}, not a finite number >= 0")
+        for target, head in self.heads.items():
+            for k, v in head.items():
+                arr = np.asarray(v)
+                if arr.dtype.kind in "fiub" and not np.isfinite(arr.astype(np.float64)).all():
+                    raise CodesignError(f"{where} is damaged: {target} parameter {k} holds NaN or infinite values")
+            problem = self._check_head(target, head)
+            if problem:
+                raise CodesignError(f"{where} is damaged: {target} {problem}")
+
     # --- fitting and prediction -------------------------------------------------------
     @property
     def fitted(self) -> bool:
@@ -134,7 +160,7 @@ class CostModel:
         """
         rows = [_record_fields(r) for r in records]
         rows = [r for r in rows if (device is None or r[1] == device) and (schedule is None or r[2] == schedule)]
-        ok = [r for r in rows if r[3] is not None and r[3] > 0]
+        ok = [r for r in rows if r[3] is not None and 0 < r[3] < np.inf]  # NaN and inf are no latencies
         if not ok:
             raise CodesignError(
                 f"no measured kernels for device {device or '(any)'} and schedule {schedule or '(any)'}; "
@@ -154,7 +180,7 @@ class CostModel:
         lat = np.array([r[3] for r in ok], dtype=np.float64)
         self.heads = {"latency_ms": self._fit_head(specs, x, np.log(lat))}
         self.table = {r[0]: {"latency_ms": float(r[3])} for r in ok}
-        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and r[4] > 0]
+        with_energy = [i for i, r in enumerate(ok) if r[4] is not None and 0 < r[4] < np.inf]
         self.energy_source = None
         if len(with_energy) >= 2:
             en = np.array([ok[i][4] for i in with_energy], dtype=np.float64)
@@ -382,6 +408,9 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
     """
     if not isinstance(meta, dict) or "format_version" not in meta:
         raise CodesignError(f"{where} is not a codesign cost model (no format_version)")
+    if isinstance(meta["format_version"], bool) or not isinstance(meta["format_version"], int):
+        raise CodesignError(f"{where} has format_version {meta['format_version']!r}, not an integer; "
+                            "it was not written by codesign")
     if meta["format_version"] > FORMAT_VERSION:
         raise CodesignError(
             f"{where} has format version {meta['format_version']}, newer than this codesign reads "
@@ -402,9 +431,10 @@ def model_from_dict(meta: dict, arrays: dict[str, np.ndarray] | None = None, whe
                     heads[target][k] = arrays[ref] if isinstance(ref, str) else np.asarray(ref, dtype=v["dtype"])
                 else:
                     heads[target][k] = v
-    except (KeyError, TypeError) as exc:
-        raise CodesignError(f"{where} is damaged or incomplete (missing {exc})") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodesignError(f"{where} is damaged or incomplete ({type(exc).__name__}: {exc})") from exc
     model.heads = heads
+    model._check_loaded(where)
     return model
 
 
@@ -496,6 +526,17 @@ class LogLinearModel(CostModel):
         return {"alpha": self.alpha, "global_coef": coef, "global_mean": mean, "global_scale": scale,
                 "family_coef": fam_coef, "family_mean": fam_mean, "family_scale": fam_scale, "family_fitted": has}
 
+    def _check_head(self, target, head):
+        nf, nn, n = len(FAMILIES), len(_NUMERIC), len(FEATURE_NAMES)
+        shapes = {"global_coef": (n + 1,), "global_mean": (n,), "global_scale": (n,), "family_coef": (nf, nn + 1),
+                  "family_mean": (nf, nn), "family_scale": (nf, nn), "family_fitted": (nf,)}
+        for k, shape in shapes.items():
+            if np.shape(head.get(k)) != shape:
+                return f"parameter {k} has shape {np.shape(head.get(k))}, not {shape}"
+        if (np.asarray(head["global_scale"]) == 0).any() or (np.asarray(head["family_scale"]) == 0).any():
+            return "has a zero feature scale"
+        return None
+
     def _predict_head(self, head, specs, x):
         out = np.hstack([np.ones((len(x), 1)), (x - head["global_mean"]) / head["global_scale"]]) @ head["global_coef"]
         for i, s in enumerate(specs):
@@ -525,6 +566,9 @@ class GBDTModel(CostModel):
         return {"base": base, "learning_rate": self.params["learning_rate"],
                 **trees_to_arrays([est[0].tree_ for est in gbr.estimators_])}
 
+    def _check_head(self, target, head):
+        return tree_problem(head, "", len(FEATURE_NAMES))
+
     def _predict_head(self, head, specs, x):
         return head["base"] + head["learning_rate"] * tree_values(head, x).sum(axis=1)
 
@@ -553,14 +597,42 @@ def tree_values(head: dict, x: np.ndarray, prefix: str = "") -> np.ndarray:
     x32 = x.astype(np.float32).astype(np.float64)
     node = np.broadcast_to(roots, (len(x), len(roots))).copy()
     rows = np.arange(len(x))[:, None]
-    while True:
+    for _ in range(len(left) + 1):  # no walk is longer than the nodes (bounds a damaged tree)
         leaf = left[node] < 0
         if leaf.all():
             break
         feat = np.where(leaf, 0, feature[node])
         go_left = x32[rows, feat] <= threshold[node]
         node = np.where(leaf, node, np.where(go_left, left[node], right[node]))
+    else:
+        raise CodesignError("a cost model tree walk did not end: the model's trees are damaged")
     return head[f"{prefix}value"][node]
+
+
+def tree_problem(head: dict, prefix: str, n_features: int) -> str | None:
+    """What is wrong with the ``trees_to_arrays`` trees under ``prefix`` of a loaded head (None:
+    nothing): arrays of different lengths, roots or children out of range, a child that does not
+    follow its parent (a walk that could loop), a split on a feature that does not exist."""
+    try:
+        roots, left, right, feature = (np.asarray(head[f"{prefix}{k}"]) for k in ("roots", "left", "right", "feature"))
+        threshold, value = np.asarray(head[f"{prefix}threshold"]), np.asarray(head[f"{prefix}value"])
+    except KeyError as exc:
+        return f"trees lack {exc}"
+    n = len(left)
+    for k, arr in (("right", right), ("feature", feature), ("threshold", threshold), ("value", value)):
+        if arr.shape != (n,):
+            return f"tree array {prefix}{k} has {arr.size} entries, not {n}"
+    if any(arr.dtype.kind not in "iu" for arr in (roots, left, right, feature)):
+        return "tree node indices are not integers"
+    if roots.ndim != 1 or ((roots < 0) | (roots >= n)).any():
+        return f"tree roots lie outside the {n} nodes"
+    inner = np.flatnonzero(left >= 0)
+    # A child always follows its parent (as scikit-learn numbers them): every walk ends.
+    if ((left[inner] <= inner) | (left[inner] >= n) | (right[inner] <= inner) | (right[inner] >= n)).any():
+        return "trees refer to nodes out of range or back to themselves"
+    if ((feature[inner] < 0) | (feature[inner] >= n_features)).any():
+        return f"trees split on features outside the {n_features} known"
+    return None
 
 
 @register_cost_model("kernel-type")
@@ -649,6 +721,18 @@ class KernelTypeModel(CostModel):
 
     def _predict_head(self, head, specs, x):
         return self._log_trees(head, specs)[0].mean(axis=1)
+
+    def _check_head(self, target, head):
+        from .features import KERNEL_TYPES, TYPE_FEATURE_NAMES
+
+        if not isinstance(head.get("types"), list) or not isinstance(head.get("q"), dict):
+            return "lacks its kernel types"
+        for prefix in ["global:"] + [f"{t}:" for t in head["types"]]:
+            n = len(TYPE_FEATURE_NAMES) + (len(KERNEL_TYPES) if prefix == "global:" else 0)
+            problem = tree_problem(head, prefix, n)
+            if problem:
+                return problem
+        return None
 
     def predict_interval(self, specs, use_measured: bool = True, target: str = "latency_ms"):
         self._check_fitted()

@@ -5,12 +5,18 @@ energy and its source, the target, the TVM version, the host and the time. A ker
 to build or run is stored with its error and no latency, so a rerun does not retry it unless
 asked. Rows are committed one by one, so a killed profiler loses at most the kernel in flight;
 writes go through WAL and ``INSERT ... ON CONFLICT DO NOTHING`` on the unique key, so two
-profilers sharing a file neither corrupt it nor duplicate rows.
+profilers sharing a file neither corrupt it nor duplicate rows, and a profiler claims each kernel
+(``claim``) before building it, so that two of them never compile and time the same kernel.
+
+A file is checked before it is touched: a folder, another program's SQLite file, a damaged or newer
+schema and, to write, a read-only file or folder are refused before anything (the switch to WAL
+included) is written. Readers open the file read-only (``ProfileDB(path, readonly=True)``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import time
@@ -19,9 +25,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import CodesignError
+from ..files import check_output, writable
 from ..kernelspec import KernelSpec
+from ..paths import cache_dir
 
 SCHEMA_VERSION = 1
+# How a row's latency_ms summarises its timed repeats (``codesign.profile.runners.STATISTICS``);
+# rows stored before the column existed hold medians.
+DEFAULT_STATISTIC = "median"
+# Added to schema-1 files that lack them: older codesign versions read such files unchanged.
+_EXTRA_COLUMNS = {"statistic": "TEXT"}
+_CLAIMS = """CREATE TABLE IF NOT EXISTS claims (
+    kernel_key TEXT NOT NULL, device TEXT NOT NULL, schedule TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, claimed_at REAL NOT NULL,
+    PRIMARY KEY (kernel_key, device, schedule))"""
+# A claim by a process on another host (whose liveness cannot be checked) lapses after this long.
+CLAIM_STALE_S = 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,15 +69,19 @@ CREATE INDEX IF NOT EXISTS measurements_device_op ON measurements (device, op);
 
 
 def default_db_path() -> Path:
-    """``<user cache dir>/codesign/profiles.sqlite`` (override with --db or $CODESIGN_DB)."""
+    """``$CODESIGN_DB``, else ``profiles.sqlite`` in codesign's cache directory
+    (``codesign.paths.cache_dir()``: ``$CODESIGN_CACHE_DIR`` or the user cache directory)."""
     import os
 
     env = os.environ.get("CODESIGN_DB")
     if env:
         return Path(env)
-    from platformdirs import user_cache_dir
+    return cache_dir("profiles.sqlite")
 
-    return Path(user_cache_dir("codesign")) / "profiles.sqlite"
+
+def tuning_dir_for(db_path: str | Path) -> Path:
+    """The MetaSchedule tuning database kept beside a profile database: ``<db>.tuning``."""
+    return Path(str(db_path) + ".tuning")
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,7 @@ class Measurement:
     host: str = ""
     created_at: float = 0.0
     error: str | None = None
+    statistic: str = DEFAULT_STATISTIC
 
     @property
     def spec(self) -> KernelSpec:
@@ -90,11 +114,89 @@ class Measurement:
         return asdict(self)
 
 
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads ``path`` without creating anything beside it. Reading a WAL file
+    creates its -wal and -shm files unless the file is opened as immutable, which is right only
+    while no writer has it open (a writer keeps its -wal file)."""
+    immutable = "" if Path(f"{path}-wal").exists() else "&immutable=1"
+    return f"{path.resolve().as_uri()}?mode=ro{immutable}"
+
+
+def _schema_problem(path: Path) -> str | None:
+    """Why the existing SQLite file ``path`` is no codesign profile database this version can use
+    (None: it is one, or an empty database), read without writing anything."""
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return "is not a codesign profile database (not an SQLite file)"
+    try:
+        conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=60.0)
+    except sqlite3.Error as exc:
+        return f"cannot be opened ({exc})"
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not tables:
+            return None
+        if "meta" not in tables:
+            return "is an SQLite file of another program; use another --db"
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            return "has no schema version; it was not written by codesign"
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            return f"has schema version {row[0]!r}, not a number; it was not written by codesign"
+        if version > SCHEMA_VERSION:
+            return (f"has schema version {version}, newer than this codesign reads ({SCHEMA_VERSION}); "
+                    "upgrade codesign or use another --db")
+        if "measurements" not in tables:
+            return "is damaged: it has no measurements table"
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(measurements)")}
+        missing = {"kernel_key", "device", "schedule", "latency_ms", "error"} - columns
+        if missing:
+            return f"is damaged: its measurements table lacks {', '.join(sorted(missing))}"
+        return None
+    except sqlite3.DatabaseError as exc:
+        return f"is not a codesign profile database ({exc})"
+    finally:
+        conn.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ProfileDB:
     """A SQLite profile database. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
+        """Open (or, unless ``readonly``, create) the database at ``path``.
+
+        Raises:
+            CodesignError: a folder, a file that is not a codesign profile database or has a newer
+                schema, no file at all (``readonly``), a read-only file or folder (to write).
+        """
         self.path = Path(path)
+        self.readonly = readonly
+        self._claims_ready = False
+        self._check_before_touch()
+        if readonly:
+            try:
+                self._conn = sqlite3.connect(_read_only_uri(self.path), uri=True, timeout=60.0,
+                                             isolation_level=None)
+                self._columns = {r[1] for r in self._conn.execute("PRAGMA table_info(measurements)")}
+            except sqlite3.Error as exc:
+                raise CodesignError(f"cannot read profile database {self.path}: {exc}") from exc
+            if not self._columns:
+                self._conn.close()
+                raise CodesignError(f"profile database {self.path} is empty: it holds no profiles yet "
+                                    "(`codesign profile` fills it)")
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
@@ -104,9 +206,44 @@ class ProfileDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA busy_timeout=60000")
             self._migrate()
+            self._add_columns()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise CodesignError(f"{self.path} is not a codesign profile database ({exc})") from exc
+
+    def _check_before_touch(self) -> None:
+        """Refuse, before anything is written, a path this database cannot be (see the module
+        docstring); an empty or missing file is a new database."""
+        p = self.path
+        if p.is_dir():
+            raise CodesignError(f"profile database {p} is a folder, not a file")
+        if not p.exists():
+            if self.readonly:
+                raise CodesignError(f"no profile database at {p}")
+            check_output(p, "profile database")
+            return
+        if p.stat().st_size > 0:
+            problem = _schema_problem(p)
+            if problem:
+                raise CodesignError(f"{p} {problem}")
+        if not self.readonly:
+            if not writable(p):
+                raise CodesignError(f"profile database {p} is read-only; make it writable or profile into "
+                                    "another --db")
+            if not writable(p.parent):
+                raise CodesignError(f"profile database {p}: its folder is read-only (SQLite writes its journal "
+                                    "beside the file); use another --db")
+
+    def _add_columns(self) -> None:
+        self._columns = {r[1] for r in self._conn.execute("PRAGMA table_info(measurements)")}
+        for name, sql_type in _EXTRA_COLUMNS.items():
+            if name not in self._columns:
+                try:
+                    self._conn.execute(f"ALTER TABLE measurements ADD COLUMN {name} {sql_type}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
+                self._columns.add(name)
 
     def _migrate(self) -> None:
         # Under one write lock, so that two profilers opening a new file at once agree.
@@ -150,14 +287,15 @@ class ProfileDB:
         cur = self._conn.execute(
             """INSERT INTO measurements (kernel_key, op, attrs_json, device, target_json, schedule,
                    latency_ms, latency_std_ms, repeats, energy_mj, energy_source, compile_s,
-                   tvm_version, host, created_at, error)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   tvm_version, host, created_at, error, statistic)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (kernel_key, device, schedule) DO NOTHING""",
             (
                 m.kernel_key, spec.op, json.dumps(spec.to_dict(), sort_keys=True), m.device,
                 json.dumps(m.target or {}, sort_keys=True), m.schedule, m.latency_ms,
                 m.latency_std_ms, m.repeats, m.energy_mj, m.energy_source, m.compile_s,
                 m.tvm_version, m.host or socket.gethostname(), m.created_at or time.time(), m.error,
+                m.statistic,
             ),
         )
         return cur.rowcount == 1
@@ -204,9 +342,58 @@ class ProfileDB:
                 energy_mj=r["energy_mj"], energy_source=r["energy_source"],
                 target=json.loads(r["target_json"]), compile_s=r["compile_s"],
                 tvm_version=r["tvm_version"], host=r["host"], created_at=r["created_at"], error=r["error"],
+                statistic=(r["statistic"] if "statistic" in self._columns else None) or DEFAULT_STATISTIC,
             )
             for r in rows
         ]
+
+    def statistics(self, device: str, schedule: str) -> set[str]:
+        """The statistics (``median``, ``min``...) of the stored timings of a device and schedule."""
+        if "statistic" not in self._columns:
+            stored = self._conn.execute("SELECT 1 FROM measurements WHERE device=? AND schedule=? AND error IS NULL "
+                                        "LIMIT 1", (device, schedule)).fetchone()
+            return {DEFAULT_STATISTIC} if stored else set()
+        rows = self._conn.execute("SELECT DISTINCT statistic FROM measurements WHERE device=? AND schedule=? "
+                                  "AND error IS NULL", (device, schedule)).fetchall()
+        return {r[0] or DEFAULT_STATISTIC for r in rows}
+
+    def claim(self, kernel_key: str, device: str, schedule: str, stale_after_s: float = CLAIM_STALE_S) -> str:
+        """Claim a kernel for this process before building it.
+
+        Returns:
+            ``"claimed"`` (build and store it, then ``release``), ``"stored"`` (another process
+            stored it meanwhile: skip it) or ``"held"`` (another live profiler is building it: come
+            back later). A claim whose process has died on this host, or that is older than
+            ``stale_after_s``, is taken over.
+        """
+        if not self._claims_ready:
+            self._conn.execute(_CLAIMS)
+            self._claims_ready = True
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        where = (kernel_key, device, schedule)
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self.has(*where):
+                state = "stored"
+            else:
+                row = self._conn.execute("SELECT host, pid, claimed_at FROM claims WHERE kernel_key=? AND device=? "
+                                         "AND schedule=?", where).fetchone()
+                held = row is not None and (row[0], row[1]) != (host, pid) and now - row[2] < stale_after_s \
+                    and (row[0] != host or _alive(row[1]))
+                state = "held" if held else "claimed"
+                if not held:
+                    self._conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?, ?, ?)", (*where, host, pid, now))
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return state
+
+    def release(self, kernel_key: str, device: str, schedule: str) -> None:
+        """Drop this process's claim of a kernel (after storing it)."""
+        if self._claims_ready:
+            self._conn.execute("DELETE FROM claims WHERE kernel_key=? AND device=? AND schedule=? AND host=? AND pid=?",
+                               (kernel_key, device, schedule, socket.gethostname(), os.getpid()))
 
     def status(self) -> list[dict]:
         """Counts per (device, schedule, op): measured, failed, median latency."""

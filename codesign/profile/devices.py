@@ -16,6 +16,7 @@ or a file passed explicitly. Format (version 1)::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import CodesignError
+from ..files import read_text
 
 FORMAT_VERSION = 1
 _BUILTIN_DIR = Path(__file__).resolve().parent.parent / "devices"
@@ -55,12 +57,37 @@ class Device:
         return target
 
     def tvm_target(self):
+        """The TVM target; a target kind TVM lacks, or a CPU name LLVM does not know for the target's
+        triple (LLVM would fall back to generic code under the bogus name), is a CodesignError."""
         import tvm
 
+        target = self.resolved_target()
         try:
-            return tvm.target.Target(self.resolved_target())
+            built = tvm.target.Target(target)
         except Exception as exc:  # TVM raises several error types for a bad target
-            raise CodesignError(f"device {self.name}: TVM cannot build for target {self.target}: {exc}") from exc
+            raise CodesignError(f"device {self.name}: TVM cannot build for target {self.target}: "
+                                f"{str(exc).splitlines()[0]}") from None
+        mcpu = target.get("mcpu")
+        if target.get("kind") == "llvm" and mcpu:
+            from tvm.target import codegen
+
+            triple = str(target.get("mtriple") or codegen.llvm_get_system_triple())
+            if not codegen.llvm_is_valid_cpu(str(mcpu), triple):
+                raise CodesignError(f"device {self.name}: LLVM knows no CPU {mcpu!r} for {triple} (LLVM's names, "
+                                    "e.g. skylake, znver3, cortex-a72; `llc -mtriple=<triple> -mcpu=help` lists them)")
+        return built
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_device_name(name: str, flag: str = "device name") -> str:
+    """``name`` if it can name a device and its files (``<name>.json``): letters, digits and
+    ``_ . + -``, no path separators, not starting with a dot."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise CodesignError(f"{flag} {name!r} is not a device name: use letters, digits and _ . + - "
+                            "(no paths; it also names the model file)")
+    return name
 
 
 def _device_dirs() -> list[Path]:
@@ -79,11 +106,9 @@ def load_device_file(path: str | Path) -> Device:
     """Read one device YAML file; raises CodesignError naming the problem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise CodesignError(f"cannot read device file {path}: {exc.strerror}") from exc
+        data = yaml.safe_load(read_text(path, "device file"))
     except yaml.YAMLError as exc:
-        raise CodesignError(f"device file {path} is not valid YAML: {exc}") from exc
+        raise CodesignError(f"device file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise CodesignError(f"device file {path} must hold a mapping")
     version = data.get("format_version")
@@ -94,19 +119,32 @@ def load_device_file(path: str | Path) -> Device:
     for key in ("name", "target"):
         if key not in data:
             raise CodesignError(f"device file {path} lacks '{key}'")
+    if not isinstance(data["name"], str) or not data["name"].strip() or data["name"].startswith("accel:"):
+        raise CodesignError(f"device file {path}: name must be a non-empty string (not accel:...), got {data['name']!r}")
     target = data["target"]
     if not isinstance(target, dict) or "kind" not in target:
         raise CodesignError(f"device file {path}: target must be a dict with a 'kind' (e.g. {{kind: llvm}})")
+    known = {"format_version", "name", "target", "rpc", "threads", "energy", "roofline", "description"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CodesignError(f"device file {path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                            f"known: {', '.join(sorted(known))}")
     rpc = data.get("rpc")
     if rpc is not None and (not isinstance(rpc, dict) or not {"host", "port", "key"} <= set(rpc)):
         raise CodesignError(f"device file {path}: rpc needs host, port and key")
+    if rpc is not None:
+        port = rpc["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise CodesignError(f"device file {path}: rpc port must be an integer in 1..65535, got {port!r}")
+        if set(rpc) - {"host", "port", "key"}:
+            raise CodesignError(f"device file {path}: unknown rpc key(s) "
+                                f"{', '.join(map(str, sorted(set(rpc) - {'host', 'port', 'key'})))}; known: host, port, key")
     energy = str(data.get("energy", "auto"))
     if energy not in ("auto", "none", "rapl", "nvml") and not energy.startswith("model:"):
         raise CodesignError(f"device file {path}: energy must be auto, none, rapl, nvml or model:<name>, got {energy!r}")
     threads = data.get("threads", 1)
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise CodesignError(f"device file {path}: threads must be a positive int, got {threads!r}")
-    known = {"format_version", "name", "target", "rpc", "threads", "energy", "roofline", "description"}
     return Device(
         name=str(data["name"]),
         target=dict(target),
@@ -116,7 +154,6 @@ def load_device_file(path: str | Path) -> Device:
         roofline=data.get("roofline"),
         description=str(data.get("description", "")),
         source=str(path),
-        extra={k: v for k, v in data.items() if k not in known},
     )
 
 

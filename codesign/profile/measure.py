@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CodesignError
+from ..files import check_output, read_csv
 from ..graph import load_model
-from .runners import runtime_device_type, set_threads
+from .db import DEFAULT_STATISTIC
+from .runners import check_statistic, runtime_device_type, set_threads, summarise
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
 
@@ -47,13 +48,13 @@ class NetworkMeasurement:
     model: str
     device: str
     schedule: str
-    latency_ms: float
+    latency_ms: float  # the ``statistic`` of the timed repeats, as the kernel profiles
     latency_std_ms: float
     repeats: int
     compile_s: float
-    # The fastest repeat: on a machine other jobs share, the least disturbed estimate (with
-    # min_repeat_ms=0 each repeat is one run).
+    # The fastest repeat (with min_repeat_ms=0 each repeat is one run).
     latency_min_ms: float | None = None
+    statistic: str = DEFAULT_STATISTIC
     onnxruntime_latency_ms: float | None = None
     tvm_over_onnxruntime: float | None = None
     # Under metaschedule:*, the network's distinct fused kernels (PrimFuncs: one called twice counts
@@ -285,8 +286,9 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
 
 
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
-                     seed: int = 0) -> tuple[float, float]:
-    """Median and standard deviation (ms) of onnxruntime inference on this CPU."""
+                     seed: int = 0, statistic: str = DEFAULT_STATISTIC) -> tuple[float, float]:
+    """The ``statistic`` (median by default) and standard deviation (ms) of onnxruntime inference
+    on this CPU, timed as TVM's time_evaluator times (``repeats`` runs of >= ``min_repeat_ms``)."""
     import onnxruntime as ort
 
     model = load_model(model)
@@ -305,12 +307,13 @@ def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: 
             sess.run(None, feeds)
             n += 1
         samples.append((time.perf_counter() - t0) * 1e3 / n)
-    return statistics.median(samples), (statistics.pstdev(samples) if len(samples) > 1 else 0.0)
+    return summarise(samples, statistic)
 
 
 def measure_network(
     model, device, schedule: str = "untuned", repeats: int = 10, min_repeat_ms: float = 50.0,
     tuning_dir: str | None = None, onnxruntime: bool = True, seed: int = 0, name: str | None = None,
+    statistic: str = DEFAULT_STATISTIC,
 ) -> NetworkMeasurement:
     """Compile and time a whole network with TVM on ``device`` (and onnxruntime beside it).
 
@@ -318,7 +321,9 @@ def measure_network(
         model: path to an .onnx file or an onnx.ModelProto with static input shapes.
         device: a ``codesign.profile.Device``; one with ``rpc`` is timed through its tracker.
         schedule: ``untuned``, ``dlight`` or ``metaschedule:<trials>`` (the profiles' policy names).
-        repeats, min_repeat_ms: timing settings (median of ``repeats`` runs of >= min_repeat_ms).
+        repeats, min_repeat_ms: timing settings (``repeats`` runs of >= min_repeat_ms each).
+        statistic: how the repeats become latency_ms (``runners.STATISTICS``, median by default):
+            the statistic of the kernel profiles, so that measured and predicted agree in kind.
         tuning_dir: MetaSchedule database for ``metaschedule:*`` (kept and reused).
         onnxruntime: also time onnxruntime on this host (local devices only).
 
@@ -329,8 +334,9 @@ def measure_network(
     import tvm
     from tvm import relax
 
-    if repeats < 1 or min_repeat_ms < 0:
-        raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
+    if repeats < 1 or not (math.isfinite(min_repeat_ms) and min_repeat_ms >= 0):
+        raise CodesignError("repeats must be >= 1 and min_repeat_ms a finite number >= 0")
+    check_statistic(statistic)
     label = name or (str(model) if isinstance(model, (str, Path)) else (model.graph.name or "model"))
     if device.rpc is None:
         set_threads(device.threads)
@@ -358,16 +364,16 @@ def measure_network(
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
     evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
     samples = [r * 1e3 for r in evaluator(*args).results]
+    latency_ms, std_ms = summarise(samples, statistic)
     result = NetworkMeasurement(
-        model=label, device=device.name, schedule=schedule, latency_ms=statistics.median(samples),
-        latency_std_ms=statistics.pstdev(samples) if len(samples) > 1 else 0.0, repeats=len(samples),
-        compile_s=compile_s, latency_min_ms=min(samples), target=device.resolved_target(), tvm_version=tvm.__version__,
-        host=socket.gethostname(),
+        model=label, device=device.name, schedule=schedule, latency_ms=latency_ms, latency_std_ms=std_ms,
+        repeats=len(samples), compile_s=compile_s, latency_min_ms=min(samples), statistic=statistic,
+        target=device.resolved_target(), tvm_version=tvm.__version__, host=socket.gethostname(),
     )
     if tuned is not None:
         result.tuned_kernels, result.fused_kernels = tuned
     if onnxruntime and device.rpc is None:
-        ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed)
+        ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed, statistic)
         result.onnxruntime_latency_ms = ort_ms
         result.tvm_over_onnxruntime = result.latency_ms / ort_ms if ort_ms > 0 else math.nan
     return result
@@ -387,3 +393,61 @@ def check_outputs(model, device_threads: int = 1, seed: int = 0) -> float:
     out = out[0] if isinstance(out, (list, tuple)) or hasattr(out, "__len__") and not hasattr(out, "numpy") else out
     ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     return float(np.abs(out.numpy() - ref).max())
+
+
+# The columns of ``codesign measure --append`` tables (a calibration table, ``codesign calibrate
+# --table``); tables written before the statistic column lack it and hold medians.
+MEASURE_COLUMNS = ("model", "device", "schedule", "latency_ms", "latency_std_ms", "repeats", "compile_s",
+                   "onnxruntime_latency_ms", "tvm_over_onnxruntime", "tvm_version", "host", "statistic")
+_FLOAT_COLUMNS = ("latency_ms", "latency_std_ms", "compile_s", "onnxruntime_latency_ms", "tvm_over_onnxruntime")
+
+
+class MeasureTable:
+    """A CSV table that ``codesign measure --append`` extends by one row per measured network.
+
+    Opening it checks it before anything is measured: a file with other columns, rows that are
+    not numbers where numbers belong, or rows of this device and schedule under another timing
+    statistic are refused; ``done`` holds the rows already measured for this device, schedule and
+    statistic (a killed run resumes after them).
+    """
+
+    def __init__(self, path: str | Path, device: str, schedule: str, statistic: str = DEFAULT_STATISTIC):
+        self.path = check_output(path, "--append table")
+        self.columns: tuple[str, ...] = MEASURE_COLUMNS
+        self.done: dict[str, dict] = {}
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        columns, rows = read_csv(self.path, "--append table")
+        if tuple(columns) not in (MEASURE_COLUMNS, MEASURE_COLUMNS[:-1]):
+            raise CodesignError(f"--append {self.path} has the columns {','.join(columns)}, not the ones "
+                                f"`codesign measure` writes ({','.join(MEASURE_COLUMNS)}); append to a new file")
+        self.columns = tuple(columns)
+        if "statistic" not in self.columns and statistic != DEFAULT_STATISTIC:
+            raise CodesignError(f"--append {self.path} has no statistic column (its rows are medians); "
+                                f"append {statistic} timings to a new file")
+        for line, r in rows:
+            if r.get("device") != device or r.get("schedule") != schedule or not r.get("model"):
+                continue
+            row_statistic = r.get("statistic") or DEFAULT_STATISTIC
+            if row_statistic != statistic:
+                raise CodesignError(f"{self.path}:{line}: {r['model']} on {device} [{schedule}] was timed with "
+                                    f"the {row_statistic}, not the {statistic}; append to a new file")
+            row: dict = dict(r, statistic=row_statistic)
+            for k in _FLOAT_COLUMNS:
+                try:
+                    row[k] = float(r[k]) if r.get(k) not in (None, "") else None
+                except ValueError:
+                    raise CodesignError(f"{self.path}:{line}: {k} {r[k]!r} is not a number") from None
+            self.done[r["model"]] = row
+
+    def append(self, r: dict) -> None:
+        """Add one measurement (``NetworkMeasurement.to_dict()`` with ``model``) as a row."""
+        import csv
+
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: r.get(k) for k in self.columns})
+        self.done[r["model"]] = r

@@ -5,10 +5,15 @@ pool: TVM's compiler runs in C++ and leaves the timing thread alone on a second 
 is committed as soon as it exists, so a killed run loses at most the kernel in flight and a rerun
 resumes where it stopped. A kernel that fails to build or run is recorded with its error and the
 run goes on.
+
+Several profilers may share one database: each claims a kernel in it before building it
+(``ProfileDB.claim``), skips the kernels another process stored meanwhile, and leaves the ones
+another live profiler holds to the end, then waits for them (or takes over a dead profiler's).
 """
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 import time
@@ -17,9 +22,9 @@ from dataclasses import dataclass, field
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from .db import Measurement, ProfileDB
+from .db import DEFAULT_STATISTIC, Measurement, ProfileDB, tuning_dir_for
 from .devices import Device
-from .runners import set_threads
+from .runners import check_statistic, set_threads
 from .schedules import check_schedule_for_target, default_schedule, parse_schedule
 
 TORCH_SCHEDULE = "torch-eager"
@@ -30,7 +35,7 @@ class ProfileReport:
     device: str
     schedule: str
     requested: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already in the database, or stored by another profiler meanwhile
     measured: int = 0
     failed: int = 0
     compile_s: float = 0.0
@@ -71,6 +76,33 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="kernel", file=sys.stderr, dynamic_ncols=True)
 
 
+def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
+                   reference: str | None = None, statistic: str = DEFAULT_STATISTIC) -> str:
+    """Check a profiling request before anything is built or stored; returns the schedule policy
+    (the device's default for None).
+
+    Raises:
+        CodesignError: an unknown schedule or statistic, a policy the target cannot use, bad timing
+            settings, a target kind TVM lacks or a CPU name LLVM does not know, a torch reference
+            on an RPC device.
+    """
+    check_statistic(statistic)
+    if schedule is None:
+        schedule = default_schedule(device.target)
+    parse_schedule(schedule)
+    check_schedule_for_target(schedule, device.target, device.name)
+    if reference not in (None, "torch"):
+        raise CodesignError(f"--reference must be torch, got {reference!r}")
+    if reference == "torch" and device.rpc is not None:
+        raise CodesignError("--reference torch times on this host; it cannot run on an RPC device")
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise CodesignError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if not (isinstance(min_repeat_ms, (int, float)) and math.isfinite(min_repeat_ms) and min_repeat_ms >= 0):
+        raise CodesignError(f"min_repeat_ms must be a finite number >= 0, got {min_repeat_ms!r}")
+    device.tvm_target()  # an unknown target kind or CPU name fails here
+    return schedule
+
+
 def profile_kernels(
     specs: list[KernelSpec],
     device: Device,
@@ -83,6 +115,8 @@ def profile_kernels(
     tuning_dir: str | None = None,
     progress: bool = True,
     overlap_compile: bool = True,
+    statistic: str = DEFAULT_STATISTIC,
+    poll_s: float = 0.5,
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -92,28 +126,34 @@ def profile_kernels(
         db: the ProfileDB receiving one row per kernel.
         schedule: "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight" (TVM's
             rule-based schedules) or "metaschedule:<trials>" (tuned, with the tuning database in
-            ``tuning_dir``). None: untuned on a CPU, dlight on a GPU.
+            ``tuning_dir``, by default ``<db>.tuning`` beside the profile database). None:
+            untuned on a CPU, dlight on a GPU.
         repeats, min_repeat_ms: time_evaluator settings.
         reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
         retry_failed: measure kernels that failed before again.
         progress: a progress bar with ETA on stderr.
         overlap_compile: compile the next kernel while the current one is timed (False: one
             after the other, the baseline of benchmarks/profiling.py).
+        statistic: how the repeats become latency_ms (``runners.STATISTICS``); a database holds
+            one statistic per device and schedule.
+        poll_s: how often to look again at kernels another profiler is building.
 
     Returns:
         A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
 
     Raises:
-        CodesignError for an unknown schedule, an unbuildable target, an unreachable tracker.
+        CodesignError for an unknown schedule or statistic, a database holding another statistic's
+        timings of the device, an unbuildable target, an unreachable tracker.
     """
-    if schedule is None:
-        schedule = default_schedule(device.target)
-    parse_schedule(schedule)
-    check_schedule_for_target(schedule, device.target, device.name)
-    if reference not in (None, "torch"):
-        raise CodesignError(f"--reference must be torch, got {reference!r}")
-    if repeats < 1 or min_repeat_ms < 0:
-        raise CodesignError("repeats must be >= 1 and min_repeat_ms >= 0")
+    schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic)
+    for sched in (schedule, TORCH_SCHEDULE) if reference else (schedule,):
+        other = db.statistics(device.name, sched) - {statistic}
+        if other:
+            raise CodesignError(f"{db.path} holds {', '.join(sorted(other))} timings of {device.name} [{sched}]; "
+                                f"timing with {statistic} would mix statistics: use another --db or "
+                                f"--statistic {sorted(other)[0]}")
+    if parse_schedule(schedule)[0] == "metaschedule" and tuning_dir is None:
+        tuning_dir = str(tuning_dir_for(db.path))
     report = ProfileReport(device=device.name, schedule=schedule)
     keys = list(dict.fromkeys(s.key() for s in specs))
     report.requested = len(keys)
@@ -124,17 +164,48 @@ def profile_kernels(
     t_start = time.perf_counter()
     if todo:
         _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                     overlap_compile)
+                     overlap_compile, statistic, poll_s)
     if reference == "torch":
-        if device.rpc is not None:
-            raise CodesignError("--reference torch times on this host; it cannot run on an RPC device")
-        _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress)
+        _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress, statistic)
     report.wall_s = time.perf_counter() - t_start
     return report
 
 
+class _Claims:
+    """Hands out the kernels of a list that this process claims in the database, in order.
+
+    Kernels another process stored meanwhile are counted as skipped; those another live profiler
+    holds are set aside and handed out last, once that profiler has stored them (skipped) or died
+    (claimed). ``next(wait=False)`` never waits, so that a profiler stores the kernel it holds
+    before it waits for another's (two profilers waiting for each other's kernel would wait forever).
+    """
+
+    def __init__(self, todo, db: ProfileDB, device: str, schedule: str, report: ProfileReport, poll_s: float,
+                 on_skip):
+        self.queue, self.held = list(reversed(todo)), []
+        self.db, self.device, self.schedule, self.report = db, device, schedule, report
+        self.poll_s, self.on_skip = poll_s, on_skip
+
+    def next(self, wait: bool) -> KernelSpec | None:
+        while True:
+            while self.queue:
+                spec = self.queue.pop()
+                state = self.db.claim(spec.key(), self.device, self.schedule)
+                if state == "claimed":
+                    return spec
+                if state == "stored":
+                    self.report.skipped += 1
+                    self.on_skip()
+                else:
+                    self.held.append(spec)
+            if not self.held or not wait:
+                return None
+            time.sleep(self.poll_s)  # each was held a moment ago
+            self.queue, self.held = list(reversed(self.held)), []
+
+
 def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                 overlap_compile=True):
+                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5):
     if device.rpc is None:
         set_threads(device.threads)
     import tvm
@@ -146,25 +217,29 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     kind = str(target_dict["kind"])
     if device.rpc is None:
         # Before the target: TVM probes the GPU while it builds a CUDA target and warns if none.
-        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind)
+        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind, statistic=statistic)
         runner.check()
     target = device.tvm_target()
     energy = energy_source_for(device)
     if device.rpc is not None:
         runner = RPCRunner(device.rpc["host"], device.rpc["port"], device.rpc["key"], repeats, min_repeat_ms,
-                           target_kind=kind)
+                           target_kind=kind, statistic=statistic)
     bar = _progress(len(todo), f"profile {device.name} [{schedule}]", progress)
     host = socket.gethostname()
+    claims = _Claims(todo, db, device.name, schedule, report, poll_s,
+                     lambda: bar.update(1) if bar is not None else None)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_compile, todo[0], target, schedule, tuning_dir)
-        for i, spec in enumerate(todo):
+        spec = claims.next(wait=True)
+        pending = pool.submit(_compile, spec, target, schedule, tuning_dir) if spec is not None else None
+        while spec is not None:
             try:
                 executable, shapes, compile_s = pending.result()
                 error = None
             except Exception as exc:  # one failing kernel never stops the run
                 executable, shapes, compile_s, error = None, None, 0.0, f"build: {type(exc).__name__}: {exc}"
-            if i + 1 < len(todo) and overlap_compile:
-                pending = pool.submit(_compile, todo[i + 1], target, schedule, tuning_dir)
+            following = claims.next(wait=False)
+            if following is not None and overlap_compile:
+                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
             latency = std = energy_mj = None
             n_rep = None
             if error is None:
@@ -181,15 +256,21 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 kernel_key=spec.key(), device=device.name, schedule=schedule, latency_ms=latency,
                 latency_std_ms=std, repeats=n_rep, energy_mj=energy_mj,
                 energy_source=energy.label if energy_mj is not None else None, target=target_dict,
-                compile_s=compile_s, tvm_version=tvm.__version__, host=host, error=error,
+                compile_s=compile_s, tvm_version=tvm.__version__, host=host, error=error, statistic=statistic,
             ))
+            db.release(spec.key(), device.name, schedule)
             if error:
                 report.failed += 1
                 report.errors.append(f"{spec.key()}: {error}")
             else:
                 report.measured += 1
-            if i + 1 < len(todo) and not overlap_compile:
-                pending = pool.submit(_compile, todo[i + 1], target, schedule, tuning_dir)
+            if following is None:  # only kernels other profilers hold are left: wait for them
+                following = claims.next(wait=True)
+                if following is not None:
+                    pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+            elif not overlap_compile:
+                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+            spec = following
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(failed=report.failed)
@@ -198,12 +279,11 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
         bar.close()
 
 
-def _profile_torch(keys, device, db, repeats, progress):
-    import statistics
-
+def _profile_torch(keys, device, db, repeats, progress, statistic=DEFAULT_STATISTIC):
     import torch
 
     from .builders import torch_callable
+    from .runners import summarise
     from .schedules import is_gpu
 
     torch_device = "cpu"
@@ -234,13 +314,13 @@ def _profile_torch(keys, device, db, repeats, progress):
                         n += 1
                     sync()
                     samples.append((time.perf_counter() - t0) * 1e3 / n)
-            latency, std = statistics.median(samples), statistics.pstdev(samples)
+            latency, std = summarise(samples, statistic)
         except Exception as exc:
             error = f"torch: {type(exc).__name__}: {exc}"
         db.add(Measurement(kernel_key=key, device=device.name, schedule=TORCH_SCHEDULE, latency_ms=latency,
                            latency_std_ms=std, repeats=n_rep if error is None else None,
                            target={"kind": "torch", "device": torch_device, "version": torch.__version__},
-                           host=socket.gethostname(), error=error))
+                           host=socket.gethostname(), error=error, statistic=statistic))
         if bar is not None:
             bar.update(1)
     if bar is not None:

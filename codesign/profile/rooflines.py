@@ -24,7 +24,7 @@ def check_profile_db(db_path, device: str, roofline: str | None = None, schedule
             raise CodesignError(f"device {device} declares no roofline; pass one (e.g. --roofline cpu-local)")
         roofline = dev.roofline
     r = get_roofline(roofline)
-    with ProfileDB(path) as db:
+    with ProfileDB(path, readonly=True) as db:
         ms = db.query(device=device, schedule=schedule, ok_only=True)
     if not ms:
         raise CodesignError(f"{path} holds no measured kernels of device {device}"

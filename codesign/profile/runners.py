@@ -1,7 +1,9 @@
 """Runners: time a compiled kernel on the local CPU or on a remote device through TVM's RPC tracker.
 
 Timing is TVM's time_evaluator: ``number=1``, ``repeat`` runs of at least ``min_repeat_ms`` each;
-the median is the latency, the standard deviation its spread. Kernels are compiled here (cross-
+a statistic of the repeats is the latency (``STATISTICS``: the median by default, robust to the
+odd repeat another job disturbs; ``min``, the least disturbed repeat), the standard deviation
+its spread. Kernels are compiled here (cross-
 compiled for a remote target) and, for RPC, exported as a shared library, uploaded and loaded on
 the device under its tracker key.
 """
@@ -17,6 +19,24 @@ from dataclasses import dataclass
 
 from ..errors import CodesignError
 from .builders import random_args
+from .db import DEFAULT_STATISTIC
+
+# How the timed repeats of a kernel or a network become its latency. Profiles, whole-network
+# measurements and their comparison all use one of these, recorded beside each number.
+STATISTICS: dict[str, Callable[[list[float]], float]] = {"median": statistics.median, "min": min}
+
+
+def check_statistic(name: str) -> str:
+    """``name`` if it is a statistic of ``STATISTICS``, else a CodesignError listing them."""
+    if name not in STATISTICS:
+        raise CodesignError(f"unknown timing statistic {name!r}; choose from {', '.join(STATISTICS)}")
+    return name
+
+
+def summarise(samples_ms: list[float], statistic: str = DEFAULT_STATISTIC) -> tuple[float, float]:
+    """(latency, standard deviation) of timed repeats in ms under ``statistic``."""
+    return (STATISTICS[check_statistic(statistic)](samples_ms),
+            statistics.pstdev(samples_ms) if len(samples_ms) > 1 else 0.0)
 
 
 @dataclass
@@ -53,10 +73,12 @@ def runtime_device_type(target_kind: str) -> str:
 class LocalRunner:
     """Times kernels on this machine: its CPU, or its first GPU for a GPU target kind."""
 
-    def __init__(self, repeats: int = 10, min_repeat_ms: float = 50.0, target_kind: str = "llvm"):
+    def __init__(self, repeats: int = 10, min_repeat_ms: float = 50.0, target_kind: str = "llvm",
+                 statistic: str = DEFAULT_STATISTIC):
         self.repeats = repeats
         self.min_repeat_ms = min_repeat_ms
         self.device_type = runtime_device_type(target_kind)
+        self.statistic = check_statistic(statistic)
 
     def check(self) -> None:
         """Raises CodesignError where this host has no such device (e.g. a GPU target, no GPU)."""
@@ -86,12 +108,8 @@ class LocalRunner:
         def run(calls: int) -> None:
             mod.time_evaluator("main", dev, number=calls, repeat=1)(*args)
 
-        return Timing(
-            latency_ms=statistics.median(samples_ms),
-            latency_std_ms=statistics.pstdev(samples_ms) if len(samples_ms) > 1 else 0.0,
-            repeats=len(samples_ms),
-            run=run,
-        )
+        latency_ms, std_ms = summarise(samples_ms, self.statistic)
+        return Timing(latency_ms=latency_ms, latency_std_ms=std_ms, repeats=len(samples_ms), run=run)
 
     def close(self) -> None:
         pass
@@ -101,8 +119,8 @@ class RPCRunner(LocalRunner):
     """Times kernels on the device behind a TVM RPC tracker (host, port, key)."""
 
     def __init__(self, host: str, port: int, key: str, repeats: int = 10, min_repeat_ms: float = 50.0,
-                 session_timeout_s: int = 600, target_kind: str = "llvm"):
-        super().__init__(repeats, min_repeat_ms, target_kind)
+                 session_timeout_s: int = 600, target_kind: str = "llvm", statistic: str = DEFAULT_STATISTIC):
+        super().__init__(repeats, min_repeat_ms, target_kind, statistic)
         from tvm import rpc
         from tvm.support.utils import tempdir
 

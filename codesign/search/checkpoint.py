@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import CodesignError
+from ..files import read_json, read_npz
 
 FORMAT = "codesign-checkpoint"
 FORMAT_VERSION = 1
@@ -73,21 +74,25 @@ def exists(stem: str | Path) -> bool:
 
 
 def load(stem: str | Path) -> tuple[dict, dict]:
+    """(state, meta) of the checkpoint ``<stem>.json`` + ``<stem>.npz``.
+
+    Raises:
+        CodesignError: a missing, truncated or foreign file, another format version, a skeleton
+            that refers to arrays the npz lacks.
+    """
     stem = Path(stem)
+    doc = read_json(stem.with_suffix(".json"), "checkpoint")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CodesignError(f"{stem}.json is not a codesign checkpoint")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise CodesignError(f"{stem}.json has checkpoint format version {doc.get('format_version')}; this "
+                            f"codesign reads {FORMAT_VERSION}")
+    arrays = read_npz(stem.with_suffix(".npz"), "checkpoint")
     try:
-        doc = json.loads(stem.with_suffix(".json").read_text())
-        if doc.get("format") != FORMAT:
-            raise CodesignError(f"{stem}.json is not a codesign checkpoint")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise CodesignError(f"{stem}.json has checkpoint format version {doc.get('format_version')}; this "
-                                f"codesign reads {FORMAT_VERSION}")
-        with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         return unflatten(doc["state"], arrays), doc.get("meta", {})
-    except CodesignError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise CodesignError(f"cannot read checkpoint {stem}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CodesignError(f"checkpoint {stem} is damaged ({type(exc).__name__}: {exc}); its .json and .npz "
+                            "do not belong together") from None
 
 
 def rng_state() -> dict:

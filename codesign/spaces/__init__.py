@@ -8,6 +8,7 @@ chain, YAML-configured; ``config="fbnet"`` is FBNet's 22-layer space)."""
 from __future__ import annotations
 
 import inspect
+import os
 
 from ..errors import CodesignError
 from ..registry import Registry
@@ -26,10 +27,23 @@ def create_space(name: str, **kwargs):
     cls = SPACES.get(name)
     params = inspect.signature(cls).parameters
     known = [p for p in params if p not in ("input_shape", "num_classes")]
-    for key in kwargs:
+    for key, value in kwargs.items():
         if key not in params:
             raise CodesignError(f"search space {name!r} has no argument {key!r} (--space-arg); "
                                 f"its arguments: {', '.join(known) or 'none'}")
+        default = params[key].default
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, (str, os.PathLike, dict)), "a name or a path"
+        else:
+            ok, kind = True, ""
+        if not ok:
+            raise CodesignError(f"search space {name!r}: {key} must be {kind}, got {value!r} (--space-arg)")
     return cls(**kwargs)
 
 
