@@ -116,7 +116,7 @@ def part_supernet(quick: bool) -> list[dict]:
     return rows
 
 
-SPACE_ARGS = {"nb201": {"c": 8, "cells": 1}, "darts": {"c": 4, "layers": 5}}
+SPACE_ARGS = {"nb201": {"c": 8, "cells": 1}, "darts": {"c": 4, "layers": 3}}
 # The remedies screened (--part remedies): (strategy, regularizer).
 VARIANTS = [("gdas", "none"), ("gdas", "tunas"), ("gdas", "beta-darts"), ("gdas", "shrink"), ("gdas", "tunas,shrink"),
             ("darts", "none"), ("darts", "tunas"), ("darts", "drnas"), ("darts", "darts-minus"),

@@ -249,25 +249,27 @@ class GradientSearch:
         frac = min(1.0, max(0.0, (self.epoch - cfg.warmup_epochs) / max(cfg.epochs - cfg.warmup_epochs - 1, 1)))
         return cfg.tau_max - (cfg.tau_max - cfg.tau_min) * frac
 
+    def draw(self, seed: int) -> tuple[list[torch.Tensor], list[int]]:
+        """One hard Gumbel-softmax sample of every decision, network and hardware, in one call of
+        the fused ``gumbel_softmax`` on the padded [decisions, options] logits (padding at -1e4 is
+        never drawn): (one-hot weights with straight-through gradient, indices), per decision."""
+        alphas = list(self.alphas)
+        width = max(len(a) for a in alphas)
+        logits = torch.stack([F.pad(a, (0, width - len(a)), value=-1e4) for a in alphas])
+        y, i = gumbel_softmax(logits, tau=self.tau(), hard=True, seed=(seed * 131) % (2**62))
+        return [y[d, :len(a)] for d, a in enumerate(alphas)], [int(k) for k in i]
+
     def sample(self, seed: int):
-        """Hard Gumbel-softmax sample of every network decision: (weights list, index list)."""
-        ws, idx = [], []
-        for d, a in enumerate(self.alphas[:self.n_net]):
-            y, i = gumbel_softmax(a.unsqueeze(0), tau=self.tau(), hard=True, seed=(seed * 131 + d) % (2**62))
-            ws.append(y[0])
-            idx.append(int(i[0]))
-        return ws, idx
+        """The network part of :meth:`draw`: (weights list, index list)."""
+        ws, idx = self.draw(seed)
+        return ws[:self.n_net], idx[:self.n_net]
 
     def sample_hardware(self, seed: int) -> list[torch.Tensor]:
-        """One accelerator config per step: every hardware parameter's hard Gumbel-softmax sample
-        (straight-through gradient) drawn in one call on the padded [parameters, values] logits."""
-        hw = list(self.alphas[self.n_net:])
-        if not hw:
+        """The hardware part of :meth:`draw` (one accelerator config per step); the same seed
+        gives the network part :meth:`sample` returns, from the same draw."""
+        if len(self.alphas) == self.n_net:
             return []
-        width = max(len(a) for a in hw)
-        logits = torch.stack([F.pad(a, (0, width - len(a)), value=-1e4) for a in hw])
-        y, _ = gumbel_softmax(logits, tau=self.tau(), hard=True, seed=(seed * 131 + 7_777) % (2**62))
-        return [y[i, :len(a)] for i, a in enumerate(hw)]
+        return self.draw(seed)[0][self.n_net:]
 
     def forward(self, x, seed: int):
         if self.single_path:
