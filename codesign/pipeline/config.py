@@ -78,7 +78,13 @@ class SearchConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if default is None:
+            numeric = str(f.type).split("|")[0].strip()  # "float | None" -> "float"
+            if default is None and numeric == "int":
+                ok, kind = v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"
+            elif default is None and numeric == "float":
+                ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+                kind = "a finite number or null"
+            elif default is None:
                 ok, kind = v is None or isinstance(v, str), "a string or null"
             elif isinstance(default, bool):
                 ok, kind = isinstance(v, bool), "true or false"
