@@ -646,3 +646,16 @@ def test_gdas_draws_every_decision_of_a_step_in_one_call(digits, monkeypatch):
     torch.testing.assert_close(counts / 3000, want, atol=0.04, rtol=0)  # Gumbel-max: P(k) = softmax(logits)_k
     _, idx = s2.sample(1)
     assert len(idx) == len(space.decisions()) and all(0 <= k < 8 for k in idx)
+
+
+def test_numeric_settings_that_default_to_none_take_numbers():
+    """--max-passes and --arch-batch-size default to None but hold numbers: a config.json or a
+    Python caller may give them as numbers; anything else is refused by name."""
+    SearchConfig(strategy="random", max_passes=150.0, arch_batch_size=32)._check_types()
+    SearchConfig(strategy="rsws", max_passes=7)._check_types()
+    for bad, msg in [({"strategy": "random", "max_passes": "many"}, "max_passes .* a finite number or null"),
+                     ({"strategy": "random", "max_passes": float("inf")}, "a finite number or null"),
+                     ({"arch_batch_size": 1.5}, "arch_batch_size .* an integer or null"),
+                     ({"arch_batch_size": True}, "an integer or null")]:
+        with pytest.raises(CodesignError, match=msg):
+            SearchConfig(**bad)._check_types()
