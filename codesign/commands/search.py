@@ -16,7 +16,7 @@ S = argparse.SUPPRESS
 # flag -> (config field, type, help)
 _FLAGS = {
     "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
-    "--strategy": ("strategy", str, "darts (default), darts2, gdas, rsws (random search with weight sharing), "
+    "--strategy": ("strategy", str, "gdas (default), darts, darts2, rsws (random search with weight sharing), "
                                     "random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),

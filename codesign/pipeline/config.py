@@ -18,7 +18,7 @@ class SearchConfig:
 
     space: str = "nb201"
     space_args: dict = field(default_factory=dict)
-    strategy: str = "darts"
+    strategy: str = "gdas"
     data: str = "digits"
     data_dir: str | None = None
     val_fraction: float = 0.5

@@ -213,7 +213,7 @@ class AbsoluteCost(Regularizer):
 
 # What each gradient strategy uses when --regularizer is not given (chosen by measurement; see
 # docs/search.md and benchmarks/search.py --part remedies).
-DEFAULTS = {"darts": "none", "darts2": "none", "gdas": "none"}
+DEFAULTS = {"darts": "none", "darts2": "none", "gdas": "tunas"}
 
 
 def default_regularizer(strategy: str) -> str:
