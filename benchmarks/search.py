@@ -50,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import hardware  # noqa: E402
+from _common import run_or_resume as _run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -146,16 +147,6 @@ def _config(space: str, seed: int, args, **kw):
     return SearchConfig(**{**base, **kw})
 
 
-def _run(cfg, run_dir: Path) -> dict:
-    from codesign.pipeline import run_search
-
-    if (run_dir / "results.json").exists():
-        return json.loads((run_dir / "results.json").read_text())
-    if (run_dir / "config.json").exists():
-        return run_search(run_dir=run_dir, resume=True, quiet=True)
-    return run_search(cfg, run_dir=run_dir, quiet=True)
-
-
 def _design(r: dict) -> dict:
     """One final network: accuracy, latencies, budget, compute."""
     budget = r["budgets"][0]["limit"]
@@ -205,7 +196,6 @@ def part_compare(args, work: Path) -> dict:
     """The default gradient strategy against random search and RSWS at its compute (passes), every
     final network trained by one protocol and measured with TVM."""
     from codesign.pipeline import SearchConfig
-
     from codesign.search.regularizers import default_regularizer
 
     default = SearchConfig()
@@ -237,7 +227,18 @@ def part_compare(args, work: Path) -> dict:
             "every_result_measured_under_budget": all(d["measured_under_budget"] for d in all_designs)}
 
 
-def part_remeasure(args, work: Path, compare: dict) -> dict:
+def part_remeasure(args, work: Path, compare: dict | None) -> dict:
+    """The final networks of compare and of remedies (those of the parts that ran), see ``remeasure``."""
+    runs: dict[str, dict[str, Path]] = {space: {} for space in args.spaces}
+    for row in (compare or {}).get("runs", []):
+        for m in ("default", "random", "rsws"):
+            runs[row["space"]][f"{m}-s{row['seed']}"] = Path(row[m]["run_dir"])
+    for row in (args.remedy_rows or []):
+        runs[row["space"]].setdefault(f"{row['variant']}-s{row['seed']}", Path(row["run_dir"]))
+    return remeasure(args, work, runs)
+
+
+def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
     """Every final network of the comparison timed again with TVM, interleaved with the costliest
     network of its space (the reference of the relative budget) in the same rounds, so that the
     load of a shared machine scales all of them alike: a network meets a budget of ``F x`` when
@@ -252,9 +253,9 @@ def part_remeasure(args, work: Path, compare: dict) -> dict:
     from codesign.profile.measure import compile_network, input_shapes, random_inputs, relax_module
     from codesign.profile.runners import set_threads
 
-    fraction = float(args.latency.rstrip("x"))
     if not args.latency.endswith("x"):
         raise SystemExit("benchmarks/search.py: --part remeasure needs a relative budget (--latency 0.5x)")
+    fraction = float(args.latency[:-1])
     out = {}
     for space in args.spaces:
         s, costs, _ = _setup_costs(space, args)
@@ -265,11 +266,7 @@ def part_remeasure(args, work: Path, compare: dict) -> dict:
         ref_path = work / f"remeasure-{space}-costliest.onnx"
         if not ref_path.exists():
             export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
-        models = {"costliest": ref_path}
-        for row in compare["runs"]:
-            if row["space"] == space:
-                for m in ("default", "random", "rsws"):
-                    models[f"{m}-s{row['seed']}"] = Path(row[m]["run_dir"]) / "model.onnx"
+        models = {"costliest": ref_path, **{k: d / "model.onnx" for k, d in runs[space].items()}}
         runs = {}
         for name, path in models.items():
             mod, proto = relax_module(str(path))
@@ -430,9 +427,9 @@ def main() -> None:
     ap.add_argument("--spaces", nargs="+", default=["nb201", "darts"], choices=sorted(SPACE_ARGS))
     ap.add_argument("--work", default="/tmp/codesign-bench-search", help="run directories (resumed)")
     ap.add_argument("--db", default=None, help="profile database (default: the user cache)")
-    ap.add_argument("--part", choices=("supernet", "remedies", "compare", "remeasure", "ranking", "default", "l2o",
-                                       "all"),
-                    default="all")
+    ap.add_argument("--part", nargs="+", choices=("supernet", "remedies", "compare", "remeasure", "ranking", "default",
+                                                  "l2o", "all"),
+                    default=["all"], help="one or more parts (remeasure times the networks of the others given)")
     ap.add_argument("--latency", default="0.5x", help="latency budget (default 0.5x of the costliest network)")
     ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
     ap.add_argument("--warmup", type=int, default=4)
@@ -451,30 +448,36 @@ def main() -> None:
     ap.add_argument("--no-measure", action="store_true", help="skip the TVM measurement of the final networks")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke test)")
     args = ap.parse_args()
+
+    def want(*parts):
+        return any(p in args.part for p in parts)
+
     if args.quick:
         args.epochs, args.warmup, args.train_epochs = 3, 1, 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    needs_data = args.part in ("remedies", "compare", "remeasure", "ranking", "default", "all")
+    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "all")
     if needs_data and not Path(args.data_dir).exists():
         sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
     t0 = time.perf_counter()
     out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg(),
            "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
            "space_args": {k: SPACE_ARGS[k] for k in args.spaces}}
-    if args.part in ("supernet", "all"):
+    if want("supernet", "all"):
         out["supernet"] = part_supernet(args.quick)
-    if args.part in ("remedies", "all"):
+    args.remedy_rows = None
+    if want("remedies", "all"):
         out["remedies"] = part_remedies(args, work)
-    if args.part in ("compare", "all"):
+        args.remedy_rows = out["remedies"]["runs"]
+    if want("compare", "all"):
         out["compare"] = part_compare(args, work)
-    if args.part in ("remeasure", "all"):
-        out["remeasure"] = part_remeasure(args, work, out.get("compare") or part_compare(args, work))
-    if args.part in ("ranking", "all"):
+    if want("remeasure", "all"):
+        out["remeasure"] = part_remeasure(args, work, out.get("compare"))
+    if want("ranking", "all"):
         out["ranking"] = part_ranking(args, work)
-    if args.part in ("default", "all"):
+    if want("default", "all"):
         out["default"] = part_default(args, work)
-    if args.part in ("l2o", "all"):
+    if want("l2o", "all"):
         out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
     out["load_average_end"] = os.getloadavg()
     out["seconds"] = round(time.perf_counter() - t0, 1)
