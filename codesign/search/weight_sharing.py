@@ -30,7 +30,14 @@ import torch.nn.functional as F
 
 from ..data import batches
 from . import checkpoint as ckpt
-from .strategies import SearchContext, _bar, _check_finite, hardware_label, register_strategy, sample_feasible
+from .strategies import (
+    SearchContext,
+    _bar,
+    _check_finite,
+    hardware_label,
+    register_strategy,
+    sample_feasible,
+)
 from .train import cosine_lr
 
 FORWARD_PASS = 1.0 / 3.0  # a forward-only batch, in passes (forward + backward)
