@@ -607,8 +607,9 @@ def test_compare_random_runs_end_to_end(finished_run, tmp_path):
     per_candidate = -(-len(split_train_val(load_digits(), 0.5, 0).y_train) // 64)
     assert abs(c["search_passes"] - r["search_passes"]) <= per_candidate / 2 + 1e-9
     limit = r["budgets"][0]["limit"]
+    assert r["derived"]["meets_budgets"], r["derived"]
+    assert c["derived"]["meets_budgets"], c["derived"]
     assert r["predicted"]["latency_ms"] <= limit and c["predicted"]["latency_ms"] <= limit
-    assert c["derived"]["meets_budgets"] and r["derived"]["meets_budgets"]
     assert r["measured"]["latency_ms"] > 0 and c["measured"]["latency_ms"] > 0
     assert 0.0 <= c["test_accuracy"] <= 1.0
 
