@@ -57,3 +57,18 @@ def gumbel_bytes(logits_bytes: int, rows: int) -> int:
     """Bytes a fused Gumbel-softmax must move, forward + backward: forward reads the logits and
     writes y and the int64 index; backward reads grad and logits and writes their gradient."""
     return 2 * logits_bytes + rows * 8 + 3 * logits_bytes
+
+
+def run_or_resume(cfg, run_dir) -> dict:
+    """A search run's results: read when finished, resumed when started, else run (quietly)."""
+    import json
+    from pathlib import Path
+
+    from codesign.pipeline import run_search
+
+    run_dir = Path(run_dir)
+    if (run_dir / "results.json").exists():
+        return json.loads((run_dir / "results.json").read_text())
+    if (run_dir / "config.json").exists():
+        return run_search(run_dir=run_dir, resume=True, quiet=True)
+    return run_search(cfg, run_dir=run_dir, quiet=True)

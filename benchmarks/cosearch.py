@@ -34,18 +34,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _common import hardware  # noqa: E402
+from _common import run_or_resume as _run  # noqa: E402
 
 SPACE_ARGS = {"nb201": {"c": 8, "cells": 1}, "mobilenet": {}}
-
-
-def _run(cfg, run_dir: Path) -> dict:
-    from codesign.pipeline import run_search
-
-    if (run_dir / "results.json").exists():
-        return json.loads((run_dir / "results.json").read_text())
-    if (run_dir / "config.json").exists():
-        return run_search(run_dir=run_dir, resume=True, quiet=True)
-    return run_search(cfg, run_dir=run_dir, quiet=True)
 
 
 def _design(label: str, acc: float, measured: dict | None, predicted: dict, accel: dict | None, genotype: str,

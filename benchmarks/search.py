@@ -1,9 +1,11 @@
 """Benchmark of codesign's search: the supernet on fused ops against the same supernet on the
-reference ops, and GDAS against random search at equal compute under the same latency budget.
+reference ops; remedies against collapse; the default strategy against random search and RSWS at
+equal compute under one latency budget; the supernet's ranking; the default job's cell on CIFAR-10.
 
     python benchmarks/search.py [--data-dir ../shared/data/cifar10-mini] [--seeds 0 1 2] [--quick]
-                                [--work DIR] [--part supernet|compare|l2o|all]
+                                [--work DIR] [--part supernet|remedies|compare|remeasure|ranking|default|l2o|all]
                                 [--rounds 2] [--threads 1] [--variants reference fused ...]
+                                [--remedy-variants gdas+tunas ...]
 
 Part 1 (supernet): seconds per search step (wall and CPU time of the process) and peak resident
 memory, for the DARTS supernet (8 candidates, 14 edges per cell) and the NB201 supernet on
@@ -18,16 +20,28 @@ and BN (+ ReLU) kernels, recycled output buffers), and ablations that turn one p
 rounds' figures and the load average beside it. Speedups are given from CPU time (what a loaded
 shared machine distorts least) and from wall time.
 
-Part 2 (compare): ``codesign search --strategy gdas --compare random`` on CIFAR-10 (the folder
-given) for every seed: the random baseline gets the same compute as GDAS used, counted in
-network passes (forward + backward of one batch through one path; see codesign.search.strategies); both
-networks are trained from scratch with the same recipe, exported and measured with TVM. Reported
-per seed and as means, whichever wins.
+Part remedies: every (strategy, regularizer) of REMEDY_VARIANTS (``--remedy-variants`` to choose) searched on
+the spaces and seeds given, each derived network trained by one protocol (``--train-epochs``),
+exported and measured; ranked by mean test accuracy per space.
 
-Part 3 (l2o): the same search with the architecture weights updated by Adam and by codesign's
-shipped learned optimizer (``--arch-optimizer l2o:supernet``): darts on the NB201 space on digits,
-for every seed; supernet validation accuracy at the end of search, the derived network's test
-accuracy, its predicted latency and the search seconds.
+Part compare: the default strategy (``SearchConfig()``'s strategy and regularizer) against
+``random`` and ``rsws`` given the same compute in passes (forward + backward of one batch through
+one path; see codesign.search.strategies), under the latency budget ``--latency``, for every space
+and seed; every final network trained by the same recipe, exported and measured with TVM.
+Reported per seed, as mean ± std, and as wins of the default per (space, seed).
+
+Part remeasure: the final networks of compare timed again, interleaved in the same rounds with
+the costliest network of their space (the reference of a relative budget), so that the load of a
+shared machine scales them alike; each is checked against the budget as a fraction of the
+costliest network's measured latency.
+
+Part ranking: Kendall tau between the supernet's accuracy of sampled architectures (RSWS's
+shared weights) and their stand-alone accuracy after short training.
+
+Part default: the genotype the default ``codesign search`` (digits) finds, trained on the CIFAR-10
+folder beside random cells under the same latency budget, by one protocol.
+
+Part l2o: the architecture weights updated by Adam and by codesign's shipped learned optimizer.
 
 Prints JSON with the hardware; resumable (runs live in --work and are resumed).
 """
@@ -46,6 +60,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import hardware  # noqa: E402
+from _common import run_or_resume as _run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -158,42 +173,265 @@ def part_supernet(quick: bool, rounds: int, threads: int, variants: list[str]) -
     return rows
 
 
-def part_compare(data_dir: str, seeds: list[int], work: Path, quick: bool) -> dict:
-    from codesign.pipeline import SearchConfig, run_search
+SPACE_ARGS = {"nb201": {"c": 8, "cells": 1}, "darts": {"c": 4, "layers": 3}}
+# The remedies screened (--part remedies): (strategy, regularizer).
+REMEDY_VARIANTS = [("gdas", "none"), ("gdas", "tunas"), ("gdas", "beta-darts"), ("gdas", "shrink"), ("gdas", "tunas,shrink"),
+            ("darts", "none"), ("darts", "tunas"), ("darts", "drnas"), ("darts", "darts-minus"),
+            ("darts", "beta-darts")]
 
-    runs = []
-    for seed in seeds:
-        cfg = SearchConfig(space="nb201", space_args={"c": 8, "cells": 1}, strategy="gdas", data="cifar10",
-                           data_dir=data_dir, epochs=3 if quick else 10, warmup_epochs=1 if quick else 2,
-                           train_epochs=2 if quick else 10, candidate_epochs=1 if quick else 2,
-                           latency_ms="0.5x", compare="random", seed=seed, db=str(work / "profiles.sqlite"))
-        run_dir = work / f"gdas-vs-random-s{seed}"
-        if (run_dir / "results.json").exists():
-            r = json.loads((run_dir / "results.json").read_text())
-        elif (run_dir / "config.json").exists():
-            r = run_search(run_dir=run_dir, resume=True, quiet=True)
-        else:
-            r = run_search(cfg, run_dir=run_dir, quiet=True)
-        c = r["compare"]
-        runs.append({
-            "seed": seed, "budget_latency_ms": r["budgets"][0]["limit"],
-            "gdas": {"genotype": r["genotype"], "test_accuracy": r["test_accuracy"],
-                     "predicted_latency_ms": r["predicted"]["latency_ms"],
-                     "measured_latency_ms": (r["measured"] or {}).get("latency_ms"),
-                     "search_seconds": round(r["search_seconds"], 1), "search_passes": r["search_passes"]},
-            "random": {"genotype": c["derived"]["genotype"], "test_accuracy": c["test_accuracy"],
-                       "predicted_latency_ms": c["predicted"]["latency_ms"],
-                       "measured_latency_ms": (c["measured"] or {}).get("latency_ms"),
-                       "search_seconds": round(c["search_seconds"], 1), "search_passes": c["search_passes"],
-                       "candidates": c["candidates"]},
-        })
-    mean = {k: {m: statistics.mean(r[k][m] for r in runs) for m in ("test_accuracy", "measured_latency_ms",
-                                                                    "predicted_latency_ms")}
-            for k in ("gdas", "random")}
-    wins = sum(r["gdas"]["test_accuracy"] > r["random"]["test_accuracy"] for r in runs)
-    return {"runs": runs, "mean": mean, "gdas_wins": wins, "random_wins": len(runs) - wins,
-            "verdict": ("gdas more accurate on average" if mean["gdas"]["test_accuracy"] > mean["random"]["test_accuracy"]
-                        else "random search as accurate or better on average")}
+
+def _config(space: str, seed: int, args, **kw):
+    from codesign.pipeline import SearchConfig
+
+    base = dict(space=space, space_args=SPACE_ARGS[space], data="cifar10", data_dir=args.data_dir, seed=seed,
+                latency_ms=args.latency, epochs=args.epochs, warmup_epochs=args.warmup, batch_size=args.batch_size,
+                train_epochs=args.train_epochs, candidate_epochs=args.candidate_epochs,
+                ws_candidates=args.ws_candidates, ws_eval_batches=args.ws_eval_batches, db=args.db,
+                measure=not args.no_measure)
+    return SearchConfig(**{**base, **kw})
+
+
+def _design(r: dict) -> dict:
+    """One final network: accuracy, latencies, budget, compute."""
+    budget = r["budgets"][0]["limit"]
+    measured = (r.get("measured") or {}).get("latency_ms")
+    return {"genotype": r["genotype"], "test_accuracy": r["test_accuracy"],
+            "predicted_latency_ms": r["predicted"]["latency_ms"], "measured_latency_ms": measured,
+            "budget_latency_ms": budget, "measured_under_budget": None if measured is None else measured <= budget,
+            "search_passes": round(r["search_passes"], 1), "search_seconds": round(r["search_seconds"], 1),
+            "run_dir": r["run_dir"]}
+
+
+def _label(strategy: str, regularizer: str | None) -> str:
+    return strategy if regularizer in (None, "none") else f"{strategy}+{regularizer.replace(',', '+')}"
+
+
+def gradient_run(space: str, seed: int, args, work: Path, strategy: str, regularizer: str | None) -> dict:
+    cfg = _config(space, seed, args, strategy=strategy, regularizer=regularizer)
+    return _run(cfg, work / f"{space}-{_label(strategy, regularizer)}-s{seed}")
+
+
+def part_remedies(args, work: Path) -> dict:
+    """Every remedy of REMEDY_VARIANTS on the same search, derived network trained by one protocol."""
+    rows = []
+    for space in args.spaces:
+        for seed in args.seeds:
+            for strategy, reg in REMEDY_VARIANTS:
+                if args.remedy_variants and _label(strategy, reg) not in args.remedy_variants:
+                    continue
+                r = gradient_run(space, seed, args, work, strategy, reg)
+                rows.append({"space": space, "seed": seed, "variant": _label(strategy, reg), **_design(r)})
+    ranked = {}
+    for space in args.spaces:
+        by: dict[str, list[float]] = {}
+        for row in rows:
+            if row["space"] == space:
+                by.setdefault(row["variant"], []).append(row["test_accuracy"])
+        ranked[space] = sorted(({"variant": k, "mean_test_accuracy": statistics.mean(v), "runs": len(v)}
+                                for k, v in by.items()), key=lambda d: -d["mean_test_accuracy"])
+    return {"runs": rows, "ranked": ranked}
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def part_compare(args, work: Path) -> dict:
+    """The default gradient strategy against random search and RSWS at its compute (passes), every
+    final network trained by one protocol and measured with TVM."""
+    from codesign.pipeline import SearchConfig
+    from codesign.search.regularizers import default_regularizer
+
+    default = SearchConfig()
+    strategy = default.strategy
+    regularizer = default_regularizer(strategy) if default.regularizer is None else default.regularizer
+    rows = []
+    for space in args.spaces:
+        for seed in args.seeds:
+            g = gradient_run(space, seed, args, work, strategy, regularizer)
+            passes = g["search_passes"]
+            rnd = _run(_config(space, seed, args, strategy="random", max_passes=passes), work / f"{space}-random-s{seed}")
+            ws = _run(_config(space, seed, args, strategy="rsws", max_passes=passes), work / f"{space}-rsws-s{seed}")
+            rows.append({"space": space, "seed": seed, "default": _design(g), "random": _design(rnd),
+                         "rsws": _design(ws)})
+    label = _label(strategy, regularizer)
+    summary = {}
+    for space in args.spaces:
+        rs = [r for r in rows if r["space"] == space]
+        summary[space] = {m: _mean_std([r[m]["test_accuracy"] for r in rs]) for m in ("default", "random", "rsws")}
+        summary[space]["default_wins_vs_random"] = sum(r["default"]["test_accuracy"] > r["random"]["test_accuracy"]
+                                                       for r in rs)
+        summary[space]["default_wins_vs_rsws"] = sum(r["default"]["test_accuracy"] > r["rsws"]["test_accuracy"]
+                                                     for r in rs)
+        summary[space]["seeds"] = len(rs)
+    all_designs = [r[m] for r in rows for m in ("default", "random", "rsws")]
+    return {"default_strategy": label, "runs": rows, "summary": summary,
+            "default_wins_vs_random": sum(s["default_wins_vs_random"] for s in summary.values()),
+            "pairs": len(rows),
+            "every_result_measured_under_budget": all(d["measured_under_budget"] for d in all_designs)}
+
+
+def part_remeasure(args, work: Path, compare: dict | None) -> dict:
+    """The final networks of compare and of remedies (those of the parts that ran), see ``remeasure``."""
+    runs: dict[str, dict[str, Path]] = {space: {} for space in args.spaces}
+    for row in (compare or {}).get("runs", []):
+        for m in ("default", "random", "rsws"):
+            runs[row["space"]][f"{m}-s{row['seed']}"] = Path(row[m]["run_dir"])
+    for row in (args.remedy_rows or []):
+        runs[row["space"]].setdefault(f"{row['variant']}-s{row['seed']}", Path(row["run_dir"]))
+    return remeasure(args, work, runs)
+
+
+def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
+    """Every final network of the comparison timed again with TVM, interleaved with the costliest
+    network of its space (the reference of the relative budget) in the same rounds, so that the
+    load of a shared machine scales all of them alike: a network meets a budget of ``F x`` when
+    its latency is at most F times the costliest network's, both measured here. The search
+    pipeline's own measurement (``measured_latency_ms``) times each network alone, at whatever
+    load the machine had then."""
+    import tvm
+    from tvm import relax
+
+    from codesign.export import export_checked
+    from codesign.profile.devices import get_device
+    from codesign.profile.measure import compile_network, input_shapes, random_inputs, relax_module
+    from codesign.profile.runners import set_threads
+
+    if not args.latency.endswith("x"):
+        raise SystemExit("benchmarks/search.py: --part remeasure needs a relative budget (--latency 0.5x)")
+    fraction = float(args.latency[:-1])
+    out = {}
+    for space in args.spaces:
+        s, costs, _ = _setup_costs(space, args)
+        device = get_device(s.cfg.device)
+        set_threads(device.threads)
+        target = device.tvm_target()
+        top = s.space.format(s.space.costliest(costs.table.table["latency_ms"]))
+        ref_path = work / f"remeasure-{space}-costliest.onnx"
+        if not ref_path.exists():
+            export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
+        models = {"costliest": ref_path, **{k: d / "model.onnx" for k, d in runs[space].items()}}
+        runs = {}
+        for name, path in models.items():
+            mod, proto = relax_module(str(path))
+            dev = tvm.cpu(0)
+            vm = relax.VirtualMachine(compile_network(mod, target)[0], dev)
+            feeds = random_inputs(proto, 0)
+            inputs = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
+            runs[name] = (vm.time_evaluator("main", dev, number=1, repeat=args.remeasure_repeats,
+                                            min_repeat_ms=20), inputs)
+        samples: dict[str, list[float]] = {k: [] for k in models}
+        for _ in range(args.remeasure_rounds):  # interleaved: every round times every network
+            for name, (timer, inputs) in runs.items():
+                samples[name] += [r * 1e3 for r in timer(*inputs).results]
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        ref = med["costliest"]
+        out[space] = {"budget": args.latency, "costliest_genotype": top, "costliest_latency_ms": ref,
+                      "networks": {k: {"latency_ms": med[k], "fraction_of_costliest": med[k] / ref,
+                                       "meets_budget": med[k] <= fraction * ref}
+                                   for k in models if k != "costliest"},
+                      "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats}
+        out[space]["all_meet_budget"] = all(v["meets_budget"] for v in out[space]["networks"].values())
+    return out
+
+
+def _setup_costs(space: str, args):
+    from codesign.pipeline.phases import costs_phase, setup, split_train_val
+
+    s = setup(_config(space, 0, args), quiet=True)
+    return s, costs_phase(s, None), split_train_val
+
+
+def part_ranking(args, work: Path) -> dict:
+    """Kendall tau between the supernet's accuracy of sampled architectures (RSWS's shared weights,
+    scored on the validation split) and their stand-alone validation accuracy after short training."""
+    import random as pyrandom
+
+    import torch
+    from scipy.stats import kendalltau, spearmanr
+
+    from codesign.search import checkpoint as ckpt
+    from codesign.search.strategies import SearchContext, create_strategy, sample_feasible
+    from codesign.search.train import evaluate, train_network
+    from codesign.search.weight_sharing import supernet_accuracy
+
+    out = {}
+    for space in args.spaces:
+        s, costs, split_fn = _setup_costs(space, args)
+        cfg = _config(space, args.seeds[0], args, strategy="rsws", epochs=args.rank_supernet_epochs)
+        split = split_fn(s.dataset, cfg.val_fraction, cfg.seed)
+        ctx = SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table,
+                            costs.budgets, cfg, work / f"ranking-{space}-supernet", augment=s.dataset.augment)
+        ws = create_strategy("rsws", ctx)
+        if ckpt.exists(ctx.checkpoint_stem):
+            ws.load(ckpt.load(ctx.checkpoint_stem)[0])
+        ws.train()
+        full = ws.val_batches()
+        rng = pyrandom.Random(12_345)
+        store = work / f"ranking-{space}.json"
+        done = json.loads(store.read_text()) if store.exists() else []
+        archs = [sample_feasible(ctx, rng)[:len(s.space.decisions())] for _ in range(args.rank_archs)]
+        for i, choices in enumerate(archs):
+            if i < len(done):
+                continue
+            torch.manual_seed(i)
+            net = s.space.build(s.space.format(choices))
+            train_network(net, split.x_train, split.y_train, args.rank_epochs, i, cfg.batch_size, cfg.lr,
+                          cfg.weight_decay, s.dataset.augment)
+            done.append({"genotype": s.space.format(choices),
+                         "latency_ms": costs.table.of(choices, "latency_ms"),
+                         "supernet_accuracy": supernet_accuracy(ws.net, s.space, choices, full),
+                         "standalone_accuracy": evaluate(net, split.x_val, split.y_val)["accuracy"]})
+            store.write_text(json.dumps(done, indent=1))
+        sup = [d["supernet_accuracy"] for d in done]
+        alone = [d["standalone_accuracy"] for d in done]
+        tau, p = kendalltau(sup, alone)
+        rho, _ = spearmanr(sup, alone)
+        out[space] = {"architectures": len(done), "kendall_tau": tau, "kendall_p": p, "spearman": rho,
+                      "supernet_epochs": args.rank_supernet_epochs, "standalone_epochs": args.rank_epochs,
+                      "archs": done}
+    return out
+
+
+def part_default(args, work: Path) -> dict:
+    """The genotype the default `codesign search` (digits) finds, trained on the CIFAR-10 subset
+    beside random cells under the same latency budget, by one protocol (nb201, the benchmark's size)."""
+    import random as pyrandom
+
+    import torch
+
+    from codesign.pipeline import SearchConfig
+    from codesign.search.budgets import satisfied
+    from codesign.search.strategies import SearchContext, sample_feasible
+    from codesign.search.train import evaluate, train_network
+
+    found = _run(SearchConfig(db=args.db), work / "default-digits")
+    s, costs, _ = _setup_costs("nb201", args)
+    ctx = SearchContext(s.space, None, None, None, None, costs.table, costs.budgets, None)
+    rng = pyrandom.Random(2_024)
+    genotypes = [("default", found["genotype"])] + [
+        (f"random-{i}", s.space.format(sample_feasible(ctx, rng))) for i in range(args.random_cells)]
+    store = work / "default-cifar.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    for name, g in genotypes:
+        if name in done:
+            continue
+        torch.manual_seed(0)
+        net = s.space.build(g)
+        train_network(net, s.dataset.x_train, s.dataset.y_train, args.train_epochs, 0, args.batch_size, 0.05, 3e-4,
+                      s.dataset.augment)
+        choices = s.space.parse(g)
+        done[name] = {"genotype": g, "test_accuracy": evaluate(net, s.dataset.x_test, s.dataset.y_test)["accuracy"],
+                      "latency_ms": costs.table.of(choices, "latency_ms"),
+                      "under_budget": satisfied(costs.table, choices, costs.budgets)}
+        store.write_text(json.dumps(done, indent=1))
+    rand = [v["test_accuracy"] for k, v in done.items() if k != "default"]
+    mine = done["default"]["test_accuracy"]
+    return {"digits_run": {"genotype": found["genotype"], "test_accuracy_digits": found["test_accuracy"],
+                           "strategy": found["strategy"], "run_dir": found["run_dir"]},
+            "budget_latency_ms": costs.budgets[0].limit, "cells": done,
+            "random_cells_mean": _mean_std(rand) if rand else None,
+            "random_cells_beaten": sum(mine > a for a in rand), "random_cells": len(rand)}
 
 
 def part_l2o(seeds: list[int], work: Path, quick: bool) -> dict:
@@ -230,34 +468,73 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-mini"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--work", default="search-bench")
-    ap.add_argument("--part", choices=("supernet", "compare", "l2o", "all"), default="all")
+    ap.add_argument("--spaces", nargs="+", default=["nb201", "darts"], choices=sorted(SPACE_ARGS))
+    ap.add_argument("--work", default="/tmp/codesign-bench-search", help="run directories (resumed)")
+    ap.add_argument("--db", default=None, help="profile database (default: the user cache)")
+    ap.add_argument("--part", nargs="+", choices=("supernet", "remedies", "compare", "remeasure", "ranking", "default",
+                                                  "l2o", "all"),
+                    default=["all"], help="one or more parts (remeasure times the networks of the others given)")
+    ap.add_argument("--latency", default="0.5x", help="latency budget (default 0.5x of the costliest network)")
+    ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-epochs", type=int, default=5, help="final training of every derived network")
+    ap.add_argument("--candidate-epochs", type=int, default=1, help="random: epochs per candidate")
+    ap.add_argument("--ws-candidates", type=int, default=50)
+    ap.add_argument("--ws-eval-batches", type=int, default=2)
+    ap.add_argument("--remeasure-rounds", type=int, default=5, help="remeasure: interleaved timing rounds")
+    ap.add_argument("--remeasure-repeats", type=int, default=3, help="remeasure: timed runs per network per round")
+    ap.add_argument("--rank-archs", type=int, default=20, help="ranking: sampled architectures")
+    ap.add_argument("--rank-epochs", type=int, default=2, help="ranking: stand-alone training epochs")
+    ap.add_argument("--rank-supernet-epochs", type=int, default=10, help="ranking: supernet training epochs")
+    ap.add_argument("--random-cells", type=int, default=5, help="default: random cells trained for reference")
+    ap.add_argument("--remedy-variants", nargs="+", default=None, help="remedies: only these (e.g. gdas+tunas)")
+    ap.add_argument("--no-measure", action="store_true", help="skip the TVM measurement of the final networks")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke test)")
     ap.add_argument("--rounds", type=int, default=2, help="supernet: rounds of all variants, alternated (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="supernet: OMP threads per variant process (default 1)")
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=None,
                     help="supernet: variants to run (default: all; --quick: reference and fused)")
     args = ap.parse_args()
+
+    def want(*parts):
+        return any(p in args.part for p in parts)
+
+    if args.quick:
+        args.epochs, args.warmup, args.train_epochs = 3, 1, 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "all")
+    if needs_data and not Path(args.data_dir).exists():
+        sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
     t0 = time.perf_counter()
-    out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg()[0]}
-    if args.part in ("supernet", "all"):
+    out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg(),
+           "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
+           "space_args": {k: SPACE_ARGS[k] for k in args.spaces}}
+    if want("supernet", "all"):
         variants = args.variants or (["reference", "fused"] if args.quick else list(VARIANTS))
         if "reference" not in variants:
             variants = ["reference", *variants]
         out["supernet_settings"] = {"threads": args.threads, "rounds": args.rounds, "variants": variants,
                                     "steps_per_round": 2 if args.quick else 4}
         out["supernet"] = part_supernet(args.quick, args.rounds, args.threads, variants)
-    if args.part in ("compare", "all"):
-        if not Path(args.data_dir).exists():
-            sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
-        out["gdas_vs_random"] = part_compare(args.data_dir, args.seeds, work, args.quick)
-    if args.part in ("l2o", "all"):
+    args.remedy_rows = None
+    if want("remedies", "all"):
+        out["remedies"] = part_remedies(args, work)
+        args.remedy_rows = out["remedies"]["runs"]
+    if want("compare", "all"):
+        out["compare"] = part_compare(args, work)
+    if want("remeasure", "all"):
+        out["remeasure"] = part_remeasure(args, work, out.get("compare"))
+    if want("ranking", "all"):
+        out["ranking"] = part_ranking(args, work)
+    if want("default", "all"):
+        out["default"] = part_default(args, work)
+    if want("l2o", "all"):
         out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
-    out["load_average_end"] = os.getloadavg()[0]
+    out["load_average_end"] = os.getloadavg()
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -141,20 +141,31 @@ def small_cfg(strategy, **kw):
     return SearchConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "random", "evolution"])
+@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "rsws", "random", "evolution"])
 def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
+    """Sample-based strategies and rsws only ever pick networks under the budget; a gradient
+    strategy's architecture distribution ends under it (the Lagrangian binds a budget that its
+    first distribution exceeds) and its derived network, repaired as the pipeline does, meets it."""
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
-    budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
+    uniform = float(costs.expected([torch.full((5,), 0.2) for _ in space.decisions()]))
+    (budget,) = budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
+    assert uniform > budget.limit  # the budget binds: the search has to move
     logs = []
-    found = create_strategy(strategy, context(space, digits, costs, budgets, small_cfg(strategy),
-                                              log=logs.append)).run()
+    cfg = small_cfg(strategy, epochs=6, arch_lr=0.1, lagrange_lr=5.0, ws_candidates=6, ws_eval_batches=1)
+    found = create_strategy(strategy, context(space, digits, costs, budgets, cfg, log=logs.append)).run()
     assert space.valid(found["choices"]) and len(found["probs"]) == 6
     assert logs and found["search_seconds"] > 0
     if strategy in ("random", "evolution"):
         assert found["candidates"] == 3 and all(satisfied(costs, r["choices"], budgets) for r in logs)
+    if strategy in ("random", "evolution", "rsws"):
+        assert satisfied(costs, found["choices"], budgets)
     else:
         assert set(logs[-1]) >= {"train_loss", "val_accuracy", "expected", "multipliers", "arch_probs", "tau"}
+        assert max(r["multipliers"]["latency_ms"] for r in logs) > 0  # the budget pushed back
+        assert logs[-1]["expected"]["latency_ms"] <= budget.limit * 1.05
+        derived, _ = repair(space, costs, found["choices"], found["probs"], budgets)
+        assert space.valid(derived) and satisfied(costs, derived, budgets)
 
 
 def test_gradient_search_moves_toward_the_budget(digits):
@@ -174,15 +185,17 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy, arch_optimizer", [("gdas", "adam"), ("evolution", "adam"),
-                                                     ("darts", "l2o:supernet")])
-def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, digits, tmp_path):
+@pytest.mark.parametrize("strategy, arch_optimizer, regularizer", [
+    ("gdas", "adam", None), ("evolution", "adam", None), ("darts", "l2o:supernet", None),
+    ("gdas", "adam", "shrink,tunas"), ("darts", "adam", "drnas,darts-minus,beta-darts"), ("rsws", "adam", None)])
+def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, regularizer, digits, tmp_path):
     from codesign.pipeline import optimizer_factory as _optimizer_factory
 
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
-    cfg = small_cfg(strategy, epochs=4, candidates=4, arch_optimizer=arch_optimizer)
+    cfg = small_cfg(strategy, epochs=4, candidates=4, arch_optimizer=arch_optimizer, regularizer=regularizer,
+                    ws_candidates=5, ws_eval_batches=1)
 
     def context(*a, **kw):  # the learned optimizer (if any) updates the architecture weights
         ctx = globals()["context"](*a, **kw)
@@ -394,7 +407,7 @@ def test_gdas_draws_every_decision_in_one_call(digits, monkeypatch):
 
 
 def test_strategy_registry():
-    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "random"]
+    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "random", "rsws"]
     with pytest.raises(CodesignError, match="unknown strategy 'enas'"):
         create_strategy("enas", None)
 
@@ -458,6 +471,17 @@ def test_train_and_export_commands(finished_run, tmp_path, capsys):
     (["search", "--epochs", "0"], "--epochs must be >= 1"),
     (["search", "--resume", "/nonexistent"], "not a codesign run directory"),
     (["search", "--arch-optimizer", "lbfgs"], "use adam, sgd or l2o"),
+    (["search", "--regularizer", "fairdarts"], "unknown regularizer 'fairdarts'"),
+    (["search", "--strategy", "gdas", "--regularizer", "drnas"], "regularizer drnas applies to darts, darts2, not gdas"),
+    (["search", "--strategy", "random", "--regularizer", "tunas"], "random has none"),
+    (["search", "--regularizer", "tunas", "--regularizer-arg", "tunas.strength=2"], "unknown setting 'strength'"),
+    (["search", "--regularizer", "tunas", "--regularizer-arg", "shrink.stages=2"], "NAME.KEY=VALUE"),
+    (["search", "--regularizer", "beta-darts", "--regularizer-arg", "beta-darts.weight=-1"], "must be a number >= 0"),
+    (["search", "--regularizer", "tunas,tunas"], "names a remedy twice"),
+    (["search", "--strategy", "gdas", "--max-passes", "100"], "gradient strategies run --epochs"),
+    (["search", "--strategy", "rsws", "--max-passes", "0"], "--max-passes must be a positive number"),
+    (["search", "--arch-batch-size", "0"], "--arch-batch-size must be an int >= 1"),
+    (["search", "--strategy", "rsws", "--ws-candidates", "0"], "--ws-candidates must be >= 1"),
     (["export", "|bad|", "--out", "x.onnx"], "nb201 genotype"),
     (["train", "/tmp", "--epochs", "1"], "not a finished search run"),
 ])
@@ -543,3 +567,258 @@ def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
         for m in costs.metrics():
             assert costs.of(choices, m) == pytest.approx(whole[m], rel=1e-6)
     assert costs.of(space.cheapest(costs.table["latency_ms"])) > 0
+
+
+# --- darts2: DARTS eq. 8 against the exact hypergradient ----------------------------------------
+
+def test_darts2_architecture_gradient_matches_the_exact_hypergradient(digits):
+    """darts2's gradient (finite differences around w) agrees with the gradient of
+    L_val(w - xi grad_w L_train(w, alpha), alpha) taken exactly by double backward, to first order
+    in the finite-difference radius; the second-order term it adds is far larger than that agreement.
+    (A tiny ReLU network is piecewise linear: radii large enough to cross a kink, here 1e-5 and up,
+    measure a jump rather than the Hessian, so the check uses radii below that.)"""
+    from codesign import use_backend
+
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    cfg = small_cfg("darts2", warmup_epochs=0)
+    torch.manual_seed(0)
+    with use_backend("reference"):  # plain torch ops: differentiable twice
+        s = create_strategy("darts2", context(space, digits, costs, [], cfg))
+        s.net.double()
+        with torch.no_grad():
+            for a in s.alphas:
+                a.data = torch.randn(a.shape, dtype=torch.float64)
+        x = digits.x_train[:48].double()
+        y = digits.y_train[:48]
+        xt, yt, xv, yv = x[:24], y[:24], x[24:], y[24:]
+        xi = 0.5  # a large virtual step, so that the second-order term is far above the tolerance
+        names = [n for n, _ in s.net.named_parameters()]
+        params = [p for _, p in s.net.named_parameters()]
+
+        def exact():
+            weights = [torch.softmax(a, 0) for a in s.alphas]
+            loss_t = torch.nn.functional.cross_entropy(torch.func.functional_call(s.net, dict(zip(names, params)),
+                                                                                   (xt, weights)), yt)
+            g = torch.autograd.grad(loss_t, params, create_graph=True, allow_unused=True)
+            virtual = {n: p if gi is None else p - xi * gi for n, p, gi in zip(names, params, g)}
+            loss_v = torch.nn.functional.cross_entropy(torch.func.functional_call(s.net, virtual, (xv, weights)), yv)
+            return torch.autograd.grad(loss_v, list(s.alphas))
+
+        def first_order():
+            weights = [torch.softmax(a, 0) for a in s.alphas]
+            with torch.no_grad():
+                w = [p.detach().clone() for p in params]
+                loss_t = torch.nn.functional.cross_entropy(s.net(xt, weights), yt)
+            g = torch.autograd.grad(torch.nn.functional.cross_entropy(s.net(xt, weights), yt), params,
+                                    allow_unused=True)
+            with torch.no_grad():
+                for p, gi in zip(params, g):
+                    if gi is not None:
+                        p.sub_(xi * gi)
+            out = torch.autograd.grad(torch.nn.functional.cross_entropy(s.net(xv, [torch.softmax(a, 0) for a in
+                                                                                     s.alphas]), yv), list(s.alphas))
+            with torch.no_grad():
+                for p, b in zip(params, w):
+                    p.copy_(b)
+            del loss_t
+            return out
+
+        before = [p.detach().clone() for p in params]
+        ref = torch.cat([g.flatten() for g in exact()])
+        plain = torch.cat([g.flatten() for g in first_order()])
+        errors = {}
+        for radius in (1e-6, 1e-7):  # small enough that the perturbation crosses no ReLU kink of this net
+            s.fd_radius = radius
+            s._second_order(xv, yv, xt, yt, seed=3, xi=xi)
+            got = torch.cat([a.grad.flatten() for a in s.alphas])
+            errors[radius] = float((got - ref).norm() / ref.norm())
+            for p, b in zip(params, before):  # the weights come back exactly
+                assert torch.equal(p.detach(), b)
+    second_order_term = float((plain - ref).norm() / ref.norm())
+    assert max(errors.values()) < 1e-6, errors
+    assert second_order_term > 1e4 * max(errors.values()), (second_order_term, errors)
+
+
+# --- regularizers ---------------------------------------------------------------------------------
+
+def _gradient_search(strategy, regularizer, digits, **kw):
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
+    cfg = small_cfg(strategy, regularizer=regularizer, **kw)
+    return create_strategy(strategy, context(space, digits, costs, budgets, cfg)), space, costs, budgets
+
+
+def test_regularizer_registry_lists_every_remedy():
+    from codesign.search import list_regularizers
+
+    assert list_regularizers() == ["beta-darts", "darts-minus", "drnas", "shrink", "tunas"]
+
+
+def test_beta_decay_grows_with_the_search_and_is_the_mean_logsumexp(digits):
+    s, *_ = _gradient_search("darts", "beta-darts", digits, epochs=4, warmup_epochs=1,
+                             regularizer_args={"beta-darts.weight": 2.0})
+    alphas = [a.detach().clone().requires_grad_() for a in s.alphas]
+    spe = s.steps_per_epoch
+    s.gstep = spe * 1  # the first architecture step: nothing yet
+    assert float(s.remedies.loss(alphas, s.probs())) == 0.0
+    s.gstep = spe * 1 + (spe * 3) // 2  # half-way through the architecture steps
+    want = 2.0 * s.arch_progress() * torch.stack([torch.logsumexp(a, 0) for a in alphas]).mean()
+    torch.testing.assert_close(s.remedies.loss(alphas, s.probs()), want)
+
+
+def test_drnas_mixes_dirichlet_samples_around_their_mean(digits):
+    s, *_ = _gradient_search("darts", "drnas", digits)
+    with torch.no_grad():
+        s.alphas[0].copy_(torch.tensor([2.0, 0.0, -0.5, 1.0, 0.0]))
+    beta = torch.nn.functional.elu(s.alphas[0].detach()) + 1
+    torch.testing.assert_close(s.probs()[0], beta / beta.sum(), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    draws = torch.stack([s.mixture()[0] for _ in range(2000)]).detach()
+    assert torch.all(draws >= 0) and torch.allclose(draws.sum(1), torch.ones(2000))
+    torch.testing.assert_close(draws.mean(0), beta / beta.sum(), atol=0.02, rtol=0)
+    assert float(draws.std(0).min()) > 0.05  # samples, not the mean
+    s.mixture()[0][0].backward()  # pathwise gradient to the concentration
+    assert s.alphas[0].grad is not None and s.alphas[0].grad.abs().sum() > 0
+
+
+def test_darts_minus_adds_a_decaying_skip_where_the_identity_is_free(digits):
+    s, space, *_ = _gradient_search("darts", "darts-minus", digits, epochs=3, warmup_epochs=1)
+    skip = space.decisions()[0].options.index("skip_connect")
+    spe = s.steps_per_epoch
+    for gstep, beta in ((spe, 1.0), (spe + spe, 0.5), (3 * spe, 0.0)):
+        s.gstep = gstep
+        for w, p in zip(s.mixture(), s.probs()):
+            torch.testing.assert_close(w - p, beta * torch.nn.functional.one_hot(torch.tensor(skip), 5).float())
+    darts = create_space("darts", c=2, layers=3, input_shape=(1, 1, 8, 8))
+    ident = darts.identity_options()
+    names = [d.name for d in darts.decisions()]
+    assert [n for n, k in zip(names, ident) if k is None] == ["reduce/0->2", "reduce/1->2", "reduce/0->3",
+                                                             "reduce/1->3", "reduce/0->4", "reduce/1->4",
+                                                             "reduce/0->5", "reduce/1->5"]
+    mobile = create_space("mobilenet", input_shape=(1, 3, 8, 8))
+    assert all((k is None) == ("skip" not in d.options) for d, k in zip(mobile.decisions(), mobile.identity_options()))
+
+
+def test_shrink_leaves_two_options_per_decision_and_gdas_samples_only_those(digits):
+    s, *_ = _gradient_search("gdas", "shrink", digits, epochs=7, warmup_epochs=1)
+    s.run()
+    probs = [p.detach() for p in s.probs()]
+    assert all(int((p > 1e-6).sum()) == 2 for p in probs)
+    for seed in range(20):
+        _, idx = s.sample(seed)
+        assert all(float(p[k]) > 1e-6 for p, k in zip(probs, idx))
+    assert s.remedies.items[0].keep(8, 1) == 5 and s.remedies.items[0].keep(8, 2) == 2  # P-DARTS's 8 -> 5 -> 2
+
+
+def test_tunas_pulls_a_search_under_its_budget_up_toward_it(digits):
+    s, space, costs, (budget,) = _gradient_search("darts", "tunas", digits, regularizer_args={"tunas.weight": 1.0})
+    with torch.no_grad():  # every decision on its cheapest option: far under the budget
+        for a, row in zip(s.alphas, costs.table["latency_ms"]):
+            a.copy_(torch.tensor(-4.0 * (row - row.min()) / (row.max() - row.min() + 1e-9)))
+    probs = s.probs()
+    e = costs.expected(probs)
+    assert float(e) < budget.limit
+    loss = s.remedies.loss(list(s.alphas), probs)
+    torch.testing.assert_close(loss, torch.abs(e / budget.limit - 1.0))
+    loss.backward()
+    with torch.no_grad():
+        stepped = [torch.softmax(a - 0.1 * a.grad, 0) for a in s.alphas]
+    assert float(costs.expected(stepped)) > float(e)
+
+
+def test_rsws_scores_with_batch_statistics_and_leaves_the_running_ones(digits):
+    from codesign.search.weight_sharing import supernet_accuracy
+
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    net = space.supernet()
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bn:
+        m.running_mean.fill_(3.0)
+    before = [m.running_mean.clone() for m in bn]
+    choices = [3, 3, 3, 3, 3, 3]
+    acc = supernet_accuracy(net, space, choices, [(digits.x_train[:64], digits.y_train[:64])])
+    assert 0.0 <= acc <= 1.0 and all(torch.equal(m.running_mean, b) for m, b in zip(bn, before))
+    assert net.training
+
+
+def test_rsws_spends_the_passes_it_is_given(digits):
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
+    ctx = context(space, digits, costs, budgets, small_cfg("rsws", ws_candidates=4, ws_eval_batches=1))
+    ctx.max_passes = 30.0
+    found = create_strategy("rsws", ctx).run()
+    assert abs(found["search_passes"] - 30.0) <= 0.5 and found["training_steps"] > 0
+
+
+# --- --compare random, end to end -------------------------------------------------------------------
+
+def test_compare_random_runs_end_to_end(finished_run, tmp_path):
+    """The default strategy and random search at its compute, both derived, trained, exported and
+    measured in one run directory; both networks meet the budget by the predictor."""
+    _, root = finished_run
+    cfg = SearchConfig(space_args={"c": 4, "cells": 1}, epochs=2, warmup_epochs=1, train_epochs=1, candidate_epochs=1,
+                       batch_size=64, db=str(root / "p.sqlite"), latency_ms="0.6x", compare="random",
+                       profile_repeats=1, profile_min_repeat_ms=1.0)
+    r = run_search(cfg, run_dir=tmp_path / "run", quiet=True)
+    c = r["compare"]
+    assert (tmp_path / "run" / "compare.json").exists() and (tmp_path / "run" / "compare-model.onnx").exists()
+    assert c["strategy"] == "random" and c["candidates"] >= 1
+    per_candidate = -(-len(split_train_val(load_digits(), 0.5, 0).y_train) // 64)
+    assert abs(c["search_passes"] - r["search_passes"]) <= per_candidate / 2 + 1e-9
+    limit = r["budgets"][0]["limit"]
+    assert r["derived"]["meets_budgets"], r["derived"]
+    assert c["derived"]["meets_budgets"], c["derived"]
+    assert r["predicted"]["latency_ms"] <= limit and c["predicted"]["latency_ms"] <= limit
+    assert r["measured"]["latency_ms"] > 0 and c["measured"]["latency_ms"] > 0
+    assert 0.0 <= c["test_accuracy"] <= 1.0
+
+
+# --- gdas: every decision of a step drawn in one call ----------------------------------------------
+
+def test_gdas_draws_every_decision_of_a_step_in_one_call(digits, monkeypatch):
+    """One gumbel_softmax call on the padded [decisions, options] logits per draw; the draws are
+    one-hot, never pick a padded column, follow the softmax of each decision's logits, and the
+    straight-through gradient reaches every decision's logits."""
+    import codesign.search.strategies as st
+
+    space = create_space("darts", c=2, layers=3, input_shape=(1, 1, 8, 8))  # decisions of 8 options
+    s, *_ = _gradient_search("gdas", None, digits)
+    s2 = create_strategy("gdas", context(space, digits, table_for(space), [], small_cfg("gdas")))
+    for strat in (s, s2):
+        with torch.no_grad():
+            for a in strat.alphas:
+                a.copy_(torch.randn(a.shape))
+    calls = []
+    real = st.gumbel_softmax
+    monkeypatch.setattr(st, "gumbel_softmax", lambda logits, **kw: calls.append(logits.shape) or real(logits, **kw))
+    ws, idx = s.sample(5)
+    assert calls == [(6, 5)] and len(ws) == 6
+    assert all(float(w.detach().sum()) == pytest.approx(1.0) and float(w[k]) == 1.0 for w, k in zip(ws, idx))
+    sum(w @ torch.arange(5.0) for w in ws).backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in s.alphas)
+    monkeypatch.setattr(st, "gumbel_softmax", real)
+    s.epoch = 10**6  # the end of the schedule: tau = tau_min
+    counts = torch.zeros(6, 5)
+    for seed in range(3000):
+        _, idx = s.sample(seed)
+        counts[torch.arange(6), torch.tensor(idx)] += 1
+    want = torch.stack([torch.softmax(a.detach() / 1.0, 0) for a in s.alphas])
+    torch.testing.assert_close(counts / 3000, want, atol=0.04, rtol=0)  # Gumbel-max: P(k) = softmax(logits)_k
+    _, idx = s2.sample(1)
+    assert len(idx) == len(space.decisions()) and all(0 <= k < 8 for k in idx)
+
+
+def test_numeric_settings_that_default_to_none_take_numbers():
+    """--max-passes and --arch-batch-size default to None but hold numbers: a config.json or a
+    Python caller may give them as numbers; anything else is refused by name."""
+    SearchConfig(strategy="random", max_passes=150.0, arch_batch_size=32)._check_types()
+    SearchConfig(strategy="rsws", max_passes=7)._check_types()
+    for bad, msg in [({"strategy": "random", "max_passes": "many"}, "max_passes .* a finite number or null"),
+                     ({"strategy": "random", "max_passes": float("inf")}, "a finite number or null"),
+                     ({"arch_batch_size": 1.5}, "arch_batch_size .* an integer or null"),
+                     ({"arch_batch_size": True}, "an integer or null")]:
+        with pytest.raises(CodesignError, match=msg):
+            SearchConfig(**bad)._check_types()

@@ -15,7 +15,8 @@ S = argparse.SUPPRESS
 # flag -> (config field, type, help)
 _FLAGS = {
     "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
-    "--strategy": ("strategy", str, "darts (default), darts2, gdas, random, evolution"),
+    "--strategy": ("strategy", str, "gdas (default), darts, darts2, rsws (random search with weight sharing), "
+                                    "random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
     "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`), or "
@@ -41,8 +42,15 @@ _FLAGS = {
     "--lr": ("lr", float, "weight learning rate, cosine schedule (default 0.05)"),
     "--arch-lr": ("arch_lr", float, "architecture learning rate, Adam (default 0.01)"),
     "--lagrange-lr": ("lagrange_lr", float, "step of the budgets' multipliers (dual ascent, default 0.5)"),
-    "--tau-max": ("tau_max", float, "gdas: initial Gumbel temperature (default 5)"),
-    "--tau-min": ("tau_min", float, "gdas: final Gumbel temperature (default 0.5)"),
+    "--tau-max": ("tau_max", float, "gdas: initial Gumbel temperature (default 10, as GDAS)"),
+    "--tau-min": ("tau_min", float, "gdas: final Gumbel temperature (default 0.1, as GDAS)"),
+    "--regularizer": ("regularizer", str, "darts/darts2/gdas: remedies against collapse to parameter-free cells, "
+                                          "comma-separated: beta-darts, drnas, darts-minus, shrink, tunas, or none "
+                                          "(default: the strategy's; see docs/search.md)"),
+    "--arch-batch-size": ("arch_batch_size", int, "batch size of the architecture step (default: --batch-size)"),
+    "--max-passes": ("max_passes", float, "random/evolution/rsws: stop after this compute, in network passes"),
+    "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
+    "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
     "--candidates": ("candidates", int, "random/evolution: networks to train (default 8)"),
     "--candidate-epochs": ("candidate_epochs", int, "random/evolution: epochs per candidate (default 4)"),
     "--population": ("population", int, "evolution: population size (default 4)"),
@@ -73,6 +81,8 @@ def register(sub) -> None:
         s.add_argument(flag, type=typ, default=S, help=help_)
     s.add_argument("--space-arg", action="append", default=S, metavar="KEY=VALUE",
                    help="space constructor argument, e.g. c=16, cells=2, config=fbnet (repeatable)")
+    s.add_argument("--regularizer-arg", action="append", default=S, metavar="NAME.KEY=VALUE",
+                   help="a regularizer's setting, e.g. beta-darts.weight=2 (repeatable)")
     s.add_argument("--no-measure", action="store_true", default=S, help="skip the TVM measurement")
     s.add_argument("--run-dir", default=None, help="run directory (default runs/<time>-<space>-<strategy>-s<seed>)")
     s.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a killed run")
@@ -124,6 +134,8 @@ def _search(args) -> int:
                 for flag, (f, _t, _h) in _FLAGS.items() if hasattr(args, flag.lstrip("-").replace("-", "_"))}
     if hasattr(args, "space_arg"):
         explicit["space_args"] = key_values(args.space_arg)
+    if hasattr(args, "regularizer_arg"):
+        explicit["regularizer_args"] = key_values(args.regularizer_arg, "--regularizer-arg")
     if hasattr(args, "no_measure"):
         explicit["measure"] = False
     if args.resume:

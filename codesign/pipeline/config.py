@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CodesignError
 from ..search.budgets import OBJECTIVES, Budget, parse_budget
+from ..search.regularizers import check_regularizers
 
 _API_ONLY = ("profile_repeats", "profile_min_repeat_ms")  # settings without a CLI flag
 
@@ -19,7 +20,7 @@ class SearchConfig:
 
     space: str = "nb201"
     space_args: dict = field(default_factory=dict)
-    strategy: str = "darts"
+    strategy: str = "gdas"
     data: str = "digits"
     data_dir: str | None = None
     val_fraction: float = 0.5
@@ -40,9 +41,16 @@ class SearchConfig:
     arch_lr: float = 0.01
     weight_decay: float = 3e-4
     lagrange_lr: float = 0.5
-    tau_max: float = 5.0
-    tau_min: float = 0.5
+    tau_max: float = 10.0  # GDAS (Dong & Yang, CVPR 2019): 10 annealed linearly to 0.1
+    tau_min: float = 0.1
+    regularizer: str | None = None  # remedies against collapse, comma-separated (search.regularizers);
+    # None: the strategy's default
+    regularizer_args: dict = field(default_factory=dict)  # NAME.KEY -> value
+    arch_batch_size: int | None = None  # the architecture step's batch (None: batch_size)
+    max_passes: float | None = None  # stop a sample-based or weight-sharing search after this compute
     candidates: int = 8
+    ws_candidates: int = 100  # rsws: architectures ranked with the shared weights
+    ws_eval_batches: int = 4  # rsws: validation batches each candidate is first scored on
     candidate_epochs: int = 4
     population: int = 4
     tournament: int = 2
@@ -95,7 +103,13 @@ class SearchConfig:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if default is None:
+            numeric = str(f.type).split("|")[0].strip()  # "float | None" -> "float"
+            if default is None and numeric == "int":
+                ok, kind = v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"
+            elif default is None and numeric == "float":
+                ok = v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+                kind = "a finite number or null"
+            elif default is None:
                 ok, kind = v is None or isinstance(v, str), "a string or null"
             elif isinstance(default, bool):
                 ok, kind = isinstance(v, bool), "true or false"
@@ -137,7 +151,7 @@ class SearchConfig:
         if self.device.startswith("accel:") and self.cost_model:
             raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
-                     "profile_repeats"):
+                     "profile_repeats", "ws_candidates", "ws_eval_batches"):
             if getattr(self, name) < 1:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_epochs", "train_epochs"):
@@ -159,6 +173,18 @@ class SearchConfig:
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):
             raise CodesignError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs})")
+        if self.arch_batch_size is not None and (not isinstance(self.arch_batch_size, int) or self.arch_batch_size < 1):
+            raise CodesignError(f"--arch-batch-size must be an int >= 1, got {self.arch_batch_size!r}")
+        if self.max_passes is not None and not (isinstance(self.max_passes, (int, float))
+                                                and math.isfinite(self.max_passes) and self.max_passes > 0):
+            raise CodesignError(f"--max-passes must be a positive number, got {self.max_passes!r}")
+        if self.max_passes is not None and self.strategy in ("darts", "darts2", "gdas"):
+            raise CodesignError("--max-passes bounds random, evolution and rsws; gradient strategies run --epochs")
+        if self.strategy in ("darts", "darts2", "gdas"):
+            check_regularizers(self.regularizer, self.regularizer_args, self.strategy)
+        elif self.regularizer not in (None, "none") or self.regularizer_args:
+            raise CodesignError(f"--regularizer acts on the architecture weights of darts, darts2 and gdas; "
+                                f"{self.strategy} has none")
         if not 0 < self.val_fraction < 1:
             raise CodesignError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         for spec in (self.arch_optimizer, self.weight_optimizer):

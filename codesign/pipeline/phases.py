@@ -179,7 +179,7 @@ def search_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:
         return run.read("search.json")
     say(f"searching {s.cfg.space} with {s.cfg.strategy} on {s.cfg.data} ({len(split.y_train)} train / "
         f"{len(split.y_val)} val)", s.quiet)
-    found = run_strategy(s.cfg.strategy, search_context(s, run, costs, split, "checkpoint"))
+    found = run_strategy(s.cfg.strategy, search_context(s, run, costs, split, "checkpoint", s.cfg.max_passes))
     run.write("search.json", found)
     return found
 

@@ -7,6 +7,7 @@ See docs/search.md.
 from .budgets import Budget, Multipliers, parse_budget, repair, resolve
 from .costs import CostTable, build_cost_table, network_cost
 from .derive import derive
+from .regularizers import REGULARIZERS, list_regularizers, register_regularizer
 from .strategies import (
     STRATEGIES,
     SearchContext,
@@ -14,8 +15,10 @@ from .strategies import (
     list_strategies,
     register_strategy,
 )
+from .weight_sharing import RandomSearchWeightSharing  # registers rsws
 
 __all__ = [
-    "STRATEGIES", "Budget", "CostTable", "Multipliers", "SearchContext", "build_cost_table", "create_strategy",
-    "derive", "list_strategies", "network_cost", "parse_budget", "register_strategy", "repair", "resolve",
+    "REGULARIZERS", "STRATEGIES", "Budget", "CostTable", "Multipliers", "RandomSearchWeightSharing", "SearchContext",
+    "build_cost_table", "create_strategy", "derive", "list_regularizers", "list_strategies", "network_cost",
+    "parse_budget", "register_regularizer", "register_strategy", "repair", "resolve",
 ]

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 from . import checkpoint as ckpt
 from .budgets import Budget, Multipliers, expected_objective, satisfied
 from .costs import CostTable
+from .regularizers import Remedies
 from .train import cosine_lr, evaluate, train_network
 
 STRATEGIES = Registry("strategy")
@@ -76,6 +77,9 @@ class StrategySettings(Protocol):
     lagrange_lr: float
     tau_max: float
     tau_min: float
+    regularizer: str  # remedies against collapse (search.regularizers), comma-separated; "none"
+    regularizer_args: dict
+    arch_batch_size: int | None  # the architecture step's batch (None: batch_size)
     candidates: int
     candidate_epochs: int
     population: int
@@ -130,6 +134,22 @@ def random_design(space, costs: CostTable, rng: random.Random) -> list[int]:
     return space.random_choices(rng) + [rng.randrange(n) for n in costs.hw_sizes()]
 
 
+def under_budget(ctx: SearchContext, choices) -> bool:
+    """Whether a design is a valid network of the space that meets every budget by the table."""
+    net, _ = ctx.costs.split(choices)
+    return ctx.space.valid(net) and satisfied(ctx.costs, choices, ctx.budgets)
+
+
+def sample_feasible(ctx: SearchContext, rng: random.Random, tries: int = 10_000) -> list[int]:
+    """A design drawn uniformly among those under the budgets (rejection sampling)."""
+    for _ in range(tries):
+        c = random_design(ctx.space, ctx.costs, rng)
+        if under_budget(ctx, c):
+            return c
+    raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
+                        "only a tiny corner of the space: relax it or use a gradient strategy")
+
+
 def mutate_design(space, costs: CostTable, choices: list[int], rng: random.Random) -> list[int]:
     """One change: a network decision, or (on hardware, in proportion to the parameter count) one
     hardware parameter."""
@@ -172,6 +192,9 @@ class GradientSearch:
         self.mult = Multipliers(ctx.budgets, cfg.lagrange_lr)
         self.epoch = 0
         self.steps_per_epoch = max(1, len(ctx.y_train) // cfg.batch_size)
+        self.gstep = 0  # the step the loop is at (the regularizers' schedules read it)
+        self.arch_batch_size = getattr(cfg, "arch_batch_size", None) or cfg.batch_size
+        self.remedies = Remedies(self, getattr(cfg, "regularizer", None), getattr(cfg, "regularizer_args", None))
         self.history: list[dict] = []
         self.passes = 0.0
         decisions = ctx.space.decisions()
@@ -184,7 +207,7 @@ class GradientSearch:
         return {"net": self.net.state_dict(), "alphas": [a.detach().clone() for a in self.alphas],
                 "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                 "mult": list(self.mult.values), "epoch": self.epoch, "history": self.history,
-                "passes": self.passes,
+                "passes": self.passes, "remedies": self.remedies.state(),
                 "rng": ckpt.rng_state()}
 
     def load(self, s: dict) -> None:
@@ -198,11 +221,30 @@ class GradientSearch:
         self.epoch = int(s["epoch"])
         self.history = list(s["history"])
         self.passes = float(s["passes"])
+        self.remedies.load(s.get("remedies", {}))
         ckpt.set_rng_state(s["rng"])
 
     # --- pieces -----------------------------------------------------------------------------
     def probs(self) -> list[torch.Tensor]:
-        return [F.softmax(a, dim=0) for a in self.alphas]
+        """The architecture distribution: one probability vector per decision (softmax of the
+        logits, or a regularizer's own, e.g. DrNAS's Dirichlet mean, for the network decisions)."""
+        net = self.remedies.probs(list(self.alphas[:self.n_net]))
+        if net is None:
+            return [F.softmax(a, dim=0) for a in self.alphas]
+        return net + [F.softmax(a, dim=0) for a in self.alphas[self.n_net:]]
+
+    def mixture(self, detach: bool = False) -> list[torch.Tensor]:
+        """The mixing weights of the network decisions for one darts step (the distribution, or a
+        regularizer's sample of it / addition to it)."""
+        ws = self.remedies.mix(self.probs()[:self.n_net], list(self.alphas[:self.n_net]))
+        return [w.detach() for w in ws] if detach else ws
+
+    def arch_progress(self) -> float:
+        """How far the architecture search is, from 0 (its first step, after the warm-up) to 1."""
+        cfg = self.ctx.cfg
+        start = cfg.warmup_epochs * self.steps_per_epoch
+        total = (cfg.epochs - cfg.warmup_epochs) * self.steps_per_epoch
+        return min(1.0, max(0.0, (self.gstep - start) / max(total, 1)))
 
     def tau(self) -> float:
         cfg = self.ctx.cfg
@@ -229,7 +271,7 @@ class GradientSearch:
         if self.single_path:
             ws, idx = sampled if sampled is not None else self.sample(seed)
             return self.net(x, ws[:self.n_net], idx[:self.n_net])
-        return self.net(x, self.probs()[:self.n_net])
+        return self.net(x, self.mixture())
 
     def cost_probs(self, sampled=None) -> list[torch.Tensor]:
         """The distribution the budgets' expectations are taken under: softmax of every logit
@@ -244,7 +286,7 @@ class GradientSearch:
         sampled = self.sample(seed) if self.single_path else None
         out = self.forward(xv, seed, sampled)
         ce = F.cross_entropy(out, yv)
-        probs = self.cost_probs(sampled)
+        probs = cost_probs = self.cost_probs(sampled)
         pen, expected = self.mult.penalty(self.ctx.costs, probs)
         cfg = self.ctx.cfg
         if len(probs) > self.n_net:
@@ -255,6 +297,9 @@ class GradientSearch:
         obj = expected_objective(self.ctx.costs, probs, getattr(cfg, "objective", None) or "none")
         if obj is not None:
             pen = pen + getattr(cfg, "objective_weight", 0.0) * torch.log(obj.clamp_min(1e-12))
+        reg = self.remedies.loss(list(self.alphas[:self.n_net]), cost_probs)
+        if reg is not None:
+            pen = pen + reg
         return ce, pen, expected, out
 
     def arch_step(self, xv, yv, xt, yt, seed, lr_w):
@@ -267,14 +312,21 @@ class GradientSearch:
             (ce + pen).backward()
             self.net.zero_grad(set_to_none=True)
         self.a_opt.step()
+        self.remedies.after_step()
         self.mult.update(expected)
         return ce.item(), expected, out
 
+    fd_radius = 0.01  # DARTS's epsilon = 0.01 / ||grad_w' L_val||
+
     def _second_order(self, xv, yv, xt, yt, seed, xi):
+        """DARTS eq. 7-8: the gradient of L_val(w', alpha) with w' = w - xi grad_w L_train(w, alpha),
+        ``grad_alpha L_val(w', alpha) - xi * (grad_alpha L_train(w+, alpha) - grad_alpha
+        L_train(w-, alpha)) / (2 eps)``, where w+- = w +- eps grad_w' L_val(w', alpha): the finite
+        differences are taken around the weights w, not around the virtual step w'."""
         params = [p for p in self.net.parameters()]
         backup = [p.detach().clone() for p in params]
         # virtual step w' = w - xi * dL_train/dw
-        loss_t = F.cross_entropy(self.forward(xt, seed + 1), yt)
+        loss_t = self._train_loss(xt, yt, seed + 1)
         g_t = torch.autograd.grad(loss_t, params, allow_unused=True)
         with torch.no_grad():
             for p, g in zip(params, g_t):
@@ -285,14 +337,13 @@ class GradientSearch:
         grads = torch.autograd.grad(ce + pen, list(self.alphas) + params, allow_unused=True)
         g_alpha, g_w = grads[:len(self.alphas)], grads[len(self.alphas):]
         norm = torch.sqrt(sum((g * g).sum() for g in g_w if g is not None)) + 1e-12
-        eps = 0.01 / norm
+        eps = self.fd_radius / norm
         hv = []
-        for sign in (1.0, -2.0):  # w + eps*g, then w - eps*g
+        for sign in (1.0, -1.0):  # w + eps*g, then w - eps*g, both from w itself
             with torch.no_grad():
-                for p, g in zip(params, g_w):
-                    if g is not None:
-                        p.add_(sign * eps * g)
-            loss = F.cross_entropy(self.forward(xt, seed + 1), yt)
+                for p, b, g in zip(params, backup, g_w):
+                    p.copy_(b if g is None else b + sign * eps * g)
+            loss = self._train_loss(xt, yt, seed + 1)
             hv.append(torch.autograd.grad(loss, list(self.alphas), allow_unused=True))
         with torch.no_grad():
             for p, b in zip(params, backup):
@@ -305,6 +356,13 @@ class GradientSearch:
         self.net.zero_grad(set_to_none=True)
         return ce, pen, expected, out
 
+    def _train_loss(self, xt, yt, seed):
+        """The training loss of darts2's virtual step and finite differences: the same mixture
+        (a regularizer's random draw included) at every weight it is evaluated at."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return F.cross_entropy(self.forward(xt, seed), yt)
+
     def weight_step(self, xt, yt, seed, lr):
         if not self.ctx.weight_optimizer_factory:
             for g in self.w_opt.param_groups:
@@ -314,7 +372,7 @@ class GradientSearch:
             ws, idx = self.sample(seed)
             out = self.net(xt, [w.detach() for w in ws[:self.n_net]], idx[:self.n_net])
         else:
-            out = self.net(xt, [p.detach() for p in self.probs()[:self.n_net]])
+            out = self.net(xt, self.mixture(detach=True))
         loss = F.cross_entropy(out, yt)
         _check_finite(loss, "weight", self.ctx)
         loss.backward()
@@ -340,19 +398,20 @@ class GradientSearch:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
             gen_v = torch.Generator().manual_seed(cfg.seed * 1_000_033 + self.epoch)
-            val_iter = _cycle(ctx.x_val, ctx.y_val, cfg.batch_size, gen_v)
+            val_iter = _cycle(ctx.x_val, ctx.y_val, self.arch_batch_size, gen_v)
             tl = ta = vl = va = 0.0
             n = 0
             expected = {}
             for step, (xt, yt) in enumerate(batches(ctx.x_train, ctx.y_train, cfg.batch_size, gen, ctx.augment,
                                                     drop_last=True)):
                 gstep = self.epoch * self.steps_per_epoch + step
+                self.gstep = gstep
                 lr = cosine_lr(cfg.lr, gstep, total, cfg.lr * 0.02)
                 seed = cfg.seed * 7_919 + gstep * 4
                 xv, yv = next(val_iter)
                 if self.epoch >= cfg.warmup_epochs:
                     ce_v, expected, out_v = self.arch_step(xv, yv, xt, yt, seed, lr)
-                    self.passes += self.width * (4 if self.second_order else 1)
+                    self.passes += self.width * (4 if self.second_order else 1) * self.arch_batch_size / cfg.batch_size
                     vl += ce_v
                     va += float((out_v.argmax(1) == yv).float().mean())
                 loss_t, out_t = self.weight_step(xt, yt, seed + 2, lr)
@@ -462,16 +521,10 @@ class SampleSearch:
         self._rng_state = self.rng.getstate()
 
     def under_budget(self, choices) -> bool:
-        net, _ = self.ctx.costs.split(choices)
-        return self.ctx.space.valid(net) and satisfied(self.ctx.costs, choices, self.ctx.budgets)
+        return under_budget(self.ctx, choices)
 
-    def sample_feasible(self, tries: int = 10_000) -> list[int]:
-        for _ in range(tries):
-            c = random_design(self.ctx.space, self.ctx.costs, self.rng)
-            if self.under_budget(c):
-                return c
-        raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
-                            "only a tiny corner of the space: relax it or use a gradient strategy")
+    def sample_feasible(self) -> list[int]:
+        return sample_feasible(self.ctx, self.rng)
 
     def job(self, choices, index: int) -> dict:
         cfg = self.ctx.cfg

@@ -126,6 +126,13 @@ class SearchSpace:
         """The discrete network of architecture weights: argmax of every decision."""
         return [int(np.argmax(p)) for p in probs]
 
+    def identity_options(self) -> list[int | None]:
+        """Per decision, the index of its parameter-free identity option (``skip_connect``, ``skip``,
+        ``identity``), or None where it has none or where that option is a learned op (a strided
+        skip). DARTS-'s auxiliary skip connection goes where this is not None."""
+        names = ("skip_connect", "skip", "identity")
+        return [next((k for k, o in enumerate(d.options) if o in names), None) for d in self.decisions()]
+
     def cheapest(self, cost: list[np.ndarray]) -> list[int]:
         """The choice vector of least additive cost."""
         return [int(np.argmin(c)) for c in cost]

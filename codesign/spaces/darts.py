@@ -421,6 +421,12 @@ class DartsSpace(SearchSpace):
                             cand[f], cand[e] = cand[e], 0
                             yield cand
 
+    def identity_options(self) -> list[int | None]:
+        """skip_connect is an identity except on the reduction cell's edges from its two inputs,
+        where it is a factorized reduction (a learned, strided op)."""
+        skip = PRIMITIVES.index("skip_connect")
+        return [None if kind == "reduce" and inp < 2 else skip for kind in ("normal", "reduce") for _n, inp in edges()]
+
     def expectation_scale(self) -> list[float]:
         """A node keeps 2 of its n+2 incoming edges: its edges' expected costs count 2/(n+2)."""
         return [2.0 / (node + 2) for _kind in range(2) for node, _i in edges()]
