@@ -263,7 +263,8 @@ def tvm_run(tmp_path_factory):
 def cosearch_log(tmp_path_factory):
     """A tiny real co-search with --compare sequential, run as a command whose stderr is a log file."""
     root = tmp_path_factory.mktemp("report-cosearch")
-    argv = CLI + ["search", "--space-arg", "c=4", "--space-arg", "cells=1", "--epochs", "2", "--warmup-epochs", "1",
+    argv = CLI + ["search", "--strategy", "darts", "--space-arg", "c=4", "--space-arg", "cells=1", "--epochs", "2",
+                  "--warmup-epochs", "1",
                   "--train-epochs", "1", "--hw-space", "eyeriss-sweep", "--area-mm2", "8", "--compare", "sequential",
                   "--run-dir", str(root / "run")]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
