@@ -38,7 +38,8 @@ def _cost_model(model) -> CostModel:
 def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None,
                       kind: str | None = None, seed: int = 0) -> tuple[CostModel, list]:
     """A ``kind`` cost model (default gbdt) fitted on every measured kernel of ``device`` under
-    ``schedule`` (default untuned) in the profile database ``db`` (default: the user cache database).
+    ``schedule`` (default: the device's default policy where it is a declared device, tuned on a
+    CPU, else untuned) in the profile database ``db`` (default: the user cache database).
 
     Returns:
         (the fitted model, the measurement records it was fitted on).
@@ -49,7 +50,7 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
     from ..profile.db import ProfileDB, default_db_path
     from .models import create_cost_model
 
-    schedule = schedule or "untuned"
+    schedule = schedule or _default_schedule(device)
     path = Path(db) if db else default_db_path()
     if not path.exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
@@ -62,6 +63,16 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
             f"run `codesign profile --device {device} --schedule {schedule}` first"
         )
     return model.fit(records), records
+
+
+def _default_schedule(device: str) -> str:
+    from ..profile.devices import get_device
+    from ..profile.schedules import default_schedule
+
+    try:
+        return default_schedule(get_device(device).target)
+    except CodesignError:  # a device known only from its profiles
+        return "untuned"
 
 
 def network_kernels(network, input_shape=None, allow_partial: bool = False, skipped: list | None = None):

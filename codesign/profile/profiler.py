@@ -25,7 +25,16 @@ from ..kernelspec import KernelSpec
 from .db import DEFAULT_STATISTIC, Measurement, ProfileDB, tuning_dir_for
 from .devices import Device
 from .runners import check_statistic, set_threads
-from .schedules import check_schedule_for_target, default_schedule, parse_schedule
+from .schedules import (
+    DEFAULT_TUNE_TRIALS,
+    allocate_trials,
+    base_schedule,
+    check_schedule_for_target,
+    check_tune_trials,
+    default_schedule,
+    is_tuned,
+    parse_schedule,
+)
 
 TORCH_SCHEDULE = "torch-eager"
 
@@ -41,13 +50,16 @@ class ProfileReport:
     compile_s: float = 0.0
     timing_s: float = 0.0
     wall_s: float = 0.0
+    # Under ``tuned``: the MetaSchedule trials given to the kernels tuned in this run (kernels whose
+    # workload the tuning database already held compile from their record and spend none of them).
+    tune_trials: int | None = None
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
+def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None, trials_for: dict | None = None):
     import tvm
 
     from .builders import build
@@ -55,6 +67,8 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
     t0 = time.perf_counter()
     built = build(spec)
     kind, trials = parse_schedule(schedule)
+    if kind == "tuned":
+        kind, trials = "metaschedule", trials_for[spec.key()]
     if kind == "metaschedule":
         from .tuning import tune_and_compile
 
@@ -77,16 +91,18 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
-                   reference: str | None = None, statistic: str = DEFAULT_STATISTIC) -> str:
+                   reference: str | None = None, statistic: str = DEFAULT_STATISTIC,
+                   tune_trials: int = DEFAULT_TUNE_TRIALS) -> str:
     """Check a profiling request before anything is built or stored; returns the schedule policy
     (the device's default for None).
 
     Raises:
         CodesignError: an unknown schedule or statistic, a policy the target cannot use, bad timing
-            settings, a target kind TVM lacks or a CPU name LLVM does not know, a torch reference
-            on an RPC device.
+            settings or trial budget, a target kind TVM lacks or a CPU name LLVM does not know, a
+            torch reference on an RPC device.
     """
     check_statistic(statistic)
+    check_tune_trials(tune_trials)
     if schedule is None:
         schedule = default_schedule(device.target)
     parse_schedule(schedule)
@@ -117,6 +133,7 @@ def profile_kernels(
     overlap_compile: bool = True,
     statistic: str = DEFAULT_STATISTIC,
     poll_s: float = 0.5,
+    tune_trials: int = DEFAULT_TUNE_TRIALS,
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -124,10 +141,12 @@ def profile_kernels(
         specs: kernels to profile (duplicates are measured once).
         device: target device; an ``rpc`` device is timed through its tracker.
         db: the ProfileDB receiving one row per kernel.
-        schedule: "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight" (TVM's
-            rule-based schedules) or "metaschedule:<trials>" (tuned, with the tuning database in
-            ``tuning_dir``, by default ``<db>.tuning`` beside the profile database). None:
-            untuned on a CPU, dlight on a GPU.
+        schedule: "tuned" (MetaSchedule, ``tune_trials`` per kernel on average, spread by each
+            kernel's share of the base policy's cost, which is profiled first and kept under its
+            own name), "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight"
+            (TVM's rule-based schedules) or "metaschedule:<trials>" (the same trials for every
+            kernel). Tuning records go to ``tuning_dir``, by default ``<db>.tuning`` beside the
+            profile database. None: tuned on a CPU, dlight on a GPU.
         repeats, min_repeat_ms: time_evaluator settings.
         reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
         retry_failed: measure kernels that failed before again.
@@ -137,6 +156,7 @@ def profile_kernels(
         statistic: how the repeats become latency_ms (``runners.STATISTICS``); a database holds
             one statistic per device and schedule.
         poll_s: how often to look again at kernels another profiler is building.
+        tune_trials: under ``tuned``, the mean MetaSchedule trials per kernel.
 
     Returns:
         A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
@@ -145,14 +165,14 @@ def profile_kernels(
         CodesignError for an unknown schedule or statistic, a database holding another statistic's
         timings of the device, an unbuildable target, an unreachable tracker.
     """
-    schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic)
+    schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic, tune_trials)
     for sched in (schedule, TORCH_SCHEDULE) if reference else (schedule,):
         other = db.statistics(device.name, sched) - {statistic}
         if other:
             raise CodesignError(f"{db.path} holds {', '.join(sorted(other))} timings of {device.name} [{sched}]; "
                                 f"timing with {statistic} would mix statistics: use another --db or "
                                 f"--statistic {sorted(other)[0]}")
-    if parse_schedule(schedule)[0] == "metaschedule" and tuning_dir is None:
+    if is_tuned(schedule) and tuning_dir is None:
         tuning_dir = str(tuning_dir_for(db.path))
     report = ProfileReport(device=device.name, schedule=schedule)
     keys = list(dict.fromkeys(s.key() for s in specs))
@@ -162,13 +182,35 @@ def profile_kernels(
     todo = [KernelSpec.from_key(k) for k in db.missing(keys, device.name, schedule)]
     report.skipped = len(keys) - len(todo)
     t_start = time.perf_counter()
+    trials_for = None
+    if todo and parse_schedule(schedule)[0] == "tuned":
+        trials_for = _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials,
+                                   tuning_dir)
+        report.tune_trials = sum(trials_for.values())
     if todo:
         _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                     overlap_compile, statistic, poll_s)
+                     overlap_compile, statistic, poll_s, trials_for)
     if reference == "torch":
         _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress, statistic)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials, tuning_dir):
+    """The trials of each kernel to tune: the base policy's costs (profiled now where the database
+    lacks them, and kept there) share out ``tune_trials`` per kernel on average."""
+    base = base_schedule(device.target)
+    profile_kernels(todo, device, db, schedule=base, repeats=repeats, min_repeat_ms=min_repeat_ms,
+                    progress=progress, statistic=statistic)
+    rows = {m.kernel_key: m.latency_ms for m in db.query(device=device.name, schedule=base)}
+    trials_for = allocate_trials({s.key(): rows.get(s.key()) for s in todo}, tune_trials)
+    if progress:
+        top = sorted(trials_for.items(), key=lambda kv: -kv[1])[:3]
+        print(f"tuning {len(todo)} kernels on {device.name}: {sum(trials_for.values())} MetaSchedule trials "
+              f"({tune_trials} per kernel on average, by share of the {base} cost; most: "
+              + ", ".join(f"{t} for {k}" for k, t in top) + f"); records in {tuning_dir}",
+              file=sys.stderr, flush=True)
+    return trials_for
 
 
 class _Claims:
@@ -205,7 +247,7 @@ class _Claims:
 
 
 def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5):
+                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5, trials_for=None):
     if device.rpc is None:
         set_threads(device.threads)
     import tvm
@@ -228,9 +270,10 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     host = socket.gethostname()
     claims = _Claims(todo, db, device.name, schedule, report, poll_s,
                      lambda: bar.update(1) if bar is not None else None)
+    spent = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         spec = claims.next(wait=True)
-        pending = pool.submit(_compile, spec, target, schedule, tuning_dir) if spec is not None else None
+        pending = pool.submit(_compile, spec, target, schedule, tuning_dir, trials_for) if spec is not None else None
         while spec is not None:
             try:
                 executable, shapes, compile_s = pending.result()
@@ -239,7 +282,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 executable, shapes, compile_s, error = None, None, 0.0, f"build: {type(exc).__name__}: {exc}"
             following = claims.next(wait=False)
             if following is not None and overlap_compile:
-                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+                pending = pool.submit(_compile, following, target, schedule, tuning_dir, trials_for)
             latency = std = energy_mj = None
             n_rep = None
             if error is None:
@@ -264,16 +307,21 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 report.errors.append(f"{spec.key()}: {error}")
             else:
                 report.measured += 1
+            if trials_for is not None:
+                spent += trials_for[spec.key()]
             if following is None:  # only kernels other profilers hold are left: wait for them
                 following = claims.next(wait=True)
                 if following is not None:
-                    pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+                    pending = pool.submit(_compile, following, target, schedule, tuning_dir, trials_for)
             elif not overlap_compile:
-                pending = pool.submit(_compile, following, target, schedule, tuning_dir)
+                pending = pool.submit(_compile, following, target, schedule, tuning_dir, trials_for)
             spec = following
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(failed=report.failed)
+                if trials_for is not None:
+                    bar.set_postfix(trials=f"{spent}/{report.tune_trials}", failed=report.failed)
+                else:
+                    bar.set_postfix(failed=report.failed)
     runner.close()
     if bar is not None:
         bar.close()

@@ -157,7 +157,8 @@ class GradientSearch:
         self.ctx = ctx
         cfg = ctx.cfg
         torch.manual_seed(cfg.seed)
-        self.net = ctx.space.supernet()
+        # The supernet trains where the data lives (--train-device); the logits stay on the CPU.
+        self.net = ctx.space.supernet().to(ctx.x_train.device)
         # One logit vector per network decision, then (co-search) one per hardware parameter.
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
         self.n_net = len(ctx.space.decisions())
@@ -230,8 +231,8 @@ class GradientSearch:
     def forward(self, x, seed: int):
         if self.single_path:
             ws, idx = self.sample(seed)
-            return self.net(x, ws, idx)
-        return self.net(x, self.probs()[:self.n_net])
+            return self.net(x, [w.to(x.device) for w in ws], idx)
+        return self.net(x, [p.to(x.device) for p in self.probs()[:self.n_net]])
 
     def cost_probs(self, seed: int) -> list[torch.Tensor]:
         """The distribution the budgets' expectations are taken under: softmax of every logit
@@ -312,9 +313,9 @@ class GradientSearch:
         self.w_opt.zero_grad(set_to_none=True)
         if self.single_path:
             ws, idx = self.sample(seed)
-            out = self.net(xt, [w.detach() for w in ws], idx)
+            out = self.net(xt, [w.detach().to(xt.device) for w in ws], idx)
         else:
-            out = self.net(xt, [p.detach() for p in self.probs()[:self.n_net]])
+            out = self.net(xt, [p.detach().to(xt.device) for p in self.probs()[:self.n_net]])
         loss = F.cross_entropy(out, yt)
         _check_finite(loss, "weight", self.ctx)
         loss.backward()
@@ -453,7 +454,7 @@ class SampleSearch:
         seed = cfg.seed * 1_000 + len(self.history)
         torch.manual_seed(seed)
         genotype = ctx.space.format(ctx.costs.split(choices)[0])
-        net = ctx.space.build(genotype)
+        net = ctx.space.build(genotype).to(ctx.x_train.device)
         fit = train_network(net, ctx.x_train, ctx.y_train, cfg.candidate_epochs, seed, cfg.batch_size, cfg.lr,
                             cfg.weight_decay, ctx.augment, ctx.weight_optimizer_factory)
         val = evaluate(net, ctx.x_val, ctx.y_val)
