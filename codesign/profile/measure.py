@@ -251,7 +251,7 @@ def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progr
     from tvm import relax, tirx
 
     from .schedules import GPU_KINDS
-    from .tuning import in_process_builder, meta_schedule, target_records
+    from .tuning import in_process_builder, meta_schedule, runner_for, target_records
 
     if tuning_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
@@ -276,6 +276,7 @@ def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progr
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=tuning_dir, max_trials_global=trials * len(todo),
             max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=in_process_builder(ms),
+            runner=runner_for(ms, target),
             database=database, cost_model="xgb" if evolutionary else "random",
         )
         mine = target_records(ms, database, target, workloads)

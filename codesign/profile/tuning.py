@@ -4,7 +4,9 @@ Made practical on CPU hosts by three measures (each seen to matter on a 2-core x
 - placeholder modules for ``tvm.s_tir.tensor_intrin.{cuda,rocm,hexagon,metal}`` before
   MetaSchedule is imported: registering those GPU intrinsics takes ~26 s and, in every builder
   worker, ran into the builder's timeout;
-- an in-process builder (``PyBuilder``): ~0.2 s per candidate instead of ~1 s for a worker;
+- an in-process builder (``PyBuilder``): ~0.2 s per candidate instead of ~1 s for a worker, and an
+  in-process runner (``PyRunner``): TVM's ``LocalRunner`` starts a worker process per tuning call,
+  which imports TVM again (seconds, and far more on a loaded host);
 - replay-trace search with the random cost model by default, ``evolutionary`` + XGBoost where
   ``CODESIGN_MS_STRATEGY=evolutionary`` asks for it (better schedules, 5-10x the time).
 
@@ -70,6 +72,41 @@ def in_process_builder(ms):
     return InProcessBuilder()
 
 
+def in_process_runner(ms, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates in this process (no worker process to start).
+
+    Candidates are timed as ``LocalRunner`` times them (TVM's own argument allocation and
+    ``time_evaluator``), one after the other; a candidate that fails to load or run is reported
+    with its error.
+    """
+    import shutil
+
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import local_runner
+
+    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=min_repeat_ms)
+
+    @derived_object
+    class InProcessRunner(ms.runner.PyRunner):
+        """Times candidates in this process."""
+
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                try:
+                    rt_mod = tvm.runtime.load_module(inp.artifact_path)
+                    device = tvm.runtime.device(inp.device_type, 0)
+                    args = local_runner.default_alloc_argument(device, [a.as_json() for a in inp.args_info], 1)
+                    costs = local_runner.default_run_evaluator(rt_mod, device, config, args)
+                    futures.append(local_runner.LocalRunnerFuture(res=costs))
+                except Exception as exc:  # a failing candidate is reported, not raised
+                    futures.append(local_runner.LocalRunnerFuture(error_message=f"{type(exc).__name__}: {exc}"))
+            return futures
+
+    return InProcessRunner()
+
+
 def target_records(ms, database, target, mods):
     """The records of ``database`` for the workloads ``mods`` (normalised IRModules) tuned for
     ``target``, as an in-memory database to query and apply.
@@ -93,6 +130,11 @@ def target_records(ms, database, target, mods):
     return mine
 
 
+def runner_for(ms, target):
+    """The in-process runner on a CPU; TVM's worker-based one elsewhere (a GPU's context is per process)."""
+    return in_process_runner(ms) if str(target.kind.name) == "llvm" else "local"
+
+
 def tune_and_compile(func, target, trials: int, work_dir: str | None):
     """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
@@ -110,7 +152,7 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
         evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
         database = ms.tir_integration.tune_tir(
             mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-            builder=in_process_builder(ms), database=database,
+            builder=in_process_builder(ms), runner=runner_for(ms, target), database=database,
             cost_model="xgb" if evolutionary else "random",
             strategy="evolutionary" if evolutionary else "replay-trace",
             num_tuning_cores=1, seed=0,
