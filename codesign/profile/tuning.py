@@ -33,6 +33,10 @@ from ..errors import CodesignError
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
 
 
+class NoValidSchedule(CodesignError):
+    """Every MetaSchedule candidate of a kernel failed to build or run."""
+
+
 def meta_schedule(target_kind: str = "llvm"):
     """TVM's MetaSchedule module, importable in seconds on a CPU target (see DESIGN.md: the other
     targets' tensor intrinsics are left unregistered)."""
@@ -51,6 +55,12 @@ def in_process_builder(ms):
     """A MetaSchedule builder compiling candidates in this process (0.2 s each, not ~1 s)."""
     import tvm
     from tvm.ir.utils import derived_object
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    # As TVM's own builder: a candidate that rewrites a weight's layout is built without the
+    # rewrite, taking the weight in its new layout (the runner allocates it so); in a network the
+    # rewrite of a constant weight happens once, at compile time.
+    drop_rewrite = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
 
     @derived_object
     class InProcessBuilder(ms.builder.PyBuilder):
@@ -60,7 +70,7 @@ def in_process_builder(ms):
             results = []
             for inp in build_inputs:
                 try:
-                    rt = tvm.compile(inp.mod, target=inp.target)
+                    rt = tvm.compile(drop_rewrite(inp.mod), target=inp.target)
                     # One directory per candidate: the runner deletes it after timing.
                     path = os.path.join(tempfile.mkdtemp(prefix="codesign-ms-"), "cand.so")
                     rt.export_library(path)
@@ -159,5 +169,5 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
         )
         sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
-        raise CodesignError("MetaSchedule found no valid schedule for this kernel")
+        raise NoValidSchedule("MetaSchedule found no valid schedule for this kernel")
     return tvm.compile(sch.mod, target=target)
