@@ -2,7 +2,7 @@
 search end to end with ``--train-device cuda``, and the table of the GPU targets.
 
     python benchmarks/gpu_search.py                       # JSON; needs a CUDA device
-    python benchmarks/gpu_search.py --device cpu --steps 2 --search-epochs 1   # a dry run on the CPU
+    python benchmarks/gpu_search.py --device cpu --c 4 --layers 2 --steps 1 --search-epochs 1  # CPU dry run
     python benchmarks/gpu_search.py --table kernels.json search.json           # the targets' table
 
 The supernet epoch is the DARTS search setting (darts space, C=16, 8 cells, batch 64, 32x32 inputs):
@@ -137,6 +137,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run of the script)")
     p.add_argument("--steps", type=int, default=50, help="weight steps of the supernet epoch (default 50)")
+    p.add_argument("--c", type=int, default=16, help="supernet channels (default 16, DARTS's search setting)")
+    p.add_argument("--layers", type=int, default=8, help="supernet cells (default 8, DARTS's search setting)")
     p.add_argument("--search-epochs", type=int, default=3, help="search epochs of the short search (default 3)")
     p.add_argument("--train-epochs", type=int, default=2, help="training epochs of the found network (default 2)")
     p.add_argument("--no-search", action="store_true", help="only the supernet epoch")
@@ -152,9 +154,10 @@ def main(argv=None) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.exit(2, "gpu_search.py: torch sees no CUDA device (use --device cpu for a dry run)\n")
     out = {"benchmark": "gpu_search", "hardware": hardware(), "device": args.device, "loadavg": list(os.getloadavg())}
-    out["supernet_epoch"] = {"setting": "darts space, C=16, 8 cells, batch 64, 32x32",
-                             "fused": supernet_epoch("auto", args.device, args.steps),
-                             "reference": supernet_epoch("reference", args.device, args.steps)}
+    out["supernet_epoch"] = {"setting": f"darts space, C={args.c}, {args.layers} cells, batch 64, 32x32",
+                             "fused": supernet_epoch("auto", args.device, args.steps, c=args.c, layers=args.layers),
+                             "reference": supernet_epoch("reference", args.device, args.steps, c=args.c,
+                                                         layers=args.layers)}
     if not args.no_search:
         out["search"] = short_search(args.device, args.search_epochs, args.train_epochs)
     print(json.dumps(out, indent=2))
