@@ -156,7 +156,8 @@ def option_costs(space, db, device: str, schedule: str) -> list[float]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--networks", type=int, default=3, help="networks to measure, at most 12 (default 3; full: 12)")
+    p.add_argument("--networks", type=int, default=3, help="networks to measure, at most 12 (default 3; full: 12; "
+                   "0: only the nb201 ranking)")
     p.add_argument("--tune-trials", type=int, default=4, help="mean MetaSchedule trials per kernel (default 4; "
                    "the search's default is 8)")
     p.add_argument("--device", default="cpu-local")
@@ -165,11 +166,13 @@ def main(argv=None) -> dict:
     p.add_argument("--tau-shape", default="1,1,8,8", help="input shape of the nb201 cost tables compared "
                    "(default: the default search's, digits 1x1x8x8)")
     p.add_argument("--no-tau", action="store_true", help="skip the nb201 ranking comparison")
+    p.add_argument("--tau-db", default=None, help="read nb201's untuned and tuned kernel profiles from this "
+                   "profile database (e.g. the one a default `codesign search` filled) instead of profiling them")
     p.add_argument("--work", default=None, help="profile database and tuning records (default: cache dir)")
     p.add_argument("--fresh", action="store_true", help="empty --work first")
     args = p.parse_args(argv)
-    if not 1 <= args.networks <= 12:
-        p.error("--networks takes 1 to 12")
+    if not 0 <= args.networks <= 12:
+        p.error("--networks takes 0 to 12")
 
     from codesign.graph import export_onnx, onnx_kernels
     from codesign.paths import cache_dir
@@ -217,7 +220,7 @@ def main(argv=None) -> dict:
         print(f"{name}: tuned {tuned.latency_ms:.4g} ms, untuned {untuned.latency_ms:.4g}, onnxruntime {ort_ms:.4g}, "
               f"torch {torch_ms:.4g}", file=sys.stderr, flush=True)
     # Predictions from one model fitted on every tuned kernel profile the run made.
-    model, _ = fit_from_profiles(device.name, db_path, "tuned")
+    model = fit_from_profiles(device.name, db_path, "tuned")[0] if rows else None
     for row in rows:
         pred = model.predict_network(onnx_kernels(str(work / f"{row['network']}.onnx")))["latency_ms"]
         row["predicted_tuned_ms"] = float(pred)
@@ -227,21 +230,26 @@ def main(argv=None) -> dict:
         "settings": {"networks": args.networks, "tune_trials": args.tune_trials, **timing, "input": list(INPUT),
                      "work": str(work), "fresh": args.fresh},
         "networks": rows,
-        "median_tuned_over_onnxruntime": statistics.median(r["tuned_over_onnxruntime"] for r in rows),
-        "median_untuned_over_onnxruntime": statistics.median(r["untuned_over_onnxruntime"] for r in rows),
-        "median_torch_over_onnxruntime": statistics.median(r["torch_over_onnxruntime"] for r in rows),
-        "share_predicted_within_10pct": sum(abs(r["predicted_over_measured"] - 1) <= 0.10 for r in rows) / len(rows),
     }
+    if rows:
+        out.update(
+            median_tuned_over_onnxruntime=statistics.median(r["tuned_over_onnxruntime"] for r in rows),
+            median_untuned_over_onnxruntime=statistics.median(r["untuned_over_onnxruntime"] for r in rows),
+            median_torch_over_onnxruntime=statistics.median(r["torch_over_onnxruntime"] for r in rows),
+            share_predicted_within_10pct=sum(abs(r["predicted_over_measured"] - 1) <= 0.10 for r in rows) / len(rows),
+        )
     if not args.no_tau:
         from scipy.stats import kendalltau
 
         shape = tuple(int(v) for v in args.tau_shape.split(","))
         space = create_space("nb201", input_shape=shape, num_classes=10)
-        with ProfileDB(db_path) as db:
-            profile_kernels(space.kernels(), device, db, schedule="tuned", tune_trials=args.tune_trials,
-                            tuning_dir=tuning, progress=False, **timing)
-        untuned = option_costs(space, db_path, device.name, "untuned")
-        tuned = option_costs(space, db_path, device.name, "tuned")
+        tau_db = Path(args.tau_db) if args.tau_db else db_path
+        if not args.tau_db:
+            with ProfileDB(db_path) as db:
+                profile_kernels(space.kernels(), device, db, schedule="tuned", tune_trials=args.tune_trials,
+                                tuning_dir=tuning, progress=False, **timing)
+        untuned = option_costs(space, tau_db, device.name, "untuned")
+        tuned = option_costs(space, tau_db, device.name, "tuned")
         tau = kendalltau(untuned, tuned)
         per_decision, i = [], 0
         for row in space.option_kernels():
@@ -249,7 +257,7 @@ def main(argv=None) -> dict:
             per_decision.append(float(kendalltau(a, b).statistic))
             i += len(row)
         out["nb201_ranking"] = {
-            "input": list(shape), "options": len(untuned), "kendall_tau": float(tau.statistic),
+            "input": list(shape), "profiles": str(tau_db), "options": len(untuned), "kendall_tau": float(tau.statistic),
             "kendall_tau_mean_per_decision": statistics.fmean(t for t in per_decision if t == t),
             "conv3x3_over_conv1x1_untuned": _ratio(space, untuned, "nor_conv_3x3", "nor_conv_1x1"),
             "conv3x3_over_conv1x1_tuned": _ratio(space, tuned, "nor_conv_3x3", "nor_conv_1x1"),

@@ -2,7 +2,7 @@
 search end to end with ``--train-device cuda``, and the table of the GPU targets.
 
     python benchmarks/gpu_search.py                       # JSON; needs a CUDA device
-    python benchmarks/gpu_search.py --device cpu --c 4 --layers 2 --steps 1 --search-epochs 1  # CPU dry run
+    python benchmarks/gpu_search.py --device cpu --c 4 --layers 3 --steps 1 --search-epochs 1  # CPU dry run
     python benchmarks/gpu_search.py --table kernels.json search.json           # the targets' table
 
 The supernet epoch is the DARTS search setting (darts space, C=16, 8 cells, batch 64, 32x32 inputs):

@@ -87,10 +87,8 @@ def in_process_runner(ms, min_repeat_ms: int = 20):
 
     Candidates are timed as ``LocalRunner`` times them (TVM's own argument allocation and
     ``time_evaluator``), one after the other; a candidate that fails to load or run is reported
-    with its error.
+    with its error. MetaSchedule itself deletes each candidate's build directory once it is timed.
     """
-    import shutil
-
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import local_runner
