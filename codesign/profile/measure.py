@@ -245,6 +245,16 @@ def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progr
     Raises:
         CodesignError: no tuning directory, or no record applies to any kernel.
     """
+    from .tuning import locked
+
+    if tuning_dir is None:
+        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
+    os.makedirs(tuning_dir, exist_ok=True)
+    with locked(tuning_dir):
+        return _tune_locked(mod, target, trials, tuning_dir, schedule, progress)
+
+
+def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progress: bool):
     import logging
 
     import tvm
@@ -253,9 +263,6 @@ def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progr
     from .schedules import GPU_KINDS
     from .tuning import in_process_builder, meta_schedule, runner_for, target_records
 
-    if tuning_dir is None:
-        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
-    os.makedirs(tuning_dir, exist_ok=True)
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"

@@ -22,6 +22,7 @@ apache-tvm-ffi must be 0.1.14.x: with 0.1.15 serialising IR with dtypes crashes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -138,6 +139,24 @@ def target_records(ms, database, target, mods):
     return mine
 
 
+@contextlib.contextmanager
+def locked(work_dir: str):
+    """Hold the tuning directory for this process while it reads, tunes and writes records.
+
+    A JSON database numbers its workloads by their line in one file and its records refer to those
+    numbers: two processes appending to one directory (profilers sharing a profile database, a
+    search beside a ``codesign measure``) would corrupt it, so each takes this lock first.
+    """
+    import fcntl
+
+    with open(os.path.join(work_dir, "codesign.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def runner_for(ms, target):
     """The in-process runner on a CPU; TVM's worker-based one elsewhere (a GPU's context is per process)."""
     return in_process_runner(ms) if str(target.kind.name) == "llvm" else "local"
@@ -153,6 +172,13 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
     if work_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(work_dir, exist_ok=True)
+    with locked(work_dir):
+        return _tune_and_compile(ms, func, target, trials, work_dir)
+
+
+def _tune_and_compile(ms, func, target, trials: int, work_dir: str):
+    import tvm
+
     mod = tvm.IRModule({"main": func})
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
     sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
