@@ -165,7 +165,6 @@ def runner_for(ms, target):
 def tune_and_compile(func, target, trials: int, work_dir: str | None):
     """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
-    import tvm
 
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
