@@ -127,9 +127,12 @@ def table(kernels: dict, search: dict) -> str:
         if "error" in s:
             lines.append(f"short search: FAILED: {s['error']}")
         else:
+            def num(v):
+                return "-" if v is None else f"{v:.4g}"
+
             lines.append(f"short search: {s['wall_s']:.0f} s on {s['train_device']} [{s['schedule']}], accuracy "
-                         f"{s['test_accuracy']:.3f}, predicted {s['predicted_latency_ms']} ms, measured "
-                         f"{s['measured_latency_ms']} ms, energy {s['measured_energy_mj']} mJ")
+                         f"{s['test_accuracy']:.3f}, predicted {num(s['predicted_latency_ms'])} ms, measured "
+                         f"{num(s['measured_latency_ms'])} ms, energy {num(s['measured_energy_mj'])} mJ")
     return "\n".join(lines)
 
 
