@@ -171,3 +171,31 @@ def _fitted_cost_model(tmp_path):
     path = tmp_path / "model.json"
     create_cost_model("gbdt", seed=0).fit(rows).save(path)
     return path
+
+
+def test_a_measured_energy_counter_measures_whole_networks(monkeypatch):
+    """Where the device's energy source is a counter (RAPL, NVML), the network's energy is read
+    around a loop of real runs; a modelled source gives none."""
+    import torch.nn as nn
+
+    from codesign.graph import export_onnx
+    from codesign.profile import energy
+    from codesign.profile.measure import measure_network
+
+    calls = []
+
+    class Counter(energy.EnergySource):
+        label = "measured:test"
+
+        def measure(self, spec, run, latency_ms):
+            run(3)
+            calls.append(latency_ms)
+            return 0.25
+
+    model = export_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
+    monkeypatch.setattr(energy, "energy_source_for", lambda device: Counter())
+    r = measure_network(model, get_device("cpu-local"), "untuned", repeats=2, min_repeat_ms=0, onnxruntime=False)
+    assert (r.energy_mj, r.energy_source) == (0.25, "measured:test") and calls == [r.latency_ms]
+    monkeypatch.setattr(energy, "energy_source_for", lambda device: energy.ModelSource("cpu-local"))
+    r = measure_network(model, get_device("cpu-local"), "untuned", repeats=2, min_repeat_ms=0, onnxruntime=False)
+    assert (r.energy_mj, r.energy_source) == (None, None)

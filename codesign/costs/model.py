@@ -163,8 +163,9 @@ class TVMDeviceSource(ModelCostSource):
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
                             tuning_dir=str(self.tuning_dir), statistic=self.statistic,
                             tune_trials=self.tune_trials, progress=progress)
-        return {**m.to_dict(), "energy_mj": None,
-                "energy_note": "no energy counter measures whole networks on this device"}
+        note = (m.energy_source if m.energy_mj is not None else
+                "no energy counter measures whole networks on this device")
+        return {**m.to_dict(), "energy_note": note}
 
     def describe(self) -> dict:
         out = super().describe()

@@ -65,6 +65,10 @@ class NetworkMeasurement:
     # tuning record (a kernel whose every candidate failed to build stays untuned).
     tuned_kernels: int | None = None
     fused_kernels: int | None = None
+    # Energy per inference from a counter read around a loop of runs (RAPL on a CPU, NVML on an
+    # NVIDIA GPU) where the device's energy source is such a counter and reads here; else None.
+    energy_mj: float | None = None
+    energy_source: str | None = None
     target: dict = field(default_factory=dict)
     tvm_version: str = ""
     host: str = ""
@@ -307,6 +311,23 @@ def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progr
     return _finish(mod, target), tuned, fused
 
 
+def _counter_energy(device, vm, dev, args, latency_ms: float) -> tuple[float | None, str | None]:
+    """(mJ per inference, source) from the device's energy counter, or (None, None) where it has
+    no counter that reads here (a modelled energy is a kernel-level estimate, not a measurement)."""
+    from .energy import energy_source_for
+
+    source = energy_source_for(device)
+    if not source.label.startswith("measured:"):
+        return None, None
+
+    def run(calls: int) -> None:
+        for _ in range(calls):
+            vm["main"](*args)
+        dev.sync()
+
+    return source.measure(None, run, latency_ms), source.label
+
+
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
                      seed: int = 0, statistic: str = DEFAULT_STATISTIC) -> tuple[float, float]:
     """The ``statistic`` (median by default) and standard deviation (ms) of onnxruntime inference
@@ -407,6 +428,8 @@ def measure_network(
     )
     if tuned is not None:
         result.tuned_kernels, result.fused_kernels = tuned
+    if device.rpc is None:
+        result.energy_mj, result.energy_source = _counter_energy(device, vm, dev, args, latency_ms)
     if onnxruntime and device.rpc is None:
         ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed, statistic)
         result.onnxruntime_latency_ms = ort_ms
