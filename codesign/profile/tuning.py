@@ -116,6 +116,14 @@ def in_process_runner(ms, min_repeat_ms: int = 20):
     return InProcessRunner()
 
 
+def target_key(target) -> str:
+    """A target's attributes as canonical JSON: a record read back from a JSON database prints its
+    target's attributes in another order than the target it was tuned for."""
+    import json
+
+    return json.dumps(json.loads(str(target)), sort_keys=True)
+
+
 def target_records(ms, database, target, mods):
     """The records of ``database`` for the workloads ``mods`` (normalised IRModules) tuned for
     ``target``, as an in-memory database to query and apply.
@@ -125,13 +133,13 @@ def target_records(ms, database, target, mods):
     and ``MetaScheduleApplyDatabase`` ignore the target and take the fastest record of a workload,
     whatever CPU it ran on.
     """
-    key = str(target)
+    key = target_key(target)
     mine = ms.database.MemoryDatabase(module_equality="structural")
     for mod in mods:
         if not database.has_workload(mod):
             continue
         records = [r for r in database.get_top_k(database.commit_workload(mod), len(database))
-                   if r.target is not None and str(r.target) == key]
+                   if r.target is not None and target_key(r.target) == key]
         if records:
             mine.commit_workload(mod)  # a query looks for the workload before its records
             for record in records:
