@@ -141,7 +141,8 @@ def test_two_profile_commands_on_one_database_build_each_kernel_once(tmp_path):
     """Two `codesign profile` processes started together on one database: every kernel is
     compiled and timed by exactly one of them; the other counts it as already stored."""
     db = tmp_path / "shared.sqlite"
-    argv = ["profile", "--grid", "relu", "add", "--grid-samples", "6", "--repeats", "1", "--min-repeat-ms", "1",
+    argv = ["profile", "--grid", "relu", "add", "--grid-samples", "6", "--schedule", "untuned", "--repeats", "1",
+            "--min-repeat-ms", "1",
             "--db", str(db), "--json", "--no-progress"]
     procs = [subprocess.Popen([sys.executable, "-c", _PROFILE_WORKER, str(i), str(tmp_path), *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]

@@ -77,7 +77,8 @@ def test_measure_command_appends_and_resumes(tmp_path):
     path = tmp_path / "net.onnx"
     onnx.save(export_onnx(ChannelShuffle(), (1, 3, 16, 16)), str(path))
     table = tmp_path / "meas.csv"
-    argv = ["measure", str(path), "--repeats", "2", "--min-repeat-ms", "1", "--append", str(table)]
+    argv = ["measure", str(path), "--schedule", "untuned", "--repeats", "2", "--min-repeat-ms", "1", "--append",
+            str(table)]
     first = _cli(*argv)
     assert first.returncode == 0, first.stderr
     assert "on cpu-local [untuned]; onnxruntime" in first.stdout

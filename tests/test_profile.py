@@ -414,7 +414,8 @@ def test_cli_profile_status_and_errors(tmp_path, capsys):
     from codesign.cli import main
 
     db = str(tmp_path / "cli.sqlite")
-    out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--repeats", "2", "--min-repeat-ms", "1",
+    out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--schedule", "untuned", "--repeats", "2",
+               "--min-repeat-ms", "1",
                "--db", db)  # the installed entry point, end to end
     assert out.returncode == 0, out.stderr
     assert "2 kernels on cpu-local [untuned]: 2 measured" in out.stdout

@@ -73,7 +73,7 @@ def is_tuned(schedule: str) -> bool:
 def check_tune_trials(tune_trials) -> int:
     """Raises CodesignError unless ``tune_trials`` (mean trials per kernel) is an int >= 1."""
     if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 1:
-        raise CodesignError(f"--tune-trials must be an integer >= 1, got {tune_trials!r}")
+        raise CodesignError(f"--tune-trials must be >= 1, got {tune_trials!r}")
     return tune_trials
 
 
