@@ -19,9 +19,10 @@ from __future__ import annotations
 from ..errors import CodesignError
 
 GPU_KINDS = ("cuda", "rocm", "vulkan", "opencl", "metal")
-# Mean MetaSchedule trials per kernel under ``tuned``: on a 2-core x86 host the replay-trace
-# search with the in-process builder spends about 0.3 s a trial, so the 44 kernels of the default
-# nb201 search tune in about two minutes; a larger budget buys schedules a few per cent faster.
+# Mean MetaSchedule trials per kernel under ``tuned``. Each kernel's tuning also pays a fixed
+# start (task set-up and design-space generation) of the order of the trials themselves: the 44
+# kernels of the default nb201 search (340 trials) took 13 minutes on a 2-core host whose load
+# average was 30, i.e. shared with some 15 other jobs. More trials buy faster schedules.
 DEFAULT_TUNE_TRIALS = 8
 # Bounds of one kernel's share: every kernel gets a few candidates (an unscheduled loop nest can be
 # 10x off), and no kernel takes more than this many times the mean.
