@@ -143,6 +143,7 @@ def test_the_search_trains_through_the_triton_kernels_under_the_interpreter(tmp_
         "import json, sys\n"
         "from codesign.pipeline import SearchConfig, run_search\n"
         "r = run_search(SearchConfig(strategy=sys.argv[1], epochs=2, warmup_epochs=1, train_epochs=1, "
+        "space_args={'c': 4, 'cells': 1}, "
         "batch_size=32, cost_model=sys.argv[2], measure=False, train_device='auto'), run_dir=sys.argv[3], quiet=True)\n"
         "print(json.dumps({'genotype': r['genotype'], 'train_device': r['train_device']}))\n"
     )
@@ -165,7 +166,7 @@ def _fitted_cost_model(tmp_path):
     from codesign.spaces import create_space
 
     d = load_dataset("digits", None)
-    specs = create_space("nb201", input_shape=d.input_shape, num_classes=d.num_classes).kernels()
+    specs = create_space("nb201", input_shape=d.input_shape, num_classes=d.num_classes, c=4, cells=1).kernels()
     rows = [Measurement(kernel_key=s.key(), device="cpu-local", schedule="tuned",
                         latency_ms=1e-3 + 1e-7 * kernel_flops(s)) for s in specs]
     path = tmp_path / "model.json"
