@@ -228,9 +228,10 @@ def test_profiling_compiles_on_workers_and_stores_every_kernel_once(local_ray, t
 
 
 @pytest.mark.slow
-def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_path):
-    """MetaSchedule tunes on the workers into private databases; their records reach the shared
-    tuning directory, and a second profile compiles from them without tuning."""
+@pytest.mark.parametrize("schedule", ["metaschedule:4", "tuned"])
+def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_path, schedule):
+    """MetaSchedule tunes on the workers into private databases (under ``tuned`` with the trials
+    the driver shared out); their records reach the shared tuning directory."""
     from codesign.profile import ProfileDB, get_device, profile_kernels
     from codesign.profile.builders import build
     from codesign.profile.tuning import has_record
@@ -239,9 +240,10 @@ def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_p
     specs = _kernels()[:2]
     tuning = tmp_path / "tuning"
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        rep = profile_kernels(specs, dev, db, schedule="metaschedule:4", repeats=2, min_repeat_ms=1,
+        rep = profile_kernels(specs, dev, db, schedule=schedule, repeats=2, min_repeat_ms=1, tune_trials=2,
                               tuning_dir=str(tuning), progress=False, executor=RayExecutor(workers=2))
     assert rep.measured == 2, rep.errors
+    assert (rep.tune_trials is not None) == (schedule == "tuned")
     target = dev.tvm_target()
     assert all(has_record(build(s).func, target, str(tuning)) for s in specs)
 

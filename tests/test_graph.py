@@ -78,7 +78,7 @@ def test_profile_cli_takes_onnx_models(tmp_path):
     torch.onnx.export(net.eval(), (torch.zeros(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17)
     out = subprocess.run(
         [sys.executable, "-m", "codesign.cli", "profile", "--onnx", str(path), str(path), "--repeats", "2",
-         "--min-repeat-ms", "1", "--db", str(tmp_path / "p.sqlite")],
+         "--min-repeat-ms", "1", "--db", str(tmp_path / "p.sqlite"), "--schedule", "untuned"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -404,7 +404,7 @@ def test_profile_command_times_a_torchvision_network(tmp_path):
 
     out = subprocess.run(
         [sys.executable, "-m", "codesign.cli", "profile", "--onnx", str(ZOO[SMALL_ZOO[0]]), "--repeats", "1",
-         "--min-repeat-ms", "0", "--db", str(tmp_path / "p.sqlite"), "--json"],
+         "--min-repeat-ms", "0", "--schedule", "untuned", "--db", str(tmp_path / "p.sqlite"), "--json"],
         capture_output=True, text=True, timeout=1800,
     )
     assert out.returncode == 0, out.stderr

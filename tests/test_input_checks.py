@@ -141,7 +141,8 @@ def test_two_profile_commands_on_one_database_build_each_kernel_once(tmp_path):
     """Two `codesign profile` processes started together on one database: every kernel is
     compiled and timed by exactly one of them; the other counts it as already stored."""
     db = tmp_path / "shared.sqlite"
-    argv = ["profile", "--grid", "relu", "add", "--grid-samples", "6", "--repeats", "1", "--min-repeat-ms", "1",
+    argv = ["profile", "--grid", "relu", "add", "--grid-samples", "6", "--schedule", "untuned", "--repeats", "1",
+            "--min-repeat-ms", "1",
             "--db", str(db), "--json", "--no-progress"]
     procs = [subprocess.Popen([sys.executable, "-c", _PROFILE_WORKER, str(i), str(tmp_path), *argv],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -339,20 +340,20 @@ def test_profiles_and_measurements_record_their_statistic_and_never_mix(tmp_path
     dev = get_device("cpu-local")
     specs = grid_specs("relu", 2, seed=4)
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        rep = profile_kernels(specs, dev, db, repeats=3, min_repeat_ms=1, progress=False, statistic="min")
+        rep = profile_kernels(specs, dev, db, schedule="untuned", repeats=3, min_repeat_ms=1, progress=False, statistic="min")
         assert rep.measured == 2
         assert {m.statistic for m in db.query(device="cpu-local")} == {"min"}
         with pytest.raises(CodesignError, match="holds min timings of cpu-local"):
-            profile_kernels(grid_specs("add", 2, seed=4), dev, db, repeats=3, min_repeat_ms=1, progress=False)
+            profile_kernels(grid_specs("add", 2, seed=4), dev, db, schedule="untuned", repeats=3, min_repeat_ms=1, progress=False)
     with ProfileDB(tmp_path / "p.sqlite", readonly=True) as db:
         assert db.statistics("cpu-local", "untuned") == {"min"}
     import onnx
     import torch.nn as nn
 
     onnx.save(export_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8)), str(tmp_path / "n.onnx"))
-    m = measure_network(tmp_path / "n.onnx", dev, repeats=5, min_repeat_ms=0, onnxruntime=False, statistic="min")
+    m = measure_network(tmp_path / "n.onnx", dev, "untuned", repeats=5, min_repeat_ms=0, onnxruntime=False, statistic="min")
     assert m.statistic == "min" and m.latency_ms == m.latency_min_ms
-    m = measure_network(tmp_path / "n.onnx", dev, repeats=5, min_repeat_ms=0, onnxruntime=False)
+    m = measure_network(tmp_path / "n.onnx", dev, "untuned", repeats=5, min_repeat_ms=0, onnxruntime=False)
     assert m.statistic == "median" and m.latency_ms >= m.latency_min_ms
 
 

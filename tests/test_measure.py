@@ -33,7 +33,7 @@ def test_channel_shuffle_compiles_and_matches_onnxruntime():
 
 
 def test_measure_network_times_tvm_and_onnxruntime():
-    r = measure_network(export_onnx(_small(), (1, 3, 16, 16)), get_device("cpu-local"), repeats=3,
+    r = measure_network(export_onnx(_small(), (1, 3, 16, 16)), get_device("cpu-local"), "untuned", repeats=3,
                         min_repeat_ms=5, name="small")
     assert (r.model, r.device, r.schedule, r.repeats) == ("small", "cpu-local", "untuned", 3)
     assert 0 < r.latency_ms < 1000 and r.onnxruntime_latency_ms > 0
@@ -63,11 +63,11 @@ def test_predicted_network_matches_measured_after_profiling(tmp_path):
     model = export_onnx(_small(), (1, 3, 32, 32))
     specs = onnx_kernels(model)
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        profile_kernels(specs, device, db, repeats=5, min_repeat_ms=10, progress=False)
+        profile_kernels(specs, device, db, schedule="untuned", repeats=5, min_repeat_ms=10, progress=False)
         cost = create_cost_model("loglinear").fit(db.query(ok_only=True))
     predicted = cost.predict_network(specs)
     assert predicted["measured_kernels"] == len(specs)
-    measured = min(measure_network(model, device, repeats=5, min_repeat_ms=10, onnxruntime=False).latency_ms
+    measured = min(measure_network(model, device, "untuned", repeats=5, min_repeat_ms=10, onnxruntime=False).latency_ms
                    for _ in range(2))
     # Kernel sums leave out the VM's calls; on a shared 2-core machine timings drift too.
     assert 0.5 < predicted["latency_ms"] / measured < 2.0, (predicted["latency_ms"], measured)
@@ -77,7 +77,8 @@ def test_measure_command_appends_and_resumes(tmp_path):
     path = tmp_path / "net.onnx"
     onnx.save(export_onnx(ChannelShuffle(), (1, 3, 16, 16)), str(path))
     table = tmp_path / "meas.csv"
-    argv = ["measure", str(path), "--repeats", "2", "--min-repeat-ms", "1", "--append", str(table)]
+    argv = ["measure", str(path), "--schedule", "untuned", "--repeats", "2", "--min-repeat-ms", "1", "--append",
+            str(table)]
     first = _cli(*argv)
     assert first.returncode == 0, first.stderr
     assert "on cpu-local [untuned]; onnxruntime" in first.stdout

@@ -101,7 +101,7 @@ def test_dlight_schedule_computes_the_same_and_says_where_it_applies(spec, expr,
 def test_schedule_policies_are_parsed_and_checked_against_the_target(tmp_path):
     assert parse_schedule("dlight") == ("dlight", 0)
     assert parse_schedule("metaschedule:8") == ("metaschedule", 8)
-    for bad, message in [("metaschedule:0", "positive int"), ("tuned", "unknown schedule 'tuned'")]:
+    for bad, message in [("metaschedule:0", "positive int"), ("fastest", "unknown schedule 'fastest'")]:
         with pytest.raises(CodesignError, match=message):
             parse_schedule(bad)
     gpu = Device(name="gpu", target={"kind": "cuda"}, energy="none")
@@ -136,7 +136,7 @@ def test_profile_stores_each_kernel_once_and_resumes(tmp_path):
     dev = get_device("cpu-local")
     specs = _small_specs()
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        rep = profile_kernels(specs + specs[:1], dev, db, repeats=3, min_repeat_ms=1, progress=False,
+        rep = profile_kernels(specs + specs[:1], dev, db, schedule="untuned", repeats=3, min_repeat_ms=1, progress=False,
                               reference="torch")
         assert (rep.requested, rep.measured, rep.failed) == (3, 3, 0)
         rows = db.query(device="cpu-local", schedule="untuned")
@@ -144,7 +144,7 @@ def test_profile_stores_each_kernel_once_and_resumes(tmp_path):
         assert all(r.energy_source in (None, "model:cpu-local", "measured:rapl") for r in rows)
         assert all(r.target["mcpu"] != "auto" and r.tvm_version for r in rows)
         assert len(db.query(schedule="torch-eager", ok_only=True)) == 3
-        again = profile_kernels(specs, dev, db, repeats=3, min_repeat_ms=1, progress=False)
+        again = profile_kernels(specs, dev, db, schedule="untuned", repeats=3, min_repeat_ms=1, progress=False)
         assert (again.skipped, again.measured) == (3, 0)
 
 
@@ -171,13 +171,13 @@ def test_a_failing_kernel_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch)
 
     monkeypatch.setattr(builders, "build", flaky)
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, repeats=2, min_repeat_ms=1, progress=False)
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, schedule="untuned", repeats=2, min_repeat_ms=1, progress=False)
         assert (rep.measured, rep.failed) == (2, 1)
         failed = [m for m in db.query() if not m.ok]
         assert len(failed) == 1 and "simulated build failure" in failed[0].error
     monkeypatch.setattr(builders, "build", real)
     with ProfileDB(tmp_path / "p.sqlite") as db:
-        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, repeats=2, min_repeat_ms=1,
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, schedule="untuned", repeats=2, min_repeat_ms=1,
                               progress=False, retry_failed=True)
         assert rep.measured == 1 and all(m.ok for m in db.query())
 
@@ -190,7 +190,7 @@ from codesign.profile.grid import grid_specs
 n = int(sys.argv[3])
 specs = grid_specs("relu", n, seed=1) + grid_specs("add", n, seed=1)
 with ProfileDB(sys.argv[1]) as db:
-    profile_kernels(specs, get_device("cpu-local"), db, repeats=2, min_repeat_ms=int(sys.argv[2]), progress=False)
+    profile_kernels(specs, get_device("cpu-local"), db, schedule="untuned", repeats=2, min_repeat_ms=int(sys.argv[2]), progress=False)
 """
 
 
@@ -262,7 +262,7 @@ def test_a_killed_profiler_loses_at_most_the_kernel_in_flight(tmp_path):
     assert 3 <= rows < 24
     with ProfileDB(path) as db:
         specs = grid_specs("relu", 12, seed=1) + grid_specs("add", 12, seed=1)
-        rep = profile_kernels(specs, get_device("cpu-local"), db, repeats=2, min_repeat_ms=1, progress=False)
+        rep = profile_kernels(specs, get_device("cpu-local"), db, schedule="untuned", repeats=2, min_repeat_ms=1, progress=False)
         assert rep.skipped >= rows and rep.skipped + rep.measured == 24
         assert len(db.query()) == 24
 
@@ -321,7 +321,7 @@ def test_profile_through_an_rpc_tracker_and_server(tmp_path):
         dev = Device(name="rpc-test", target=local.resolved_target(),
                      rpc={"host": "127.0.0.1", "port": tport, "key": "testdev"}, energy="model:cpu-local")
         with ProfileDB(tmp_path / "rpc.sqlite") as db:
-            rep = profile_kernels(_small_specs()[:2], dev, db, repeats=2, min_repeat_ms=1, progress=False)
+            rep = profile_kernels(_small_specs()[:2], dev, db, schedule="untuned", repeats=2, min_repeat_ms=1, progress=False)
             assert rep.measured == 2 and rep.failed == 0, rep.errors
             rows = db.query(device="rpc-test")
             assert all(r.ok and r.energy_source == "model:cpu-local" for r in rows)
@@ -336,7 +336,7 @@ def test_unreachable_tracker_is_one_clear_error(tmp_path):
     dev = Device(name="far", target={"kind": "llvm"}, rpc={"host": "127.0.0.1", "port": _free_port(), "key": "x"},
                  energy="none")
     with ProfileDB(tmp_path / "x.sqlite") as db, pytest.raises(CodesignError, match="RPC tracker at 127.0.0.1"):
-        profile_kernels(_small_specs()[:1], dev, db, progress=False)
+        profile_kernels(_small_specs()[:1], dev, db, schedule="untuned", progress=False)
 
 
 def _fake_rapl(root: Path, value: int, max_range: int = 2**32) -> Path:
@@ -476,7 +476,8 @@ def test_cli_profile_status_and_errors(tmp_path, capsys):
     from codesign.cli import main
 
     db = str(tmp_path / "cli.sqlite")
-    out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--repeats", "2", "--min-repeat-ms", "1",
+    out = _cli("profile", "--grid", "relu", "--grid-samples", "2", "--schedule", "untuned", "--repeats", "2",
+               "--min-repeat-ms", "1",
                "--db", db)  # the installed entry point, end to end
     assert out.returncode == 0, out.stderr
     assert "2 kernels on cpu-local [untuned]: 2 measured" in out.stdout
@@ -511,7 +512,7 @@ def test_metaschedule_tuning_beats_untuned_and_reuses_its_database(tmp_path):
     spec = K("conv2d", (1, 16, 16, 16), out_channels=16, kernel=3)
     dev = get_device("cpu-local")
     with ProfileDB(tmp_path / "t.sqlite") as db:
-        profile_kernels([spec], dev, db, repeats=5, min_repeat_ms=5, progress=False)
+        profile_kernels([spec], dev, db, schedule="untuned", repeats=5, min_repeat_ms=5, progress=False)
         rep = profile_kernels([spec], dev, db, schedule="metaschedule:16", repeats=5, min_repeat_ms=5,
                               tuning_dir=str(tmp_path / "tune"), progress=False)
         assert rep.measured == 1, rep.errors

@@ -417,9 +417,11 @@ def test_strategy_registry():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
+    # The quick policy: the tuned default's profiling and whole-network tuning are tested in
+    # test_tuned.py and take minutes here.
     cfg = SearchConfig(space_args={"c": 4, "cells": 1}, epochs=3, warmup_epochs=1, train_epochs=2,
                        db=str(root / "p.sqlite"), latency_ms="0.6x", energy_mj="0.9x", profile_repeats=1,
-                       profile_min_repeat_ms=1.0)
+                       profile_min_repeat_ms=1.0, schedule="untuned")
     return run_search(cfg, run_dir=root / "run", quiet=True), root
 
 

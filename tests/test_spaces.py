@@ -90,8 +90,8 @@ def test_edge_op_kernels_cost_each_choice():
 def test_profile_cli_profiles_a_space(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "codesign.cli", "profile", "--space", "darts", "--space-arg", "c=4",
-         "--space-arg", "layers=3", "--input-shape", "1,3,8,8", "--repeats", "1", "--min-repeat-ms", "0",
-         "--db", str(tmp_path / "p.sqlite")],
+         "--space-arg", "layers=3", "--input-shape", "1,3,8,8", "--schedule", "untuned", "--repeats", "1",
+         "--min-repeat-ms", "0", "--db", str(tmp_path / "p.sqlite")],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr

@@ -8,9 +8,12 @@ import json
 from ..errors import CodesignError
 
 DB_HELP = "profile database (default: user cache dir, or $CODESIGN_DB)"
-SCHEDULE_HELP = ("schedule policy: untuned (quick: TVM's default loops, 10-30x slower than tuned for dense "
-                 "convs; CPU only), dlight (rule-based schedules) or metaschedule:<trials> (tuned). "
-                 "Default: untuned on CPUs, dlight on GPUs")
+SCHEDULE_HELP = ("schedule policy: tuned (MetaSchedule, a trial budget spread by each kernel's share of "
+                 "the cost; see --tune-trials), untuned (quick: TVM's default loops, 10-30x slower than tuned "
+                 "for dense convs; CPU only), dlight (rule-based schedules) or metaschedule:<trials> (the same "
+                 "trials for every kernel). Default: tuned on CPUs, dlight on GPUs")
+TUNE_TRIALS_HELP = ("mean MetaSchedule trials per kernel under --schedule tuned (default {n}); records are kept "
+                    "in the tuning database beside the profile database, so a kernel is tuned once")
 
 
 def print_json(obj) -> None:
@@ -41,6 +44,14 @@ def add_device_flags(parser, device_default: str | None = "cpu-local", device_he
     parser.add_argument("--schedule", default=None, help=schedule_help)
     if db:
         parser.add_argument("--db", default=None, help=DB_HELP)
+
+
+def add_tune_trials_flag(parser) -> None:
+    """``--tune-trials``: the trial budget of the tuned policy (mean trials per kernel)."""
+    from ..profile.schedules import DEFAULT_TUNE_TRIALS
+
+    parser.add_argument("--tune-trials", type=int, default=DEFAULT_TUNE_TRIALS,
+                        help=TUNE_TRIALS_HELP.format(n=DEFAULT_TUNE_TRIALS))
 
 
 def add_statistic_flag(parser) -> None:

@@ -9,14 +9,14 @@ from ..errors import CodesignError
 from ..files import check_output, input_file
 from ..predict.api import fit_from_profiles
 from ..predict.calibrate import read_table, row_kernels
-from .common import DB_HELP, add_device_flags, add_statistic_flag, print_json
+from .common import DB_HELP, add_device_flags, add_statistic_flag, add_tune_trials_flag, print_json
 
 
 def _source_flags(p, what: str) -> None:
     p.add_argument("--db", default=None, help=DB_HELP)
     p.add_argument("--schedule", default=None,
-                   help=f"schedule policy of the profiles {what} (untuned, dlight or metaschedule:<trials>; "
-                   "default untuned; with a saved --model, the policy the model must be of)")
+                   help=f"schedule policy of the profiles {what} (tuned, untuned, dlight or metaschedule:<trials>; "
+                   "default: the device's own, tuned on CPUs; with a saved --model, the policy the model must be of)")
     p.add_argument("--kind", default=None, help="cost model kind when fitting from profiles (default gbdt; "
                    "see `codesign fit --list`)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model fit (default 0)")
@@ -94,7 +94,9 @@ def register(sub) -> None:
     )
     m.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX networks with static input shapes")
     add_device_flags(m, db=False)
-    m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs")
+    m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs "
+                   "(default: the one beside the default profile database, shared with `codesign profile`)")
+    add_tune_trials_flag(m)
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
     m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
@@ -349,7 +351,8 @@ def _measure(args) -> int:
     from ..profile.profiler import check_settings
 
     device = get_device(args.device)
-    args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic)
+    args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic,
+                                   tune_trials=args.tune_trials)
     for path in args.models:
         load_model(input_file(path, "ONNX file"))  # every network is readable before the first is compiled
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
@@ -370,7 +373,8 @@ def _measure(args) -> int:
             bar.update(1)
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
-                            onnxruntime=not args.no_onnxruntime, statistic=args.statistic).to_dict()
+                            onnxruntime=not args.no_onnxruntime, statistic=args.statistic,
+                            tune_trials=args.tune_trials, progress=not args.no_progress).to_dict()
         r["model"] = path
         results.append(r)
         if table is not None:

@@ -9,6 +9,7 @@ from .common import (
     add_ray_flags,
     add_space_flags,
     add_statistic_flag,
+    add_tune_trials_flag,
     key_values,
     parse_shape,
     print_json,
@@ -32,11 +33,8 @@ def register(sub) -> None:
                      help="a documented sampling of shapes per op (see docs/profile.md); 'all' for every op")
     src.add_argument("--grid-samples", type=int, default=50, help="kernels drawn per --grid op (default 50)")
     src.add_argument("--seed", type=int, default=0, help="seed of the grid sampling (default 0)")
-    add_device_flags(p, schedule_help="untuned (no schedule: quick, 10-30x slower than tuned for dense convs; CPU "
-                     "only), dlight (TVM's rule-based schedules) or metaschedule (tuned; see "
-                     "--tune-trials, default 64 trials). Default: untuned on a CPU, dlight on a GPU")
-    p.add_argument("--tune-trials", type=int, default=None,
-                   help="MetaSchedule trials per kernel; implies --schedule metaschedule")
+    add_device_flags(p)
+    add_tune_trials_flag(p)
     p.add_argument("--tuning-dir", default=None,
                    help="MetaSchedule database kept and reused across runs (default beside --db)")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats per kernel (default 10)")
@@ -113,23 +111,19 @@ def _profile(args) -> int:
     from ..profile.db import ProfileDB
     from ..profile.devices import get_device
     from ..profile.profiler import check_settings, profile_kernels
+    from ..profile.schedules import is_tuned
 
     if args.status:
         return _status(args)
     check_workers(args.workers, args.ray)
     schedule = args.schedule
-    if args.tune_trials is not None:
-        if args.tune_trials < 1:
-            raise CodesignError(f"--tune-trials must be >= 1, got {args.tune_trials}")
-        schedule = f"metaschedule:{args.tune_trials}"
-    elif schedule == "metaschedule":
-        schedule = "metaschedule:64"
     if args.repeats < 1:
         raise CodesignError(f"--repeats must be >= 1, got {args.repeats}")
     if not (args.space or args.onnx or args.grid):
         raise CodesignError("nothing to profile: give --space, --onnx or --grid (or --status)")
     device = get_device(args.device)
-    schedule = check_settings(device, schedule, args.repeats, args.min_repeat_ms, args.reference, args.statistic)
+    schedule = check_settings(device, schedule, args.repeats, args.min_repeat_ms, args.reference, args.statistic,
+                              args.tune_trials)
     specs = collect_specs(args)
     if not specs:
         raise CodesignError("nothing to profile: the given --space, --onnx and --grid name no kernel")
@@ -137,7 +131,7 @@ def _profile(args) -> int:
     from ..profile.db import tuning_dir_for
 
     tuning_dir = args.tuning_dir or str(tuning_dir_for(path))
-    if args.tuning_dir or schedule.startswith("metaschedule"):
+    if args.tuning_dir or is_tuned(schedule):
         check_output(tuning_dir, "--tuning-dir", folder=True)
     executor = make_executor(args.workers, args.ray, preload=("tvm", "codesign.profile.profiler"))
     try:
@@ -148,7 +142,7 @@ def _profile(args) -> int:
                 specs, device, db, schedule=schedule, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
                 reference=args.reference, retry_failed=args.retry_failed, tuning_dir=tuning_dir,
                 progress=not args.no_progress, statistic=args.statistic,
-                executor=executor,
+                tune_trials=args.tune_trials, executor=executor,
             )
     finally:
         if executor is not None:

@@ -23,7 +23,13 @@ _FLAGS = {
                                 "accel:NAME|FILE.yaml: a modelled accelerator (`codesign hw list`), no TVM"),
     "--hw-space": ("hw_space", str, "co-search: a hardware space (shipped name, e.g. eyeriss-sweep, or YAML) whose "
                                     "accelerator configs are searched together with the network"),
-    "--schedule": ("schedule", str, "schedule policy of profiles and measurement (default untuned; metaschedule:N keeps its tuning records in <db>.tuning)"),
+    "--schedule": ("schedule", str, "schedule policy of profiles and measurement: tuned (default on CPUs: "
+                                    "MetaSchedule, records kept in <db>.tuning and reused), untuned (quick, 10-30x "
+                                    "slower dense convs), dlight (default on GPUs) or metaschedule:N"),
+    "--tune-trials": ("tune_trials", int, "mean MetaSchedule trials per kernel under the tuned policy, spread by "
+                                          "each kernel's share of the space's untuned cost (default 8)"),
+    "--train-device": ("train_device", str, "where the supernet and the final network train: auto (default: "
+                                            "cuda when torch sees a GPU, else cpu), cpu or cuda"),
     "--db": ("db", str, "profile database (default: user cache dir or $CODESIGN_DB)"),
     "--cost-model": ("cost_model", str, "a saved cost model (from `codesign fit` or `codesign calibrate`) "
                                         "instead of profiling --device"),

@@ -100,18 +100,21 @@ class TVMDeviceSource(ModelCostSource):
 
     def __init__(self, device: str = "cpu-local", schedule: str | None = None, db: str | Path | None = None,
                  model_kind: str = "gbdt", repeats: int = 5, min_repeat_ms: float = 10.0,
-                 tuning_dir: str | Path | None = None, statistic: str = "median"):
+                 tuning_dir: str | Path | None = None, statistic: str = "median", tune_trials: int | None = None):
         from ..predict.models import FITTABLE
         from ..profile import ProfileDB, get_device
         from ..profile.db import default_db_path, tuning_dir_for
         from ..profile.profiler import check_settings
+        from ..profile.schedules import DEFAULT_TUNE_TRIALS
 
         super().__init__(statistic=statistic)
+        self.tune_trials = DEFAULT_TUNE_TRIALS if tune_trials is None else tune_trials
         # An unknown device, a schedule or target it cannot use, a device this host cannot time
         # (a GPU it lacks, an unreachable tracker) and an unusable database fail here, before any work.
         self.dev = get_device(device)
-        self.schedule = check_settings(self.dev, schedule, repeats, min_repeat_ms, statistic=statistic)
-        _check_timeable(self.dev, self.schedule)
+        _check_timeable(self.dev, schedule)
+        self.schedule = check_settings(self.dev, schedule, repeats, min_repeat_ms, statistic=statistic,
+                                       tune_trials=self.tune_trials)
         self.device = self.dev.name
         self.db = Path(db) if db else default_db_path()
         if self.db.exists():
@@ -143,7 +146,8 @@ class TVMDeviceSource(ModelCostSource):
                       file=sys.stderr, flush=True)
             self.report = profile_kernels(specs, self.dev, db, schedule=self.schedule, repeats=self.repeats,
                                           min_repeat_ms=self.min_repeat_ms, progress=progress,
-                                          tuning_dir=str(self.tuning_dir), statistic=self.statistic)
+                                          tuning_dir=str(self.tuning_dir), statistic=self.statistic,
+                                          tune_trials=self.tune_trials)
         model, _ = fit_from_profiles(self.device, self.db, self.schedule, self.model_kind, seed=0)
         if cache is not None:
             model.save(cache)
@@ -157,13 +161,18 @@ class TVMDeviceSource(ModelCostSource):
         from ..profile.measure import measure_network
 
         m = measure_network(str(onnx_path), self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
-                            tuning_dir=str(self.tuning_dir), statistic=self.statistic)
-        return {**m.to_dict(), "energy_mj": None,
-                "energy_note": "no energy counter measures whole networks on this device"}
+                            tuning_dir=str(self.tuning_dir), statistic=self.statistic,
+                            tune_trials=self.tune_trials, progress=progress)
+        note = (m.energy_source if m.energy_mj is not None else
+                "no energy counter measures whole networks on this device")
+        return {**m.to_dict(), "energy_note": note}
 
     def describe(self) -> dict:
         out = super().describe()
         out.update(db=str(self.db), profiled_now=self.report.measured if self.report else None)
+        if self.schedule == "tuned":
+            out.update(tune_trials=self.tune_trials, tuning_dir=str(self.tuning_dir),
+                       tuned_now_trials=self.report.tune_trials if self.report else None)
         return out
 
 
@@ -173,10 +182,11 @@ def _check_timeable(dev, schedule: str) -> None:
     from ..profile.profiler import check_settings
     from ..profile.runners import LocalRunner
 
-    check_settings(dev, schedule)
     if dev.rpc is None:
+        # Before the target is built: TVM warns on stderr when it builds a CUDA target without a GPU.
         LocalRunner(target_kind=str(dev.target.get("kind"))).check()
-    else:
+    check_settings(dev, schedule)
+    if dev.rpc is not None:
         import socket
 
         host, port = dev.rpc["host"], dev.rpc["port"]

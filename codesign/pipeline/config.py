@@ -26,7 +26,9 @@ class SearchConfig:
     val_fraction: float = 0.5
     device: str = "cpu-local"  # a TVM device, or accel:NAME|PATH (a modelled accelerator)
     hw_space: str | None = None  # co-search: a hardware space (name or YAML) searched with the network
-    schedule: str = "untuned"
+    schedule: str | None = None  # None: the device's default policy (tuned on a CPU, dlight on a GPU)
+    tune_trials: int = 8  # mean MetaSchedule trials per kernel under the tuned policy
+    train_device: str = "auto"  # where the supernet and the final network train: auto | cpu | cuda
     db: str | None = None
     cost_model: str | None = None
     latency_ms: str | None = None
@@ -151,7 +153,7 @@ class SearchConfig:
         if self.device.startswith("accel:") and self.cost_model:
             raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
-                     "profile_repeats", "ws_candidates", "ws_eval_batches"):
+                     "profile_repeats", "ws_candidates", "ws_eval_batches", "tune_trials"):
             if getattr(self, name) < 1:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_epochs", "train_epochs"):
@@ -169,6 +171,9 @@ class SearchConfig:
         if self.tau_min > self.tau_max:
             raise CodesignError(f"--tau-min ({self.tau_min}) must not exceed --tau-max ({self.tau_max}): the Gumbel "
                                 "temperature anneals from --tau-max down to --tau-min")
+        from ..search.device import resolve_train_device
+
+        resolve_train_device(self.train_device)
         if self.profile_statistic not in ("median", "min"):
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):

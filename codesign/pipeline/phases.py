@@ -32,6 +32,7 @@ from ..search import checkpoint as ckpt
 from ..search.budgets import Budget, implied_budgets, parse_budget, resolve
 from ..search.costs import CostTable, build_cost_table, network_cost
 from ..search.derive import derive
+from ..search.device import resolve_train_device
 from ..search.strategies import SearchContext, create_strategy
 from ..search.train import evaluate, train_network
 from ..spaces import create_space
@@ -66,6 +67,7 @@ class Setup:
     measure: bool = False  # whether the final phase measures (decided once, up front)
     no_measure_reason: str = ""
     executor: object = None  # where random/evolution candidates train (codesign.distributed); None: here
+    train_device: str = "cpu"  # where the supernet and the final network train (--train-device, resolved)
 
 
 @dataclass
@@ -74,12 +76,14 @@ class Costs:
     budgets: list[Budget]
 
 
-def split_train_val(dataset, fraction: float, seed: int) -> Split:
+def split_train_val(dataset, fraction: float, seed: int, device: str = "cpu") -> Split:
+    """The bilevel split, on the device the search trains on (the strategies train where it lives)."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset.y_train), generator=gen)
     n_val = int(round(len(order) * fraction))
     val, tr = order[:n_val], order[n_val:]
-    return Split(dataset.x_train[tr], dataset.y_train[tr], dataset.x_train[val], dataset.y_train[val])
+    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    return Split(x[tr.to(device)], y[tr.to(device)], x[val.to(device)], y[val.to(device)])
 
 
 def optimizer_factory(spec: str) -> Callable | None:
@@ -109,9 +113,9 @@ def setup(cfg: SearchConfig, quiet: bool = False) -> Setup:
     else:
         source = open_cost_source(cfg.cost_model, cfg.device, cfg.schedule if cfg.cost_model is None else None,
                                   cfg.db, repeats=cfg.profile_repeats, min_repeat_ms=cfg.profile_min_repeat_ms,
-                                  statistic=cfg.profile_statistic)
+                                  statistic=cfg.profile_statistic, tune_trials=cfg.tune_trials)
     measure, why = source.can_measure() if cfg.measure else (False, "")
-    return Setup(cfg, dataset, space, source, quiet, measure, why)
+    return Setup(cfg, dataset, space, source, quiet, measure, why, train_device=resolve_train_device(cfg.train_device))
 
 
 def check_batch_size(dataset: Dataset, cfg: SearchConfig) -> None:
@@ -178,7 +182,7 @@ def search_phase(s: Setup, run: Run, costs: Costs, split: Split) -> dict:
     if run.has("search.json"):
         return run.read("search.json")
     say(f"searching {s.cfg.space} with {s.cfg.strategy} on {s.cfg.data} ({len(split.y_train)} train / "
-        f"{len(split.y_val)} val)", s.quiet)
+        f"{len(split.y_val)} val) on {s.train_device}", s.quiet)
     found = run_strategy(s.cfg.strategy, search_context(s, run, costs, split, "checkpoint", s.cfg.max_passes))
     run.write("search.json", found)
     return found
@@ -210,16 +214,18 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=
     if run.has(f"{prefix}train.json"):
         out["train"] = run.read(f"{prefix}train.json")
     else:
-        say(f"training {genotype} from scratch for {cfg.train_epochs} epochs", s.quiet)
+        say(f"training {genotype} from scratch for {cfg.train_epochs} epochs on {s.train_device}", s.quiet)
         torch.manual_seed(cfg.seed)
-        net = space.build(genotype)
+        dev = s.train_device
+        net = space.build(genotype).to(dev)
         with progress.bar(cfg.train_epochs, f"train {prefix.replace('-', ' ')}network", unit="epoch", enabled=not s.quiet,
                           leave=False) as bar:
-            fit = train_network(net, dataset.x_train, dataset.y_train, cfg.train_epochs, cfg.seed, cfg.batch_size,
+            fit = train_network(net, dataset.x_train.to(dev), dataset.y_train.to(dev), cfg.train_epochs, cfg.seed, cfg.batch_size,
                                 cfg.lr, cfg.weight_decay, dataset.augment, optimizer_factory(cfg.weight_optimizer),
                                 progress=lambda _epoch, last: bar.update(1, loss=f"{last['loss']:.3f}",
                                                                          acc=f"{last['accuracy']:.3f}"))
-        test = evaluate(net, dataset.x_test, dataset.y_test)
+        test = evaluate(net, dataset.x_test.to(dev), dataset.y_test.to(dev))
+        net = net.cpu()  # exported and checked against onnxruntime on the CPU
         ckpt.save(run.file(f"{prefix}weights"), {"net": net.state_dict()},
                   {"genotype": genotype, "space": cfg.space, "space_args": cfg.space_args,
                    "input_shape": list(space.input_shape), "num_classes": space.num_classes})

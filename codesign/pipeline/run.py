@@ -80,7 +80,7 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
     if costs is None:
         costs = costs_phase(s, run)
     save_costs(s, run, costs)
-    split = split_train_val(s.dataset, cfg.val_fraction, cfg.seed)
+    split = split_train_val(s.dataset, cfg.val_fraction, cfg.seed, s.train_device)
 
     found = search_phase(s, run, costs, split)
     derived = derive_phase(s, run, costs, found)
@@ -92,6 +92,7 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
         "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "run_dir": str(run.path),
         "space": cfg.space, "strategy": cfg.strategy, "dataset": s.dataset.describe(), "device": s.source.device,
         "schedule": s.source.schedule, "cost_source": s.source.describe(), "seed": cfg.seed,
+        "train_device": s.train_device,
         "genotype": derived["genotype"], "budgets": [b.to_dict() for b in costs.budgets], "derived": derived,
         "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **summary(final),
         "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in costs.budgets),

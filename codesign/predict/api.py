@@ -38,7 +38,8 @@ def _cost_model(model) -> CostModel:
 def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str | None = None,
                       kind: str | None = None, seed: int = 0) -> tuple[CostModel, list]:
     """A ``kind`` cost model (default gbdt) fitted on every measured kernel of ``device`` under
-    ``schedule`` (default untuned) in the profile database ``db`` (default: the user cache database).
+    ``schedule`` (default: the device's default policy, tuned on a CPU, where the database holds
+    profiles of it, else untuned ones) in the profile database ``db`` (default: the user cache database).
 
     Returns:
         (the fitted model, the measurement records it was fitted on).
@@ -49,12 +50,15 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
     from ..profile.db import ProfileDB, default_db_path
     from .models import create_cost_model
 
-    schedule = schedule or "untuned"
     path = Path(db) if db else default_db_path()
     if not path.exists():
         raise CodesignError(f"no profile database at {path}; run `codesign profile --device {device}` or pass --db")
     model = create_cost_model(kind or "gbdt", seed=seed)
     with ProfileDB(path, readonly=True) as pdb:
+        if schedule is None:
+            preferred = _default_schedule(device)
+            held = {m.schedule for m in pdb.query(device=device, ok_only=True)}
+            schedule = preferred if preferred in held or "untuned" not in held else "untuned"
         records = pdb.query(device=device, schedule=schedule, ok_only=True)
     if not records:
         raise CodesignError(
@@ -62,6 +66,16 @@ def fit_from_profiles(device: str, db: str | Path | None = None, schedule: str |
             f"run `codesign profile --device {device} --schedule {schedule}` first"
         )
     return model.fit(records), records
+
+
+def _default_schedule(device: str) -> str:
+    from ..profile.devices import get_device
+    from ..profile.schedules import default_schedule
+
+    try:
+        return default_schedule(get_device(device).target)
+    except CodesignError:  # a device known only from its profiles
+        return "untuned"
 
 
 def network_kernels(network, input_shape=None, allow_partial: bool = False, skipped: list | None = None):

@@ -10,10 +10,12 @@ predicted numbers answer the same question:
   kernels from the ones profiled, so codesign passes the fused CPU pipeline explicitly.
 - ``dlight``: the fused kernels scheduled by TVM's rule-based dlight schedules (on a CPU only
   dense layers at batch 1 and reductions such as global pools change; the default on GPUs).
-- ``metaschedule:<trials>``: the fused module's kernels tuned with MetaSchedule in a tuning
-  directory kept across runs; the best records of this target are applied to that same fused
-  module (``MetaScheduleApplyDatabase``), which is then compiled. The count of kernels compiled
-  from a record is part of the measurement, and a tuned policy that applies none is an error.
+- ``tuned`` (the default on CPUs) and ``metaschedule:<trials>``: the fused module's kernels that
+  the tuning directory (kept across runs, shared with the kernel profiles) holds no record of are
+  tuned with MetaSchedule (``tune_trials`` each under ``tuned``); the best records of this target
+  are applied to that same fused module (``MetaScheduleApplyDatabase``), which is then compiled.
+  The count of kernels compiled from a record is part of the measurement, and a tuned policy that
+  applies none is an error.
 
 Before import the ONNX graph's shape arithmetic is folded (``graph.fold_constants``): exporters
 emit ``Shape -> Gather -> Div -> Slice`` chains for ``chunk``/``split``, which TVM's importer turns
@@ -37,6 +39,7 @@ from ..files import check_output, read_csv
 from ..graph import load_model
 from .db import DEFAULT_STATISTIC
 from .runners import check_statistic, runtime_device_type, set_threads, summarise
+from .schedules import DEFAULT_TUNE_TRIALS
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
 
@@ -62,6 +65,10 @@ class NetworkMeasurement:
     # tuning record (a kernel whose every candidate failed to build stays untuned).
     tuned_kernels: int | None = None
     fused_kernels: int | None = None
+    # Energy per inference from a counter read around a loop of runs (RAPL on a CPU, NVML on an
+    # NVIDIA GPU) where the device's energy source is such a counter and reads here; else None.
+    energy_mj: float | None = None
+    energy_source: str | None = None
     target: dict = field(default_factory=dict)
     tvm_version: str = ""
     host: str = ""
@@ -193,12 +200,17 @@ def _finish(mod, target):
     return relax.build(mod, target=target, relax_pipeline=None)
 
 
-def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | None = None):
+def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | None = None,
+                    tune_trials: int = DEFAULT_TUNE_TRIALS, progress: bool = False):
     """Compile a Relax module under a schedule policy.
+
+    Args:
+        tune_trials: under ``tuned``, MetaSchedule trials for each kernel without a record.
+        progress: under a tuned policy, say on stderr what is tuned.
 
     Returns:
         (TVM Executable, tuned) where ``tuned`` is (kernels compiled from a tuning record, fused
-        kernels) under ``metaschedule:*`` and None under the other policies.
+        kernels) under ``tuned`` and ``metaschedule:*`` and None under the other policies.
 
     Raises:
         CodesignError: an unknown schedule, a lowering failure (with the offending message), a
@@ -209,8 +221,9 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
     kind, trials = parse_schedule(schedule)
     try:
         mod = _fused(mod, target)
-        if kind == "metaschedule":
-            executable, tuned, fused = _tune(mod, target, trials, tuning_dir)
+        if kind in ("tuned", "metaschedule"):
+            executable, tuned, fused = _tune(mod, target, trials if kind == "metaschedule" else tune_trials,
+                                             tuning_dir, schedule, progress)
             return executable, (tuned, fused)
         if kind == "dlight":
             mod = _dlight(mod, target)
@@ -222,7 +235,7 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
         raise CodesignError(f"TVM could not compile the network: {lines[0] if lines else type(exc).__name__}") from exc
 
 
-def _tune(mod, target, trials: int, tuning_dir: str | None):
+def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progress: bool = False):
     """Tune every fused kernel of ``mod`` (``trials`` each) and compile ``mod`` with the best records.
 
     The records are applied to the very module the tasks came from. ``compile_relax`` would fuse
@@ -236,17 +249,24 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     Raises:
         CodesignError: no tuning directory, or no record applies to any kernel.
     """
+    from .tuning import locked
+
+    if tuning_dir is None:
+        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
+    os.makedirs(tuning_dir, exist_ok=True)
+    with locked(tuning_dir):
+        return _tune_locked(mod, target, trials, tuning_dir, schedule, progress)
+
+
+def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progress: bool):
     import logging
 
     import tvm
     from tvm import relax, tirx
 
     from .schedules import GPU_KINDS
-    from .tuning import in_process_builder, meta_schedule, target_records
+    from .tuning import in_process_builder, meta_schedule, runner_for, target_records
 
-    if tuning_dir is None:
-        raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
-    os.makedirs(tuning_dir, exist_ok=True)
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
@@ -256,12 +276,18 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     workloads = [t.dispatched[0] for t in tasks]
     mine = target_records(ms, database, target, workloads)
     todo = [t for t in tasks if mine.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    if todo and progress:
+        import sys
+
+        print(f"tuning {len(todo)} of the network's {len(tasks)} kernels ({trials} MetaSchedule trials each; "
+              f"the others compile from records in {tuning_dir})", file=sys.stderr, flush=True)
     if todo:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             todo, tuning_dir, strategy="evolutionary" if evolutionary else "replay-trace", seed=0)
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=tuning_dir, max_trials_global=trials * len(todo),
             max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=in_process_builder(ms),
+            runner=runner_for(ms, target),
             database=database, cost_model="xgb" if evolutionary else "random",
         )
         mine = target_records(ms, database, target, workloads)
@@ -278,11 +304,28 @@ def _tune(mod, target, trials: int, tuning_dir: str | None):
     tuned = len(scheduled(mod) - before)
     if tuned == 0:
         raise CodesignError(
-            f"metaschedule:{trials}: no record in {tuning_dir} applies to any of the network's {fused} fused "
+            f"{schedule}: no record in {tuning_dir} applies to any of the network's {fused} fused "
             f"kernels ({len(tasks)} tuning tasks); the network would run untuned code")
     if str(target.kind.name) in GPU_KINDS:
         mod = _dlight(mod, target)  # kernels without a record still need thread bindings
     return _finish(mod, target), tuned, fused
+
+
+def _counter_energy(device, vm, dev, args, latency_ms: float) -> tuple[float | None, str | None]:
+    """(mJ per inference, source) from the device's energy counter, or (None, None) where it has
+    no counter that reads here (a modelled energy is a kernel-level estimate, not a measurement)."""
+    from .energy import energy_source_for
+
+    source = energy_source_for(device)
+    if not source.label.startswith("measured:"):
+        return None, None
+
+    def run(calls: int) -> None:
+        for _ in range(calls):
+            vm["main"](*args)
+        dev.sync()
+
+    return source.measure(None, run, latency_ms), source.label
 
 
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
@@ -311,21 +354,25 @@ def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: 
 
 
 def measure_network(
-    model, device, schedule: str = "untuned", repeats: int = 10, min_repeat_ms: float = 50.0,
+    model, device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
     tuning_dir: str | None = None, onnxruntime: bool = True, seed: int = 0, name: str | None = None,
-    statistic: str = DEFAULT_STATISTIC,
+    statistic: str = DEFAULT_STATISTIC, tune_trials: int = DEFAULT_TUNE_TRIALS, progress: bool = False,
 ) -> NetworkMeasurement:
     """Compile and time a whole network with TVM on ``device`` (and onnxruntime beside it).
 
     Args:
         model: path to an .onnx file or an onnx.ModelProto with static input shapes.
         device: a ``codesign.profile.Device``; one with ``rpc`` is timed through its tracker.
-        schedule: ``untuned``, ``dlight`` or ``metaschedule:<trials>`` (the profiles' policy names).
+        schedule: ``tuned``, ``untuned``, ``dlight`` or ``metaschedule:<trials>`` (the profiles'
+            policy names); None: the device's default (tuned on a CPU, dlight on a GPU).
         repeats, min_repeat_ms: timing settings (``repeats`` runs of >= min_repeat_ms each).
         statistic: how the repeats become latency_ms (``runners.STATISTICS``, median by default):
             the statistic of the kernel profiles, so that measured and predicted agree in kind.
-        tuning_dir: MetaSchedule database for ``metaschedule:*`` (kept and reused).
+        tuning_dir: MetaSchedule database of the tuned policies (kept and reused); None: the one
+            beside the default profile database.
+        tune_trials: under ``tuned``, MetaSchedule trials for each kernel without a record.
         onnxruntime: also time onnxruntime on this host (local devices only).
+        progress: say on stderr what is being tuned.
 
     Raises:
         CodesignError: unreadable model, symbolic shapes, an op TVM cannot import or lower,
@@ -337,13 +384,22 @@ def measure_network(
     if repeats < 1 or not (math.isfinite(min_repeat_ms) and min_repeat_ms >= 0):
         raise CodesignError("repeats must be >= 1 and min_repeat_ms a finite number >= 0")
     check_statistic(statistic)
+    from .schedules import check_schedule_for_target, check_tune_trials, default_schedule, is_tuned
+
+    schedule = schedule or default_schedule(device.target)
+    check_schedule_for_target(schedule, device.target, device.name)
+    check_tune_trials(tune_trials)
+    if tuning_dir is None and is_tuned(schedule):
+        from .db import default_db_path, tuning_dir_for
+
+        tuning_dir = str(tuning_dir_for(default_db_path()))
     label = name or (str(model) if isinstance(model, (str, Path)) else (model.graph.name or "model"))
     if device.rpc is None:
         set_threads(device.threads)
     mod, proto = relax_module(model)
     target = device.tvm_target()
     t0 = time.perf_counter()
-    executable, tuned = compile_network(mod, target, schedule, tuning_dir)
+    executable, tuned = compile_network(mod, target, schedule, tuning_dir, tune_trials, progress)
     compile_s = time.perf_counter() - t0
     feeds = random_inputs(proto, seed)
     if device.rpc is None:
@@ -372,6 +428,8 @@ def measure_network(
     )
     if tuned is not None:
         result.tuned_kernels, result.fused_kernels = tuned
+    if device.rpc is None:
+        result.energy_mj, result.energy_source = _counter_energy(device, vm, dev, args, latency_ms)
     if onnxruntime and device.rpc is None:
         ort_ms, _ = time_onnxruntime(proto, device.threads, repeats, min_repeat_ms, seed, statistic)
         result.onnxruntime_latency_ms = ort_ms

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,17 @@ from ..kernelspec import KernelSpec
 from .db import DEFAULT_STATISTIC, Measurement, ProfileDB, tuning_dir_for
 from .devices import Device
 from .runners import check_statistic, set_threads
-from .schedules import check_schedule_for_target, default_schedule, parse_schedule
+from .schedules import (
+    DEFAULT_TUNE_TRIALS,
+    GPU_KINDS,
+    allocate_trials,
+    base_schedule,
+    check_schedule_for_target,
+    check_tune_trials,
+    default_schedule,
+    is_tuned,
+    parse_schedule,
+)
 
 TORCH_SCHEDULE = "torch-eager"
 
@@ -46,13 +57,16 @@ class ProfileReport:
     compile_s: float = 0.0
     timing_s: float = 0.0
     wall_s: float = 0.0
+    # Under ``tuned``: the MetaSchedule trials given to the kernels tuned in this run (kernels whose
+    # workload the tuning database already held compile from their record and spend none of them).
+    tune_trials: int | None = None
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
+def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None, trials_for: dict | None = None):
     import tvm
 
     from .builders import build
@@ -60,6 +74,15 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
     t0 = time.perf_counter()
     built = build(spec)
     kind, trials = parse_schedule(schedule)
+    if kind == "tuned":
+        from .tuning import NoValidSchedule, tune_and_compile
+
+        try:
+            executable = tune_and_compile(built.func, target, trials_for[spec.key()], tuning_dir)
+            return executable, built.arg_shapes, time.perf_counter() - t0
+        except NoValidSchedule:
+            # As in a tuned network, a kernel without a valid record runs the base policy's code.
+            kind = "dlight" if str(target.kind.name) in GPU_KINDS else "untuned"
     if kind == "metaschedule":
         from .tuning import tune_and_compile
 
@@ -73,7 +96,8 @@ def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None):
     return executable, built.arg_shapes, time.perf_counter() - t0
 
 
-def compile_library(spec: KernelSpec, target_dict: dict, schedule: str, tuning_dir: str | None):
+def compile_library(spec: KernelSpec, target_dict: dict, schedule: str, tuning_dir: str | None,
+                    trials_for: dict | None = None):
     """``_compile`` as a pure task (a Ray worker's): the target from its dict, the result as the
     bytes of a shared library, loaded by ``Library`` on the driver.
 
@@ -89,7 +113,7 @@ def compile_library(spec: KernelSpec, target_dict: dict, schedule: str, tuning_d
 
     with tempfile.TemporaryDirectory(prefix="codesign-compile-") as tmp:
         work = tuning_dir or os.path.join(tmp, "tuning")
-        executable, shapes, compile_s = _compile(spec, tvm.target.Target(target_dict), schedule, work)
+        executable, shapes, compile_s = _compile(spec, tvm.target.Target(target_dict), schedule, work, trials_for)
         path = os.path.join(tmp, "kernel.so")
         executable.export_library(path)
         with open(path, "rb") as f:
@@ -134,16 +158,18 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
-                   reference: str | None = None, statistic: str = DEFAULT_STATISTIC) -> str:
+                   reference: str | None = None, statistic: str = DEFAULT_STATISTIC,
+                   tune_trials: int = DEFAULT_TUNE_TRIALS) -> str:
     """Check a profiling request before anything is built or stored; returns the schedule policy
     (the device's default for None).
 
     Raises:
         CodesignError: an unknown schedule or statistic, a policy the target cannot use, bad timing
-            settings, a target kind TVM lacks or a CPU name LLVM does not know, a torch reference
-            on an RPC device.
+            settings or trial budget, a target kind TVM lacks or a CPU name LLVM does not know, a
+            torch reference on an RPC device.
     """
     check_statistic(statistic)
+    check_tune_trials(tune_trials)
     if schedule is None:
         schedule = default_schedule(device.target)
     parse_schedule(schedule)
@@ -175,6 +201,7 @@ def profile_kernels(
     statistic: str = DEFAULT_STATISTIC,
     poll_s: float = 0.5,
     executor=None,
+    tune_trials: int = DEFAULT_TUNE_TRIALS,
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -182,10 +209,12 @@ def profile_kernels(
         specs: kernels to profile (duplicates are measured once).
         device: target device; an ``rpc`` device is timed through its tracker.
         db: the ProfileDB receiving one row per kernel.
-        schedule: "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight" (TVM's
-            rule-based schedules) or "metaschedule:<trials>" (tuned, with the tuning database in
-            ``tuning_dir``, by default ``<db>.tuning`` beside the profile database). None:
-            untuned on a CPU, dlight on a GPU.
+        schedule: "tuned" (MetaSchedule, ``tune_trials`` per kernel on average, spread by each
+            kernel's share of the base policy's cost, which is profiled first and kept under its
+            own name), "untuned" (no schedule; a quick, labelled policy, CPU only), "dlight"
+            (TVM's rule-based schedules) or "metaschedule:<trials>" (the same trials for every
+            kernel). Tuning records go to ``tuning_dir``, by default ``<db>.tuning`` beside the
+            profile database. None: tuned on a CPU, dlight on a GPU.
         repeats, min_repeat_ms: time_evaluator settings.
         reference: "torch" also times each kernel in eager PyTorch (schedule "torch-eager").
         retry_failed: measure kernels that failed before again.
@@ -197,6 +226,7 @@ def profile_kernels(
         poll_s: how often to look again at kernels another profiler is building.
         executor: compile (and tune) on this ``codesign.distributed`` executor, as many kernels at
             a time as it has slots (None: a thread of this process, overlapped with timing).
+        tune_trials: under ``tuned``, the mean MetaSchedule trials per kernel.
 
     Returns:
         A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
@@ -205,14 +235,14 @@ def profile_kernels(
         CodesignError for an unknown schedule or statistic, a database holding another statistic's
         timings of the device, an unbuildable target, an unreachable tracker.
     """
-    schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic)
+    schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic, tune_trials)
     for sched in (schedule, TORCH_SCHEDULE) if reference else (schedule,):
         other = db.statistics(device.name, sched) - {statistic}
         if other:
             raise CodesignError(f"{db.path} holds {', '.join(sorted(other))} timings of {device.name} [{sched}]; "
                                 f"timing with {statistic} would mix statistics: use another --db or "
                                 f"--statistic {sorted(other)[0]}")
-    if parse_schedule(schedule)[0] == "metaschedule" and tuning_dir is None:
+    if is_tuned(schedule) and tuning_dir is None:
         tuning_dir = str(tuning_dir_for(db.path))
     report = ProfileReport(device=device.name, schedule=schedule)
     keys = list(dict.fromkeys(s.key() for s in specs))
@@ -222,13 +252,36 @@ def profile_kernels(
     todo = [KernelSpec.from_key(k) for k in db.missing(keys, device.name, schedule)]
     report.skipped = len(keys) - len(todo)
     t_start = time.perf_counter()
+    trials_for = None
+    if todo and parse_schedule(schedule)[0] == "tuned":
+        trials_for = _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials,
+                                   tuning_dir, executor)
+        report.tune_trials = sum(trials_for.values())
     if todo:
         _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                     overlap_compile, statistic, poll_s, executor)
+                     overlap_compile, statistic, poll_s, executor, trials_for)
     if reference == "torch":
         _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress, statistic)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials, tuning_dir,
+                  executor=None):
+    """The trials of each kernel to tune: the base policy's costs (profiled now where the database
+    lacks them, and kept there) share out ``tune_trials`` per kernel on average."""
+    base = base_schedule(device.target)
+    profile_kernels(todo, device, db, schedule=base, repeats=repeats, min_repeat_ms=min_repeat_ms,
+                    progress=progress, statistic=statistic, executor=executor)
+    rows = {m.kernel_key: m.latency_ms for m in db.query(device=device.name, schedule=base)}
+    trials_for = allocate_trials({s.key(): rows.get(s.key()) for s in todo}, tune_trials)
+    if progress:
+        top = sorted(trials_for.items(), key=lambda kv: -kv[1])[:3]
+        print(f"tuning {len(todo)} kernels on {device.name}: {sum(trials_for.values())} MetaSchedule trials "
+              f"({tune_trials} per kernel on average, by share of the {base} cost; most: "
+              + ", ".join(f"{t} for {k}" for k, t in top) + f"); records in {tuning_dir}",
+              file=sys.stderr, flush=True)
+    return trials_for
 
 
 class _Claims:
@@ -265,7 +318,8 @@ class _Claims:
 
 
 def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
-                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5, executor=None):
+                 overlap_compile=True, statistic=DEFAULT_STATISTIC, poll_s=0.5, executor=None,
+                 trials_for=None):
     if device.rpc is None:
         set_threads(device.threads)
     import tempfile
@@ -299,20 +353,22 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
         depth = 1  # the kernel compiling while the previous one is timed
 
         def submit(spec):
-            return pool.submit(_compile, spec, target, schedule, tuning_dir)
+            return pool.submit(_compile, spec, target, schedule, tuning_dir, trials_for)
 
         def result(fut):
             return fut.result()
     else:
         pool, depth = None, executor.slots
 
-        tuned = parse_schedule(schedule)[0] == "metaschedule"
+        tuned = is_tuned(schedule)
 
         def submit(spec):
             if tuned and has_record(build(spec).func, target, tuning_dir):
                 # tuned before: compiled here from the shared records, no worker needed
-                return SerialExecutor().submit(compile_library, spec, target_dict, schedule, tuning_dir)
-            return executor.submit(compile_library, spec, target_dict, schedule, None)
+                return SerialExecutor().submit(compile_library, spec, target_dict, schedule, tuning_dir,
+                                                trials_for)
+            return executor.submit(compile_library, spec, target_dict, schedule, None,
+                                   None if trials_for is None else {spec.key(): trials_for[spec.key()]})
 
         def result(fut):
             lib, shapes, compile_s, records = fut.result()
@@ -320,6 +376,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
                 merge_records(records, tuning_dir, kind)
             return Library(lib, libs.name), shapes, compile_s
 
+    spent = 0  # trials of the kernels done (under ``tuned``)
     queue: deque = deque()  # (kernel, its compilation) in the order claimed
 
     def fill(wait: bool) -> None:
@@ -367,8 +424,13 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
             else:
                 report.measured += 1
             fill(wait=True)  # only kernels other profilers hold may be left: wait for them
+            if trials_for is not None:
+                spent += trials_for[spec.key()]
             if bar is not None:
-                bar.update(1, failed=report.failed)
+                if trials_for is not None:
+                    bar.update(1, trials=f"{spent}/{report.tune_trials}", failed=report.failed)
+                else:
+                    bar.update(1, failed=report.failed)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -4,7 +4,9 @@ Made practical on CPU hosts by three measures (each seen to matter on a 2-core x
 - placeholder modules for ``tvm.s_tir.tensor_intrin.{cuda,rocm,hexagon,metal}`` before
   MetaSchedule is imported: registering those GPU intrinsics takes ~26 s and, in every builder
   worker, ran into the builder's timeout;
-- an in-process builder (``PyBuilder``): ~0.2 s per candidate instead of ~1 s for a worker;
+- an in-process builder (``PyBuilder``): ~0.2 s per candidate instead of ~1 s for a worker, and an
+  in-process runner (``PyRunner``): TVM's ``LocalRunner`` starts a worker process per tuning call,
+  which imports TVM again (seconds, and far more on a loaded host);
 - replay-trace search with the random cost model by default, ``evolutionary`` + XGBoost where
   ``CODESIGN_MS_STRATEGY=evolutionary`` asks for it (better schedules, 5-10x the time).
 
@@ -20,6 +22,7 @@ apache-tvm-ffi must be 0.1.14.x: with 0.1.15 serialising IR with dtypes crashes 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -29,6 +32,10 @@ import types
 from ..errors import CodesignError
 
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
+
+
+class NoValidSchedule(CodesignError):
+    """Every MetaSchedule candidate of a kernel failed to build or run."""
 
 
 def meta_schedule(target_kind: str = "llvm"):
@@ -49,6 +56,12 @@ def in_process_builder(ms):
     """A MetaSchedule builder compiling candidates in this process (0.2 s each, not ~1 s)."""
     import tvm
     from tvm.ir.utils import derived_object
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    # As TVM's own builder: a candidate that rewrites a weight's layout is built without the
+    # rewrite, taking the weight in its new layout (the runner allocates it so); in a network the
+    # rewrite of a constant weight happens once, at compile time.
+    drop_rewrite = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)
 
     @derived_object
     class InProcessBuilder(ms.builder.PyBuilder):
@@ -58,7 +71,7 @@ def in_process_builder(ms):
             results = []
             for inp in build_inputs:
                 try:
-                    rt = tvm.compile(inp.mod, target=inp.target)
+                    rt = tvm.compile(drop_rewrite(inp.mod), target=inp.target)
                     # One directory per candidate: the runner deletes it after timing.
                     path = os.path.join(tempfile.mkdtemp(prefix="codesign-ms-"), "cand.so")
                     rt.export_library(path)
@@ -68,6 +81,39 @@ def in_process_builder(ms):
             return results
 
     return InProcessBuilder()
+
+
+def in_process_runner(ms, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates in this process (no worker process to start).
+
+    Candidates are timed as ``LocalRunner`` times them (TVM's own argument allocation and
+    ``time_evaluator``), one after the other; a candidate that fails to load or run is reported
+    with its error. MetaSchedule itself deletes each candidate's build directory once it is timed.
+    """
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import local_runner
+
+    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=min_repeat_ms)
+
+    @derived_object
+    class InProcessRunner(ms.runner.PyRunner):
+        """Times candidates in this process."""
+
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                try:
+                    rt_mod = tvm.runtime.load_module(inp.artifact_path)
+                    device = tvm.runtime.device(inp.device_type, 0)
+                    args = local_runner.default_alloc_argument(device, [a.as_json() for a in inp.args_info], 1)
+                    costs = local_runner.default_run_evaluator(rt_mod, device, config, args)
+                    futures.append(local_runner.LocalRunnerFuture(res=costs))
+                except Exception as exc:  # a failing candidate is reported, not raised
+                    futures.append(local_runner.LocalRunnerFuture(error_message=f"{type(exc).__name__}: {exc}"))
+            return futures
+
+    return InProcessRunner()
 
 
 def target_key(target) -> str:
@@ -101,16 +147,45 @@ def target_records(ms, database, target, mods):
     return mine
 
 
+@contextlib.contextmanager
+def locked(work_dir: str):
+    """Hold the tuning directory for this process while it reads, tunes and writes records.
+
+    A JSON database numbers its workloads by their line in one file and its records refer to those
+    numbers: two processes appending to one directory (profilers sharing a profile database, a
+    search beside a ``codesign measure``) would corrupt it, so each takes this lock first.
+    """
+    import fcntl
+
+    with open(os.path.join(work_dir, "codesign.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def runner_for(ms, target):
+    """The in-process runner on a CPU; TVM's worker-based one elsewhere (a GPU's context is per process)."""
+    return in_process_runner(ms) if str(target.kind.name) == "llvm" else "local"
+
+
 def tune_and_compile(func, target, trials: int, work_dir: str | None):
     """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
     ``work_dir``) and compile the best schedule; returns a TVM Executable."""
-    import tvm
 
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     if work_dir is None:
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(work_dir, exist_ok=True)
+    with locked(work_dir):
+        return _tune_and_compile(ms, func, target, trials, work_dir)
+
+
+def _tune_and_compile(ms, func, target, trials: int, work_dir: str):
+    import tvm
+
     mod = tvm.IRModule({"main": func})
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
     sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
@@ -118,14 +193,14 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
         evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
         database = ms.tir_integration.tune_tir(
             mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
-            builder=in_process_builder(ms), database=database,
+            builder=in_process_builder(ms), runner=runner_for(ms, target), database=database,
             cost_model="xgb" if evolutionary else "random",
             strategy="evolutionary" if evolutionary else "replay-trace",
             num_tuning_cores=1, seed=0,
         )
         sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
-        raise CodesignError("MetaSchedule found no valid schedule for this kernel")
+        raise NoValidSchedule("MetaSchedule found no valid schedule for this kernel")
     return tvm.compile(sch.mod, target=target)
 
 

@@ -179,7 +179,8 @@ class GradientSearch:
         self.ctx = ctx
         cfg = ctx.cfg
         torch.manual_seed(cfg.seed)
-        self.net = ctx.space.supernet()
+        # The supernet trains where the data lives (--train-device); the logits stay on the CPU.
+        self.net = ctx.space.supernet().to(ctx.x_train.device)
         # One logit vector per network decision, then (co-search) one per hardware parameter.
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
         self.n_net = len(ctx.space.decisions())
@@ -270,8 +271,8 @@ class GradientSearch:
         :meth:`sample` to reuse, else one is drawn)."""
         if self.single_path:
             ws, idx = sampled if sampled is not None else self.sample(seed)
-            return self.net(x, ws[:self.n_net], idx[:self.n_net])
-        return self.net(x, self.mixture())
+            return self.net(x, [w.to(x.device) for w in ws[:self.n_net]], idx[:self.n_net])
+        return self.net(x, [w.to(x.device) for w in self.mixture()])
 
     def cost_probs(self, sampled=None) -> list[torch.Tensor]:
         """The distribution the budgets' expectations are taken under: softmax of every logit
@@ -370,9 +371,9 @@ class GradientSearch:
         self.w_opt.zero_grad(set_to_none=True)
         if self.single_path:
             ws, idx = self.sample(seed)
-            out = self.net(xt, [w.detach() for w in ws[:self.n_net]], idx[:self.n_net])
+            out = self.net(xt, [w.detach().to(xt.device) for w in ws[:self.n_net]], idx[:self.n_net])
         else:
-            out = self.net(xt, self.mixture(detach=True))
+            out = self.net(xt, [w.to(xt.device) for w in self.mixture(detach=True)])
         loss = F.cross_entropy(out, yt)
         _check_finite(loss, "weight", self.ctx)
         loss.backward()
@@ -484,7 +485,7 @@ def train_candidate(data: dict, job: dict) -> dict:
     (its seed is the candidate's own, so results do not depend on how many run at once)."""
     t0 = time.perf_counter()
     torch.manual_seed(job["seed"])
-    net = data["space"].build(job["genotype"])
+    net = data["space"].build(job["genotype"]).to(data["x_train"].device)
     fit = train_network(net, data["x_train"], data["y_train"], job["epochs"], job["seed"], job["batch_size"],
                         job["lr"], job["weight_decay"], data["augment"], data["weight_optimizer_factory"])
     val = evaluate(net, data["x_val"], data["y_val"])

@@ -43,9 +43,10 @@ from .train import cosine_lr
 FORWARD_PASS = 1.0 / 3.0  # a forward-only batch, in passes (forward + backward)
 
 
-def one_hot(space, choices: list[int]) -> list[torch.Tensor]:
-    """The mixing weights of one path: a one-hot vector per network decision."""
-    return [F.one_hot(torch.tensor(k), len(d.options)).float() for d, k in zip(space.decisions(), choices)]
+def one_hot(space, choices: list[int], device="cpu") -> list[torch.Tensor]:
+    """The mixing weights of one path: a one-hot vector per network decision, on ``device``."""
+    return [F.one_hot(torch.tensor(k, device=device), len(d.options)).float()
+            for d, k in zip(space.decisions(), choices)]
 
 
 @torch.no_grad()
@@ -57,7 +58,7 @@ def supernet_accuracy(net: nn.Module, space, choices: list[int], data) -> float:
              for m in bn if m.running_mean is not None]
     was = net.training
     net.train()
-    ws, idx = one_hot(space, choices), list(choices)
+    ws, idx = one_hot(space, choices, next(net.parameters()).device), list(choices)
     correct = n = 0
     for x, y in data:
         correct += int((net(x, ws, idx).argmax(1) == y).sum())
@@ -76,7 +77,7 @@ class RandomSearchWeightSharing:
         self.ctx = ctx
         cfg = ctx.cfg
         torch.manual_seed(cfg.seed)
-        self.net = ctx.space.supernet()
+        self.net = ctx.space.supernet().to(ctx.x_train.device)  # where the data lives (--train-device)
         weights = list(self.net.parameters())
         self.w_opt = (ctx.weight_optimizer_factory(weights) if ctx.weight_optimizer_factory else
                       torch.optim.SGD(weights, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay))
@@ -155,7 +156,7 @@ class RandomSearchWeightSharing:
                     if not ctx.weight_optimizer_factory:
                         g["lr"] = cosine_lr(cfg.lr, self.steps, total, cfg.lr * 0.02)
                 choices = sample_feasible(ctx, self.rng)[:self.n_net]
-                out = self.net(xt, one_hot(ctx.space, choices), choices)
+                out = self.net(xt, one_hot(ctx.space, choices, xt.device), choices)
                 loss = F.cross_entropy(out, yt)
                 _check_finite(loss, "weight", ctx)
                 self.w_opt.zero_grad(set_to_none=True)

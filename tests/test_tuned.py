@@ -1,0 +1,202 @@
+"""The tuned policy (the CPU default): its trial budget, its profiles and networks, and where the
+search trains (--train-device)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codesign.errors import CodesignError
+from codesign.kernelspec import KernelSpec
+from codesign.profile import Device, ProfileDB, get_device, profile_kernels
+from codesign.profile.schedules import (
+    MAX_TRIALS_OVER_MEAN,
+    MIN_KERNEL_TRIALS,
+    allocate_trials,
+    base_schedule,
+    default_schedule,
+    is_tuned,
+    parse_schedule,
+)
+from codesign.search.device import resolve_train_device
+
+K = KernelSpec.make
+
+costs_st = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=4),
+                           st.one_of(st.none(), st.floats(1e-4, 1e3)), min_size=1, max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(costs_st, st.integers(1, 64))
+def test_trials_follow_each_kernels_share_of_the_cost_within_the_budget(costs, mean):
+    out = allocate_trials(costs, mean)
+    assert set(out) == set(costs)
+    floor, cap = min(MIN_KERNEL_TRIALS, mean), MAX_TRIALS_OVER_MEAN * mean
+    assert all(floor <= t <= cap for t in out.values())
+    assert sum(out.values()) <= mean * len(costs)
+    # Nearly all of the budget is spent: at most one trial per kernel lost to rounding down, unless
+    # every kernel is at its cap.
+    if any(t < cap for t in out.values()):
+        assert sum(out.values()) >= mean * len(costs) - len(costs)
+    # A costlier kernel never gets fewer trials (unknown costs count as the mean of the known ones).
+    known = [c for c in costs.values() if c is not None]
+    fill = sum(known) / len(known) if known else 1.0
+    ranked = sorted(costs, key=lambda k: costs[k] if costs[k] is not None else fill)
+    weights = [costs[k] if costs[k] is not None else fill for k in ranked]
+    for (a, wa), (b, wb) in zip(zip(ranked, weights), zip(ranked[1:], weights[1:])):
+        if wb > wa:
+            assert out[b] >= out[a]
+
+
+def test_the_dominant_kernel_gets_most_trials_and_small_ones_the_floor():
+    out = allocate_trials({"conv3x3": 9.0, "conv1x1": 1.0, "relu": 0.01, "failed": None}, 8)
+    assert out["conv3x3"] > out["conv1x1"] > out["relu"] == MIN_KERNEL_TRIALS
+    assert sum(out.values()) <= 32
+    assert allocate_trials({}, 8) == {}
+    with pytest.raises(CodesignError, match=r"^--tune-trials must be >= 1, got 0$"):
+        allocate_trials({"a": 1.0}, 0)
+
+
+def test_tuned_is_the_cpu_default_and_dlight_the_gpu_one():
+    assert parse_schedule("tuned") == ("tuned", 0)
+    assert default_schedule({"kind": "llvm"}) == "tuned" and base_schedule({"kind": "llvm"}) == "untuned"
+    assert default_schedule({"kind": "cuda"}) == "dlight" and base_schedule({"kind": "cuda"}) == "dlight"
+    assert is_tuned("tuned") and is_tuned("metaschedule:4") and not is_tuned("untuned") and not is_tuned("dlight")
+
+
+def test_tuned_profiles_spend_the_budget_by_untuned_cost_and_reuse_records(tmp_path):
+    """Real MetaSchedule on two small kernels: the untuned profile steers the trials, the tuned
+    rows land beside it, the records persist, and a second database tunes nothing again."""
+    from codesign.profile.tuning import meta_schedule
+
+    dev = Device(name="cpu-test", target={"kind": "llvm", "num-cores": 1})
+    specs = [K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, activation="relu"), K("relu", (1, 8, 8, 8))]
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(specs, dev, db, repeats=2, min_repeat_ms=1, progress=False, tune_trials=3)
+        assert rep.schedule == "tuned" and rep.measured == 2 and rep.failed == 0
+        untuned = {m.kernel_key: m.latency_ms for m in db.query(schedule="untuned", ok_only=True)}
+        tuned = {m.kernel_key: m.latency_ms for m in db.query(schedule="tuned", ok_only=True)}
+    assert set(untuned) == set(tuned) == {s.key() for s in specs}
+    want = allocate_trials(untuned, 3)
+    assert rep.tune_trials == sum(want.values()) and want[specs[0].key()] > want[specs[1].key()]
+    ms = meta_schedule()
+    records = ms.database.JSONDatabase(work_dir=str(tmp_path / "p.sqlite.tuning")).get_all_tuning_records()
+    assert len(records) >= 2  # at least one per kernel, each the run of one candidate
+    # Another profile database on the same tuning records: every kernel compiles from its record.
+    with ProfileDB(tmp_path / "q.sqlite") as db:
+        again = profile_kernels(specs, dev, db, repeats=2, min_repeat_ms=1, progress=False, tune_trials=3,
+                                tuning_dir=str(tmp_path / "p.sqlite.tuning"))
+    assert again.measured == 2
+    assert len(ms.database.JSONDatabase(work_dir=str(tmp_path / "p.sqlite.tuning")).get_all_tuning_records()) \
+        == len(records)
+
+
+def test_a_bad_trial_budget_is_refused_before_anything_is_written(tmp_path):
+    with ProfileDB(tmp_path / "p.sqlite") as db, pytest.raises(CodesignError, match="--tune-trials"):
+        profile_kernels([K("relu", (1, 4, 4, 4))], get_device("cpu-local"), db, tune_trials=0, progress=False)
+    out = subprocess.run([sys.executable, "-m", "codesign.cli", "search", "--tune-trials", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "codesign search: error: --tune-trials must be >= 1, got 0"]
+
+
+def test_train_device_auto_takes_the_cpu_here_and_cuda_is_one_line_where_absent():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    assert resolve_train_device("auto") == resolve_train_device("cpu") == "cpu"
+    with pytest.raises(CodesignError, match=r"^--train-device cuda: .*; use --train-device cpu or auto$"):
+        resolve_train_device("cuda")
+    with pytest.raises(CodesignError, match=r"^--train-device takes auto, cpu, cuda, got 'gpu'$"):
+        resolve_train_device("gpu")
+    for flags, message in [(["--train-device", "cuda"], "--train-device cuda: "),
+                           (["--device", "cuda-local", "--no-measure"], "no cuda device")]:
+        out = subprocess.run([sys.executable, "-m", "codesign.cli", "search", *flags], capture_output=True, text=True)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert message in out.stderr and "--schedule" not in out.stderr
+
+
+def test_cuda_local_defaults_to_dlight_without_a_schedule_flag(monkeypatch, tmp_path):
+    """What `--device cuda-local` resolves to with no --schedule (the GPU itself is checked apart)."""
+    from codesign.costs import model as cost_model
+    from codesign.pipeline.config import SearchConfig
+
+    monkeypatch.setattr(cost_model, "_check_timeable", lambda dev, schedule: None)
+    cfg = SearchConfig(device="cuda-local")
+    assert cfg.schedule is None
+    source = cost_model.open_cost_source(device=cfg.device, schedule=cfg.schedule, db=tmp_path / "p.sqlite")
+    assert (source.device, source.schedule) == ("cuda-local", "dlight")
+
+
+@pytest.mark.slow
+def test_the_search_trains_through_the_triton_kernels_under_the_interpreter(tmp_path):
+    """The GPU path's training loop on the CPU: Triton's interpreter runs mixed_op and gumbel_softmax
+    (CODESIGN_BACKEND=triton) for darts and gdas, through search, derive and final training."""
+    code = (
+        "import json, sys\n"
+        "from codesign.pipeline import SearchConfig, run_search\n"
+        "r = run_search(SearchConfig(strategy=sys.argv[1], epochs=2, warmup_epochs=1, train_epochs=1, "
+        "space_args={'c': 4, 'cells': 1}, "
+        "batch_size=32, cost_model=sys.argv[2], measure=False, train_device='auto'), run_dir=sys.argv[3], quiet=True)\n"
+        "print(json.dumps({'genotype': r['genotype'], 'train_device': r['train_device']}))\n"
+    )
+    model = _fitted_cost_model(tmp_path)
+    env = dict(os.environ, TRITON_INTERPRET="1", CODESIGN_BACKEND="triton", OMP_NUM_THREADS="1")
+    for strategy in ("darts", "gdas"):
+        out = subprocess.run([sys.executable, "-c", code, strategy, str(model), str(tmp_path / strategy)],
+                             capture_output=True, text=True, env=env, timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["train_device"] == "cpu" and result["genotype"]
+
+
+def _fitted_cost_model(tmp_path):
+    """A cost model of nb201's digits kernels fitted on a roofline law (no TVM needed)."""
+    from codesign.data import load_dataset
+    from codesign.kernelspec import kernel_flops
+    from codesign.predict.models import create_cost_model
+    from codesign.profile.db import Measurement
+    from codesign.spaces import create_space
+
+    d = load_dataset("digits", None)
+    specs = create_space("nb201", input_shape=d.input_shape, num_classes=d.num_classes, c=4, cells=1).kernels()
+    rows = [Measurement(kernel_key=s.key(), device="cpu-local", schedule="tuned",
+                        latency_ms=1e-3 + 1e-7 * kernel_flops(s)) for s in specs]
+    path = tmp_path / "model.json"
+    create_cost_model("gbdt", seed=0).fit(rows).save(path)
+    return path
+
+
+def test_a_measured_energy_counter_measures_whole_networks(monkeypatch):
+    """Where the device's energy source is a counter (RAPL, NVML), the network's energy is read
+    around a loop of real runs; a modelled source gives none."""
+    import torch.nn as nn
+
+    from codesign.graph import export_onnx
+    from codesign.profile import energy
+    from codesign.profile.measure import measure_network
+
+    calls = []
+
+    class Counter(energy.EnergySource):
+        label = "measured:test"
+
+        def measure(self, spec, run, latency_ms):
+            run(3)
+            calls.append(latency_ms)
+            return 0.25
+
+    model = export_onnx(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
+    monkeypatch.setattr(energy, "energy_source_for", lambda device: Counter())
+    r = measure_network(model, get_device("cpu-local"), "untuned", repeats=2, min_repeat_ms=0, onnxruntime=False)
+    assert (r.energy_mj, r.energy_source) == (0.25, "measured:test") and calls == [r.latency_ms]
+    monkeypatch.setattr(energy, "energy_source_for", lambda device: energy.ModelSource("cpu-local"))
+    r = measure_network(model, get_device("cpu-local"), "untuned", repeats=2, min_repeat_ms=0, onnxruntime=False)
+    assert (r.energy_mj, r.energy_source) == (None, None)
