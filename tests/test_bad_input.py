@@ -377,6 +377,7 @@ CASES = [
     ("measure-append-read-only", ["measure", "{net.onnx}", "--append", "{append-ro.csv}"], "read-only"),
     ("measure-predict-with-newer", ["measure", "{net.onnx}", "--predict-with", "{model-v99.json}"], "format version 99"),
     ("measure-tuning-dir-file", ["measure", "{net.onnx}", "--tuning-dir", "{text.txt}"], "is a file"),
+    ("measure-tune-trials-zero", ["measure", "{net.onnx}", "--tune-trials", "0"], "--tune-trials must be >= 1"),
     # -- codesign calibrate
     ("calibrate-from-missing", ["calibrate", "--from", "{nothing.json}", "--table", "{table-neg.csv}", "--as", "x"], "no cost model"),
     ("calibrate-from-truncated", ["calibrate", "--from", "{model-trunc.json}", "--table", "{table-neg.csv}", "--as", "x"], "not a codesign cost model"),
@@ -419,6 +420,9 @@ CASES = [
     ("search-device-unknown", ["search", "--device", "cpu-locl", "--run-dir", "{out}/r"], "unknown device"),
     ("search-device-mcpu", ["search", "--device", "{dev-mcpu.yaml}", "--run-dir", "{out}/r"], "notacpu9000"),
     ("search-schedule", ["search", "--schedule", "fastest", "--run-dir", "{out}/r"], "schedule"),
+    ("search-tune-trials-zero", ["search", "--tune-trials", "0", "--run-dir", "{out}/r"], "--tune-trials must be >= 1"),
+    ("search-tune-trials-text", ["search", "--tune-trials", "many", "--run-dir", "{out}/r"], "invalid int value"),
+    ("search-train-device-unknown", ["search", "--train-device", "gpu", "--run-dir", "{out}/r"], "--train-device takes auto, cpu, cuda"),
     ("search-db-foreign", ["search", "--db", "{db-foreign.sqlite}", "--run-dir", "{out}/r"], "another program"),
     ("search-db-read-only", ["search", "--db", "{db-ro.sqlite}", "--run-dir", "{out}/r"], "read-only"),
     ("search-db-folder", ["search", "--db", "{folder}", "--run-dir", "{out}/r"], "is a folder"),
