@@ -11,7 +11,7 @@ import os as _os
 # (the CLI always is); a value the user set is kept.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .ops import FREE_OPS  # noqa: E402, backends, current_backend, gumbel_softmax, mixed_op, use_backend
+from .ops import FREE_OPS, backends, current_backend, gumbel_softmax, mixed_op, use_backend  # noqa: E402
 
 __version__ = "0.1.0"
 
