@@ -200,3 +200,24 @@ def test_a_measured_energy_counter_measures_whole_networks(monkeypatch):
     monkeypatch.setattr(energy, "energy_source_for", lambda device: energy.ModelSource("cpu-local"))
     r = measure_network(model, get_device("cpu-local"), "untuned", repeats=2, min_repeat_ms=0, onnxruntime=False)
     assert (r.energy_mj, r.energy_source) == (None, None)
+
+
+@pytest.mark.slow
+def test_tuning_a_pool_prints_no_unknown_rule_warning(tmp_path):
+    """TOPI's pools name a MetaSchedule rule that TVM registers for no CPU target; codesign's
+    stand-in keeps TVM from warning once per pool block, and the pool still tunes and runs."""
+    script = (
+        "import sys\n"
+        "from codesign.kernelspec import KernelSpec\n"
+        "from codesign.profile import ProfileDB, get_device, profile_kernels\n"
+        "specs = [KernelSpec.make('avg_pool2d', (1, 16, 8, 8), kernel=3, padding=1),\n"
+        "         KernelSpec.make('max_pool2d', (1, 16, 8, 8), kernel=3, padding=1)]\n"
+        f"with ProfileDB({str(tmp_path / 'p.sqlite')!r}) as db:\n"
+        "    rep = profile_kernels(specs, get_device('cpu-local'), db, schedule='metaschedule:2', repeats=2,\n"
+        f"                          min_repeat_ms=1, tuning_dir={str(tmp_path / 't')!r}, progress=False)\n"
+        "print(rep.measured, rep.failed)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "0"]
+    assert "Unknown schedule rule" not in out.stderr

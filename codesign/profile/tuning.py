@@ -49,7 +49,23 @@ def meta_schedule(target_kind: str = "llvm"):
         sys.modules.setdefault(full, types.ModuleType(full))
     from tvm.s_tir import meta_schedule as ms
 
+    _leave_pools_to_the_default_rules()
     return ms
+
+
+# TOPI's pools carry a ``schedule_rule`` annotation naming a custom rule that TVM registers for no
+# CPU target: MetaSchedule then warns on every pool block ("Unknown schedule rule") and leaves the
+# block as it is. Registering rules that leave it as it is does the same without the warning.
+_POOL_RULES = ("pool_avg", "pool_max", "adaptive_pool_avg", "adaptive_pool_max")
+
+
+def _leave_pools_to_the_default_rules() -> None:
+    import tvm
+
+    for rule in _POOL_RULES:
+        name = f"s_tir.meta_schedule.cpu.meta_schedule.{rule}"
+        if tvm.get_global_func(name, allow_missing=True) is None:
+            tvm.register_global_func(name, lambda sch, block: [sch])
 
 
 def in_process_builder(ms):
