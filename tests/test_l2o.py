@@ -314,6 +314,33 @@ def test_meta_training_resumes_to_the_same_result(tmp_path):
         train(TrainConfig(episodes=5, **cfg), part, progress=False)
 
 
+def test_a_kill_between_the_weights_and_the_checkpoint_resumes_from_a_consistent_pair(tmp_path):
+    """A kill after the next episode's weights are written but before the checkpoint JSON names
+    them: the resumed run starts from the JSON's episode with that episode's weights, and ends as an
+    uninterrupted run does. The weights of older episodes are removed once the JSON moves on."""
+    cfg = dict(optimizer="lstm", tasks=["quadratic"], seed=3, **TINY)
+    full = tmp_path / "full.json"
+    train(TrainConfig(episodes=4, **cfg), full, progress=False, log=lambda m: None)
+    part = tmp_path / "part.json"
+    train(TrainConfig(episodes=2, **cfg), part, progress=False, log=lambda m: None)
+    ckpt_json, _ = ckpt_paths(part)
+    assert json.loads(ckpt_json.read_text())["weights"] == "part.ckpt.e000002.npz"
+    assert sorted(p.name for p in tmp_path.glob("part.ckpt.*.npz")) == ["part.ckpt.e000002.npz"]
+    stray = tmp_path / "part.ckpt.e000003.npz"  # what a kill mid-save leaves: newer weights, older JSON
+    with np.load(tmp_path / "part.ckpt.e000002.npz") as z:
+        np.savez(stray, **{k: z[k] + 1.0 for k in z.files})
+    train(TrainConfig(episodes=4, **cfg), part, progress=False, log=lambda m: None)
+    a, b = _arrays(full), _arrays(part)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert sorted(p.name for p in tmp_path.glob("part.ckpt.*.npz")) == ["part.ckpt.e000004.npz"]
+    # a checkpoint naming a file elsewhere is refused, never read
+    meta = json.loads(ckpt_json.read_text())
+    ckpt_json.write_text(json.dumps({**meta, "weights": "../elsewhere.ckpt.e000004.npz"}))
+    with pytest.raises(CodesignError, match="not a version-1 codesign l2o checkpoint; pass --restart"):
+        train(TrainConfig(episodes=5, **cfg), part, progress=False)
+
+
 def test_meta_training_survives_a_kill(tmp_path):
     out = tmp_path / "k.json"
     args = [sys.executable, "-m", "codesign.cli", "l2o", "train", "--task", "quadratic", "--optimizer", "rnnprop",

@@ -15,10 +15,10 @@ cross-entropy at 2) weigh alike and keeps rewarding progress once the loss is sm
 A segment whose meta-loss or meta-gradient is not finite is skipped (no update), counted in the
 history and logged, and its episode ends there: the trajectory has diverged.
 
-Checkpoints (``<out>.ckpt.json`` + ``.ckpt.npz``) are written after every ``checkpoint_every``
-episodes: rule weights, meta-Adam moments, the episode counter and history. Every episode's task
-is a pure function of (seed, episode), so a resumed run continues exactly where the killed one
-would have gone.
+Checkpoints (``<out>.ckpt.json`` + the weights file it names, ``<out>.ckpt.eNNNNNN.npz``) are
+written after every ``checkpoint_every`` episodes: rule weights, meta-Adam moments, the episode
+counter and history. Every episode's task is a pure function of (seed, episode), so a resumed run
+continues exactly where the killed one would have gone.
 """
 
 from __future__ import annotations
@@ -106,9 +106,28 @@ def _save_checkpoint(out, cfg, rule, meta_opt, episode, history):
             arrays[f"adam/{i}/exp_avg"] = st["exp_avg"].numpy()
             arrays[f"adam/{i}/exp_avg_sq"] = st["exp_avg_sq"].numpy()
             arrays[f"adam/{i}/step"] = np.asarray(float(st["step"]))
-    save_arrays(npath, arrays)
-    save_json(jpath, {"format": CKPT_FORMAT, "format_version": FORMAT_VERSION,
-                      "config": dataclasses.asdict(cfg), "episode": episode, "history": history})
+    # The weights go to a file of their own episode and the JSON, written last, names it: a kill
+    # between the two writes leaves the previous JSON naming the previous weights, still there.
+    # (One fixed weights file was overwritten first, and a kill in between resumed the older
+    # episode with the newer weights.)
+    weights = _episode_weights(out, episode)
+    save_arrays(weights, arrays)
+    save_json(jpath, {"format": CKPT_FORMAT, "format_version": FORMAT_VERSION, "config": dataclasses.asdict(cfg),
+                      "episode": episode, "history": history, "weights": weights.name})
+    for older in [npath, *_all_episode_weights(out)]:  # the JSON no longer names them
+        if older != weights:
+            older.unlink(missing_ok=True)
+
+
+def _episode_weights(out: Path, episode: int) -> Path:
+    return out.with_suffix(f".ckpt.e{episode:06d}.npz")
+
+
+def _all_episode_weights(out: Path) -> list[Path]:
+    import glob
+
+    pattern = glob.escape(str(out.with_suffix(""))) + ".ckpt.e[0-9][0-9][0-9][0-9][0-9][0-9].npz"
+    return [Path(p) for p in glob.glob(pattern)]
 
 
 def _load_checkpoint(out, cfg, rule, meta_opt) -> tuple[int, dict]:
@@ -120,6 +139,8 @@ def _load_checkpoint(out, cfg, rule, meta_opt) -> tuple[int, dict]:
             f"checkpoint {jpath} was made with other settings ({', '.join(diff)} differ); "
             "pass the same flags, or --restart to discard it"
         )
+    if "weights" in meta:
+        npath = jpath.parent / meta["weights"]
     try:
         arrays = read_npz(npath, "checkpoint weights")
     except CodesignError as exc:
@@ -139,6 +160,12 @@ def _load_checkpoint(out, cfg, rule, meta_opt) -> tuple[int, dict]:
     return int(meta["episode"]), meta["history"]
 
 
+def _is_weights_name(name, episode: int) -> bool:
+    """A checkpoint names its weights file beside it, of its own episode: nothing else is read."""
+    return isinstance(name, str) and name.endswith(f".ckpt.e{episode:06d}.npz") and "/" not in name \
+        and "\\" not in name and not name.startswith(".")
+
+
 def read_meta_ckpt(path: Path) -> dict:
     import json
 
@@ -148,7 +175,8 @@ def read_meta_ckpt(path: Path) -> dict:
         raise CodesignError(f"checkpoint {path} is unreadable ({exc.__class__.__name__}); pass --restart") from None
     if not isinstance(meta, dict) or meta.get("format") != CKPT_FORMAT or meta.get("format_version") != FORMAT_VERSION \
             or not isinstance(meta.get("config"), dict) or not isinstance(meta.get("episode"), int) \
-            or not isinstance(meta.get("history"), dict):
+            or not isinstance(meta.get("history"), dict) \
+            or not (meta.get("weights") is None or _is_weights_name(meta["weights"], meta["episode"])):
         raise CodesignError(f"{path} is not a version-{FORMAT_VERSION} codesign l2o checkpoint; pass --restart")
     return meta
 
