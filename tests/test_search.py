@@ -133,6 +133,45 @@ def test_checkpoint_round_trip_and_version_check(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+
+@pytest.mark.parametrize("killed", ["before_the_json", "after_the_json"])
+def test_a_kill_inside_a_checkpoint_save_never_mixes_two_saves(tmp_path, monkeypatch, killed):
+    """The second save of a checkpoint is killed before its JSON is committed (the first save is
+    read back whole) or after it, before the arrays' final rename (the second save is read whole);
+    the arrays of one save are never paired with the JSON of the other."""
+    import os as _os
+
+    ckpt.save(tmp_path / "c", {"w": torch.zeros(3), "epoch": 1}, {"epoch": 1})
+    real_replace, calls = _os.replace, []
+
+    def replace(src, dst):
+        calls.append(str(dst))
+        stop_at = 2 if killed == "before_the_json" else 3  # 1: arrays -> .next.npz, 2: JSON, 3: .npz
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt  # the kill
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(tmp_path / "c", {"w": torch.ones(3), "epoch": 2}, {"epoch": 2})
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    assert ckpt.exists(tmp_path / "c")
+    state, meta = ckpt.load(tmp_path / "c")
+    want = 1 if killed == "before_the_json" else 2
+    assert meta == {"epoch": want} and state["epoch"] == want
+    torch.testing.assert_close(state["w"], torch.full((3,), float(want - 1)))
+    ckpt.save(tmp_path / "c", {"w": torch.full((3,), 5.0), "epoch": 3}, {"epoch": 3})  # saving goes on as usual
+    assert ckpt.load(tmp_path / "c")[1] == {"epoch": 3} and not (tmp_path / "c.next.npz").exists()
+
+
+def test_a_checkpoint_whose_files_come_from_different_saves_is_refused(tmp_path):
+    ckpt.save(tmp_path / "a", {"w": torch.zeros(2)}, {"e": 1})
+    ckpt.save(tmp_path / "b", {"w": torch.ones(2)}, {"e": 2})
+    (tmp_path / "b.npz").replace(tmp_path / "a.npz")
+    with pytest.raises(CodesignError, match="come from different saves"):
+        ckpt.load(tmp_path / "a")
+
+
 # --- strategies ---------------------------------------------------------------------------------
 
 def small_cfg(strategy, **kw):

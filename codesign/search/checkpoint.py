@@ -1,7 +1,11 @@
 """Checkpoints as npz (tensors) + JSON (everything else), never pickle.
 
-``save(path_stem, tensors, meta)`` writes ``<stem>.npz`` and ``<stem>.json`` atomically (temp file
-and rename, JSON last, so a checkpoint whose JSON exists is complete). Nested state dicts (a
+``save(path_stem, tensors, meta)`` writes ``<stem>.npz`` and ``<stem>.json`` atomically: each file
+through a temp file and a rename, and the pair through a generation token both carry. The arrays
+go to ``<stem>.next.npz`` first, the JSON naming their generation is committed, then the arrays
+take their place. A kill before the JSON leaves the previous pair (the stray ``.next.npz`` is
+never read); a kill after it leaves ``.next.npz`` holding the JSON's generation, which ``load``
+reads. A checkpoint never mixes the arrays of one save with the JSON of another. Nested state dicts (a
 module's, an optimizer's) are flattened: tensors go to the npz under their path, the rest to JSON.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +64,29 @@ def save(stem: str | Path, state: dict, meta: dict | None = None) -> None:
     stem = Path(stem)
     arrays: dict[str, np.ndarray] = {}
     skeleton = flatten(state, "s", arrays)
-    tmp = stem.with_name(stem.name + ".tmp.npz")
+    generation = secrets.token_hex(8)
+    arrays[_GENERATION] = np.array(generation)
+    tmp, nxt = stem.with_name(stem.name + ".tmp.npz"), _next(stem)
     np.savez(tmp, **arrays)
-    os.replace(tmp, stem.with_suffix(".npz"))
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta or {}, "state": skeleton}
+    os.replace(tmp, nxt)
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": generation, "meta": meta or {},
+           "state": skeleton}
     tmpj = stem.with_name(stem.name + ".tmp.json")
     tmpj.write_text(json.dumps(doc))
-    os.replace(tmpj, stem.with_suffix(".json"))
+    os.replace(tmpj, stem.with_suffix(".json"))  # the commit
+    os.replace(nxt, stem.with_suffix(".npz"))
+
+
+_GENERATION = "__generation__"
+
+
+def _next(stem: Path) -> Path:
+    return stem.with_name(stem.name + ".next.npz")
 
 
 def exists(stem: str | Path) -> bool:
     stem = Path(stem)
-    return stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists()
+    return stem.with_suffix(".json").exists() and (stem.with_suffix(".npz").exists() or _next(stem).exists())
 
 
 def load(stem: str | Path) -> tuple[dict, dict]:
@@ -87,12 +103,27 @@ def load(stem: str | Path) -> tuple[dict, dict]:
     if doc.get("format_version") != FORMAT_VERSION:
         raise CodesignError(f"{stem}.json has checkpoint format version {doc.get('format_version')}; this "
                             f"codesign reads {FORMAT_VERSION}")
-    arrays = read_npz(stem.with_suffix(".npz"), "checkpoint")
+    generation = doc.get("generation")
+    arrays = None
+    if generation is not None and _next(stem).exists():
+        pending = read_npz(_next(stem), "checkpoint")
+        if _generation_of(pending) == generation:  # killed after the commit, before the rename
+            arrays = pending
+    if arrays is None:
+        arrays = read_npz(stem.with_suffix(".npz"), "checkpoint")
+    if generation is not None and _generation_of(arrays) != generation:
+        raise CodesignError(f"checkpoint {stem} is damaged: its .json and .npz come from different saves")
+    arrays.pop(_GENERATION, None)
     try:
         return unflatten(doc["state"], arrays), doc.get("meta", {})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CodesignError(f"checkpoint {stem} is damaged ({type(exc).__name__}: {exc}); its .json and .npz "
                             "do not belong together") from None
+
+
+def _generation_of(arrays: dict) -> str | None:
+    value = arrays.get(_GENERATION)
+    return str(value) if value is not None and value.shape == () else None
 
 
 def rng_state() -> dict:
