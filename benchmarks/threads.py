@@ -1,13 +1,11 @@
 """How torch's OpenMP threads behave when the CPU is shared (JSON).
 
-codesign sets ``OMP_WAIT_POLICY=PASSIVE`` when it is imported before torch (``codesign/__init__.py``;
-a value the user set is kept): OpenMP threads then sleep while they wait instead of spinning.
 This benchmark times supernet training steps (forward, backward, SGD) of the default search (nb201
 on 8x8 digits-sized inputs, batch 64) and of a CIFAR-sized one (nb201 c=16 on 32x32) in child
 processes under three thread settings:
 
 - ``default``: torch's own (every core, libgomp's default wait policy: spin, then sleep);
-- ``passive``: every core, ``OMP_WAIT_POLICY=PASSIVE`` (what codesign sets);
+- ``passive``: every core, ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep);
 - ``one_thread``: ``OMP_NUM_THREADS=1``;
 
 first on the machine as it is, then with ``--busy N`` busy-looping processes beside them (another

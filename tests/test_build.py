@@ -23,17 +23,3 @@ def test_the_cpp_core_loads():
 
     assert _C.philox4x32_10(0, 0, 0) == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
 
-
-@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_sleep_while_they_wait_unless_the_user_says_otherwise(given, expected):
-    """Importing codesign before torch sets OMP_WAIT_POLICY=PASSIVE (spinning threads slow a shared
-    machine, benchmarks/threads.py); a policy the user set is kept."""
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    out = subprocess.run([sys.executable, "-c", "import os, codesign, torch; print(os.environ['OMP_WAIT_POLICY'])"],
-                         env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
