@@ -23,6 +23,7 @@ apache-tvm-ffi must be 0.1.14.x: with 0.1.15 serialising IR with dtypes crashes 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -59,6 +60,7 @@ def meta_schedule(target_kind: str = "llvm"):
 _POOL_RULES = ("pool_avg", "pool_max", "adaptive_pool_avg", "adaptive_pool_max")
 
 
+@functools.cache  # once per process: meta_schedule() is called for every kernel tuned
 def _leave_pools_to_the_default_rules() -> None:
     import tvm
 
