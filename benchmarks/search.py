@@ -187,7 +187,7 @@ def _config(space: str, seed: int, args, **kw):
                 latency_ms=args.latency, epochs=args.epochs, warmup_epochs=args.warmup, batch_size=args.batch_size,
                 train_epochs=args.train_epochs, candidate_epochs=args.candidate_epochs,
                 ws_candidates=args.ws_candidates, ws_eval_batches=args.ws_eval_batches, db=args.db,
-                measure=not args.no_measure)
+                measure=not args.no_measure, schedule=args.schedule)
     return SearchConfig(**{**base, **kw})
 
 
@@ -489,6 +489,8 @@ def main() -> None:
     ap.add_argument("--rank-supernet-epochs", type=int, default=10, help="ranking: supernet training epochs")
     ap.add_argument("--random-cells", type=int, default=5, help="default: random cells trained for reference")
     ap.add_argument("--remedy-variants", nargs="+", default=None, help="remedies: only these (e.g. gdas+tunas)")
+    ap.add_argument("--schedule", default=None,
+                    help="profile/measure policy of every run (default: the device's default, tuned on a CPU)")
     ap.add_argument("--no-measure", action="store_true", help="skip the TVM measurement of the final networks")
     ap.add_argument("--quick", action="store_true", help="fewer steps and epochs (smoke test)")
     ap.add_argument("--rounds", type=int, default=2, help="supernet: rounds of all variants, alternated (default 2)")

@@ -262,3 +262,54 @@ def test_a_candidate_finished_far_ahead_is_kept_until_its_turn_on_resume(problem
     found, logs = _search(problem, small_cfg("random", candidates=5, candidate_epochs=1), stem=stem)
     assert [r["candidate"] for r in logs] == [2, 4]
     assert found["choices"] == full["choices"] and found["candidates"] == 5
+
+
+class _ThreadExecutor:
+    """Two slots on threads of this process: the Executor protocol without Ray."""
+
+    slots = 2
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=2)
+
+    def share(self, obj):
+        return obj
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
+
+    def close(self):
+        self.pool.shutdown()
+
+
+def test_a_free_slot_takes_the_next_candidate_without_waiting_for_a_slow_one(problem, monkeypatch):
+    """Candidate 0 holds its slot until candidate 3 has started: the other slot must run 1, 2 and 3
+    meanwhile (a search that waits for the slowest candidate of each pair never starts 3, and the
+    wait times out). The answer is still the serial run's."""
+    import codesign.search.strategies as strategies
+
+    cfg = small_cfg("random", candidates=5, candidate_epochs=1)
+    serial, _ = _search(problem, cfg)
+    train = strategies.train_candidate
+    third_started = threading.Event()
+    waited: list[bool] = []
+
+    def slow_first(data, job):
+        if job["candidate"] == 3:
+            third_started.set()
+        if job["candidate"] == 0:
+            waited.append(third_started.wait(timeout=60))
+        return train(data, job)
+
+    monkeypatch.setattr(strategies, "train_candidate", slow_first)
+    executor = _ThreadExecutor()
+    try:
+        found, logs = _search(problem, cfg, executor)
+    finally:
+        executor.close()
+    assert waited == [True], "candidate 3 did not start while candidate 0 was still training"
+    order = [r["candidate"] for r in logs]
+    assert sorted(order) == [0, 1, 2, 3, 4] and order.index(0) > order.index(2)
+    assert found["choices"] == serial["choices"] and found["candidates"] == 5

@@ -576,7 +576,7 @@ class SampleSearch:
                 "y_val": ctx.y_val, "augment": ctx.augment, "weight_optimizer_factory": ctx.weight_optimizer_factory}
 
     def run(self) -> dict:
-        from concurrent.futures import as_completed
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         from ..distributed import SerialExecutor
 
@@ -587,13 +587,15 @@ class SampleSearch:
         data = None
         total = None if ctx.max_passes is not None else ctx.cfg.candidates
         bar = _bar(total, f"search {self.name}", ctx.progress, "candidate", len(self.history))
-        while not self.done():
-            jobs, states = [], []
-            for _ in range(max(1, min(self.ready(), self.remaining(), executor.slots))):
-                jobs.append(self.job(self.propose(), len(self.history) + len(jobs)))
-                states.append(self.rng.getstate())
-            pending = {}
-            for job in jobs:
+        # A rolling window: a candidate is proposed and handed out as soon as a slot frees, so no
+        # worker waits for the slowest candidate of a batch. `proposed` holds every proposal past
+        # the history (its job and the generator state after it), in candidate order.
+        proposed: list[tuple[dict, tuple]] = []
+        pending: dict = {}
+        while True:
+            while (len(pending) < executor.slots and len(proposed) < min(self.ready(), self.remaining())):
+                job = self.job(self.propose(), len(self.history) + len(proposed))
+                proposed.append((job, self.rng.getstate()))
                 reused = self.ahead.get(job["candidate"])
                 if reused is not None and reused["choices"] == job["choices"]:
                     continue  # finished before the driver stopped; never trained twice
@@ -601,12 +603,14 @@ class SampleSearch:
                 if data is None:
                     data = executor.share(self._data())
                 pending[executor.submit(train_candidate, data, job)] = job
-            for fut in as_completed(pending):
-                job = pending[fut]
-                self.ahead[job["candidate"]] = self.finished(job, fut.result())
-                self._record_in_order(jobs, states, bar)
-            if not pending:  # every candidate of the batch had finished before a resume
-                self._record_in_order(jobs, states, bar)
+            if pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(finished, key=lambda f: pending[f]["candidate"]):
+                    job = pending.pop(fut)
+                    self.ahead[job["candidate"]] = self.finished(job, fut.result())
+            elif not proposed:
+                break  # nothing in flight, nothing more to propose: done
+            self._record_in_order(proposed, bar)
         bar.close()
         best = max(self.history, key=lambda h: (h["val_accuracy"], -h["candidate"]))
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
@@ -615,17 +619,20 @@ class SampleSearch:
                 "best_val_accuracy": best["val_accuracy"], "search_passes": float(sum(h["passes"] for h in self.history)),
                 "search_seconds": sum(h["seconds"] for h in self.history)}
 
-    def _record_in_order(self, jobs: list[dict], states: list, bar) -> None:
-        """Move finished candidates that continue the history into it; checkpoint."""
-        first = jobs[0]["candidate"]
-        # only this batch's candidates: one finished further ahead waits for its own batch, where
-        # its proposal is drawn again and the generator state after it is known
-        while first <= len(self.history) < first + len(jobs) and len(self.history) in self.ahead:
-            rec = self.ahead.pop(len(self.history))
+    def _record_in_order(self, proposed: list[tuple[dict, tuple]], bar) -> None:
+        """Move finished candidates that continue the history into it (with the generator state
+        after their proposal); checkpoint. A candidate finished ahead of an earlier one waits in
+        ``ahead`` (and in the checkpoint) until the history reaches it."""
+        moved = False
+        while proposed and proposed[0][0]["candidate"] in self.ahead:
+            job, state = proposed.pop(0)
+            rec = self.ahead.pop(job["candidate"])
             self.history.append(rec)
-            self._rng_state = states[rec["candidate"] - first]
+            self._rng_state = state
+            moved = True
             bar.update(1, best=f"{max(h['val_accuracy'] for h in self.history):.3f}", last=f"{rec['val_accuracy']:.3f}")
-        self.save()
+        if moved or self.ahead:
+            self.save()
 
 
 @register_strategy("random")
