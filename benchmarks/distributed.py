@@ -3,6 +3,7 @@ kernels, each on the plain serial path, on a local Ray of 1 worker and of 2 work
 
     python benchmarks/distributed.py [--candidates 8] [--candidate-epochs 6] [--kernels 40]
                                      [--repeats 3] [--min-repeat-ms 10] [--only search|profile]
+                                     [--schedule untuned|tuned] [--tune-trials 8]
 
 Prints JSON. Figures, all ratios of wall times measured in this run:
 - ``speedup_2_over_1``: Ray with 1 worker over Ray with 2 workers (the issue's 1 vs 2 workers);
@@ -15,8 +16,9 @@ Prints JSON. Figures, all ratios of wall times measured in this run:
   each Ray run equal the serial run's (search), or the same kernels were stored without error
   (profile).
 Search: nb201 (c=8, one cell) on the digits set, costs from the eyeriss-like accelerator model (no
-TVM), torch at one thread in the serial run as in each Ray task. Profile: untuned kernels of a
-fixed grid sample on cpu-local; the serial path overlaps one compilation with timing; timing stays
+TVM), torch at one thread in the serial run as in each Ray task. Profile: kernels of a fixed grid
+sample on cpu-local, untuned (compilation only, the cheap end) or tuned (``--schedule tuned``,
+codesign's default policy: MetaSchedule tuning on the workers, into a fresh database each run); the serial path overlaps one compilation with timing; timing stays
 in the driver on every path. The load average is recorded before and after each part: on a shared
 machine every speed-up measured under load is a lower bound of the unloaded one.
 """
@@ -145,14 +147,17 @@ def bench_profile(args) -> dict:
     def profile(executor):
         with tempfile.TemporaryDirectory() as tmp, ProfileDB(os.path.join(tmp, "p.sqlite")) as db:
             t0 = time.perf_counter()
-            rep = profile_kernels(specs, device, db, repeats=args.repeats, min_repeat_ms=args.min_repeat_ms,
-                                  progress=False, executor=executor)
+            rep = profile_kernels(specs, device, db, schedule=args.schedule, repeats=args.repeats,
+                                  min_repeat_ms=args.min_repeat_ms, progress=False, executor=executor,
+                                  tune_trials=args.tune_trials)
             wall = time.perf_counter() - t0
-            keys = sorted(m.kernel_key for m in db.query(ok_only=True))
+            keys = sorted(m.kernel_key for m in db.query(ok_only=True, schedule=rep.schedule))
         return {"wall_s": wall, "measured": rep.measured, "failed": rep.failed, "compile_s": rep.compile_s,
                 "timing_s": rep.timing_s}, keys
 
-    out: dict = {"settings": {"kernels": len(specs), "schedule": "untuned", "repeats": args.repeats,
+    out: dict = {"settings": {"kernels": len(specs), "schedule": args.schedule,
+                              "tune_trials": args.tune_trials if args.schedule == "tuned" else None,
+                              "repeats": args.repeats,
                               "min_repeat_ms": args.min_repeat_ms, "device": "cpu-local (1 thread)"}}
     return _compare(out, profile, lambda res, keys, ref: keys == ref and res["failed"] == 0,
                     ("tvm", "codesign.profile.profiler"))
@@ -165,6 +170,9 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-repeat-ms", type=float, default=10.0)
+    parser.add_argument("--schedule", default="untuned",
+                        help="profile: untuned (compilation only) or tuned (MetaSchedule tuning on the workers)")
+    parser.add_argument("--tune-trials", type=int, default=8, help="profile, tuned: mean trials per kernel")
     parser.add_argument("--only", choices=["search", "profile"], default=None)
     args = parser.parse_args()
     out = {"hardware": hardware(), "load_start": _load()}

@@ -23,7 +23,8 @@ import socket
 import sys
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from ..errors import CodesignError
@@ -358,7 +359,11 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
         def result(fut):
             return fut.result()
     else:
-        pool, depth = None, executor.slots
+        # Kernels are timed in the order claimed, but they compile (and tune: trials differ per
+        # kernel) in very different times: compiled kernels may wait in a window of a few per
+        # slot, so that a worker that finishes goes on with the next kernel while the driver waits
+        # for a slow one at the head of the queue; never more than ``slots`` compile at once.
+        pool, depth = None, 4 * executor.slots
 
         tuned = is_tuned(schedule)
 
@@ -379,10 +384,12 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     spent = 0  # trials of the kernels done (under ``tuned``)
     queue: deque = deque()  # (kernel, its compilation) in the order claimed
 
+    slots = 1 if executor is None else executor.slots
+
     def fill(wait: bool) -> None:
         # Waits for kernels other profilers hold only with nothing of ours in flight: a profiler
         # stores what it holds before it waits for another's.
-        while len(queue) < depth:
+        while len(queue) < depth and sum(not f.done() for _, f in queue) < slots:
             spec = claims.next(wait=wait and not queue)
             if spec is None:
                 return
@@ -391,7 +398,12 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     try:
         fill(wait=True)
         while queue:
-            spec, pending = queue.popleft()
+            spec, pending = queue[0]
+            if executor is not None:
+                while not pending.done():  # keep the other slots busy meanwhile
+                    futures_wait([f for _, f in queue if not f.done()], return_when=FIRST_COMPLETED)
+                    fill(wait=False)
+            queue.popleft()
             try:
                 executable, shapes, compile_s = result(pending)
                 error = None
