@@ -93,6 +93,11 @@ def build(args) -> None:
     )
     from codesign.profile.measure import measure_network
 
+    import re
+
+    bad = [d for d in args.fast_devices.split(",") if not re.fullmatch(r"(ort|torch)-[1-9][0-9]*t", d)]
+    if bad:
+        sys.exit(f"benchmarks/fewshot.py: --fast-devices takes ort-Nt or torch-Nt, got {', '.join(bad)}")
     space = create_reference_space()
     bank = Bank(args.bank)
     refs = reference_genotypes(space)
@@ -115,11 +120,12 @@ def build(args) -> None:
             print(f"stopped after {args.max_minutes} min at {i} networks", file=sys.stderr)
             break
         if args.group == "retest":
-            devices = [RETEST + d for d in ("ort-1t", "ort-2t", "torch-1t")]
+            devices = [RETEST + d for d in args.fast_devices.split(",")]
         elif args.group == "fast":
-            # torch at 2 threads is left out: on a loaded 2-core machine its OpenMP barriers wait for
-            # preempted threads (150 ms against 5 ms at 1 thread, spread 10x the value)
-            devices = ["ort-1t", "ort-2t", "torch-1t"]
+            # torch at 2 threads is left out by default: on a loaded 2-core machine its OpenMP
+            # barriers wait for preempted threads (150 ms against 5 ms at 1 thread, spread 10x the
+            # value); --fast-devices adds it on a quiet one
+            devices = args.fast_devices.split(",")
         else:
             devices = ["tvm-untuned-1t"]
         done = [d for d in devices if g in bank.latencies(d)]
@@ -357,6 +363,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="measure networks into the bank (resumable)")
     b.add_argument("--bank", required=True)
     b.add_argument("--retest", type=int, default=40, help="pool networks --group retest times again")
+    b.add_argument("--fast-devices", default="ort-1t,ort-2t,torch-1t",
+                   help="--group fast: the devices to time (ort-Nt, torch-Nt)")
     b.add_argument("--group", choices=("fast", "tvm", "accel", "retest"), default="fast",
                    help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: untuned TVM")
     b.add_argument("--pool", type=int, default=250, help="pool networks besides the reference set")
