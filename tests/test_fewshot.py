@@ -126,11 +126,37 @@ def test_meta_trained_prior_adapts_to_a_new_device_from_few_rows():
     def tau(w):
         return kendalltau((design @ w)[20:], np.log(y_new[20:]))[0]
 
-    taus = [tau(prior.adapt(x[:n], y_new[:n])) for n in (5, 10, 20)]
+    taus = [tau(prior.adapt(x[:n], y_new[:n], select=False)) for n in (5, 10, 20)]  # the meta-trained values
     scratch = fs._ridge_weights(prior.z(x)[:10], np.log(y_new[:10]), 1.0)  # no prior: ridge on 10 rows
     assert taus[1] > max(tau(prior.weights.mean(axis=0)), tau(scratch)) and taus[2] > taus[0] > 0.8
     with pytest.raises(CodesignError, match="at least 3 source devices"):
         fs.meta_train(dict(list(sources.items())[:2]), ref)
+
+
+def test_a_device_unlike_the_sources_chooses_its_own_adaptation():
+    """A new device far from every source: a prior meta-trained as tight as the grid allows keeps
+    it near the sources; choosing shrinkage, temperature and noise on its own rows (leave one row
+    out) loosens the prior and ranks its other networks better. Below MIN_SELECT_ROWS rows the
+    meta-trained values stay."""
+    rng = np.random.default_rng(3)
+    sources, x, mean_w = _synthetic_sources(rng, nets=80)
+    prior = fs.meta_train(sources, [{"genotype": f"g{i}", "signature": f"s{i}"} for i in range(20)])
+    prior.shrink, prior.temperature, prior.noise = 0.003, 0.003, 1.0  # the tightest prior on offer
+    w_new = mean_w + rng.normal(size=K) * 0.6
+    y_new = np.exp(x @ w_new + 1.0 + rng.normal(size=len(x)) * 0.01)
+    design = np.hstack([np.ones((len(x), 1)), prior.z(x)])
+
+    def tau(w):
+        return kendalltau((design @ w)[12:], np.log(y_new[12:]))[0]
+
+    fixed = tau(prior.adapt(x[:12], y_new[:12], select=False))
+    assert prior.chosen == {"shrink": 0.003, "temperature": 0.003, "noise": 1.0}
+    chosen = tau(prior.adapt(x[:12], y_new[:12]))
+    assert (prior.chosen["shrink"], prior.chosen["temperature"], prior.chosen["noise"]) in fs.ADAPT_GRID
+    assert prior.chosen != {"shrink": 0.003, "temperature": 0.003, "noise": 1.0}
+    assert chosen > fixed + 0.05, (chosen, fixed)
+    prior.adapt(x[:fs.MIN_SELECT_ROWS - 1], y_new[:fs.MIN_SELECT_ROWS - 1])
+    assert prior.chosen == {"shrink": 0.003, "temperature": 0.003, "noise": 1.0}
 
 
 def test_prior_round_trip_and_refusals(tmp_path):

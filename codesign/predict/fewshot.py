@@ -251,6 +251,26 @@ def posterior_weights(prior: dict[str, np.ndarray], z: np.ndarray, y: np.ndarray
     return np.linalg.solve(lhs, rhs)
 
 
+def select_adaptation(weights: np.ndarray, z: np.ndarray, y: np.ndarray,
+                      grid: tuple[tuple[float, float, float], ...]) -> tuple[float, float, float]:
+    """The (shrink, temperature, noise) of ``grid`` whose adapted model predicts each of the
+    device's rows best from the others (leave one row out), up to a common offset: a device's
+    rows say how far it is from the sources, which the meta-trained values can only average.
+    Ties keep the earlier entry of ``grid``."""
+    a = np.hstack([np.ones((len(z), 1)), z])
+    best, best_err = grid[0], np.inf
+    for shrink, temperature, noise in grid:
+        err = np.empty(len(y))
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            w = posterior_weights(local_prior(weights, z[keep], y[keep], shrink, temperature), z[keep], y[keep], noise)
+            err[i] = a[i] @ w - y[i]
+        score = float(((err - err.mean()) ** 2).mean())
+        if score < best_err - 1e-12:
+            best, best_err = (shrink, temperature, noise), score
+    return best
+
+
 # --- the bank of measured source devices ------------------------------------------------------
 _BANK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -346,6 +366,11 @@ class Bank:
 NOISE_GRID = (0.01, 0.1)
 SHRINK_GRID = (0.01, 0.1)
 TEMPERATURE_GRID = (0.01, 0.1, float("inf"))
+# Adaptation's own choice of (shrink, temperature, noise) for one device, by leave-one-row-out on
+# its reference rows (``select_adaptation``); the meta-trained values are used below MIN_SELECT_ROWS.
+ADAPT_GRID = tuple((s, t, n) for s in (0.003, 0.01, 0.1, 1.0) for t in (0.003, 0.01, 0.1, float("inf"))
+                   for n in (0.003, 0.01, 0.1, 1.0))
+MIN_SELECT_ROWS = 8  # with 5 rows, leaving one out is too noisy (measured: ort-2t fell below FLOPs)
 TUNING_SOURCES = 24  # held-out sources the hyperparameters are scored on (measured ones first)
 TUNING_ROWS = 80  # of each held-out source's other networks
 
@@ -366,14 +391,24 @@ class Prior:
         self.sources = list(sources)
         self.space = dict(space)
         self.reference = [dict(r) for r in reference]  # the reference set in order: genotype, signature
+        self.chosen: dict[str, float] | None = None  # the last adaptation's hyperparameters
 
     def z(self, x: np.ndarray) -> np.ndarray:
         return (x - self.mean_x) / self.scale_x
 
-    def adapt(self, x: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
-        """Posterior weights [intercept, w] of a device measured on rows ``x`` (design matrix)."""
+    def adapt(self, x: np.ndarray, latency_ms: np.ndarray, select: bool = True) -> np.ndarray:
+        """Posterior weights [intercept, w] of a device measured on rows ``x`` (design matrix).
+
+        With ``select`` and at least ``MIN_SELECT_ROWS`` rows, the adaptation's shrinkage,
+        temperature and noise are the device's own (``select_adaptation``; ``self.chosen`` says
+        which), else the meta-trained ones."""
         z, y = self.z(x), np.log(latency_ms)
-        return posterior_weights(local_prior(self.weights, z, y, self.shrink, self.temperature), z, y, self.noise)
+        shrink, temperature, noise = (self.shrink, self.temperature, self.noise)
+        if select and len(y) >= MIN_SELECT_ROWS:
+            shrink, temperature, noise = select_adaptation(self.weights, z, y,
+                                                           ((self.shrink, self.temperature, self.noise),) + ADAPT_GRID)
+        self.chosen = {"shrink": shrink, "temperature": temperature, "noise": noise}
+        return posterior_weights(local_prior(self.weights, z, y, shrink, temperature), z, y, noise)
 
     def to_dict(self) -> dict:
         return {"format_version": FORMAT_VERSION, "kind": "fewshot-prior", "features": design_names(),
