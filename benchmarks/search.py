@@ -361,14 +361,15 @@ def part_ranking(args, work: Path) -> dict:
         cfg = _config(space, args.seeds[0], args, strategy="rsws", epochs=args.rank_supernet_epochs)
         split = split_fn(s.dataset, cfg.val_fraction, cfg.seed)
         ctx = SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table,
-                            costs.budgets, cfg, work / f"ranking-{space}-supernet", augment=s.dataset.augment)
+                            costs.budgets, cfg, work / f"ranking-{space}-supernet-e{args.rank_supernet_epochs}",
+                            augment=s.dataset.augment)
         ws = create_strategy("rsws", ctx)
         if ckpt.exists(ctx.checkpoint_stem):
             ws.load(ckpt.load(ctx.checkpoint_stem)[0])
         ws.train()
         full = ws.val_batches()
         rng = pyrandom.Random(12_345)
-        store = work / f"ranking-{space}.json"
+        store = work / f"ranking-{space}-e{args.rank_supernet_epochs}-s{args.rank_epochs}.json"
         done = json.loads(store.read_text()) if store.exists() else []
         archs = [sample_feasible(ctx, rng)[:len(s.space.decisions())] for _ in range(args.rank_archs)]
         for i, choices in enumerate(archs):
