@@ -863,3 +863,26 @@ def test_numeric_settings_that_default_to_none_take_numbers():
                      ({"arch_batch_size": True}, "an integer or null")]:
         with pytest.raises(CodesignError, match=msg):
             SearchConfig(**bad)._check_types()
+
+
+def test_a_budget_that_admits_a_tiny_corner_still_yields_feasible_draws(digits):
+    """Rejection sampling that misses every try falls back to repairing a random design: the
+    draws meet the budget and still differ; a budget nothing meets is one clear error."""
+    import random as pyrandom
+
+    from codesign.search.budgets import Budget
+    from codesign.search.strategies import sample_feasible, under_budget
+
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    _, cheapest = costs.extreme(space, "latency_ms", "min")
+    _, costliest = costs.extreme(space, "latency_ms", "max")
+    tight = [Budget("latency_ms", "tight", cheapest + 0.15 * (costliest - cheapest))]
+    ctx = context(space, digits, costs, tight, small_cfg("random"))
+    rng = pyrandom.Random(0)
+    draws = [sample_feasible(ctx, rng, tries=1) for _ in range(12)]
+    assert all(under_budget(ctx, d) for d in draws)
+    assert len({tuple(d) for d in draws}) > 1
+    impossible = context(space, digits, costs, [Budget("latency_ms", "none", cheapest * 0.5)], small_cfg("random"))
+    with pytest.raises(CodesignError, match="budget"):
+        sample_feasible(impossible, rng, tries=3)

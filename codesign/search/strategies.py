@@ -141,13 +141,28 @@ def under_budget(ctx: SearchContext, choices) -> bool:
 
 
 def sample_feasible(ctx: SearchContext, rng: random.Random, tries: int = 10_000) -> list[int]:
-    """A design drawn uniformly among those under the budgets (rejection sampling)."""
+    """A design drawn uniformly among those under the budgets (rejection sampling). Where the
+    budgets admit so small a corner of the space that ``tries`` draws all miss, a random design is
+    repaired into it instead (each change preferred by a random weight, so repeated calls still
+    differ): a long search that needs thousands of feasible draws does not fail on an unlucky one.
+
+    Raises:
+        CodesignError: no design of the space meets the budgets at all.
+    """
     for _ in range(tries):
         c = random_design(ctx.space, ctx.costs, rng)
         if under_budget(ctx, c):
             return c
-    raise CodesignError("no network under the budgets found in 10,000 random samples; the budget admits "
-                        "only a tiny corner of the space: relax it or use a gradient strategy")
+    from .budgets import repair
+
+    c = random_design(ctx.space, ctx.costs, rng)
+    sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
+    prefs = [np.array([rng.random() + 1e-3 for _ in range(n)]) for n in sizes]
+    fixed, _ = repair(ctx.space, ctx.costs, c, [p / p.sum() for p in prefs], ctx.budgets)
+    if not under_budget(ctx, fixed):
+        raise CodesignError("no network under the budgets found in 10,000 random samples or by repair; relax "
+                            "the budgets")
+    return fixed
 
 
 def mutate_design(space, costs: CostTable, choices: list[int], rng: random.Random) -> list[int]:
