@@ -227,6 +227,9 @@ def test_fewshot_model_round_trip_and_kernel_shares(tmp_path):
     path = model.save(tmp_path / "phone.json")
     back = load_cost_model(path)
     assert back.kind == "fewshot" and back.device == "phone"
+    # 6 rows: fewer than MIN_SELECT_ROWS, so the prior's own settings, recorded in the model
+    assert back.adaptation == {"shrink": prior.shrink, "noise": prior.noise, "chosen_on_rows": False,
+                               "temperature": prior.temperature if np.isfinite(prior.temperature) else "inf"}
     for net in nets:
         total = back.predict_network(net)["latency_ms"]
         assert np.isclose(total, model.predict_network(net)["latency_ms"])
@@ -304,9 +307,11 @@ def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli
     assert r.returncode == 2 and "row 1 of the table is reference network 2, expected 1" in r.stderr
     r = run_cli("calibrate", "--table", str(table), "--as", "os8", "--out", str(tmp_path / "os8.json"))
     assert r.returncode == 0, r.stderr
+    assert "(chosen on these rows, leaving one out)" in r.stdout  # 10 rows: the device's own settings
     from codesign.predict.models import load_cost_model
 
     model = load_cost_model(tmp_path / "os8.json")
+    assert model.adaptation["chosen_on_rows"] is True
     others = [module_kernels(space.build(g), tuple(space.input_shape))
               for g in fs.random_genotypes(space, 12, seed=5, exclude=set(kernels))]
     truth = fs.accel_latencies_ms(others, [accel])[:, 0]

@@ -486,7 +486,7 @@ def _reference_set(args) -> int:
 def _calibrate_meta(args) -> int:
     from ..predict.calibrate import check_new_device
     from ..predict.evaluate import accuracy
-    from ..predict.fewshot import calibrate_meta, check_row_count, check_rows, meta_train_bank
+    from ..predict.fewshot import MIN_SELECT_ROWS, calibrate_meta, check_row_count, check_rows, meta_train_bank
 
     if args.base is not None:
         raise CodesignError("--from is the base of --method scale; --method meta needs none (drop --from or "
@@ -511,7 +511,7 @@ def _calibrate_meta(args) -> int:
     model = calibrate_meta(prior, kernels, measured, args.new_device, [e["genotype"] for e in prior.reference])
     out = model.save(out)
     report = {"method": "meta", "device": args.new_device, "rows": len(rows), "saved": str(out),
-              "prior_sources": len(prior.sources), "prior": args.bank or "shipped"}
+              "prior_sources": len(prior.sources), "prior": args.bank or "shipped", "adaptation": model.adaptation}
     if ev is not None:
         ev_kernels = [row_kernels(r) for r in ev]
         report["eval"] = {"meta": accuracy([model.predict_network(k)["latency_ms"] for k in ev_kernels],
@@ -521,6 +521,10 @@ def _calibrate_meta(args) -> int:
         return 0
     print(f"adapted the meta-learned prior ({len(prior.sources)} source devices) to {args.new_device} on "
           f"{len(rows)} reference networks; saved {out}")
+    a = model.adaptation
+    how = "chosen on these rows, leaving one out" if a["chosen_on_rows"] else \
+        f"the prior's own: {MIN_SELECT_ROWS} rows or more choose them"
+    print(f"  adaptation: noise {a['noise']}, shrinkage {a['shrink']}, temperature {a['temperature']} ({how})")
     if "eval" in report:
         acc = report["eval"]["meta"]
         print(f"  on {acc['n']} eval rows: Kendall tau {acc['kendall_tau']:.3f}, within ±10% "

@@ -643,6 +643,7 @@ class FewShotModel(CostModel):
         super().__init__(seed)
         self.reference: list[str] = []
         self.sources: list[str] = []
+        self.adaptation: dict[str, Any] | None = None  # noise, shrink, temperature of the adaptation
 
     def fit(self, records, device=None, schedule=None):
         raise CodesignError("a few-shot model is made by `codesign calibrate --method meta`, not fitted")
@@ -702,7 +703,7 @@ class FewShotModel(CostModel):
     def _meta(self) -> dict[str, Any]:
         meta = super()._meta()
         meta.update(reference=self.reference, sources=self.sources, design=design_names(),
-                    basis=[c.to_dict() for c in basis_configs()])
+                    basis=[c.to_dict() for c in basis_configs()], adaptation=self.adaptation)
         return meta
 
     def _restore(self, meta, arrays=None) -> None:
@@ -711,6 +712,7 @@ class FewShotModel(CostModel):
             raise ValueError("the model uses other features or basis accelerators than this codesign computes")
         self.reference = list(meta["reference"])
         self.sources = list(meta["sources"])
+        self.adaptation = meta.get("adaptation")  # absent from models saved before it was recorded
 
 
 def check_row_count(n: int, method: str = "meta") -> None:
@@ -775,6 +777,9 @@ def calibrate_meta(prior: Prior, kernels: list[list[KernelSpec]], latency_ms, ne
     basis_ms = np.exp(x[:, len(FEATURE_NAMES) + share])
     model.heads = {"latency_ms": {"weights": prior.adapt(x, y), "mean_x": prior.mean_x, "scale_x": prior.scale_x,
                                   "share_basis": share, "kernel_scale": float(np.median(y / basis_ms))}}
+    # how the prior was adapted (JSON has no infinity: a flat source weighting is "inf")
+    model.adaptation = {k: (v if math.isfinite(v) else "inf") for k, v in prior.chosen.items()}
+    model.adaptation["chosen_on_rows"] = len(y) >= MIN_SELECT_ROWS
     model.created_at = time.time()
     return model
 
