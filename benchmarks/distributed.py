@@ -19,8 +19,9 @@ Search: nb201 (c=8, one cell) on the digits set, costs from the eyeriss-like acc
 TVM), torch at one thread in the serial run as in each Ray task. Profile: kernels of a fixed grid
 sample on cpu-local, tuned (codesign's default policy: MetaSchedule tuning on the workers, into a
 fresh database each run) or untuned (``--schedule untuned``: compilation only, the cheap end);
-the serial path overlaps one compilation with timing; timing stays in the driver on every path. The load average is recorded before and after each part: on a shared
-machine every speed-up measured under load is a lower bound of the unloaded one.
+the serial path overlaps one compilation with timing; timing stays in the driver on every path.
+The load average is recorded before and after each part: on a shared machine every speed-up
+measured under load is a lower bound of the unloaded one.
 """
 
 from __future__ import annotations

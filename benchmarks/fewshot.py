@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,8 +93,6 @@ def build(args) -> None:
         reference_genotypes,
     )
     from codesign.profile.measure import measure_network
-
-    import re
 
     bad = [d for d in args.fast_devices.split(",") if not re.fullmatch(r"(ort|torch)-[1-9][0-9]*t", d)]
     if bad:

@@ -311,15 +311,16 @@ def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
         if not ref_path.exists():
             export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
         models = {"costliest": ref_path, **{k: d / "model.onnx" for k, d in runs[space].items()}}
+        # under the policy the costs were profiled with (tuned: from the same tuning records)
+        schedule = getattr(s.source, "schedule", None) or "untuned"
+        tuning = getattr(s.source, "tuning_dir", None)
+        tuning = None if tuning is None else str(tuning)
+        trials = getattr(s.source, "tune_trials", 8)
         runs = {}
         for name, path in models.items():
             mod, proto = relax_module(str(path))
             dev = tvm.cpu(0)
-            # under the policy the costs were profiled with (tuned: from the same tuning records)
-            schedule = getattr(s.source, "schedule", None) or "untuned"
-            tuning = getattr(s.source, "tuning_dir", None)
-            vm = relax.VirtualMachine(compile_network(mod, target, schedule, None if tuning is None else str(tuning),
-                                                      getattr(s.source, "tune_trials", 8))[0], dev)
+            vm = relax.VirtualMachine(compile_network(mod, target, schedule, tuning, trials)[0], dev)
             feeds = random_inputs(proto, 0)
             inputs = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
             runs[name] = (vm.time_evaluator("main", dev, number=1, repeat=args.remeasure_repeats,
@@ -335,7 +336,7 @@ def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
                                        "meets_budget": med[k] <= fraction * ref}
                                    for k in models if k != "costliest"},
                       "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats,
-                      "schedule": getattr(s.source, "schedule", None) or "untuned"}
+                      "schedule": schedule}
         out[space]["all_meet_budget"] = all(v["meets_budget"] for v in out[space]["networks"].values())
     return out
 

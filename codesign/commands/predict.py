@@ -486,7 +486,13 @@ def _reference_set(args) -> int:
 def _calibrate_meta(args) -> int:
     from ..predict.calibrate import check_new_device
     from ..predict.evaluate import accuracy
-    from ..predict.fewshot import MIN_SELECT_ROWS, calibrate_meta, check_row_count, check_rows, meta_train_bank
+    from ..predict.fewshot import (
+        MIN_SELECT_ROWS,
+        calibrate_meta,
+        check_row_count,
+        check_rows,
+        meta_train_bank,
+    )
 
     if args.base is not None:
         raise CodesignError("--from is the base of --method scale; --method meta needs none (drop --from or "
