@@ -1,14 +1,16 @@
 """Few-shot latency transfer, leave one device out: build a bank of devices, then score methods.
 
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --pool 250 --group fast
-    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-pool 40
+    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-pool 250
+    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-schedule tuned --tvm-pool 250
     python benchmarks/fewshot.py eval --bank fewshot-bank.sqlite > fewshot.json
     python benchmarks/fewshot.py prior --bank fewshot-bank.sqlite --out codesign/predict/data/fewshot-prior.json
 
 ``build`` measures (resumably, into the SQLite bank) networks of the mobilenet space in FBNet's
 layout at 32x32: the reference set (``codesign calibrate --reference-set``) and a pool of other
 random networks, on devices of this machine (onnxruntime at 1 and 2 threads, torch at 1 thread;
-``--group tvm``: TVM untuned at 1 thread, which compiles each network) and on accelerator configs
+``--group tvm``: TVM at 1 thread, untuned or tuned with MetaSchedule into a tuning database beside
+the bank, which compiles each network) and on accelerator configs
 of the hw_models mapper (``BANK_ACCELS``). ``eval`` holds out each
 device in turn, gives each method the device's latencies on the first N reference networks (N = 5,
 10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
@@ -126,7 +128,7 @@ def build(args) -> None:
             # value); --fast-devices adds it on a quiet one
             devices = args.fast_devices.split(",")
         else:
-            devices = ["tvm-untuned-1t"]
+            devices = [f"tvm-{args.tvm_schedule}-1t"]
         done = [d for d in devices if g in bank.latencies(d)]
         if len(done) == len(devices) and g in have_kernels:
             continue
@@ -155,10 +157,15 @@ def build(args) -> None:
             else:
                 from codesign.profile.devices import get_device
 
-                r = measure_network(proto, get_device("cpu-local"), "untuned", args.repeats, args.min_repeat_ms,
-                                    onnxruntime=False, statistic="min")
+                tuned = args.tvm_schedule == "tuned"
+                r = measure_network(proto, get_device("cpu-local"), args.tvm_schedule, args.repeats,
+                                    args.min_repeat_ms, onnxruntime=False, statistic="min",
+                                    tuning_dir=str(Path(args.bank).with_suffix(".tuning")) if tuned else None,
+                                    tune_trials=args.tune_trials)
                 lat, std = r.latency_ms, r.latency_std_ms
-                s = dict(settings, runtime="tvm", schedule="untuned", threads=1, compile_s=r.compile_s)
+                s = dict(settings, runtime="tvm", schedule=args.tvm_schedule, threads=1, compile_s=r.compile_s)
+                if tuned:
+                    s["tune_trials"] = args.tune_trials
             bank.add(g, d, lat, std, s)
         print(f"{i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
     if args.group in ("accel", "fast"):
@@ -365,9 +372,12 @@ def main(argv=None) -> int:
     b.add_argument("--fast-devices", default="ort-1t,ort-2t,torch-1t",
                    help="--group fast: the devices to time (ort-Nt, torch-Nt)")
     b.add_argument("--group", choices=("fast", "tvm", "accel", "retest"), default="fast",
-                   help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: untuned TVM")
+                   help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: TVM (--tvm-schedule)")
     b.add_argument("--pool", type=int, default=250, help="pool networks besides the reference set")
     b.add_argument("--tvm-pool", type=int, default=40, help="pool networks TVM measures (it compiles each)")
+    b.add_argument("--tvm-schedule", choices=("untuned", "tuned"), default="untuned",
+                   help="--group tvm: TVM's policy (tuned: MetaSchedule records in BANK.tuning/, reused)")
+    b.add_argument("--tune-trials", type=int, default=8, help="--tvm-schedule tuned: trials per kernel without a record")
     b.add_argument("--repeats", type=int, default=20, help="single runs timed per network and device")
     b.add_argument("--min-repeat-ms", type=float, default=20.0)
     b.add_argument("--max-minutes", type=float, default=60.0, help="stop measuring after this long")

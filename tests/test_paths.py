@@ -95,7 +95,7 @@ def test_metaschedule_profiles_keep_their_tuning_records_beside_the_database(tmp
 
     seen = []
 
-    def fake_tune(func, target, trials, work_dir):  # the tuner itself is tested in test_profile.py
+    def fake_tune(func, target, trials, work_dir, aliases=()):  # the tuner itself is tested in test_profile.py
         seen.append(work_dir)
         raise RuntimeError("not tuned here")
 

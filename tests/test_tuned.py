@@ -221,3 +221,108 @@ def test_tuning_a_pool_prints_no_unknown_rule_warning(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["2", "0"]
     assert "Unknown schedule rule" not in out.stderr
+
+
+class _Shapes(__import__("torch").nn.Module):
+    """Every pattern ``workloads`` covers: conv + BN + ReLU/ReLU6, depthwise, strided, dilated,
+    both residual operand orders, a grouped conv, pools, a global pool and a dense head."""
+
+    def __init__(self):
+        from torch import nn
+
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.dil = nn.Sequential(nn.Conv2d(8, 8, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(8))
+        self.grp = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.avg = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.pw(self.dw(x))  # x + f(x): the residual first
+        x = self.dil(self.avg(x)) + x  # f(x) + x: the residual last
+        x = self.pool(self.grp(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_tuned_kernel_is_profiled_as_the_workload_its_network_compiles():
+    """Each kernel of a network is described, under the tuned policies, by the very fused function
+    the network's compile hands MetaSchedule (structurally equal), or by its alias (the other
+    operand order of a residual add); kernels outside the covered patterns say None."""
+    import tvm
+
+    from codesign.graph import export_onnx, onnx_kernels
+    from codesign.profile.measure import _fused, relax_module
+    from codesign.profile.tuning import meta_schedule
+    from codesign.profile.workloads import alias_workloads, network_workload
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    proto = export_onnx(_Shapes().eval(), (1, 3, 16, 16))
+    ms = meta_schedule()
+    tasks = [t.dispatched[0] for t in ms.relax_integration.extract_tasks(_fused(relax_module(proto)[0], target),
+                                                                         target)]
+
+    def found(mod):
+        for t in tasks:
+            try:
+                tvm.ir.assert_structural_equal(mod, t)
+                return True
+            except ValueError:
+                continue
+        return False
+
+    specs = onnx_kernels(proto)
+    covered = [s for s in specs if s.op in ("conv2d", "max_pool2d", "avg_pool2d", "dense")]
+    assert len(covered) >= 7
+    for spec in covered:
+        built = network_workload(spec, target)
+        assert built is not None, spec.key()
+        assert built.arg_shapes[0] == spec.input_shape and built.arg_shapes[-1] == spec.output_shape()
+        forms = [tvm.IRModule({"main": built.func})] + alias_workloads(spec, target)
+        assert any(found(m) for m in forms), spec.key()
+    residual = [s for s in covered if s.attr("residual")]
+    assert len(residual) == 2 and all(len(alias_workloads(s, target)) == 1 for s in residual)
+    assert network_workload(K("batch_norm", (1, 8, 4, 4)), target) is None
+    assert network_workload(K("conv2d", (1, 8, 4, 4), out_channels=8, kernel=3, activation="gelu"), target) is None
+
+
+@pytest.mark.slow
+def test_a_network_compiles_from_its_profiled_kernels_records_without_tuning(tmp_path):
+    """After `profile` under tuned, `measure` of the network tunes nothing: every fused kernel
+    compiles from the records the profile tuned, residual adds of either operand order included,
+    so that the network runs the schedules whose latencies were profiled."""
+    from codesign.graph import export_onnx, onnx_kernels
+    from codesign.profile.measure import measure_network
+    from codesign.profile.tuning import meta_schedule
+
+    dev = Device(name="cpu-test", target={"kind": "llvm", "num-cores": 1})
+    proto = export_onnx(_Shapes().eval(), (1, 3, 16, 16))
+    tuning = str(tmp_path / "p.sqlite.tuning")
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(onnx_kernels(proto), dev, db, repeats=2, min_repeat_ms=1, progress=False,
+                              tune_trials=2)
+    assert rep.failed == 0
+    from codesign.profile.tuning import has_record
+    from codesign.profile.workloads import alias_workloads, network_workload
+
+    target = dev.tvm_target()
+    covered = [s for s in onnx_kernels(proto) if network_workload(s, target) is not None]
+    assert len(covered) == 9
+    for spec in covered:  # the profile tuned each kernel's network workload, and its alias
+        assert has_record(network_workload(spec, target).func, target, tuning)
+        assert all(has_record(a["main"], target, tuning) for a in alias_workloads(spec, target))
+    ms = meta_schedule()
+
+    def records():
+        return len(ms.database.JSONDatabase(work_dir=tuning).get_all_tuning_records())
+
+    before = records()
+    m = measure_network(proto, dev, "tuned", repeats=2, min_repeat_ms=1, tuning_dir=tuning, onnxruntime=False,
+                        tune_trials=2)
+    # Only the global mean is tuned now, with its 2 trials: torch exports it as ReduceMean, another
+    # workload than the GlobalAveragePool it is profiled as. Every fused kernel compiles from a record.
+    assert records() - before <= 2
+    assert m.tuned_kernels == m.fused_kernels == 9

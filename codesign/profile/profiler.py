@@ -67,27 +67,41 @@ class ProfileReport:
         return dict(self.__dict__)
 
 
+def _built(spec: KernelSpec, target, kind: str):
+    """The kernel's PrimFunc and the aliases its tuned schedule also serves: under the tuned
+    policies the function a network's compile asks the tuning database for (``workloads``), so
+    that the network is built from the very schedule profiled; else its TE description."""
+    from .builders import build
+
+    if kind in ("tuned", "metaschedule"):
+        from .workloads import alias_workloads, network_workload
+
+        built = network_workload(spec, target)
+        if built is not None:
+            return built, alias_workloads(spec, target)
+    return build(spec), []
+
+
 def _compile(spec: KernelSpec, target, schedule: str, tuning_dir: str | None, trials_for: dict | None = None):
     import tvm
 
-    from .builders import build
-
     t0 = time.perf_counter()
-    built = build(spec)
     kind, trials = parse_schedule(schedule)
+    built, aliases = _built(spec, target, kind)
     if kind == "tuned":
         from .tuning import NoValidSchedule, tune_and_compile
 
         try:
-            executable = tune_and_compile(built.func, target, trials_for[spec.key()], tuning_dir)
+            executable = tune_and_compile(built.func, target, trials_for[spec.key()], tuning_dir, aliases)
             return executable, built.arg_shapes, time.perf_counter() - t0
         except NoValidSchedule:
             # As in a tuned network, a kernel without a valid record runs the base policy's code.
             kind = "dlight" if str(target.kind.name) in GPU_KINDS else "untuned"
+            built, aliases = _built(spec, target, kind)
     if kind == "metaschedule":
         from .tuning import tune_and_compile
 
-        executable = tune_and_compile(built.func, target, trials, tuning_dir)
+        executable = tune_and_compile(built.func, target, trials, tuning_dir, aliases)
     elif kind == "dlight":
         from .schedules import apply_dlight
 
@@ -328,7 +342,6 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     import tvm
 
     from ..distributed import SerialExecutor
-    from .builders import build
     from .energy import energy_source_for
     from .runners import LocalRunner, RPCRunner
     from .tuning import has_record, merge_records
@@ -368,7 +381,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
         tuned = is_tuned(schedule)
 
         def submit(spec):
-            if tuned and has_record(build(spec).func, target, tuning_dir):
+            if tuned and has_record(_built(spec, target, "tuned")[0].func, target, tuning_dir):
                 # tuned before: compiled here from the shared records, no worker needed
                 return SerialExecutor().submit(compile_library, spec, target_dict, schedule, tuning_dir,
                                                 trials_for)

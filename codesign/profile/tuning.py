@@ -188,9 +188,14 @@ def runner_for(ms, target):
     return in_process_runner(ms) if str(target.kind.name) == "llvm" else "local"
 
 
-def tune_and_compile(func, target, trials: int, work_dir: str | None):
+def tune_and_compile(func, target, trials: int, work_dir: str | None, aliases=()):
     """Tune ``func`` for ``target`` with ``trials`` MetaSchedule trials (records kept in
-    ``work_dir``) and compile the best schedule; returns a TVM Executable."""
+    ``work_dir``) and compile the best schedule; returns a TVM Executable.
+
+    ``aliases``: IRModules of other workloads computing the same thing with the same blocks (a
+    residual add's other operand order, ``workloads.alias_workloads``); each without a record of
+    its own gets the best schedule of ``func``, so that a network of either form compiles from it.
+    """
 
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
@@ -198,10 +203,34 @@ def tune_and_compile(func, target, trials: int, work_dir: str | None):
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(work_dir, exist_ok=True)
     with locked(work_dir):
-        return _tune_and_compile(ms, func, target, trials, work_dir)
+        return _tune_and_compile(ms, func, target, trials, work_dir, aliases)
 
 
-def _tune_and_compile(ms, func, target, trials: int, work_dir: str):
+def _share_schedule(ms, database, target, mod, aliases) -> None:
+    """Commit the best record of ``mod`` as a record of each alias that has none of its own."""
+    import tvm
+
+    best = target_records(ms, database, target, [mod])
+    if not best.has_workload(mod):
+        return
+    record = best.get_top_k(best.commit_workload(mod), 1)
+    if not record:
+        return
+    record = record[0]
+    for alias in aliases:
+        if target_records(ms, database, target, [alias]).has_workload(alias):
+            continue
+        try:  # replay the schedule on the alias: its blocks carry the same names
+            sch = tvm.s_tir.Schedule(alias)
+            record.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception:  # a trace that does not replay leaves the alias to tune on its own
+            continue
+        database.commit_tuning_record(ms.database.TuningRecord(
+            record.trace, database.commit_workload(alias), record.run_secs, target,
+            ms.arg_info.ArgInfo.from_prim_func(alias["main"])))
+
+
+def _tune_and_compile(ms, func, target, trials: int, work_dir: str, aliases=()):
     import tvm
 
     mod = tvm.IRModule({"main": func})
@@ -219,6 +248,8 @@ def _tune_and_compile(ms, func, target, trials: int, work_dir: str):
         sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
         raise NoValidSchedule("MetaSchedule found no valid schedule for this kernel")
+    if aliases:
+        _share_schedule(ms, database, target, mod, aliases)
     return tvm.compile(sch.mod, target=target)
 
 
