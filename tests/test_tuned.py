@@ -225,7 +225,8 @@ def test_tuning_a_pool_prints_no_unknown_rule_warning(tmp_path):
 
 class _Shapes(__import__("torch").nn.Module):
     """Every pattern ``workloads`` covers: conv + BN + ReLU/ReLU6, depthwise, strided, dilated,
-    both residual operand orders, a grouped conv, pools, a global pool and a dense head."""
+    both residual operand orders, a grouped conv, a standalone ReLU, pools, a global pool and a
+    dense head."""
 
     def __init__(self):
         from torch import nn
@@ -242,7 +243,7 @@ class _Shapes(__import__("torch").nn.Module):
 
     def forward(self, x):
         x = self.stem(x)
-        x = x + self.pw(self.dw(x))  # x + f(x): the residual first
+        x = x + self.pw(self.dw(x.relu()))  # x + f(x): the residual first; a standalone ReLU
         x = self.dil(self.avg(x)) + x  # f(x) + x: the residual last
         x = self.pool(self.grp(x))
         return self.head(x.mean((2, 3)))
@@ -275,8 +276,8 @@ def test_a_tuned_kernel_is_profiled_as_the_workload_its_network_compiles():
         return False
 
     specs = onnx_kernels(proto)
-    covered = [s for s in specs if s.op in ("conv2d", "max_pool2d", "avg_pool2d", "dense")]
-    assert len(covered) >= 7
+    covered = [s for s in specs if s.op in ("conv2d", "max_pool2d", "avg_pool2d", "dense", "relu")]
+    assert len(covered) >= 8
     for spec in covered:
         built = network_workload(spec, target)
         assert built is not None, spec.key()
@@ -310,7 +311,7 @@ def test_a_network_compiles_from_its_profiled_kernels_records_without_tuning(tmp
 
     target = dev.tvm_target()
     covered = [s for s in onnx_kernels(proto) if network_workload(s, target) is not None]
-    assert len(covered) == 9
+    assert len(covered) == 10
     for spec in covered:  # the profile tuned each kernel's network workload, and its alias
         assert has_record(network_workload(spec, target).func, target, tuning)
         assert all(has_record(a["main"], target, tuning) for a in alias_workloads(spec, target))
@@ -325,4 +326,4 @@ def test_a_network_compiles_from_its_profiled_kernels_records_without_tuning(tmp
     # Only the global mean is tuned now, with its 2 trials: torch exports it as ReduceMean, another
     # workload than the GlobalAveragePool it is profiled as. Every fused kernel compiles from a record.
     assert records() - before <= 2
-    assert m.tuned_kernels == m.fused_kernels == 9
+    assert m.tuned_kernels == m.fused_kernels == 10

@@ -17,7 +17,9 @@ cells' sums) that are two workloads: ``alias_workloads`` gives the other order, 
 tuned schedule of the first (``tuning.tune_and_compile``'s ``aliases``).
 
 Kernels whose pattern no one-kernel graph reproduces (composite activations, standalone batch
-norm, normalisations) return None and keep their TE description.
+norm, normalisations, products) return None and keep their TE description; so do network kernels
+that one ``KernelSpec`` stands for in more than one form (a conv with a chain of several adds, or
+with a batch norm after its add; a pool with adds fused in), which the network then tunes itself.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ def kernel_onnx(spec, residual_first: bool = True):
         x = node("MaxPool" if op == "max_pool2d" else "AveragePool", [x], **attrs)
     elif op == "global_avg_pool2d":
         x = node("GlobalAveragePool", [x])
+    elif op in _ACTIVATIONS:  # a standalone activation (its input feeds other kernels too)
+        x = activation(x, op)
     elif op == "add":
         inputs.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, list(spec.input_shape)))
         x = activation(node("Add", [x, "other"]), spec.attr("activation"))
