@@ -99,6 +99,14 @@ def build(args) -> None:
     bad = [d for d in args.fast_devices.split(",") if not re.fullmatch(r"(ort|torch)-[1-9][0-9]*t", d)]
     if bad:
         sys.exit(f"benchmarks/fewshot.py: --fast-devices takes ort-Nt or torch-Nt, got {', '.join(bad)}")
+    if args.group == "tvm" and args.tvm_schedule == "tuned":
+        from codesign.errors import CodesignError
+        from codesign.profile.schedules import check_tune_trials
+
+        try:  # before the bank is opened and the first network compiled
+            check_tune_trials(args.tune_trials)
+        except CodesignError as exc:
+            sys.exit(f"benchmarks/fewshot.py: {exc}")
     space = create_reference_space()
     bank = Bank(args.bank)
     refs = reference_genotypes(space)

@@ -49,11 +49,12 @@ def kernel_onnx(spec, residual_first: bool = True):
     inits: list = []
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(spec.input_shape))]
 
-    def const(name, shape_or_value):
-        value = np.asarray(shape_or_value, np.float32) if not isinstance(shape_or_value, tuple) else \
-            rng.standard_normal(shape_or_value).astype(np.float32)
-        inits.append(numpy_helper.from_array(value, name))
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
         return name
+
+    def weights(name, shape):
+        return const(name, rng.standard_normal(shape))
 
     def node(op, ins, **attrs):
         out = f"t{len(nodes)}"
@@ -78,7 +79,7 @@ def kernel_onnx(spec, residual_first: bool = True):
         c, co = spec.input_shape[1], spec.attr("out_channels")
         k, g, s, d, p = (spec.attr("kernel"), spec.attr("groups"), spec.attr("stride"), spec.attr("dilation"),
                          spec.padding())
-        ins = [x, const("weight", (co, c // g, k, k))] + ([const("bias", (co,))] if spec.attr("bias") else [])
+        ins = [x, weights("weight", (co, c // g, k, k))] + ([weights("bias", (co,))] if spec.attr("bias") else [])
         x = node("Conv", ins, kernel_shape=[k, k], strides=[s, s], dilations=[d, d], pads=[p] * 4, group=g)
         if spec.attr("residual"):
             inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, out_shape))
@@ -88,7 +89,7 @@ def kernel_onnx(spec, residual_first: bool = True):
         if spec.attr("residual"):
             return None
         f, o = spec.input_shape[1], spec.attr("out_features")
-        ins = [x, const("weight", (o, f))] + ([const("bias", (o,))] if spec.attr("bias") else [])
+        ins = [x, weights("weight", (o, f))] + ([weights("bias", (o,))] if spec.attr("bias") else [])
         x = activation(node("Gemm", ins, transB=1), spec.attr("activation"))
     elif op in ("max_pool2d", "avg_pool2d"):
         k, s, p = spec.attr("kernel"), spec.attr("stride"), spec.attr("padding")
