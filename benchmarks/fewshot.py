@@ -3,6 +3,7 @@
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --pool 250 --group fast
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-pool 250
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-schedule tuned --tvm-pool 250
+    python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group retest --retest-devices ort-1t,tvm-untuned-1t
     python benchmarks/fewshot.py eval --bank fewshot-bank.sqlite > fewshot.json
     python benchmarks/fewshot.py prior --bank fewshot-bank.sqlite --out codesign/predict/data/fewshot-prior.json
 
@@ -15,6 +16,12 @@ of the hw_models mapper (``BANK_ACCELS``). ``eval`` holds out each
 device in turn, gives each method the device's latencies on the first N reference networks (N = 5,
 10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
 Sources for the held-out device are every other bank device plus the mapper's source family.
+
+Timing: the fastest of ``--repeats`` single runs, read on the calling thread's CPU clock at 1
+thread (onnxruntime, torch and TVM all run a one-thread inference on the caller, so other jobs on
+a shared machine do not inflate it) and on the wall clock at 2. ``--group retest`` times the first
+``--retest`` pool networks again (TVM compiles them again) and ``eval`` scores that second timing
+as a prediction of the first: the measurement's own ceiling.
 """
 
 from __future__ import annotations
@@ -74,6 +81,38 @@ def _time(fn, threads, repeats):
     return min(samples), float(np.std(samples))
 
 
+def _tvm_runner(proto, schedule, tuning_dir, tune_trials):
+    """TVM's compiled network on one thread of this CPU as a callable, and its compile time in s.
+
+    The network runs on the calling thread (a one-thread TVM runtime), so ``_time`` reads its CPU
+    clock as for onnxruntime and torch; TVM's own timer reads the wall clock, which other jobs on a
+    shared machine inflate."""
+    import tvm
+    from tvm import relax
+
+    from codesign.profile.devices import get_device
+    from codesign.profile.measure import (
+        compile_network,
+        input_shapes,
+        random_inputs,
+        relax_module,
+        set_threads,
+    )
+
+    device = get_device("cpu-local")
+    set_threads(device.threads)
+    mod, proto = relax_module(proto)
+    t0 = time.perf_counter()
+    executable, _ = compile_network(mod, device.tvm_target(), schedule,
+                                    tuning_dir if schedule == "tuned" else None, tune_trials)
+    compile_s = time.perf_counter() - t0
+    vm = relax.VirtualMachine(executable, tvm.cpu(0))
+    feeds = random_inputs(proto, 0)
+    inputs = [tvm.runtime.tensor(feeds[k], tvm.cpu(0)) for k in input_shapes(proto)]
+    main = vm["main"]
+    return (lambda: main(*inputs)), compile_s
+
+
 def _ort_session(proto, threads):
     import onnxruntime as ort
 
@@ -94,12 +133,16 @@ def build(args) -> None:
         random_genotypes,
         reference_genotypes,
     )
-    from codesign.profile.measure import measure_network
 
     bad = [d for d in args.fast_devices.split(",") if not re.fullmatch(r"(ort|torch)-[1-9][0-9]*t", d)]
     if bad:
         sys.exit(f"benchmarks/fewshot.py: --fast-devices takes ort-Nt or torch-Nt, got {', '.join(bad)}")
-    if args.group == "tvm" and args.tvm_schedule == "tuned":
+    retest = args.retest_devices.split(",") if args.retest_devices else args.fast_devices.split(",")
+    bad = [d for d in retest if not re.fullmatch(r"(ort|torch)-[1-9][0-9]*t|tvm-(untuned|tuned)-1t", d)]
+    if bad:
+        sys.exit(f"benchmarks/fewshot.py: --retest-devices takes ort-Nt, torch-Nt or tvm-untuned-1t/tvm-tuned-1t, "
+                 f"got {', '.join(bad)}")
+    if any(d.startswith("tvm-tuned") for d in retest) or args.group == "tvm" and args.tvm_schedule == "tuned":
         from codesign.errors import CodesignError
         from codesign.profile.schedules import check_tune_trials
 
@@ -129,7 +172,7 @@ def build(args) -> None:
             print(f"stopped after {args.max_minutes} min at {i} networks", file=sys.stderr)
             break
         if args.group == "retest":
-            devices = [RETEST + d for d in args.fast_devices.split(",")]
+            devices = [RETEST + d for d in retest]
         elif args.group == "fast":
             # torch at 2 threads is left out by default: on a loaded 2-core machine its OpenMP
             # barriers wait for preempted threads (150 ms against 5 ms at 1 thread, spread 10x the
@@ -163,16 +206,12 @@ def build(args) -> None:
                     lat, std = _time(lambda net=net, x=x: net(x), threads, args.repeats)
                 s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads, clock=clock)
             else:
-                from codesign.profile.devices import get_device
-
-                tuned = args.tvm_schedule == "tuned"
-                r = measure_network(proto, get_device("cpu-local"), args.tvm_schedule, args.repeats,
-                                    args.min_repeat_ms, onnxruntime=False, statistic="min",
-                                    tuning_dir=str(Path(args.bank).with_suffix(".tuning")) if tuned else None,
-                                    tune_trials=args.tune_trials)
-                lat, std = r.latency_ms, r.latency_std_ms
-                s = dict(settings, runtime="tvm", schedule=args.tvm_schedule, threads=1, compile_s=r.compile_s)
-                if tuned:
+                schedule = kind.removeprefix("tvm-")
+                run, compile_s = _tvm_runner(proto, schedule, str(Path(args.bank).with_suffix(".tuning")),
+                                             args.tune_trials)
+                lat, std = _time(run, 1, args.repeats)
+                s = dict(settings, runtime="tvm", schedule=schedule, threads=1, clock=clock, compile_s=compile_s)
+                if schedule == "tuned":
                     s["tune_trials"] = args.tune_trials
             bank.add(g, d, lat, std, s)
         print(f"{i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
@@ -379,6 +418,9 @@ def main(argv=None) -> int:
     b.add_argument("--retest", type=int, default=40, help="pool networks --group retest times again")
     b.add_argument("--fast-devices", default="ort-1t,ort-2t,torch-1t",
                    help="--group fast: the devices to time (ort-Nt, torch-Nt)")
+    b.add_argument("--retest-devices", default=None,
+                   help="--group retest: the devices timed again (default --fast-devices; tvm-untuned-1t and "
+                        "tvm-tuned-1t compile again)")
     b.add_argument("--group", choices=("fast", "tvm", "accel", "retest"), default="fast",
                    help="fast: onnxruntime and torch at 1 and 2 threads (+ accelerators); tvm: TVM (--tvm-schedule)")
     b.add_argument("--pool", type=int, default=250, help="pool networks besides the reference set")
