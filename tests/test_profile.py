@@ -159,6 +159,38 @@ def test_dlight_and_sequential_compilation_store_labelled_rows(tmp_path):
         assert db.query(schedule="untuned") == []
 
 
+def test_kernels_timed_while_another_compiled_are_timed_again_and_keep_the_faster(tmp_path, monkeypatch):
+    from codesign.profile import profiler, runners
+
+    real_compile, real_time = profiler._compile, runners.LocalRunner.time
+    timed: dict[str, int] = {}
+
+    def slow_compile(spec, *a, **k):  # the next kernel is still compiling while one is timed
+        time.sleep(0.4 if spec.op != "conv2d" else 0.0)
+        return real_compile(spec, *a, **k)
+
+    def contended_time(self, executable, shapes):  # first timing 2x slow, as under contention
+        t = real_time(self, executable, shapes)
+        n = timed[str(shapes)] = timed.get(str(shapes), 0) + 1
+        return runners.Timing(latency_ms=2.0 if n == 1 else 1.0, latency_std_ms=0.0, repeats=t.repeats, run=t.run)
+
+    monkeypatch.setattr(profiler, "_compile", slow_compile)
+    monkeypatch.setattr(runners.LocalRunner, "time", contended_time)
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, schedule="untuned", repeats=2,
+                              min_repeat_ms=1, progress=False)
+        assert (rep.measured, rep.retimed) == (3, 2)  # the last kernel was timed with nothing compiling
+        lat = {r.spec.op: r.latency_ms for r in db.query(schedule="untuned")}
+        assert lat == {"conv2d": 1.0, "max_pool2d": 1.0, "dense": 2.0}
+        # a second, slower timing never replaces a faster one
+        assert not db.lower_latency(_small_specs()[0].key(), "cpu-local", "untuned", 1.5, 0.0, 2)
+    timed.clear()
+    with ProfileDB(tmp_path / "q.sqlite") as db:
+        rep = profile_kernels(_small_specs(), get_device("cpu-local"), db, schedule="untuned", repeats=2,
+                              min_repeat_ms=1, progress=False, overlap_compile=False)
+        assert rep.retimed == 0 and all(r.latency_ms == 2.0 for r in db.query(schedule="untuned"))
+
+
 def test_a_failing_kernel_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     from codesign.profile import builders
 

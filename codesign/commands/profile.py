@@ -153,6 +153,8 @@ def _profile(args) -> int:
     print(f"{report.requested} kernels on {report.device} [{report.schedule}]: {report.measured} measured, "
           f"{report.skipped} already in the database, {report.failed} failed "
           f"({report.wall_s:.1f} s; compile {report.compile_s:.1f} s, timing {report.timing_s:.1f} s)")
+    if report.retimed:
+        print(f"  {report.retimed} kernels timed while another compiled were timed again after the last compile")
     for err in report.errors[:5]:
         print(f"  failed: {err}")
     if len(report.errors) > 5:

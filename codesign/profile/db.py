@@ -343,6 +343,17 @@ class ProfileDB:
         )
         return cur.rowcount == 1
 
+    def lower_latency(self, kernel_key: str, device: str, schedule: str, latency_ms: float,
+                      latency_std_ms: float, repeats: int) -> bool:
+        """Replace a stored kernel's timing by a faster one of the same statistic (a second timing
+        on a quieter machine); False where the row is missing, failed or already faster."""
+        cur = self._conn.execute(
+            """UPDATE measurements SET latency_ms=?, latency_std_ms=?, repeats=?
+               WHERE kernel_key=? AND device=? AND schedule=? AND error IS NULL AND latency_ms > ?""",
+            (latency_ms, latency_std_ms, repeats, kernel_key, device, schedule, latency_ms),
+        )
+        return cur.rowcount == 1
+
     def delete_errors(self, device: str, schedule: str) -> int:
         """Forget failed rows so that they are measured again (``--retry-failed``)."""
         cur = self._conn.execute(
