@@ -15,6 +15,7 @@ The inputs cover the ways a file or value goes wrong: missing, empty, truncated,
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import sqlite3
@@ -591,3 +592,27 @@ def test_the_sweep_covers_every_subcommand():
         assert set(actions.choices) <= {c[1][1] for c in CASES if c[1][0] == group}, group
     kinds = {"missing", "empty", "truncated", "binary", "folder", "newer", "nan", "inf", "negative", "read-only"}
     assert all(any(k in c[0] for c in CASES) for k in kinds)
+
+
+@pytest.mark.parametrize("strategy, fragment", [
+    ("bogus", "CODESIGN_MS_STRATEGY must be one of replay-trace, evolutionary, got 'bogus'"),
+    pytest.param("evolutionary", "xgboost is not installed",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("xgboost") is not None, reason="xgboost installed")),
+])
+@pytest.mark.parametrize("argv", [
+    ["search", "--run-dir", "{out}/r"],
+    ["profile", "--grid", "relu", "--db", "{out}/p.sqlite"],
+    ["measure", "{net.onnx}", "--schedule", "tuned"],
+], ids=["search", "profile", "measure"])
+def test_a_tuning_strategy_that_cannot_run_is_refused_before_any_work(strategy, fragment, argv, bad, tmp_path,
+                                                                      monkeypatch, capsys):
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CODESIGN_DB", str(tmp_path / "default.sqlite"))
+    monkeypatch.setenv("CODESIGN_MS_STRATEGY", strategy)
+    args = [a.replace("{out}", str(out)).replace("{net.onnx}", str(bad / "net.onnx")) for a in argv]
+    capsys.readouterr()
+    code = main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert not out.exists() and not (tmp_path / "default.sqlite").exists()

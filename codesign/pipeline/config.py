@@ -174,6 +174,11 @@ class SearchConfig:
         from ..search.device import resolve_train_device
 
         resolve_train_device(self.train_device)
+        if not (self.hw_space or self.device.startswith("accel:")):
+            from ..profile.schedules import is_tuned, tuning_strategy
+
+            if self.schedule is None or is_tuned(self.schedule):
+                tuning_strategy()  # profiling or the measured network may tune: a bad strategy fails now
         if self.profile_statistic not in ("median", "min"):
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):

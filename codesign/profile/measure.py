@@ -264,12 +264,12 @@ def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progr
     import tvm
     from tvm import relax, tirx
 
-    from .schedules import GPU_KINDS
+    from .schedules import GPU_KINDS, tuning_strategy
     from .tuning import in_process_builder, meta_schedule, runner_for, target_records
 
     ms = meta_schedule(str(target.kind.name))
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
+    evolutionary = tuning_strategy() == "evolutionary"
     tasks = ms.relax_integration.extract_tasks(mod, target)
     database = ms.database.JSONDatabase(work_dir=tuning_dir, module_equality="structural")
     # Records of earlier runs on this target count: a kernel tuned before is not tuned again.
@@ -384,11 +384,19 @@ def measure_network(
     if repeats < 1 or not (math.isfinite(min_repeat_ms) and min_repeat_ms >= 0):
         raise CodesignError("repeats must be >= 1 and min_repeat_ms a finite number >= 0")
     check_statistic(statistic)
-    from .schedules import check_schedule_for_target, check_tune_trials, default_schedule, is_tuned
+    from .schedules import (
+        check_schedule_for_target,
+        check_tune_trials,
+        default_schedule,
+        is_tuned,
+        tuning_strategy,
+    )
 
     schedule = schedule or default_schedule(device.target)
     check_schedule_for_target(schedule, device.target, device.name)
     check_tune_trials(tune_trials)
+    if is_tuned(schedule):
+        tuning_strategy()
     if tuning_dir is None and is_tuned(schedule):
         from .db import default_db_path, tuning_dir_for
 

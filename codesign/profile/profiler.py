@@ -46,6 +46,7 @@ from .schedules import (
     default_schedule,
     is_tuned,
     parse_schedule,
+    tuning_strategy,
 )
 
 TORCH_SCHEDULE = "torch-eager"
@@ -195,6 +196,8 @@ def check_settings(device: Device, schedule: str | None = None, repeats: int = 1
         schedule = default_schedule(device.target)
     parse_schedule(schedule)
     check_schedule_for_target(schedule, device.target, device.name)
+    if is_tuned(schedule):
+        tuning_strategy()
     if reference not in (None, "torch"):
         raise CodesignError(f"--reference must be torch, got {reference!r}")
     if reference == "torch" and device.rpc is not None:

@@ -71,6 +71,31 @@ def is_tuned(schedule: str) -> bool:
     return parse_schedule(schedule)[0] in ("tuned", "metaschedule")
 
 
+# MetaSchedule's search strategies (``CODESIGN_MS_STRATEGY``): replay-trace with a random cost
+# model, the default; evolutionary search guided by an XGBoost cost model (better schedules, 5-10x
+# the tuning time, needs the xgboost package).
+MS_STRATEGIES = ("replay-trace", "evolutionary")
+
+
+def tuning_strategy() -> str:
+    """MetaSchedule's search strategy, from ``CODESIGN_MS_STRATEGY`` (``MS_STRATEGIES``).
+
+    Raises:
+        CodesignError: another value, or ``evolutionary`` where xgboost is not installed (checked
+            before any tuning starts, not after the first kernel's trials).
+    """
+    import importlib.util
+    import os
+
+    value = os.environ.get("CODESIGN_MS_STRATEGY", "").strip() or "replay-trace"
+    if value not in MS_STRATEGIES:
+        raise CodesignError(f"CODESIGN_MS_STRATEGY must be one of {', '.join(MS_STRATEGIES)}, got {value!r}")
+    if value == "evolutionary" and importlib.util.find_spec("xgboost") is None:
+        raise CodesignError("CODESIGN_MS_STRATEGY=evolutionary guides MetaSchedule with an XGBoost cost model, and "
+                            "xgboost is not installed: pip install xgboost (or unset CODESIGN_MS_STRATEGY)")
+    return value
+
+
 def check_tune_trials(tune_trials) -> int:
     """Raises CodesignError unless ``tune_trials`` (mean trials per kernel) is an int >= 1."""
     if isinstance(tune_trials, bool) or not isinstance(tune_trials, int) or tune_trials < 1:

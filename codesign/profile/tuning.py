@@ -31,6 +31,7 @@ import tempfile
 import types
 
 from ..errors import CodesignError
+from .schedules import tuning_strategy
 
 _GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
 
@@ -237,7 +238,7 @@ def _tune_and_compile(ms, func, target, trials: int, work_dir: str, aliases=()):
     database = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
     sch = ms.tir_integration.compile_tir(target_records(ms, database, target, [mod]), mod, target)
     if sch is None:
-        evolutionary = os.environ.get("CODESIGN_MS_STRATEGY") == "evolutionary"
+        evolutionary = tuning_strategy() == "evolutionary"
         database = ms.tir_integration.tune_tir(
             mod, target, work_dir, max_trials_global=trials, num_trials_per_iter=min(trials, 16),
             builder=in_process_builder(ms), runner=runner_for(ms, target), database=database,
