@@ -11,6 +11,7 @@ summed from the profiles): 1 means tuning leaves the ranking of options as it wa
 
     python benchmarks/deploy.py                          # short: 3 networks, 4 trials per kernel
     python benchmarks/deploy.py --networks 12 --tune-trials 8   # the full run
+    python benchmarks/deploy.py --sweep-trials 8,32,128 --sweep-network resnet8   # speed against trials
 
 Everything it profiles and tunes stays in ``--work`` (default: codesign's cache directory), so a
 rerun is warm; ``--fresh`` starts from an empty one. Prints JSON (hardware, load average, settings,
@@ -122,6 +123,34 @@ def networks(count: int) -> list[tuple[str, object, str]]:
     return out
 
 
+def sweep_trials(name: str, trials: list[int], device_name: str, repeats: int, min_repeat_ms: float) -> dict:
+    """TVM tuned against onnxruntime for one network as MetaSchedule's trial budget grows, each
+    count tuned into a fresh tuning directory (what more tuning time buys)."""
+    import tempfile
+
+    from codesign.graph import export_onnx
+    from codesign.profile import get_device
+    from codesign.profile.measure import measure_network, time_onnxruntime
+    from codesign.profile.schedules import tuning_strategy
+
+    device = get_device(device_name)
+    module = dict((n, m) for n, m, _ in networks(12))[name]
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        path = str(Path(work) / f"{name}.onnx")
+        Path(path).write_bytes(export_onnx(module, INPUT).SerializeToString())
+        ort_ms, _ = time_onnxruntime(path, device.threads, repeats, min_repeat_ms)
+        for n in trials:
+            t0 = time.perf_counter()
+            m = measure_network(path, device, "tuned", tuning_dir=str(Path(work) / f"tuning-{n}"), tune_trials=n,
+                                onnxruntime=False, repeats=repeats, min_repeat_ms=min_repeat_ms)
+            rows.append({"trials_per_kernel": n, "tuned_ms": m.latency_ms, "tuned_over_onnxruntime": m.latency_ms / ort_ms,
+                         "tune_and_compile_s": time.perf_counter() - t0, "load_average": os.getloadavg()[0]})
+            print(f"{name}, {n} trials per kernel: {m.latency_ms / ort_ms:.2f}x onnxruntime", file=sys.stderr, flush=True)
+    return {"benchmark": "deploy-trials", "hardware": hardware(), "device": device.name, "network": name,
+            "strategy": tuning_strategy(), "onnxruntime_ms": ort_ms, "rows": rows}
+
+
 def time_torch(module, threads: int, repeats: int, min_repeat_ms: float) -> float:
     """Median ms of eager torch inference, timed like TVM's time_evaluator."""
     import torch
@@ -170,9 +199,21 @@ def main(argv=None) -> dict:
                    "profile database (e.g. the one a default `codesign search` filled) instead of profiling them")
     p.add_argument("--work", default=None, help="profile database and tuning records (default: cache dir)")
     p.add_argument("--fresh", action="store_true", help="empty --work first")
+    p.add_argument("--sweep-trials", default=None, help="instead: TVM tuned over onnxruntime for one network "
+                   "(--sweep-network) at each of these trials per kernel (e.g. 8,32,128), each tuned afresh")
+    p.add_argument("--sweep-network", default="resnet8", help="the network --sweep-trials tunes (a name of the 12)")
     args = p.parse_args(argv)
     if not 0 <= args.networks <= 12:
         p.error("--networks takes 0 to 12")
+    if args.sweep_trials is not None:
+        try:
+            trials = [int(t) for t in args.sweep_trials.split(",")]
+        except ValueError:
+            p.error(f"--sweep-trials takes comma-separated ints, got {args.sweep_trials!r}")
+        names = [n for n, _, _ in networks(12)]
+        if args.sweep_network not in names or min(trials) < 1:
+            p.error(f"--sweep-network takes one of {', '.join(names)}; --sweep-trials ints >= 1")
+        return sweep_trials(args.sweep_network, trials, args.device, args.repeats, args.min_repeat_ms)
 
     from codesign.graph import export_onnx, onnx_kernels
     from codesign.paths import cache_dir
