@@ -99,10 +99,9 @@ def _space_sample(name: str, index: int, **space_args):
     return space.build(genotype).eval(), genotype
 
 
-def networks(count: int) -> list[tuple[str, object, str]]:
-    """``count`` (name, module, description) in an order that mixes the kinds, so that a short run
-    still sees a space sample and a hand-written network."""
-    makers = [
+def _makers() -> list:
+    """(name, maker) of the 12 networks, in an order that mixes the kinds."""
+    return [
         ("nb201-s0", lambda: _space_sample("nb201", 0)),
         ("resnet8", lambda: (_resnet(1), "CIFAR ResNet, 1 block per stage")),
         ("mobilenetv2-w16", lambda: (_mobilenet(16), "MobileNetV2-like, width 16, expansion 4")),
@@ -116,8 +115,13 @@ def networks(count: int) -> list[tuple[str, object, str]]:
         ("nb201-s2", lambda: _space_sample("nb201", 2)),
         ("resnet8-w32", lambda: (_resnet(1, 32), "CIFAR ResNet, 1 block per stage, width 32")),
     ]
+
+
+def networks(count: int) -> list[tuple[str, object, str]]:
+    """The first ``count`` (name, module, description), so that a short run still sees a space
+    sample and a hand-written network."""
     out = []
-    for name, make in makers[:count]:
+    for name, make in _makers()[:count]:
         module, what = make()
         out.append((name, module.eval(), what))
     return out
@@ -134,7 +138,7 @@ def sweep_trials(name: str, trials: list[int], device_name: str, repeats: int, m
     from codesign.profile.schedules import tuning_strategy
 
     device = get_device(device_name)
-    module = dict((n, m) for n, m, _ in networks(12))[name]
+    module = dict(_makers())[name]()[0].eval()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         path = str(Path(work) / f"{name}.onnx")
@@ -210,9 +214,16 @@ def main(argv=None) -> dict:
             trials = [int(t) for t in args.sweep_trials.split(",")]
         except ValueError:
             p.error(f"--sweep-trials takes comma-separated ints, got {args.sweep_trials!r}")
-        names = [n for n, _, _ in networks(12)]
+        names = [n for n, _ in _makers()]
         if args.sweep_network not in names or min(trials) < 1:
             p.error(f"--sweep-network takes one of {', '.join(names)}; --sweep-trials ints >= 1")
+        from codesign.errors import CodesignError
+        from codesign.profile.schedules import tuning_strategy
+
+        try:
+            tuning_strategy()
+        except CodesignError as exc:
+            p.error(str(exc))
         return sweep_trials(args.sweep_network, trials, args.device, args.repeats, args.min_repeat_ms)
 
     from codesign.graph import export_onnx, onnx_kernels
