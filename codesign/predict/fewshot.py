@@ -365,10 +365,13 @@ class Bank:
 # --- meta-training and adaptation ------------------------------------------------------------
 NOISE_GRID = (0.01, 0.1)
 SHRINK_GRID = (0.01, 0.1)
-TEMPERATURE_GRID = (0.01, 0.1, float("inf"))
+# Temperatures down to 0.001 let a device lean on the one or two sources that explain its rows
+# best: with 5 rows that ranks unseen networks far better than an average over sources (measured,
+# leave one device out: mean Kendall tau 0.771 -> 0.840 at N = 5; untuned TVM 0.508 -> 0.724).
+TEMPERATURE_GRID = (0.001, 0.003, 0.01, 0.1, float("inf"))
 # Adaptation's own choice of (shrink, temperature, noise) for one device, by leave-one-row-out on
 # its reference rows (``select_adaptation``); the meta-trained values are used below MIN_SELECT_ROWS.
-ADAPT_GRID = tuple((s, t, n) for s in (0.003, 0.01, 0.1, 1.0) for t in (0.003, 0.01, 0.1, float("inf"))
+ADAPT_GRID = tuple((s, t, n) for s in (0.003, 0.01, 0.1, 1.0) for t in (0.001, 0.003, 0.01, 0.1, float("inf"))
                    for n in (0.003, 0.01, 0.1, 1.0))
 MIN_SELECT_ROWS = 8  # with 5 rows, leaving one out is too noisy (measured: ort-2t fell below FLOPs)
 TUNING_SOURCES = 24  # held-out sources the hyperparameters are scored on (measured ones first)
