@@ -280,7 +280,7 @@ def main(argv=None) -> dict:
     # networks read 22-27 % slow in one run and not in a rerun), which one pass cannot tell apart
     # from a slow network.
     for rnd in range(1, args.net_rounds):
-        for row, (name, module, _) in zip(rows, nets):
+        for row, (name, _, _) in zip(rows, nets):
             path = str(work / f"{name}.onnx")
             again = measure_network(path, device, "tuned", tuning_dir=tuning, tune_trials=args.tune_trials,
                                     onnxruntime=False, **timing)
