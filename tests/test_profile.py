@@ -576,3 +576,85 @@ def test_setting_tvm_threads_keeps_the_process_cpu_set():
             os.environ.pop("TVM_NUM_THREADS", None)
         else:
             os.environ["TVM_NUM_THREADS"] = old
+
+
+# --- timing on a shared core ---------------------------------------------------------------------
+class _Clocks:
+    """Fake wall and thread-CPU clocks: each evaluation advances wall by run_s / share."""
+
+    def __init__(self, shares):
+        self.shares, self.wall_s, self.cpu_s, self.i = list(shares), 0.0, 0.0, 0
+
+    def evaluate(self, run_s=1e-3):
+        share = self.shares[self.i % len(self.shares)]
+        self.i += 1
+        self.cpu_s += run_s
+        self.wall_s += run_s / share
+        return run_s / share  # what a wall-clock evaluator reports
+
+
+def test_own_core_repeats_takes_out_the_time_another_job_held_the_core():
+    from codesign.profile.runners import own_core_repeats
+
+    clocks = _Clocks([1.0, 0.5, 0.25])
+    samples, least = own_core_repeats(clocks.evaluate, 3, wall=lambda: clocks.wall_s, cpu=lambda: clocks.cpu_s)
+    assert samples == pytest.approx([1.0, 1.0, 1.0])  # ms: the run time on a free core, every repeat
+    assert least == pytest.approx(0.25)
+
+
+def test_own_core_repeats_never_scales_up():
+    from codesign.profile.runners import own_core_repeats
+
+    # a CPU clock that reads ahead of the wall clock (coarse ticks) must not inflate a timing
+    t = {"wall": 0.0, "cpu": 0.0}
+
+    def evaluate():
+        t["wall"] += 1e-3
+        t["cpu"] += 1.2e-3
+        return 1e-3
+
+    samples, least = own_core_repeats(evaluate, 2, wall=lambda: t["wall"], cpu=lambda: t["cpu"])
+    assert samples == pytest.approx([1.0, 1.0]) and least == 1.0
+
+
+def test_calls_for_fills_the_minimum_repeat_time():
+    from codesign.profile.runners import calls_for
+
+    assert calls_for(lambda: 1e-4, 50.0) == 500
+    assert calls_for(lambda: 0.2, 50.0) == 1
+    assert calls_for(lambda: 1e-4, 0.0) == 1
+
+
+def test_only_local_one_thread_cpu_timing_counts_core_share(monkeypatch):
+    from codesign.profile.runners import LocalRunner, RPCRunner
+
+    assert LocalRunner(threads=1).own_core()
+    assert not LocalRunner(threads=2).own_core()
+    assert not LocalRunner(target_kind="cuda", threads=1).own_core()
+    monkeypatch.setenv("TVM_NUM_THREADS", "1")
+    assert LocalRunner().own_core()  # as set_threads left it
+    monkeypatch.setenv("TVM_NUM_THREADS", "2")
+    assert not LocalRunner().own_core()
+    remote = RPCRunner.__new__(RPCRunner)  # no tracker needed to ask
+    assert not remote.own_core()
+
+
+def test_a_kernel_timed_on_its_own_core_matches_the_evaluator():
+    """On the real runner, a 1-thread CPU timing is the time_evaluator's within the noise of this
+    machine, and reports the core share it saw."""
+    import tvm
+
+    from codesign.profile.runners import LocalRunner, set_threads
+
+    set_threads(1)
+    spec = KernelSpec.make("conv2d", (1, 16, 16, 16), out_channels=16, kernel=3)
+    built = build(spec)
+    ex = tvm.compile(built.func, target="llvm")
+    runner = LocalRunner(repeats=5, min_repeat_ms=5, threads=1)
+    timing = runner.time(ex, built.arg_shapes)
+    assert timing.repeats == 5 and timing.latency_ms > 0
+    assert 0 < runner.least_share <= 1.0
+    mod = ex.jit()
+    args = [tvm.runtime.tensor(a, tvm.cpu(0)) for a in random_args(built.arg_shapes)]
+    plain = min(mod.time_evaluator("main", tvm.cpu(0), number=1, repeat=5, min_repeat_ms=5)(*args).results) * 1e3
+    assert timing.latency_ms <= 3 * plain and plain <= 3 * timing.latency_ms

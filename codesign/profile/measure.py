@@ -38,7 +38,14 @@ from ..errors import CodesignError
 from ..files import check_output, read_csv
 from ..graph import load_model
 from .db import DEFAULT_STATISTIC
-from .runners import check_statistic, runtime_device_type, set_threads, summarise
+from .runners import (
+    calls_for,
+    check_statistic,
+    own_core_repeats,
+    runtime_device_type,
+    set_threads,
+    summarise,
+)
 from .schedules import DEFAULT_TUNE_TRIALS
 
 _ORT_TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 10: np.float16, 11: np.float64}
@@ -331,7 +338,8 @@ def _counter_energy(device, vm, dev, args, latency_ms: float) -> tuple[float | N
 def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: float = 50.0,
                      seed: int = 0, statistic: str = DEFAULT_STATISTIC) -> tuple[float, float]:
     """The ``statistic`` (median by default) and standard deviation (ms) of onnxruntime inference
-    on this CPU, timed as TVM's time_evaluator times (``repeats`` runs of >= ``min_repeat_ms``)."""
+    on this CPU, timed as TVM's time_evaluator times (``repeats`` runs of >= ``min_repeat_ms``; at one
+    thread each scaled by its share of a core, ``runners.own_core_repeats``)."""
     import onnxruntime as ort
 
     model = load_model(model)
@@ -343,13 +351,18 @@ def time_onnxruntime(model, threads: int = 1, repeats: int = 10, min_repeat_ms: 
     feeds = random_inputs(model, seed)
     for _ in range(3):
         sess.run(None, feeds)
-    samples = []
-    for _ in range(repeats):
+
+    def one_repeat() -> float:  # mean seconds per run over >= min_repeat_ms
         n, t0 = 0, time.perf_counter()
         while n == 0 or (time.perf_counter() - t0) * 1e3 < min_repeat_ms:
             sess.run(None, feeds)
             n += 1
-        samples.append((time.perf_counter() - t0) * 1e3 / n)
+        return (time.perf_counter() - t0) / n
+
+    if threads == 1:  # one intra-op thread runs on the caller: time it as TVM is timed
+        samples, _ = own_core_repeats(one_repeat, repeats)
+    else:
+        samples = [one_repeat() * 1e3 for _ in range(repeats)]
     return summarise(samples, statistic)
 
 
@@ -426,8 +439,15 @@ def measure_network(
         dev = runner.remote.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
-    evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
-    samples = [r * 1e3 for r in evaluator(*args).results]
+    min_ms = int(round(min_repeat_ms))
+    if device.rpc is None and device.threads == 1 and runtime_device_type(str(target.kind.name)) == "cpu":
+        # the VM runs the network on this thread: time it as the kernels were (runners.own_core_repeats)
+        once = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=min_ms)
+        evaluator = vm.time_evaluator("main", dev, number=calls_for(lambda: once(*args).mean, min_repeat_ms), repeat=1)
+        samples, _ = own_core_repeats(lambda: evaluator(*args).mean, repeats)
+    else:
+        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=min_ms)
+        samples = [r * 1e3 for r in evaluator(*args).results]
     latency_ms, std_ms = summarise(samples, statistic)
     result = NetworkMeasurement(
         model=label, device=device.name, schedule=schedule, latency_ms=latency_ms, latency_std_ms=std_ms,

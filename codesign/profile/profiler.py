@@ -359,7 +359,7 @@ def _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir,
     kind = str(target_dict["kind"])
     if device.rpc is None:
         # Before the target: TVM probes the GPU while it builds a CUDA target and warns if none.
-        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind, statistic=statistic)
+        runner = LocalRunner(repeats, min_repeat_ms, target_kind=kind, statistic=statistic, threads=device.threads)
         runner.check()
     target = device.tvm_target()
     energy = energy_source_for(device)
