@@ -658,3 +658,17 @@ def test_a_kernel_timed_on_its_own_core_matches_the_evaluator():
     args = [tvm.runtime.tensor(a, tvm.cpu(0)) for a in random_args(built.arg_shapes)]
     plain = min(mod.time_evaluator("main", tvm.cpu(0), number=1, repeat=5, min_repeat_ms=5)(*args).results) * 1e3
     assert timing.latency_ms <= 3 * plain and plain <= 3 * timing.latency_ms
+
+
+def test_with_core_share_reports_the_time_on_a_core():
+    from codesign.profile.runners import with_core_share
+
+    t = {"wall": 0.0, "cpu": 0.0}
+
+    def work():
+        t["wall"] += 4.0
+        t["cpu"] += 1.0
+        return "done"
+
+    assert with_core_share(work, wall=lambda: t["wall"], cpu=lambda: t["cpu"]) == ("done", 0.25)
+    assert with_core_share(lambda: None, wall=lambda: 0.0, cpu=lambda: 0.0) == (None, 1.0)  # no clock tick

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import CodesignError
 from .builders import random_args
@@ -67,13 +68,19 @@ def own_core_repeats(evaluate: Callable[[], float], repeats: int, wall: Callable
     """
     samples, least = [], 1.0
     for _ in range(repeats):
-        w0, c0 = wall(), cpu()
-        per_run_s = evaluate()
-        dw, dc = wall() - w0, cpu() - c0
-        share = min(1.0, dc / dw) if dw > 0 and dc > 0 else 1.0
+        per_run_s, share = with_core_share(evaluate, wall, cpu)
         least = min(least, share)
         samples.append(per_run_s * 1e3 * share)
     return samples, least
+
+
+def with_core_share(fn: Callable[[], Any], wall: Callable[[], float] = time.perf_counter,
+                    cpu: Callable[[], float] = time.thread_time) -> tuple[Any, float]:
+    """(``fn()``, the share of its wall time the calling thread spent on a core, at most 1)."""
+    w0, c0 = wall(), cpu()
+    out = fn()
+    dw, dc = wall() - w0, cpu() - c0
+    return out, (min(1.0, dc / dw) if dw > 0 and dc > 0 else 1.0)
 
 
 def calls_for(evaluate_once: Callable[[], float], min_repeat_ms: float) -> int:

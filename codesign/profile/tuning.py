@@ -108,10 +108,15 @@ def in_process_runner(ms, min_repeat_ms: int = 20):
     Candidates are timed as ``LocalRunner`` times them (TVM's own argument allocation and
     ``time_evaluator``), one after the other; a candidate that fails to load or run is reported
     with its error. MetaSchedule itself deletes each candidate's build directory once it is timed.
+    On the CPU at one thread, each candidate's cost is scaled by the share of a core the timing
+    thread held (``runners.own_core_repeats``): on a shared core the wall clock ranks candidates by
+    when another job ran, and tuning keeps a schedule that is not the fastest.
     """
     import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import local_runner
+
+    from .runners import with_core_share
 
     config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=min_repeat_ms)
 
@@ -126,7 +131,11 @@ def in_process_runner(ms, min_repeat_ms: int = 20):
                     rt_mod = tvm.runtime.load_module(inp.artifact_path)
                     device = tvm.runtime.device(inp.device_type, 0)
                     args = local_runner.default_alloc_argument(device, [a.as_json() for a in inp.args_info], 1)
-                    costs = local_runner.default_run_evaluator(rt_mod, device, config, args)
+                    own_core = device.dlpack_device_type() == 1 and os.environ.get("TVM_NUM_THREADS") == "1"  # kDLCPU
+                    costs, share = with_core_share(
+                        lambda: local_runner.default_run_evaluator(rt_mod, device, config, args))  # noqa: B023
+                    if own_core:
+                        costs = [c * share for c in costs]
                     futures.append(local_runner.LocalRunnerFuture(res=costs))
                 except Exception as exc:  # a failing candidate is reported, not raised
                     futures.append(local_runner.LocalRunnerFuture(error_message=f"{type(exc).__name__}: {exc}"))
