@@ -310,6 +310,8 @@ def _help_like(sources, n, seed=0, epochs=200):
     return predict
 
 def evaluate(args) -> dict:
+    from scipy.stats import kendalltau
+
     from codesign.predict.calibrate import family_sums, fit_weights
     from codesign.predict.evaluate import accuracy
     from codesign.predict.fewshot import FEATURE_NAMES, Bank, BankData, _share_basis, meta_train
@@ -380,6 +382,12 @@ def evaluate(args) -> dict:
             res["shots"][str(n)] = {m: {"kendall_tau": round(a["kendall_tau"], 4),
                                         "within_10pct": round(a["within_10pct"], 4),
                                         "median_ape": round(a["median_ape"], 4)} for m, a in per.items()}
+        # What the device's own data can teach with these features: ridge on the design matrix
+        # fitted on a random half of its networks, Kendall tau on the other half.
+        half = np.random.default_rng(0).permutation(len(y))
+        fit, held = half[: len(y) // 2], half[len(y) // 2:]
+        res["own_half_ridge_kendall_tau"] = round(float(
+            kendalltau(_ridge_predict(x[fit], y[fit], x[held]), y[held])[0]), 4)
         if base:
             res["calibrate_base"] = base[1]
         if prior is not None:
