@@ -277,7 +277,7 @@ def main(argv=None) -> dict:
               f"torch {torch_ms:.4g}", file=sys.stderr, flush=True)
     # More passes over the networks, tuned TVM and onnxruntime timed again from the same records:
     # each keeps its fastest pass. A shared host slows a whole stretch of minutes now and then (two
-    # networks read 22-27 % slow in one run and not in a rerun), which one pass cannot tell apart
+    # networks read 22-28 % slow in one run and not in a rerun), which one pass cannot tell apart
     # from a slow network.
     for rnd in range(1, args.net_rounds):
         for row, (name, _, _) in zip(rows, nets):

@@ -21,7 +21,9 @@ Timing: the fastest of ``--repeats`` single runs, read on the calling thread's C
 thread (onnxruntime, torch and TVM all run a one-thread inference on the caller, so other jobs on
 a shared machine do not inflate it) and on the wall clock at 2. ``--group retest`` times the first
 ``--retest`` pool networks again (TVM compiles them again) and ``eval`` scores that second timing
-as a prediction of the first: the measurement's own ceiling.
+as a prediction of the first: the measurement's own ceiling. ``eval`` also gives each device's
+``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
+own networks, scored on the other half, what far more than N rows of the device would teach.
 """
 
 from __future__ import annotations
