@@ -156,6 +156,66 @@ def export_one(name: str, size: int, path: Path, max_inline: int) -> dict:
             "export_s": round(time.perf_counter() - t0, 2)}
 
 
+# torchvision's own operators (detection and ROI ops), as its fake-op registrations expect them.
+# A torchvision wheel built for another variant of torch (CUDA against a CPU build) cannot load
+# its compiled operators, and its import then fails on registering fakes for operators that do not
+# exist; classification models call none of them, so declaring them is enough to export.
+_TORCHVISION_OPS = (
+    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+    "int sampling_ratio, bool aligned) -> Tensor",
+    "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+    "SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, bool aligned) -> Tensor",
+    "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
+    "int sampling_ratio) -> (Tensor, Tensor)",
+    "_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+    "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, "
+    "SymInt height, SymInt width) -> Tensor",
+    "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
+    "-> (Tensor, Tensor)",
+    "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, SymInt pooled_height, "
+    "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
+    "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
+    "-> (Tensor, Tensor)",
+    "_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
+    "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, "
+    "SymInt width) -> Tensor",
+    "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, SymInt stride_h, "
+    "SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, SymInt groups, "
+    "SymInt offset_groups, bool use_mask) -> Tensor",
+    "_deform_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, "
+    "SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, "
+    "SymInt groups, SymInt offset_groups, bool use_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
+
+
+def _import_torchvision():
+    """torchvision; where its compiled operators cannot load, they are declared and it is imported
+    again."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("torchvision") is None:
+        sys.exit("export_torchvision.py: torchvision is not installed (pip install torchvision, matching torch)")
+    try:
+        import torchvision
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc):
+            raise
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        lib = torch.library.Library("torchvision", "DEF")
+        for schema in _TORCHVISION_OPS:
+            lib.define(schema)
+        globals()["_torchvision_ops_library"] = lib  # the declarations live as long as the library
+        print("torchvision's compiled operators did not load; declared them (classification models use none)",
+              file=sys.stderr)
+        import torchvision
+    return torchvision
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="output folder (default $CODESIGN_TORCHVISION_ONNX or the user cache)")
@@ -168,7 +228,8 @@ def main() -> None:
                     help="initializers above this many elements become ConstantOfShape (default 4096)")
     args = ap.parse_args()
     import torch
-    import torchvision
+
+    torchvision = _import_torchvision()
 
     out = Path(args.out) if args.out else default_dir()
     out.mkdir(parents=True, exist_ok=True)
