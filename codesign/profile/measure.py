@@ -39,12 +39,12 @@ from ..files import check_output, read_csv
 from ..graph import load_model
 from .db import DEFAULT_STATISTIC
 from .runners import (
-    calls_for,
     check_statistic,
     own_core_repeats,
     runtime_device_type,
     set_threads,
     summarise,
+    time_on_own_core,
 )
 from .schedules import DEFAULT_TUNE_TRIALS
 
@@ -439,14 +439,11 @@ def measure_network(
         dev = runner.remote.device(runtime_device_type(str(target.kind.name)), 0)
         vm = relax.VirtualMachine(runner.remote.load_module("network.so"), dev)
     args = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
-    min_ms = int(round(min_repeat_ms))
     if device.rpc is None and device.threads == 1 and runtime_device_type(str(target.kind.name)) == "cpu":
-        # the VM runs the network on this thread: time it as the kernels were (runners.own_core_repeats)
-        once = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=min_ms)
-        evaluator = vm.time_evaluator("main", dev, number=calls_for(lambda: once(*args).mean, min_repeat_ms), repeat=1)
-        samples, _ = own_core_repeats(lambda: evaluator(*args).mean, repeats)
+        # the VM runs the network on this thread: time it as the kernels are (runners.time_on_own_core)
+        samples, _ = time_on_own_core(vm.time_evaluator, dev, args, repeats, min_repeat_ms)
     else:
-        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=min_ms)
+        evaluator = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
         samples = [r * 1e3 for r in evaluator(*args).results]
     latency_ms, std_ms = summarise(samples, statistic)
     result = NetworkMeasurement(

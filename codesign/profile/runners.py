@@ -90,6 +90,20 @@ def calls_for(evaluate_once: Callable[[], float], min_repeat_ms: float) -> int:
     return max(1, int(math.ceil(min_repeat_ms / per_run_ms)))
 
 
+def time_on_own_core(time_evaluator, dev, args, repeats: int, min_repeat_ms: float) -> tuple[list[float], float]:
+    """``repeats`` timings in ms of ``main`` of a TVM module or VM (its ``time_evaluator``) run on
+    this thread: calls per repeat from one timing of at least ``min_repeat_ms``, then each repeat
+    scaled by its core share (``own_core_repeats``).
+
+    Returns:
+        (samples in ms, the smallest share seen).
+    """
+    once = time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=int(round(min_repeat_ms)))
+    calls = calls_for(lambda: once(*args).mean, min_repeat_ms)
+    evaluator = time_evaluator("main", dev, number=calls, repeat=1)
+    return own_core_repeats(lambda: evaluator(*args).mean, repeats)
+
+
 def set_threads(n: int) -> None:
     """TVM's thread count for kernels timed in this process (the device's ``threads``)."""
     # TVM reads TVM_NUM_THREADS when its thread pool starts; reconfigure one that already runs.
@@ -150,14 +164,12 @@ class LocalRunner:
 
         mod, dev = self._module(executable)
         args = [tvm.runtime.tensor(a, dev) for a in random_args(arg_shapes)]
-        min_ms = int(round(self.min_repeat_ms))
         if self.own_core():
-            once = mod.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=min_ms)
-            calls = calls_for(lambda: once(*args).mean, self.min_repeat_ms)
-            evaluator = mod.time_evaluator("main", dev, number=calls, repeat=1)
-            samples_ms, self.least_share = own_core_repeats(lambda: evaluator(*args).mean, self.repeats)
+            samples_ms, self.least_share = time_on_own_core(mod.time_evaluator, dev, args, self.repeats,
+                                                            self.min_repeat_ms)
         else:
-            evaluator = mod.time_evaluator("main", dev, number=1, repeat=self.repeats, min_repeat_ms=min_ms)
+            evaluator = mod.time_evaluator("main", dev, number=1, repeat=self.repeats,
+                                           min_repeat_ms=int(round(self.min_repeat_ms)))
             samples_ms = [r * 1e3 for r in evaluator(*args).results]
             self.least_share = 1.0  # not measured: the wall clock is all there is
 
