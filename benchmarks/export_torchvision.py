@@ -20,7 +20,7 @@ end reads their shapes without materialising them.
 Output: ``DIR/<model>_<size>.onnx`` and ``DIR/manifest.json`` (``format_version``, torch and
 torchvision versions, opset, and per model and size the file or the error). Default DIR:
 ``$CODESIGN_TORCHVISION_ONNX``, else ``<user cache dir>/codesign/torchvision-onnx``. Models already
-exported are skipped, so a killed run resumes. Runs with any torch/torchvision pair that imports
+exported are skipped, so a killed run resumes (``--retry-failed`` tries the failed ones again). Runs with any torch/torchvision pair that imports
 together (the project's own torch may lack a matching torchvision; a separate virtual environment
 used only for this export is enough).
 """
@@ -142,10 +142,15 @@ def export_one(name: str, size: int, path: Path, max_inline: int) -> dict:
     with _ConstantInit():
         net = _build(name, size).eval()
     buf = io.BytesIO()
+    # In eval mode nn.MultiheadAttention (ViT's encoder) takes a fused fast path that has no ONNX
+    # form; the unfused path it falls back to computes the same attention.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net, (torch.zeros(1, 3, size, size),), buf, dynamo=False, opset_version=OPSET,
                           do_constant_folding=True, input_names=["input"], output_names=["output"])
+    torch.backends.mha.set_fastpath_enabled(fastpath)
     model = _weightless(onnx.load_from_string(buf.getvalue()), max_inline)
     onnx.checker.check_model(model)
     tmp = path.with_suffix(".tmp")
@@ -224,6 +229,8 @@ def main() -> None:
     ap.add_argument("--fallback-size", type=int, default=224,
                     help="size tried for a model that exports at none of --sizes (AlexNet and VGG pool to a "
                          "fixed 6x6/7x7 grid the exporter only handles from a multiple of it; default 224; 0: none)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="export again the models and sizes the manifest lists with an error")
     ap.add_argument("--max-inline", type=int, default=4096,
                     help="initializers above this many elements become ConstantOfShape (default 4096)")
     args = ap.parse_args()
@@ -243,13 +250,14 @@ def main() -> None:
     names = args.models or sorted(torchvision.models.list_models(module=torchvision.models))
     for name in names:
         sizes = list(args.sizes)
-        if args.fallback_size and all("error" in models.get(f"{name}_{s}", {"error": 1}) for s in args.sizes) \
+        if args.fallback_size and not args.retry_failed and all("error" in models.get(f"{name}_{s}", {"error": 1}) for s in args.sizes) \
                 and all(f"{name}_{s}" in models for s in args.sizes):
             sizes.append(args.fallback_size)
         for size in sizes:
             key = f"{name}_{size}"
             path = out / f"{key}.onnx"
-            if key in models and (("file" in models[key] and path.exists()) or "error" in models[key]):
+            if key in models and (("file" in models[key] and path.exists())
+                                  or ("error" in models[key] and not args.retry_failed)):
                 continue
             entry = {"model": name, "size": size}
             try:

@@ -2,22 +2,25 @@
 
 Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
 
-1. ``Conv`` absorbs, in this order and each only when the previous output has no other consumer:
+1. ``Conv`` (square or rectangular windows, each axis padded alike at both ends) absorbs, in this order and each only when the previous output has no other consumer:
    a ``BatchNormalization`` (folded into the weights and a bias), an ``Add`` of a constant
    (bias), a chain of ``Add``s of other tensors of the output's shape (residual; a cell node
    summing several edges is one kernel) and a ``BatchNormalization`` after them, one activation
    (``Relu``, ``Clip(0, 6)`` = relu6, ``HardSwish``, ``Sigmoid``).
-2. ``Gemm`` / ``MatMul`` (+ constant ``Add``) is ``dense`` and absorbs one activation.
+2. ``Gemm`` / ``MatMul`` (+ constant ``Add``) is ``dense`` and absorbs one activation. A ``MatMul``
+   of two run-time tensors, or an ``Einsum`` that is one (``bhid,bhjd->bhij``), is ``batch_matmul``.
 3. A standalone ``BatchNormalization`` whose only consumer is a ``Conv`` or a ``MaxPool`` is fused into
    it (TVM inlines the per-channel scale and shift as a prologue); any other is ``batch_norm`` and
    absorbs one activation. A standalone ``Add`` of two tensors absorbs one activation.
 4. ``MaxPool``, ``AveragePool`` (square kernels, symmetric padding), ``GlobalAveragePool`` (and a
-   ``ReduceMean`` over H and W) are pools; a window pool absorbs a following chain of ``Add``s
+   ``ReduceMean`` over H and W; over other axes, as a global pool of (1, kept, reduced, 1)) are pools; a window pool absorbs a following chain of ``Add``s
    and one activation as a conv does (the pool's kernel is costed, the adds ride along);
-   ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Add``/``Mul`` left alone are elementwise kernels.
+   ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Tanh``/``Add``/``Mul`` left alone are elementwise
+   kernels. ``ReduceL2`` over the last axis, with the clip and division of ``F.normalize`` after it,
+   is ``l2_normalize``.
 5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
    ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
-   ``Split``, ``Slice``) are not costed as kernels: they are views or copies whose cost TVM
+   ``Split``, ``Slice``, ``Expand``, ``Pad``) are not costed as kernels: they are views or copies whose cost TVM
    fuses into neighbours or that the per-network overhead absorbs.
 
 Before any of this, ``fold_constants`` evaluates every node whose inputs are known before the
@@ -39,12 +42,12 @@ from pathlib import Path
 from .errors import CodesignError
 from .kernelspec import KernelSpec
 
-ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}
+ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
-           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand"}
+           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad"}
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
-              "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Add", "Mul",
-              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div"}
+              "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "Add", "Mul",
+              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2"}
 
 
 def supported_ops() -> list[str]:
@@ -87,12 +90,27 @@ def fold_constants(model, max_fill_elements: int | None = None):
             weights that way (benchmarks/export_torchvision.py); None folds them all, as
             compiling the network needs.
     """
+    # One pass folds what the shapes inferred before it allow; a folded ``Pad`` or ``Reshape``
+    # argument gives the next inference a static shape, whose ``Shape`` the next pass folds
+    # (Swin's window padding takes ~30 passes). Passes repeat until one folds nothing.
+    model = _infer(model)
+    for _ in range(_MAX_FOLD_PASSES):
+        before = len(model.graph.node)
+        model = _fold_pass(model, max_fill_elements)
+        if len(model.graph.node) == before:
+            break
+    return model
+
+
+_MAX_FOLD_PASSES = 200
+
+
+def _fold_pass(model, max_fill_elements: int | None):
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
-    model = _infer(model)
     g = model.graph
     known = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     shapes = _static_shapes(g)
@@ -329,6 +347,16 @@ def _pads(node, a) -> int:
     return _square(a.get("pads", [0, 0, 0, 0]), "padding", node)
 
 
+def _conv_pads(node, a) -> tuple[int, int]:
+    """A conv's (height, width) padding: each axis padded alike at both ends."""
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise CodesignError(f"{node.op_type} {node.name!r}: auto_pad is not supported; export with explicit pads")
+    top, left, bottom, right = (list(a.get("pads", [0, 0, 0, 0])) + [0, 0, 0, 0])[:4]
+    if top != bottom or left != right:
+        raise CodesignError(f"{node.op_type} {node.name!r}: asymmetric padding {list(a['pads'])} is not supported")
+    return int(top), int(left)
+
+
 def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None) -> list[KernelSpec]:
     """The kernels TVM runs for an ONNX model (path or ModelProto), in graph order.
 
@@ -370,7 +398,8 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 continue
         if op == "Conv":
             w = g.shape(node.input[1])
-            k = _square(a.get("kernel_shape", w[2:]), "kernel", node)
+            kh, kw = (int(v) for v in a.get("kernel_shape", w[2:]))
+            ph, pw = _conv_pads(node, a)
             stride = _square(a.get("strides", [1, 1]), "stride", node)
             dil = _square(a.get("dilations", [1, 1]), "dilation", node)
             bias = len(node.input) > 2 and bool(node.input[2])
@@ -389,9 +418,19 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(
-                "conv2d", g.shape(x), out_channels=w[0], kernel=k, stride=stride, padding=_pads(node, a),
-                dilation=dil, groups=int(a.get("group", 1)), bias=bias, residual=residual, activation=act,
+                "conv2d", g.shape(x), out_channels=w[0], kernel=kh, kernel_w=kw, stride=stride, padding=ph,
+                padding_w=pw, dilation=dil, groups=int(a.get("group", 1)), bias=bias, residual=residual, activation=act,
             ))
+        elif op == "ReduceL2":
+            shape = g.shape(x)
+            axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 else None)
+            if axes is None or [int(v) % len(shape) for v in axes] != [len(shape) - 1]:
+                raise CodesignError(f"ReduceL2 {node.name!r}: only a norm over the last axis is supported, got axes {axes}")
+            _absorb_l2_division(g, node, x, used)
+            specs.append(KernelSpec.make("l2_normalize", (_prod(shape[:-1]), shape[-1])))
+        elif op == "Einsum":
+            batch, m, k, n = _einsum_matmul(node, a, g.shape(x), g.shape(node.input[1]) if len(node.input) > 1 else None)
+            specs.append(KernelSpec.make("batch_matmul", (batch, m, k), n=n))
         elif op in ("Gemm", "MatMul"):
             xs, ws = g.shape(x), g.shape(node.input[1])
             if op == "MatMul" and node.input[1] not in g.static and len(xs) >= 3:
@@ -437,7 +476,13 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
         elif op == "ReduceMean":
-            raise CodesignError(f"ReduceMean {node.name!r}: only a mean over H and W is supported")
+            # A mean over other axes (tokens: ``x.mean(1)``) reads every element once, as a
+            # global pool of (1, kept elements, reduced elements, 1) does.
+            shape = g.shape(x)
+            axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 else None)
+            axes = sorted({int(v) % len(shape) for v in (range(len(shape)) if axes is None else axes)})
+            reduced = _prod(shape[i] for i in axes)
+            specs.append(KernelSpec.make("global_avg_pool2d", (1, _prod(shape) // reduced, reduced, 1)))
         elif op == "LRN":
             specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
         elif op in ("Softmax", "LayerNormalization"):
@@ -481,6 +526,55 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 if len(set(shapes)) == 1 and shapes[0] is not None and len(shapes[0]) == 4:
                     specs.append(KernelSpec.make("mul", shapes[0]))  # costs as a multiply
     return specs
+
+
+def _const_value_array(g: _Graph, name: str):
+    arr = g.consts.get(name)
+    return None if arr is None else arr.reshape(-1)
+
+
+def _absorb_l2_division(g: _Graph, node, x: str, used: set) -> None:
+    """``x / max(ReduceL2(x), eps)`` (torch's F.normalize: ReduceL2, Clip with a lower bound only,
+    an optional Expand, Div of ``x``) is one kernel: the clip and division join the norm."""
+    chain, out = [], node.output[0]
+    nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "Clip" and _clip_bounds(g, nxt)[1] is None:
+        chain.append(nxt)
+        out = nxt.output[0]
+        nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "Expand":
+        chain.append(nxt)
+        out = nxt.output[0]
+        nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "Div" and list(nxt.input) == [x, out]:
+        used.update(id(n) for n in chain + [nxt])
+
+
+def _einsum_matmul(node, a, xs, ws) -> tuple[int, int, int, int]:
+    """(batch, M, K, N) of an ``Einsum`` that is a batched matrix product of its two operands (any
+    letters, either operand transposed: ``bgid,bgjd->bgij``, ``bik,bkj->bij``, ``ik,kj->ij``)."""
+    eq = a.get("equation", b"")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    refuse = CodesignError(f"Einsum {node.name!r}: only a batched matrix product of two operands is supported, "
+                           f"got {eq!r}")
+    if ws is None or "->" not in eq or "." in eq or eq.count(",") != 1:
+        raise refuse
+    lhs, out = eq.split("->")
+    x_idx, w_idx = lhs.split(",")
+    if len(x_idx) != len(xs) or len(w_idx) != len(ws) or any(len(set(t)) != len(t) for t in (x_idx, w_idx, out)):
+        raise refuse
+    size = dict(zip(x_idx, xs))
+    for letter, dim in zip(w_idx, ws):
+        if size.setdefault(letter, dim) != dim:
+            raise refuse
+    batch = [c for c in out if c in x_idx and c in w_idx]
+    rows = [c for c in out if c in x_idx and c not in w_idx]
+    cols = [c for c in out if c in w_idx and c not in x_idx]
+    reduced = [c for c in x_idx if c in w_idx and c not in out]
+    if (len(rows) != 1 or len(cols) != 1 or not reduced or set(out) - set(x_idx) - set(w_idx)
+            or set(x_idx) != set(batch) | set(rows) | set(reduced) or set(w_idx) != set(batch) | set(cols) | set(reduced)):
+        raise refuse
+    return (_prod(size[c] for c in batch), size[rows[0]], _prod(size[c] for c in reduced), size[cols[0]])
 
 
 def _prod(shape) -> int:

@@ -15,9 +15,9 @@ from typing import Any
 
 from .errors import CodesignError
 
-ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh")
 # Elementwise ops that are also activations; alone they run on tensors of rank 2 to 4.
-ELEMENTWISE = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu")
+ELEMENTWISE = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh")
 
 # op -> (rank of input_shape, or the ranks allowed; attribute defaults). Attributes without a
 # default are required.
@@ -37,6 +37,11 @@ OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
             "bias": False,
             "activation": "none",
             "residual": False,
+            # Rectangular windows (Inception-v3's 1x7 and 7x1): ``kernel`` and ``padding`` are
+            # then the height's, these the width's. 0: as ``kernel``; -1: "same"-style kernel_w//2 *
+            # dilation when ``padding`` is "same", else ``padding``.
+            "kernel_w": 0,
+            "padding_w": -1,
         },
     ),
     # ceil_mode: the last window may hang over the padded edge (ONNX/PyTorch ceil_mode=1).
@@ -56,6 +61,8 @@ OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
     # Normalisations over the last axis of a (rows, columns) view of the tensor.
     "softmax": (2, {}),
     "layer_norm": (2, {"activation": "none"}),
+    # x / max(||x||_2, eps) over the last axis (torch's F.normalize; Swin-v2's cosine attention).
+    "l2_normalize": (2, {}),
     # (batch, M, K) @ (batch, K, n): both operands computed at run time (attention).
     "batch_matmul": (3, {"n": _REQUIRED}),
 }
@@ -72,6 +79,25 @@ def _pool_out_ceil(size: int, kernel: int, stride: int, padding: int) -> int:
     if (out - 1) * stride >= size + padding:
         out -= 1
     return out
+
+
+def _canonical_conv_window(attrs: dict) -> dict:
+    """One key per conv window: an explicit padding equal to the "same" padding, a width equal to
+    the height, a width padding equal to what it defaults to, are left to their defaults."""
+    attrs = dict(attrs)
+    dil = int(attrs.get("dilation", 1))
+    kh = int(attrs["kernel"])
+    kw = int(attrs.get("kernel_w", 0)) or kh
+    if "padding" in attrs and int(attrs["padding"]) == (kh // 2) * dil:
+        del attrs["padding"]
+    if "kernel_w" in attrs and kw == kh:
+        del attrs["kernel_w"]
+    if "padding_w" in attrs:
+        ph = int(attrs.get("padding", -1))
+        default_pw = (kw // 2) * dil if ph == -1 else ph
+        if int(attrs["padding_w"]) == default_pw:
+            del attrs["padding_w"]
+    return attrs
 
 
 @dataclass(frozen=True)
@@ -94,10 +120,8 @@ class KernelSpec:
             raise CodesignError(
                 f"{op}: input_shape must be {' or '.join(map(str, ranks))} positive ints, got {tuple(input_shape)}"
             )
-        if op == "conv2d" and "padding" in attrs and "kernel" in attrs:
-            # An explicit padding equal to the "same" padding is the default: one key per kernel.
-            if int(attrs["padding"]) == (int(attrs["kernel"]) // 2) * int(attrs.get("dilation", 1)):
-                attrs = {k: v for k, v in attrs.items() if k != "padding"}
+        if op == "conv2d" and "kernel" in attrs:
+            attrs = _canonical_conv_window(attrs)
         unknown = set(attrs) - set(defaults)
         if unknown:
             raise CodesignError(
@@ -159,11 +183,29 @@ class KernelSpec:
         return cls.make(d["op"], d["input_shape"], **d.get("attrs", {}))
 
     def padding(self) -> int:
-        """Effective padding of conv/pool ops (conv2d's -1 resolves to kernel//2 * dilation)."""
+        """Effective padding of conv/pool ops over the height (conv2d's -1 resolves to
+        kernel//2 * dilation); see ``padding_hw`` for the width's."""
         pad = self.attr("padding", 0)
         if self.op == "conv2d" and pad == -1:
             pad = (self.attr("kernel") // 2) * self.attr("dilation")
         return pad
+
+    def kernel_hw(self) -> tuple[int, int]:
+        """The window (height, width) of a conv or window pool; (1, 1) for other ops."""
+        if self.op not in ("conv2d", "avg_pool2d", "max_pool2d"):
+            return 1, 1
+        k = self.attr("kernel")
+        return (k, self.attr("kernel_w", 0) or k) if self.op == "conv2d" else (k, k)
+
+    def padding_hw(self) -> tuple[int, int]:
+        """Effective padding (height, width) of a conv or window pool."""
+        ph = self.padding()
+        if self.op != "conv2d":
+            return ph, ph
+        pw = self.attr("padding_w")
+        if pw == -1:
+            pw = (self.kernel_hw()[1] // 2) * self.attr("dilation") if self.attr("padding") == -1 else ph
+        return ph, pw
 
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the kernel's output; raises CodesignError on impossible geometry."""
@@ -179,15 +221,15 @@ class KernelSpec:
         if self.op == "lrn" and self.attr("size") <= 0:
             raise CodesignError(f"{self.key()}: size must be > 0")
         if self.op in ("conv2d", "avg_pool2d", "max_pool2d"):
-            k, st = self.attr("kernel"), self.attr("stride")
+            (kh, kw), st = self.kernel_hw(), self.attr("stride")
             dil = self.attr("dilation", 1) if self.op == "conv2d" else 1
-            pad = self.padding()
-            if k <= 0 or st <= 0 or dil <= 0 or pad < 0:
+            ph, pw = self.padding_hw()
+            if min(kh, kw, st, dil) <= 0 or min(ph, pw) < 0:
                 raise CodesignError(f"{self.key()}: kernel, stride, dilation must be > 0, padding >= 0")
             if self.attr("ceil_mode", False):
-                h, w = (_pool_out_ceil(v, k, st, pad) for v in s[2:])
+                h, w = _pool_out_ceil(s[2], kh, st, ph), _pool_out_ceil(s[3], kw, st, pw)
             else:
-                h, w = (_conv_out(v, k, st, pad, dil) for v in s[2:])
+                h, w = _conv_out(s[2], kh, st, ph, dil), _conv_out(s[3], kw, st, pw, dil)
             if h <= 0 or w <= 0:
                 raise CodesignError(f"{self.key()}: kernel larger than the padded input")
             c = s[1]
@@ -207,8 +249,8 @@ def kernel_flops(spec: KernelSpec) -> float:
     out = spec.output_shape()
     out_elems = float(_prod(out))
     if spec.op == "conv2d":
-        c, k, g = spec.input_shape[1], spec.attr("kernel"), spec.attr("groups")
-        flops = 2.0 * out_elems * (c // g) * k * k
+        (kh, kw), c, g = spec.kernel_hw(), spec.input_shape[1], spec.attr("groups")
+        flops = 2.0 * out_elems * (c // g) * kh * kw
         flops += out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
         return flops + out_elems * (spec.attr("activation") != "none")
     if spec.op == "dense":
@@ -226,13 +268,15 @@ def kernel_flops(spec: KernelSpec) -> float:
         return out_elems * (spec.attr("size") + 4)
     if spec.op in ("softmax", "layer_norm"):
         return 5.0 * out_elems
+    if spec.op == "l2_normalize":
+        return 3.0 * out_elems
     if spec.op in _ACT_FLOPS:
         return _ACT_FLOPS[spec.op] * out_elems
     return out_elems
 
 
 # FLOPs per element of an activation (an exponential or erf counted as 4).
-_ACT_FLOPS = {"relu": 1, "relu6": 2, "hardswish": 4, "hardsigmoid": 3, "sigmoid": 4, "silu": 5, "gelu": 8}
+_ACT_FLOPS = {"relu": 1, "relu6": 2, "hardswish": 4, "hardsigmoid": 3, "sigmoid": 4, "silu": 5, "gelu": 8, "tanh": 4}
 
 
 def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
@@ -241,8 +285,8 @@ def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
     out = _prod(spec.output_shape())
     weights = 0
     if spec.op == "conv2d":
-        c, k, g, co = spec.input_shape[1], spec.attr("kernel"), spec.attr("groups"), spec.attr("out_channels")
-        weights = co * (c // g) * k * k + co * int(spec.attr("bias")) + out * int(spec.attr("residual"))
+        (kh, kw), c, g, co = spec.kernel_hw(), spec.input_shape[1], spec.attr("groups"), spec.attr("out_channels")
+        weights = co * (c // g) * kh * kw + co * int(spec.attr("bias")) + out * int(spec.attr("residual"))
     elif spec.op == "dense":
         weights = (spec.input_shape[1] * spec.attr("out_features") + spec.attr("out_features") * int(spec.attr("bias"))
                    + out * int(spec.attr("residual")))

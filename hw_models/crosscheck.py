@@ -87,12 +87,14 @@ class _Loops:
     h: int = 1  # input rows and columns, unpadded
     w: int = 1
     pad: int = 0
+    pad_w: int = -1  # -1: as pad (square windows)
 
     def key(self) -> str:
         """The loop nest and its input as a string: layers with the same key cost the same on every
         side (bias and activation, which codesign's KernelSpec keys carry, do not enter it)."""
         return (f"n{self.n}_g{self.g}_k{self.k}_c{self.c}_p{self.p}_q{self.q}_r{self.r}_s{self.s}"
-                f"_u{self.stride}_d{self.dilation}_h{self.h}_w{self.w}_pad{self.pad}")
+                f"_u{self.stride}_d{self.dilation}_h{self.h}_w{self.w}_pad{self.pad}"
+                + (f"x{self.pad_w}" if self.pad_w not in (-1, self.pad) else ""))
 
     @property
     def macs(self) -> int:
@@ -108,9 +110,9 @@ class _Loops:
         n, c, h, w = spec.input_shape
         _, k, p, q = spec.output_shape()
         g = spec.attr("groups")
-        ker = spec.attr("kernel")
-        return cls(n, g, k // g, c // g, p, q, ker, ker, spec.attr("stride"), spec.attr("dilation"), h, w,
-                   spec.padding())
+        (kr, ks), (pad_h, pad_w) = spec.kernel_hw(), spec.padding_hw()
+        return cls(n, g, k // g, c // g, p, q, kr, ks, spec.attr("stride"), spec.attr("dilation"), h, w,
+                   pad_h, pad_w)
 
 
 def loop_key(spec: KernelSpec) -> str:
@@ -244,15 +246,15 @@ def zigzag_layer(spec: KernelSpec, layer_id: int, word_bits: int) -> dict:
     so that ZigZag's input size is the rows the layer reads)."""
     lp = _Loops.of(spec)
     if spec.op == "dense":
-        h, w, pad = 1, 1, 0
+        h, w, ph, pw = 1, 1, 0, 0
     else:
         _, _, h, w = spec.input_shape
-        pad = spec.padding()
+        ph, pw = spec.padding_hw()
     # padding past the last row (column) the windows read is never read: leave it out
     reach_h = (lp.p - 1) * lp.stride + (lp.r - 1) * lp.dilation + 1
     reach_w = (lp.q - 1) * lp.stride + (lp.s - 1) * lp.dilation + 1
-    pad_h = [min(pad, reach_h), max(0, min(pad, reach_h - pad - h))]
-    pad_w = [min(pad, reach_w), max(0, min(pad, reach_w - pad - w))]
+    pad_h = [min(ph, reach_h), max(0, min(ph, reach_h - ph - h))]
+    pad_w = [min(pw, reach_w), max(0, min(pw, reach_w - pw - w))]
     return {
         "id": layer_id, "name": f"layer{layer_id}", "operator_type": "Conv",
         "equation": "O[b][g][k][oy][ox]+=W[g][k][c][fy][fx]*I[b][g][c][iy][ix]",

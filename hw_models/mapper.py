@@ -102,12 +102,11 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
         n, c, h, w = s
         _, k, p, q = spec.output_shape()
         g = spec.attr("groups")
-        ker = spec.attr("kernel")
-        pad = spec.padding()
-        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S]] = n, g, k // g, c // g, p, q, ker, ker
+        (kr, ks), (pad_h, pad_w) = spec.kernel_hw(), spec.padding_hw()
+        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S]] = n, g, k // g, c // g, p, q, kr, ks
         row[L_U], row[L_D] = spec.attr("stride"), spec.attr("dilation")
-        row[L_H] = _footprint(p, row[L_U], ker, row[L_D], h, pad)
-        row[L_W] = _footprint(q, row[L_U], ker, row[L_D], w, pad)
+        row[L_H] = _footprint(p, row[L_U], kr, row[L_D], h, pad_h)
+        row[L_W] = _footprint(q, row[L_U], ks, row[L_D], w, pad_w)
         row[L_HASW] = 1.0
     elif spec.op == "dense":
         n, c = s

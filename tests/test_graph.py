@@ -258,6 +258,9 @@ _NEW_OPS = [
     K("batch_matmul", (2, 3, 4), n=5), K("mul", (1, 4, 3, 3), broadcast=True),
     K("dense", (3, 8), out_features=4, residual=True, activation="relu"),
     K("conv2d", (1, 4, 6, 6), out_channels=4, kernel=3, bias=True, activation="silu"),
+    K("conv2d", (1, 4, 9, 7), out_channels=6, kernel=1, kernel_w=5, padding_w=1, bias=True, activation="tanh"),
+    K("conv2d", (1, 4, 9, 7), out_channels=4, kernel=3, kernel_w=1, stride=2, groups=4),
+    K("tanh", (2, 3, 5)), K("l2_normalize", (6, 9)),
 ]
 
 
@@ -296,6 +299,14 @@ def test_builders_compute_what_torch_computes(spec):
         want = x * t[1]
     elif spec.op == "dense":
         want = F.relu(F.linear(x, t[1], t[2]) + t[3])
+    elif spec.op == "tanh":
+        want = torch.tanh(x)
+    elif spec.op == "l2_normalize":
+        want = F.normalize(x, dim=-1)
+    elif spec.kernel_hw() == (1, 5):
+        want = torch.tanh(F.conv2d(x, t[1], t[2], 1, (0, 1)))
+    elif spec.kernel_hw() == (3, 1):
+        want = F.conv2d(x, t[1], None, 2, (1, 0), groups=4)
     else:
         want = F.silu(F.conv2d(x, t[1], t[2], 1, 1))
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
@@ -318,6 +329,80 @@ def test_new_patterns_are_the_kernels_tvm_fuses():
     assert len(ours) == len(theirs) + 1, ([k.key() for k in ours], theirs)
     assert any("conv2d" in t and "multiply" in t for t in theirs)
 
+
+
+class _Windows(nn.Module):
+    """What Swin, Swin-v2, MaxViT and Inception-v3 add to a CNN: rectangular convs, window padding
+    computed from the input's shape, cosine attention (F.normalize), attention as an einsum, tanh."""
+
+    def __init__(self, d=8, window=3):
+        super().__init__()
+        self.wide, self.tall = nn.Conv2d(4, d, (1, 5), padding=(0, 2)), nn.Conv2d(d, d, (5, 1), padding=(2, 0))
+        self.qk, self.head = nn.Linear(d, 2 * d), nn.Linear(d, 3)
+        self.window = window
+
+    def forward(self, x):  # (1, 4, H, W)
+        x = torch.relu(self.tall(torch.relu(self.wide(x)))).permute(0, 2, 3, 1)  # (1, H, W, D)
+        h, w = x.shape[1], x.shape[2]
+        x = nn.functional.pad(x, (0, 0, 0, (self.window - w % self.window) % self.window,
+                                  0, (self.window - h % self.window) % self.window))
+        t = x.reshape(1, -1, self.window * self.window, x.shape[-1])  # (1, windows, tokens, D)
+        q, k = self.qk(t).chunk(2, dim=-1)
+        q, k = nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1)
+        a = torch.einsum("bgid,bgjd->bgij", q, k).softmax(-1)
+        return torch.tanh(self.head(torch.einsum("bgij,bgjd->bgid", a, t).mean((1, 2))))
+
+
+def test_window_attention_and_rectangular_convs_read():
+    ks = module_kernels(_Windows(), (1, 4, 7, 8))
+    assert ks == [
+        K("conv2d", (1, 4, 7, 8), out_channels=8, kernel=1, kernel_w=5, bias=True, activation="relu"),
+        K("conv2d", (1, 8, 7, 8), out_channels=8, kernel=5, kernel_w=1, bias=True, activation="relu"),
+        K("dense", (81, 8), out_features=16),  # 9 windows of 3x3 tokens (7x8 padded to 9x9)
+        K("l2_normalize", (81, 8)),  # + the clip and division F.normalize adds
+        K("l2_normalize", (81, 8)),
+        K("batch_matmul", (9, 9, 8), n=9),
+        K("softmax", (81, 9)),
+        K("batch_matmul", (9, 9, 9), n=8),
+        K("global_avg_pool2d", (1, 8, 81, 1)),  # the mean over windows and tokens
+        K("dense", (1, 8), out_features=3, activation="tanh"),
+    ]
+    assert ks[0].output_shape() == (1, 8, 7, 8) and ks[0].padding_hw() == (0, 2)
+
+
+def test_rectangular_windows_have_one_key_and_their_geometry():
+    assert K("conv2d", (1, 4, 9, 9), out_channels=4, kernel=3, kernel_w=3, padding_w=1) == K(
+        "conv2d", (1, 4, 9, 9), out_channels=4, kernel=3)
+    wide = K("conv2d", (1, 4, 17, 17), out_channels=4, kernel=1, kernel_w=7, padding=0, padding_w=3)
+    assert wide.key() == "conv2d|1x4x17x17|kernel=1,kernel_w=7,out_channels=4"
+    assert KernelSpec.from_key(wide.key()) == wide and wide.output_shape() == (1, 4, 17, 17)
+    valid = K("conv2d", (1, 4, 17, 17), out_channels=4, kernel=1, kernel_w=7, padding_w=0)
+    assert valid.output_shape() == (1, 4, 17, 11)
+    from codesign.kernelspec import kernel_flops
+
+    assert kernel_flops(wide) == 2 * 4 * 17 * 17 * 4 * 7
+    for bad in ({"kernel_w": -2}, {"padding_w": -3}):
+        with pytest.raises(CodesignError, match="must be > 0"):
+            K("conv2d", (1, 4, 9, 9), out_channels=4, kernel=3, **bad)
+
+
+def test_einsums_that_are_not_a_matrix_product_are_refused():
+    from onnx import TensorProto, helper
+
+    def einsum(eq, a, b):
+        graph = helper.make_graph(
+            [helper.make_node("Einsum", ["x", "y"], ["z"], equation=eq)], "e",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, a), helper.make_tensor_value_info("y", TensorProto.FLOAT, b)],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+        return onnx_kernels(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+    assert einsum("bik,bkj->bij", [2, 3, 4], [2, 4, 5]) == [K("batch_matmul", (2, 3, 4), n=5)]
+    assert einsum("ik,jk->ij", [3, 4], [5, 4]) == [K("batch_matmul", (1, 3, 4), n=5)]
+    assert einsum("bik,bkj->bji", [2, 3, 4], [2, 4, 5]) == [K("batch_matmul", (2, 3, 4), n=5)]  # written transposed
+    for eq, a, b in (("bij,bij->bij", [2, 3, 3], [2, 3, 3]), ("bi,bj->bij", [2, 3], [2, 4]),
+                     ("...ik,...kj->...ij", [2, 3, 4], [2, 4, 5])):
+        with pytest.raises(CodesignError, match="Einsum .*only a batched matrix product"):
+            einsum(eq, a, b)
 
 # --- torchvision's classification zoo, exported offline by benchmarks/export_torchvision.py -------
 def _zoo() -> dict:

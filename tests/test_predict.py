@@ -58,6 +58,26 @@ def test_features_and_families():
     assert x[1, FEATURE_NAMES.index("log_flops")] == pytest.approx(np.log(kernel_flops(pw)))
 
 
+def test_op_codes_cover_every_op_and_never_move():
+    """Fitted kernel-type models store the op_code feature: every op has one, and the ops of
+    earlier versions keep theirs (a new op is appended)."""
+    from codesign.kernelspec import OPS
+    from codesign.predict.features import _OP_CODES, TYPE_FEATURE_NAMES, type_features
+
+    assert set(_OP_CODES) == set(OPS) and len(_OP_CODES) == len(OPS)
+    first = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
+             "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
+             "silu", "softmax")
+    assert _OP_CODES[: len(first)] == first
+    col = TYPE_FEATURE_NAMES.index("op_code")
+    assert type_features(K("softmax", (4, 8)))[col] == first.index("softmax")
+    # A rectangular window reads as the square of the same area; its reduction is kh * kw * channels.
+    wide = type_features(K("conv2d", (1, 16, 8, 8), out_channels=16, kernel=1, kernel_w=7))
+    assert wide[TYPE_FEATURE_NAMES.index("kernel")] == pytest.approx(7 ** 0.5)
+    assert wide[TYPE_FEATURE_NAMES.index("log_reduction")] == pytest.approx(np.log(16 * 7))
+    assert family(K("conv2d", (1, 16, 8, 8), out_channels=16, kernel=1, kernel_w=7)) == "conv"
+
+
 def test_registry_lists_and_rejects_unknown():
     assert {"loglinear", "gbdt"} <= set(list_cost_models())
     assert "calibrated" not in list_cost_models()

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..kernelspec import OPS, KernelSpec, kernel_bytes, kernel_flops
+from ..kernelspec import KernelSpec, kernel_bytes, kernel_flops
 
 FAMILIES = ("conv", "conv_pointwise", "conv_depthwise", "conv_grouped", "dense", "pool", "global_pool",
             "batch_norm", "elementwise")
@@ -31,7 +31,7 @@ def family(spec: KernelSpec) -> str:
     if op == "conv2d":
         groups, c = spec.attr("groups"), spec.input_shape[1]
         if groups == 1:
-            return "conv_pointwise" if spec.attr("kernel") == 1 else "conv"
+            return "conv_pointwise" if spec.kernel_hw() == (1, 1) else "conv"
         return "conv_depthwise" if groups == c and spec.attr("out_channels") == c else "conv_grouped"
     if op == "dense":
         return "dense"
@@ -61,7 +61,7 @@ def kernel_features(spec: KernelSpec) -> np.ndarray:
     return np.array(onehot + [
         _log(flops), _log(nbytes), math.log(max(flops, 1.0) / max(nbytes, 1.0)),
         _log(ins[1]), _log(out_c), _log(in_hw), _log(out_hw),
-        float(spec.attr("kernel", 1) or 1), float(spec.attr("stride", 1) or 1), _log(spec.attr("groups", 1) or 1),
+        _kernel_size(spec), float(spec.attr("stride", 1) or 1), _log(spec.attr("groups", 1) or 1),
         float(bool(spec.attr("bias", False))), float(bool(spec.attr("residual", False))),
         0.0 if act in (None, "none") else 1.0,
     ], dtype=np.float64)
@@ -82,7 +82,7 @@ KERNEL_TYPES = ("conv", "conv_pointwise", "conv_depthwise", "conv_grouped", "den
 # Activations by the kind of arithmetic they cost (0: none, 1: compare/clip, 2: piecewise linear
 # with a multiply, 3: an exponential, 4: an error function).
 _ACT_CODE = {"none": 0, "relu": 1, "relu6": 1, "hardswish": 2, "hardsigmoid": 2, "sigmoid": 3, "silu": 3,
-             "gelu": 4}
+             "gelu": 4, "tanh": 3}
 
 TYPE_FEATURE_NAMES = (
     "log_flops", "log_bytes", "log_intensity", "log_in_channels", "log_out_channels", "log_in_h", "log_in_w",
@@ -105,6 +105,8 @@ def kernel_type(spec: KernelSpec) -> str:
         return "max_pool" if op == "max_pool2d" else "avg_pool"
     if op in ("add", "mul", "batch_norm", "softmax", "layer_norm", "lrn", "dense"):
         return op
+    if op == "l2_normalize":  # a normalisation over the last axis, as layer_norm
+        return "layer_norm"
     if op == "global_avg_pool2d":
         return "global_pool"
     if op == "batch_matmul":
@@ -115,7 +117,7 @@ def kernel_type(spec: KernelSpec) -> str:
 def _reduction(spec: KernelSpec) -> float:
     """Length of the reduction behind each output element."""
     if spec.op == "conv2d":
-        return spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
+        return spec.input_shape[1] // spec.attr("groups") * _window(spec)
     if spec.op == "dense":
         return spec.input_shape[-1]
     if spec.op == "batch_matmul":
@@ -124,16 +126,26 @@ def _reduction(spec: KernelSpec) -> float:
         return spec.attr("kernel") ** 2
     if spec.op == "global_avg_pool2d":
         return spec.input_shape[2] * spec.input_shape[3]
-    if spec.op in ("softmax", "layer_norm"):
+    if spec.op in ("softmax", "layer_norm", "l2_normalize"):
         return spec.input_shape[-1]
     if spec.op == "lrn":
         return spec.attr("size")
     return 1.0
 
 
+def _window(spec: KernelSpec) -> int:
+    kh, kw = spec.kernel_hw()
+    return kh * kw
+
+
+def _kernel_size(spec: KernelSpec) -> float:
+    """The side of a square window of the same area (a 1x7 window reads as 2.65)."""
+    return math.sqrt(_window(spec))
+
+
 def _weights(spec: KernelSpec) -> float:
     if spec.op == "conv2d":
-        return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * spec.attr("kernel") ** 2
+        return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * _window(spec)
     if spec.op == "dense":
         return spec.input_shape[-1] * spec.attr("out_features")
     return 0.0
@@ -155,7 +167,7 @@ def kernel_dims(spec: KernelSpec) -> dict[str, float]:
         "in_channels": float(ins[1] if len(ins) >= 2 else ins[0]),
         "out_channels": float(outs[1] if len(outs) >= 2 else outs[0]),
         "in_hw": float(h * w),
-        "kernel": float(spec.attr("kernel", 1) or 1),
+        "kernel": _kernel_size(spec),
         "stride": float(spec.attr("stride", 1) or 1),
         "flops": float(kernel_flops(spec)),
     }
@@ -174,12 +186,12 @@ def type_features(spec: KernelSpec) -> np.ndarray:
     in_c = ins[1] if len(ins) >= 2 else ins[0]
     out_c = outs[1] if len(outs) >= 2 else outs[0]
     act = spec.attr("activation", "none") if spec.op not in _ACT_CODE else spec.op
-    op_code = float(sorted(OPS).index(spec.op)) if spec.op in OPS else -1.0
+    op_code = float(_OP_CODES.index(spec.op)) if spec.op in _OP_CODES else -1.0
     return np.array([
         _log(flops), _log(nbytes), math.log(max(flops, 1.0) / max(nbytes, 1.0)), _log(in_c), _log(out_c),
         _log(in_h), _log(in_w), _log(out_h), _log(out_w), _log(_prod(outs)), _log(_reduction(spec)),
-        _log(_weights(spec)), float(spec.attr("kernel", 1) or 1), float(spec.attr("stride", 1) or 1),
-        float(spec.attr("dilation", 1) or 1), float(max(spec.padding(), 0)) if spec.op in _WINDOWED else 0.0,
+        _log(_weights(spec)), _kernel_size(spec), float(spec.attr("stride", 1) or 1),
+        float(spec.attr("dilation", 1) or 1), float(max(sum(spec.padding_hw()) / 2, 0)) if spec.op in _WINDOWED else 0.0,
         _log(spec.attr("groups", 1) or 1), float(bool(spec.attr("bias", False))),
         float(bool(spec.attr("residual", False))), float(_ACT_CODE.get(act, 0)), op_code,
         float(in_w % 8), float(out_w % 8), float(in_c % 8), float(out_c % 8),
@@ -187,6 +199,10 @@ def type_features(spec: KernelSpec) -> np.ndarray:
 
 
 _WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d")
+# The op_code feature: fitted models store codes, so an op added later is appended, never sorted in.
+_OP_CODES = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
+             "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
+             "silu", "softmax", "tanh", "l2_normalize")
 
 
 def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:

@@ -44,6 +44,8 @@ def _activation(te_tensor, name: str):
     if name == "hardsigmoid":
         return te.compute(te_tensor.shape, lambda *i: te.min(te.max(te_tensor(*i) + 3.0, 0.0), 6.0) / 6.0,
                           name="hardsigmoid")
+    if name == "tanh":
+        return topi.tanh(te_tensor)
     if name == "silu":
         return te.compute(te_tensor.shape, lambda *i: te_tensor(*i) * te.sigmoid(te_tensor(*i)), name="silu")
     if name == "gelu":
@@ -60,16 +62,16 @@ def _conv(spec: KernelSpec, data):
     from tvm import te, topi
 
     n, c, h, w = spec.input_shape
-    co, k = spec.attr("out_channels"), spec.attr("kernel")
-    s, d, g, p = spec.attr("stride"), spec.attr("dilation"), spec.attr("groups"), spec.padding()
+    co, (kh, kw) = spec.attr("out_channels"), spec.kernel_hw()
+    s, d, g, p = spec.attr("stride"), spec.attr("dilation"), spec.attr("groups"), spec.padding_hw()
     if g == 1:
-        weight = te.placeholder((co, c, k, k), name="weight", dtype=DTYPE)
+        weight = te.placeholder((co, c, kh, kw), name="weight", dtype=DTYPE)
         out = topi.nn.conv2d_nchw(data, weight, s, p, d, out_dtype=DTYPE)
     elif g == c and co == c:
-        weight = te.placeholder((c, 1, k, k), name="weight", dtype=DTYPE)
+        weight = te.placeholder((c, 1, kh, kw), name="weight", dtype=DTYPE)
         out = topi.nn.depthwise_conv2d_nchw(data, weight, s, p, d, out_dtype=DTYPE)
     else:
-        weight = te.placeholder((co, c // g, k, k), name="weight", dtype=DTYPE)
+        weight = te.placeholder((co, c // g, kh, kw), name="weight", dtype=DTYPE)
         out = topi.nn.group_conv2d_nchw(data, weight, s, p, d, g, out_dtype=DTYPE)
     args = [weight]
     if spec.attr("bias"):
@@ -133,6 +135,12 @@ def build(spec: KernelSpec) -> Built:
         out = topi.nn.lrn(data, spec.attr("size"), 1, 0.0001, 0.75, 1.0)
     elif op == "softmax":
         out = topi.nn.softmax(data, axis=-1)
+    elif op == "l2_normalize":
+        rows, cols = spec.input_shape
+        j = te.reduce_axis((0, cols), name="j")
+        sq = te.compute((rows,), lambda r: te.sum(data[r, j] * data[r, j], axis=j), name="sum_sq")
+        out = te.compute(spec.input_shape, lambda r, c: data[r, c] / te.max(te.sqrt(sq[r]), 1e-12),
+                         name="l2_normalize")
     elif op == "layer_norm":
         cols = spec.input_shape[1]
         gamma = te.placeholder((cols,), name="gamma", dtype=DTYPE)
@@ -184,17 +192,18 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         "hardsigmoid": F.hardsigmoid,
         "silu": F.silu,
         "gelu": F.gelu,
+        "tanh": torch.tanh,
     }
     op = spec.op
     if op == "conv2d":
-        c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
-        w = torch_randn(co, c // g, k, k, generator=gen)
+        c, co, (kh, kw), g = spec.input_shape[1], spec.attr("out_channels"), spec.kernel_hw(), spec.attr("groups")
+        w = torch_randn(co, c // g, kh, kw, generator=gen)
         b = torch_randn(co, generator=gen) if spec.attr("bias") else None
         res = torch_randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None
         a = act[spec.attr("activation")]
 
         def run():
-            y = F.conv2d(x, w, b, spec.attr("stride"), spec.padding(), spec.attr("dilation"), g)
+            y = F.conv2d(x, w, b, spec.attr("stride"), spec.padding_hw(), spec.attr("dilation"), g)
             return a(y + res if res is not None else y)
 
         return run
@@ -229,6 +238,8 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         return lambda: F.local_response_norm(x, spec.attr("size"))
     if op == "softmax":
         return lambda: torch.softmax(x, -1)
+    if op == "l2_normalize":
+        return lambda: F.normalize(x, dim=-1)
     if op == "layer_norm":
         cols = spec.input_shape[1]
         gamma, beta = torch_randn(cols, generator=gen), torch_randn(cols, generator=gen)

@@ -32,7 +32,7 @@ from .builders import Built
 
 # KernelSpec activation -> ONNX op (relu6 is Clip with constant bounds, hardsigmoid torch's form)
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "hardswish": "HardSwish", "relu6": "Clip",
-                "hardsigmoid": "HardSigmoid"}
+                "hardsigmoid": "HardSigmoid", "tanh": "Tanh"}
 
 
 def kernel_onnx(spec, residual_first: bool = True):
@@ -77,10 +77,10 @@ def kernel_onnx(spec, residual_first: bool = True):
     x = "input"
     if op == "conv2d":
         c, co = spec.input_shape[1], spec.attr("out_channels")
-        k, g, s, d, p = (spec.attr("kernel"), spec.attr("groups"), spec.attr("stride"), spec.attr("dilation"),
-                         spec.padding())
-        ins = [x, weights("weight", (co, c // g, k, k))] + ([weights("bias", (co,))] if spec.attr("bias") else [])
-        x = node("Conv", ins, kernel_shape=[k, k], strides=[s, s], dilations=[d, d], pads=[p] * 4, group=g)
+        (kh, kw), (ph, pw) = spec.kernel_hw(), spec.padding_hw()
+        g, s, d = spec.attr("groups"), spec.attr("stride"), spec.attr("dilation")
+        ins = [x, weights("weight", (co, c // g, kh, kw))] + ([weights("bias", (co,))] if spec.attr("bias") else [])
+        x = node("Conv", ins, kernel_shape=[kh, kw], strides=[s, s], dilations=[d, d], pads=[ph, pw, ph, pw], group=g)
         if spec.attr("residual"):
             inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, out_shape))
             x = node("Add", ["residual", x] if residual_first else [x, "residual"])

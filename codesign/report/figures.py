@@ -54,7 +54,8 @@ def kernel_label(key: str) -> str:
     parts = [s.op]
     k = s.attr("kernel")
     if k:
-        parts.append(f"{k}x{k}" + (f"/{s.attr('stride')}" if (s.attr("stride") or 1) > 1 else ""))
+        kh, kw = s.kernel_hw()
+        parts.append(f"{kh}x{kw}" + (f"/{s.attr('stride')}" if (s.attr("stride") or 1) > 1 else ""))
     shape = tuple(s.input_shape)
     groups = s.attr("groups") or 1
     if groups > 1:
