@@ -87,8 +87,11 @@ REASONS = {REASON_OK: "", REASON_RF: "register file too small for any tile of th
            REASON_GLB: "global buffer too small for any tile of this layer"}
 ORDERS = ("weights stay in GLB", "inputs stay in GLB", "outputs stay in GLB", "streaming")
 
+# Operations per element of the kernels that stream their operands once (rows over the last axis
+# for the normalisations; an exponential or erf counted as 4, as kernelspec.kernel_flops does).
 _ELEMENTWISE_OPS = {"batch_norm": 2.0, "relu": 1.0, "relu6": 1.0, "hardswish": 4.0, "sigmoid": 4.0,
-                    "add": 1.0, "mul": 1.0}
+                    "add": 1.0, "mul": 1.0, "hardsigmoid": 3.0, "silu": 5.0, "gelu": 8.0, "tanh": 4.0,
+                    "softmax": 5.0, "layer_norm": 5.0, "l2_normalize": 3.0}
 
 
 def encode_layer(spec: KernelSpec) -> np.ndarray:
@@ -124,10 +127,18 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
         row[L_U] = stride
         row[L_H] = _footprint(p, stride, kr, 1, h, pad)
         row[L_W] = _footprint(q, stride, ks, 1, w, pad)
-    elif spec.op in _ELEMENTWISE_OPS:
-        n, c, h, w = s
+    elif spec.op == "batch_matmul":
+        # (batch, M, K) @ (batch, K, n): one group per batch entry, its second operand the group's
+        # weights, M output rows of n outputs reducing over K.
+        b, m, kk = s
+        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = 1, b, spec.attr("n"), kk, m, 1, 1, 1, m, 1
+        row[L_HASW] = 1.0
+    elif spec.op in _ELEMENTWISE_OPS or spec.op == "lrn":
+        # Any rank 2-4 as (N, C, H, W): (rows, columns) -> (1, rows, columns, 1), (a, b, c) -> (1, a, b, c).
+        n, c, h, w = s if len(s) == 4 else (1, *s) if len(s) == 3 else (1, s[0], s[1], 1)
+        ops = float(spec.attr("size") + 4) if spec.op == "lrn" else _ELEMENTWISE_OPS[spec.op]
         row[L_KIND] = KIND_ELEMENTWISE
-        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = n, c, 1, 1, h, w, _ELEMENTWISE_OPS[spec.op], 1, h, w
+        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = n, c, 1, 1, h, w, ops, 1, h, w
         row[L_NIN] = 2.0 if spec.op in ("add", "mul") else 1.0
     else:  # pragma: no cover - every KernelSpec op is handled above
         raise CodesignError(f"the accelerator model has no mapping for op {spec.op!r}")

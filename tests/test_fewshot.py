@@ -244,6 +244,32 @@ def test_fewshot_model_round_trip_and_kernel_shares(tmp_path):
         load_cost_model(tmp_path / "bad.json")
 
 
+def test_layers_a_basis_config_cannot_fit_are_costed_from_one_it_fits():
+    """A 16x16 global pool (EfficientNet at 32x32 px) or ViT's 16x16 patch embedding needs more
+    register file than the smallest row-stationary basis config has: it is costed there from the
+    next row-stationary config, scaled by the two configs' ratio on fixed probe layers, whatever
+    it is costed with; transformer and SiLU layers map."""
+    from codesign.hw_models import evaluate_grid, mapper
+
+    cfgs = fs.basis_configs()
+    pool = KernelSpec.make("global_avg_pool2d", (1, 32, 16, 16))
+    patch = KernelSpec.make("conv2d", (1, 3, 32, 32), out_channels=64, kernel=16, stride=16, padding=0)
+    raw = evaluate_grid([pool, patch], cfgs)[:, :, mapper.R["latency_ms"]]
+    unfit = [j for j in range(len(cfgs)) if not np.isfinite(raw[0, j])]
+    assert unfit and all(cfgs[j].dataflow == "rs" for j in unfit)
+    got = fs.mapped_ms([pool, patch], cfgs)
+    assert np.isfinite(got).all() and (got > 0).all()
+    ratio = fs._probe_ratios(cfgs)
+    for j in unfit:
+        k = next(k for k in range(len(cfgs)) if cfgs[k].dataflow == "rs" and np.isfinite(raw[0, k]))
+        assert got[0, j] == pytest.approx(raw[0, k] * ratio[j, k])
+    assert np.allclose(fs.mapped_ms([pool], cfgs), got[:1]) and np.allclose(got[np.isfinite(raw)], raw[np.isfinite(raw)])
+    vit = [patch, KernelSpec.make("layer_norm", (4, 64)), KernelSpec.make("batch_matmul", (4, 4, 16), n=4),
+           KernelSpec.make("softmax", (16, 4)), KernelSpec.make("dense", (4, 64), out_features=256, activation="gelu"),
+           KernelSpec.make("silu", (1, 32, 16, 16)), pool]
+    assert np.isfinite(fs.design_matrix([vit])).all()
+
+
 def _table(tmp_path, latencies, name="t.csv"):
     """A table naming the reference networks' files (not written: these tables fail before)."""
     path = tmp_path / name

@@ -153,6 +153,30 @@ def test_dense_on_a_weight_stationary_array_matches_hand_counts():
     assert r[R["energy_mj"]] == pytest.approx(pj * 1e-9)
 
 
+_EVERY_OP = [
+    KernelSpec.make("conv2d", (1, 8, 9, 9), out_channels=8, kernel=1, kernel_w=7),
+    KernelSpec.make("batch_matmul", (4, 9, 16), n=9), KernelSpec.make("softmax", (36, 9)),
+    KernelSpec.make("layer_norm", (9, 16)), KernelSpec.make("l2_normalize", (9, 16)),
+    KernelSpec.make("lrn", (1, 8, 5, 5), size=5), KernelSpec.make("gelu", (9, 64)),
+    KernelSpec.make("silu", (1, 8, 5, 5)), KernelSpec.make("hardsigmoid", (1, 8, 5, 5)),
+    KernelSpec.make("tanh", (1, 9, 16)),
+]
+
+
+def test_every_kernel_op_maps():
+    """Every op a network reads into has a mapping (transformers, EfficientNet's SiLU, Inception's
+    1x7 windows): MAC layers count their MACs, streaming kernels their elements."""
+    from codesign.kernelspec import OPS
+
+    assert {s.op for s in _EVERY_OP} | {"conv2d", "dense", "avg_pool2d", "max_pool2d", "global_avg_pool2d",
+                                        "batch_norm", "relu", "relu6", "hardswish", "sigmoid", "add", "mul"} == set(OPS)
+    rows = evaluate_grid(_EVERY_OP, [cfg()])[:, 0]
+    assert (rows[:, R["feasible"]] == 1).all() and np.isfinite(rows[:, R["latency_ms"]]).all()
+    assert (rows[:, R["latency_ms"]] > 0).all()
+    assert rows[0, R["macs"]] == 8 * 8 * 81 * 7 and rows[1, R["macs"]] == 4 * 9 * 16 * 9
+    assert rows[6, R["macs"]] == 9 * 64 * 8  # eight operations per GELU element
+
+
 def test_infeasible_layers_say_which_level_is_too_small():
     spec = KernelSpec.make("conv2d", (1, 16, 32, 32), out_channels=16, kernel=5)
     rf = evaluate_network([spec], cfg(rf_words=4))  # one 5-tap row of weights and inputs needs 11 words

@@ -164,24 +164,86 @@ def source_family(n: int = 36, seed: int = 7) -> list:
 
 
 def accel_latencies_ms(networks: list[list[KernelSpec]], configs: list) -> np.ndarray:
-    """(networks, configs): each network's modelled latency on each config (layers in sequence).
+    """(networks, configs): each network's modelled latency on each config (layers in sequence;
+    a layer that does not fit a config is costed there as ``mapped_ms`` says).
 
     Raises:
-        CodesignError: a layer no config can map (the mapper's reason).
+        CodesignError: a layer no config can map.
     """
-    from ..hw_models import evaluate_grid, mapper
-
     unique = list(dict.fromkeys(s for net in networks for s in net))
-    grid = evaluate_grid(unique, configs)[:, :, mapper.R["latency_ms"]]  # (kernels, configs)
-    if not np.isfinite(grid).all():
-        bad = unique[int(np.argwhere(~np.isfinite(grid))[0][0])]
-        raise CodesignError(f"kernel {bad.key()} cannot be mapped on every basis accelerator")
+    grid = mapped_ms(unique, configs)
     index = {s: i for i, s in enumerate(unique)}
     out = np.zeros((len(networks), len(configs)))
     for n, net in enumerate(networks):
         for s in net:
             out[n] += grid[index[s]]
     return out
+
+
+def mapped_ms(specs: list[KernelSpec], configs: list) -> np.ndarray:
+    """(kernels, configs): each kernel's mapper latency on each config.
+
+    A kernel that does not fit a config (a 16x16 patch embedding or global pool needs more register
+    file than the smallest row-stationary basis config has) is costed there from the first config
+    of the same dataflow it fits (else the first it fits): its latency there times the median
+    ratio of the two configs' latencies over fixed probe layers (``_PROBES``). A kernel's figure
+    therefore never depends on what else is costed with it.
+
+    Raises:
+        CodesignError: a kernel that fits no config.
+    """
+    from ..hw_models import evaluate_grid, mapper
+
+    specs = list(specs)
+    grid = evaluate_grid(specs, configs)[:, :, mapper.R["latency_ms"]] if specs else np.zeros((0, len(configs)))
+    fits = np.isfinite(grid)
+    if fits.all():
+        return grid
+    if not fits.any(axis=1).all():
+        bad = specs[int(np.where(~fits.any(axis=1))[0][0])]
+        raise CodesignError(f"kernel {bad.key()} cannot be mapped on any basis accelerator")
+    ratio = _probe_ratios(configs)
+    for r, j in zip(*np.where(~fits)):
+        cands = [int(k) for k in np.where(fits[r])[0]]
+        same = [k for k in cands if configs[k].dataflow == configs[j].dataflow]
+        k = (same or cands)[0]
+        grid[r, j] = grid[r, k] * ratio[j, k]
+    return grid
+
+
+# Layers every config of the basis and source family fits, at the sizes CNNs and the search spaces
+# use: what one config's latency is against another's, for kernels that do not fit one of them.
+_PROBES = tuple(
+    spec
+    for c, res in ((16, 32), (32, 16), (64, 8), (128, 4), (256, 8))
+    for spec in (
+        KernelSpec.make("conv2d", (1, c, res, res), out_channels=c, kernel=3),
+        KernelSpec.make("conv2d", (1, c, res, res), out_channels=2 * c, kernel=1),
+        KernelSpec.make("conv2d", (1, c, res, res), out_channels=c, kernel=3, groups=c),
+        KernelSpec.make("max_pool2d", (1, c, res, res), kernel=3, stride=2, padding=1),
+        KernelSpec.make("add", (1, c, res, res)),
+        KernelSpec.make("dense", (1, c), out_features=4 * c),
+    )
+)
+_RATIO_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _probe_ratios(configs: list) -> np.ndarray:
+    """(configs, configs): the median over the probes that fit both of latency on j / on k."""
+    from ..hw_models import evaluate_grid, mapper
+
+    key = tuple(repr(c) for c in configs)
+    if key not in _RATIO_CACHE:
+        lat = np.log(evaluate_grid(list(_PROBES), configs)[:, :, mapper.R["latency_ms"]])
+        n = len(configs)
+        ratio = np.ones((n, n))
+        for j in range(n):
+            for k in range(n):
+                both = np.isfinite(lat[:, j]) & np.isfinite(lat[:, k])
+                if both.any():
+                    ratio[j, k] = float(np.exp(np.median(lat[both, j] - lat[both, k])))
+        _RATIO_CACHE[key] = ratio
+    return _RATIO_CACHE[key]
 
 
 def design_matrix(networks: list[list[KernelSpec]]) -> np.ndarray:
@@ -673,8 +735,8 @@ class FewShotModel(CostModel):
         return float(math.exp(np.concatenate([[1.0], z]) @ np.asarray(head["weights"])))
 
     def _basis_ms(self, specs: list[KernelSpec]) -> np.ndarray:
-        cfg = basis_configs()[self.heads["latency_ms"]["share_basis"]]
-        return accel_latencies_ms([[s] for s in specs], [cfg])[:, 0]
+        # Every basis config: a kernel the shared config cannot fit is costed from one it fits.
+        return mapped_ms(list(specs), basis_configs())[:, self.heads["latency_ms"]["share_basis"]]
 
     def predict(self, specs, use_measured: bool = True) -> np.ndarray:
         """Per kernel: its latency on the basis accelerator that ranked the reference rows most
