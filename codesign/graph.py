@@ -454,8 +454,9 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             # Token-wise layers (..., K) run as one (rows, K) x (K, N) kernel.
+            # weight_kn: TVM's importer folds the weight to (K, N), whatever the ONNX node's layout.
             specs.append(KernelSpec.make("dense", (_prod(xs[:-1]), xs[-1]), out_features=out_features, bias=bias,
-                                         activation=act, residual=residual))
+                                         activation=act, residual=residual, weight_kn=True))
         elif op == "BatchNormalization":
             nxt = g.sole_consumer(node.output[0])
             if nxt is not None and nxt.op_type in ("Conv", "MaxPool") and nxt.input[0] == node.output[0]:

@@ -39,7 +39,7 @@ def test_fusion_rules_on_a_small_cnn():
         K("avg_pool2d", (1, 16, 16, 16), kernel=3, padding=1),  # with the HardSwish fused
         K("conv2d", (1, 16, 16, 16), out_channels=8, kernel=1, stride=2, padding=0, bias=True, activation="sigmoid"),
         K("global_avg_pool2d", (1, 8, 8, 8)),
-        K("dense", (1, 8), out_features=10, activation="relu"),
+        K("dense", (1, 8), out_features=10, activation="relu", weight_kn=True),
     ]
 
 
@@ -205,14 +205,14 @@ def test_transformer_block_tokens_attention_and_gelu():
     ks = module_kernels(_Attention(), (1, 5, 16))
     assert ks == [
         K("layer_norm", (5, 16)),
-        K("dense", (5, 16), out_features=48),
+        K("dense", (5, 16), out_features=48, weight_kn=True),
         K("batch_matmul", (2, 5, 8), n=5),
         K("softmax", (10, 5)),
         K("batch_matmul", (2, 5, 5), n=8),
-        K("dense", (5, 16), out_features=16, residual=True),
+        K("dense", (5, 16), out_features=16, residual=True, weight_kn=True),
         K("layer_norm", (5, 16)),
-        K("dense", (5, 16), out_features=64, activation="gelu"),
-        K("dense", (5, 64), out_features=16, residual=True),
+        K("dense", (5, 16), out_features=64, activation="gelu", weight_kn=True),
+        K("dense", (5, 64), out_features=16, residual=True, weight_kn=True),
     ]
 
 
@@ -261,6 +261,7 @@ _NEW_OPS = [
     K("conv2d", (1, 4, 9, 7), out_channels=6, kernel=1, kernel_w=5, padding_w=1, bias=True, activation="tanh"),
     K("conv2d", (1, 4, 9, 7), out_channels=4, kernel=3, kernel_w=1, stride=2, groups=4),
     K("tanh", (2, 3, 5)), K("l2_normalize", (6, 9)),
+    K("dense", (3, 8), out_features=5, activation="gelu", weight_kn=True),
 ]
 
 
@@ -297,6 +298,8 @@ def test_builders_compute_what_torch_computes(spec):
         want = torch.bmm(x, t[1])
     elif spec.op == "mul":
         want = x * t[1]
+    elif spec.op == "dense" and spec.attr("weight_kn"):
+        want = F.gelu(x @ t[1] + t[2])
     elif spec.op == "dense":
         want = F.relu(F.linear(x, t[1], t[2]) + t[3])
     elif spec.op == "tanh":
@@ -358,14 +361,14 @@ def test_window_attention_and_rectangular_convs_read():
     assert ks == [
         K("conv2d", (1, 4, 7, 8), out_channels=8, kernel=1, kernel_w=5, bias=True, activation="relu"),
         K("conv2d", (1, 8, 7, 8), out_channels=8, kernel=5, kernel_w=1, bias=True, activation="relu"),
-        K("dense", (81, 8), out_features=16),  # 9 windows of 3x3 tokens (7x8 padded to 9x9)
+        K("dense", (81, 8), out_features=16, weight_kn=True),  # 9 windows of 3x3 tokens (7x8 padded to 9x9)
         K("l2_normalize", (81, 8)),  # + the clip and division F.normalize adds
         K("l2_normalize", (81, 8)),
         K("batch_matmul", (9, 9, 8), n=9),
         K("softmax", (81, 9)),
         K("batch_matmul", (9, 9, 9), n=8),
         K("global_avg_pool2d", (1, 8, 81, 1)),  # the mean over windows and tokens
-        K("dense", (1, 8), out_features=3, activation="tanh"),
+        K("dense", (1, 8), out_features=3, activation="tanh", weight_kn=True),
     ]
     assert ks[0].output_shape() == (1, 8, 7, 8) and ks[0].padding_hw() == (0, 2)
 

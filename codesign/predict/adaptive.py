@@ -140,7 +140,8 @@ def prior_spec(ktype: str, rng: random.Random) -> KernelSpec:
         f = c if rows == 1 else dim
         out = rng.choice((10, 100, 1000, f, 2 * f, 4 * f, max(8, f // 4)))
         return make("dense", (rows, f), out_features=out, bias=rng.random() < 0.9,
-                    activation=rng.choice(("none", "none", "relu", "gelu")), residual=rows > 1 and rng.random() < 0.3)
+                    activation=rng.choice(("none", "none", "relu", "gelu")), residual=rows > 1 and rng.random() < 0.3,
+                    weight_kn=True)
     if ktype == "softmax":
         heads = rng.choice((1, 3, 4, 6, 8, 12))
         return make("softmax", (heads * tokens, tokens))

@@ -121,9 +121,17 @@ def build(spec: KernelSpec) -> Built:
         extra = [other]
     elif op == "dense":
         f, o = spec.input_shape[1], spec.attr("out_features")
-        weight = te.placeholder((o, f), name="weight", dtype=DTYPE)
         bias = te.placeholder((o,), name="bias", dtype=DTYPE) if spec.attr("bias") else None
-        out = topi.nn.dense(data, weight, bias, out_dtype=DTYPE)
+        if spec.attr("weight_kn"):
+            # As Relax legalises the matmul of an imported Linear layer: (features, out) weights.
+            weight = te.placeholder((f, o), name="weight", dtype=DTYPE)
+            k = te.reduce_axis((0, f), name="k")
+            out = te.compute((spec.input_shape[0], o), lambda i, j: te.sum(data[i, k] * weight[k, j], axis=k),
+                             name="matmul")
+            out = topi.add(out, bias) if bias is not None else out
+        else:
+            weight = te.placeholder((o, f), name="weight", dtype=DTYPE)
+            out = topi.nn.dense(data, weight, bias, out_dtype=DTYPE)
         extra = [weight] + ([bias] if bias is not None else [])
         if spec.attr("residual"):
             res = te.placeholder((spec.input_shape[0], o), name="residual", dtype=DTYPE)
@@ -229,6 +237,7 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         a = act[spec.attr("activation")] if op == "add" else act["none"]
         return (lambda: a(x + other)) if op == "add" else (lambda: x * other)
     if op == "dense":
+        # torch's own layout: the same arithmetic under either weight_kn
         w = torch_randn(spec.attr("out_features"), spec.input_shape[1], generator=gen)
         b = torch_randn(spec.attr("out_features"), generator=gen) if spec.attr("bias") else None
         res = torch_randn(spec.output_shape(), generator=gen) if spec.attr("residual") else None

@@ -41,7 +41,7 @@ def _grid(op: str) -> list[KernelSpec]:
             out.append(KernelSpec.make(op, (1, c, r, r), kernel=3, stride=s, padding=1))
     elif op == "dense":
         for f, o in itertools.product((16, 32, 64, 128, 256, 512, 1024), (10, 16, 64, 256, 1000)):
-            out.append(KernelSpec.make("dense", (1, f), out_features=o))
+            out.append(KernelSpec.make("dense", (1, f), out_features=o, weight_kn=True))
     elif op in OPS:
         for c, r in itertools.product(CHANNELS, RESOLUTIONS):
             out.append(KernelSpec.make(op, (1, c, r, r)))

@@ -511,7 +511,7 @@ class DartsSpace(SearchSpace):
         specs += variants
         last_c, last_h = self.cell_plan(shape)[-1][2], self.cell_plan(shape)[-1][3]
         specs += [K("global_avg_pool2d", (1, NODES * last_c, last_h, last_h)),
-                  K("dense", (1, NODES * last_c), out_features=self.num_classes)]
+                  K("dense", (1, NODES * last_c), out_features=self.num_classes, weight_kn=True)]
         return list(dict.fromkeys(specs))
 
     def build(self, genotype: str | Genotype, in_channels: int | None = None) -> Network:
