@@ -551,6 +551,37 @@ def test_kernel_type_model_intervals_cover_and_ranges_flag():
     assert [f["kernel"] for f in res["out_of_range"]] == [far.key()]
 
 
+def test_kernel_type_models_fitted_before_the_power_of_two_features_still_predict(tmp_path, monkeypatch):
+    """A model saved before ``in/out_channels_pow2`` were appended reads the first 25 features,
+    as it was fitted; a new model uses them, and a power-of-two width it learned is told apart."""
+    import random
+
+    from codesign.predict import features
+    from codesign.predict.adaptive import draw
+    from codesign.predict.models import load_cost_model
+
+    rng, taken = random.Random(1), set()
+    train = draw("dense", 80, rng, [], taken)
+    slow = lambda s: _law_ms(s) * (4.0 if s.attr("out_features") % 256 == 0 else 1.0)  # noqa: E731
+    rows = [Measurement(kernel_key=s.key(), device="d", schedule="untuned", latency_ms=slow(s)) for s in train]
+    probe = [K("dense", (1, 576), out_features=1024, weight_kn=True), K("dense", (1, 576), out_features=1000,
+                                                                          weight_kn=True)]
+    full = features.type_feature_matrix
+    monkeypatch.setattr(features, "type_feature_matrix", lambda specs: full(specs)[:, :features.LEGACY_TYPE_FEATURES])
+    legacy = create_cost_model("kernel-type", seed=0, n_estimators=16).fit(rows)
+    want = legacy.predict(probe, use_measured=False)
+    path = legacy.save(tmp_path / "legacy.json")
+    meta = json.loads(path.read_text())
+    for head in meta["heads"].values():
+        del head["type_features"]  # as written before the key existed
+    path.write_text(json.dumps(meta))
+    monkeypatch.setattr(features, "type_feature_matrix", full)
+    np.testing.assert_allclose(load_cost_model(path).predict(probe, use_measured=False), want)
+    new = create_cost_model("kernel-type", seed=0, n_estimators=16).fit(rows)
+    ratio = new.predict(probe, use_measured=False)
+    assert ratio[0] / ratio[1] > 2.0  # 1024 outputs: the slow power-of-two row stride
+
+
 def test_models_without_ranges_or_intervals(specs, tmp_path):
     model = create_cost_model("gbdt", n_estimators=20).fit(_records(specs))
     assert model.predict_interval(specs[:2]) is None

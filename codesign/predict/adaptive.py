@@ -77,6 +77,8 @@ def _stage(rng: random.Random) -> tuple[int, int]:
     # Narrow networks (search-space cells, small CNNs) keep narrow channels deep down; wide
     # ones double per stage.
     width = rng.choice(_BASE_WIDTHS) * 2 ** (depth if rng.random() < 0.5 else rng.randint(0, depth))
+    if rng.random() < 0.4:  # the exact widths most networks use (64, 128, 256...): powers of two
+        return res, min(2048, width)
     return res, _round_channels(min(2048, width * math.exp(rng.uniform(-0.3, 0.3))))
 
 
@@ -138,7 +140,9 @@ def prior_spec(ktype: str, rng: random.Random) -> KernelSpec:
     if ktype == "dense":
         rows = 1 if rng.random() < 0.6 else tokens
         f = c if rows == 1 else dim
-        out = rng.choice((10, 100, 1000, f, 2 * f, 4 * f, max(8, f // 4)))
+        if rows == 1 and rng.random() < 0.3:  # a classifier head's hidden layer: 576 -> 1024, 960 -> 1280
+            f = rng.choice((384, 512, 576, 768, 960, 1024, 1280, 1536, 2048))
+        out = rng.choice((10, 100, 1000, 1000, f, 2 * f, 4 * f, max(8, f // 4), 512, 1024, 1280, 2048))
         return make("dense", (rows, f), out_features=out, bias=rng.random() < 0.9,
                     activation=rng.choice(("none", "none", "relu", "gelu")), residual=rows > 1 and rng.random() < 0.3,
                     weight_kn=True)

@@ -689,7 +689,7 @@ class KernelTypeModel(CostModel):
 
         types = np.array([kernel_type(s) for s in specs])
         tx = type_feature_matrix(specs)
-        head: dict[str, Any] = {"types": [], "q": {}, "level": self.level}
+        head: dict[str, Any] = {"types": [], "q": {}, "level": self.level, "type_features": tx.shape[1]}
         onehot = (types[:, None] == np.array(KERNEL_TYPES)[None, :]).astype(np.float64)
         self._forest(np.hstack([tx, onehot]), y, "global:", head)
         for t in KERNEL_TYPES:
@@ -704,7 +704,7 @@ class KernelTypeModel(CostModel):
         from .features import KERNEL_TYPES, kernel_type, type_feature_matrix
 
         types = np.array([kernel_type(s) for s in specs])
-        tx = type_feature_matrix(specs)
+        tx = type_feature_matrix(specs)[:, :_type_features(head)]  # a model fitted on fewer knows fewer
         n_trees = len(head["global:roots"])
         out = np.empty((len(specs), n_trees))
         q = np.empty(len(specs))
@@ -723,12 +723,16 @@ class KernelTypeModel(CostModel):
         return self._log_trees(head, specs)[0].mean(axis=1)
 
     def _check_head(self, target, head):
-        from .features import KERNEL_TYPES, TYPE_FEATURE_NAMES
+        from .features import KERNEL_TYPES, LEGACY_TYPE_FEATURES, TYPE_FEATURE_NAMES
 
         if not isinstance(head.get("types"), list) or not isinstance(head.get("q"), dict):
             return "lacks its kernel types"
+        n_type = head.get("type_features", LEGACY_TYPE_FEATURES)
+        if isinstance(n_type, bool) or not isinstance(n_type, int) or not LEGACY_TYPE_FEATURES <= n_type <= len(
+                TYPE_FEATURE_NAMES):
+            return f"type_features must be an int from {LEGACY_TYPE_FEATURES} to {len(TYPE_FEATURE_NAMES)}"
         for prefix in ["global:"] + [f"{t}:" for t in head["types"]]:
-            n = len(TYPE_FEATURE_NAMES) + (len(KERNEL_TYPES) if prefix == "global:" else 0)
+            n = n_type + (len(KERNEL_TYPES) if prefix == "global:" else 0)
             problem = tree_problem(head, prefix, n)
             if problem:
                 return problem
@@ -763,6 +767,12 @@ class KernelTypeModel(CostModel):
 
 # Smallest spread of the trees' log predictions an interval is scaled from (1 %).
 _MIN_SPREAD = 0.01
+
+
+def _type_features(head: dict) -> int:
+    from .features import LEGACY_TYPE_FEATURES
+
+    return int(head.get("type_features", LEGACY_TYPE_FEATURES))
 
 
 def _trend_columns() -> list[int]:
