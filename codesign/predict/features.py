@@ -90,7 +90,7 @@ TYPE_FEATURE_NAMES = (
     "dilation", "padding", "log_groups", "bias", "residual", "activation_code", "op_code", "in_w_mod_8",
     "out_w_mod_8", "in_channels_mod_8", "out_channels_mod_8",
     # Appended later (a model records how many of these it was fitted on; see models.KernelTypeModel):
-    "in_channels_pow2", "out_channels_pow2",
+    "reduction_stride_pow2", "out_channels_pow2",
 )
 # Models fitted before the power-of-two features know this many.
 LEGACY_TYPE_FEATURES = 25
@@ -182,9 +182,11 @@ def type_features(spec: KernelSpec) -> np.ndarray:
 
     The residues modulo 8 are there because untuned TVM code vectorises the innermost loop: a
     width or channel count that is not a multiple of the vector length leaves a scalar tail. The
-    powers of two (log2 of the largest one dividing the channel counts, at most 12) are there
-    because a loop striding over a row of 2^k floats maps every access to a few cache sets: an
-    imported Linear layer's (K, N) weight read along N = 1024 runs 6x slower than along N = 1000.
+    powers of two (log2 of the largest one dividing a count, at most 12) are there because a loop
+    striding over 2^k floats maps every access to a few cache sets: an imported Linear layer's
+    (K, N) weight, read along its reduction with a stride of N, runs 6x slower at N = 1024 than at
+    N = 1000. ``reduction_stride_pow2`` is that of the stride the reduction reads its operand with
+    (``_reduction_stride``).
     """
     flops, nbytes = kernel_flops(spec), kernel_bytes(spec)
     ins, outs = spec.input_shape, spec.output_shape()
@@ -201,8 +203,22 @@ def type_features(spec: KernelSpec) -> np.ndarray:
         float(spec.attr("dilation", 1) or 1), float(max(sum(spec.padding_hw()) / 2, 0)) if spec.op in _WINDOWED else 0.0,
         _log(spec.attr("groups", 1) or 1), float(bool(spec.attr("bias", False))),
         float(bool(spec.attr("residual", False))), float(_ACT_CODE.get(act, 0)), op_code,
-        float(in_w % 8), float(out_w % 8), float(in_c % 8), float(out_c % 8), _pow2(in_c), _pow2(out_c),
+        float(in_w % 8), float(out_w % 8), float(in_c % 8), float(out_c % 8), _pow2(_reduction_stride(spec)),
+        _pow2(out_c),
     ], dtype=np.float64)
+
+
+def _reduction_stride(spec: KernelSpec) -> int:
+    """Floats between consecutive elements of the operand a kernel's reduction strides over: a
+    (K, N) dense weight's N, a batched matmul's n, an NCHW input's H*W across channels (convs,
+    pools); 0 where the reduction reads contiguously or there is none."""
+    if spec.op == "dense":
+        return spec.attr("out_features") if spec.attr("weight_kn") else 0
+    if spec.op == "batch_matmul":
+        return spec.attr("n")
+    if spec.op in _WINDOWED or spec.op == "global_avg_pool2d":
+        return spec.input_shape[2] * spec.input_shape[3]
+    return 0
 
 
 def _pow2(n: int) -> float:
