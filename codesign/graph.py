@@ -17,10 +17,14 @@ Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
    and one activation as a conv does (the pool's kernel is costed, the adds ride along);
    ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Tanh``/``Add``/``Mul`` left alone are elementwise
    kernels. ``ReduceL2`` over the last axis, with the clip and division of ``F.normalize`` after it,
-   is ``l2_normalize``.
+   is ``l2_normalize``. A ``Sub`` is costed as an ``Add``.
+6. What exporters write below opset 17 reads as the op it stands for: a layer norm written out
+   (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, scale and shift)
+   is ``layer_norm``, and ``x * HardSigmoid(x)`` (below opset 14) is HardSwish.
 5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
    ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
-   ``Split``, ``Slice``, ``Expand``, ``Pad``) are not costed as kernels: they are views or copies whose cost TVM
+   ``Split``, ``Slice``, ``Expand``, ``Pad``) and elementwise math left over from the patterns
+   (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``...) are not costed as kernels: they are views or copies whose cost TVM
    fuses into neighbours or that the per-network overhead absorbs.
 
 Before any of this, ``fold_constants`` evaluates every node whose inputs are known before the
@@ -45,13 +49,16 @@ from .kernelspec import KernelSpec
 ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
            "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad"}
+# Elementwise math TVM fuses with the kernel it follows or precedes; the patterns that need a
+# kernel of their own (GELU, F.normalize, a layer norm written out) are matched first.
+FUSED_ELEMENTWISE = {"Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Log", "Pow", "Floor", "Ceil"}
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
               "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "Add", "Mul",
-              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2"}
+              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2", "Sub"}
 
 
 def supported_ops() -> list[str]:
-    return sorted(KERNEL_OPS | SKIPPED)
+    return sorted(KERNEL_OPS | SKIPPED | FUSED_ELEMENTWISE)
 
 
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -275,17 +282,20 @@ def _other_input(node, name: str) -> str | None:
 
 
 def _match_composite(g: _Graph, out: str):
-    """SiLU (``x * Sigmoid(x)``) and exact GELU (``x * 0.5 * (1 + Erf(x / sqrt 2))``), as exporters at
-    opset 17 write them: (activation, output name, nodes) or None. TVM fuses the whole pattern
+    """SiLU (``x * Sigmoid(x)``), HardSwish (``x * HardSigmoid(x)``, below opset 14) and exact GELU
+    (``x * 0.5 * (1 + Erf(x / sqrt 2))``), as exporters write them: (activation, output name, nodes)
+    or None. TVM fuses the whole pattern
     into one elementwise kernel, or into the producer of ``x``."""
     users = g.consumers.get(out, [])
     if out in g.outputs or len(users) != 2:
         return None
     by_type = {n.op_type: n for n in users}
-    if set(by_type) == {"Sigmoid", "Mul"}:
-        sig, mul = by_type["Sigmoid"], by_type["Mul"]
-        if _other_input(mul, out) == sig.output[0] and g.sole_consumer(sig.output[0]) is mul:
-            return "silu", mul.output[0], [sig, mul]
+    for gate, act in (("Sigmoid", "silu"), ("HardSigmoid", "hardswish")):
+        # x * HardSigmoid(x): HardSwish as exported below opset 14
+        if set(by_type) == {gate, "Mul"} and (gate == "Sigmoid" or _activation_of(g, by_type[gate]) == "hardsigmoid"):
+            sig, mul = by_type[gate], by_type["Mul"]
+            if _other_input(mul, out) == sig.output[0] and g.sole_consumer(sig.output[0]) is mul:
+                return act, mul.output[0], [sig, mul]
     if set(by_type) == {"Div", "Mul"}:
         div, mul = by_type["Div"], by_type["Mul"]
         d = _const_value(g, div.input[1]) if div.input[0] == out else None
@@ -375,7 +385,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         if id(node) in used:
             continue
         op = node.op_type
-        if op in SKIPPED:
+        if op in SKIPPED or op in FUSED_ELEMENTWISE:
             continue
         if op not in KERNEL_OPS:
             if allow_partial:
@@ -388,7 +398,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             )
         a = _attrs(node)
         x = node.input[0]
-        if op in ("Sigmoid", "Div"):
+        if op in ("Sigmoid", "HardSigmoid", "Div"):
             composite = _match_composite(g, x)
             if composite is not None and composite[2][0] is node:
                 # SiLU / GELU not fused into a producer: one elementwise kernel.
@@ -476,6 +486,13 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                                          ceil_mode=bool(a.get("ceil_mode", 0)), **extra))
         elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
+        elif op == "ReduceMean" and _match_layer_norm(g, node) is not None:
+            # A layer norm as exporters write it below opset 17: one kernel, as LayerNormalization.
+            out, nodes = _match_layer_norm(g, node)
+            used.update(id(n) for n in nodes)
+            act, _ = _absorb_activation(g, out, used)
+            shape = g.shape(x)
+            specs.append(KernelSpec.make("layer_norm", (_prod(shape[:-1]), shape[-1]), activation=act))
         elif op == "ReduceMean":
             # A mean over other axes (tokens: ``x.mean(1)``) reads every element once, as a
             # global pool of (1, kept elements, reduced elements, 1) does.
@@ -505,7 +522,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             shape = g.shape(x)
             if len(shape) >= 2:
                 specs.append(KernelSpec.make(act, shape))
-        elif op in ("Add", "Mul"):
+        elif op in ("Add", "Mul", "Sub"):
             shapes = [g.shapes.get(i) for i in node.input]
             if any(i in g.static for i in node.input) or None in shapes:
                 continue  # with a constant: folded into the producer by TVM
@@ -516,7 +533,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                     continue
             if len(set(shapes)) != 1 or len(shapes[0]) != 4:
                 continue  # broadcasts of other shapes ride along with their producers
-            if op == "Add":
+            if op in ("Add", "Sub"):  # a difference costs as a sum
                 act, _ = _absorb_activation(g, node.output[0], used)
                 specs.append(KernelSpec.make("add", shapes[0], activation=act))
             else:
@@ -527,6 +544,52 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 if len(set(shapes)) == 1 and shapes[0] is not None and len(shapes[0]) == 4:
                     specs.append(KernelSpec.make("mul", shapes[0]))  # costs as a multiply
     return specs
+
+
+def _reduces_last_axis(g: _Graph, node) -> bool:
+    shape = g.shapes.get(node.input[0])
+    a = _attrs(node)
+    axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 and node.input[1] in
+                g.consts else None)
+    return (shape is not None and axes is not None and a.get("keepdims", 1) == 1
+            and [int(v) % len(shape) for v in axes] == [len(shape) - 1])
+
+
+def _match_layer_norm(g: _Graph, node):
+    """A layer norm over the last axis as exporters write it below opset 17: ``d = x - mean(x)``,
+    ``d / sqrt(mean(d^2) + eps)``, then a constant scale and shift. (output name, nodes) or None."""
+    x = node.input[0]
+    if not _reduces_last_axis(g, node):
+        return None
+    sub = g.sole_consumer(node.output[0])
+    if sub is None or sub.op_type != "Sub" or list(sub.input) != [x, node.output[0]]:
+        return None
+    d = sub.output[0]
+    users = g.consumers.get(d, [])
+    if d in g.outputs or len(users) != 2:
+        return None
+    square = next((u for u in users if (u.op_type == "Pow" and u.input[0] == d and _const_value(g, u.input[1]) == 2.0)
+                   or (u.op_type == "Mul" and list(u.input) == [d, d])), None)
+    div = next((u for u in users if u.op_type == "Div" and u.input[0] == d), None)
+    if square is None or div is None:
+        return None
+    var = g.sole_consumer(square.output[0])
+    if var is None or var.op_type != "ReduceMean" or not _reduces_last_axis(g, var):
+        return None
+    eps = g.sole_consumer(var.output[0])
+    if eps is None or eps.op_type != "Add" or not any(i in g.static for i in eps.input):
+        return None
+    sqrt = g.sole_consumer(eps.output[0])
+    if sqrt is None or sqrt.op_type != "Sqrt" or g.sole_consumer(sqrt.output[0]) is not div or div.input[1] != sqrt.output[0]:
+        return None
+    nodes, out = [node, sub, square, var, eps, sqrt, div], div.output[0]
+    for kind in ("Mul", "Add"):  # the constant scale, then shift
+        nxt = g.sole_consumer(out)
+        if nxt is None or nxt.op_type != kind or not any(i in g.static for i in nxt.input if i != out):
+            break
+        nodes.append(nxt)
+        out = nxt.output[0]
+    return out, nodes
 
 
 def _const_value_array(g: _Graph, name: str):

@@ -407,6 +407,48 @@ def test_einsums_that_are_not_a_matrix_product_are_refused():
         with pytest.raises(CodesignError, match="Einsum .*only a batched matrix product"):
             einsum(eq, a, b)
 
+
+class _OlderOpsets(nn.Module):
+    """What exporters write differently below opset 17 (LayerNorm) and 14 (HardSwish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.dw = nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.ln, self.fc, self.act = nn.LayerNorm(16), nn.Linear(16, 32), nn.Hardswish()
+
+    def forward(self, x):  # (1, 3, H, W)
+        y = self.dw(self.act(self.conv(x))).permute(0, 2, 3, 1)  # ConvNeXt's channels-last norm
+        y = self.fc(self.ln(y)) - y.mean(-1, keepdim=True)  # a broadcast difference: rides along
+        return self.act(y).mean((1, 2))
+
+
+@pytest.mark.parametrize("opset", [13, 14, 16])
+def test_older_opsets_read_into_the_same_kernels(opset):
+    import io
+    import warnings
+
+    import onnx
+
+    def export(version):
+        buf = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_OlderOpsets().eval(), (torch.zeros(1, 3, 16, 16),), buf, dynamo=False,
+                              opset_version=version, do_constant_folding=True)
+        return onnx.load_from_string(buf.getvalue())
+
+    old, new = export(opset), export(17)
+    ops = {n.op_type for n in old.graph.node}
+    if opset < 17:
+        assert "LayerNormalization" not in ops and {"ReduceMean", "Sub", "Sqrt"} <= ops
+    if opset < 14:
+        assert "HardSwish" not in ops and "HardSigmoid" in ops
+    ks = onnx_kernels(old)
+    assert ks == onnx_kernels(new)
+    assert [k.op for k in ks] == ["conv2d", "conv2d", "layer_norm", "dense", "global_avg_pool2d", "hardswish",
+                                  "global_avg_pool2d"]
+    assert ks[0].attr("activation") == "hardswish"
+
 # --- torchvision's classification zoo, exported offline by benchmarks/export_torchvision.py -------
 def _zoo() -> dict:
     import json
