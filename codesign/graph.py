@@ -2,30 +2,32 @@
 
 Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
 
-1. ``Conv`` (square or rectangular windows, each axis padded alike at both ends) absorbs, in this order and each only when the previous output has no other consumer:
-   a ``BatchNormalization`` (folded into the weights and a bias), an ``Add`` of a constant
-   (bias), a chain of ``Add``s of other tensors of the output's shape (residual; a cell node
-   summing several edges is one kernel) and a ``BatchNormalization`` after them, one activation
-   (``Relu``, ``Clip(0, 6)`` = relu6, ``HardSwish``, ``Sigmoid``).
+1. ``Conv`` (square or rectangular windows, each axis padded alike at both ends) absorbs, in this
+   order and each only when the previous output has no other consumer: a ``BatchNormalization``
+   (folded into the weights and a bias), an ``Add`` of a constant (bias), a chain of ``Add``s of
+   other tensors of the output's shape (residual; a cell node summing several edges is one kernel)
+   and a ``BatchNormalization`` after them, one activation (``Relu``, ``Clip(0, 6)`` = relu6,
+   ``HardSwish``, ``Sigmoid``).
 2. ``Gemm`` / ``MatMul`` (+ constant ``Add``) is ``dense`` and absorbs one activation. A ``MatMul``
    of two run-time tensors, or an ``Einsum`` that is one (``bhid,bhjd->bhij``), is ``batch_matmul``.
 3. A standalone ``BatchNormalization`` whose only consumer is a ``Conv`` or a ``MaxPool`` is fused into
    it (TVM inlines the per-channel scale and shift as a prologue); any other is ``batch_norm`` and
    absorbs one activation. A standalone ``Add`` of two tensors absorbs one activation.
 4. ``MaxPool``, ``AveragePool`` (square kernels, symmetric padding), ``GlobalAveragePool`` (and a
-   ``ReduceMean`` over H and W; over other axes, as a global pool of (1, kept, reduced, 1)) are pools; a window pool absorbs a following chain of ``Add``s
-   and one activation as a conv does (the pool's kernel is costed, the adds ride along);
-   ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/``Tanh``/``Add``/``Mul`` left alone are elementwise
-   kernels. ``ReduceL2`` over the last axis, with the clip and division of ``F.normalize`` after it,
-   is ``l2_normalize``. A ``Sub`` is costed as an ``Add``.
-6. What exporters write below opset 17 reads as the op it stands for: a layer norm written out
-   (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, scale and shift)
-   is ``layer_norm``, and ``x * HardSigmoid(x)`` (below opset 14) is HardSwish.
+   ``ReduceMean`` over H and W; over other axes, as a global pool of (1, kept, reduced, 1)) are
+   pools; a window pool absorbs a following chain of ``Add``s and one activation as a conv does
+   (the pool's kernel is costed, the adds ride along); ``Relu``/``Clip``/``HardSwish``/``Sigmoid``/
+   ``Tanh``/``Add``/``Mul`` left alone are elementwise kernels. ``ReduceL2`` over the last axis,
+   with the clip and division of ``F.normalize`` after it, is ``l2_normalize``. A ``Sub`` is
+   costed as an ``Add``.
 5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
    ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
    ``Split``, ``Slice``, ``Expand``, ``Pad``) and elementwise math left over from the patterns
-   (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``...) are not costed as kernels: they are views or copies whose cost TVM
-   fuses into neighbours or that the per-network overhead absorbs.
+   (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``...) are not costed as kernels: they are
+   views or copies whose cost TVM fuses into neighbours or that the per-network overhead absorbs.
+6. What exporters write below opset 17 reads as the op it stands for: a layer norm written out
+   (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, scale and shift)
+   is ``layer_norm``, and ``x * HardSigmoid(x)`` (below opset 14) is HardSwish.
 
 Before any of this, ``fold_constants`` evaluates every node whose inputs are known before the
 network runs (initializers, ``Constant``, ``Shape`` of a statically shaped tensor, and arithmetic
@@ -284,8 +286,7 @@ def _other_input(node, name: str) -> str | None:
 def _match_composite(g: _Graph, out: str):
     """SiLU (``x * Sigmoid(x)``), HardSwish (``x * HardSigmoid(x)``, below opset 14) and exact GELU
     (``x * 0.5 * (1 + Erf(x / sqrt 2))``), as exporters write them: (activation, output name, nodes)
-    or None. TVM fuses the whole pattern
-    into one elementwise kernel, or into the producer of ``x``."""
+    or None. TVM fuses the whole pattern into one elementwise kernel, or into the producer of ``x``."""
     users = g.consumers.get(out, [])
     if out in g.outputs or len(users) != 2:
         return None
@@ -433,7 +434,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             ))
         elif op == "ReduceL2":
             shape = g.shape(x)
-            axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 else None)
+            axes = _axes(g, node)
             if axes is None or [int(v) % len(shape) for v in axes] != [len(shape) - 1]:
                 raise CodesignError(f"ReduceL2 {node.name!r}: only a norm over the last axis is supported, got axes {axes}")
             _absorb_l2_division(g, node, x, used)
@@ -497,7 +498,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             # A mean over other axes (tokens: ``x.mean(1)``) reads every element once, as a
             # global pool of (1, kept elements, reduced elements, 1) does.
             shape = g.shape(x)
-            axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 else None)
+            axes = _axes(g, node)
             axes = sorted({int(v) % len(shape) for v in (range(len(shape)) if axes is None else axes)})
             reduced = _prod(shape[i] for i in axes)
             specs.append(KernelSpec.make("global_avg_pool2d", (1, _prod(shape) // reduced, reduced, 1)))
@@ -546,13 +547,22 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
     return specs
 
 
+def _axes(g: _Graph, node) -> list[int] | None:
+    """A reduction's axes: the attribute (up to opset 17) or the constant second input (18 on);
+    None when neither is given (all axes) or they are computed at run time."""
+    a = _attrs(node)
+    if "axes" in a:
+        return [int(v) for v in a["axes"]]
+    if len(node.input) > 1 and node.input[1] in g.consts:
+        return [int(v) for v in g.consts[node.input[1]].reshape(-1)]
+    return None
+
+
 def _reduces_last_axis(g: _Graph, node) -> bool:
     shape = g.shapes.get(node.input[0])
-    a = _attrs(node)
-    axes = a.get("axes", list(_const_value_array(g, node.input[1])) if len(node.input) > 1 and node.input[1] in
-                g.consts else None)
-    return (shape is not None and axes is not None and a.get("keepdims", 1) == 1
-            and [int(v) % len(shape) for v in axes] == [len(shape) - 1])
+    axes = _axes(g, node)
+    return (shape is not None and axes is not None and _attrs(node).get("keepdims", 1) == 1
+            and [v % len(shape) for v in axes] == [len(shape) - 1])
 
 
 def _match_layer_norm(g: _Graph, node):
@@ -590,11 +600,6 @@ def _match_layer_norm(g: _Graph, node):
         nodes.append(nxt)
         out = nxt.output[0]
     return out, nodes
-
-
-def _const_value_array(g: _Graph, name: str):
-    arr = g.consts.get(name)
-    return None if arr is None else arr.reshape(-1)
 
 
 def _absorb_l2_division(g: _Graph, node, x: str, used: set) -> None:

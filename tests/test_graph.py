@@ -389,6 +389,24 @@ def test_rectangular_windows_have_one_key_and_their_geometry():
             K("conv2d", (1, 4, 9, 9), out_channels=4, kernel=3, **bad)
 
 
+def test_reductions_take_their_axes_from_an_input_at_opset_18():
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(nodes, inits=()):
+        graph = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    last = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    assert onnx_kernels(model([helper.make_node("ReduceMean", ["x", "axes"], ["y"])], [last])) == [
+        K("global_avg_pool2d", (1, 4, 6, 1))]
+    assert onnx_kernels(model([helper.make_node("ReduceL2", ["x", "axes"], ["n"]),
+                               helper.make_node("Div", ["x", "n"], ["y"])], [last])) == [K("l2_normalize", (4, 6))]
+    with pytest.raises(CodesignError, match="ReduceL2 .*only a norm over the last axis"):
+        onnx_kernels(model([helper.make_node("ReduceL2", ["x"], ["y"])]))
+
+
 def test_einsums_that_are_not_a_matrix_product_are_refused():
     from onnx import TensorProto, helper
 
