@@ -409,6 +409,9 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 continue
         if op == "Conv":
             w = g.shape(node.input[1])
+            if len(w) != 4:
+                raise CodesignError(f"Conv {node.name!r}: only 2-D convolutions are supported, got a "
+                                    f"{len(w) - 2}-D one (weight {tuple(w)})")
             kh, kw = (int(v) for v in a.get("kernel_shape", w[2:]))
             ph, pw = _conv_pads(node, a)
             stride = _square(a.get("strides", [1, 1]), "stride", node)

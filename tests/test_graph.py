@@ -389,6 +389,21 @@ def test_rectangular_windows_have_one_key_and_their_geometry():
             K("conv2d", (1, 4, 9, 9), out_channels=4, kernel=3, **bad)
 
 
+def test_convolutions_of_other_ranks_are_one_clear_error():
+    for module, shape, rank in ((nn.Conv1d(3, 8, 5), (1, 3, 32), 1), (nn.Conv3d(3, 8, 3), (1, 3, 6, 6, 6), 3)):
+        with pytest.raises(CodesignError, match=f"only 2-D convolutions are supported, got a {rank}-D one"):
+            module_kernels(module, shape)
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 1, 1, 1])], "c",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 2, 3, 3], [0.1] * 36)])
+    with pytest.raises(CodesignError, match=r"asymmetric padding \[0, 1, 1, 1\] is not supported"):
+        onnx_kernels(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
 def test_reductions_take_their_axes_from_an_input_at_opset_18():
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
