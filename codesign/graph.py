@@ -669,6 +669,10 @@ def export_onnx(module, input_shape: tuple[int, ...]):
     was_training = module.training
     module.eval()
     buf = io.BytesIO()
+    # In eval mode nn.MultiheadAttention and nn.TransformerEncoderLayer take fused fast paths
+    # that have no ONNX form; the unfused path computes the same.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # The TorchScript exporter is the one that works without onnxscript; its deprecation
@@ -684,6 +688,7 @@ def export_onnx(module, input_shape: tuple[int, ...]):
         raise CodesignError(f"torch.onnx.export failed for {type(module).__name__}: {exc}") from exc
     finally:
         module.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return onnx.load_from_string(buf.getvalue())
 
 

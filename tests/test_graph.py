@@ -389,6 +389,18 @@ def test_rectangular_windows_have_one_key_and_their_geometry():
             K("conv2d", (1, 4, 9, 9), out_channels=4, kernel=3, **bad)
 
 
+def test_torch_transformer_layers_export_without_their_fast_path():
+    """nn.TransformerEncoderLayer in eval mode takes a fused path with no ONNX form; the export
+    turns it off (and back on) so that the layer reads as attention and dense kernels."""
+    layer = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 1)
+    assert torch.backends.mha.get_fastpath_enabled()
+    ks = module_kernels(layer, (1, 16, 32))
+    assert torch.backends.mha.get_fastpath_enabled()
+    assert [k.op for k in ks] == ["dense", "batch_matmul", "softmax", "batch_matmul", "dense", "layer_norm", "dense",
+                                  "dense", "layer_norm"]
+    assert ks[1] == K("batch_matmul", (4, 16, 8), n=16) and ks[6].attr("activation") == "relu"
+
+
 def test_convolutions_of_other_ranks_are_one_clear_error():
     for module, shape, rank in ((nn.Conv1d(3, 8, 5), (1, 3, 32), 1), (nn.Conv3d(3, 8, 3), (1, 3, 6, 6, 6), 3)):
         with pytest.raises(CodesignError, match=f"only 2-D convolutions are supported, got a {rank}-D one"):
