@@ -359,12 +359,18 @@ def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[s
               "torchvision networks left out", file=sys.stderr)
         return []
     models = json.loads(manifest.read_text())["models"]
-    out = []
+    out, missing = [], []
     for name in names:
         for size in sizes:
             entry = models.get(f"{name}_{size}", {})
             if "file" in entry and (folder / entry["file"]).exists():
                 out.append((f"tv_{name}_{size}", folder / entry["file"]))
+            else:
+                missing.append(f"{name}_{size}")
+    if missing:
+        # Said, so that a partial export folder never passes for the whole set of networks.
+        print(f"{len(missing)} torchvision networks not in {folder}, left out: {', '.join(missing)} "
+              "(export them with benchmarks/export_torchvision.py --models ...)", file=sys.stderr)
     return out
 
 
