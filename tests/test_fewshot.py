@@ -304,6 +304,14 @@ def test_cli_refuses_bad_tables_in_one_line(tmp_path, run_cli):
     assert not (tmp_path / "phone.json").exists()
 
 
+def test_the_shipped_prior_knows_the_reference_networks_as_they_read_now():
+    """`calibrate --reference-set` refuses a prior whose reference signatures are not the kernels
+    the reference networks read into today: any change to how a network is read (a kernel
+    attribute, a fusion rule) must ship the prior's signatures again, or calibration stops working."""
+    prior = fs.Prior.load(fs.PRIOR_PATH)
+    assert prior.reference == fs.reference_entries(n=len(prior.reference))
+
+
 @pytest.mark.slow
 def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli):
     """End to end: write the reference set, time it on an accelerator the mapper models, calibrate,
