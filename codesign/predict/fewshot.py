@@ -601,8 +601,15 @@ class BankData:
         self.row = {g: i for i, g in enumerate(self.genotypes)}
         self.space = bank.space
         self.latency = {d: bank.latencies(d) for d in bank.devices()}
-        self.entries = [{"genotype": g, "signature": network_signature(k)}
-                        for g, k in zip(self.reference, self.kernels)]
+        # The signatures a user's reference table is matched by: of the networks as codesign reads
+        # them now, which a bank written by an earlier reader may not hold (its features are the
+        # same; its kernel keys can differ, as dense layers gained ``weight_kn``).
+        from ..graph import module_kernels
+
+        sp = create_reference_space(self.space)
+        self.entries = [{"genotype": g, "signature": network_signature(module_kernels(sp.build(g),
+                                                                                         tuple(sp.input_shape)))}
+                        for g in self.reference]
 
     def device_rows(self, device: str) -> tuple[np.ndarray, np.ndarray, int]:
         """(row indices, latency_ms, r) of a device: its leading run of reference networks in
