@@ -146,11 +146,13 @@ def export_one(name: str, size: int, path: Path, max_inline: int) -> dict:
     # form; the unfused path it falls back to computes the same attention.
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), buf, dynamo=False, opset_version=OPSET,
-                          do_constant_folding=True, input_names=["input"], output_names=["output"])
-    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.zeros(1, 3, size, size),), buf, dynamo=False, opset_version=OPSET,
+                              do_constant_folding=True, input_names=["input"], output_names=["output"])
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     model = _weightless(onnx.load_from_string(buf.getvalue()), max_inline)
     onnx.checker.check_model(model)
     tmp = path.with_suffix(".tmp")

@@ -488,23 +488,26 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a),
                                          ceil_mode=bool(a.get("ceil_mode", 0)), **extra))
-        elif op == "GlobalAveragePool" or (op == "ReduceMean" and sorted(a.get("axes", [])) == [2, 3]):
+        elif op == "GlobalAveragePool":
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
-        elif op == "ReduceMean" and _match_layer_norm(g, node) is not None:
-            # A layer norm as exporters write it below opset 17: one kernel, as LayerNormalization.
-            out, nodes = _match_layer_norm(g, node)
-            used.update(id(n) for n in nodes)
-            act, _ = _absorb_activation(g, out, used)
-            shape = g.shape(x)
-            specs.append(KernelSpec.make("layer_norm", (_prod(shape[:-1]), shape[-1]), activation=act))
         elif op == "ReduceMean":
-            # A mean over other axes (tokens: ``x.mean(1)``) reads every element once, as a
-            # global pool of (1, kept elements, reduced elements, 1) does.
             shape = g.shape(x)
             axes = _axes(g, node)
-            axes = sorted({int(v) % len(shape) for v in (range(len(shape)) if axes is None else axes)})
-            reduced = _prod(shape[i] for i in axes)
-            specs.append(KernelSpec.make("global_avg_pool2d", (1, _prod(shape) // reduced, reduced, 1)))
+            axes = sorted({v % len(shape) for v in (range(len(shape)) if axes is None else axes)})
+            layer_norm = _match_layer_norm(g, node)
+            if layer_norm is not None:
+                # A layer norm as exporters write it below opset 17: one kernel, as LayerNormalization.
+                out, nodes = layer_norm
+                used.update(id(n) for n in nodes)
+                act, _ = _absorb_activation(g, out, used)
+                specs.append(KernelSpec.make("layer_norm", (_prod(shape[:-1]), shape[-1]), activation=act))
+            elif len(shape) == 4 and axes == [2, 3]:
+                specs.append(KernelSpec.make("global_avg_pool2d", shape))
+            else:
+                # A mean over other axes (tokens: ``x.mean(1)``) reads every element once, as a
+                # global pool of (1, kept elements, reduced elements, 1) does.
+                reduced = _prod(shape[i] for i in axes)
+                specs.append(KernelSpec.make("global_avg_pool2d", (1, _prod(shape) // reduced, reduced, 1)))
         elif op == "LRN":
             specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
         elif op in ("Softmax", "LayerNormalization"):
