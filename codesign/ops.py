@@ -467,8 +467,12 @@ class _BatchNorm(torch.autograd.Function):
         params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
         _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
                               bool(relu), _map(out))
-        ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.relu = relu
+        ctx.from_output = _normalised_from_output(relu, weight, bias)
+        if ctx.from_output:  # keep the output (which the next op keeps anyway), not x
+            ctx.save_for_backward(out, weight, bias, mean, invstd)
+        else:
+            ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
 
@@ -478,20 +482,39 @@ class _BatchNorm(torch.autograd.Function):
         grad = _dense_rows(grad, NHWC)
         grad_x = _pooled(x.shape, x.dtype, NHWC) if ctx.needs_input_grad[0] else None
         grad_w, grad_b = torch.empty_like(weight), torch.empty_like(bias)
+        if ctx.from_output:
+            # x is the output y = gamma * xhat + beta: the kernel's xhat = (x - mean) * invstd and its
+            # scale gamma * invstd come out right with mean := beta, invstd := 1 / gamma and
+            # gamma := gamma^2 * invstd (see _normalised_from_output)
+            weight, mean, invstd = weight * weight * invstd, bias, 1.0 / weight
         params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
         _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
                                bool(ctx.relu), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0))
         return grad_x, grad_w, grad_b, None, None
 
 
-def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
+def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Whether a batch norm's backward can take the normalised input from its output,
+    xhat = (y - beta) / gamma (in-place activated BN, Rota Bulo et al. 2018), so that it keeps
+    its output (kept anyway by the op that consumes it) and its input map is freed: without a
+    ReLU (which loses y < 0), and with every |gamma| far enough from zero, against |beta|, that
+    y - beta keeps its precision (otherwise the input is kept, as always)."""
+    if relu:
+        return False
+    g = weight.detach().abs()
+    return bool((g > 1e-6).all() and (100.0 * g >= bias.detach().abs()).all())
+
+
+def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, stats: bool = False):
     """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
     channels_last float CPU maps when the module is training with affine parameters and running
     statistics (updated as torch's module updates them, batch count included); by the module
-    (and torch's ReLU) otherwise."""
+    (and torch's ReLU) otherwise. ``stats=True`` returns (out, batch mean, biased batch
+    variance) from the kernel, (out, None, None) from the module."""
     if not (bn.training and bn.affine and bn.track_running_stats and _nhwc_cpp(x) and bn.weight.dtype == x.dtype):
         out = bn(x)
-        return torch.relu(out) if relu else out
+        out = torch.relu(out) if relu else out
+        return (out, None, None) if stats else out
     momentum = bn.momentum
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
@@ -505,7 +528,7 @@ def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True
         with torch.no_grad():
             bn.running_mean.lerp_(mean, momentum)
             bn.running_var.lerp_(var * (count / (count - 1)), momentum)
-    return out
+    return (out, mean, var) if stats else out
 
 
 # ---------------------------------------------------------------------------------------------

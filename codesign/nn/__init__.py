@@ -6,6 +6,7 @@ from .mixed import (
     MixedEdge,
     after_relu,
     channel_shuffle,
+    edge_checkpoint,
     frozen_running_stats,
     fused_features,
     fused_path,
@@ -14,7 +15,8 @@ from .mixed import (
     sum_paths,
     supernet_input,
     supernet_options,
+    weights_frozen,
 )
 
-__all__ = ["FEATURES", "FREE_OPTION", "fused_features", "MixedEdge", "after_relu", "channel_shuffle", "frozen_running_stats", "fused_path", "run_chain", "run_fused",
-           "sum_paths", "supernet_input", "supernet_options"]
+__all__ = ["FEATURES", "FREE_OPTION", "fused_features", "MixedEdge", "after_relu", "channel_shuffle", "edge_checkpoint", "frozen_running_stats", "fused_path", "run_chain", "run_fused",
+           "sum_paths", "supernet_input", "supernet_options", "weights_frozen"]

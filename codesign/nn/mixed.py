@@ -32,6 +32,8 @@ channels shuffled in K groups, so that every channel takes the mixed op on some 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -53,15 +55,17 @@ FREE_OPTION = {
 
 # What the fused formulation does beyond the fused op; every switch is on by default, and
 # benchmarks/search.py turns them off one at a time to measure what each one gains.
-FEATURES = {"channels_last": True, "shared_relu": True, "conv_bn_kernels": True}
+FEATURES = {"channels_last": True, "shared_relu": True, "conv_bn_kernels": True, "arch_grads_only": True}
 
 
 @contextlib.contextmanager
 def fused_features(**switches: bool):
     """Turn parts of the fused formulation off (or on) inside the block, process-wide:
     ``channels_last`` (supernets run channels_last on the CPU), ``shared_relu`` (one ReLU of the
-    edge's input for all its candidates) and ``conv_bn_kernels`` (candidates' depthwise convs and
-    BN (+ ReLU) epilogues on codesign's kernels). Checkpointing is a supernet option of its own."""
+    edge's input for all its candidates), ``conv_bn_kernels`` (candidates' depthwise convs and
+    BN (+ ReLU) epilogues on codesign's kernels) and ``arch_grads_only`` (an architecture step
+    computes no gradient of the network's weights: see :func:`weights_frozen`). Checkpointing is
+    a supernet option of its own."""
     unknown = set(switches) - set(FEATURES)
     if unknown:
         raise ValueError(f"fused_features: unknown switch {sorted(unknown)}; known: {', '.join(FEATURES)}")
@@ -77,6 +81,24 @@ def fused_path(fused: bool = True) -> bool:
     """Whether a supernet runs its fused formulation: asked for, and the backend not forced to
     the plain-torch reference."""
     return fused and current_backend() != "reference"
+
+
+@contextlib.contextmanager
+def weights_frozen(net: nn.Module, fused: bool = True):
+    """A first-order architecture step inside the block computes the gradient of the
+    architecture only: the network's weights stop requiring gradients, so no convolution or batch
+    norm computes a weight gradient that the step would throw away (DARTS as written computes
+    them all, then zeroes them), and the first edges keep nothing for backward. Where the fused
+    formulation is off (or ``arch_grads_only`` is), the block changes nothing."""
+    params = [p for p in net.parameters() if p.requires_grad] if (
+        fused_path(fused) and FEATURES["arch_grads_only"]) else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def supernet_input(x: torch.Tensor, fused: bool = True) -> torch.Tensor:
@@ -102,6 +124,18 @@ def supernet_options(space: str, partial_channels, checkpoint, channels: int, sm
     if checkpoint is not None and checkpoint not in (0, 1):  # True/False compare equal to 1/0
         raise CodesignError(f"{space} space: checkpoint must be 0 or 1, got {checkpoint!r}")
     return partial_channels, None if checkpoint is None else bool(checkpoint)
+
+
+def edge_checkpoint(option: bool | None, c: int, base_c: int) -> bool | None:
+    """The ``checkpoint`` of the edges of a supernet cell at ``c`` channels, in a supernet whose
+    first cells have ``base_c``: the space's option where one was given; by default the cells at
+    the first stage's width recompute their candidates in backward and every later cell stores
+    them. The first stage has the largest maps: in these spaces a cell's compute stays about the
+    same as the width doubles and the maps halve, while what it stores halves, so the first stage
+    is where a stored activation costs the most memory for the recompute it saves."""
+    if option is not None:
+        return option
+    return None if c <= base_c else False
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -133,19 +167,46 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as itself."""
     i = 0
     kernels = FEATURES["conv_bn_kernels"]
+    book = _active_book()
     while i < len(steps):
         m = steps[i]
         if kernels and type(m) is nn.BatchNorm2d:
             relu = i + 1 < len(steps) and type(steps[i + 1]) is nn.ReLU
-            x = batch_norm_relu(x, m, relu)
+            out, mean, var = batch_norm_relu(x, m, relu, stats=True)
+            if book is not None and relu and mean is not None:
+                scale = (m.weight.detach() * torch.rsqrt(var + m.eps)).reshape(1, -1, 1, 1)
+                shift = m.bias.detach().reshape(1, -1, 1, 1) - mean.reshape(1, -1, 1, 1) * scale
+                out = book.note(out, lambda t, a=scale, b=shift: torch.relu(t * a + b), x)
+            x = out
             i += 2 if relu else 1
             continue
         if kernels and _is_depthwise(m):
+            # stored, not recomputed: in these spaces a depthwise conv costs as much as the
+            # pointwise one beside it (recomputing them made the DARTS step 1.16x slower)
             x = depthwise_conv2d(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])
+        elif book is not None and type(m) is nn.ReLU:
+            x = book.note(F.relu(x), F.relu, x)
         else:
             x = m(x)
         i += 1
     return x
+
+
+_ACTIVE = threading.local()  # .book: the recipe book of the edge this thread is computing
+
+
+def _active_book():
+    return getattr(_ACTIVE, "book", None)
+
+
+@contextlib.contextmanager
+def _recomputing(book):
+    previous = _active_book()
+    _ACTIVE.book = book
+    try:
+        yield
+    finally:
+        _ACTIVE.book = previous
 
 
 def run_fused(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +250,132 @@ def frozen_running_stats(module: nn.Module):
                 m.num_batches_tracked.copy_(count)
 
 
+class _Relu(torch.autograd.Function):
+    """``relu(x)`` that keeps x for backward (the mask x > 0), not its output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.relu(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, x, 0)  # grad where x > 0, as relu's own backward
+
+
+class _Recipe:
+    """How to compute a map again: ``fn(*inputs)``, each input a tensor or another recipe."""
+
+    __slots__ = ("fn", "inputs")
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs = fn, inputs
+
+    def __call__(self) -> torch.Tensor:
+        with torch.no_grad():
+            return self.fn(*[t() if isinstance(t, _Recipe) else t for t in self.inputs])
+
+
+class Recomputed:
+    """Selective recomputation of cheap maps inside a block (``with book.hooks():``): a map
+    registered with :meth:`note` (the output of the edge's shared ReLU, or of a candidate's
+    BN + ReLU epilogue) is not kept by the ops that save it for backward; they keep its recipe
+    (its input: a map that is kept anyway) and get it computed again, one elementwise pass, when
+    their backward runs. The expensive maps (convolutions' outputs, the candidates' outputs)
+    stay stored. A map is recognised by its memory and layout while it is alive (a weak
+    reference: memory freed and taken again by another map never matches)."""
+
+    def __init__(self):
+        self._recipes: dict[tuple, tuple[weakref.ref, _Recipe]] = {}
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple:
+        return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype
+
+    def _recipe(self, t: torch.Tensor) -> _Recipe | None:
+        entry = self._recipes.get(self._key(t))
+        return entry[1] if entry is not None and entry[0]() is not None else None
+
+    def note(self, out: torch.Tensor, fn, *inputs: torch.Tensor) -> torch.Tensor:
+        """Registers ``out == fn(*inputs)`` (computed without autograd); returns out."""
+        ins = tuple(self._recipe(t) or t for t in inputs)
+        self._recipes[self._key(out)] = (weakref.ref(out), _Recipe(fn, ins))
+        return out
+
+    def hooks(self):
+        """The saved-tensor hooks of the block. Maps without a recipe go to the hooks that were
+        active around the block (an outer checkpoint, offloading, a memory count), if any."""
+        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+        outer = top(False) if top is not None else None
+        outer_pack, outer_unpack = outer if outer is not None else (None, None)
+
+        def pack(t):
+            recipe = self._recipe(t)
+            if recipe is not None:
+                return recipe
+            return (_Outer, outer_pack(t)) if outer_pack is not None else t
+
+        def unpack(t):
+            if isinstance(t, _Recipe):
+                return t()
+            if isinstance(t, tuple) and len(t) == 2 and t[0] is _Outer:
+                return outer_unpack(t[1])
+            return t
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+
+
+class _Outer:
+    """Marks a map packed by the saved-tensor hooks around a recipe book's block."""
+
+
+class _Scaled(torch.autograd.Function):
+    """``y * w`` for a single path's sampled candidate y and its scalar weight w (a hard
+    straight-through Gumbel sample: exactly 1 in forward). With w == 1 the forward returns y
+    itself and backward passes the gradient on as it is, so a single path spends no pass over
+    its map on the scaling; the weight's gradient is one dot product, sum(grad * y)."""
+
+    @staticmethod
+    def forward(ctx, y, w):
+        one = bool(w == 1)
+        ctx.one = one
+        ctx.save_for_backward(y if ctx.needs_input_grad[1] else None, w)
+        return y.view_as(y) if one else y * w
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, w = ctx.saved_tensors
+        grad_y = None
+        if ctx.needs_input_grad[0]:
+            grad_y = grad if ctx.one else grad * w
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            if grad.stride() == y.stride() and grad.is_contiguous(memory_format=_format(y)):
+                flat = _flat(grad), _flat(y)
+                grad_w = torch.dot(flat[0], flat[1]).reshape(w.shape).to(w.dtype)
+            else:
+                grad_w = (grad * y).sum().reshape(w.shape).to(w.dtype)
+        return grad_y, grad_w
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous() else torch.contiguous_format
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A dense map as one flat vector over its memory (no copy)."""
+    return t.permute(0, 2, 3, 1).reshape(-1) if _format(t) is torch.channels_last else t.reshape(-1)
+
+
+def scaled(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``y * w`` for a one-element weight w, without a pass over y where w is 1 (see _Scaled)."""
+    if w.numel() != 1 or w.dtype != y.dtype or w.device != y.device:
+        return y * w.reshape(())
+    return _Scaled.apply(y, w.reshape(()))
+
+
 class MixedEdge(nn.Module):
     """Candidates ``options`` (names) of one decision; ``modules[name]`` for parametric ones.
 
@@ -228,17 +415,29 @@ class MixedEdge(nn.Module):
         self.checkpoint = len(self.parametric) >= 2 if checkpoint is None else bool(checkpoint)
 
     # --- the fused edge ---------------------------------------------------------------------
-    def _candidates(self, x: torch.Tensor, names: list[str]) -> list[torch.Tensor]:
-        """Outputs of the parametric candidates ``names`` on x, their shared ReLU computed once."""
+    def _candidates(self, x: torch.Tensor, names: list[str], keeps: bool = False) -> list[torch.Tensor]:
+        """Outputs of the parametric candidates ``names`` on x, their shared ReLU computed once.
+        ``keeps``: autograd keeps what the candidates save for backward (no checkpoint around
+        them); the shared ReLU's map is then not kept but recomputed from x (which the fused op
+        keeps anyway) where backward reads it."""
         if not FEATURES["shared_relu"]:
             return [run_fused(self.ops[n], x) for n in names]
-        xr = F.relu(x) if any(self._after_relu[n] is not None for n in names) else None
-        return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                for n in names]
+        if not any(self._after_relu[n] is not None for n in names):
+            return [run_fused(self.ops[n], x) for n in names]
+        if not (keeps and torch.is_grad_enabled() and (x.requires_grad or any(
+                p.requires_grad for n in names for p in self.ops[n].parameters()))):
+            xr = F.relu(x)
+            return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                    for n in names]
+        book = Recomputed()
+        xr = book.note(_Relu.apply(x), F.relu, x)
+        with book.hooks(), _recomputing(book):
+            return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                    for n in names]
 
-    def _mix(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, w: torch.Tensor, keeps: bool = False) -> torch.Tensor:
         """The fused mix of every candidate on x, w in [parametric..., free...] order."""
-        ys = self._candidates(x, self.parametric)
+        ys = self._candidates(x, self.parametric, keeps)
         if all(y.shape[1] == x.shape[1] for y in ys):
             return mixed_op(x, ys, w, self.free_names, self.stride)
         self._check_free_with_width_change()
@@ -254,7 +453,7 @@ class MixedEdge(nn.Module):
             out = torch_checkpoint(self._mix, xs, w, use_reentrant=False, preserve_rng_state=False,
                                    context_fn=lambda: (contextlib.nullcontext(), frozen_running_stats(self)))
         else:
-            out = self._mix(xs, w)
+            out = self._mix(xs, w, keeps=True)
         return self._merge(out, rest, shuffle_in_place=True)
 
     def _single_fused(self, x: torch.Tensor, weights: torch.Tensor, index: int) -> torch.Tensor | None:
@@ -269,8 +468,8 @@ class MixedEdge(nn.Module):
             else:
                 out = mixed_op(xs, [], w, [self.free[name]], self.stride)
         else:
-            (y,) = self._candidates(xs, [name])
-            out = mixed_op(xs, [y], w, [], self.stride) if y.shape[1] == xs.shape[1] else y * w[0]
+            (y,) = self._candidates(xs, [name], keeps=True)
+            out = scaled(y, w)
         return self._merge(out, rest, shuffle_in_place=True)
 
     # --- the reference edge -----------------------------------------------------------------

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from .. import gumbel_softmax
 from ..data import batches
 from ..errors import CodesignError
+from ..nn import weights_frozen
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -323,9 +324,10 @@ class GradientSearch:
         if self.second_order:
             ce, pen, expected, out = self._second_order(xv, yv, xt, yt, seed, lr_w)
         else:
-            ce, pen, expected, out = self.arch_loss(xv, yv, seed)
-            _check_finite(ce, "architecture", self.ctx)
-            (ce + pen).backward()
+            with weights_frozen(self.net):  # the step needs no weight gradient
+                ce, pen, expected, out = self.arch_loss(xv, yv, seed)
+                _check_finite(ce, "architecture", self.ctx)
+                (ce + pen).backward()
             self.net.zero_grad(set_to_none=True)
         self.a_opt.step()
         self.remedies.after_step()

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge, fused_path, run_fused, sum_paths, supernet_input, supernet_options
+from ..nn import MixedEdge, edge_checkpoint, fused_path, run_fused, sum_paths, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, NetworkGraph, SearchSpace, check_shape
 
@@ -247,7 +247,8 @@ class SuperNetwork(nn.Module):
         super().__init__()
         _stem_cells_head(self, c, layers, num_classes, in_channels,
                          lambda c_pp, c_p, c_curr, reduction, reduction_prev: SuperCell(
-                             c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels, checkpoint))
+                             c_pp, c_p, c_curr, reduction, reduction_prev, partial_channels,
+                             edge_checkpoint(checkpoint, c_curr, c)))
 
     def forward(self, x, weights, index=None, fused=True):  # (N, C, H, W) -> (N, classes)
         s0 = s1 = self.stem(supernet_input(x, fused))

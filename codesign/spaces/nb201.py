@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge, sum_paths, supernet_input, supernet_options
+from ..nn import MixedEdge, edge_checkpoint, sum_paths, supernet_input, supernet_options
 from . import register_space
 from .base import Decision, NetworkGraph, SearchSpace, check_shape, split_items
 from .kernels import ExportedKernels
@@ -202,7 +202,7 @@ class NB201Space(SearchSpace):
         return Skeleton(lambda c: Cell(ops, c), self.c, self.cells, self.num_classes, self.input_shape[1], False)
 
     def supernet(self) -> nn.Module:
-        return Skeleton(lambda c: SuperCell(c, self.partial_channels, self.checkpoint), self.c, self.cells,
+        return Skeleton(lambda c: SuperCell(c, self.partial_channels, edge_checkpoint(self.checkpoint, c, self.c)), self.c, self.cells,
                         self.num_classes, self.input_shape[1], True)
 
     def option_kernels(self) -> list[list[list[KernelSpec]]]:
