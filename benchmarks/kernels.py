@@ -6,7 +6,7 @@ reference, the bytes each saves for backward (saved_tensors_hooks), and the achi
 fused op (bytes it must move over its time) against a memory copy of the same number of bytes
 timed in the same loop (interleaved, so both see the same load), with the kernel's output buffers
 recycled (the default) and without (``codesign.ops.buffer_pool(0)``: fresh, page-faulting
-allocations every call). Then the supernet's channels_last depthwise-conv and BN (+ ReLU) kernels
+allocations every call); and the same edge in NHWC without its two 3x3 pools (identity only). Then the supernet's channels_last depthwise-conv and BN (+ ReLU) kernels
 against torch's, and the Gumbel-softmax. Times are process CPU time (what a loaded shared machine
 distorts least) with wall time beside it; OMP_NUM_THREADS is set by --threads. With a CUDA device
 and Triton, a GPU section follows (benchmarks/kernels_gpu.py).
@@ -87,12 +87,12 @@ def _gbps(nbytes: float, ms: float) -> float:
     return nbytes / (ms * 1e-3) / 1e9
 
 
-def bench_mixed(n, c, h, kp, layout, repeats) -> dict:
+def bench_mixed(n, c, h, kp, layout, repeats, free=FREE) -> dict:
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, h, h, generator=gen).contiguous(memory_format=fmt)
     ys = [torch.randn(n, c, h, h, generator=gen).contiguous(memory_format=fmt) for _ in range(kp)]
-    w = torch.softmax(torch.randn(kp + len(FREE), generator=gen), 0)
+    w = torch.softmax(torch.randn(kp + len(free), generator=gen), 0)
     leaves = [t.clone().requires_grad_() for t in (x, w, *ys)]
     grad = torch.randn(n, c, h, h, generator=gen).contiguous(memory_format=fmt)
     moved = mixed_op_bytes(x.numel() * x.element_size(), kp)
@@ -102,7 +102,7 @@ def bench_mixed(n, c, h, kp, layout, repeats) -> dict:
     def step(backend, pool=True):
         def run():
             with codesign.use_backend(backend):
-                out = codesign.mixed_op(leaves[0], leaves[2:], leaves[1], FREE)
+                out = codesign.mixed_op(leaves[0], leaves[2:], leaves[1], free)
                 torch.autograd.grad(out, leaves, grad)
 
         def fresh():
@@ -118,7 +118,7 @@ def bench_mixed(n, c, h, kp, layout, repeats) -> dict:
     def forward(backend):
         def run():
             with codesign.use_backend(backend):
-                return codesign.mixed_op(leaves[0], leaves[2:], leaves[1], FREE)
+                return codesign.mixed_op(leaves[0], leaves[2:], leaves[1], free)
 
         return run
 
@@ -127,7 +127,7 @@ def bench_mixed(n, c, h, kp, layout, repeats) -> dict:
     copy_gbps = _gbps(2 * src.numel() * 4, t["copy"]["cpu_median_ms"])
     fused_gbps = _gbps(moved, t["fused"]["cpu_median_ms"])
     return {
-        "shape": [n, c, h, h], "layout": layout, "parametric": kp, "free_ops": FREE,
+        "shape": [n, c, h, h], "layout": layout, "parametric": kp, "free_ops": free,
         "fused_fwd_bwd": t["fused"], "fused_fwd_bwd_fresh_buffers": t["fused_fresh_buffers"],
         "eager_fwd_bwd": t["eager"], "copy": t["copy"],
         "speedup_vs_eager": t["eager"]["cpu_median_ms"] / t["fused"]["cpu_median_ms"],
@@ -207,6 +207,8 @@ def main(args) -> None:
         "load_average_start": os.getloadavg()[0],
         "backends": codesign.backends(),
         "mixed_op": [bench_mixed(n, c, h, 5, layout, repeats) for n, c, h in sizes for layout in ("nchw", "nhwc")],
+        # the same edge without its 3x3 pools: how much of the gap to a copy the pools' windows take
+        "mixed_op_without_pools": [bench_mixed(n, c, h, 5, "nhwc", repeats, free=["identity"]) for n, c, h in sizes],
         "candidate_kernels": [bench_candidate_kernels(32, 8, 32, repeats)]
         + ([] if args.quick else [bench_candidate_kernels(32, 32, 8, repeats)]),
         "gumbel_softmax": [bench_gumbel(100_000 if args.quick else 1_000_000, 8, repeats)],

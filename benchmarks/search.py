@@ -10,11 +10,18 @@ equal compute under one latency budget; the supernet's ranking; the default job'
 Part 1 (supernet): seconds per search step (wall and CPU time of the process) and peak resident
 memory, for the DARTS supernet (8 candidates, 14 edges per cell) and the NB201 supernet on
 CIFAR-sized batches: the reference supernet (``codesign.use_backend("reference")``: plain PyTorch,
-DARTS as written, NCHW, every intermediate stored) against the fused one (every default:
-channels_last, the fused mixed op, shared ReLU, checkpointed candidates, codesign's depthwise-conv
-and BN (+ ReLU) kernels, recycled output buffers), and ablations that turn one part off each:
-``fused_stored`` (candidates stored, not recomputed), ``fused_nchw``, ``fused_no_shared_relu``,
-``fused_torch_conv_bn``, ``fused_no_buffer_pool``. Each variant runs in its own process
+DARTS as written, NCHW, every intermediate stored, every weight gradient computed in the
+architecture step) against the fused one (every default: channels_last, the fused mixed op, shared
+ReLU, candidates recomputed in backward in the first stage's cells and stored in later ones,
+ReLU and BN+ReLU maps recomputed rather than kept, BN keeping its output, codesign's
+depthwise-conv and BN (+ ReLU) kernels, recycled output buffers, architecture steps without
+weight gradients, a single path's scaling without a pass), and ablations that change one part
+each: ``fused_stored`` (candidates stored in every cell), ``fused_all_checkpointed`` (recomputed
+in every cell), ``fused_arch_weight_grads`` (architecture steps compute the weight gradients too,
+as DARTS's code does), ``fused_nchw``, ``fused_no_shared_relu``, ``fused_torch_conv_bn``,
+``fused_no_buffer_pool``. Besides peak RSS, each variant reports the MB of activations one soft
+forward keeps for backward (``saved_activation_mb``, counted by a saved-tensor hook: what the
+formulation stores, whatever the allocator caches). Each variant runs in its own process
 (OMP_NUM_THREADS=--threads) so that peak memory (ru_maxrss) is its own; variants alternate over
 --rounds rounds and the least disturbed round (lowest CPU time) of each is reported, with all
 rounds' figures and the load average beside it. Speedups are given from CPU time (what a loaded
@@ -76,6 +83,8 @@ VARIANTS = {
     "reference": ("reference", {}, {}, None),
     "fused": ("auto", {}, {}, None),
     "fused_stored": ("auto", {"checkpoint": 0}, {}, None),
+    "fused_all_checkpointed": ("auto", {"checkpoint": 1}, {}, None),
+    "fused_arch_weight_grads": ("auto", {}, {"arch_grads_only": False}, None),
     "fused_nchw": ("auto", {}, {"channels_last": False}, None),
     "fused_no_shared_relu": ("auto", {}, {"shared_relu": False}, None),
     "fused_torch_conv_bn": ("auto", {}, {"conv_bn_kernels": False}, None),
@@ -127,11 +136,37 @@ def supernet_variant(space_name: str, variant: str, strategy: str, steps: int, b
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    saved_mb = _saved_activation_mb(space, s, xs[0][0], backend, switches)
     params = sum(p.numel() for p in s.net.parameters())
     return {"space": space_name, "strategy": strategy, "variant": variant, "batch": batch, "steps": steps,
             "step_s": statistics.median(wall), "step_cpu_s": statistics.median(cpu), "peak_rss_mb": peak,
             "base_rss_mb": rss_base, "steady_rss_mb": rss0, "supernet_params": params,
+            "saved_activation_mb": saved_mb,
             "load_average": os.getloadavg()[0]}
+
+
+def _saved_activation_mb(space, strategy, x, backend: str, switches: dict) -> float:
+    """MB of distinct storages that one soft forward (every candidate mixed) keeps for backward,
+    counted by a saved-tensor hook around it: what the formulation stores, independent of the
+    allocator and of the machine's load (peak RSS also counts the allocator's caching)."""
+    import torch
+
+    import codesign
+    from codesign.nn import fused_features, supernet_input
+
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    weights = [torch.softmax(torch.zeros(len(d.options)), 0).requires_grad_() for d in space.decisions()]
+    with codesign.use_backend(backend), fused_features(**switches), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = strategy.net(supernet_input(x), weights)
+    del out
+    return round(sum(saved.values()) / 2**20, 1)
 
 
 def _run_variant(space, variant, strategy, steps, batch, kw, threads) -> dict:
@@ -163,6 +198,8 @@ def part_supernet(quick: bool, rounds: int, threads: int, variants: list[str]) -
                 "peak_rss_mb": round(r["peak_rss_mb"], 1),
                 "peak_memory_ratio": round(r["peak_rss_mb"] / ref["peak_rss_mb"], 3),
                 "peak_above_base_mb": round(r["peak_rss_mb"] - r["base_rss_mb"], 1),
+                "saved_activation_mb": r["saved_activation_mb"],
+                "saved_activation_ratio": round(r["saved_activation_mb"] / ref["saved_activation_mb"], 3),
                 "peak_above_base_ratio": round((r["peak_rss_mb"] - r["base_rss_mb"])
                                                / (ref["peak_rss_mb"] - ref["base_rss_mb"]), 3),
                 "all_rounds_step_cpu_s": [round(x["step_cpu_s"], 3) for x in runs[v]],

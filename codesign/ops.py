@@ -460,15 +460,21 @@ class _BatchNorm(torch.autograd.Function):
     variance (biased)); backward recomputes the ReLU's mask from x."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, relu):
+    def forward(ctx, x, weight, bias, eps, relu, inplace=False):
+        x_in = x
         x = _dense_rows(x, NHWC)
-        out = _pooled(x.shape, x.dtype, NHWC)
+        from_output = _normalised_from_output(relu, weight, bias)
+        # in place: the input's memory becomes the output (backward needs only the output)
+        inplace = inplace and from_output and x is x_in
+        out = x if inplace else _pooled(x.shape, x.dtype, NHWC)
         mean, invstd, var = torch.empty_like(weight), torch.empty_like(weight), torch.empty_like(weight)
         params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
         _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
                               bool(relu), _map(out))
         ctx.relu = relu
-        ctx.from_output = _normalised_from_output(relu, weight, bias)
+        ctx.from_output = from_output
+        if inplace:
+            ctx.mark_dirty(x)
         if ctx.from_output:  # keep the output (which the next op keeps anyway), not x
             ctx.save_for_backward(out, weight, bias, mean, invstd)
         else:
@@ -490,7 +496,7 @@ class _BatchNorm(torch.autograd.Function):
         params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
         _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
                                bool(ctx.relu), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0))
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor) -> bool:
@@ -505,7 +511,8 @@ def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor
     return bool((g > 1e-6).all() and (100.0 * g >= bias.detach().abs()).all())
 
 
-def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, stats: bool = False):
+def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, stats: bool = False,
+                    inplace: bool = False):
     """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
     channels_last float CPU maps when the module is training with affine parameters and running
     statistics (updated as torch's module updates them, batch count included); by the module
@@ -523,7 +530,7 @@ def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True
     count = x.numel() // x.shape[1]
     if count == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu))
+    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu), bool(inplace))
     if momentum:  # the running variance is the unbiased one, as torch's module keeps it
         with torch.no_grad():
             bn.running_mean.lerp_(mean, momentum)

@@ -336,6 +336,49 @@ def test_batch_norm_relu_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda x, w, b: codesign.ops.batch_norm_relu(x, bn, True), (x, bn.weight, bn.bias))
 
 
+def _saved_storages(fn, *args) -> set[int]:
+    ptrs: set[int] = set()
+
+    def pack(t):
+        ptrs.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    return out, ptrs
+
+
+@needs_cpp
+@pytest.mark.parametrize("gamma, beta, from_output", [
+    ((1.5, -0.7, 0.3), (0.2, 1.0, -2.0), True),      # the normalised input comes back from y
+    ((1e-3, 1.0, 2.0), (1.0, 0.0, 0.0), False),     # |beta| > 100 |gamma|: y - beta loses precision
+    ((0.0, 1.0, 2.0), (0.0, 0.0, 0.0), False),      # gamma 0: xhat cannot come back at all
+])
+def test_batch_norm_without_relu_keeps_its_output_where_it_can(gamma, beta, from_output):
+    """Without a ReLU the kernel keeps its output (which the next op keeps anyway) instead of its
+    input, and computes backward from it (xhat = (y - beta) / gamma), unless gamma is too close
+    to zero for that; the gradients are torch's in both cases, gradcheck included."""
+    bn = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor(gamma))
+        bn.bias.copy_(torch.tensor(beta))
+    plain = torch.nn.BatchNorm2d(3).double()
+    plain.load_state_dict(bn.state_dict())
+    x = (2 * torch.randn(4, 3, 5, 6, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    out, saved = _saved_storages(lambda t: codesign.ops.batch_norm_relu(t, bn, False), x)
+    assert (x.untyped_storage().data_ptr() in saved) is not from_output
+    assert (out.untyped_storage().data_ptr() in saved) is from_output
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, bn.weight, bn.bias], g)
+    want = torch.autograd.grad(plain(x), [x, plain.weight, plain.bias], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    bn.momentum = 0.0
+    assert torch.autograd.gradcheck(lambda t, w, b: codesign.ops.batch_norm_relu(t, bn, False),
+                                    (x, bn.weight, bn.bias))
+
+
 def test_batch_norm_relu_outside_training_is_the_module():
     bn = torch.nn.BatchNorm2d(3).eval()
     x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)

@@ -342,6 +342,115 @@ def test_checkpointed_and_stored_candidates_agree(name, args):
     assert results[0][3] < results[1][3] / 2  # elements kept for backward
 
 
+def _kept_bytes(fn):
+    """Bytes of the distinct storages that autograd keeps for backward while fn() runs."""
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        kept[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(kept.values())
+
+
+@pytest.mark.parametrize("name, args", SUPERNETS[:2], ids=[n for n, _ in SUPERNETS[:2]])
+def test_supernet_memory_default_between_stored_and_checkpointed(name, args):
+    """By default the first stage's edges recompute candidates that keep maps of their own
+    (DARTS's separable and dilated convs) and every other edge stores them (all of NB201's, whose
+    ReLU-conv-BN candidates keep only their outputs); stored edges keep neither the shared
+    ReLU's map nor BN+ReLU maps nor BN inputs (recomputed or not needed), so even storing
+    everything keeps less than half of what the reference keeps. Counted by a hook around the
+    forward, which sees inside the edges too."""
+    from codesign import use_backend
+    from codesign.nn import MixedEdge, supernet_input
+
+    kept = {}
+    for label, extra, backend in (("reference", {"checkpoint": 0}, "reference"), ("stored", {"checkpoint": 0}, "auto"),
+                                  ("default", {}, "auto"), ("checkpointed", {"checkpoint": 1}, "auto")):
+        space = create_space(name, input_shape=(1, 3, 16, 16), **args, **extra)
+        torch.manual_seed(0)
+        net = space.supernet()
+        if label == "default":
+            edges = {c: [e.checkpoint for e in m.modules() if isinstance(e, MixedEdge)]
+                     for c, m in enumerate(m for m in net.modules() if type(m).__name__ == "SuperCell")}
+            flags = [f for c in sorted(edges) for f in edges[c]]
+            if name == "darts":
+                assert flags[0] and not flags[-1], "first-stage edges recompute, the last cell's edges store"
+            else:
+                assert not any(flags), "one-conv candidates are stored"
+        w = [torch.softmax(torch.randn(len(d.options)), 0).requires_grad_() for d in space.decisions()]
+        x = torch.randn(8, 3, 16, 16)
+        with use_backend(backend):
+            out, kept[label] = _kept_bytes(lambda: net(supernet_input(x), w))
+        out.square().sum().backward()  # the outer hook's and the recipes' tensors unpack
+        assert all(v.grad is not None for v in w)
+    assert kept["stored"] < 0.5 * kept["reference"]
+    if name == "darts":
+        assert kept["checkpointed"] < kept["default"] < kept["stored"]
+    else:
+        assert kept["checkpointed"] < kept["default"] == kept["stored"]
+
+
+def test_recomputed_maps_match_only_while_alive():
+    """A recipe matches its map by memory and layout only while that map is alive: memory freed
+    and viewed again by another tensor never gets the old recipe."""
+    from codesign.nn.mixed import Recomputed
+
+    memory = torch.randn(20)
+    book = Recomputed()
+    out = book.note(memory[:10], torch.relu, torch.randn(10))  # a map living in memory[:10]
+    assert book._recipe(out) is not None
+    assert book._recipe(memory[10:]) is None
+    del out
+    again = memory[:10]  # the same memory and layout, now another tensor's
+    assert book._recipe(again) is None
+
+
+def test_architecture_step_computes_no_weight_gradient():
+    """weights_frozen: the architecture's gradients are those of a full backward, the weights
+    get none (and require gradients again afterwards); on the reference backend (DARTS as
+    written) nothing changes."""
+    from codesign import use_backend
+    from codesign.nn import weights_frozen
+
+    space = create_space("nb201", input_shape=(1, 3, 8, 8), c=4, cells=1)
+    torch.manual_seed(0)
+    net = space.supernet().double()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    w = [torch.softmax(torch.randn(len(d.options), dtype=torch.float64), 0).requires_grad_() for d in space.decisions()]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    full = torch.autograd.grad(net(x, w).square().sum(), w)
+    net.load_state_dict(state)
+    with weights_frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        net(x, w).square().sum().backward()
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
+    for a, b in zip(full, w):
+        torch.testing.assert_close(b.grad, a)
+    with use_backend("reference"), weights_frozen(net):
+        assert all(p.requires_grad for p in net.parameters())
+
+
+def test_single_path_scaling_passes_the_map_on():
+    """A hard sample's weight is 1: the scaled map is the candidate's own memory and its gradient
+    passes on unchanged; the weight's gradient is sum(grad * y); any other weight scales."""
+    from codesign.nn.mixed import scaled
+
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        y = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+        one = torch.ones(1, dtype=torch.float64, requires_grad=True)
+        out = scaled(y, one)
+        assert out.data_ptr() == y.data_ptr()
+        g = torch.randn_like(out)
+        gy, gw = torch.autograd.grad(out, [y, one], g)
+        torch.testing.assert_close(gy, g)
+        torch.testing.assert_close(gw, (g * y).sum().reshape(1))
+        assert torch.autograd.gradcheck(scaled, (y, torch.tensor([0.3], dtype=torch.float64, requires_grad=True)))
+
+
 def test_frozen_running_stats_restores_every_batch_norm():
     from codesign.nn import frozen_running_stats
 

@@ -172,7 +172,9 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
         m = steps[i]
         if kernels and type(m) is nn.BatchNorm2d:
             relu = i + 1 < len(steps) and type(steps[i + 1]) is nn.ReLU
-            out, mean, var = batch_norm_relu(x, m, relu, stats=True)
+            # a convolution's output, kept by nothing else: the BN may write over it
+            inplace = i > 0 and type(steps[i - 1]) is nn.Conv2d
+            out, mean, var = batch_norm_relu(x, m, relu, stats=True, inplace=inplace)
             if book is not None and relu and mean is not None:
                 scale = (m.weight.detach() * torch.rsqrt(var + m.eps)).reshape(1, -1, 1, 1)
                 shift = m.bias.detach().reshape(1, -1, 1, 1) - mean.reshape(1, -1, 1, 1) * scale
@@ -376,6 +378,14 @@ def scaled(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _Scaled.apply(y, w.reshape(()))
 
 
+def _deep(module: nn.Module) -> bool:
+    """Whether a candidate keeps maps of its own for backward beyond its output: more than one
+    convolution (a separable or dilated conv's depthwise and pointwise stages, an inverted
+    residual). A one-convolution candidate (ReLU-conv-BN) keeps only its output, which the mix
+    keeps anyway, so recomputing it would save that one map at the price of running it again."""
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules()) > 1
+
+
 class MixedEdge(nn.Module):
     """Candidates ``options`` (names) of one decision; ``modules[name]`` for parametric ones.
 
@@ -385,7 +395,8 @@ class MixedEdge(nn.Module):
         stride: the edge's stride.
         partial_channels: K of PC-DARTS (1: every channel goes through the mixed op).
         checkpoint: recompute the candidates in backward instead of storing their outputs; None
-            (default) does it where it pays: soft mixes of two or more parametric candidates.
+            (default) does it where it pays most: soft mixes of two or more parametric
+            candidates, one of which keeps maps beyond its output (see _deep).
     """
 
     def __init__(self, options: list[str], modules: dict[str, nn.Module], stride: int = 1,
@@ -412,7 +423,8 @@ class MixedEdge(nn.Module):
         self.free_names = [self.free[n] for n in self.free]
         # Plain attributes (not submodules): views of the candidates after their leading ReLU.
         self._after_relu = {n: after_relu(self.ops[n]) for n in self.parametric}
-        self.checkpoint = len(self.parametric) >= 2 if checkpoint is None else bool(checkpoint)
+        self.checkpoint = (len(self.parametric) >= 2 and any(_deep(self.ops[n]) for n in self.parametric)
+                           if checkpoint is None else bool(checkpoint))
 
     # --- the fused edge ---------------------------------------------------------------------
     def _candidates(self, x: torch.Tensor, names: list[str], keeps: bool = False) -> list[torch.Tensor]:

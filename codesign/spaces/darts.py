@@ -23,7 +23,15 @@ import torch.nn as nn
 
 from ..errors import CodesignError
 from ..kernelspec import KernelSpec
-from ..nn import MixedEdge, edge_checkpoint, fused_path, run_fused, sum_paths, supernet_input, supernet_options
+from ..nn import (
+    MixedEdge,
+    edge_checkpoint,
+    fused_path,
+    run_fused,
+    sum_paths,
+    supernet_input,
+    supernet_options,
+)
 from . import register_space
 from .base import Decision, NetworkGraph, SearchSpace, check_shape
 
