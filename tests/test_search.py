@@ -384,7 +384,7 @@ def test_supernet_memory_default_between_stored_and_checkpointed(name, args):
         w = [torch.softmax(torch.randn(len(d.options)), 0).requires_grad_() for d in space.decisions()]
         x = torch.randn(8, 3, 16, 16)
         with use_backend(backend):
-            out, kept[label] = _kept_bytes(lambda: net(supernet_input(x), w))
+            out, kept[label] = _kept_bytes(lambda net=net, x=x, w=w: net(supernet_input(x), w))
         out.square().sum().backward()  # the outer hook's and the recipes' tensors unpack
         assert all(v.grad is not None for v in w)
     assert kept["stored"] < 0.5 * kept["reference"]
