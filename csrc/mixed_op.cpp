@@ -299,7 +299,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
 #pragma omp parallel
   {
     std::vector<T> rowbuf(n_in), hs(pools ? s.h * n_out : 0), hm(pools ? s.h * n_out : 0),
-        avg(n_out), mx(n_out), tmp(n_out), gpad(plane), xpad(f.max ? plane : 0);
+        avg(n_out), mx(n_out), tmp(n_out), vavg(n_out), gpad(plane), xpad(f.max ? plane : 0);
     std::vector<Image<const T>> yi(kp);
     std::vector<Image<T>> gyi(kp);
 #pragma omp for schedule(static)
@@ -348,16 +348,17 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
         }
         if (!pools) continue;
         vpool(s, pc, oi, hs.data(), hm.data(), 0, n_out, avg.data(), mx.data());
+        const T* v = vavg.data();  // d avg / d x: every tap of the window gets w * g / count
         if (f.avg) {
           part[1] += dot(g, avg.data(), n_out);
-          // d avg / d x: every tap of the window gets w * g / count
-          T* v = tmp.data();
+          T* vw = vavg.data();
           const T ri = w_avg * pc.inv_rows[oi];
           const T* ci = pc.inv_cols.data();
 #pragma omp simd
-          for (int64_t j = 0; j < n_out; ++j) v[j] = g[j] * ri * ci[j];
-          for (int64_t dr = 0; dr < 3; ++dr)
-            for (int64_t dc = 0; dc < 3; ++dc) scatter_tap(s, ch, oi, dr, dc, v, gp);
+          for (int64_t j = 0; j < n_out; ++j) vw[j] = g[j] * ri * ci[j];
+          if (!f.max)  // with a max pool too, its tap walk below adds v in the same pass
+            for (int64_t dr = 0; dr < 3; ++dr)
+              for (int64_t dc = 0; dc < 3; ++dc) scatter_tap(s, ch, oi, dr, dc, v, gp);
         }
         if (f.max) {
           const T* m = mx.data();
@@ -373,20 +374,30 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
               const T* xr = xpad.data() + off + dc * ch;
               T* gr = gp + off + dc * ch;
               if (s.stride == 1) {
+                if (f.avg) {
 #pragma omp simd
-                for (int64_t j = 0; j < n_out; ++j) {
-                  const T take = xr[j] == m[j] ? left[j] : T(0);
-                  gr[j] += take;
-                  left[j] -= take;
+                  for (int64_t j = 0; j < n_out; ++j) {
+                    const T take = xr[j] == m[j] ? left[j] : T(0);
+                    gr[j] += take + v[j];
+                    left[j] -= take;
+                  }
+                } else {
+#pragma omp simd
+                  for (int64_t j = 0; j < n_out; ++j) {
+                    const T take = xr[j] == m[j] ? left[j] : T(0);
+                    gr[j] += take;
+                    left[j] -= take;
+                  }
                 }
               } else {
                 for (int64_t oj = 0; oj < s.wo; ++oj) {
                   const int64_t q = oj * s.stride * ch;
+                  const T* vo = f.avg ? v + oj * ch : nullptr;
 #pragma omp simd
                   for (int64_t c = 0; c < ch; ++c) {
                     const int64_t j = oj * ch + c;
                     const T take = xr[q + c] == m[j] ? left[j] : T(0);
-                    gr[q + c] += take;
+                    gr[q + c] += vo ? take + vo[c] : take;
                     left[j] -= take;
                   }
                 }
