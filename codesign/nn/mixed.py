@@ -62,8 +62,8 @@ FEATURES = {"channels_last": True, "shared_relu": True, "conv_bn_kernels": True,
 def fused_features(**switches: bool):
     """Turn parts of the fused formulation off (or on) inside the block, process-wide:
     ``channels_last`` (supernets run channels_last on the CPU), ``shared_relu`` (one ReLU of the
-    edge's input for all its candidates), ``conv_bn_kernels`` (candidates' depthwise convs and
-    BN (+ ReLU) epilogues on codesign's kernels) and ``arch_grads_only`` (an architecture step
+    edge's input for all its candidates), ``conv_bn_kernels`` (candidates' dilated depthwise
+    convs and BN (+ ReLU) epilogues on codesign's kernels) and ``arch_grads_only`` (an architecture step
     computes no gradient of the network's weights: see :func:`weights_frozen`). Checkpointing is
     a supernet option of its own."""
     unknown = set(switches) - set(FEATURES)
@@ -162,9 +162,11 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """Runs modules in order as the fused formulation does: depthwise convolutions and batch
-    norms (with the ReLU that follows one, as a single epilogue) on codesign's kernels, where
-    ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as itself."""
+    """Runs modules in order as the fused formulation does: dilated depthwise convolutions and
+    batch norms (with the ReLU that follows one, as a single epilogue) on codesign's kernels,
+    where ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as
+    itself (undilated depthwise convolutions too: torch's are faster, 0.63-0.94x for codesign's
+    in benchmarks/kernels.py, against 1.27-2.37x for codesign's dilated ones)."""
     i = 0
     kernels = FEATURES["conv_bn_kernels"]
     book = _active_book()
@@ -182,7 +184,7 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
             x = out
             i += 2 if relu else 1
             continue
-        if kernels and _is_depthwise(m):
+        if kernels and _is_depthwise(m) and m.dilation[0] > 1:
             # stored, not recomputed: in these spaces a depthwise conv costs as much as the
             # pointwise one beside it (recomputing them made the DARTS step 1.16x slower)
             x = depthwise_conv2d(x, m.weight, m.stride[0], m.padding[0], m.dilation[0])
