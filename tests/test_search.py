@@ -394,6 +394,47 @@ def test_supernet_memory_default_between_stored_and_checkpointed(name, args):
         assert kept["checkpointed"] < kept["default"] == kept["stored"]
 
 
+def test_stored_edges_leak_nothing_and_compose_with_an_outer_checkpoint():
+    """A graph that is never run backward in full (an architecture-only gradient, a forward
+    alone) leaves no recipe book or recipe behind; under an outer non-reentrant checkpoint the
+    stored edges keep no conv output alive after forward and give the reference's gradients."""
+    import gc
+    import weakref
+
+    from torch.utils.checkpoint import checkpoint
+
+    from codesign import use_backend
+    from codesign.nn.mixed import Recomputed, _Recipe
+
+    space = create_space("darts", input_shape=(1, 3, 8, 8), c=4, layers=3, checkpoint=0)
+    torch.manual_seed(0)
+    net = space.supernet().double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w = [torch.softmax(torch.randn(len(d.options), dtype=torch.float64), 0).requires_grad_() for d in space.decisions()]
+
+    def alive():
+        gc.collect()
+        return sum(isinstance(o, (Recomputed, _Recipe)) for o in gc.get_objects())
+
+    torch.autograd.grad(net(x, w).square().sum(), w)  # the weights' part of the graph never runs
+    net(x, w)  # a forward alone
+    assert alive() == 0
+
+    convs: list = []
+    handles = [m.register_forward_hook(lambda m, i, o: convs.append(weakref.ref(o)))
+               for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    out = checkpoint(lambda x, *w: net(x, list(w)), x, *w, use_reentrant=False)
+    gc.collect()
+    assert convs and not any(r() is not None for r in convs)
+    for h in handles:
+        h.remove()
+    got = torch.autograd.grad(out.square().sum(), w)
+    with use_backend("reference"):
+        want = torch.autograd.grad(net(x, w).square().sum(), w)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 def test_recomputed_maps_match_only_while_alive():
     """A recipe matches its map by memory and layout only while that map is alive: memory freed
     and viewed again by another tensor never gets the old recipe."""

@@ -269,7 +269,8 @@ class _Relu(torch.autograd.Function):
 
 
 class _Recipe:
-    """How to compute a map again: ``fn(*inputs)``, each input a tensor or another recipe."""
+    """How to compute a map again: ``fn(*inputs)``, each input a (detached) tensor, another
+    recipe, or a tensor packed by the saved-tensor hooks around the book (``_Packed``)."""
 
     __slots__ = ("fn", "inputs")
 
@@ -278,7 +279,38 @@ class _Recipe:
 
     def __call__(self) -> torch.Tensor:
         with torch.no_grad():
-            return self.fn(*[t() if isinstance(t, _Recipe) else t for t in self.inputs])
+            return self.fn(*[t() if isinstance(t, (_Recipe, _Packed)) else t for t in self.inputs])
+
+
+class _Packed:
+    """A tensor as the saved-tensor hooks around a recipe book packed it (an outer checkpoint,
+    offloading, a memory count), unpacked by them once, when a recipe first needs it (those hooks
+    may allow one unpack per pack: torch's checkpoint does), and kept for the recipe's other
+    readers."""
+
+    __slots__ = ("unpack", "packed", "value")
+
+    def __init__(self, unpack, packed):
+        self.unpack, self.packed, self.value = unpack, packed, None
+
+    def __call__(self) -> torch.Tensor:
+        if self.value is None:
+            self.value = self.unpack(self.packed)
+            self.packed = None
+        return self.value
+
+
+def _outer_hooks():
+    """The saved-tensor hooks active now, (pack, unpack), or None."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top(False) if top is not None else None
+
+
+def recipes_allowed() -> bool:
+    """Whether saved-tensor hooks may be installed here (not under
+    ``torch.autograd.graph.disable_saved_tensors_hooks``)."""
+    enabled = getattr(torch._C._autograd, "_saved_tensors_hooks_is_enabled", None)
+    return enabled is None or bool(enabled())
 
 
 class Recomputed:
@@ -292,6 +324,7 @@ class Recomputed:
 
     def __init__(self):
         self._recipes: dict[tuple, tuple[weakref.ref, _Recipe]] = {}
+        self._outer = _outer_hooks()  # what the maps a recipe reads go through, as any saved map
 
     @staticmethod
     def _key(t: torch.Tensor) -> tuple:
@@ -303,22 +336,34 @@ class Recomputed:
 
     def note(self, out: torch.Tensor, fn, *inputs: torch.Tensor) -> torch.Tensor:
         """Registers ``out == fn(*inputs)`` (computed without autograd); returns out."""
-        ins = tuple(self._recipe(t) or t for t in inputs)
+        ins = tuple(self._recipe(t) or self._keep(t) for t in inputs)
         self._recipes[self._key(out)] = (weakref.ref(out), _Recipe(fn, ins))
         return out
+
+    def _keep(self, t: torch.Tensor):
+        """How a recipe keeps a map it reads: detached (no path back into the graph that holds
+        the recipe), through the outer hooks where there are any."""
+        t = t.detach()
+        return t if self._outer is None else _Packed(self._outer[1], self._outer[0](t))
+
+    def close(self) -> None:
+        """Forgets the maps noted (after the block: the ops that saved them hold their recipes)."""
+        self._recipes.clear()
 
     def hooks(self):
         """The saved-tensor hooks of the block. Maps without a recipe go to the hooks that were
         active around the block (an outer checkpoint, offloading, a memory count), if any."""
-        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-        outer = top(False) if top is not None else None
-        outer_pack, outer_unpack = outer if outer is not None else (None, None)
+        outer_pack, outer_unpack = self._outer if self._outer is not None else (None, None)
 
         def pack(t):
             recipe = self._recipe(t)
             if recipe is not None:
                 return recipe
-            return (_Outer, outer_pack(t)) if outer_pack is not None else t
+            if outer_pack is not None:
+                return (_Outer, outer_pack(t))
+            # detached: an op that saves its own output must not hold its graph node through
+            # the hook (a reference cycle when the graph is not run backward)
+            return t.detach()
 
         def unpack(t):
             if isinstance(t, _Recipe):
@@ -438,16 +483,19 @@ class MixedEdge(nn.Module):
             return [run_fused(self.ops[n], x) for n in names]
         if not any(self._after_relu[n] is not None for n in names):
             return [run_fused(self.ops[n], x) for n in names]
-        if not (keeps and torch.is_grad_enabled() and (x.requires_grad or any(
+        if not (keeps and torch.is_grad_enabled() and recipes_allowed() and (x.requires_grad or any(
                 p.requires_grad for n in names for p in self.ops[n].parameters()))):
             xr = F.relu(x)
             return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
                     for n in names]
         book = Recomputed()
-        xr = book.note(_Relu.apply(x), F.relu, x)
-        with book.hooks(), _recomputing(book):
-            return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                    for n in names]
+        try:
+            xr = book.note(_Relu.apply(x), F.relu, x)
+            with book.hooks(), _recomputing(book):
+                return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                        for n in names]
+        finally:
+            book.close()
 
     def _mix(self, x: torch.Tensor, w: torch.Tensor, keeps: bool = False) -> torch.Tensor:
         """The fused mix of every candidate on x, w in [parametric..., free...] order."""

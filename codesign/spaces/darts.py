@@ -275,7 +275,8 @@ class DartsSpace(SearchSpace):
     default input shape (1, 3, 32, 32); for the supernet only, ``partial_channels`` (PC-DARTS's K:
     1/K of each edge's channels go through its candidates; default 1, all) and ``checkpoint``
     (1: recompute the edges' candidates in backward instead of storing them, 0: store them;
-    default: recompute, see ``codesign.nn.MixedEdge``).
+    default: recompute in the first stage's cells, store in later ones, see
+    ``codesign.nn.edge_checkpoint``).
 
     Decisions: the 14 edges of the normal cell, then the 14 of the reduction cell, each over the
     8 PRIMITIVES including ``none``; a network keeps exactly two non-``none`` edges per node
