@@ -460,7 +460,7 @@ class _BatchNorm(torch.autograd.Function):
     variance (biased)); backward recomputes the ReLU's mask from x."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, relu, inplace=False):
+    def forward(ctx, x, weight, bias, eps, relu, inplace=False, on_output=None):
         x_in = x
         x = _dense_rows(x, NHWC)
         from_output = _normalised_from_output(relu, weight, bias)
@@ -471,6 +471,8 @@ class _BatchNorm(torch.autograd.Function):
         params = [_addr(t) for t in (weight, bias, mean, invstd, var)]
         _C.batch_norm_forward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(x), params, float(eps),
                               bool(relu), _map(out))
+        if on_output is not None:  # before autograd packs what is saved below
+            on_output(out, mean, var)
         ctx.relu = relu
         ctx.from_output = from_output
         if inplace:
@@ -496,7 +498,7 @@ class _BatchNorm(torch.autograd.Function):
         params = [_addr(t) for t in (weight, bias, mean, invstd, grad_w, grad_b)]
         _C.batch_norm_backward(str(x.dtype).removeprefix("torch."), list(x.shape), _map(grad), _map(x), params,
                                bool(ctx.relu), _map(grad_x) if grad_x is not None else (0, 0, 0, 0, 0))
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor) -> bool:
@@ -512,12 +514,14 @@ def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor
 
 
 def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, stats: bool = False,
-                    inplace: bool = False):
+                    inplace: bool = False, on_output=None):
     """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
     channels_last float CPU maps when the module is training with affine parameters and running
     statistics (updated as torch's module updates them, batch count included); by the module
     (and torch's ReLU) otherwise. ``stats=True`` returns (out, batch mean, biased batch
-    variance) from the kernel, (out, None, None) from the module."""
+    variance) from the kernel, (out, None, None) from the module. ``inplace``: the kernel may
+    write over x where its backward needs only its output. ``on_output(out, mean, var)`` is
+    called by the kernel (not the module) before autograd keeps anything for backward."""
     if not (bn.training and bn.affine and bn.track_running_stats and _nhwc_cpp(x) and bn.weight.dtype == x.dtype):
         out = bn(x)
         out = torch.relu(out) if relu else out
@@ -530,7 +534,7 @@ def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True
     count = x.numel() // x.shape[1]
     if count == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu), bool(inplace))
+    out, mean, var = _BatchNorm.apply(x, bn.weight, bn.bias, float(bn.eps), bool(relu), bool(inplace), on_output)
     if momentum:  # the running variance is the unbiased one, as torch's module keeps it
         with torch.no_grad():
             bn.running_mean.lerp_(mean, momentum)

@@ -170,18 +170,19 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     i = 0
     kernels = FEATURES["conv_bn_kernels"]
     book = _active_book()
+    conv_in = None  # the input of the step before, where that step was a convolution
     while i < len(steps):
         m = steps[i]
+        step_in = x
         if kernels and type(m) is nn.BatchNorm2d:
             relu = i + 1 < len(steps) and type(steps[i + 1]) is nn.ReLU
             # a convolution's output, kept by nothing else: the BN may write over it
             inplace = i > 0 and type(steps[i - 1]) is nn.Conv2d
-            out, mean, var = batch_norm_relu(x, m, relu, stats=True, inplace=inplace)
-            if book is not None and relu and mean is not None:
-                scale = (m.weight.detach() * torch.rsqrt(var + m.eps)).reshape(1, -1, 1, 1)
-                shift = m.bias.detach().reshape(1, -1, 1, 1) - mean.reshape(1, -1, 1, 1) * scale
-                out = book.note(out, lambda t, a=scale, b=shift: torch.relu(t * a + b), x)
-            x = out
+            on_output = None
+            if book is not None and (relu or (conv_in is not None and _pointwise(steps[i - 1]))):
+                on_output = _bn_recipe(book, m, relu, x, steps[i - 1] if not relu else None, conv_in)
+            x, _mean, _var = batch_norm_relu(x, m, relu, stats=True, inplace=inplace, on_output=on_output)
+            conv_in = None
             i += 2 if relu else 1
             continue
         if kernels and _is_depthwise(m) and m.dilation[0] > 1:
@@ -192,8 +193,39 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
             x = book.note(F.relu(x), F.relu, x)
         else:
             x = m(x)
+        conv_in = step_in if type(m) is nn.Conv2d else None
         i += 1
     return x
+
+
+def _bn_recipe(book, bn: nn.BatchNorm2d, relu: bool, bn_in: torch.Tensor, conv: nn.Conv2d | None,
+               conv_in: torch.Tensor | None):
+    """What the BN kernel calls with its output and batch statistics (before autograd keeps any
+    map): notes the output's recipe. After a BN + ReLU, from the BN's input, which the BN keeps;
+    after a BN without a ReLU that follows a 1x1 conv, from the conv's input, which the conv keeps
+    (a ninth of a 3x3 conv's work gives back a map that the BN's backward and the mix would
+    otherwise keep)."""
+    def on_output(out, mean, var):
+        scale = (bn.weight.detach() * torch.rsqrt(var + bn.eps)).reshape(1, -1, 1, 1)
+        shift = bn.bias.detach().reshape(1, -1, 1, 1) - mean.reshape(1, -1, 1, 1) * scale
+        if relu:
+            book.note(out, lambda t, a=scale, b=shift: torch.relu(t * a + b), bn_in)
+        else:
+            book.note(out, lambda t, a=scale, b=shift: _conv(conv, t) * a + b, conv_in)
+
+    return on_output
+
+
+def _pointwise(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and tuple(m.kernel_size) == (1, 1) and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str))
+
+
+def _conv(m: nn.Conv2d, t: torch.Tensor) -> torch.Tensor:
+    """``m(t)`` computed again without autograd (its weights as they are now: unchanged since
+    forward until the optimizer steps, which comes after backward)."""
+    bias = None if m.bias is None else m.bias.detach()
+    return F.conv2d(t, m.weight.detach(), bias, m.stride, m.padding, m.dilation, m.groups)
 
 
 _ACTIVE = threading.local()  # .book: the recipe book of the edge this thread is computing
@@ -272,14 +304,19 @@ class _Recipe:
     """How to compute a map again: ``fn(*inputs)``, each input a (detached) tensor, another
     recipe, or a tensor packed by the saved-tensor hooks around the book (``_Packed``)."""
 
-    __slots__ = ("fn", "inputs")
+    __slots__ = ("fn", "inputs", "value")
 
     def __init__(self, fn, inputs):
-        self.fn, self.inputs = fn, inputs
+        self.fn, self.inputs, self.value = fn, inputs, None
 
     def __call__(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.fn(*[t() if isinstance(t, (_Recipe, _Packed)) else t for t in self.inputs])
+        """The map, computed at the first call and kept for the other readers of the same recipe
+        (a candidate's output is read by the mix's backward and by its BN's): the recipe, and
+        with it the map, goes when the last op that saved it has run backward."""
+        if self.value is None:
+            with torch.no_grad():
+                self.value = self.fn(*[t() if isinstance(t, (_Recipe, _Packed)) else t for t in self.inputs])
+        return self.value
 
 
 class _Packed:
@@ -474,32 +511,33 @@ class MixedEdge(nn.Module):
                            if checkpoint is None else bool(checkpoint))
 
     # --- the fused edge ---------------------------------------------------------------------
-    def _candidates(self, x: torch.Tensor, names: list[str], keeps: bool = False) -> list[torch.Tensor]:
-        """Outputs of the parametric candidates ``names`` on x, their shared ReLU computed once.
-        ``keeps``: autograd keeps what the candidates save for backward (no checkpoint around
-        them); the shared ReLU's map is then not kept but recomputed from x (which the fused op
-        keeps anyway) where backward reads it."""
-        if not FEATURES["shared_relu"]:
-            return [run_fused(self.ops[n], x) for n in names]
-        if not any(self._after_relu[n] is not None for n in names):
-            return [run_fused(self.ops[n], x) for n in names]
+    def _candidates(self, x: torch.Tensor, names: list[str], then, keeps: bool = False):
+        """``then(ys)`` for the outputs ys of the parametric candidates ``names`` on x, their
+        shared ReLU computed once. ``keeps``: autograd keeps what the candidates and ``then``
+        save for backward (no checkpoint around them); the maps one cheap pass gives back are
+        then not kept but recomputed where backward reads them (the shared ReLU's, BN + ReLU
+        outputs, a BN's output after a 1x1 conv: see run_chain)."""
+        if not FEATURES["shared_relu"] or not any(self._after_relu[n] is not None for n in names):
+            return then([run_fused(self.ops[n], x) for n in names])
         if not (keeps and torch.is_grad_enabled() and recipes_allowed() and (x.requires_grad or any(
                 p.requires_grad for n in names for p in self.ops[n].parameters()))):
             xr = F.relu(x)
-            return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                    for n in names]
+            return then([run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                         for n in names])
         book = Recomputed()
         try:
             xr = book.note(_Relu.apply(x), F.relu, x)
             with book.hooks(), _recomputing(book):
-                return [run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                        for n in names]
+                return then([run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
+                             for n in names])
         finally:
             book.close()
 
     def _mix(self, x: torch.Tensor, w: torch.Tensor, keeps: bool = False) -> torch.Tensor:
         """The fused mix of every candidate on x, w in [parametric..., free...] order."""
-        ys = self._candidates(x, self.parametric, keeps)
+        return self._candidates(x, self.parametric, lambda ys: self._combine(x, ys, w), keeps)
+
+    def _combine(self, x: torch.Tensor, ys: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
         if all(y.shape[1] == x.shape[1] for y in ys):
             return mixed_op(x, ys, w, self.free_names, self.stride)
         self._check_free_with_width_change()
@@ -530,8 +568,7 @@ class MixedEdge(nn.Module):
             else:
                 out = mixed_op(xs, [], w, [self.free[name]], self.stride)
         else:
-            (y,) = self._candidates(xs, [name], keeps=True)
-            out = scaled(y, w)
+            out = self._candidates(xs, [name], lambda ys: scaled(ys[0], w), keeps=True)
         return self._merge(out, rest, shuffle_in_place=True)
 
     # --- the reference edge -----------------------------------------------------------------
