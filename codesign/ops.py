@@ -513,19 +513,17 @@ def _normalised_from_output(relu: bool, weight: torch.Tensor, bias: torch.Tensor
     return bool((g > 1e-6).all() and (100.0 * g >= bias.detach().abs()).all())
 
 
-def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, stats: bool = False,
-                    inplace: bool = False, on_output=None):
+def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True, inplace: bool = False,
+                    on_output=None):
     """``relu(bn(x))`` (or ``bn(x)`` with relu=False) for a BatchNorm2d module, in one kernel on
     channels_last float CPU maps when the module is training with affine parameters and running
     statistics (updated as torch's module updates them, batch count included); by the module
-    (and torch's ReLU) otherwise. ``stats=True`` returns (out, batch mean, biased batch
-    variance) from the kernel, (out, None, None) from the module. ``inplace``: the kernel may
+    (and torch's ReLU) otherwise. ``inplace``: the kernel may
     write over x where its backward needs only its output. ``on_output(out, mean, var)`` is
     called by the kernel (not the module) before autograd keeps anything for backward."""
     if not (bn.training and bn.affine and bn.track_running_stats and _nhwc_cpp(x) and bn.weight.dtype == x.dtype):
         out = bn(x)
-        out = torch.relu(out) if relu else out
-        return (out, None, None) if stats else out
+        return torch.relu(out) if relu else out
     momentum = bn.momentum
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
@@ -539,7 +537,7 @@ def batch_norm_relu(x: torch.Tensor, bn: torch.nn.BatchNorm2d, relu: bool = True
         with torch.no_grad():
             bn.running_mean.lerp_(mean, momentum)
             bn.running_var.lerp_(var * (count / (count - 1)), momentum)
-    return (out, mean, var) if stats else out
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
