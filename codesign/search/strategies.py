@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -496,13 +497,19 @@ class Gdas(GradientSearch):
 # ---------------------------------------------------------------------------------------------
 
 
+# Candidates trained on threads of one process (an executor's slots) seed and draw torch's global
+# generator one at a time, so that each gets the weights its seed gives in a serial run.
+_GLOBAL_RNG = threading.Lock()
+
+
 def train_candidate(data: dict, job: dict) -> dict:
     """Train one candidate from scratch and score it on the validation split: a pure task of
     (shared data, job) run in this process or on a Ray worker, with the same result on either
     (its seed is the candidate's own, so results do not depend on how many run at once)."""
     t0 = time.perf_counter()
-    torch.manual_seed(job["seed"])
-    net = data["space"].build(job["genotype"]).to(data["x_train"].device)
+    with _GLOBAL_RNG:  # the initial weights come from torch's process-wide generator
+        torch.manual_seed(job["seed"])
+        net = data["space"].build(job["genotype"]).to(data["x_train"].device)
     fit = train_network(net, data["x_train"], data["y_train"], job["epochs"], job["seed"], job["batch_size"],
                         job["lr"], job["weight_decay"], data["augment"], data["weight_optimizer_factory"])
     val = evaluate(net, data["x_val"], data["y_val"])
