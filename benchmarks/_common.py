@@ -46,6 +46,23 @@ def time_ms(fn, repeats: int = 15, warmup: int = 3) -> dict:
     return {"median_ms": statistics.median(samples), "q1_ms": q[0], "q3_ms": q[2], "repeats": repeats}
 
 
+def saved_storages(fn) -> tuple[object, dict[int, int]]:
+    """fn()'s result and the distinct storages autograd keeps for backward while it runs
+    ({data pointer: bytes}, counted by a saved-tensor hook around it)."""
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, seen
+
+
 def mixed_op_bytes(map_bytes: int, parametric: int) -> int:
     """Bytes a fused mixed op must move, forward + backward, for maps of ``map_bytes`` each:
     forward reads x and every y and writes out; backward reads grad, x and every y and writes

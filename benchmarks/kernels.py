@@ -35,7 +35,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import gumbel_bytes, hardware, mixed_op_bytes, time_ms  # noqa: E402
+from _common import gumbel_bytes, hardware, mixed_op_bytes, saved_storages, time_ms  # noqa: E402
 
 import codesign  # noqa: E402
 from codesign.ops import batch_norm_relu, buffer_pool, depthwise_conv2d  # noqa: E402
@@ -67,15 +67,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
 
 def saved_bytes(fn, inputs: list[torch.Tensor]) -> dict:
     """Bytes of distinct storages saved for backward by fn(); 'new' excludes the inputs' own."""
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
+    out, seen = saved_storages(fn)
     input_ptrs = {t.untyped_storage().data_ptr() for t in inputs}
     total = sum(seen.values())
     new = sum(b for p, b in seen.items() if p not in input_ptrs)

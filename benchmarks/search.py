@@ -66,7 +66,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import hardware  # noqa: E402
+from _common import hardware, saved_storages  # noqa: E402
 from _common import run_or_resume as _run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -154,17 +154,9 @@ def _saved_activation_mb(space, strategy, x, backend: str, switches: dict) -> fl
     import codesign
     from codesign.nn import fused_features, supernet_input
 
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        saved[st.data_ptr()] = st.nbytes()
-        return t
-
     weights = [torch.softmax(torch.zeros(len(d.options)), 0).requires_grad_() for d in space.decisions()]
-    with codesign.use_backend(backend), fused_features(**switches), \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = strategy.net(supernet_input(x), weights)
+    with codesign.use_backend(backend), fused_features(**switches):
+        out, saved = saved_storages(lambda: strategy.net(supernet_input(x), weights))
     del out
     return round(sum(saved.values()) / 2**20, 1)
 

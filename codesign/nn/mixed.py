@@ -495,19 +495,20 @@ class MixedEdge(nn.Module):
         save for backward (no checkpoint around them); the maps one elementwise pass gives
         back are then not kept but recomputed where backward reads them (the shared ReLU's and
         BN + ReLU outputs: see run_chain)."""
+        def outputs(xr):
+            return [run_fused(self.ops[n], x) if xr is None or self._after_relu[n] is None
+                    else self._after_relu[n](xr) for n in names]
+
         if not FEATURES["shared_relu"] or not any(self._after_relu[n] is not None for n in names):
-            return then([run_fused(self.ops[n], x) for n in names])
+            return then(outputs(None))
         if not (keeps and torch.is_grad_enabled() and recipes_allowed() and (x.requires_grad or any(
                 p.requires_grad for n in names for p in self.ops[n].parameters()))):
-            xr = F.relu(x)
-            return then([run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                         for n in names])
+            return then(outputs(F.relu(x)))
         book = Recomputed()
         try:
             xr = book.note(_Relu.apply(x), F.relu, x)
             with book.hooks(), _recomputing(book):
-                return then([run_fused(self.ops[n], x) if self._after_relu[n] is None else self._after_relu[n](xr)
-                             for n in names])
+                return then(outputs(xr))
         finally:
             book.close()
 
