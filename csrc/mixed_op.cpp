@@ -164,6 +164,34 @@ void vpool(const MixedShape& s, const PoolConsts<T>& pc, int64_t oi, const T* hs
   for (int64_t i = 0; i < n; ++i) avg[i] *= ri * ci[i];
 }
 
+// o += w_avg * avg + w_max * max of output row oi, in one pass over the horizontal rows hs/hm
+// (whose first stored row is input row r_base; n values each). At a border the window's missing
+// row reads as zeros for the sum and as a repeat of a present row for the max.
+template <typename T, bool kAvg, bool kMax>
+void add_pools_row(const MixedShape& s, const PoolConsts<T>& pc, int64_t oi, const T* hs,
+                   const T* hm, int64_t r_base, int64_t n, const T* zeros, T w_avg, T w_max, T* o) {
+  const int64_t centre = oi * s.stride, lo = std::max<int64_t>(centre - 1, 0),
+                hi = std::min(centre + 1, s.h - 1);
+  const T* s0 = hs + (lo - r_base) * n;
+  const T* m0 = hm + (lo - r_base) * n;
+  const T* s1 = hi > lo ? s0 + n : zeros;
+  const T* m1 = hi > lo ? m0 + n : m0;
+  const T* s2 = hi > lo + 1 ? s0 + 2 * n : zeros;
+  const T* m2 = hi > lo + 1 ? m0 + 2 * n : m1;
+  const T wa = w_avg * pc.inv_rows[oi];
+  const T* ci = pc.inv_cols.data();
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    T add = 0;
+    if (kAvg) add += wa * ci[j] * (s0[j] + s1[j] + s2[j]);
+    if (kMax) {
+      const T t = m0[j] > m1[j] ? m0[j] : m1[j];
+      add += w_max * (t > m2[j] ? t : m2[j]);
+    }
+    o[j] += add;
+  }
+}
+
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
   T acc = 0;  // one row: accumulate in T, rows and images are then summed in double
@@ -190,6 +218,189 @@ void scatter_tap(const MixedShape& s, int64_t ch, int64_t oi, int64_t dr, int64_
     const T* vo = v + oj * ch;
 #pragma omp simd
     for (int64_t c = 0; c < ch; ++c) go[c] += vo[c];
+  }
+}
+
+// Per-thread scratch of the stride-1 backward, in values; n = w * ch values per row, and padded
+// rows hold ch more at each end.
+template <typename T>
+struct Stride1Scratch {
+  std::vector<T> rowmax, rowarg, vsel, routed, vbox, grow;
+  Stride1Scratch(const MixedShape& s, int64_t ch, bool max) {
+    const int64_t n = s.w * ch, padded = n + 2 * ch;
+    if (max) {
+      rowmax.resize(s.h * n);
+      rowarg.resize(s.h * padded);
+      vsel.resize(s.h * n);
+      routed.resize(padded);
+    }
+    vbox.resize(padded);
+    grow.resize(n);
+  }
+};
+
+// x's gradient of row r from its parts, and the free ops' weight gradients (part += <g, x>,
+// <ga, x>, <gm, x>): ga = the avg pool's adjoint from the padded vertical box sums v, gm = the max
+// pool's from the padded routed gradient ro and this row's first-max args ha (padding: -1).
+template <typename T, bool kId, bool kAvg, bool kMax>
+void combine_row(int64_t n, int64_t ch, const T* g, const T* a, const T* v, const T* ro, const T* ha,
+                 T w_id, T w_avg, T w_max, T* out, double* part) {
+  T acc_id = 0, acc_avg = 0, acc_max = 0;
+#pragma omp simd reduction(+ : acc_id, acc_avg, acc_max)
+  for (int64_t j = 0; j < n; ++j) {
+    T o = 0;
+    if (kId) {
+      acc_id += g[j] * a[j];
+      o += w_id * g[j];
+    }
+    if (kAvg) {
+      const T ga = v[j - ch] + v[j] + v[j + ch];
+      acc_avg += ga * a[j];
+      o += w_avg * ga;
+    }
+    if (kMax) {  // the column left of j sends what its arg 2 routes, j its arg 1, the right its 0
+      const T l = ro[j - ch], m = ro[j], r = ro[j + ch];
+      const T gm = (ha[j - ch] == T(2) ? l : T(0)) + (ha[j] == T(1) ? m : T(0)) +
+                   (ha[j + ch] == T(0) ? r : T(0));
+      acc_max += gm * a[j];
+      o += w_max * gm;
+    }
+    out[j] = o;
+  }
+  part[0] += acc_id;
+  part[1] += acc_avg;
+  part[2] += acc_max;
+}
+
+template <typename T>
+using CombineRow = void (*)(int64_t, int64_t, const T*, const T*, const T*, const T*, const T*, T,
+                            T, T, T*, double*);
+
+template <typename T>
+CombineRow<T> combine_row_for(const FreeWeights& f) {
+  const int k = (f.identity ? 4 : 0) | (f.avg ? 2 : 0) | (f.max ? 1 : 0);
+  switch (k) {
+    case 0: return combine_row<T, false, false, false>;
+    case 1: return combine_row<T, false, false, true>;
+    case 2: return combine_row<T, false, true, false>;
+    case 3: return combine_row<T, false, true, true>;
+    case 4: return combine_row<T, true, false, false>;
+    case 5: return combine_row<T, true, false, true>;
+    case 6: return combine_row<T, true, true, false>;
+    default: return combine_row<T, true, true, true>;
+  }
+}
+
+// The free ops' share of x's gradient and of the weights' gradients for one image, at stride 1,
+// without forming a pooled map: the pools' transposes are taken separably, row by row.
+//   avg: x's adjoint ga = hbox(ci * vbox(ri * g)); its weight's gradient <g, avg(x)> = <ga, x>.
+//   max: every input row's horizontal 3-wide maxima and the first of the three holding each are
+//        recomputed; every output row's window max is in the first of its rows holding it
+//        (vsel); g is routed down to that row, then across to that row's first max column: gm.
+//        Its weight's gradient <g, max(x)> = <gm, x>. First row, then first column, is the first
+//        maximum in row-major scan order: torch's max_pool2d tie rule.
+// x's gradient w_id g + w_avg ga + w_max gm is written once per row.
+template <typename T>
+void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const PoolConsts<T>& pc,
+                               int64_t ch, const Image<const T>& gi, const Image<const T>& xi,
+                               const Image<T>& gxi, T* rowbuf, Stride1Scratch<T>& sc, double* part) {
+  const int64_t h = s.h, w = s.w, n = w * ch, padded = n + 2 * ch;
+  if (f.max) {
+    for (int64_t r = 0; r < h; ++r) {
+      const T* a = dense_row(xi, r, w, ch, rowbuf);
+      T* hm = sc.rowmax.data() + r * n;
+      T* ha = sc.rowarg.data() + r * padded + ch;
+      std::fill(ha - ch, ha, T(-1));
+      std::fill(ha + n, ha + n + ch, T(-1));
+      for (int64_t c = 0; c < ch; ++c) {  // column 0 sees columns 0 and 1: args 1 and 2
+        const bool right = w > 1 && a[ch + c] > a[c];
+        hm[c] = right ? a[ch + c] : a[c];
+        ha[c] = right ? T(2) : T(1);
+      }
+      const int64_t end = (w - 1) * ch;
+#pragma omp simd
+      for (int64_t i = ch; i < end; ++i) {
+        const T l = a[i - ch], m = a[i], rr = a[i + ch];
+        const bool mid = m > l;
+        const T best = mid ? m : l;
+        const bool right = rr > best;
+        hm[i] = right ? rr : best;
+        ha[i] = right ? T(2) : (mid ? T(1) : T(0));
+      }
+      if (w > 1)
+        for (int64_t i = end; i < end + ch; ++i) {  // the last column sees w-2 and w-1: args 0, 1
+          const bool mid = a[i] > a[i - ch];
+          hm[i] = mid ? a[i] : a[i - ch];
+          ha[i] = mid ? T(1) : T(0);
+        }
+    }
+    for (int64_t oi = 0; oi < h; ++oi) {  // vsel: the first input row holding the window's max
+      const int64_t lo = std::max<int64_t>(oi - 1, 0), hi = std::min(oi + 1, h - 1);
+      const T* m0 = sc.rowmax.data() + lo * n;
+      T* vs = sc.vsel.data() + oi * n;
+      const T r0 = static_cast<T>(lo), r1 = static_cast<T>(lo + 1), r2 = static_cast<T>(lo + 2);
+      if (hi == lo) {
+        std::fill(vs, vs + n, r0);
+      } else if (hi == lo + 1) {
+        const T* m1 = m0 + n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) vs[j] = m1[j] > m0[j] ? r1 : r0;
+      } else {
+        const T* m1 = m0 + n;
+        const T* m2 = m1 + n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const bool up1 = m1[j] > m0[j];
+          const T best = up1 ? m1[j] : m0[j];
+          vs[j] = m2[j] > best ? r2 : (up1 ? r1 : r0);
+        }
+      }
+    }
+  }
+  const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
+          w_max = static_cast<T>(f.w_max);
+  const CombineRow<T> combine = combine_row_for<T>(f);
+  T* v = sc.vbox.data() + ch;  // padded by ch zeros at each end
+  std::fill(v - ch, v, T(0));
+  std::fill(v + n, v + n + ch, T(0));
+  T* ro = f.max ? sc.routed.data() + ch : nullptr;
+  if (ro) {
+    std::fill(ro - ch, ro, T(0));
+    std::fill(ro + n, ro + n + ch, T(0));
+  }
+  const T* ci = pc.inv_cols.data();
+  for (int64_t r = 0; r < h; ++r) {
+    const int64_t lo = std::max<int64_t>(r - 1, 0), hi = std::min(r + 1, h - 1);
+    const T rr = static_cast<T>(r);
+    for (int64_t oi = lo; oi <= hi; ++oi) {  // the output rows whose windows hold row r
+      const T* g = gi.row(oi);
+      const bool first = oi == lo;
+      if (f.avg) {
+        const T ri = pc.inv_rows[oi];
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) v[j] = (first ? T(0) : v[j]) + ri * g[j];
+      }
+      if (ro) {
+        const T* vs = sc.vsel.data() + oi * n;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          const T gj = g[j];
+          ro[j] = (first ? T(0) : ro[j]) + (vs[j] == rr ? gj : T(0));
+        }
+      }
+    }
+    if (f.avg) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) v[j] *= ci[j];
+    }
+    const T* a = dense_row(xi, r, w, ch, rowbuf);
+    T* gx = gxi.row(r);
+    const bool dense_out = gxi.ps == ch;
+    T* out = dense_out ? gx : sc.grow.data();
+    combine(n, ch, gi.row(r), a, v, ro, f.max ? sc.rowarg.data() + r * padded + ch : nullptr, w_id,
+            w_avg, w_max, out, part);
+    if (!dense_out)
+      for (int64_t q = 0; q < w; ++q) std::memcpy(gx + q * gxi.ps, out + q * ch, sizeof(T) * ch);
   }
 }
 
@@ -220,7 +431,7 @@ void mixed_op_forward(const MixedShape& s, Map<const T> x, const std::vector<Map
   {
     const int64_t stored_rows = std::min(s.h, block_rows * s.stride + 2);
     std::vector<T> rowbuf(s.w * ch), hs(pools ? stored_rows * n_out : 0),
-        hm(pools ? stored_rows * n_out : 0), avg(n_out), mx(n_out);
+        hm(pools ? stored_rows * n_out : 0), zeros(pools ? n_out : 0);
     std::vector<Image<const T>> yi(kp);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
@@ -258,21 +469,15 @@ void mixed_op_forward(const MixedShape& s, Map<const T> x, const std::vector<Map
 #pragma omp simd
           for (int64_t j = 0; j < n_out; ++j) o[j] += w_id * a[j];
         }
-        if (pools) {
-          vpool(s, pc, oi, hs.data(), hm.data(), r_lo, n_out, avg.data(), mx.data());
-          const T* a = avg.data();
-          const T* m = mx.data();
-          if (f.avg && f.max) {
-#pragma omp simd
-            for (int64_t j = 0; j < n_out; ++j) o[j] += w_avg * a[j] + w_max * m[j];
-          } else if (f.avg) {
-#pragma omp simd
-            for (int64_t j = 0; j < n_out; ++j) o[j] += w_avg * a[j];
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < n_out; ++j) o[j] += w_max * m[j];
-          }
-        }
+        if (f.avg && f.max)
+          add_pools_row<T, true, true>(s, pc, oi, hs.data(), hm.data(), r_lo, n_out, zeros.data(),
+                                       w_avg, w_max, o);
+        else if (f.avg)
+          add_pools_row<T, true, false>(s, pc, oi, hs.data(), hm.data(), r_lo, n_out, zeros.data(),
+                                        w_avg, w_max, o);
+        else if (f.max)
+          add_pools_row<T, false, true>(s, pc, oi, hs.data(), hm.data(), r_lo, n_out, zeros.data(),
+                                        w_avg, w_max, o);
       }
     }
   }
@@ -287,8 +492,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
   const int64_t ch = im.ch, n_out = s.wo * ch, n_in = s.w * ch;
   const int64_t kp = static_cast<int64_t>(ys.size());
   const FreeWeights f = free_weights(free_ops, kp, weights);
-  const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
-          w_max = static_cast<T>(f.w_max);
+  const T w_avg = static_cast<T>(f.w_avg), w_max = static_cast<T>(f.w_max);
   const bool pools = f.avg || f.max;
   const PoolConsts<T> pc(s, ch);
   const int64_t prow = (s.w + 2) * ch, plane = (s.h + 2) * prow;
@@ -296,10 +500,14 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
   const int64_t np = 3 + kp;
   std::vector<double> partial(static_cast<size_t>(im.count * np), 0.0);
 
+  const bool stride1 = s.stride == 1;
 #pragma omp parallel
   {
-    std::vector<T> rowbuf(n_in), hs(pools ? s.h * n_out : 0), hm(pools ? s.h * n_out : 0),
-        avg(n_out), mx(n_out), tmp(n_out), vavg(n_out), gpad(plane), xpad(f.max ? plane : 0);
+    const bool general = !stride1;  // stride 2: pools only, through a padded plane
+    std::vector<T> rowbuf(n_in), hs(general ? s.h * n_out : 0), hm(general ? s.h * n_out : 0),
+        avg(general ? n_out : 0), mx(general ? n_out : 0), tmp(general ? n_out : 0),
+        vavg(general ? n_out : 0), gpad(general ? plane : 0), xpad(general && f.max ? plane : 0);
+    Stride1Scratch<T> sc1(stride1 ? s : MixedShape{}, ch, stride1 && f.max);
     std::vector<Image<const T>> yi(kp);
     std::vector<Image<T>> gyi(kp);
 #pragma omp for schedule(static)
@@ -311,6 +519,22 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
         gyi[k] = grad_ys[k].p ? im.of(grad_ys[k], i) : Image<T>{nullptr, 0, 0};
       }
       double* part = partial.data() + i * np;
+      for (int64_t oi = 0; oi < s.ho; ++oi) {
+        const T* g = gi.row(oi);
+        for (int64_t k = 0; k < kp; ++k) {
+          part[3 + k] += dot(g, yi[k].row(oi), n_out);
+          if (gyi[k].p) {
+            const T wk = weights[k];
+            T* gy = gyi[k].row(oi);
+#pragma omp simd
+            for (int64_t j = 0; j < n_out; ++j) gy[j] = wk * g[j];
+          }
+        }
+      }
+      if (stride1) {
+        free_ops_backward_stride1(s, f, pc, ch, gi, xi, gxi, rowbuf.data(), sc1, part);
+        continue;
+      }
       if (pools) {
         for (int64_t r = 0; r < s.h; ++r)
           hpool(dense_row(xi, r, s.w, ch, rowbuf.data()), s.w, s.wo, s.stride, ch,
@@ -329,24 +553,8 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
           std::memcpy(xr + ch, dense_row(xi, r, s.w, ch, rowbuf.data()), sizeof(T) * n_in);
         }
       }
-      for (int64_t oi = 0; oi < s.ho; ++oi) {
+      for (int64_t oi = 0; pools && oi < s.ho; ++oi) {
         const T* g = gi.row(oi);
-        for (int64_t k = 0; k < kp; ++k) {
-          part[3 + k] += dot(g, yi[k].row(oi), n_out);
-          if (gyi[k].p) {
-            const T wk = weights[k];
-            T* gy = gyi[k].row(oi);
-#pragma omp simd
-            for (int64_t j = 0; j < n_out; ++j) gy[j] = wk * g[j];
-          }
-        }
-        if (f.identity) {  // stride 1: output row oi is input row oi
-          part[0] += dot(g, dense_row(xi, oi, s.w, ch, rowbuf.data()), n_out);
-          T* gr = gp + (oi + 1) * prow + ch;
-#pragma omp simd
-          for (int64_t j = 0; j < n_out; ++j) gr[j] += w_id * g[j];
-        }
-        if (!pools) continue;
         vpool(s, pc, oi, hs.data(), hm.data(), 0, n_out, avg.data(), mx.data());
         const T* v = vavg.data();  // d avg / d x: every tap of the window gets w * g / count
         if (f.avg) {

@@ -93,6 +93,24 @@ def test_mixed_op_max_pool_ties_route_to_first_maximum():
     assert_mixed_op_matches(x, [], w, ["max_pool_3x3"], 1)
 
 
+@needs_cpp
+@settings(max_examples=30, deadline=None)
+@given(
+    c=st.integers(1, 4), h=st.integers(1, 7), w=st.integers(1, 7), levels=st.integers(1, 3),
+    stride=st.sampled_from([1, 2]), layout=st.sampled_from(["nchw", "nhwc", "nhwc_slice"]),
+    seed=st.integers(0, 2**16),
+)
+def test_mixed_op_max_pool_partial_ties_route_like_torch(c, h, w, levels, stride, layout, seed):
+    """Maps of a few integer levels tie in many windows, some rows and columns only: the gradient
+    goes where torch's max_pool2d sends it (the first maximum in scan order), in every layout."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, levels, (2, c, h, w), generator=gen).to(torch.float64)
+    x = _in_layout(x, layout).requires_grad_()
+    wts = torch.randn(2, generator=gen, dtype=torch.float64, requires_grad=True)
+    free = ["max_pool_3x3", "avg_pool_3x3"]
+    assert_mixed_op_matches(x, [], wts, free, stride)
+
+
 def test_mixed_op_non_contiguous_inputs():
     x, ys, w = sample_mixed(2, 3, 8, 8, 2, FREE, 1, torch.float64, requires_grad=False)
     xt = x.transpose(2, 3).requires_grad_()  # non-contiguous
