@@ -196,22 +196,65 @@ def buffer_pool(limit_bytes: int | None = None) -> dict:
     return dict(_C.buffer_pool_stats())
 
 
+def _cpp_mixed_forward(x, ys, weights, free_ops, stride) -> torch.Tensor:
+    layout = _layout(x)
+    weights = weights.contiguous()
+    ys = [_dense_rows(y, layout) for y in ys]
+    n, c, h, w = x.shape
+    out = _pooled((n, c, _pool_out(h, stride), _pool_out(w, stride)), x.dtype, layout)
+    _C.mixed_op_forward(
+        str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *out.shape[2:], stride],
+        _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops), _map(out),
+    )
+    return out
+
+
+def _cpp_mixed_backward(grad, x, ys, weights, free_ops, stride, want_ys=None):
+    """(grad_x, grad_weights, grad_ys); want_ys[k] False leaves grad_ys[k] None (not computed)."""
+    layout = _layout(x)
+    grad, weights = _dense_rows(grad, layout), weights.contiguous()
+    ys = [_dense_rows(y, layout) for y in ys]
+    n, c, h, w = x.shape
+    grad_x = _pooled(x.shape, x.dtype, layout)
+    grad_w = torch.empty_like(weights)
+    grad_ys = [_pooled(y.shape, y.dtype, layout) if want_ys is None or want_ys[k] else None
+               for k, y in enumerate(ys)]
+    _C.mixed_op_backward(
+        str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
+        _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),
+        _map(grad_x), [(0, 0, 0, 0, 0) if g is None else _map(g) for g in grad_ys], _addr(grad_w),
+    )
+    return grad_x, grad_w, grad_ys
+
+
+class _MixedCpp(torch.autograd.Function):
+    """The mixed op on codesign's C++ kernels under autograd, for eager CPU calls: the custom op
+    (what torch.compile, opcheck and the other backends use) computes the same, but its Python
+    dispatch costs about 0.2 ms a call, as much as the whole kernel on an 8x8 DARTS map
+    (benchmarks/kernels.py)."""
+
+    @staticmethod
+    def forward(ctx, x, weights, free_ops, stride, *ys):
+        ctx.save_for_backward(x, weights, *ys)
+        ctx.free_ops, ctx.stride = free_ops, stride
+        return _cpp_mixed_forward(x, ys, weights, free_ops, stride)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weights, *ys = ctx.saved_tensors
+        grad_x, grad_w, grad_ys = _cpp_mixed_backward(grad, x, ys, weights, ctx.free_ops, ctx.stride,
+                                                      ctx.needs_input_grad[4:])
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_w if ctx.needs_input_grad[1] else None,
+                None, None, *grad_ys)
+
+
 @torch.library.custom_op("codesign::mixed_op", mutates_args=())
 def _mixed_op(
     x: torch.Tensor, ys: list[torch.Tensor], weights: torch.Tensor, free_ops: list[int], stride: int
 ) -> torch.Tensor:
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        layout = _layout(x)
-        weights = weights.contiguous()
-        ys = [_dense_rows(y, layout) for y in ys]
-        n, c, h, w = x.shape
-        out = _pooled((n, c, _pool_out(h, stride), _pool_out(w, stride)), x.dtype, layout)
-        _C.mixed_op_forward(
-            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *out.shape[2:], stride],
-            _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops), _map(out),
-        )
-        return out
+        return _cpp_mixed_forward(x, ys, weights, free_ops, stride)
     if kernel == "triton":
         return _triton_module().mixed_op_forward(x, ys, weights, list(free_ops), stride)
     names = [FREE_OPS[c] for c in free_ops]
@@ -236,18 +279,7 @@ def _mixed_op_backward(
     """[grad_x, grad_weights, *grad_ys]."""
     kernel = _kernel_for(x)
     if kernel == "cpp":
-        layout = _layout(x)
-        grad, weights = _dense_rows(grad, layout), weights.contiguous()
-        ys = [_dense_rows(y, layout) for y in ys]
-        n, c, h, w = x.shape
-        grad_x = _pooled(x.shape, x.dtype, layout)
-        grad_w = torch.empty_like(weights)
-        grad_ys = [_pooled(y.shape, y.dtype, layout) for y in ys]
-        _C.mixed_op_backward(
-            str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
-            _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),
-            _map(grad_x), [_map(g) for g in grad_ys], _addr(grad_w),
-        )
+        grad_x, grad_w, grad_ys = _cpp_mixed_backward(grad, x, ys, weights, free_ops, stride)
         return [grad_x, grad_w, *grad_ys]
     if kernel == "triton":
         grad_x, grad_ys, grad_w = _triton_module().mixed_op_backward(
@@ -360,6 +392,8 @@ def mixed_op(
     codes = _check_mixed(x, ys, weights, free_ops, stride)
     if current_backend() == "reference":
         return reference.mixed_op(x, list(ys), weights, list(free_ops), stride)
+    if not torch.compiler.is_compiling() and _kernel_for(x) == "cpp":
+        return _MixedCpp.apply(x, weights, codes, stride, *ys)
     return _mixed_op(x, list(ys), weights, codes, stride)
 
 

@@ -163,6 +163,29 @@ def test_mixed_op_opcheck():
     torch.library.opcheck(torch.ops.codesign.mixed_op.default, (x, ys, w, [2, 3], 2))
 
 
+@needs_cpp
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_mixed_op_eager_path_equals_the_custom_op(layout):
+    """Eager CPU calls take a plain autograd.Function (less dispatch); the custom op, which
+    torch.compile and opcheck see, must give the very same values and gradients, with only some
+    candidates needing a gradient too."""
+    x, ys, w = sample_mixed(2, 3, 6, 5, 3, FREE, 1, torch.float64, requires_grad=False)
+    if layout == "nhwc":
+        x, ys = _in_layout(x, "nhwc"), [_in_layout(y, "nhwc") for y in ys]
+    codes = [FREE.index(f) for f in FREE]
+    for wanted in ([True, True, True], [False, True, False]):
+        leaves = [x.clone().requires_grad_(), w.clone().requires_grad_()]
+        yl = [y.clone().requires_grad_(want) for y, want in zip(ys, wanted)]
+        eager = codesign.mixed_op(leaves[0], yl, leaves[1], FREE)
+        assert eager.grad_fn is not None and "MixedCpp" in type(eager.grad_fn).__name__
+        op = torch.ops.codesign.mixed_op(leaves[0], yl, leaves[1], codes, 1)
+        assert torch.equal(eager, op)
+        g = torch.randn_like(eager)
+        inputs = leaves + [y for y in yl if y.requires_grad]
+        for a, b in zip(torch.autograd.grad(eager, inputs, g), torch.autograd.grad(op, inputs, g)):
+            assert torch.equal(a, b)
+
+
 def test_mixed_op_compiles_fullgraph():
     x, ys, w = sample_mixed(2, 3, 6, 6, 2, FREE, 1, torch.float32)
 
