@@ -374,13 +374,20 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
     const T rr = static_cast<T>(r);
     for (int64_t oi = lo; oi <= hi; ++oi) {  // the output rows whose windows hold row r
       const T* g = gi.row(oi);
-      const bool first = oi == lo;
-      if (f.avg) {
-        const T ri = pc.inv_rows[oi];
+      const bool first = oi == lo;  // the first row starts the sums
+      const T ri = pc.inv_rows[oi];
+      if (f.avg && ro) {
+        const T* vs = sc.vsel.data() + oi * n;
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) v[j] = (first ? T(0) : v[j]) + ri * g[j];
-      }
-      if (ro) {
+        for (int64_t j = 0; j < n; ++j) {
+          const T gj = g[j];
+          v[j] = (first ? T(0) : v[j]) + ri * ci[j] * gj;
+          ro[j] = (first ? T(0) : ro[j]) + (vs[j] == rr ? gj : T(0));
+        }
+      } else if (f.avg) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) v[j] = (first ? T(0) : v[j]) + ri * ci[j] * g[j];
+      } else if (ro) {
         const T* vs = sc.vsel.data() + oi * n;
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
@@ -388,10 +395,6 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
           ro[j] = (first ? T(0) : ro[j]) + (vs[j] == rr ? gj : T(0));
         }
       }
-    }
-    if (f.avg) {
-#pragma omp simd
-      for (int64_t j = 0; j < n; ++j) v[j] *= ci[j];
     }
     const T* a = dense_row(xi, r, w, ch, rowbuf);
     T* gx = gxi.row(r);
@@ -522,12 +525,19 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
       for (int64_t oi = 0; oi < s.ho; ++oi) {
         const T* g = gi.row(oi);
         for (int64_t k = 0; k < kp; ++k) {
-          part[3 + k] += dot(g, yi[k].row(oi), n_out);
-          if (gyi[k].p) {
+          const T* y = yi[k].row(oi);
+          if (gyi[k].p) {  // <g, y_k> and y_k's gradient w_k g in one pass
             const T wk = weights[k];
             T* gy = gyi[k].row(oi);
-#pragma omp simd
-            for (int64_t j = 0; j < n_out; ++j) gy[j] = wk * g[j];
+            T acc = 0;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n_out; ++j) {
+              acc += g[j] * y[j];
+              gy[j] = wk * g[j];
+            }
+            part[3 + k] += acc;
+          } else {
+            part[3 + k] += dot(g, y, n_out);
           }
         }
       }
