@@ -11,10 +11,13 @@
 // then every output row is written once, with the weighted parametric outputs, identity and pools
 // accumulated while it sits in L1. Pooled maps are never tensors, and backward recomputes them.
 //
-// Backward: work is split over images, so x's gradient needs no atomics: each thread scatters the
-// gradient of its image's pools into a padded per-thread plane and copies its interior out.
-// Weight gradients are reduced per image and then summed in a fixed order, which keeps results
-// identical whatever the thread count.
+// Backward: work is split over images, so x's gradient needs no atomics. At stride 1 (identity and
+// the normal cells' pools) the pools' transposes are taken separably, row by row, and x's
+// gradient is written once per row (free_ops_backward_stride1); their weights' gradients are
+// <adjoint, x> rather than <g, pooled map>, so no pooled map is formed. At stride 2 each thread
+// scatters the gradient of its image's pools into a padded per-thread plane, walking each
+// window's taps, and copies its interior out. Weight gradients are reduced per image and then
+// summed in a fixed order, which keeps results identical whatever the thread count.
 //
 // Max pool: the gradient goes to the first maximum of each window in row-major scan order, as in
 // torch's max_pool2d. NaN inputs are not given torch's NaN-propagating max semantics.
