@@ -6,7 +6,7 @@
 // W * C values through a row-long copy of it, so every loop is flat and vectorises whatever C is.
 // Each thread owns whole images; per-image sums (in double) are reduced in image order, so
 // results do not depend on the thread count. Backward recomputes the ReLU's mask from x, the
-// saved mean and 1/std instead of keeping the output.
+// saved mean and 1/std instead of keeping the output; its two per-channel sums come from one pass.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -44,6 +44,35 @@ std::vector<double> channel_sums(const BatchNormShape& s, F f) {
   for (int64_t i = 0; i < s.n; ++i)
     for (int64_t c = 0; c < s.c; ++c) total[c] += partial[i * s.c + c];
   return total;
+}
+
+// Two such sums from one pass over the map: f adds a row's contributions into acc0 and acc1.
+template <typename T, typename F>
+void channel_sums2(const BatchNormShape& s, F f, std::vector<double>& total0, std::vector<double>& total1) {
+  const int64_t n_row = s.w * s.c;
+  std::vector<double> partial(static_cast<size_t>(2 * s.n * s.c), 0.0);
+#pragma omp parallel
+  {
+    std::vector<T> acc0(n_row), acc1(n_row);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < s.n; ++i) {
+      std::fill(acc0.begin(), acc0.end(), T(0));
+      std::fill(acc1.begin(), acc1.end(), T(0));
+      for (int64_t r = 0; r < s.h; ++r) f(i, r, acc0.data(), acc1.data());
+      double* part = partial.data() + 2 * i * s.c;
+      for (int64_t j = 0; j < n_row; ++j) {
+        part[j % s.c] += static_cast<double>(acc0[j]);
+        part[s.c + j % s.c] += static_cast<double>(acc1[j]);
+      }
+    }
+  }
+  total0.assign(static_cast<size_t>(s.c), 0.0);
+  total1.assign(static_cast<size_t>(s.c), 0.0);
+  for (int64_t i = 0; i < s.n; ++i)
+    for (int64_t c = 0; c < s.c; ++c) {
+      total0[c] += partial[2 * i * s.c + c];
+      total1[c] += partial[2 * i * s.c + s.c + c];
+    }
 }
 
 template <typename T>
@@ -130,19 +159,19 @@ void batch_norm_backward(const BatchNormShape& s, Map<const T> grad_out, Map<con
     if (!relu) return g[j];
     return affine(a[j], a_row[j], b_row[j]) > T(0) ? g[j] : T(0);
   };
-  const std::vector<double> sum_dy = channel_sums<T>(s, [&](int64_t i, int64_t r, T* acc) {
-    const T* a = xrow(i, r);
-    const T* g = grow(i, r);
-#pragma omp simd
-    for (int64_t j = 0; j < n_row; ++j) acc[j] += dy(a, g, j);
-  });
-  const std::vector<double> sum_dy_xc = channel_sums<T>(s, [&](int64_t i, int64_t r, T* acc) {
+  // sum(dy) and sum(dy * (x - mean)) per channel, in one pass over x and the gradient
+  std::vector<double> sum_dy, sum_dy_xc;
+  channel_sums2<T>(s, [&](int64_t i, int64_t r, T* acc0, T* acc1) {
     const T* a = xrow(i, r);
     const T* g = grow(i, r);
     const T* m = mean_row.data();
 #pragma omp simd
-    for (int64_t j = 0; j < n_row; ++j) acc[j] += dy(a, g, j) * (a[j] - m[j]);
-  });
+    for (int64_t j = 0; j < n_row; ++j) {
+      const T e = dy(a, g, j);
+      acc0[j] += e;
+      acc1[j] += e * (a[j] - m[j]);
+    }
+  }, sum_dy, sum_dy_xc);
   // grad_x = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
   //        = k * dy + q * (x - mean) + d, per channel
   std::vector<double> k(s.c), q(s.c), d(s.c);
