@@ -1,9 +1,10 @@
 // Batch normalisation in training mode, optionally followed by a ReLU, on channels_last (NHWC)
 // maps: the BN (+ ReLU) epilogues of the supernet's candidates in one kernel.
 //
-// Statistics over (N, H, W) per channel, in two passes (mean, then centred squares, as torch
-// does, so float32 keeps its accuracy); every per-channel quantity is applied along a row of
-// W * C values through a row-long copy of it, so every loop is flat and vectorises whatever C is.
+// Statistics over (N, H, W) per channel, in one pass over data shifted by one of its values per
+// channel (so float32 keeps its accuracy without a second, centred pass); every per-channel
+// quantity is applied along a row of W * C values through a row-long copy of it, so every loop
+// is flat and vectorises whatever C is.
 // Each thread owns whole images; per-image sums (in double) are reduced in image order, so
 // results do not depend on the thread count. Backward recomputes the ReLU's mask from x, the
 // saved mean and 1/std instead of keeping the output; its two per-channel sums come from one pass.
@@ -89,22 +90,29 @@ void batch_norm_forward(const BatchNormShape& s, Map<const T> x, const T* weight
   const double count = static_cast<double>(s.n * s.h * s.w);
   auto row = [&](int64_t i, int64_t r) { return x.p + i * x.sn + r * x.sh; };
 
-  std::vector<double> mean = channel_sums<T>(s, [&](int64_t i, int64_t r, T* acc) {
+  // Sums of x - k and its squares in one pass, k per channel a value of the map itself (its first
+  // pixel): shifted data keep the variance's cancellation small, as a centred second pass would.
+  std::vector<double> k(s.c);
+  if (count > 0)
+    for (int64_t c = 0; c < s.c; ++c) k[c] = static_cast<double>(x.p[c]);
+  const std::vector<T> k_row = along_row<T>(k, s.w, s.c);
+  std::vector<double> sum_d, sum_d2;
+  channel_sums2<T>(s, [&](int64_t i, int64_t r, T* acc0, T* acc1) {
     const T* a = row(i, r);
-#pragma omp simd
-    for (int64_t j = 0; j < n_row; ++j) acc[j] += a[j];
-  });
-  for (auto& m : mean) m /= count;
-  const std::vector<T> mean_row = along_row<T>(mean, s.w, s.c);
-  std::vector<double> var = channel_sums<T>(s, [&](int64_t i, int64_t r, T* acc) {
-    const T* a = row(i, r);
-    const T* m = mean_row.data();
+    const T* kr = k_row.data();
 #pragma omp simd
     for (int64_t j = 0; j < n_row; ++j) {
-      const T d = a[j] - m[j];
-      acc[j] += d * d;
+      const T d = a[j] - kr[j];
+      acc0[j] += d;
+      acc1[j] += d * d;
     }
-  });
+  }, sum_d, sum_d2);
+  std::vector<double> mean(s.c), var(s.c);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const double md = sum_d[c] / count;
+    mean[c] = k[c] + md;
+    var[c] = std::max(sum_d2[c] - md * sum_d[c], 0.0);  // sum of squares about the mean
+  }
   std::vector<double> scale(s.c), shift(s.c);
   for (int64_t c = 0; c < s.c; ++c) {
     const double v = var[c] / count;  // biased: what normalises

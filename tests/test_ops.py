@@ -368,6 +368,23 @@ def test_batch_norm_relu_matches_torch_module(shape, relu, momentum):
 
 
 @needs_cpp
+@pytest.mark.parametrize("mean, std", [(1000.0, 0.05), (-3e4, 1.0), (1e6, 10.0), (0.0, 1e-3)])
+def test_batch_norm_statistics_keep_float32_accuracy_far_from_zero(mean, std):
+    """One pass over shifted data: maps whose mean is far larger than their spread normalise as
+    accurately as torch's own batch norm does, measured against float64."""
+    gen = torch.Generator().manual_seed(0)
+    x = (mean + std * torch.randn(4, 8, 8, 8, generator=gen)).contiguous(memory_format=torch.channels_last)
+    fused, plain = _bn_pair(8, torch.float32)
+    out, ref = codesign.ops.batch_norm_relu(x, fused, False), plain(x)
+    x64 = x.double()
+    m, v = x64.mean((0, 2, 3), keepdim=True), x64.var((0, 2, 3), unbiased=False, keepdim=True)
+    truth = (x64 - m) / torch.sqrt(v + plain.eps) * plain.weight.double().reshape(1, -1, 1, 1) \
+        + plain.bias.double().reshape(1, -1, 1, 1)
+    err, torch_err = ((t.double() - truth).abs().max().item() for t in (out, ref))
+    assert err <= max(torch_err, 1e-6)
+
+
+@needs_cpp
 def test_batch_norm_relu_gradcheck_float64():
     bn = torch.nn.BatchNorm2d(3).double()
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
