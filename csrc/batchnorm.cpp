@@ -81,6 +81,63 @@ inline T affine(T x, T a, T b) {
   return x * a + b;
 }
 
+template <typename T, bool kRelu>
+void bn_backward_rows(const BatchNormShape& s, Map<const T> x, Map<const T> grad_out,
+                      const std::vector<T>& mean_row, const std::vector<T>& a_row,
+                      const std::vector<T>& b_row, const std::vector<double>& scale,
+                      const std::vector<double>& invstd, double count, Map<T> grad_x, T* grad_weight,
+                      T* grad_bias) {
+  const int64_t n_row = s.w * s.c;
+  auto xrow = [&](int64_t i, int64_t r) { return x.p + i * x.sn + r * x.sh; };
+  auto grow = [&](int64_t i, int64_t r) { return grad_out.p + i * grad_out.sn + r * grad_out.sh; };
+  const T* sa = a_row.data();
+  const T* sb = b_row.data();
+  auto dy = [sa, sb](const T* a, const T* g, int64_t j) -> T {
+    const T gj = g[j];  // loaded whatever the mask: a blend, not a masked load
+    if (!kRelu) return gj;
+    return affine(a[j], sa[j], sb[j]) > T(0) ? gj : T(0);
+  };
+  // sum(dy) and sum(dy * (x - mean)) per channel, in one pass over x and the gradient
+  std::vector<double> sum_dy, sum_dy_xc;
+  channel_sums2<T>(s, [&](int64_t i, int64_t r, T* acc0, T* acc1) {
+    const T* a = xrow(i, r);
+    const T* g = grow(i, r);
+    const T* m = mean_row.data();
+#pragma omp simd
+    for (int64_t j = 0; j < n_row; ++j) {
+      const T e = dy(a, g, j);
+      acc0[j] += e;
+      acc1[j] += e * (a[j] - m[j]);
+    }
+  }, sum_dy, sum_dy_xc);
+  // grad_x = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+  //        = k * dy + q * (x - mean) + d, per channel
+  std::vector<double> k(s.c), q(s.c), d(s.c);
+  for (int64_t c = 0; c < s.c; ++c) {
+    const double sum_dy_xhat = sum_dy_xc[c] * invstd[c];
+    if (grad_weight) grad_weight[c] = static_cast<T>(sum_dy_xhat);
+    if (grad_bias) grad_bias[c] = static_cast<T>(sum_dy[c]);
+    k[c] = scale[c];
+    q[c] = -scale[c] * invstd[c] * sum_dy_xhat / count;
+    d[c] = -scale[c] * sum_dy[c] / count;
+  }
+  if (!grad_x.p) return;
+  const std::vector<T> k_row = along_row<T>(k, s.w, s.c), q_row = along_row<T>(q, s.w, s.c),
+                       d_row = along_row<T>(d, s.w, s.c);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < s.n; ++i) {
+    for (int64_t r = 0; r < s.h; ++r) {
+      const T* a = xrow(i, r);
+      const T* g = grow(i, r);
+      T* o = grad_x.p + i * grad_x.sn + r * grad_x.sh;
+      const T* m = mean_row.data();
+      const T *kr = k_row.data(), *qr = q_row.data(), *dr = d_row.data();
+#pragma omp simd
+      for (int64_t j = 0; j < n_row; ++j) o[j] = kr[j] * dy(a, g, j) + qr[j] * (a[j] - m[j]) + dr[j];
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -149,7 +206,6 @@ template <typename T>
 void batch_norm_backward(const BatchNormShape& s, Map<const T> grad_out, Map<const T> x, const T* weight,
                          const T* bias, const T* save_mean, const T* save_invstd, bool relu, Map<T> grad_x,
                          T* grad_weight, T* grad_bias) {
-  const int64_t n_row = s.w * s.c;
   const double count = static_cast<double>(s.n * s.h * s.w);
   std::vector<double> mean(s.c), invstd(s.c), scale(s.c), shift(s.c);
   for (int64_t c = 0; c < s.c; ++c) {
@@ -160,51 +216,14 @@ void batch_norm_backward(const BatchNormShape& s, Map<const T> grad_out, Map<con
   }
   const std::vector<T> mean_row = along_row<T>(mean, s.w, s.c), a_row = along_row<T>(scale, s.w, s.c),
                        b_row = along_row<T>(shift, s.w, s.c);
-  auto xrow = [&](int64_t i, int64_t r) { return x.p + i * x.sn + r * x.sh; };
-  auto grow = [&](int64_t i, int64_t r) { return grad_out.p + i * grad_out.sn + r * grad_out.sh; };
-  // dy: the gradient at the BN's output (through the ReLU's mask, recomputed from x)
-  auto dy = [&](const T* a, const T* g, int64_t j) -> T {
-    if (!relu) return g[j];
-    return affine(a[j], a_row[j], b_row[j]) > T(0) ? g[j] : T(0);
-  };
-  // sum(dy) and sum(dy * (x - mean)) per channel, in one pass over x and the gradient
-  std::vector<double> sum_dy, sum_dy_xc;
-  channel_sums2<T>(s, [&](int64_t i, int64_t r, T* acc0, T* acc1) {
-    const T* a = xrow(i, r);
-    const T* g = grow(i, r);
-    const T* m = mean_row.data();
-#pragma omp simd
-    for (int64_t j = 0; j < n_row; ++j) {
-      const T e = dy(a, g, j);
-      acc0[j] += e;
-      acc1[j] += e * (a[j] - m[j]);
-    }
-  }, sum_dy, sum_dy_xc);
-  // grad_x = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-  //        = k * dy + q * (x - mean) + d, per channel
-  std::vector<double> k(s.c), q(s.c), d(s.c);
-  for (int64_t c = 0; c < s.c; ++c) {
-    const double sum_dy_xhat = sum_dy_xc[c] * invstd[c];
-    if (grad_weight) grad_weight[c] = static_cast<T>(sum_dy_xhat);
-    if (grad_bias) grad_bias[c] = static_cast<T>(sum_dy[c]);
-    k[c] = scale[c];
-    q[c] = -scale[c] * invstd[c] * sum_dy_xhat / count;
-    d[c] = -scale[c] * sum_dy[c] / count;
-  }
-  if (!grad_x.p) return;
-  const std::vector<T> k_row = along_row<T>(k, s.w, s.c), q_row = along_row<T>(q, s.w, s.c),
-                       d_row = along_row<T>(d, s.w, s.c);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < s.n; ++i) {
-    for (int64_t r = 0; r < s.h; ++r) {
-      const T* a = xrow(i, r);
-      const T* g = grow(i, r);
-      T* o = grad_x.p + i * grad_x.sn + r * grad_x.sh;
-      const T* m = mean_row.data();
-#pragma omp simd
-      for (int64_t j = 0; j < n_row; ++j) o[j] = k_row[j] * dy(a, g, j) + q_row[j] * (a[j] - m[j]) + d_row[j];
-    }
-  }
+  // dy: the gradient at the BN's output (through the ReLU's mask, recomputed from x); the ReLU is
+  // a template argument so that every loop below is branch-free and vectorises
+  if (relu)
+    bn_backward_rows<T, true>(s, x, grad_out, mean_row, a_row, b_row, scale, invstd, count, grad_x,
+                              grad_weight, grad_bias);
+  else
+    bn_backward_rows<T, false>(s, x, grad_out, mean_row, a_row, b_row, scale, invstd, count, grad_x,
+                               grad_weight, grad_bias);
 }
 
 #define CODESIGN_INSTANTIATE(T)                                                                      \
