@@ -25,29 +25,8 @@ std::vector<T> along_row(const std::vector<double>& per_channel, int64_t w, int6
   return row;
 }
 
-// sum over images of f(row) folded per channel: f adds a row's contribution into acc (W * C).
-template <typename T, typename F>
-std::vector<double> channel_sums(const BatchNormShape& s, F f) {
-  const int64_t n_row = s.w * s.c;
-  std::vector<double> partial(static_cast<size_t>(s.n * s.c), 0.0);
-#pragma omp parallel
-  {
-    std::vector<T> acc(n_row);
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < s.n; ++i) {
-      std::fill(acc.begin(), acc.end(), T(0));
-      for (int64_t r = 0; r < s.h; ++r) f(i, r, acc.data());
-      double* part = partial.data() + i * s.c;
-      for (int64_t j = 0; j < n_row; ++j) part[j % s.c] += static_cast<double>(acc[j]);
-    }
-  }
-  std::vector<double> total(static_cast<size_t>(s.c), 0.0);
-  for (int64_t i = 0; i < s.n; ++i)
-    for (int64_t c = 0; c < s.c; ++c) total[c] += partial[i * s.c + c];
-  return total;
-}
-
-// Two such sums from one pass over the map: f adds a row's contributions into acc0 and acc1.
+// Two sums over images of f(row), folded per channel, from one pass over the map: f adds a row's
+// contributions into acc0 and acc1 (W * C each).
 template <typename T, typename F>
 void channel_sums2(const BatchNormShape& s, F f, std::vector<double>& total0, std::vector<double>& total1) {
   const int64_t n_row = s.w * s.c;
