@@ -204,18 +204,12 @@ T dot(const T* a, const T* b, int64_t n) {
 }
 
 // Adds v (wo * ch values of output row oi) to tap (dr, dc) of every output window in the padded
-// plane gp ((w + 2) * ch values per row).
+// plane gp ((w + 2) * ch values per row); the stride-2 backward's path.
 template <typename T>
 void scatter_tap(const MixedShape& s, int64_t ch, int64_t oi, int64_t dr, int64_t dc, const T* v,
                  T* gp) {
   const int64_t prow = (s.w + 2) * ch;
   T* g = gp + (oi * s.stride + dr) * prow + dc * ch;
-  if (s.stride == 1) {
-    const int64_t n = s.wo * ch;
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) g[i] += v[i];
-    return;
-  }
   for (int64_t oj = 0; oj < s.wo; ++oj) {
     T* go = g + oj * s.stride * ch;
     const T* vo = v + oj * ch;
@@ -594,33 +588,15 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
             for (int64_t dc = 0; dc < 3; ++dc) {
               const T* xr = xpad.data() + off + dc * ch;
               T* gr = gp + off + dc * ch;
-              if (s.stride == 1) {
-                if (f.avg) {
+              for (int64_t oj = 0; oj < s.wo; ++oj) {
+                const int64_t q = oj * s.stride * ch;
+                const T* vo = f.avg ? v + oj * ch : nullptr;
 #pragma omp simd
-                  for (int64_t j = 0; j < n_out; ++j) {
-                    const T take = xr[j] == m[j] ? left[j] : T(0);
-                    gr[j] += take + v[j];
-                    left[j] -= take;
-                  }
-                } else {
-#pragma omp simd
-                  for (int64_t j = 0; j < n_out; ++j) {
-                    const T take = xr[j] == m[j] ? left[j] : T(0);
-                    gr[j] += take;
-                    left[j] -= take;
-                  }
-                }
-              } else {
-                for (int64_t oj = 0; oj < s.wo; ++oj) {
-                  const int64_t q = oj * s.stride * ch;
-                  const T* vo = f.avg ? v + oj * ch : nullptr;
-#pragma omp simd
-                  for (int64_t c = 0; c < ch; ++c) {
-                    const int64_t j = oj * ch + c;
-                    const T take = xr[q + c] == m[j] ? left[j] : T(0);
-                    gr[q + c] += vo ? take + vo[c] : take;
-                    left[j] -= take;
-                  }
+                for (int64_t c = 0; c < ch; ++c) {
+                  const int64_t j = oj * ch + c;
+                  const T take = xr[q + c] == m[j] ? left[j] : T(0);
+                  gr[q + c] += vo ? take + vo[c] : take;
+                  left[j] -= take;
                 }
               }
             }
