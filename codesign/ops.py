@@ -248,6 +248,21 @@ class _MixedCpp(torch.autograd.Function):
                 None, None, *grad_ys)
 
 
+class _MixedSaves(torch.autograd.Function):
+    """What :class:`_MixedCpp` saves for backward, in the same order, without computing the mix
+    (see :func:`mixed_op_saves`)."""
+
+    @staticmethod
+    def forward(ctx, x, weights, free_ops, stride, *ys):
+        ctx.save_for_backward(x, weights, *ys)
+        return x.new_empty(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("codesign: mixed_op_saves has no backward: it stands in for the mixed op "
+                           "only while a checkpoint recomputes what that op saved")
+
+
 @torch.library.custom_op("codesign::mixed_op", mutates_args=())
 def _mixed_op(
     x: torch.Tensor, ys: list[torch.Tensor], weights: torch.Tensor, free_ops: list[int], stride: int
@@ -395,6 +410,24 @@ def mixed_op(
     if not torch.compiler.is_compiling() and _kernel_for(x) == "cpp":
         return _MixedCpp.apply(x, weights, codes, stride, *ys)
     return _mixed_op(x, list(ys), weights, codes, stride)
+
+
+def mixed_op_saves(
+    x: torch.Tensor,
+    ys: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    free_ops: Sequence[str] = (),
+    stride: int = 1,
+) -> torch.Tensor:
+    """For a non-reentrant checkpoint's recomputation of a block that ends in :func:`mixed_op`:
+    has autograd save what the mixed op's call would (so the checkpoint gets back the maps that the
+    original call's backward reads), without computing its output, which the recomputation
+    throws away. Where the call would not run the eager C++ kernels (another backend,
+    torch.compile), the mixed op itself runs, and its output is returned."""
+    codes = _check_mixed(x, ys, weights, free_ops, stride)
+    if current_backend() != "reference" and not torch.compiler.is_compiling() and _kernel_for(x) == "cpp":
+        return _MixedSaves.apply(x, weights, codes, stride, *ys)
+    return mixed_op(x, ys, weights, free_ops, stride)
 
 
 # ---------------------------------------------------------------------------------------------
