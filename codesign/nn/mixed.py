@@ -16,11 +16,12 @@ Two formulations compute the same numbers:
   * the ReLU that candidates apply to the edge's input is computed once per edge and shared
     (candidates declare it: a ``forward_after_relu(relu_x)`` method, or an ``nn.Sequential``
     whose first module is an ``nn.ReLU``);
-  * checkpointing (``checkpoint=True``, the default for mixes of several parametric
-    candidates): nothing inside the edge is kept for backward but its input; the candidates run
-    again in backward, one edge at a time, so the outputs ``y_k`` and their intermediates never
-    accumulate over the network (``torch.utils.checkpoint``; batch norms do not update their
-    running statistics a second time);
+  * checkpointing (``checkpoint=True``; the spaces turn it on in their first stage, see
+    :func:`edge_checkpoint`): nothing inside the edge is kept for backward but its input; the
+    candidates run again in backward, one edge at a time, so the outputs ``y_k`` and their
+    intermediates never accumulate over the network (``torch.utils.checkpoint``; batch norms do
+    not update their running statistics a second time; the mix itself is not computed again,
+    only the maps its backward reads);
   * single path (``index``): only the sampled candidate runs; ``none`` does no work at all.
 
 Partial channels (PC-DARTS, Xu et al. 2020; ``partial_channels=K``): only the first C/K channels

@@ -138,8 +138,8 @@ class NB201Space(SearchSpace):
     """NAS-Bench-201. Args: channels ``c`` (default 16), ``cells`` per stage (default 2),
     ``num_classes`` (10), ``input_shape`` (1, 3, 32, 32); for the supernet only,
     ``partial_channels`` (PC-DARTS's K, default 1) and ``checkpoint`` (1/0: recompute or store
-    the edges' candidates in backward; default: store, since NB201's one-conv candidates keep
-    nothing but their outputs: see ``codesign.nn.edge_checkpoint``), as in the darts space."""
+    the edges' candidates in backward; default: recompute in the first stage's cells, store in
+    later ones, see ``codesign.nn.edge_checkpoint``), as in the darts space."""
 
     ops = OPS
 
