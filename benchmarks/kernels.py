@@ -91,11 +91,17 @@ def bench_mixed(n, c, h, kp, layout, repeats, free=FREE) -> dict:
     src = torch.empty(moved // 2 // 4).uniform_()  # a copy moving as many bytes (read + write)
     dst = torch.empty_like(src)
 
-    def step(backend, pool=True):
+    fixed_w = leaves[1].detach()  # weights that need no gradient, as in a supernet's weight step
+
+    def step(backend, pool=True, weight_grad=True):
         def run():
             with codesign.use_backend(backend):
-                out = codesign.mixed_op(leaves[0], leaves[2:], leaves[1], free)
-                torch.autograd.grad(out, leaves, grad)
+                if weight_grad:
+                    out = codesign.mixed_op(leaves[0], leaves[2:], leaves[1], free)
+                    torch.autograd.grad(out, leaves, grad)
+                else:
+                    out = codesign.mixed_op(leaves[0], leaves[2:], fixed_w, free)
+                    torch.autograd.grad(out, [leaves[0], *leaves[2:]], grad)
 
         def fresh():
             limit = buffer_pool()["limit_bytes"]
@@ -115,7 +121,8 @@ def bench_mixed(n, c, h, kp, layout, repeats, free=FREE) -> dict:
         return run
 
     t = interleaved({"copy": lambda: dst.copy_(src), "fused": step("auto"),
-                     "fused_fresh_buffers": step("auto", pool=False), "eager": step("reference")}, repeats)
+                     "fused_fresh_buffers": step("auto", pool=False), "eager": step("reference"),
+                     "fused_no_weight_grad": step("auto", weight_grad=False)}, repeats)
     copy_gbps = _gbps(2 * src.numel() * 4, t["copy"]["cpu_median_ms"])
     fused_gbps = _gbps(moved, t["fused"]["cpu_median_ms"])
     return {
@@ -124,6 +131,9 @@ def bench_mixed(n, c, h, kp, layout, repeats, free=FREE) -> dict:
         "eager_fwd_bwd": t["eager"], "copy": t["copy"],
         "speedup_vs_eager": t["eager"]["cpu_median_ms"] / t["fused"]["cpu_median_ms"],
         "buffer_reuse_speedup": t["fused_fresh_buffers"]["cpu_median_ms"] / t["fused"]["cpu_median_ms"],
+        # the weights needing no gradient (a supernet's weight step): backward reads no y_k
+        "fused_fwd_bwd_no_weight_grad": t["fused_no_weight_grad"],
+        "no_weight_grad_speedup": t["fused"]["cpu_median_ms"] / t["fused_no_weight_grad"]["cpu_median_ms"],
         "fused_saved": saved_bytes(forward("auto"), leaves),
         "eager_saved": saved_bytes(forward("reference"), leaves),
         "fused_bytes_moved": moved,

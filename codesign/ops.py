@@ -209,22 +209,31 @@ def _cpp_mixed_forward(x, ys, weights, free_ops, stride) -> torch.Tensor:
     return out
 
 
-def _cpp_mixed_backward(grad, x, ys, weights, free_ops, stride, want_ys=None):
-    """(grad_x, grad_weights, grad_ys); want_ys[k] False leaves grad_ys[k] None (not computed)."""
+def _cpp_mixed_backward(grad, x, ys, weights, free_ops, stride, want_ys=None, want_w=True):
+    """(grad_x, grad_weights, grad_ys); want_ys[k] False leaves grad_ys[k] None (not computed);
+    want_w False leaves grad_weights None, and then ys are not read (entries may be None)."""
     layout = _layout(x)
     grad, weights = _dense_rows(grad, layout), weights.contiguous()
-    ys = [_dense_rows(y, layout) for y in ys]
     n, c, h, w = x.shape
     grad_x = _pooled(x.shape, x.dtype, layout)
-    grad_w = torch.empty_like(weights)
-    grad_ys = [_pooled(y.shape, y.dtype, layout) if want_ys is None or want_ys[k] else None
-               for k, y in enumerate(ys)]
+    grad_w = torch.empty_like(weights) if want_w else None
+    grad_ys = [_pooled(grad.shape, x.dtype, layout) if want_ys is None or want_ys[k] else None
+               for k in range(len(ys))]
+    ys = [_dense_rows(y, layout) for y in ys] if want_w else ys  # kept alive through the call
     _C.mixed_op_backward(
         str(x.dtype).removeprefix("torch."), layout, [n, c, h, w, *grad.shape[2:], stride],
-        _map(grad), _map(x), [_map(y) for y in ys], _addr(weights), list(free_ops),
-        _map(grad_x), [(0, 0, 0, 0, 0) if g is None else _map(g) for g in grad_ys], _addr(grad_w),
+        _map(grad), _map(x), [_map(y) if want_w else (0, 0, 0, 0, 0) for y in ys],
+        _addr(weights), list(free_ops), _map(grad_x),
+        [(0, 0, 0, 0, 0) if g is None else _map(g) for g in grad_ys], _addr(grad_w) if want_w else 0,
     )
     return grad_x, grad_w, grad_ys
+
+
+def _save_for_mix(ctx, x, weights, ys) -> None:
+    """What the eager mixed op keeps for backward: x and the weights, and the candidates' outputs
+    only where the weights need a gradient (<grad, y_k> is all backward reads them for)."""
+    ctx.kp = len(ys)
+    ctx.save_for_backward(x, weights, *(ys if ctx.needs_input_grad[1] else ()))
 
 
 class _MixedCpp(torch.autograd.Function):
@@ -235,17 +244,17 @@ class _MixedCpp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weights, free_ops, stride, *ys):
-        ctx.save_for_backward(x, weights, *ys)
+        _save_for_mix(ctx, x, weights, ys)
         ctx.free_ops, ctx.stride = free_ops, stride
         return _cpp_mixed_forward(x, ys, weights, free_ops, stride)
 
     @staticmethod
     def backward(ctx, grad):
         x, weights, *ys = ctx.saved_tensors
-        grad_x, grad_w, grad_ys = _cpp_mixed_backward(grad, x, ys, weights, ctx.free_ops, ctx.stride,
-                                                      ctx.needs_input_grad[4:])
-        return (grad_x if ctx.needs_input_grad[0] else None, grad_w if ctx.needs_input_grad[1] else None,
-                None, None, *grad_ys)
+        want_w = ctx.needs_input_grad[1]
+        grad_x, grad_w, grad_ys = _cpp_mixed_backward(grad, x, ys if want_w else [None] * ctx.kp, weights,
+                                                      ctx.free_ops, ctx.stride, ctx.needs_input_grad[4:], want_w)
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_w, None, None, *grad_ys)
 
 
 class _MixedSaves(torch.autograd.Function):
@@ -254,7 +263,7 @@ class _MixedSaves(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weights, free_ops, stride, *ys):
-        ctx.save_for_backward(x, weights, *ys)
+        _save_for_mix(ctx, x, weights, ys)
         return x.new_empty(())
 
     @staticmethod

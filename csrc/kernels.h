@@ -35,7 +35,9 @@ void mixed_op_forward(const MixedShape& s, Map<const T> x, const std::vector<Map
                       const T* weights, const std::vector<int>& free_ops, Map<T> out);
 
 // grad_ys[k].p may be null (that y_k needs no gradient). grad_w has K_p + len(free_ops)
-// entries. grad_out, grad_x and grad_ys have dense rows.
+// entries, or is null when the weights need no gradient: then no y_k is read (their maps may be
+// null) and x only where a max pool routes its gradient. grad_out, grad_x and grad_ys have dense
+// rows.
 template <typename T>
 void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> x,
                        const std::vector<Map<const T>>& ys, const T* weights,

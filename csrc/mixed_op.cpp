@@ -236,10 +236,11 @@ struct Stride1Scratch {
   }
 };
 
-// x's gradient of row r from its parts, and the free ops' weight gradients (part += <g, x>,
+// x's gradient of row r from its parts, and (kW) the free ops' weight gradients (part += <g, x>,
 // <ga, x>, <gm, x>): ga = the avg pool's adjoint from the padded vertical box sums v, gm = the max
 // pool's from the padded routed gradient ro and this row's first-max args ha (padding: -1).
-template <typename T, bool kId, bool kAvg, bool kMax>
+// Without kW, x's row a is not read (and may be null).
+template <typename T, bool kW, bool kId, bool kAvg, bool kMax>
 void combine_row(int64_t n, int64_t ch, const T* g, const T* a, const T* v, const T* ro, const T* ha,
                  T w_id, T w_avg, T w_max, T* out, double* part) {
   T acc_id = 0, acc_avg = 0, acc_max = 0;
@@ -247,44 +248,46 @@ void combine_row(int64_t n, int64_t ch, const T* g, const T* a, const T* v, cons
   for (int64_t j = 0; j < n; ++j) {
     T o = 0;
     if (kId) {
-      acc_id += g[j] * a[j];
+      if (kW) acc_id += g[j] * a[j];
       o += w_id * g[j];
     }
     if (kAvg) {
       const T ga = v[j - ch] + v[j] + v[j + ch];
-      acc_avg += ga * a[j];
+      if (kW) acc_avg += ga * a[j];
       o += w_avg * ga;
     }
     if (kMax) {  // the column left of j sends what its arg 2 routes, j its arg 1, the right its 0
       const T l = ro[j - ch], m = ro[j], r = ro[j + ch];
       const T gm = (ha[j - ch] == T(2) ? l : T(0)) + (ha[j] == T(1) ? m : T(0)) +
                    (ha[j + ch] == T(0) ? r : T(0));
-      acc_max += gm * a[j];
+      if (kW) acc_max += gm * a[j];
       o += w_max * gm;
     }
     out[j] = o;
   }
-  part[0] += acc_id;
-  part[1] += acc_avg;
-  part[2] += acc_max;
+  if (kW) {
+    part[0] += acc_id;
+    part[1] += acc_avg;
+    part[2] += acc_max;
+  }
 }
 
 template <typename T>
 using CombineRow = void (*)(int64_t, int64_t, const T*, const T*, const T*, const T*, const T*, T,
                             T, T, T*, double*);
 
-template <typename T>
+template <typename T, bool kW>
 CombineRow<T> combine_row_for(const FreeWeights& f) {
   const int k = (f.identity ? 4 : 0) | (f.avg ? 2 : 0) | (f.max ? 1 : 0);
   switch (k) {
-    case 0: return combine_row<T, false, false, false>;
-    case 1: return combine_row<T, false, false, true>;
-    case 2: return combine_row<T, false, true, false>;
-    case 3: return combine_row<T, false, true, true>;
-    case 4: return combine_row<T, true, false, false>;
-    case 5: return combine_row<T, true, false, true>;
-    case 6: return combine_row<T, true, true, false>;
-    default: return combine_row<T, true, true, true>;
+    case 0: return combine_row<T, kW, false, false, false>;
+    case 1: return combine_row<T, kW, false, false, true>;
+    case 2: return combine_row<T, kW, false, true, false>;
+    case 3: return combine_row<T, kW, false, true, true>;
+    case 4: return combine_row<T, kW, true, false, false>;
+    case 5: return combine_row<T, kW, true, false, true>;
+    case 6: return combine_row<T, kW, true, true, false>;
+    default: return combine_row<T, kW, true, true, true>;
   }
 }
 
@@ -300,7 +303,8 @@ CombineRow<T> combine_row_for(const FreeWeights& f) {
 template <typename T>
 void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const PoolConsts<T>& pc,
                                int64_t ch, const Image<const T>& gi, const Image<const T>& xi,
-                               const Image<T>& gxi, T* rowbuf, Stride1Scratch<T>& sc, double* part) {
+                               const Image<T>& gxi, T* rowbuf, Stride1Scratch<T>& sc, double* part,
+                               bool want_w) {
   const int64_t h = s.h, w = s.w, n = w * ch, padded = n + 2 * ch;
   if (f.max) {
     for (int64_t r = 0; r < h; ++r) {
@@ -356,7 +360,7 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
   }
   const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
           w_max = static_cast<T>(f.w_max);
-  const CombineRow<T> combine = combine_row_for<T>(f);
+  const CombineRow<T> combine = want_w ? combine_row_for<T, true>(f) : combine_row_for<T, false>(f);
   T* v = sc.vbox.data() + ch;  // padded by ch zeros at each end
   std::fill(v - ch, v, T(0));
   std::fill(v + n, v + n + ch, T(0));
@@ -393,7 +397,7 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
         }
       }
     }
-    const T* a = dense_row(xi, r, w, ch, rowbuf);
+    const T* a = want_w ? dense_row(xi, r, w, ch, rowbuf) : nullptr;
     T* gx = gxi.row(r);
     const bool dense_out = gxi.ps == ch;
     T* out = dense_out ? gx : sc.grow.data();
@@ -501,6 +505,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
   std::vector<double> partial(static_cast<size_t>(im.count * np), 0.0);
 
   const bool stride1 = s.stride == 1;
+  const bool want_w = grad_w != nullptr;  // null: the weights need no gradient, y_k are not read
 #pragma omp parallel
   {
     const bool general = !stride1;  // stride 2: pools only, through a padded plane
@@ -515,15 +520,15 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
       const Image<const T> gi = im.of(grad_out, i), xi = im.of(x, i);
       const Image<T> gxi = im.of(grad_x, i);
       for (int64_t k = 0; k < kp; ++k) {
-        yi[k] = im.of(ys[k], i);
+        yi[k] = ys[k].p ? im.of(ys[k], i) : Image<const T>{nullptr, 0, 0};
         gyi[k] = grad_ys[k].p ? im.of(grad_ys[k], i) : Image<T>{nullptr, 0, 0};
       }
       double* part = partial.data() + i * np;
       for (int64_t oi = 0; oi < s.ho; ++oi) {
         const T* g = gi.row(oi);
         for (int64_t k = 0; k < kp; ++k) {
-          const T* y = yi[k].row(oi);
-          if (gyi[k].p) {  // <g, y_k> and y_k's gradient w_k g in one pass
+          if (gyi[k].p && want_w) {  // <g, y_k> and y_k's gradient w_k g in one pass
+            const T* y = yi[k].row(oi);
             const T wk = weights[k];
             T* gy = gyi[k].row(oi);
             T acc = 0;
@@ -533,13 +538,18 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
               gy[j] = wk * g[j];
             }
             part[3 + k] += acc;
-          } else {
-            part[3 + k] += dot(g, y, n_out);
+          } else if (gyi[k].p) {  // no weight gradient: y_k is not read
+            const T wk = weights[k];
+            T* gy = gyi[k].row(oi);
+#pragma omp simd
+            for (int64_t j = 0; j < n_out; ++j) gy[j] = wk * g[j];
+          } else if (want_w) {
+            part[3 + k] += dot(g, yi[k].row(oi), n_out);
           }
         }
       }
       if (stride1) {
-        free_ops_backward_stride1(s, f, pc, ch, gi, xi, gxi, rowbuf.data(), sc1, part);
+        free_ops_backward_stride1(s, f, pc, ch, gi, xi, gxi, rowbuf.data(), sc1, part, want_w);
         continue;
       }
       if (pools) {
@@ -565,7 +575,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
         vpool(s, pc, oi, hs.data(), hm.data(), 0, n_out, avg.data(), mx.data());
         const T* v = vavg.data();  // d avg / d x: every tap of the window gets w * g / count
         if (f.avg) {
-          part[1] += dot(g, avg.data(), n_out);
+          if (want_w) part[1] += dot(g, avg.data(), n_out);
           T* vw = vavg.data();
           const T ri = w_avg * pc.inv_rows[oi];
           const T* ci = pc.inv_cols.data();
@@ -577,7 +587,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
         }
         if (f.max) {
           const T* m = mx.data();
-          part[2] += dot(g, m, n_out);
+          if (want_w) part[2] += dot(g, m, n_out);
           // Route each window's gradient to its first maximum in scan order: walk the 9 taps in
           // order and give what is left to the first one equal to the window's max.
           T* left = tmp.data();
@@ -607,6 +617,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
     }
   }
 
+  if (!want_w) return;
   std::vector<double> total(static_cast<size_t>(np), 0.0);
   for (int64_t i = 0; i < im.count; ++i)
     for (int64_t k = 0; k < np; ++k) total[k] += partial[i * np + k];

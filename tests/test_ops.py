@@ -125,6 +125,43 @@ def test_mixed_op_partial_requires_grad():
     assert_mixed_op_matches(x, ys, w, FREE, 1)  # only the weights' gradient is asked for
 
 
+@needs_cpp
+@settings(max_examples=30, deadline=None)
+@given(
+    c=st.integers(1, 5),
+    h=st.integers(1, 9),
+    kp=st.integers(1, 3),
+    free=free_subsets,
+    stride=st.sampled_from([1, 2]),
+    nhwc=st.booleans(),
+    ys_grad=st.lists(st.booleans(), min_size=3, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_mixed_op_without_a_weight_gradient(c, h, kp, free, stride, nhwc, ys_grad, seed):
+    """Weights that need no gradient (a supernet's weight step): x's and the candidates'
+    gradients are still right, and the candidates' outputs are not kept for backward (only
+    <grad, y_k> read them)."""
+    if stride != 1:
+        free = [f for f in free if f != "identity"]
+    x, ys, w = sample_mixed(2, c, h, h + 1, kp, free, stride, torch.float64, seed, requires_grad=False)
+    if nhwc:
+        x, ys = x.contiguous(memory_format=torch.channels_last), [
+            y.contiguous(memory_format=torch.channels_last) for y in ys]
+    x.requires_grad_()
+    for y, want in zip(ys, ys_grad):
+        y.requires_grad_(want)
+    assert_mixed_op_matches(x, ys, w, free, stride)
+    kept: list = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        codesign.mixed_op(x, ys, w, free, stride)
+    assert not any(t.data_ptr() == y.data_ptr() for t in kept for y in ys)
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
