@@ -377,6 +377,29 @@ def _setup_costs(space: str, args):
     return s, costs_phase(s, None), split_train_val
 
 
+def naswot_score(net, x) -> float:
+    """NASWOT (Mellor et al., ICML 2021): at initialisation, log|det K| of the kernel that counts,
+    for each pair of inputs in the batch x, the ReLU units on which both are active or both
+    inactive; networks that separate inputs into more distinct activation patterns score higher."""
+    import torch
+
+    codes = []
+
+    def hook(module, inputs, output):
+        codes.append((output.detach().flatten(1) > 0).to(torch.float64))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net.train()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    c = torch.cat(codes, 1)
+    k = c @ c.T + (1 - c) @ (1 - c).T
+    return float(torch.linalg.slogdet(k)[1])
+
+
 def part_ranking(args, work: Path) -> dict:
     """Kendall tau between the supernet's accuracy of sampled architectures (RSWS's shared weights,
     scored on the validation split) and their stand-alone validation accuracy after short training."""
@@ -404,26 +427,38 @@ def part_ranking(args, work: Path) -> dict:
         ws.train()
         full = ws.val_batches()
         rng = pyrandom.Random(12_345)
-        store = work / f"ranking-{space}-e{args.rank_supernet_epochs}-s{args.rank_epochs}.json"
-        done = json.loads(store.read_text()) if store.exists() else []
+        # stand-alone results depend only on the cell and its training, so supernets trained for
+        # different epochs reuse them (resumable: one entry per cell, written as it finishes)
+        store = work / f"ranking-{space}-standalone-s{args.rank_epochs}.json"
+        alone = json.loads(store.read_text()) if store.exists() else {}
         archs = [sample_feasible(ctx, rng)[:len(s.space.decisions())] for _ in range(args.rank_archs)]
+        done = []
         for i, choices in enumerate(archs):
-            if i < len(done):
-                continue
-            torch.manual_seed(i)
-            net = s.space.build(s.space.format(choices))
-            train_network(net, split.x_train, split.y_train, args.rank_epochs, i, cfg.batch_size, cfg.lr,
-                          cfg.weight_decay, s.dataset.augment)
-            done.append({"genotype": s.space.format(choices),
-                         "latency_ms": costs.table.of(choices, "latency_ms"),
+            genotype = s.space.format(choices)
+            if genotype not in alone:
+                torch.manual_seed(i)
+                net = s.space.build(genotype)
+                train_network(net, split.x_train, split.y_train, args.rank_epochs, i, cfg.batch_size, cfg.lr,
+                              cfg.weight_decay, s.dataset.augment)
+                alone[genotype] = evaluate(net, split.x_val, split.y_val)["accuracy"]
+                store.write_text(json.dumps(alone, indent=1))
+            done.append({"genotype": genotype, "latency_ms": costs.table.of(choices, "latency_ms"),
                          "supernet_accuracy": supernet_accuracy(ws.net, s.space, choices, full),
-                         "standalone_accuracy": evaluate(net, split.x_val, split.y_val)["accuracy"]})
-            store.write_text(json.dumps(done, indent=1))
+                         "standalone_accuracy": alone[genotype]})
+        gen = torch.Generator().manual_seed(0)
+        probe = split.x_train[torch.randperm(len(split.x_train), generator=gen)[:64]]
+        for i, d in enumerate(done):  # training-free signals of the same cells, for comparison
+            torch.manual_seed(i)
+            net = s.space.build(d["genotype"])
+            d["naswot_score"] = naswot_score(net, probe)
+            d["params"] = sum(p.numel() for p in net.parameters())
         sup = [d["supernet_accuracy"] for d in done]
-        alone = [d["standalone_accuracy"] for d in done]
-        tau, p = kendalltau(sup, alone)
-        rho, _ = spearmanr(sup, alone)
-        out[space] = {"architectures": len(done), "kendall_tau": tau, "kendall_p": p, "spearman": rho,
+        standalone = [d["standalone_accuracy"] for d in done]
+        tau, p = kendalltau(sup, standalone)
+        rho, _ = spearmanr(sup, standalone)
+        others = {f"{key}_kendall_tau": float(kendalltau([d[key] for d in done], standalone)[0])
+                  for key in ("naswot_score", "params", "latency_ms")}
+        out[space] = {"architectures": len(done), "kendall_tau": tau, "kendall_p": p, "spearman": rho, **others,
                       "supernet_epochs": args.rank_supernet_epochs, "standalone_epochs": args.rank_epochs,
                       "archs": done}
     return out
