@@ -416,9 +416,15 @@ def mixed_op(
     codes = _check_mixed(x, ys, weights, free_ops, stride)
     if current_backend() == "reference":
         return reference.mixed_op(x, list(ys), weights, list(free_ops), stride)
-    if not torch.compiler.is_compiling() and _kernel_for(x) == "cpp":
+    if _eager_cpp(x):
         return _MixedCpp.apply(x, weights, codes, stride, *ys)
     return _mixed_op(x, list(ys), weights, codes, stride)
+
+
+def _eager_cpp(x: torch.Tensor) -> bool:
+    """Whether a mixed op on x runs the C++ kernels under :class:`_MixedCpp` (eager CPU calls),
+    rather than the custom op (torch.compile, other backends) or the reference."""
+    return current_backend() != "reference" and not torch.compiler.is_compiling() and _kernel_for(x) == "cpp"
 
 
 def mixed_op_saves(
@@ -434,7 +440,7 @@ def mixed_op_saves(
     throws away. Where the call would not run the eager C++ kernels (another backend,
     torch.compile), the mixed op itself runs, and its output is returned."""
     codes = _check_mixed(x, ys, weights, free_ops, stride)
-    if current_backend() != "reference" and not torch.compiler.is_compiling() and _kernel_for(x) == "cpp":
+    if _eager_cpp(x):
         return _MixedSaves.apply(x, weights, codes, stride, *ys)
     return mixed_op(x, ys, weights, free_ops, stride)
 
