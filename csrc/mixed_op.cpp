@@ -219,16 +219,20 @@ void scatter_tap(const MixedShape& s, int64_t ch, int64_t oi, int64_t dr, int64_
 }
 
 // Per-thread scratch of the stride-1 backward, in values; n = w * ch values per row, and padded
-// rows hold ch more at each end.
+// rows hold ch more at each end. The max pool's rows (row maxima, their args, vsel) live in rings
+// of kRing rows, computed just ahead of the row that reads them: a few rows stay in L1 where whole
+// images of them would go through L2.
+constexpr int64_t kRing = 4;
+
 template <typename T>
 struct Stride1Scratch {
   std::vector<T> rowmax, rowarg, vsel, routed, vbox, grow;
   Stride1Scratch(const MixedShape& s, int64_t ch, bool max) {
     const int64_t n = s.w * ch, padded = n + 2 * ch;
     if (max) {
-      rowmax.resize(s.h * n);
-      rowarg.resize(s.h * padded);
-      vsel.resize(s.h * n);
+      rowmax.resize(kRing * n);
+      rowarg.resize(kRing * padded);
+      vsel.resize(kRing * n);
       routed.resize(padded);
     }
     vbox.resize(padded);
@@ -306,58 +310,62 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
                                const Image<T>& gxi, T* rowbuf, Stride1Scratch<T>& sc, double* part,
                                bool want_w) {
   const int64_t h = s.h, w = s.w, n = w * ch, padded = n + 2 * ch;
-  if (f.max) {
-    for (int64_t r = 0; r < h; ++r) {
-      const T* a = dense_row(xi, r, w, ch, rowbuf);
-      T* hm = sc.rowmax.data() + r * n;
-      T* ha = sc.rowarg.data() + r * padded + ch;
-      std::fill(ha - ch, ha, T(-1));
-      std::fill(ha + n, ha + n + ch, T(-1));
-      for (int64_t c = 0; c < ch; ++c) {  // column 0 sees columns 0 and 1: args 1 and 2
-        const bool right = w > 1 && a[ch + c] > a[c];
-        hm[c] = right ? a[ch + c] : a[c];
-        ha[c] = right ? T(2) : T(1);
-      }
-      const int64_t end = (w - 1) * ch;
-#pragma omp simd
-      for (int64_t i = ch; i < end; ++i) {
-        const T l = a[i - ch], m = a[i], rr = a[i + ch];
-        const bool mid = m > l;
-        const T best = mid ? m : l;
-        const bool right = rr > best;
-        hm[i] = right ? rr : best;
-        ha[i] = right ? T(2) : (mid ? T(1) : T(0));
-      }
-      if (w > 1)
-        for (int64_t i = end; i < end + ch; ++i) {  // the last column sees w-2 and w-1: args 0, 1
-          const bool mid = a[i] > a[i - ch];
-          hm[i] = mid ? a[i] : a[i - ch];
-          ha[i] = mid ? T(1) : T(0);
-        }
+  auto max_row = [&](int64_t r) { return sc.rowmax.data() + (r % kRing) * n; };
+  auto arg_row = [&](int64_t r) { return sc.rowarg.data() + (r % kRing) * padded + ch; };
+  auto vsel_row = [&](int64_t oi) { return sc.vsel.data() + (oi % kRing) * n; };
+  // input row r's horizontal 3-wide maxima and the first of the three holding each (args 0-2)
+  auto row_maxima = [&](int64_t r) {
+    const T* a = dense_row(xi, r, w, ch, rowbuf);
+    T* hm = max_row(r);
+    T* ha = arg_row(r);
+    std::fill(ha - ch, ha, T(-1));
+    std::fill(ha + n, ha + n + ch, T(-1));
+    for (int64_t c = 0; c < ch; ++c) {  // column 0 sees columns 0 and 1: args 1 and 2
+      const bool right = w > 1 && a[ch + c] > a[c];
+      hm[c] = right ? a[ch + c] : a[c];
+      ha[c] = right ? T(2) : T(1);
     }
-    for (int64_t oi = 0; oi < h; ++oi) {  // vsel: the first input row holding the window's max
-      const int64_t lo = std::max<int64_t>(oi - 1, 0), hi = std::min(oi + 1, h - 1);
-      const T* m0 = sc.rowmax.data() + lo * n;
-      T* vs = sc.vsel.data() + oi * n;
-      const T r0 = static_cast<T>(lo), r1 = static_cast<T>(lo + 1), r2 = static_cast<T>(lo + 2);
-      if (hi == lo) {
-        std::fill(vs, vs + n, r0);
-      } else if (hi == lo + 1) {
-        const T* m1 = m0 + n;
+    const int64_t end = (w - 1) * ch;
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) vs[j] = m1[j] > m0[j] ? r1 : r0;
-      } else {
-        const T* m1 = m0 + n;
-        const T* m2 = m1 + n;
+    for (int64_t i = ch; i < end; ++i) {
+      const T l = a[i - ch], m = a[i], rr = a[i + ch];
+      const bool mid = m > l;
+      const T best = mid ? m : l;
+      const bool right = rr > best;
+      hm[i] = right ? rr : best;
+      ha[i] = right ? T(2) : (mid ? T(1) : T(0));
+    }
+    if (w > 1)
+      for (int64_t i = end; i < end + ch; ++i) {  // the last column sees w-2 and w-1: args 0, 1
+        const bool mid = a[i] > a[i - ch];
+        hm[i] = mid ? a[i] : a[i - ch];
+        ha[i] = mid ? T(1) : T(0);
+      }
+  };
+  // vsel of output row oi: the first input row holding the window's max
+  auto window_rows = [&](int64_t oi) {
+    const int64_t lo = std::max<int64_t>(oi - 1, 0), hi = std::min(oi + 1, h - 1);
+    const T* m0 = max_row(lo);
+    T* vs = vsel_row(oi);
+    const T r0 = static_cast<T>(lo), r1 = static_cast<T>(lo + 1), r2 = static_cast<T>(lo + 2);
+    if (hi == lo) {
+      std::fill(vs, vs + n, r0);
+    } else if (hi == lo + 1) {
+      const T* m1 = max_row(lo + 1);
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          const bool up1 = m1[j] > m0[j];
-          const T best = up1 ? m1[j] : m0[j];
-          vs[j] = m2[j] > best ? r2 : (up1 ? r1 : r0);
-        }
+      for (int64_t j = 0; j < n; ++j) vs[j] = m1[j] > m0[j] ? r1 : r0;
+    } else {
+      const T* m1 = max_row(lo + 1);
+      const T* m2 = max_row(lo + 2);
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const bool up1 = m1[j] > m0[j];
+        const T best = up1 ? m1[j] : m0[j];
+        vs[j] = m2[j] > best ? r2 : (up1 ? r1 : r0);
       }
     }
-  }
+  };
+  int64_t maxima_done = 0, vsel_done = 0;  // rows computed so far, in order
   const T w_id = static_cast<T>(f.w_id), w_avg = static_cast<T>(f.w_avg),
           w_max = static_cast<T>(f.w_max);
   const CombineRow<T> combine = want_w ? combine_row_for<T, true>(f) : combine_row_for<T, false>(f);
@@ -373,12 +381,18 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
   for (int64_t r = 0; r < h; ++r) {
     const int64_t lo = std::max<int64_t>(r - 1, 0), hi = std::min(r + 1, h - 1);
     const T rr = static_cast<T>(r);
+    if (f.max) {  // vsel of output rows up to hi, and the row maxima those read (up to hi + 1)
+      for (; vsel_done <= hi; ++vsel_done) {
+        for (; maxima_done <= std::min(vsel_done + 1, h - 1); ++maxima_done) row_maxima(maxima_done);
+        window_rows(vsel_done);
+      }
+    }
     for (int64_t oi = lo; oi <= hi; ++oi) {  // the output rows whose windows hold row r
       const T* g = gi.row(oi);
       const bool first = oi == lo;  // the first row starts the sums
       const T ri = pc.inv_rows[oi];
       if (f.avg && ro) {
-        const T* vs = sc.vsel.data() + oi * n;
+        const T* vs = vsel_row(oi);
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
           const T gj = g[j];
@@ -389,7 +403,7 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) v[j] = (first ? T(0) : v[j]) + ri * ci[j] * g[j];
       } else if (ro) {
-        const T* vs = sc.vsel.data() + oi * n;
+        const T* vs = vsel_row(oi);
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
           const T gj = g[j];
@@ -401,7 +415,7 @@ void free_ops_backward_stride1(const MixedShape& s, const FreeWeights& f, const 
     T* gx = gxi.row(r);
     const bool dense_out = gxi.ps == ch;
     T* out = dense_out ? gx : sc.grow.data();
-    combine(n, ch, gi.row(r), a, v, ro, f.max ? sc.rowarg.data() + r * padded + ch : nullptr, w_id,
+    combine(n, ch, gi.row(r), a, v, ro, f.max ? arg_row(r) : nullptr, w_id,
             w_avg, w_max, out, part);
     if (!dense_out)
       for (int64_t q = 0; q < w; ++q) std::memcpy(gx + q * gxi.ps, out + q * ch, sizeof(T) * ch);
