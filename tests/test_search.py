@@ -342,10 +342,12 @@ def test_checkpointed_and_stored_candidates_agree(name, args):
     assert results[0][3] < results[1][3] / 2  # elements kept for backward
 
 
-def test_a_checkpointed_edge_recomputes_its_candidates_but_not_its_mix(monkeypatch):
+@pytest.mark.parametrize("weights_grad", [True, False], ids=["arch-step", "weight-step"])
+def test_a_checkpointed_edge_recomputes_its_candidates_but_not_its_mix(monkeypatch, weights_grad):
     """In backward a checkpointed edge runs its candidates again but not the mixed op's kernel
     (the recomputation needs only the maps that the op saved), and the gradients still equal a
-    stored edge's."""
+    stored edge's, with the mixing weights needing a gradient (an architecture step) or not (a
+    weight step, where the op keeps fewer maps)."""
     import codesign.ops as ops
     from codesign.nn import MixedEdge
 
@@ -364,11 +366,11 @@ def test_a_checkpointed_edge_recomputes_its_candidates_but_not_its_mix(monkeypat
         net = space.supernet()
         edges = sum(isinstance(e, MixedEdge) for e in net.modules())
         x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-        w = [torch.softmax(torch.randn(len(d.options)), 0).requires_grad_() for d in space.decisions()]
+        w = [torch.softmax(torch.randn(len(d.options)), 0).requires_grad_(weights_grad) for d in space.decisions()]
         calls["forward"] = 0
         loss = net(x, w).square().sum()
         assert calls["forward"] == edges
-        grads.append(torch.autograd.grad(loss, w + list(net.parameters())))
+        grads.append(torch.autograd.grad(loss, (w if weights_grad else []) + list(net.parameters())))
         assert calls["forward"] == edges  # backward computed no mix again
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
