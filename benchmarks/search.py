@@ -281,19 +281,26 @@ def part_compare(args, work: Path) -> dict:
             passes = g["search_passes"]
             rnd = _run(_config(space, seed, args, strategy="random", max_passes=passes), work / f"{space}-random-s{seed}")
             ws = _run(_config(space, seed, args, strategy="rsws", max_passes=passes), work / f"{space}-rsws-s{seed}")
-            rows.append({"space": space, "seed": seed, "default": _design(g), "random": _design(rnd),
-                         "rsws": _design(ws)})
+            row = {"space": space, "seed": seed, "default": _design(g), "random": _design(rnd), "rsws": _design(ws)}
+            for other in args.also:  # further strategies at the same compute
+                if other not in row:
+                    row[other] = _design(_run(_config(space, seed, args, strategy=other, max_passes=passes),
+                                              work / f"{space}-{other}-s{seed}"))
+            rows.append(row)
     label = _label(strategy, regularizer)
+    methods = ["default", "random", "rsws", *[m for m in args.also if m not in ("default", "random", "rsws")]]
     summary = {}
     for space in args.spaces:
         rs = [r for r in rows if r["space"] == space]
-        summary[space] = {m: _mean_std([r[m]["test_accuracy"] for r in rs]) for m in ("default", "random", "rsws")}
-        summary[space]["default_wins_vs_random"] = sum(r["default"]["test_accuracy"] > r["random"]["test_accuracy"]
-                                                       for r in rs)
-        summary[space]["default_wins_vs_rsws"] = sum(r["default"]["test_accuracy"] > r["rsws"]["test_accuracy"]
-                                                     for r in rs)
+        summary[space] = {m: _mean_std([r[m]["test_accuracy"] for r in rs]) for m in methods}
+        for m in methods[1:]:
+            summary[space][f"default_wins_vs_{m}"] = sum(r["default"]["test_accuracy"] > r[m]["test_accuracy"]
+                                                         for r in rs)
+        for m in methods[3:]:
+            summary[space][f"{m}_wins_vs_random"] = sum(r[m]["test_accuracy"] > r["random"]["test_accuracy"]
+                                                        for r in rs)
         summary[space]["seeds"] = len(rs)
-    all_designs = [r[m] for r in rows for m in ("default", "random", "rsws")]
+    all_designs = [r[m] for r in rows for m in methods]
     return {"default_strategy": label, "runs": rows, "summary": summary,
             "default_wins_vs_random": sum(s["default_wins_vs_random"] for s in summary.values()),
             "pairs": len(rows),
@@ -377,29 +384,6 @@ def _setup_costs(space: str, args):
     return s, costs_phase(s, None), split_train_val
 
 
-def naswot_score(net, x) -> float:
-    """NASWOT (Mellor et al., ICML 2021): at initialisation, log|det K| of the kernel that counts,
-    for each pair of inputs in the batch x, the ReLU units on which both are active or both
-    inactive; networks that separate inputs into more distinct activation patterns score higher."""
-    import torch
-
-    codes = []
-
-    def hook(module, inputs, output):
-        codes.append((output.detach().flatten(1) > 0).to(torch.float64))
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net.train()(x)
-    finally:
-        for h in handles:
-            h.remove()
-    c = torch.cat(codes, 1)
-    k = c @ c.T + (1 - c) @ (1 - c).T
-    return float(torch.linalg.slogdet(k)[1])
-
-
 def part_ranking(args, work: Path) -> dict:
     """Kendall tau between the supernet's accuracy of sampled architectures (RSWS's shared weights,
     scored on the validation split) and their stand-alone validation accuracy after short training."""
@@ -409,6 +393,7 @@ def part_ranking(args, work: Path) -> dict:
     from scipy.stats import kendalltau, spearmanr
 
     from codesign.search import checkpoint as ckpt
+    from codesign.search import naswot_score
     from codesign.search.strategies import SearchContext, create_strategy, sample_feasible
     from codesign.search.train import evaluate, train_network
     from codesign.search.weight_sharing import supernet_accuracy
@@ -552,6 +537,8 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=5, help="final training of every derived network")
     ap.add_argument("--candidate-epochs", type=int, default=1, help="random: epochs per candidate")
     ap.add_argument("--ws-candidates", type=int, default=50)
+    ap.add_argument("--also", nargs="*", default=[], help="compare: further strategies run at the same compute "
+                                                          "(e.g. naswot)")
     ap.add_argument("--ws-eval-batches", type=int, default=2)
     ap.add_argument("--remeasure-rounds", type=int, default=5, help="remeasure: interleaved timing rounds")
     ap.add_argument("--remeasure-repeats", type=int, default=3, help="remeasure: timed runs per network per round")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -180,7 +181,7 @@ def small_cfg(strategy, **kw):
     return SearchConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "rsws", "random", "evolution"])
+@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "rsws", "random", "evolution", "naswot"])
 def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     """Sample-based strategies and rsws only ever pick networks under the budget; a gradient
     strategy's architecture distribution ends under it (the Lagrangian binds a budget that its
@@ -195,9 +196,11 @@ def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     found = create_strategy(strategy, context(space, digits, costs, budgets, cfg, log=logs.append)).run()
     assert space.valid(found["choices"]) and len(found["probs"]) == 6
     assert logs and found["search_seconds"] > 0
-    if strategy in ("random", "evolution"):
-        assert found["candidates"] == 3 and all(satisfied(costs, r["choices"], budgets) for r in logs)
-    if strategy in ("random", "evolution", "rsws"):
+    if strategy in ("random", "evolution", "naswot"):
+        trained = [r for r in logs if "candidate" in r]
+        assert found["candidates"] == len(trained) == 3
+        assert all(satisfied(costs, r["choices"], budgets) for r in trained)
+    if strategy in ("random", "evolution", "rsws", "naswot"):
         assert satisfied(costs, found["choices"], budgets)
     else:
         assert set(logs[-1]) >= {"train_loss", "val_accuracy", "expected", "multipliers", "arch_probs", "tau"}
@@ -226,7 +229,8 @@ class Killed(Exception):
 
 @pytest.mark.parametrize("strategy, arch_optimizer, regularizer", [
     ("gdas", "adam", None), ("evolution", "adam", None), ("darts", "l2o:supernet", None),
-    ("gdas", "adam", "shrink,tunas"), ("darts", "adam", "drnas,darts-minus,beta-darts"), ("rsws", "adam", None)])
+    ("gdas", "adam", "shrink,tunas"), ("darts", "adam", "drnas,darts-minus,beta-darts"), ("rsws", "adam", None),
+    ("naswot", "adam", None)])
 def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, regularizer, digits, tmp_path):
     from codesign.pipeline import optimizer_factory as _optimizer_factory
 
@@ -234,7 +238,7 @@ def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, reg
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
     cfg = small_cfg(strategy, epochs=4, candidates=4, arch_optimizer=arch_optimizer, regularizer=regularizer,
-                    ws_candidates=5, ws_eval_batches=1)
+                    ws_candidates=5, ws_eval_batches=1, zc_pool=6)
 
     def context(*a, **kw):  # the learned optimizer (if any) updates the architecture weights
         ctx = globals()["context"](*a, **kw)
@@ -623,7 +627,7 @@ def test_gdas_draws_every_decision_in_one_call(digits, monkeypatch):
 
 
 def test_strategy_registry():
-    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "random", "rsws"]
+    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "naswot", "random", "rsws"]
     with pytest.raises(CodesignError, match="unknown strategy 'enas'"):
         create_strategy("enas", None)
 
@@ -969,6 +973,61 @@ def test_rsws_spends_the_passes_it_is_given(digits):
     ctx.max_passes = 30.0
     found = create_strategy("rsws", ctx).run()
     assert abs(found["search_passes"] - 30.0) <= 0.5 and found["training_steps"] > 0
+
+
+# --- naswot: a training-free preselection ----------------------------------------------------------
+
+def test_naswot_scores_a_network_that_ignores_its_input_minus_infinity():
+    from codesign.search import naswot_score
+
+    x = torch.randn(16, 3, 8, 8)
+    torch.manual_seed(0)
+    live = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    dead = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    with torch.no_grad():
+        dead[0].weight.zero_()  # every input gives the same code: K is singular
+    a = naswot_score(live, x)
+    assert math.isfinite(a) and a == naswot_score(live, x)  # deterministic; the net's mode is restored
+    assert live.training and naswot_score(dead, x) == -math.inf
+    live.eval()
+    naswot_score(live, x)
+    assert not live.training
+    with pytest.raises(CodesignError, match="no ReLU-family activation"):
+        naswot_score(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3)), x)
+
+
+def test_naswot_trains_the_best_scored_designs_first_and_never_a_disconnected_cell(digits):
+    """Candidates are trained in the order of their scores, none of them a cell without a path
+    from input to output (score -inf); the pool's forward passes are part of the search's compute,
+    so at the same compute it trains fewer candidates than random search."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
+    logs = []
+    found = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", candidates=4, zc_pool=40),
+                                              log=logs.append)).run()
+    pool = logs[0]
+    assert pool["pool"] == 40 and pool["scored_finite"] < 40  # the space has disconnected cells: scored -inf
+    trained = [r for r in logs if "candidate" in r]
+    assert len(trained) == 4 == found["candidates"]
+    strategy = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=40)))
+    strategy._score_pool()
+    ranked = [p["genotype"] for p in strategy.pool]
+    assert [r["genotype"] for r in trained] == ranked[:4]
+    assert all(math.isfinite(p["naswot_score"]) for p in strategy.pool)
+    scores = [p["naswot_score"] for p in strategy.pool]
+    assert scores == sorted(scores, reverse=True)
+    per = -(-160 // 32)  # candidate_epochs=1 over the context's 160 training images, batch 32
+    assert found["search_passes"] == pytest.approx(40 / 3 + 4 * per)
+    # at equal compute: random trains more candidates than naswot, which pays for its pool
+    budget = 40 / 3 + 4 * per
+    runs = {}
+    for name in ("random", "naswot"):
+        ctx = context(space, digits, costs, budgets, small_cfg(name, zc_pool=40))
+        ctx.max_passes = budget
+        runs[name] = create_strategy(name, ctx).run()
+        assert runs[name]["search_passes"] <= budget + per / 2
+    assert runs["naswot"]["candidates"] == 4 and runs["random"]["candidates"] > 4
 
 
 # --- --compare random, end to end -------------------------------------------------------------------

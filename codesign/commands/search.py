@@ -54,11 +54,13 @@ _FLAGS = {
                                           "comma-separated: beta-darts, drnas, darts-minus, shrink, tunas, or none "
                                           "(default: the strategy's; see docs/search.md)"),
     "--arch-batch-size": ("arch_batch_size", int, "batch size of the architecture step (default: --batch-size)"),
-    "--max-passes": ("max_passes", float, "random/evolution/rsws: stop after this compute, in network passes"),
+    "--max-passes": ("max_passes", float, "random/evolution/naswot/rsws: stop after this compute, in network passes"),
     "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
     "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
-    "--candidates": ("candidates", int, "random/evolution: networks to train (default 8)"),
-    "--candidate-epochs": ("candidate_epochs", int, "random/evolution: epochs per candidate (default 4)"),
+    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training, of which the best "
+                                  "are trained (default 100)"),
+    "--candidates": ("candidates", int, "random/evolution/naswot: networks to train (default 8)"),
+    "--candidate-epochs": ("candidate_epochs", int, "random/evolution/naswot: epochs per candidate (default 4)"),
     "--population": ("population", int, "evolution: population size (default 4)"),
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
     "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),

@@ -53,6 +53,7 @@ class SearchConfig:
     candidates: int = 8
     ws_candidates: int = 100  # rsws: architectures ranked with the shared weights
     ws_eval_batches: int = 4  # rsws: validation batches each candidate is first scored on
+    zc_pool: int = 100  # naswot: designs under the budgets scored without training
     candidate_epochs: int = 4
     population: int = 4
     tournament: int = 2
@@ -153,7 +154,7 @@ class SearchConfig:
         if self.device.startswith("accel:") and self.cost_model:
             raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
-                     "profile_repeats", "ws_candidates", "ws_eval_batches", "tune_trials"):
+                     "profile_repeats", "ws_candidates", "ws_eval_batches", "zc_pool", "tune_trials"):
             if getattr(self, name) < 1:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_epochs", "train_epochs"):

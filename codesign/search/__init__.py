@@ -16,9 +16,10 @@ from .strategies import (
     register_strategy,
 )
 from .weight_sharing import RandomSearchWeightSharing  # registers rsws
+from .zero_cost import ZeroCostSearch, naswot_score  # registers naswot
 
 __all__ = [
     "REGULARIZERS", "STRATEGIES", "Budget", "CostTable", "Multipliers", "RandomSearchWeightSharing", "SearchContext",
-    "build_cost_table", "create_strategy", "derive", "list_regularizers", "list_strategies", "network_cost",
-    "parse_budget", "register_regularizer", "register_strategy", "repair", "resolve",
+    "ZeroCostSearch", "build_cost_table", "create_strategy", "derive", "list_regularizers", "list_strategies",
+    "naswot_score", "network_cost", "parse_budget", "register_regularizer", "register_strategy", "repair", "resolve",
 ]

@@ -13,6 +13,8 @@ uninterrupted run of the same seed.
   ``tau_max`` to ``tau_min``; the supernet computes only the sampled candidate of each edge.
 - ``random``: networks sampled uniformly under the budgets, each trained briefly from scratch,
   the best validation accuracy kept.
+- ``naswot`` (codesign.search.zero_cost): random search whose candidates are chosen, best first,
+  from a larger pool under the budgets by a training-free score of the untrained network.
 - ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
   the oldest member dies; every child under the budgets, trained briefly like random's.
 
@@ -579,13 +581,20 @@ class SampleSearch:
         if ctx.max_passes is None:
             return max(0, ctx.cfg.candidates - len(self.history))
         per = self.ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
-        used, n, k = sum(h["passes"] for h in self.history), len(self.history), 0
+        used, n, k = self.overhead_passes() + sum(h["passes"] for h in self.history), len(self.history), 0
         while not (n + k >= 1 and used + k * per + per / 2 > ctx.max_passes):
             k += 1
         return k
 
     def done(self) -> bool:
         return self.remaining() == 0
+
+    def overhead_passes(self) -> float:
+        """Compute spent besides training candidates (a preselection's scoring), in passes."""
+        return 0.0
+
+    def overhead_seconds(self) -> float:
+        return 0.0
 
     def ready(self) -> int:
         """How many proposals can be made before the next result is known."""
@@ -599,13 +608,13 @@ class SampleSearch:
         return {"space": ctx.space, "x_train": ctx.x_train, "y_train": ctx.y_train, "x_val": ctx.x_val,
                 "y_val": ctx.y_val, "augment": ctx.augment, "weight_optimizer_factory": ctx.weight_optimizer_factory}
 
-    def run(self) -> dict:
+    def run(self, resume: bool = True) -> dict:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         from ..distributed import SerialExecutor
 
         ctx = self.ctx
-        if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
+        if resume and ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
             self.load(ckpt.load(ctx.checkpoint_stem)[0])
         executor = ctx.executor or SerialExecutor()
         data = None
@@ -640,8 +649,9 @@ class SampleSearch:
         sizes = [len(d.options) for d in ctx.space.decisions()] + ctx.costs.hw_sizes()
         probs = [np.eye(n)[k] for n, k in zip(sizes, best["choices"])]
         return {"choices": list(best["choices"]), "probs": probs, "candidates": len(self.history),
-                "best_val_accuracy": best["val_accuracy"], "search_passes": float(sum(h["passes"] for h in self.history)),
-                "search_seconds": sum(h["seconds"] for h in self.history)}
+                "best_val_accuracy": best["val_accuracy"],
+                "search_passes": self.overhead_passes() + float(sum(h["passes"] for h in self.history)),
+                "search_seconds": self.overhead_seconds() + sum(h["seconds"] for h in self.history)}
 
     def _record_in_order(self, proposed: list[tuple[dict, tuple]], bar) -> None:
         """Move finished candidates that continue the history into it (with the generator state

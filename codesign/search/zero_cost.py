@@ -1,0 +1,144 @@
+"""Training-free scores of untrained networks, and the ``naswot`` strategy that uses one to choose
+which candidates a sample-based search trains.
+
+NASWOT (Mellor et al., "Neural Architecture Search without Training", ICML 2021): for one batch
+of inputs, every ReLU-family unit of the untrained network is either active (output > 0) or not;
+K[i, j] counts the units on which inputs i and j agree. A network whose units separate the inputs
+into more distinct activation patterns has a better-conditioned K, and log|det K| is its score.
+A network whose output does not depend on its input (an NB201 cell with no path from input to
+output) scores -inf, whatever its units before the break do: such a network cannot learn.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import torch
+import torch.nn as nn
+
+from ..errors import CodesignError
+from .strategies import SampleSearch, SearchContext, register_strategy, sample_feasible
+from .weight_sharing import FORWARD_PASS
+
+# Activations whose output is positive exactly where their input is: the unit's binary code.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU)
+
+
+def naswot_score(net: nn.Module, x: torch.Tensor) -> float:
+    """log|det K| of the activation-pattern kernel of ``net`` on the batch ``x`` (one forward in
+    training mode, no gradients; ``net`` is left as it was).
+
+    Raises:
+        CodesignError: the network has no ReLU-family activation to read codes from.
+    """
+    codes: list[torch.Tensor] = []
+
+    def hook(module, inputs, output):
+        codes.append((output.detach().flatten(1) > 0).to(torch.float64))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, ACTIVATIONS)]
+    if not handles:
+        raise CodesignError(f"naswot: {type(net).__name__} has no ReLU-family activation to score")
+    was = net.training
+    try:
+        with torch.no_grad():
+            out = net.train()(x)
+    finally:
+        net.train(was)
+        for h in handles:
+            h.remove()
+    if torch.is_tensor(out) and len(out) > 1 and bool((out == out[:1]).all()):
+        return -math.inf  # the output ignores the input (units before the break still vary)
+    c = torch.cat(codes, 1)
+    k = c @ c.T + (1 - c) @ (1 - c).T
+    sign, logdet = torch.linalg.slogdet(k)
+    return float(logdet) if float(sign) > 0 else -math.inf
+
+
+@register_strategy("naswot")
+class ZeroCostSearch(SampleSearch):
+    """Random search with a training-free preselection: ``zc_pool`` designs under the budgets are
+    drawn, each untrained network is scored by NASWOT on one training batch, and candidates are
+    trained (as random's, ``candidate_epochs`` each) in the order of their scores, best first; the
+    best validation accuracy is kept. Scoring a design costs one forward-only batch
+    (``FORWARD_PASS``), counted in the search's passes, so at equal compute it trains a few fewer
+    candidates than random search, chosen rather than drawn.
+
+    The pool is scored once and kept in the checkpoint; a resumed run trains the same candidates in
+    the same order."""
+
+    def __init__(self, ctx: SearchContext):
+        super().__init__(ctx)
+        self.pool_size = int(getattr(ctx.cfg, "zc_pool", 100))
+        self.pool: list[dict] | None = None  # scored designs, best first
+        self.pool_seconds = 0.0
+
+    def state(self) -> dict:
+        return {**super().state(), "pool": self.pool, "pool_seconds": self.pool_seconds}
+
+    def load(self, s: dict) -> None:
+        super().load(s)
+        self.pool = s.get("pool")
+        self.pool_seconds = float(s.get("pool_seconds", 0.0))
+
+    def overhead_passes(self) -> float:
+        return FORWARD_PASS * self.pool_size
+
+    def overhead_seconds(self) -> float:
+        return self.pool_seconds
+
+    def remaining(self) -> int:
+        left = super().remaining()
+        return left if self.pool is None else min(left, len(self.pool) - len(self.history))
+
+    def _score_pool(self) -> None:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_033 + 5)
+        probe = ctx.x_train[torch.randperm(len(ctx.x_train), generator=gen)[:cfg.batch_size]]
+        rng = random.Random(cfg.seed * 7_919 + 3)
+        seen, pool = set(), []
+        for _ in range(20 * self.pool_size):  # distinct designs; a small space may have fewer
+            if len(pool) == self.pool_size:
+                break
+            c = sample_feasible(ctx, rng)
+            if tuple(c) in seen:
+                continue
+            seen.add(tuple(c))
+            genotype = ctx.space.format(ctx.costs.split(c)[0])
+            torch.manual_seed(cfg.seed * 1_000 + len(pool))
+            net = ctx.space.build(genotype).to(probe.device)
+            pool.append({"index": len(pool), "choices": list(c), "genotype": genotype,
+                         "naswot_score": naswot_score(net, probe)})
+        finite = [p for p in pool if math.isfinite(p["naswot_score"])]
+        if not finite:
+            raise CodesignError("naswot: no design under the budgets has a finite score (every sampled network "
+                                "ignores its input); use another strategy")
+        # networks that ignore their input are never trained
+        self.pool = sorted(finite, key=lambda p: (-p["naswot_score"], p["index"]))
+        self.pool_seconds = time.perf_counter() - t0
+        top = self.pool[0]
+        ctx.log({"pool": len(pool), "scored_finite": len(finite), "best_naswot_score": top["naswot_score"],
+                 "best_genotype": top["genotype"], "seconds": self.pool_seconds})
+        self.save()
+
+    def propose(self) -> list[int]:
+        # called once per candidate in candidate order (also when a resumed run re-proposes the
+        # candidates that finished ahead of the history): the k-th proposal is the k-th best score
+        k = self._proposed
+        self._proposed += 1
+        return list(self.pool[k]["choices"])
+
+    def run(self) -> dict:
+        from . import checkpoint as ckpt
+
+        if self.ctx.checkpoint_stem is not None and ckpt.exists(self.ctx.checkpoint_stem):
+            self.load(ckpt.load(self.ctx.checkpoint_stem)[0])
+        if self.pool is None:
+            self._score_pool()
+        self._proposed = len(self.history)
+        out = super().run(resume=False)
+        out["pool"] = self.pool_size
+        return out
