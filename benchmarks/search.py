@@ -311,7 +311,7 @@ def part_remeasure(args, work: Path, compare: dict | None) -> dict:
     """The final networks of compare and of remedies (those of the parts that ran), see ``remeasure``."""
     runs: dict[str, dict[str, Path]] = {space: {} for space in args.spaces}
     for row in (compare or {}).get("runs", []):
-        for m in ("default", "random", "rsws"):
+        for m in [k for k, v in row.items() if isinstance(v, dict) and "run_dir" in v]:  # every method compared
             runs[row["space"]][f"{m}-s{row['seed']}"] = Path(row[m]["run_dir"])
     for row in (args.remedy_rows or []):
         runs[row["space"]].setdefault(f"{row['variant']}-s{row['seed']}", Path(row["run_dir"]))

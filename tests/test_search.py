@@ -194,14 +194,14 @@ def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     logs = []
     cfg = small_cfg(strategy, epochs=6, arch_lr=0.1, lagrange_lr=5.0, ws_candidates=6, ws_eval_batches=1)
     found = create_strategy(strategy, context(space, digits, costs, budgets, cfg, log=logs.append)).run()
-    assert space.valid(found["choices"]) and len(found["probs"]) == 6
+    assert len(found["probs"]) == 6  # a gradient strategy's argmax may be a disconnected cell: derived below
     assert logs and found["search_seconds"] > 0
     if strategy in ("random", "evolution", "naswot"):
         trained = [r for r in logs if "candidate" in r]
         assert found["candidates"] == len(trained) == 3
         assert all(satisfied(costs, r["choices"], budgets) for r in trained)
     if strategy in ("random", "evolution", "rsws", "naswot"):
-        assert satisfied(costs, found["choices"], budgets)
+        assert space.valid(found["choices"]) and satisfied(costs, found["choices"], budgets)
     else:
         assert set(logs[-1]) >= {"train_loss", "val_accuracy", "expected", "multipliers", "arch_probs", "tau"}
         assert max(r["multipliers"]["latency_ms"] for r in logs) > 0  # the budget pushed back
@@ -996,10 +996,9 @@ def test_naswot_scores_a_network_that_ignores_its_input_minus_infinity():
         naswot_score(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3)), x)
 
 
-def test_naswot_trains_the_best_scored_designs_first_and_never_a_disconnected_cell(digits):
-    """Candidates are trained in the order of their scores, none of them a cell without a path
-    from input to output (score -inf); the pool's forward passes are part of the search's compute,
-    so at the same compute it trains fewer candidates than random search."""
+def test_naswot_trains_the_best_scored_designs_first(digits):
+    """Candidates are trained in the order of their scores; the pool's forward passes are part of
+    the search's compute, so at the same compute it trains fewer candidates than random search."""
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
@@ -1007,7 +1006,7 @@ def test_naswot_trains_the_best_scored_designs_first_and_never_a_disconnected_ce
     found = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", candidates=4, zc_pool=40),
                                               log=logs.append)).run()
     pool = logs[0]
-    assert pool["pool"] == 40 and pool["scored_finite"] < 40  # the space has disconnected cells: scored -inf
+    assert pool["pool"] == 40 and pool["scored_finite"] == 40  # (cells that ignore their input are not sampled)
     trained = [r for r in logs if "candidate" in r]
     assert len(trained) == 4 == found["candidates"]
     strategy = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=40)))

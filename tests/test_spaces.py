@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,5 +210,31 @@ def test_option_kernels_and_listed_kernels_cover_derived_networks(name):
 
 
 def test_space_sizes_count_valid_networks():
-    assert create_space("nb201").describe()["size"] == 5 ** 6
+    assert create_space("nb201").describe()["size"] == 5 ** 6 - 341  # cells whose output ignores the input left out
     assert create_space("darts").describe()["size"] == pytest.approx((180 * 49 ** 4) ** 2)  # ~1.1e18
+
+
+def test_nb201_cells_whose_output_ignores_the_input_are_not_networks_of_the_space():
+    """Their output is a constant: sampling, mutation, the extremes and repair never give one."""
+    from codesign.search.budgets import Budget, repair
+    from codesign.search.costs import CostTable
+    from codesign.spaces.nb201 import connected
+
+    space = create_space("nb201", c=2, cells=1, input_shape=(1, 1, 8, 8))
+    dead = space.parse("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|nor_conv_3x3~2|")  # 0->1, 2->3: no path
+    live = space.parse("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert not space.valid(dead) and not connected(dead) and space.valid(live)
+    with torch.no_grad():
+        net = space.build(space.format(dead)).eval()
+        out = net(torch.randn(4, 1, 8, 8))
+    assert torch.equal(out, out[:1].expand_as(out))  # why: the same output for every input
+    rng = random.Random(0)
+    cells = [space.random_choices(rng) for _ in range(500)]
+    assert all(space.valid(c) for c in cells)
+    assert all(space.valid(space.mutate(c, rng)) for c in cells[:100])
+    lat = [np.array([0.0, 0.0, 1.0, 3.0, 0.5])] * 6  # none and skip cost nothing
+    assert space.cheapest(lat) == live and space.costliest(lat) == [3] * 6
+    table = CostTable("nb201", "test", "-", {"latency_ms": lat}, {"latency_ms": 0.0}, [1.0] * 6)
+    uniform = [np.full(5, 0.2)] * 6
+    fixed, changes = repair(space, table, dead, uniform, [Budget("latency_ms", "100", 100.0)])
+    assert space.valid(fixed) and changes == 1

@@ -167,8 +167,20 @@ def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray],
            margin: float = 1.0, max_steps: int = 1000) -> tuple[list[int], int]:
     """Greedy repair: while a budget is exceeded, make the valid single change (of a network option
     or, on hardware, of a hardware parameter) that loses the least architecture log-probability per
-    unit of normalised cost saved. Returns (choices, changes)."""
+    unit of normalised cost saved. A design that is not a network of the space (an NB201 cell
+    whose output ignores its input) first makes the valid single change that loses the least
+    log-probability. Returns (choices, changes)."""
     cur, steps = list(choices), 0
+    if not space.valid(costs.split(cur)[0]):
+        def lost(cand):
+            return sum(math.log(max(probs[d][cur[d]], 1e-12)) - math.log(max(probs[d][cand[d]], 1e-12))
+                       for d in range(len(cur)) if cand[d] != cur[d])
+
+        options = [c for c in _neighbours(space, costs, cur) if space.valid(costs.split(c)[0])]
+        if options:
+            cur, steps = min(options, key=lost), 1
+        else:
+            cur, steps = costs.extreme(space, budgets[0].metric if budgets else "latency_ms", "min")[0], 1
     while not satisfied(costs, cur, budgets, margin):
         if steps >= max_steps:
             break

@@ -20,6 +20,10 @@ benchmark itself uses C=16, 5 cells per stage; the defaults here are smaller for
 
 from __future__ import annotations
 
+import functools
+import itertools
+
+import numpy as np
 import torch.nn as nn
 
 from ..errors import CodesignError
@@ -31,6 +35,30 @@ from .kernels import ExportedKernels
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (node, input), benchmark order
+
+
+def connected(choices) -> bool:
+    """Whether node 3 (the output) is reached from node 0 (the input) through non-``none`` edges."""
+    reached = {0}
+    for (node, inp), c in zip(EDGES, choices):  # EDGES lists every node's inputs before the node's users
+        if c != 0 and inp in reached:
+            reached.add(node)
+    return 3 in reached
+
+
+@functools.cache
+def _all_connected() -> np.ndarray:
+    """Every connected cell's choice vector: [n, 6]."""
+    grid = np.array(list(itertools.product(range(len(OPS)), repeat=len(EDGES))))
+    return grid[[connected(row) for row in grid]]
+
+
+def _extreme_connected(cost: list[np.ndarray], pick) -> list[int]:
+    """The connected cell of least (np.argmin) or most (np.argmax) additive cost; ties go to the
+    first in the order of the choice vectors."""
+    cells = _all_connected()
+    total = sum(np.asarray(c, dtype=np.float64)[cells[:, e]] for e, c in enumerate(cost))
+    return [int(v) for v in cells[int(pick(total))]]
 
 
 class ReLUConvBN(nn.Sequential):
@@ -154,6 +182,36 @@ class NB201Space(SearchSpace):
 
     def decisions(self) -> list[Decision]:
         return [Decision(f"edge{inp}->{node}", OPS) for node, inp in EDGES]
+
+    def valid(self, choices: list[int]) -> bool:
+        """A cell whose output is reached from its input through edges other than ``none``: the
+        others (341 of the 15,625 cells) compute a constant, and the search never picks one."""
+        return len(choices) == len(EDGES) and connected(choices)
+
+    def random_choices(self, rng) -> list[int]:
+        """A uniformly random connected cell."""
+        while True:
+            choices = super().random_choices(rng)
+            if connected(choices):
+                return choices
+
+    def mutate(self, choices: list[int], rng) -> list[int]:
+        """One edge's op changed, into a connected cell (a cell has at least 4 single changes that
+        keep it connected: any edge but the one path's may become anything)."""
+        while True:
+            child = super().mutate(choices, rng)
+            if connected(child):
+                return child
+
+    def describe(self) -> dict:
+        """As the base class, with the count of connected cells (15,284 of 5^6)."""
+        return {**super().describe(), "size": float(len(_all_connected()))}
+
+    def cheapest(self, cost: list[np.ndarray]) -> list[int]:
+        return _extreme_connected(cost, np.argmin)
+
+    def costliest(self, cost: list[np.ndarray]) -> list[int]:
+        return _extreme_connected(cost, np.argmax)
 
     def parse(self, text: str) -> list[int]:
         if not isinstance(text, str) or not text.strip().startswith("|"):
