@@ -704,6 +704,7 @@ def test_train_and_export_commands(finished_run, tmp_path, capsys):
     (["search", "--strategy", "rsws", "--max-passes", "0"], "--max-passes must be a positive number"),
     (["search", "--arch-batch-size", "0"], "--arch-batch-size must be an int >= 1"),
     (["search", "--strategy", "rsws", "--ws-candidates", "0"], "--ws-candidates must be >= 1"),
+    (["search", "--strategy", "naswot", "--zc-pool", "0"], "--zc-pool must be >= 1"),
     (["export", "|bad|", "--out", "x.onnx"], "nb201 genotype"),
     (["train", "/tmp", "--epochs", "1"], "not a finished search run"),
 ])
