@@ -196,8 +196,8 @@ class NB201Space(SearchSpace):
                 return choices
 
     def mutate(self, choices: list[int], rng) -> list[int]:
-        """One edge's op changed, into a connected cell (a cell has at least 4 single changes that
-        keep it connected: any edge but the one path's may become anything)."""
+        """One edge's op changed, into a connected cell (redrawn until it is: from any cell, giving
+        the edge 0->3 an op other than ``none`` connects it, so the draw ends)."""
         while True:
             child = super().mutate(choices, rng)
             if connected(child):
