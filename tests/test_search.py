@@ -997,6 +997,23 @@ def test_naswot_scores_a_network_that_ignores_its_input_minus_infinity():
         naswot_score(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3)), x)
 
 
+@pytest.mark.parametrize("name, kw", [("nb201", {"c": 4, "cells": 1}), ("darts", {"c": 4, "layers": 3}),
+                                      ("mobilenet", {})])
+def test_naswot_scores_the_networks_of_every_space(name, kw):
+    """Every space's networks carry ReLU-family units (ReLU, ReLU6) that NASWOT reads; different
+    networks score differently."""
+    from codesign.search import naswot_score
+
+    space = create_space(name, input_shape=(1, 3, 16, 16), **kw)
+    rng = random.Random(0)
+    x = torch.randn(16, 3, 16, 16)
+    scores = []
+    for i in range(3):
+        torch.manual_seed(i)
+        scores.append(naswot_score(space.build(space.format(space.random_choices(rng))), x))
+    assert all(math.isfinite(v) for v in scores) and len(set(scores)) == 3
+
+
 def test_naswot_trains_the_best_scored_designs_first(digits):
     """Candidates are trained in the order of their scores; the pool's forward passes are part of
     the search's compute, so at the same compute it trains fewer candidates than random search."""
