@@ -172,13 +172,9 @@ def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray],
     log-probability. Returns (choices, changes)."""
     cur, steps = list(choices), 0
     if not space.valid(costs.split(cur)[0]):
-        def lost(cand):
-            return sum(math.log(max(probs[d][cur[d]], 1e-12)) - math.log(max(probs[d][cand[d]], 1e-12))
-                       for d in range(len(cur)) if cand[d] != cur[d])
-
         options = [c for c in _neighbours(space, costs, cur) if space.valid(costs.split(c)[0])]
         if options:
-            cur, steps = min(options, key=lost), 1
+            cur, steps = min(options, key=lambda cand: _logprob_lost(probs, cur, cand)), 1
         else:
             cur, steps = costs.extreme(space, budgets[0].metric if budgets else "latency_ms", "min")[0], 1
     while not satisfied(costs, cur, budgets, margin):
@@ -194,9 +190,7 @@ def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray],
             saved = sum((min(now[b.metric], 1e30) - after[b.metric]) / b.limit for b in over)
             if saved <= 1e-12:
                 continue
-            loss = sum(math.log(max(probs[d][cur[d]], 1e-12)) - math.log(max(probs[d][cand[d]], 1e-12))
-                       for d in range(len(cur)) if cand[d] != cur[d])
-            score = saved / (max(loss, 0.0) + 1e-6)
+            score = saved / (max(_logprob_lost(probs, cur, cand), 0.0) + 1e-6)
             if score > best_score:
                 best, best_score = cand, score
         if best is None:
@@ -209,6 +203,12 @@ def repair(space, costs: CostTable, choices: list[int], probs: list[np.ndarray],
                 return cheapest, steps + 1
         raise CodesignError("no network of the space meets every budget together; relax one of them")
     return cur, steps
+
+
+def _logprob_lost(probs: list[np.ndarray], cur: list[int], cand: list[int]) -> float:
+    """The architecture log-probability a change from ``cur`` to ``cand`` gives up."""
+    return sum(math.log(max(probs[d][cur[d]], 1e-12)) - math.log(max(probs[d][cand[d]], 1e-12))
+               for d in range(len(cur)) if cand[d] != cur[d])
 
 
 def _neighbours(space, costs: CostTable, choices: list[int]):

@@ -608,14 +608,18 @@ class SampleSearch:
         return {"space": ctx.space, "x_train": ctx.x_train, "y_train": ctx.y_train, "x_val": ctx.x_val,
                 "y_val": ctx.y_val, "augment": ctx.augment, "weight_optimizer_factory": ctx.weight_optimizer_factory}
 
-    def run(self, resume: bool = True) -> dict:
+    def prepare(self) -> None:
+        """Work before the first candidate, after a resumed run's state is loaded (a preselection)."""
+
+    def run(self) -> dict:
         from concurrent.futures import FIRST_COMPLETED, wait
 
         from ..distributed import SerialExecutor
 
         ctx = self.ctx
-        if resume and ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
+        if ctx.checkpoint_stem is not None and ckpt.exists(ctx.checkpoint_stem):
             self.load(ckpt.load(ctx.checkpoint_stem)[0])
+        self.prepare()
         executor = ctx.executor or SerialExecutor()
         data = None
         total = None if ctx.max_passes is not None else ctx.cfg.candidates

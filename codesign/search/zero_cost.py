@@ -131,14 +131,10 @@ class ZeroCostSearch(SampleSearch):
         self._proposed += 1
         return list(self.pool[k]["choices"])
 
-    def run(self) -> dict:
-        from . import checkpoint as ckpt
-
-        if self.ctx.checkpoint_stem is not None and ckpt.exists(self.ctx.checkpoint_stem):
-            self.load(ckpt.load(self.ctx.checkpoint_stem)[0])
+    def prepare(self) -> None:
         if self.pool is None:
             self._score_pool()
         self._proposed = len(self.history)
-        out = super().run(resume=False)
-        out["pool"] = self.pool_size
-        return out
+
+    def run(self) -> dict:
+        return {**super().run(), "pool": self.pool_size}
