@@ -3,9 +3,9 @@ reference ops; remedies against collapse; the default strategy against random se
 equal compute under one latency budget; the supernet's ranking; the default job's cell on CIFAR-10.
 
     python benchmarks/search.py [--data-dir ../shared/data/cifar10-mini] [--seeds 0 1 2] [--quick]
-                                [--work DIR] [--part supernet|remedies|compare|remeasure|ranking|default|l2o|all]
+                                [--work DIR] [--part supernet|remedies|compare|remeasure|ranking|default|public|l2o|all]
                                 [--rounds 2] [--threads 1] [--variants reference fused ...]
-                                [--remedy-variants gdas+tunas ...]
+                                [--remedy-variants gdas+tunas ...] [--nb201-table CSV]
 
 Part 1 (supernet): seconds per search step (wall and CPU time of the process) and peak resident
 memory, for the DARTS supernet (8 candidates, 14 edges per cell) and the NB201 supernet on
@@ -45,6 +45,12 @@ costliest network's measured latency.
 Part ranking: Kendall tau between the supernet's accuracy of sampled architectures (RSWS's
 shared weights) and their stand-alone accuracy after short training.
 
+Part public (needs ``--nb201-table``, the public NAS-Bench-201 CIFAR-10 accuracies of every cell, see
+benchmarks/nb201_public.py): which cheap signal ranks NB201 cells under the budget by their accuracy
+after full training (NASWOT, parameters, one-epoch accuracy, the final protocol's accuracy), and
+what each selection rule picks, in expectation. With the table, compare also judges every NB201 cell
+by it (public accuracy, and percentile among the cells under the same budget).
+
 Part default: the genotype the default ``codesign search`` (digits) finds, trained on the CIFAR-10
 folder beside random cells under the same latency budget, by one protocol.
 
@@ -66,6 +72,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nb201_public  # noqa: E402
 from _common import hardware, saved_storages  # noqa: E402
 from _common import run_or_resume as _run  # noqa: E402
 
@@ -266,29 +273,39 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def part_compare(args, work: Path) -> dict:
-    """The default gradient strategy against random search and RSWS at its compute (passes), every
-    final network trained by one protocol and measured with TVM."""
+    """The default strategy against random search and RSWS at equal compute, every final network
+    trained by one protocol and measured with TVM. The compute (passes) is that of GDAS with TuNAS's
+    reward at ``--epochs``, which is run and reported beside them (as ``gdas+tunas``) when it is not
+    the default."""
     from codesign.pipeline import SearchConfig
     from codesign.search.regularizers import default_regularizer
 
     default = SearchConfig()
     strategy = default.strategy
-    regularizer = default_regularizer(strategy) if default.regularizer is None else default.regularizer
+    gradient = strategy in ("darts", "darts2", "gdas")
+    regularizer = default_regularizer(strategy) if gradient and default.regularizer is None else default.regularizer
+    yardstick = _label("gdas", "tunas")
     rows = []
     for space in args.spaces:
         for seed in args.seeds:
-            g = gradient_run(space, seed, args, work, strategy, regularizer)
+            g = gradient_run(space, seed, args, work, "gdas", "tunas")
             passes = g["search_passes"]
-            rnd = _run(_config(space, seed, args, strategy="random", max_passes=passes), work / f"{space}-random-s{seed}")
-            ws = _run(_config(space, seed, args, strategy="rsws", max_passes=passes), work / f"{space}-rsws-s{seed}")
-            row = {"space": space, "seed": seed, "default": _design(g), "random": _design(rnd), "rsws": _design(ws)}
-            for other in args.also:  # further strategies at the same compute
-                if other not in row:
+            row = {"space": space, "seed": seed}
+            if gradient:
+                row["default"] = _design(g if (strategy, regularizer) == ("gdas", "tunas")
+                                         else gradient_run(space, seed, args, work, strategy, regularizer))
+            else:
+                row["default"] = _design(_run(_config(space, seed, args, strategy=strategy, max_passes=passes),
+                                              work / f"{space}-{strategy}-s{seed}"))
+            for other in ["random", "rsws", *args.also]:  # further strategies at the same compute
+                if other not in row and other != strategy:
                     row[other] = _design(_run(_config(space, seed, args, strategy=other, max_passes=passes),
                                               work / f"{space}-{other}-s{seed}"))
+            if _label(strategy, regularizer) != yardstick:
+                row[yardstick] = _design(g)
             rows.append(row)
     label = _label(strategy, regularizer)
-    methods = ["default", "random", "rsws", *[m for m in args.also if m not in ("default", "random", "rsws")]]
+    methods = ["default", *[m for m in rows[0] if m not in ("space", "seed", "default")]]
     summary = {}
     for space in args.spaces:
         rs = [r for r in rows if r["space"] == space]
@@ -301,10 +318,43 @@ def part_compare(args, work: Path) -> dict:
                                                         for r in rs)
         summary[space]["seeds"] = len(rs)
     all_designs = [r[m] for r in rows for m in methods]
+    if args.public_table is not None:
+        _judge_public(args, rows, methods, summary)
     return {"default_strategy": label, "runs": rows, "summary": summary,
             "default_wins_vs_random": sum(s["default_wins_vs_random"] for s in summary.values()),
             "pairs": len(rows),
             "every_result_measured_under_budget": all(d["measured_under_budget"] for d in all_designs)}
+
+
+def _judge_public(args, rows: list[dict], methods: list[str], summary: dict) -> None:
+    """Each NB201 final cell judged by the public table (``--nb201-table``): its 200-epoch CIFAR-10
+    accuracy and percentile among the connected cells under the same budget on its run's cost table;
+    per method the means, and per method the seeds it beats random on."""
+    from codesign.search.costs import CostTable
+
+    feasible_by: dict[tuple, object] = {}
+    for r in rows:
+        if r["space"] != "nb201":
+            continue
+        for m in methods:
+            d = r[m]
+            costs_file = Path(d["run_dir"]) / "costs.json"
+            key = (costs_file.read_bytes(), d["budget_latency_ms"])
+            if key not in feasible_by:
+                feasible_by[key] = nb201_public.feasible_accuracies(args.public_table, args.public_space,
+                                                                    CostTable.load(costs_file), d["budget_latency_ms"])
+            d.update(nb201_public.judge(args.public_table, feasible_by[key], d["genotype"]))
+    rs = [r for r in rows if r["space"] == "nb201"]
+    if not rs:
+        return
+    pub = summary["nb201"]["public"] = {}
+    for m in methods:
+        pub[m] = {"mean_public_test_accuracy": statistics.mean(r[m]["public_test_accuracy"] for r in rs),
+                  "mean_public_percentile": statistics.mean(r[m]["public_percentile"] for r in rs)}
+        if m != "random":
+            pub[m]["wins_vs_random"] = sum(r[m]["public_test_accuracy"] > r["random"]["public_test_accuracy"]
+                                           for r in rs)
+    pub["feasible_cells"] = len(next(iter(feasible_by.values())))
 
 
 def part_remeasure(args, work: Path, compare: dict | None) -> dict:
@@ -449,6 +499,102 @@ def part_ranking(args, work: Path) -> dict:
     return out
 
 
+def part_public(args, work: Path) -> dict:
+    """Which cheap signal picks NB201 cells that are good on CIFAR-10 after full training? Over
+    ``--public-cells`` connected cells drawn uniformly among those under the latency budget (NB201 at
+    the benchmark's size): Kendall tau against the public table's 200-epoch accuracy (``--nb201-table``)
+    of the NASWOT score (one CIFAR batch), parameter count and predicted latency, and of the
+    validation accuracy after one epoch on the search's split (what random search ranks its
+    candidates by; the first ``--public-trained`` cells) and the test accuracy after the final
+    protocol (``--train-epochs`` on the whole training set; the first ``--public-final`` cells). Then
+    the expected public accuracy and percentile of the cell each selection rule picks, over 4,000
+    simulated draws from the cells measured: best of k by one-epoch accuracy (random search's rule at
+    the compare part's compute), top NASWOT score of a pool (naswot's preselection)."""
+    import itertools
+    import random as pyrandom
+
+    import numpy as np
+    import torch
+    from scipy.stats import kendalltau
+
+    from codesign.search import naswot_score
+    from codesign.search.train import evaluate, train_network
+
+    if args.public_table is None:
+        sys.exit("benchmarks/search.py: --part public needs --nb201-table")
+    s, costs, split_fn = _setup_costs("nb201", args)
+    cfg = _config("nb201", 0, args)
+    table, budget = costs.table, costs.budgets[0].limit
+    space = s.space
+    feasible = [list(c) for c in itertools.product(*[range(len(d.options)) for d in space.decisions()])
+                if space.valid(list(c)) and table.of(list(c), "latency_ms") <= budget]
+    cells = pyrandom.Random(1).sample(feasible, min(args.public_cells, len(feasible)))
+    split = split_fn(s.dataset, cfg.val_fraction, cfg.seed)
+    gen = torch.Generator().manual_seed(0)
+    probe = split.x_train[torch.randperm(len(split.x_train), generator=gen)[:cfg.batch_size]]
+    store = work / "public-nb201.json"  # resumable: one entry per cell and signal, written as it finishes
+    done = json.loads(store.read_text()) if store.exists() else {}
+    rows = []
+    for i, c in enumerate(cells):
+        g = space.format(c)
+        d = done.setdefault(g, {})
+        if "naswot_score" not in d:
+            torch.manual_seed(i)
+            net = space.build(g)
+            d["naswot_score"] = naswot_score(net, probe)
+            d["params"] = sum(p.numel() for p in net.parameters())
+        if i < args.public_trained and "one_epoch_val_accuracy" not in d:
+            torch.manual_seed(1000 + i)
+            net = space.build(g)
+            train_network(net, split.x_train, split.y_train, 1, 1000 + i, cfg.batch_size, cfg.lr, cfg.weight_decay,
+                          s.dataset.augment)
+            d["one_epoch_val_accuracy"] = evaluate(net, split.x_val, split.y_val)["accuracy"]
+            store.write_text(json.dumps(done, indent=1))
+        if i < args.public_final and "final_test_accuracy" not in d:
+            torch.manual_seed(0)
+            net = space.build(g)
+            train_network(net, s.dataset.x_train, s.dataset.y_train, args.train_epochs, 0, args.batch_size, 0.05,
+                          3e-4, s.dataset.augment)
+            d["final_test_accuracy"] = evaluate(net, s.dataset.x_test, s.dataset.y_test)["accuracy"]
+            store.write_text(json.dumps(done, indent=1))
+        rows.append({"genotype": g, "latency_ms": table.of(c, "latency_ms"), **d,
+                     "public_test_accuracy": args.public_table[g]})
+    store.write_text(json.dumps(done, indent=1))
+    ranked = np.sort([r["public_test_accuracy"] for r in rows])
+
+    def pct(acc):
+        return float(100.0 * np.searchsorted(ranked, acc, side="right") / len(ranked))
+
+    signals = {}
+    for key in ("naswot_score", "params", "latency_ms", "one_epoch_val_accuracy", "final_test_accuracy"):
+        have = [r for r in rows if key in r and np.isfinite(r[key])]
+        if len(have) >= 3:
+            tau, p = kendalltau([r[key] for r in have], [r["public_test_accuracy"] for r in have])
+            signals[key] = {"kendall_tau": float(tau), "p": float(p), "cells": len(have)}
+    rng = pyrandom.Random(0)
+    trained = [r for r in rows if "one_epoch_val_accuracy" in r]
+
+    rules = {}
+    per_candidate = -(-len(split.y_train) // cfg.batch_size)
+    for k in (1, 4, 7, 10):
+        if len(trained) >= 2 * k:
+            accs = [max(rng.sample(trained, k), key=lambda r: r["one_epoch_val_accuracy"])["public_test_accuracy"]
+                    for _ in range(4000)]
+            rules[f"best_of_{k}_by_one_epoch"] = {"mean_public_test_accuracy": float(np.mean(accs)),
+                                                 "mean_public_percentile": float(np.mean([pct(a) for a in accs]))}
+    for pool in (20, 50, 100):
+        if len(rows) >= 2 * pool:
+            accs = [max(rng.sample(rows, pool), key=lambda r: r["naswot_score"])["public_test_accuracy"]
+                    for _ in range(4000)]
+            rules[f"top_naswot_of_{pool}"] = {"mean_public_test_accuracy": float(np.mean(accs)),
+                                             "mean_public_percentile": float(np.mean([pct(a) for a in accs])),
+                                             "passes": round(pool / 3, 1)}
+    return {"budget_latency_ms": budget, "feasible_cells": len(feasible), "cells": len(rows),
+            "passes_per_one_epoch_candidate": per_candidate, "signals": signals, "selection_rules": rules,
+            "public_accuracy_of_cells": {"mean": float(ranked.mean()), "median": float(np.median(ranked)),
+                                         "max": float(ranked.max())}}
+
+
 def part_default(args, work: Path) -> dict:
     """The genotype the default `codesign search` (digits) finds, trained on the CIFAR-10 subset
     beside random cells under the same latency budget, by one protocol (nb201, the benchmark's size)."""
@@ -483,8 +629,20 @@ def part_default(args, work: Path) -> dict:
         store.write_text(json.dumps(done, indent=1))
     rand = [v["test_accuracy"] for k, v in done.items() if k != "default"]
     mine = done["default"]["test_accuracy"]
-    return {"digits_run": {"genotype": found["genotype"], "test_accuracy_digits": found["test_accuracy"],
-                           "strategy": found["strategy"], "run_dir": found["run_dir"]},
+    digits_run = {"genotype": found["genotype"], "test_accuracy_digits": found["test_accuracy"],
+                  "strategy": found["strategy"], "run_dir": found["run_dir"]}
+    if args.public_table is not None:  # judged by the public table, under each table's budget
+        from codesign.search.costs import CostTable
+
+        here = nb201_public.feasible_accuracies(args.public_table, args.public_space, costs.table,
+                                                costs.budgets[0].limit)
+        for v in done.values():
+            v.update(nb201_public.judge(args.public_table, here, v["genotype"]))
+        own = nb201_public.feasible_accuracies(args.public_table, args.public_space,
+                                               CostTable.load(Path(found["run_dir"]) / "costs.json"),
+                                               found["budgets"][0]["limit"])
+        digits_run.update(nb201_public.judge(args.public_table, own, found["genotype"]))
+    return {"digits_run": digits_run,
             "budget_latency_ms": costs.budgets[0].limit, "cells": done,
             "random_cells_mean": _mean_std(rand) if rand else None,
             "random_cells_beaten": sum(mine > a for a in rand), "random_cells": len(rand)}
@@ -528,7 +686,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/codesign-bench-search", help="run directories (resumed)")
     ap.add_argument("--db", default=None, help="profile database (default: the user cache)")
     ap.add_argument("--part", nargs="+", choices=("supernet", "remedies", "compare", "remeasure", "ranking", "default",
-                                                  "l2o", "all"),
+                                                  "public", "l2o", "all"),
                     default=["all"], help="one or more parts (remeasure times the networks of the others given)")
     ap.add_argument("--latency", default="0.5x", help="latency budget (default 0.5x of the costliest network)")
     ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
@@ -539,6 +697,12 @@ def main() -> None:
     ap.add_argument("--ws-candidates", type=int, default=50)
     ap.add_argument("--also", nargs="*", default=[], help="compare: further strategies run at the same compute "
                                                           "(e.g. naswot)")
+    ap.add_argument("--nb201-table", default=None,
+                    help="compare/ranking/default: a CSV of the public NB201 CIFAR-10 accuracies of every cell "
+                         "(see benchmarks/nb201_public.py); judges the NB201 cells by it too")
+    ap.add_argument("--public-cells", type=int, default=300, help="public: cells under the budget scored")
+    ap.add_argument("--public-trained", type=int, default=160, help="public: of them, trained one epoch")
+    ap.add_argument("--public-final", type=int, default=0, help="public: of them, trained by the final protocol")
     ap.add_argument("--ws-eval-batches", type=int, default=2)
     ap.add_argument("--remeasure-rounds", type=int, default=5, help="remeasure: interleaved timing rounds")
     ap.add_argument("--remeasure-repeats", type=int, default=3, help="remeasure: timed runs per network per round")
@@ -564,12 +728,22 @@ def main() -> None:
         args.epochs, args.warmup, args.train_epochs = 3, 1, 1
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "all")
+    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "public", "all")
     if needs_data and not Path(args.data_dir).exists():
         sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
+    args.public_table = args.public_space = None
+    if args.nb201_table is not None:
+        from codesign.spaces import create_space
+
+        args.public_space = create_space("nb201", **SPACE_ARGS["nb201"])
+        try:
+            args.public_table = nb201_public.read_table(args.nb201_table, args.public_space)
+        except nb201_public.TableError as e:
+            print(f"benchmarks/search.py: {e}", file=sys.stderr)
+            sys.exit(2)
     t0 = time.perf_counter()
     out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg(),
-           "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
+           "settings": {k: v for k, v in vars(args).items() if k not in ("work", "public_table", "public_space")},
            "space_args": {k: SPACE_ARGS[k] for k in args.spaces}}
     if want("supernet", "all"):
         variants = args.variants or (["reference", "fused"] if args.quick else list(VARIANTS))
@@ -590,6 +764,8 @@ def main() -> None:
         out["ranking"] = part_ranking(args, work)
     if want("default", "all"):
         out["default"] = part_default(args, work)
+    if want("public") or (want("all") and args.public_table is not None):
+        out["public"] = part_public(args, work)
     if want("l2o", "all"):
         out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
     out["load_average_end"] = os.getloadavg()

@@ -72,7 +72,7 @@ def _bad_l2o(tmp_path: Path) -> str:
 ], ids=["device", "schedule", "db", "cost-model", "l2o-file", "digits-batch", "images-batch", "no-train-images"])
 def test_a_bad_setting_leaves_no_run_directory_behind(setting, message, tmp_path):
     (tmp_path / "folder").mkdir()
-    cfg = SearchConfig(space_args=SMALL, epochs=2, warmup_epochs=1, train_epochs=1, **setting(tmp_path))
+    cfg = SearchConfig(space_args=SMALL, strategy="gdas", epochs=2, warmup_epochs=1, train_epochs=1, **setting(tmp_path))
     with pytest.raises(CodesignError, match=message):
         run_search(cfg, run_dir=tmp_path / "R", quiet=True)
     assert not (tmp_path / "R").exists()
@@ -310,8 +310,8 @@ def test_a_cost_model_of_a_device_nothing_here_can_time_is_never_measured(tmp_pa
         gpu = _model(tmp_path / "gpu.json", device="cuda-local")
         s = setup(SearchConfig(space_args=SMALL, cost_model=str(gpu)), quiet=True)
         assert not s.measure and "cannot be measured from here" in s.no_measure_reason
-    cfg = SearchConfig(space_args=SMALL, cost_model=str(phone), epochs=2, warmup_epochs=1, train_epochs=1,
-                       batch_size=128)
+    cfg = SearchConfig(space_args=SMALL, cost_model=str(phone), strategy="gdas", epochs=2, warmup_epochs=1,
+                       train_epochs=1, batch_size=128)
     r = run_search(cfg, run_dir=tmp_path / "run")
     err = capsys.readouterr().err
     assert err.count("no measurement:") == 1

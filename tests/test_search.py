@@ -626,6 +626,20 @@ def test_gdas_draws_every_decision_in_one_call(digits, monkeypatch):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
+def test_the_default_strategy_is_naswot_on_a_fixed_device_and_gdas_when_the_hardware_is_searched():
+    assert SearchConfig().strategy == "naswot"
+    assert SearchConfig(hw_space="eyeriss-sweep").strategy == "gdas"
+    assert SearchConfig(strategy="random", hw_space="eyeriss-sweep").strategy == "random"
+    # the resolved default is written to config.json and read back as it was run
+    assert SearchConfig.from_dict(SearchConfig().to_dict()).strategy == "naswot"
+    assert SearchConfig.from_dict({**SearchConfig().to_dict(), "strategy": "gdas"}).strategy == "gdas"
+    # the command that makes a config names the strategy only when it is not the default
+    assert "--strategy" not in SearchConfig().command_line()
+    assert "--strategy" not in SearchConfig(hw_space="eyeriss-sweep").command_line()
+    assert "--strategy gdas" in SearchConfig(strategy="gdas").command_line()
+    assert "--strategy naswot" in SearchConfig(strategy="naswot", hw_space="eyeriss-sweep").command_line()
+
+
 def test_strategy_registry():
     assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "naswot", "random", "rsws"]
     with pytest.raises(CodesignError, match="unknown strategy 'enas'"):
@@ -639,7 +653,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     # The quick policy: the tuned default's profiling and whole-network tuning are tested in
     # test_tuned.py and take minutes here.
-    cfg = SearchConfig(space_args={"c": 4, "cells": 1}, epochs=3, warmup_epochs=1, train_epochs=2,
+    cfg = SearchConfig(space_args={"c": 4, "cells": 1}, strategy="gdas", epochs=3, warmup_epochs=1, train_epochs=2,
                        db=str(root / "p.sqlite"), latency_ms="0.6x", energy_mj="0.9x", profile_repeats=1,
                        profile_min_repeat_ms=1.0, schedule="untuned")
     return run_search(cfg, run_dir=root / "run", quiet=True), root
@@ -1054,7 +1068,8 @@ def test_compare_random_runs_end_to_end(finished_run, tmp_path):
     measured in one run directory; both networks meet the budget by the predictor."""
     _, root = finished_run
     cfg = SearchConfig(space_args={"c": 4, "cells": 1}, epochs=2, warmup_epochs=1, train_epochs=1, candidate_epochs=1,
-                       batch_size=64, db=str(root / "p.sqlite"), latency_ms="0.6x", compare="random",
+                       candidates=2, zc_pool=10, batch_size=64, db=str(root / "p.sqlite"), latency_ms="0.6x",
+                       compare="random",
                        profile_repeats=1, profile_min_repeat_ms=1.0)
     r = run_search(cfg, run_dir=tmp_path / "run", quiet=True)
     c = r["compare"]

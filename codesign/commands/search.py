@@ -15,8 +15,8 @@ S = argparse.SUPPRESS
 # flag -> (config field, type, help)
 _FLAGS = {
     "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
-    "--strategy": ("strategy", str, "gdas (default), darts, darts2, rsws (random search with weight sharing), "
-                                    "random, evolution"),
+    "--strategy": ("strategy", str, "naswot (default; gdas with --hw-space), gdas, darts, darts2, rsws (random "
+                                    "search with weight sharing), random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
     "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`), or "

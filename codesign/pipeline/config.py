@@ -14,13 +14,21 @@ from ..search.regularizers import check_regularizers
 _API_ONLY = ("profile_repeats", "profile_min_repeat_ms")  # settings without a CLI flag
 
 
+def default_strategy(hw_space: str | None = None) -> str:
+    """The strategy a search runs when none is named: ``naswot`` on a fixed device, where it finds
+    the networks that rank highest on NAS-Bench-201's public CIFAR-10 accuracies (docs/search.md,
+    "Choosing the default"); ``gdas`` (with TuNAS's reward) when the hardware is co-searched, since only
+    the gradient strategies minimise the objective that chooses the accelerator."""
+    return "gdas" if hw_space else "naswot"
+
+
 @dataclass
 class SearchConfig:
     """Everything a run depends on (saved as config.json; --resume checks it)."""
 
     space: str = "nb201"
     space_args: dict = field(default_factory=dict)
-    strategy: str = "gdas"
+    strategy: str | None = None  # None: default_strategy(hw_space), resolved on construction
     data: str = "digits"
     data_dir: str | None = None
     val_fraction: float = 0.5
@@ -67,6 +75,10 @@ class SearchConfig:
     profile_min_repeat_ms: float = 10.0
     profile_statistic: str = "median"  # how timed repeats become latencies, in profiles and measurement
 
+    def __post_init__(self) -> None:
+        if self.strategy is None:
+            self.strategy = default_strategy(self.hw_space)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -79,6 +91,8 @@ class SearchConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.name == "strategy":
+                default = default_strategy(self.hw_space)
             if value == default:
                 continue
             if f.name == "space_args":
