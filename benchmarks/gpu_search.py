@@ -77,7 +77,7 @@ def short_search(device: str, epochs: int, train_epochs: int) -> dict:
     flags = (["--train-device", "cuda", "--device", "cuda-local"] if device.startswith("cuda") else
              ["--train-device", "cpu", "--device", "cpu-local", "--schedule", "untuned"])
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "codesign.cli", "search", *flags, "--epochs", str(epochs),
+        cmd = [sys.executable, "-m", "codesign.cli", "search", *flags, "--strategy", "gdas", "--epochs", str(epochs),
                "--warmup-epochs", "1", "--train-epochs", str(train_epochs), "--run-dir", os.path.join(tmp, "run"),
                "--json", "--quiet"]
         env = dict(os.environ, CODESIGN_DB=os.path.join(tmp, "profiles.sqlite"))

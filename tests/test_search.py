@@ -198,7 +198,8 @@ def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     assert logs and found["search_seconds"] > 0
     if strategy in ("random", "evolution", "naswot"):
         trained = [r for r in logs if "candidate" in r]
-        assert found["candidates"] == len(trained) == 3
+        # naswot's default (zc_select="score") trains only the best-scored design
+        assert found["candidates"] == len(trained) == (1 if strategy == "naswot" else 3)
         assert all(satisfied(costs, r["choices"], budgets) for r in trained)
     if strategy in ("random", "evolution", "rsws", "naswot"):
         assert space.valid(found["choices"]) and satisfied(costs, found["choices"], budgets)
@@ -238,7 +239,7 @@ def test_resume_after_a_kill_gives_the_same_result(strategy, arch_optimizer, reg
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.6x")], costs, space)
     cfg = small_cfg(strategy, epochs=4, candidates=4, arch_optimizer=arch_optimizer, regularizer=regularizer,
-                    ws_candidates=5, ws_eval_batches=1, zc_pool=6)
+                    ws_candidates=5, ws_eval_batches=1, zc_pool=6, zc_select="val")  # val: several candidates
 
     def context(*a, **kw):  # the learned optimizer (if any) updates the architecture weights
         ctx = globals()["context"](*a, **kw)
@@ -707,18 +708,19 @@ def test_train_and_export_commands(finished_run, tmp_path, capsys):
     (["search", "--epochs", "0"], "--epochs must be >= 1"),
     (["search", "--resume", "/nonexistent"], "not a codesign run directory"),
     (["search", "--arch-optimizer", "lbfgs"], "use adam, sgd or l2o"),
-    (["search", "--regularizer", "fairdarts"], "unknown regularizer 'fairdarts'"),
+    (["search", "--strategy", "gdas", "--regularizer", "fairdarts"], "unknown regularizer 'fairdarts'"),
     (["search", "--strategy", "gdas", "--regularizer", "drnas"], "regularizer drnas applies to darts, darts2, not gdas"),
     (["search", "--strategy", "random", "--regularizer", "tunas"], "random has none"),
-    (["search", "--regularizer", "tunas", "--regularizer-arg", "tunas.strength=2"], "unknown setting 'strength'"),
-    (["search", "--regularizer", "tunas", "--regularizer-arg", "shrink.stages=2"], "NAME.KEY=VALUE"),
-    (["search", "--regularizer", "beta-darts", "--regularizer-arg", "beta-darts.weight=-1"], "must be a number >= 0"),
-    (["search", "--regularizer", "tunas,tunas"], "names a remedy twice"),
+    (["search", "--strategy", "gdas", "--regularizer", "tunas", "--regularizer-arg", "tunas.strength=2"], "unknown setting 'strength'"),
+    (["search", "--strategy", "gdas", "--regularizer", "tunas", "--regularizer-arg", "shrink.stages=2"], "NAME.KEY=VALUE"),
+    (["search", "--strategy", "gdas", "--regularizer", "beta-darts", "--regularizer-arg", "beta-darts.weight=-1"], "must be a number >= 0"),
+    (["search", "--strategy", "gdas", "--regularizer", "tunas,tunas"], "names a remedy twice"),
     (["search", "--strategy", "gdas", "--max-passes", "100"], "gradient strategies run --epochs"),
     (["search", "--strategy", "rsws", "--max-passes", "0"], "--max-passes must be a positive number"),
     (["search", "--arch-batch-size", "0"], "--arch-batch-size must be an int >= 1"),
     (["search", "--strategy", "rsws", "--ws-candidates", "0"], "--ws-candidates must be >= 1"),
     (["search", "--strategy", "naswot", "--zc-pool", "0"], "--zc-pool must be >= 1"),
+    (["search", "--zc-select", "best"], "--zc-select takes score or val"),
     (["export", "|bad|", "--out", "x.onnx"], "nb201 genotype"),
     (["train", "/tmp", "--epochs", "1"], "not a finished search run"),
 ])
@@ -1028,14 +1030,35 @@ def test_naswot_scores_the_networks_of_every_space(name, kw):
     assert all(math.isfinite(v) for v in scores) and len(set(scores)) == 3
 
 
-def test_naswot_trains_the_best_scored_designs_first(digits):
-    """Candidates are trained in the order of their scores; the pool's forward passes are part of
-    the search's compute, so at the same compute it trains fewer candidates than random search."""
+def test_naswot_picks_the_best_scored_design_and_trains_it_alone(digits):
+    """By default the best NASWOT score wins: only that design is trained (as a check), and the
+    search's compute is the pool's forward passes and that one candidate."""
     space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
     costs = table_for(space)
     budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
     logs = []
     found = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", candidates=4, zc_pool=40),
+                                              log=logs.append)).run()
+    trained = [r for r in logs if "candidate" in r]
+    assert logs[0]["pool"] == 40 and len(trained) == 1 == found["candidates"] and found["select"] == "score"
+    assert trained[0]["genotype"] == logs[0]["best_genotype"] and found["choices"] == trained[0]["choices"]
+    per = -(-160 // 32)
+    assert found["search_passes"] == pytest.approx(40 / 3 + per)
+    ctx = context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=40))
+    ctx.max_passes = 40 / 3 + 10 * per  # more compute does not make it train more: the score decides
+    assert create_strategy("naswot", ctx).run()["choices"] == found["choices"]
+
+
+def test_naswot_val_trains_the_best_scored_designs_first(digits):
+    """With zc_select="val", candidates are trained in the order of their scores and the best
+    validation accuracy wins; the pool's forward passes are part of the search's compute, so at the
+    same compute it trains fewer candidates than random search."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
+    logs = []
+    found = create_strategy("naswot", context(space, digits, costs, budgets,
+                                              small_cfg("naswot", candidates=4, zc_pool=40, zc_select="val"),
                                               log=logs.append)).run()
     pool = logs[0]
     assert pool["pool"] == 40 and pool["scored_finite"] == 40  # (cells that ignore their input are not sampled)
@@ -1054,7 +1077,7 @@ def test_naswot_trains_the_best_scored_designs_first(digits):
     budget = 40 / 3 + 4 * per
     runs = {}
     for name in ("random", "naswot"):
-        ctx = context(space, digits, costs, budgets, small_cfg(name, zc_pool=40))
+        ctx = context(space, digits, costs, budgets, small_cfg(name, zc_pool=40, zc_select="val"))
         ctx.max_passes = budget
         runs[name] = create_strategy(name, ctx).run()
         assert runs[name]["search_passes"] <= budget + per / 2

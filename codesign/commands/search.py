@@ -57,8 +57,10 @@ _FLAGS = {
     "--max-passes": ("max_passes", float, "random/evolution/naswot/rsws: stop after this compute, in network passes"),
     "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
     "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
-    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training, of which the best "
-                                  "are trained (default 100)"),
+    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training (default 100)"),
+    "--zc-select": ("zc_select", str, "naswot: score (default: the best-scored design wins; it alone is trained "
+                                      "briefly, as a check) or val (the best-scored are trained like random's "
+                                      "candidates, best validation accuracy wins)"),
     "--candidates": ("candidates", int, "random/evolution/naswot: networks to train (default 8)"),
     "--candidate-epochs": ("candidate_epochs", int, "random/evolution/naswot: epochs per candidate (default 4)"),
     "--population": ("population", int, "evolution: population size (default 4)"),

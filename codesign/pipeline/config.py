@@ -62,6 +62,7 @@ class SearchConfig:
     ws_candidates: int = 100  # rsws: architectures ranked with the shared weights
     ws_eval_batches: int = 4  # rsws: validation batches each candidate is first scored on
     zc_pool: int = 100  # naswot: designs under the budgets scored without training
+    zc_select: str = "score"  # naswot: score (the best-scored design wins) | val (the best trained)
     candidate_epochs: int = 4
     population: int = 4
     tournament: int = 2
@@ -194,6 +195,8 @@ class SearchConfig:
 
             if self.schedule is None or is_tuned(self.schedule):
                 tuning_strategy()  # profiling or the measured network may tune: a bad strategy fails now
+        if self.zc_select not in ("score", "val"):
+            raise CodesignError(f"--zc-select takes score or val, got {self.zc_select!r}")
         if self.profile_statistic not in ("median", "min"):
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):
