@@ -52,7 +52,8 @@ what each selection rule picks, in expectation. With the table, compare also jud
 by it (public accuracy, and percentile among the cells under the same budget).
 
 Part default: the genotype the default ``codesign search`` (digits) finds, trained on the CIFAR-10
-folder beside random cells under the same latency budget, by one protocol.
+folder beside random cells under the same latency budget, by one protocol; with remeasure, its
+network is also timed interleaved with the costliest network of the default job's space.
 
 Part l2o: the architecture weights updated by Adam and by codesign's shipped learned optimizer.
 
@@ -375,6 +376,20 @@ def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
     its latency is at most F times the costliest network's, both measured here. The search
     pipeline's own measurement (``measured_latency_ms``) times each network alone, at whatever
     load the machine had then."""
+    if not args.latency.endswith("x"):
+        raise SystemExit("benchmarks/search.py: --part remeasure needs a relative budget (--latency 0.5x)")
+    out = {}
+    for space in [sp for sp in args.spaces if runs.get(sp)]:  # spaces some part ran networks on
+        s, costs, _ = _setup_costs(space, args)
+        out[space] = time_interleaved(s, costs, runs[space], work / f"remeasure-{space}-costliest.onnx",
+                                      float(args.latency[:-1]), args)
+    return out
+
+
+def time_interleaved(s, costs, networks: dict[str, Path], ref_path: Path, fraction: float, args) -> dict:
+    """Run directories' networks (``model.onnx``) and the costliest network of the setup ``s``'s
+    space (exported to ``ref_path``), compiled under the policy the costs were profiled with and
+    timed in interleaved rounds; each against ``fraction`` of the costliest one's latency."""
     import tvm
     from tvm import relax
 
@@ -383,47 +398,38 @@ def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
     from codesign.profile.measure import compile_network, input_shapes, random_inputs, relax_module
     from codesign.profile.runners import set_threads
 
-    if not args.latency.endswith("x"):
-        raise SystemExit("benchmarks/search.py: --part remeasure needs a relative budget (--latency 0.5x)")
-    fraction = float(args.latency[:-1])
-    out = {}
-    for space in args.spaces:
-        s, costs, _ = _setup_costs(space, args)
-        device = get_device(s.cfg.device)
-        set_threads(device.threads)
-        target = device.tvm_target()
-        top = s.space.format(s.space.costliest(costs.table.table["latency_ms"]))
-        ref_path = work / f"remeasure-{space}-costliest.onnx"
-        if not ref_path.exists():
-            export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
-        models = {"costliest": ref_path, **{k: d / "model.onnx" for k, d in runs[space].items()}}
-        # under the policy the costs were profiled with (tuned: from the same tuning records)
-        schedule = getattr(s.source, "schedule", None) or "untuned"
-        tuning = getattr(s.source, "tuning_dir", None)
-        tuning = None if tuning is None else str(tuning)
-        trials = getattr(s.source, "tune_trials", 8)
-        runs = {}
-        for name, path in models.items():
-            mod, proto = relax_module(str(path))
-            dev = tvm.cpu(0)
-            vm = relax.VirtualMachine(compile_network(mod, target, schedule, tuning, trials)[0], dev)
-            feeds = random_inputs(proto, 0)
-            inputs = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
-            runs[name] = (vm.time_evaluator("main", dev, number=1, repeat=args.remeasure_repeats,
-                                            min_repeat_ms=20), inputs)
-        samples: dict[str, list[float]] = {k: [] for k in models}
-        for _ in range(args.remeasure_rounds):  # interleaved: every round times every network
-            for name, (timer, inputs) in runs.items():
-                samples[name] += [r * 1e3 for r in timer(*inputs).results]
-        med = {k: statistics.median(v) for k, v in samples.items()}
-        ref = med["costliest"]
-        out[space] = {"budget": args.latency, "costliest_genotype": top, "costliest_latency_ms": ref,
-                      "networks": {k: {"latency_ms": med[k], "fraction_of_costliest": med[k] / ref,
-                                       "meets_budget": med[k] <= fraction * ref}
-                                   for k in models if k != "costliest"},
-                      "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats,
-                      "schedule": schedule}
-        out[space]["all_meet_budget"] = all(v["meets_budget"] for v in out[space]["networks"].values())
+    device = get_device(s.cfg.device)
+    set_threads(device.threads)
+    target = device.tvm_target()
+    top = s.space.format(s.space.costliest(costs.table.table["latency_ms"]))
+    if not ref_path.exists():
+        export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
+    models = {"costliest": ref_path, **{k: d / "model.onnx" for k, d in networks.items()}}
+    # under the policy the costs were profiled with (tuned: from the same tuning records)
+    schedule = getattr(s.source, "schedule", None) or "untuned"
+    tuning = getattr(s.source, "tuning_dir", None)
+    tuning = None if tuning is None else str(tuning)
+    trials = getattr(s.source, "tune_trials", 8)
+    timers = {}
+    for name, path in models.items():
+        mod, proto = relax_module(str(path))
+        dev = tvm.cpu(0)
+        vm = relax.VirtualMachine(compile_network(mod, target, schedule, tuning, trials)[0], dev)
+        feeds = random_inputs(proto, 0)
+        inputs = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
+        timers[name] = (vm.time_evaluator("main", dev, number=1, repeat=args.remeasure_repeats, min_repeat_ms=20),
+                        inputs)
+    samples: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(args.remeasure_rounds):  # interleaved: every round times every network
+        for name, (timer, inputs) in timers.items():
+            samples[name] += [r * 1e3 for r in timer(*inputs).results]
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    ref = med["costliest"]
+    out = {"budget": f"{fraction}x", "costliest_genotype": top, "costliest_latency_ms": ref,
+           "networks": {k: {"latency_ms": med[k], "fraction_of_costliest": med[k] / ref,
+                            "meets_budget": med[k] <= fraction * ref} for k in models if k != "costliest"},
+           "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats, "schedule": schedule}
+    out["all_meet_budget"] = all(v["meets_budget"] for v in out["networks"].values())
     return out
 
 
@@ -642,6 +648,14 @@ def part_default(args, work: Path) -> dict:
                                                CostTable.load(Path(found["run_dir"]) / "costs.json"),
                                                found["budgets"][0]["limit"])
         digits_run.update(nb201_public.judge(args.public_table, own, found["genotype"]))
+    if "remeasure" in args.part or "all" in args.part:  # the default job's network, interleaved as remeasure does
+        from codesign.pipeline.phases import costs_phase, setup
+
+        spec = found["budgets"][0]["spec"]  # the default budget: a fraction of the costliest network
+        job = setup(SearchConfig(db=args.db), quiet=True)
+        digits_run["measured_interleaved"] = time_interleaved(
+            job, costs_phase(job, None), {"default": Path(found["run_dir"])}, work / "default-digits-costliest.onnx",
+            float(spec[:-1]), args)
     return {"digits_run": digits_run,
             "budget_latency_ms": costs.budgets[0].limit, "cells": done,
             "random_cells_mean": _mean_std(rand) if rand else None,
