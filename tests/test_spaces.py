@@ -238,3 +238,61 @@ def test_nb201_cells_whose_output_ignores_the_input_are_not_networks_of_the_spac
     uniform = [np.full(5, 0.2)] * 6
     fixed, changes = repair(space, table, dead, uniform, [Budget("latency_ms", "100", 100.0)])
     assert space.valid(fixed) and changes == 1
+
+
+# --- benchmarks/nb201_public.py: the public NB201 accuracy table ---------------------------------
+
+def _public_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "nb201_public.py"
+    spec = importlib.util.spec_from_file_location("nb201_public_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_public_nb201_table_is_read_whole_and_judges_cells_among_those_under_the_budget(tmp_path):
+    import itertools
+
+    pub = _public_module()
+    space = create_space("nb201", c=4, cells=1)
+    cells = [space.format(list(c)) for c in itertools.product(range(5), repeat=6)]
+    acc = {g: 10.0 + (i % 900) / 10 for i, g in enumerate(cells)}  # any accuracies in percent
+    lines = ["ArchitectureString,CIFAR10TestAccuracy200Epochs"] + [f"{g},{a}" for g, a in acc.items()]
+    good = tmp_path / "t.csv"
+    good.write_text("\n".join(lines) + "\n")
+    table = pub.read_table(good, space)
+    assert table == acc
+    frac = tmp_path / "f.csv"  # fractions are read as percent
+    frac.write_text("arch,cifar10\n" + "\n".join(f"{g},{a / 100}" for g, a in acc.items()) + "\n")
+    assert pub.read_table(frac, space) == pytest.approx(acc)
+    # the percentile counts connected cells under the budget on the cost table, the cell included
+    from codesign.search.costs import CostTable
+
+    table_costs = CostTable("nb201", "d", "untuned", {"latency_ms": [np.array([0.0, 0.0, 1.0, 3.0, 1.0])] * 6},
+                            {"latency_ms": 0.0}, scale=[1.0] * 6)
+    feasible = pub.feasible_accuracies(table, space, table_costs, 2.0)
+    n = sum(space.valid(list(c)) and sum(np.array([0, 0, 1, 3, 1])[list(c)]) <= 2.0
+            for c in itertools.product(range(5), repeat=6))
+    assert len(feasible) == n and list(feasible) == sorted(feasible)
+    top = max((g for g in cells if table_costs.of(space.parse(g), "latency_ms") <= 2.0 and space.valid(space.parse(g))),
+              key=lambda g: table[g])
+    assert pub.judge(table, feasible, top)["public_percentile"] == 100.0
+    for text, message in [
+        ("a,b\n1,2\n", "needs a cell column"),
+        (lines[0] + "\n" + lines[1] + "\n", "1 cells, the space has 15625"),
+        ("\n".join(lines + [lines[1]]) + "\n", "appears twice"),
+        ("\n".join(lines[:2] + ["|nonx~0|+|none~0|none~1|+|none~0|none~1|none~2|,5"]) + "\n", "line 3: nb201 genotype"),
+        ("\n".join(lines[:2] + [lines[2].split(",")[0] + ",250"]) + "\n", "is not a percentage"),
+    ]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(pub.TableError, match=message):
+            pub.read_table(bad, space)
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x01" * 8)
+    with pytest.raises(pub.TableError, match="not a text CSV"):
+        pub.read_table(tmp_path / "bin.csv", space)
+    with pytest.raises(pub.TableError, match="no such file"):
+        pub.read_table(tmp_path / "none.csv", space)
