@@ -589,6 +589,10 @@ class SampleSearch:
     def done(self) -> bool:
         return self.remaining() == 0
 
+    def planned(self) -> int:
+        """Candidates a run without ``max_passes`` trains (the progress bar's total)."""
+        return self.ctx.cfg.candidates
+
     def overhead_passes(self) -> float:
         """Compute spent besides training candidates (a preselection's scoring), in passes."""
         return 0.0
@@ -622,7 +626,7 @@ class SampleSearch:
         self.prepare()
         executor = ctx.executor or SerialExecutor()
         data = None
-        total = None if ctx.max_passes is not None else ctx.cfg.candidates
+        total = None if ctx.max_passes is not None else self.planned()
         bar = _bar(total, f"search {self.name}", ctx.progress, "candidate", len(self.history))
         # A rolling window: a candidate is proposed and handed out as soon as a slot frees, so no
         # worker waits for the slowest candidate of a batch. `proposed` holds every proposal past

@@ -92,6 +92,9 @@ class ZeroCostSearch(SampleSearch):
         self.pool = s.get("pool")
         self.pool_seconds = float(s.get("pool_seconds", 0.0))
 
+    def planned(self) -> int:
+        return 1 if self.select == "score" else super().planned()
+
     def overhead_passes(self) -> float:
         return FORWARD_PASS * self.pool_size
 
