@@ -68,15 +68,16 @@ def read_table(path: str | Path, space) -> dict[str, float]:
     return table
 
 
+def feasible_cells(space, costs, budget_ms: float) -> list[list[int]]:
+    """The connected cells of ``space`` whose latency on ``costs`` (a CostTable of ``space``) is
+    within ``budget_ms``, in enumeration order."""
+    cells = (list(c) for c in itertools.product(*[range(len(d.options)) for d in space.decisions()]))
+    return [c for c in cells if space.valid(c) and costs.of(c, "latency_ms") <= budget_ms]
+
+
 def feasible_accuracies(table: dict[str, float], space, costs, budget_ms: float) -> np.ndarray:
-    """Sorted public accuracies of the connected cells whose latency on ``costs`` (a CostTable of
-    ``space``) is within ``budget_ms``."""
-    accs = []
-    for c in itertools.product(*[range(len(d.options)) for d in space.decisions()]):
-        c = list(c)
-        if space.valid(c) and costs.of(c, "latency_ms") <= budget_ms:
-            accs.append(table[space.format(c)])
-    return np.sort(np.array(accs))
+    """Sorted public accuracies of ``feasible_cells``."""
+    return np.sort(np.array([table[space.format(c)] for c in feasible_cells(space, costs, budget_ms)]))
 
 
 def judge(table: dict[str, float], feasible: np.ndarray, genotype: str) -> dict:

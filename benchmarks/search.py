@@ -516,7 +516,6 @@ def part_public(args, work: Path) -> dict:
     the expected public accuracy and percentile of the cell each selection rule picks, over 4,000
     simulated draws from the cells measured: best of k by one-epoch accuracy (random search's rule at
     the compare part's compute), top NASWOT score of a pool (naswot's preselection)."""
-    import itertools
     import random as pyrandom
 
     import numpy as np
@@ -526,14 +525,11 @@ def part_public(args, work: Path) -> dict:
     from codesign.search import naswot_score
     from codesign.search.train import evaluate, train_network
 
-    if args.public_table is None:
-        sys.exit("benchmarks/search.py: --part public needs --nb201-table")
     s, costs, split_fn = _setup_costs("nb201", args)
     cfg = _config("nb201", 0, args)
     table, budget = costs.table, costs.budgets[0].limit
     space = s.space
-    feasible = [list(c) for c in itertools.product(*[range(len(d.options)) for d in space.decisions()])
-                if space.valid(list(c)) and table.of(list(c), "latency_ms") <= budget]
+    feasible = nb201_public.feasible_cells(space, table, budget)
     cells = pyrandom.Random(1).sample(feasible, min(args.public_cells, len(feasible)))
     split = split_fn(s.dataset, cfg.val_fraction, cfg.seed)
     gen = torch.Generator().manual_seed(0)
@@ -712,7 +708,7 @@ def main() -> None:
     ap.add_argument("--also", nargs="*", default=[], help="compare: further strategies run at the same compute "
                                                           "(e.g. naswot)")
     ap.add_argument("--nb201-table", default=None,
-                    help="compare/ranking/default: a CSV of the public NB201 CIFAR-10 accuracies of every cell "
+                    help="compare/default/public: a CSV of the public NB201 CIFAR-10 accuracies of every cell "
                          "(see benchmarks/nb201_public.py); judges the NB201 cells by it too")
     ap.add_argument("--public-cells", type=int, default=300, help="public: cells under the budget scored")
     ap.add_argument("--public-trained", type=int, default=160, help="public: of them, trained one epoch")
@@ -740,12 +736,10 @@ def main() -> None:
 
     if args.quick:
         args.epochs, args.warmup, args.train_epochs = 3, 1, 1
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "public", "all")
-    if needs_data and not Path(args.data_dir).exists():
-        sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
     args.public_table = args.public_space = None
+    if want("public") and args.nb201_table is None:
+        print("benchmarks/search.py: --part public needs --nb201-table", file=sys.stderr)
+        sys.exit(2)
     if args.nb201_table is not None:
         from codesign.spaces import create_space
 
@@ -755,6 +749,11 @@ def main() -> None:
         except nb201_public.TableError as e:
             print(f"benchmarks/search.py: {e}", file=sys.stderr)
             sys.exit(2)
+    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "public", "all")
+    if needs_data and not Path(args.data_dir).exists():
+        sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
+    work = Path(args.work)  # made once every input has been checked
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out = {"benchmark": "search", "hardware": hardware(), "load_average_start": os.getloadavg(),
            "settings": {k: v for k, v in vars(args).items() if k not in ("work", "public_table", "public_space")},
