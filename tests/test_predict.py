@@ -387,6 +387,35 @@ def test_network_overhead_is_fitted_on_measured_networks(specs):
         model.fit_overhead(nets[:3], truth[:2])
 
 
+def test_network_scale_is_fitted_beside_the_overheads_and_saved(specs, tmp_path):
+    model = create_cost_model("loglinear").fit(_records(specs))
+    nets = [specs[i: i + n] for i, n in zip(range(0, 200, 20), (2, 5, 9, 14, 3, 7, 11, 4, 6, 16))]
+    sums = [float(model.predict(k).sum()) for k in nets]
+    truth = [1.4 * t + 0.05 + 0.003 * len(k) for t, k in zip(sums, nets)]
+    model.fit_overhead(nets, truth, scale=True)
+    assert (model.network_scale, model.overhead_ms, model.per_kernel_overhead_ms) == (
+        pytest.approx(1.4, rel=1e-6), pytest.approx(0.05, rel=1e-6), pytest.approx(0.003, rel=1e-6))
+    res = model.predict_network(nets[3])
+    assert res["latency_ms"] == pytest.approx(truth[3])
+    loaded = load_cost_model(model.save(tmp_path / "m.json"))
+    assert loaded.network_scale == pytest.approx(1.4, rel=1e-6)
+    assert loaded.predict_network(nets[3])["latency_ms"] == pytest.approx(truth[3])
+    # without scale the old two-term fit, and the scale back at 1
+    model.fit_overhead(nets, truth)
+    assert model.network_scale == 1.0
+    with pytest.raises(CodesignError, match="overhead and scale needs at least 4"):
+        model.fit_overhead(nets[:3], truth[:3], scale=True)
+    # a file saved before the scale existed reads as scale 1; a damaged scale is refused
+    d = json.loads((tmp_path / "m.json").read_text())
+    del d["network_scale"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    assert load_cost_model(tmp_path / "old.json").network_scale == 1.0
+    d["network_scale"] = -1.0
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(CodesignError, match="network_scale is -1.0"):
+        load_cost_model(tmp_path / "bad.json")
+
+
 def test_a_model_of_another_device_or_schedule_is_refused(specs, tmp_path):
     from codesign.predict import check_model
 

@@ -672,3 +672,19 @@ def test_with_core_share_reports_the_time_on_a_core():
 
     assert with_core_share(work, wall=lambda: t["wall"], cpu=lambda: t["cpu"]) == ("done", 0.25)
     assert with_core_share(lambda: None, wall=lambda: 0.0, cpu=lambda: 0.0) == (None, 1.0)  # no clock tick
+
+
+def test_whole_network_latencies_are_stored_beside_the_profiles(tmp_path):
+    path = tmp_path / "p.sqlite"
+    with ProfileDB(path) as db:
+        assert db.network_latency("darts/g/abc", "cpu-local", "untuned", "median") is None  # no table yet
+        db.add_network("darts/g/abc", "cpu-local", "untuned", 0.42, 0.01, "median", "0.27")
+        db.add_network("darts/g/abc", "cpu-local", "untuned", 0.40, 0.02, "median", "0.27")  # timed again
+        with pytest.raises(CodesignError, match="finite positive number"):
+            db.add_network("darts/g/abc", "cpu-local", "untuned", float("nan"), None, "median")
+    with ProfileDB(path, readonly=True) as db:
+        assert db.network_latency("darts/g/abc", "cpu-local", "untuned", "median") == pytest.approx(0.40)
+        assert db.network_latency("darts/g/abc", "cpu-local", "untuned", "min") is None
+        assert db.network_latency("darts/g/abc", "cpu-local", "tuned", "median") is None
+    # the file is still a profile database to this codesign (and its kernel rows untouched)
+    assert dbmod._schema_problem(path) is None

@@ -721,6 +721,8 @@ def test_train_and_export_commands(finished_run, tmp_path, capsys):
     (["search", "--strategy", "rsws", "--ws-candidates", "0"], "--ws-candidates must be >= 1"),
     (["search", "--strategy", "naswot", "--zc-pool", "0"], "--zc-pool must be >= 1"),
     (["search", "--zc-select", "best"], "--zc-select takes score or val"),
+    (["search", "--calibrate-networks", "1"], "--calibrate-networks must be 0 (off) or >= 2"),
+    (["search", "--calibrate-networks", "-3"], "--calibrate-networks must be 0 (off) or >= 2"),
     (["export", "|bad|", "--out", "x.onnx"], "nb201 genotype"),
     (["train", "/tmp", "--epochs", "1"], "not a finished search run"),
 ])
@@ -806,6 +808,37 @@ def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
         for m in costs.metrics():
             assert costs.of(choices, m) == pytest.approx(whole[m], rel=1e-6)
     assert costs.of(space.cheapest(costs.table["latency_ms"])) > 0
+
+
+def test_the_table_is_calibrated_on_whole_networks_timed_once(finished_run):
+    """Six whole networks of the space are timed by TVM before the search; the cost model's network
+    terms are fitted on them (and saved with it); a later run on the same database reuses them."""
+    import dataclasses
+
+    from codesign.pipeline.phases import costs_phase, setup
+    from codesign.predict import load_cost_model
+
+    r, root = finished_run
+    costs = CostTable.load(root / "run" / "costs.json")
+    fit = costs.calibration["networks"]
+    assert len(fit["networks"]) == 6 and fit["timed_now"] == 6
+    assert len({n["genotype"] for n in fit["networks"]}) == 6
+    assert all(n["latency_ms"] > 0 and n["kernels"] > 0 for n in fit["networks"])
+    model = load_cost_model(root / "run" / "cost_model.json")
+    assert (model.overhead_ms, model.per_kernel_overhead_ms, model.network_scale) == (
+        fit["overhead_ms"], fit["per_kernel_overhead_ms"], fit["network_scale"])
+    # the fit is what it says: each network's prediction over its measurement
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), c=4, cells=1)
+    for n, ratio in zip(fit["networks"], fit["fit_ratio"]):
+        pred = model.predict_network(space.network_kernels(n["genotype"]))["latency_ms"]
+        assert pred / n["latency_ms"] == pytest.approx(ratio, rel=1e-6)
+    # the same space and device again: nothing is timed, the same terms are fitted
+    cfg = SearchConfig.from_dict(json.loads((root / "run" / "config.json").read_text())["config"])
+    again = costs_phase(setup(cfg, quiet=True), None).table.calibration["networks"]
+    assert again["timed_now"] == 0
+    assert [n["latency_ms"] for n in again["networks"]] == [n["latency_ms"] for n in fit["networks"]]
+    off = costs_phase(setup(dataclasses.replace(cfg, calibrate_networks=0), quiet=True), None).table
+    assert "networks" not in off.calibration
 
 
 # --- darts2: DARTS eq. 8 against the exact hypergradient ----------------------------------------

@@ -67,6 +67,10 @@ _FLAGS = {
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
     "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),
     "--seed": ("seed", int, "seed of everything (default 0)"),
+    "--calibrate-networks": ("calibrate_networks", int, "on a TVM device, whole networks of the space timed "
+                                                        "before the search (cached in the profile database) to "
+                                                        "fit the overheads the kernel sums miss; 0: off "
+                                                        "(default 6, also off with --no-measure)"),
     "--compare": ("compare", str, "random: also run random search with the same compute and report both; "
                                   "sequential (with --hw-space): also design the hardware team's way, network "
                                   "on the base accelerator, then the best accelerator for it"),

@@ -46,6 +46,11 @@ class CostSource:
         """The whole network whose kernels are ``specs``, overheads included."""
         raise NotImplementedError
 
+    def kernel_costs_in_network(self, specs: list[KernelSpec]) -> dict[str, np.ndarray]:
+        """What each kernel adds to a network's cost (``network_cost`` is their sum plus a per-network
+        constant): ``kernel_costs`` where the source fits nothing per kernel beyond them."""
+        return self.kernel_costs(specs)
+
     def can_measure(self) -> tuple[bool, str]:
         """Whether :meth:`measure` checks networks against reality here, and if not, why."""
         return False, f"nothing measures networks on {self.device}"

@@ -51,6 +51,14 @@ class ModelCostSource(CostSource):
             out["energy_mj"] = np.asarray(self.model.predict_energy(specs), np.float64)
         return out
 
+    def kernel_costs_in_network(self, specs: list[KernelSpec]) -> dict[str, np.ndarray]:
+        """The kernels' latencies scaled as inside a network, plus the per-kernel overhead (the
+        model's fitted network terms; energy as ``kernel_costs``)."""
+        out = self.kernel_costs(specs)
+        m = self.model
+        out["latency_ms"] = out["latency_ms"] * m.network_scale + m.per_kernel_overhead_ms
+        return out
+
     def network_cost(self, specs: list[KernelSpec]) -> dict[str, float]:
         res = self.model.predict_network(list(specs))
         out = {"latency_ms": float(res["latency_ms"])}
@@ -156,6 +164,71 @@ class TVMDeviceSource(ModelCostSource):
 
     def can_measure(self) -> tuple[bool, str]:
         return True, ""
+
+    def calibrate(self, space, genotypes: list[str], progress: bool = False) -> dict:
+        """Time the whole networks of ``genotypes`` (untrained, in interleaved rounds on a local
+        device; stored in the profile database, so that a later run on this device and schedule
+        reuses them) and fit the cost model's network
+        terms on them: the per-network and per-kernel overhead and, from 4 networks, how much
+        slower kernels run inside a network than one by one (``CostModel.fit_overhead``).
+
+        Returns:
+            {"networks": [{"genotype", "latency_ms", "kernel_sum_ms", "kernels", "timed_now"}], "timed_now",
+            "overhead_ms", "per_kernel_overhead_ms", "network_scale", "fit_ratio": [predicted /
+            measured of each network after the fit]}
+        """
+        import hashlib
+        import sys
+
+        import torch
+
+        from ..graph import export_onnx
+        from ..profile import ProfileDB
+        from ..profile.measure import measure_network, time_networks_interleaved
+
+        keyed = []
+        for genotype in genotypes:
+            kernels = space.network_kernels(genotype)
+            digest = hashlib.sha256("\n".join(k.key() for k in kernels).encode()).hexdigest()[:16]
+            keyed.append((genotype, kernels, f"{space.name}/{space.canonical(genotype)}/{digest}"))
+        with ProfileDB(self.db) as db:
+            stored = {key: db.network_latency(key, self.device, self.schedule, self.statistic) for _, _, key in keyed}
+        todo = [(g, key) for g, _, key in keyed if stored[key] is None]
+        if todo:
+            if progress:
+                print(f"  compiling and timing {len(todo)} networks of the {space.name} space (interleaved rounds)",
+                      file=sys.stderr, flush=True)
+            protos = {}
+            for genotype, key in todo:
+                with torch.random.fork_rng():
+                    torch.manual_seed(0)
+                    protos[key] = export_onnx(space.build(genotype).eval(), tuple(space.input_shape))
+            if self.dev.rpc is None:
+                timed = time_networks_interleaved(protos, self.dev, self.schedule, str(self.tuning_dir),
+                                                  self.tune_trials, statistic=self.statistic, progress=progress)
+            else:
+                timed = {}
+                for key, proto in protos.items():
+                    m = measure_network(proto, self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
+                                        tuning_dir=str(self.tuning_dir), onnxruntime=False, statistic=self.statistic,
+                                        tune_trials=self.tune_trials, name=key, progress=progress)
+                    timed[key] = (m.latency_ms, m.latency_std_ms)
+            import tvm
+
+            with ProfileDB(self.db) as db:
+                for key, (latency, std) in timed.items():
+                    db.add_network(key, self.device, self.schedule, latency, std, self.statistic, tvm.__version__)
+                    stored[key] = latency
+        rows = [{"genotype": g, "latency_ms": float(stored[key]), "kernels": len(kernels),
+                 "kernel_sum_ms": float(np.sum(self.model.predict(kernels))),
+                 "timed_now": any(key == k for _, k in todo), "_kernels": kernels} for g, kernels, key in keyed]
+        new = len(todo)
+        model = self.model
+        model.fit_overhead([r["_kernels"] for r in rows], [r["latency_ms"] for r in rows], scale=len(rows) >= 4)
+        ratio = [model.predict_network(r.pop("_kernels"))["latency_ms"] / r["latency_ms"] for r in rows]
+        return {"networks": rows, "timed_now": new, "overhead_ms": model.overhead_ms,
+                "per_kernel_overhead_ms": model.per_kernel_overhead_ms, "network_scale": model.network_scale,
+                "fit_ratio": ratio}
 
     def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
         from ..profile.measure import measure_network

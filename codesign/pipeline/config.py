@@ -69,6 +69,10 @@ class SearchConfig:
     train_epochs: int = 30
     seed: int = 0
     measure: bool = True
+    # Whole networks of the space timed on a TVM device before the search (cached in the profile
+    # database) to fit what the kernel sums miss: per-network and per-kernel overhead, and from 4
+    # networks on the in-network scale of the kernels. 0: the kernel sums at face value.
+    calibrate_networks: int = 6
     compare: str | None = None
     arch_optimizer: str = "adam"
     weight_optimizer: str = "sgd"
@@ -172,6 +176,8 @@ class SearchConfig:
                      "profile_repeats", "ws_candidates", "ws_eval_batches", "zc_pool", "tune_trials"):
             if getattr(self, name) < 1:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.calibrate_networks < 0 or self.calibrate_networks == 1:
+            raise CodesignError(f"--calibrate-networks must be 0 (off) or >= 2, got {self.calibrate_networks}")
         for name in ("warmup_epochs", "train_epochs"):
             if getattr(self, name) < 0:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")

@@ -30,7 +30,7 @@ from ..data import Dataset, load_dataset
 from ..errors import CodesignError
 from ..search import checkpoint as ckpt
 from ..search.budgets import Budget, implied_budgets, parse_budget, resolve
-from ..search.costs import CostTable, build_cost_table, network_cost
+from ..search.costs import CostTable, build_cost_table, calibration_networks, network_cost
 from ..search.derive import derive
 from ..search.device import resolve_train_device
 from ..search.strategies import SearchContext, create_strategy
@@ -145,6 +145,8 @@ def costs_phase(s: Setup, run: Run | None) -> Costs:
         table = CostTable.load(run.file("costs.json"))
     else:
         table = build_cost_table(s.space, s.source)
+        if s.cfg.calibrate_networks and s.cfg.measure and hasattr(s.source, "calibrate"):
+            table = calibrate_table(s, table)
     budgets = resolve(s.cfg.budgets() or [parse_budget("latency_ms", "0.5x")], table, s.space)
     say("budgets: " + ", ".join(f"{b.metric} <= {b.limit:.4g} ({b.spec})" for b in budgets), s.quiet)
     if s.source.energy_note and s.source.energy_note.startswith("model:") and "energy_mj" in table.metrics() \
@@ -153,6 +155,25 @@ def costs_phase(s: Setup, run: Run | None) -> Costs:
     for note in implied_budgets(budgets, table):
         say(f"note: {note}", s.quiet)
     return Costs(table, budgets)
+
+
+def calibrate_table(s: Setup, table: CostTable) -> CostTable:
+    """Time ``--calibrate-networks`` whole networks of the space on the device, fit the cost model's
+    network terms on them and build the table again from the fitted model (the fit and every
+    network's measured and predicted latency recorded in the table's calibration)."""
+    genotypes = calibration_networks(s.space, table, s.cfg.calibrate_networks)
+    say(f"calibrating the cost table on {len(genotypes)} whole networks of the space (timed once, stored in "
+        f"{s.source.db})", s.quiet)
+    fit = s.source.calibrate(s.space, genotypes, progress=not s.quiet)
+    table = build_cost_table(s.space, s.source)
+    for row in fit["networks"]:
+        row["table_ms"] = table.of(s.space.parse(row["genotype"]))
+    table.calibration["networks"] = fit
+    worst = max(abs(r - 1.0) for r in fit["fit_ratio"])
+    say(f"network terms: {fit['network_scale']:.3g} x kernel sum + {fit['overhead_ms']:.3g} ms + "
+        f"{1e3 * fit['per_kernel_overhead_ms']:.3g} us per kernel; the networks within {100 * worst:.0f} % "
+        f"({fit['timed_now']} timed now)", s.quiet)
+    return table
 
 
 def save_costs(s: Setup, run: Run, costs: Costs) -> None:

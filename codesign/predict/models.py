@@ -99,6 +99,9 @@ class CostModel:
         # allocation, the copies of concat/reshape); 0 until fitted on measured networks.
         self.overhead_ms = 0.0
         self.per_kernel_overhead_ms = 0.0
+        # How much longer the kernels run inside a network than profiled one by one (cold caches
+        # between kernels); 1 until fitted on measured networks (``fit_overhead(scale=True)``).
+        self.network_scale = 1.0
         self.table: dict[str, dict[str, float]] = {}
         self.heads: dict[str, dict[str, Any]] = {}
         # Per kernel type, the [min, max] of each of features.RANGE_DIMS over the fitted kernels:
@@ -131,6 +134,9 @@ class CostModel:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise CodesignError(f"{where} is damaged: {name} is {v!r}, not a finite number >= 0")
+        v = self.network_scale
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise CodesignError(f"{where} is damaged: network_scale is {v!r}, not a finite number > 0")
         for target, head in self.heads.items():
             for k, v in head.items():
                 arr = np.asarray(v)
@@ -264,7 +270,7 @@ class CostModel:
         """End-to-end estimate of a network given its kernels (``graph.onnx_kernels``).
 
         Returns:
-            dict with latency_ms (kernel sum + overheads), energy_mj (or None), kernels,
+            dict with latency_ms (``network_scale`` x kernel sum + overheads), energy_mj (or None), kernels,
             measured_kernels (how many came from the profile table), per_kernel_latency_ms.
         """
         specs = list(specs)
@@ -273,7 +279,7 @@ class CostModel:
         if "energy_mj" in self.heads:
             energy = float(self.predict_energy(specs, use_measured).sum())
         measured = sum(1 for s in specs if s.key() in self.table) if use_measured else 0
-        overhead = self.overhead_ms + self.per_kernel_overhead_ms * len(specs)
+        overhead = self.network_overhead_ms(specs, lat)
         res = {
             "latency_ms": float(lat.sum() + overhead),
             "energy_mj": energy,
@@ -287,28 +293,39 @@ class CostModel:
         if interval is not None:
             # Kernel errors of one network are correlated (one device, one code generator): the
             # network's interval adds the kernels' bounds, the conservative sum.
-            res["latency_interval_ms"] = [float(interval[0].sum() + overhead), float(interval[1].sum() + overhead)]
+            res["latency_interval_ms"] = [float(b.sum() + self.network_overhead_ms(specs, b)) for b in interval]
         res["out_of_range"] = [{"kernel": s.key(), "reasons": r} for s, r in zip(specs, self.out_of_range(specs)) if r]
         return res
 
-    def fit_overhead(self, networks: list[list[KernelSpec]], measured_ms, use_measured: bool = True) -> CostModel:
+    def network_overhead_ms(self, specs: list[KernelSpec], kernel_ms: np.ndarray) -> float:
+        """What a network whose kernels are ``specs`` (each predicted ``kernel_ms``) costs beyond
+        their sum: the fitted constant, per-kernel overhead and the in-network scale's excess."""
+        return float(self.overhead_ms + self.per_kernel_overhead_ms * len(specs)
+                     + (self.network_scale - 1.0) * np.asarray(kernel_ms, np.float64).sum())
+
+    def fit_overhead(self, networks: list[list[KernelSpec]], measured_ms, use_measured: bool = True,
+                     scale: bool = False) -> CostModel:
         """Fit the per-network constant and per-kernel overhead on measured whole networks.
 
         The kernel sums leave out what a network costs beyond its kernels: the VM's calls and
         allocations, and copies (concat, slices) that fusion does not absorb. ``overhead_ms`` and
         ``per_kernel_overhead_ms`` (both >= 0) minimise the squared relative error of
-        ``kernel sum + overhead_ms + per_kernel_overhead_ms * kernels`` over the networks.
+        ``network_scale * kernel sum + overhead_ms + per_kernel_overhead_ms * kernels`` over the
+        networks. ``network_scale`` stays 1 unless ``scale``: then it is fitted too (>= 4 networks),
+        for devices where kernels timed one by one in a hot loop run faster than inside a network
+        (small kernels whose data a network's neighbours evict).
 
         Args:
             networks: each network's kernels (``graph.onnx_kernels`` / ``graph.module_kernels``).
             measured_ms: each network's measured end-to-end latency (``codesign measure``).
+            scale: fit ``network_scale`` as well.
 
         Returns:
             self.
 
         Raises:
-            CodesignError: an unfitted model, fewer than 2 networks, lengths that differ,
-                latencies that are not positive.
+            CodesignError: an unfitted model, fewer than 2 networks (4 with ``scale``), lengths
+                that differ, latencies that are not positive.
         """
         from scipy.optimize import nnls
 
@@ -316,15 +333,23 @@ class CostModel:
         meas = np.asarray(measured_ms, dtype=np.float64)
         if meas.ndim != 1 or len(meas) != len(networks):
             raise CodesignError(f"{len(networks)} networks but {meas.size} measured latencies")
-        if len(meas) < 2:
-            raise CodesignError("fitting the network overhead needs at least 2 measured networks")
-        if not (meas > 0).all():
+        need = 4 if scale else 2
+        if len(meas) < need:
+            raise CodesignError(f"fitting the network overhead{' and scale' if scale else ''} needs at least "
+                                f"{need} measured networks")
+        if not np.isfinite(meas).all() or not (meas > 0).all():
             raise CodesignError("measured latencies must be positive")
         sums = np.array([self.predict(k, use_measured).sum() if k else 0.0 for k in networks])
         counts = np.array([len(k) for k in networks], dtype=np.float64)
         a = np.stack([1.0 / meas, counts / meas], axis=1)
+        if scale:
+            sol, _ = nnls(np.concatenate([a, (sums / meas)[:, None]], axis=1), np.ones_like(meas))
+            if sol[2] > 0:
+                self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = map(float, sol)
+                return self
+            # the kernel sums explain nothing of these networks: keep them at face value
         sol, _ = nnls(a, 1.0 - sums / meas)
-        self.overhead_ms, self.per_kernel_overhead_ms = float(sol[0]), float(sol[1])
+        self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = float(sol[0]), float(sol[1]), 1.0
         return self
 
     # --- artifacts -------------------------------------------------------------------
@@ -334,13 +359,14 @@ class CostModel:
             "schedule": self.schedule, "target": self.target, "tvm_version": self.tvm_version,
             "energy_source": self.energy_source, "n_train": self.n_train, "created_at": self.created_at,
             "overhead_ms": self.overhead_ms, "per_kernel_overhead_ms": self.per_kernel_overhead_ms,
-            "features": list(FEATURE_NAMES), "table": self.table, "ranges": self.ranges,
+            "network_scale": self.network_scale, "features": list(FEATURE_NAMES), "table": self.table, "ranges": self.ranges,
         }
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         for k in ("seed", "device", "schedule", "target", "tvm_version", "energy_source", "n_train", "created_at",
                   "overhead_ms", "per_kernel_overhead_ms", "table"):
             setattr(self, k, meta[k])
+        self.network_scale = meta.get("network_scale", 1.0)  # absent from models saved before it existed
         self.ranges = meta.get("ranges")
 
     def save(self, path: str | Path) -> Path:

@@ -39,6 +39,14 @@ _CLAIMS = """CREATE TABLE IF NOT EXISTS claims (
     kernel_key TEXT NOT NULL, device TEXT NOT NULL, schedule TEXT NOT NULL,
     host TEXT NOT NULL, pid INTEGER NOT NULL, claimed_at REAL NOT NULL,
     PRIMARY KEY (kernel_key, device, schedule))"""
+# Whole networks measured to calibrate a space's cost table (``TVMDeviceSource.calibrate``): one
+# row per (network key, device, schedule). Created when first written; older codesign versions
+# read files that have it unchanged.
+_NETWORKS = """CREATE TABLE IF NOT EXISTS networks (
+    network_key TEXT NOT NULL, device TEXT NOT NULL, schedule TEXT NOT NULL,
+    latency_ms REAL NOT NULL, latency_std_ms REAL, statistic TEXT NOT NULL, tvm_version TEXT,
+    host TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (network_key, device, schedule))"""
 # A claim by a process on another host (whose liveness cannot be checked) lapses after this long.
 CLAIM_STALE_S = 3600.0
 
@@ -448,6 +456,27 @@ class ProfileDB:
         if self._claims_ready:
             self._conn.execute("DELETE FROM claims WHERE kernel_key=? AND device=? AND schedule=? AND host=? AND pid=?",
                                (kernel_key, device, schedule, socket.gethostname(), os.getpid()))
+
+    def network_latency(self, network_key: str, device: str, schedule: str, statistic: str) -> float | None:
+        """A whole network's stored latency (``add_network``) under that statistic, or None."""
+        try:
+            row = self._conn.execute("SELECT latency_ms FROM networks WHERE network_key=? AND device=? AND "
+                                     "schedule=? AND statistic=?", (network_key, device, schedule, statistic)).fetchone()
+        except sqlite3.OperationalError as exc:  # no network stored yet: the table does not exist
+            if "no such table" in str(exc):
+                return None
+            raise
+        return None if row is None else float(row[0])
+
+    def add_network(self, network_key: str, device: str, schedule: str, latency_ms: float,
+                    latency_std_ms: float | None, statistic: str, tvm_version: str | None = None) -> None:
+        """Store a whole network's measured latency (replacing an earlier one of the same key)."""
+        if not (isinstance(latency_ms, (int, float)) and latency_ms > 0 and latency_ms < float("inf")):
+            raise CodesignError(f"a network latency must be a finite positive number, got {latency_ms!r}")
+        self._conn.execute(_NETWORKS)
+        self._conn.execute("INSERT OR REPLACE INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (network_key, device, schedule, float(latency_ms), latency_std_ms, statistic,
+                            tvm_version, socket.gethostname(), time.time()))
 
     def status(self) -> list[dict]:
         """Counts per (device, schedule, op): measured, failed, median latency."""

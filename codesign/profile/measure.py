@@ -462,6 +462,50 @@ def measure_network(
     return result
 
 
+def time_networks_interleaved(models: dict, device, schedule: str, tuning_dir: str | None = None,
+                              tune_trials: int = DEFAULT_TUNE_TRIALS, rounds: int = 5, repeats: int = 3,
+                              min_repeat_ms: float = 20.0, statistic: str = DEFAULT_STATISTIC,
+                              progress: bool = False) -> dict[str, tuple[float, float]]:
+    """Compile every network of ``models`` (name -> .onnx path or ModelProto) for a local
+    ``device``, then time them in ``rounds`` interleaved rounds (each round times every network
+    ``repeats`` times): a burst of load on a shared host then lands on all of them rather than on
+    one. Returns name -> (latency_ms under ``statistic`` over all repeats, standard deviation).
+
+    Raises:
+        CodesignError: a device reached through an RPC tracker (time those with ``measure_network``),
+            a model TVM cannot import or compile.
+    """
+    import tvm
+    from tvm import relax
+
+    if device.rpc is not None:
+        raise CodesignError(f"{device.name} is timed through its RPC tracker: measure its networks one by one")
+    check_statistic(statistic)
+    from .schedules import is_tuned, tuning_strategy
+
+    if is_tuned(schedule):
+        tuning_strategy()
+    set_threads(device.threads)
+    target = device.tvm_target()
+    dev = tvm.device(runtime_device_type(str(target.kind.name)), 0)
+    own_core = device.threads == 1 and runtime_device_type(str(target.kind.name)) == "cpu"
+    timers = {}
+    for name, model in models.items():
+        mod, proto = relax_module(model)
+        vm = relax.VirtualMachine(compile_network(mod, target, schedule, tuning_dir, tune_trials, progress)[0], dev)
+        feeds = random_inputs(proto, 0)
+        timers[name] = (vm, [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)])
+    samples: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for name, (vm, args) in timers.items():
+            if own_core:
+                samples[name] += time_on_own_core(vm.time_evaluator, dev, args, repeats, min_repeat_ms)[0]
+            else:
+                ev = vm.time_evaluator("main", dev, number=1, repeat=repeats, min_repeat_ms=int(round(min_repeat_ms)))
+                samples[name] += [r * 1e3 for r in ev(*args).results]
+    return {k: summarise(v, statistic) for k, v in samples.items()}
+
+
 def check_outputs(model, device_threads: int = 1, seed: int = 0) -> float:
     """Largest absolute difference between TVM's (untuned) and onnxruntime's outputs."""
     import onnxruntime as ort

@@ -252,7 +252,7 @@ def kernel_costs(run: RunData) -> dict | None:
     return {"keys": [s.key() for s in specs], "latency_ms": lat.tolist(),
             "energy_mj": energy.tolist() if energy is not None else None,
             "measured_kernels": sum(1 for s in specs if s.key() in model.table),
-            "overhead_ms": float(model.overhead_ms + model.per_kernel_overhead_ms * len(specs)),
+            "overhead_ms": model.network_overhead_ms(specs, lat),
             "model_kind": model.kind, "energy_source": model.energy_source}
 
 

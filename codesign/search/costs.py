@@ -210,11 +210,12 @@ def _option_sums(rows, values: np.ndarray) -> list[np.ndarray]:
 
 
 def build_cost_table(space, source) -> CostTable:
-    """Cost every option's kernels with the cost source (a ``codesign.costs.CostSource``), then
-    calibrate the table on the source's whole-network costs of the cheapest and the costliest network."""
+    """Cost every option's kernels with the cost source (a ``codesign.costs.CostSource``; what each
+    kernel adds to a network, per-kernel overheads included), then calibrate the table on the
+    source's whole-network costs of the cheapest and the costliest network."""
     rows = space.option_kernels()
     flat = [k for row in rows for ks in row for k in ks]
-    per_kernel = source.kernel_costs(flat)
+    per_kernel = source.kernel_costs_in_network(flat)
     table: dict[str, list[np.ndarray]] = {}
     for metric in METRICS:
         values = per_kernel.get(metric)
@@ -266,3 +267,21 @@ def build_cost_table(space, source) -> CostTable:
         ct.calibration[m] = {"scale": np.asarray(s).tolist(), "whole_cheapest": np.asarray(w_low).tolist(),
                              "whole_costliest": np.asarray(w_top).tolist()}
     return ct
+
+
+def calibration_networks(space, table: CostTable, n: int, seed: int = 0) -> list[str]:
+    """The ``n`` networks timed to calibrate a table (``TVMDeviceSource.calibrate``): the cheapest
+    and the costliest by ``table``, then random networks of the space (one seed for every run, so
+    that later runs find them stored)."""
+    import random
+
+    mean = table.network_table("latency_ms")
+    out = [space.format(space.cheapest(mean)), space.format(space.costliest(mean))]
+    rng = random.Random(seed)
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        g = space.sample(rng)
+        if g not in out:
+            out.append(g)
+    return out[:n]
