@@ -390,17 +390,11 @@ def time_interleaved(s, costs, networks: dict[str, Path], ref_path: Path, fracti
     """Run directories' networks (``model.onnx``) and the costliest network of the setup ``s``'s
     space (exported to ``ref_path``), compiled under the policy the costs were profiled with and
     timed in interleaved rounds; each against ``fraction`` of the costliest one's latency."""
-    import tvm
-    from tvm import relax
-
     from codesign.export import export_checked
     from codesign.profile.devices import get_device
-    from codesign.profile.measure import compile_network, input_shapes, random_inputs, relax_module
-    from codesign.profile.runners import set_threads
+    from codesign.profile.measure import time_networks_interleaved
 
     device = get_device(s.cfg.device)
-    set_threads(device.threads)
-    target = device.tvm_target()
     top = s.space.format(s.space.costliest(costs.table.table["latency_ms"]))
     if not ref_path.exists():
         export_checked(s.space.build(top).eval(), s.space.input_shape, ref_path)
@@ -408,22 +402,10 @@ def time_interleaved(s, costs, networks: dict[str, Path], ref_path: Path, fracti
     # under the policy the costs were profiled with (tuned: from the same tuning records)
     schedule = getattr(s.source, "schedule", None) or "untuned"
     tuning = getattr(s.source, "tuning_dir", None)
-    tuning = None if tuning is None else str(tuning)
-    trials = getattr(s.source, "tune_trials", 8)
-    timers = {}
-    for name, path in models.items():
-        mod, proto = relax_module(str(path))
-        dev = tvm.cpu(0)
-        vm = relax.VirtualMachine(compile_network(mod, target, schedule, tuning, trials)[0], dev)
-        feeds = random_inputs(proto, 0)
-        inputs = [tvm.runtime.tensor(feeds[k], dev) for k in input_shapes(proto)]
-        timers[name] = (vm.time_evaluator("main", dev, number=1, repeat=args.remeasure_repeats, min_repeat_ms=20),
-                        inputs)
-    samples: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(args.remeasure_rounds):  # interleaved: every round times every network
-        for name, (timer, inputs) in timers.items():
-            samples[name] += [r * 1e3 for r in timer(*inputs).results]
-    med = {k: statistics.median(v) for k, v in samples.items()}
+    timed = time_networks_interleaved({k: str(v) for k, v in models.items()}, device, schedule,
+                                      None if tuning is None else str(tuning), getattr(s.source, "tune_trials", 8),
+                                      rounds=args.remeasure_rounds, repeats=args.remeasure_repeats)
+    med = {k: float(v[0]) for k, v in timed.items()}
     ref = med["costliest"]
     out = {"budget": f"{fraction}x", "costliest_genotype": top, "costliest_latency_ms": ref,
            "networks": {k: {"latency_ms": med[k], "fraction_of_costliest": med[k] / ref,
