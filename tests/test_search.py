@@ -791,9 +791,10 @@ def test_random_baseline_gets_the_same_compute_in_passes(digits):
     assert abs(rand["search_passes"] - found["search_passes"]) <= per_step / 2
 
 
-def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
-    """The additive table is anchored on the cost model's whole-graph predictions of the cheapest
-    and the costliest network; the cheapest network costs more than nothing."""
+def test_cost_table_matches_whole_graph_costs_at_both_ends(finished_run):
+    """The additive table is anchored on whole-graph costs of the cheapest and the costliest
+    network: their measured latencies (the calibration timed both), the cost model's predictions
+    for energy; the cheapest network costs more than nothing."""
     from codesign.costs import ModelCostSource
     from codesign.predict import load_cost_model
     from codesign.search.costs import network_cost
@@ -802,11 +803,14 @@ def test_cost_table_matches_whole_graph_predictions_at_both_ends(finished_run):
     costs = CostTable.load(root / "run" / "costs.json")
     model = load_cost_model(root / "run" / "cost_model.json")
     space = create_space("nb201", input_shape=(1, 1, 8, 8), c=4, cells=1)
-    for pick in (space.cheapest, space.costliest):
-        choices = pick(costs.table["latency_ms"])
+    timed = costs.calibration["networks"]["networks"]
+    for pick, row in ((space.cheapest, timed[0]), (space.costliest, timed[1])):
+        choices = pick(costs.table["energy_mj"])
         whole = network_cost(space, space.format(choices), ModelCostSource(model))
-        for m in costs.metrics():
-            assert costs.of(choices, m) == pytest.approx(whole[m], rel=1e-6)
+        assert costs.of(choices, "energy_mj") == pytest.approx(whole["energy_mj"], rel=1e-6)
+        assert costs.of(space.parse(row["genotype"])) == pytest.approx(row["latency_ms"], rel=1e-6)
+        assert row["table_ms"] == pytest.approx(row["latency_ms"], rel=1e-6)
+    assert timed[0]["genotype"] == space.format(space.cheapest(costs.table["latency_ms"]))
     assert costs.of(space.cheapest(costs.table["latency_ms"])) > 0
 
 
@@ -839,6 +843,23 @@ def test_the_table_is_calibrated_on_whole_networks_timed_once(finished_run):
     assert [n["latency_ms"] for n in again["networks"]] == [n["latency_ms"] for n in fit["networks"]]
     off = costs_phase(setup(dataclasses.replace(cfg, calibrate_networks=0), quiet=True), None).table
     assert "networks" not in off.calibration
+
+
+def test_anchor_table_puts_two_measured_networks_on_their_latencies():
+    from codesign.search.costs import anchor_table
+
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    t = table_for(space)
+    low, top = space.cheapest(t.table["latency_ms"]), space.costliest(t.table["latency_ms"])
+    mid = space.parse(space.sample(random.Random(1)))
+    before = [t.of(c) for c in (low, mid, top)]
+    anchor_table(t, low, 0.8, top, 2.0)
+    assert (t.of(low), t.of(top)) == (pytest.approx(0.8), pytest.approx(2.0))
+    # what lies between keeps its place between the anchors
+    frac = (before[1] - before[0]) / (before[2] - before[0])
+    assert (t.of(mid) - 0.8) / 1.2 == pytest.approx(frac)
+    assert t.calibration["latency_ms"]["measured_anchors"]["costliest_ms"] == 2.0
+    np.testing.assert_allclose(np.concatenate(t.table["energy_mj"]), np.concatenate(table_for(space).table["energy_mj"]))
 
 
 # --- darts2: DARTS eq. 8 against the exact hypergradient ----------------------------------------

@@ -30,7 +30,13 @@ from ..data import Dataset, load_dataset
 from ..errors import CodesignError
 from ..search import checkpoint as ckpt
 from ..search.budgets import Budget, implied_budgets, parse_budget, resolve
-from ..search.costs import CostTable, build_cost_table, calibration_networks, network_cost
+from ..search.costs import (
+    CostTable,
+    anchor_table,
+    build_cost_table,
+    calibration_networks,
+    network_cost,
+)
 from ..search.derive import derive
 from ..search.device import resolve_train_device
 from ..search.strategies import SearchContext, create_strategy
@@ -166,6 +172,13 @@ def calibrate_table(s: Setup, table: CostTable) -> CostTable:
         f"{s.source.db})", s.quiet)
     fit = s.source.calibrate(s.space, genotypes, progress=not s.quiet)
     table = build_cost_table(s.space, s.source)
+    if table.hardware is None:
+        # Relative budgets are fractions of the costliest network: anchor the table on the measured
+        # latencies of the cheapest and the costliest network (the first two timed), so that the
+        # fitted terms shape only what lies between them.
+        low, top = fit["networks"][0], fit["networks"][1]
+        anchor_table(table, s.space.parse(low["genotype"]), low["latency_ms"], s.space.parse(top["genotype"]),
+                     top["latency_ms"])
     for row in fit["networks"]:
         row["table_ms"] = table.of(s.space.parse(row["genotype"]))
     table.calibration["networks"] = fit

@@ -285,3 +285,23 @@ def calibration_networks(space, table: CostTable, n: int, seed: int = 0) -> list
         if g not in out:
             out.append(g)
     return out[:n]
+
+
+def anchor_table(table: CostTable, low: list[int], low_ms: float, top: list[int], top_ms: float,
+                 metric: str = "latency_ms") -> CostTable:
+    """Rescale a table without a hardware axis so that the networks ``low`` and ``top`` cost
+    ``low_ms`` and ``top_ms`` (their measurements): ``base`` and one scale of the option costs,
+    as the two-point calibration of ``build_cost_table``. Changes ``table`` in place and returns it."""
+    if table.hardware is not None:
+        raise CodesignError("anchor_table: a table with a hardware axis is anchored per config")
+    opt_low = table.of(low, metric) - table.base[metric]
+    opt_top = table.of(top, metric) - table.base[metric]
+    if not (opt_top - opt_low > 1e-12 and top_ms > low_ms > 0):
+        return table  # nothing to spread: keep the fitted table
+    s = (top_ms - low_ms) / (opt_top - opt_low)
+    b = max(low_ms - s * opt_low, 0.0)
+    table.table[metric] = [row * s for row in table.table[metric]]
+    table.base[metric] = float(b)
+    table.calibration.setdefault(metric, {})["measured_anchors"] = {
+        "scale": float(s), "cheapest_ms": float(low_ms), "costliest_ms": float(top_ms)}
+    return table
