@@ -389,7 +389,9 @@ def remeasure(args, work: Path, runs: dict[str, dict[str, Path]]) -> dict:
 def time_interleaved(s, costs, networks: dict[str, Path], ref_path: Path, fraction: float, args) -> dict:
     """Run directories' networks (``model.onnx``) and the costliest network of the setup ``s``'s
     space (exported to ``ref_path``), compiled under the policy the costs were profiled with and
-    timed in interleaved rounds; each against ``fraction`` of the costliest one's latency."""
+    timed in interleaved rounds (the fastest repeat of each, as codesign's own budget check);
+    each against ``fraction`` of the costliest one's latency."""
+    from codesign.costs.model import NETWORK_STATISTIC
     from codesign.export import export_checked
     from codesign.profile.devices import get_device
     from codesign.profile.measure import time_networks_interleaved
@@ -404,13 +406,15 @@ def time_interleaved(s, costs, networks: dict[str, Path], ref_path: Path, fracti
     tuning = getattr(s.source, "tuning_dir", None)
     timed = time_networks_interleaved({k: str(v) for k, v in models.items()}, device, schedule,
                                       None if tuning is None else str(tuning), getattr(s.source, "tune_trials", 8),
-                                      rounds=args.remeasure_rounds, repeats=args.remeasure_repeats)
+                                      rounds=args.remeasure_rounds, repeats=args.remeasure_repeats,
+                                      statistic=NETWORK_STATISTIC)
     med = {k: float(v[0]) for k, v in timed.items()}
     ref = med["costliest"]
     out = {"budget": f"{fraction}x", "costliest_genotype": top, "costliest_latency_ms": ref,
            "networks": {k: {"latency_ms": med[k], "fraction_of_costliest": med[k] / ref,
                             "meets_budget": med[k] <= fraction * ref} for k in models if k != "costliest"},
-           "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats, "schedule": schedule}
+           "rounds": args.remeasure_rounds, "repeats_per_round": args.remeasure_repeats, "statistic": NETWORK_STATISTIC,
+           "schedule": schedule}
     out["all_meet_budget"] = all(v["meets_budget"] for v in out["networks"].values())
     return out
 
@@ -696,7 +700,7 @@ def main() -> None:
     ap.add_argument("--public-trained", type=int, default=160, help="public: of them, trained one epoch")
     ap.add_argument("--public-final", type=int, default=0, help="public: of them, trained by the final protocol")
     ap.add_argument("--ws-eval-batches", type=int, default=2)
-    ap.add_argument("--remeasure-rounds", type=int, default=5, help="remeasure: interleaved timing rounds")
+    ap.add_argument("--remeasure-rounds", type=int, default=10, help="remeasure: interleaved timing rounds")
     ap.add_argument("--remeasure-repeats", type=int, default=3, help="remeasure: timed runs per network per round")
     ap.add_argument("--rank-archs", type=int, default=20, help="ranking: sampled architectures")
     ap.add_argument("--rank-epochs", type=int, default=2, help="ranking: stand-alone training epochs")

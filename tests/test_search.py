@@ -845,6 +845,37 @@ def test_the_table_is_calibrated_on_whole_networks_timed_once(finished_run):
     assert "networks" not in off.calibration
 
 
+def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while_over(finished_run):
+    """The pipeline times the derived network beside the costliest calibrated one; a network
+    measured over the budget is derived again with the table aiming lower."""
+    from codesign.pipeline.phases import costs_phase, setup, verify_latency
+    from codesign.search.derive import derive
+
+    r, root = finished_run
+    verified = r["derived"]["verified"]
+    assert 1 <= len(verified["tries"]) <= 4
+    limit = next(b["limit"] for b in r["budgets"] if b["metric"] == "latency_ms")
+    for t in verified["tries"]:
+        assert t["latency_ms"] > 0 and t["costliest_ms"] > 0
+        assert t["share_of_costliest"] == pytest.approx(t["latency_ms"] / t["costliest_ms"])
+        assert t["meets_budgets"] == (t["latency_estimate_ms"] <= limit)
+    assert verified["tries"][-1]["genotype"] == r["genotype"]
+    # a device that measures every network at 90 % of the costliest, then at 10 %
+    cfg = SearchConfig.from_dict(json.loads((root / "run" / "config.json").read_text())["config"])
+    s = setup(cfg, quiet=True)
+    costs = costs_phase(s, None)
+    top = costs.table.calibration["networks"]["networks"][1]["genotype"]
+    shares = iter([0.9, 0.1, 0.1])
+    s.source.time_networks = lambda space, gs: {top: 1.0, **{g: next(shares) for g in gs if g != top}}
+    found = json.loads((root / "run" / "search.json").read_text())
+    derived = derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective)
+    out = verify_latency(s, costs, found, derived)
+    tries = out["verified"]["tries"]
+    assert [t["meets_budgets"] for t in tries] == [False, True] and out["verified"]["meets_budgets"]
+    assert tries[1]["genotype"] == out["genotype"]
+    assert costs.table.of(s.space.parse(out["genotype"])) <= costs.table.of(s.space.parse(tries[0]["genotype"]))
+
+
 def test_anchor_table_puts_two_measured_networks_on_their_latencies():
     from codesign.search.costs import anchor_table
 

@@ -100,6 +100,13 @@ class ModelCostSource(CostSource):
         return out
 
 
+# How the interleaved timings of whole networks (calibration, the budget check) summarise their
+# repeats: the fastest. On a shared host a neighbour's load slows some repeats, never speeds one;
+# ten rounds of three repeats then give ratios between networks that hold to about 1 % from one
+# process to the next, where medians moved by 15 % (docs/search.md).
+NETWORK_STATISTIC = "min"
+
+
 @register_cost_source("tvm")
 class TVMDeviceSource(ModelCostSource):
     """A device TVM can build for and time: its kernels are profiled into the profile database
@@ -180,11 +187,7 @@ class TVMDeviceSource(ModelCostSource):
         import hashlib
         import sys
 
-        import torch
-
-        from ..graph import export_onnx
         from ..profile import ProfileDB
-        from ..profile.measure import measure_network, time_networks_interleaved
 
         keyed = []
         for genotype in genotypes:
@@ -192,33 +195,21 @@ class TVMDeviceSource(ModelCostSource):
             digest = hashlib.sha256("\n".join(k.key() for k in kernels).encode()).hexdigest()[:16]
             keyed.append((genotype, kernels, f"{space.name}/{space.canonical(genotype)}/{digest}"))
         with ProfileDB(self.db) as db:
-            stored = {key: db.network_latency(key, self.device, self.schedule, self.statistic) for _, _, key in keyed}
+            stored = {key: db.network_latency(key, self.device, self.schedule, NETWORK_STATISTIC)
+                      for _, _, key in keyed}
         todo = [(g, key) for g, _, key in keyed if stored[key] is None]
         if todo:
             if progress:
                 print(f"  compiling and timing {len(todo)} networks of the {space.name} space (interleaved rounds)",
                       file=sys.stderr, flush=True)
-            protos = {}
-            for genotype, key in todo:
-                with torch.random.fork_rng():
-                    torch.manual_seed(0)
-                    protos[key] = export_onnx(space.build(genotype).eval(), tuple(space.input_shape))
-            if self.dev.rpc is None:
-                timed = time_networks_interleaved(protos, self.dev, self.schedule, str(self.tuning_dir),
-                                                  self.tune_trials, statistic=self.statistic, progress=progress)
-            else:
-                timed = {}
-                for key, proto in protos.items():
-                    m = measure_network(proto, self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
-                                        tuning_dir=str(self.tuning_dir), onnxruntime=False, statistic=self.statistic,
-                                        tune_trials=self.tune_trials, name=key, progress=progress)
-                    timed[key] = (m.latency_ms, m.latency_std_ms)
+            timed = self.time_networks(space, [g for g, _ in todo])
             import tvm
 
             with ProfileDB(self.db) as db:
-                for key, (latency, std) in timed.items():
-                    db.add_network(key, self.device, self.schedule, latency, std, self.statistic, tvm.__version__)
-                    stored[key] = latency
+                for genotype, key in todo:
+                    db.add_network(key, self.device, self.schedule, timed[genotype], None, NETWORK_STATISTIC,
+                                   tvm.__version__)
+                    stored[key] = timed[genotype]
         rows = [{"genotype": g, "latency_ms": float(stored[key]), "kernels": len(kernels),
                  "kernel_sum_ms": float(np.sum(self.model.predict(kernels))),
                  "timed_now": any(key == k for _, k in todo), "_kernels": kernels} for g, kernels, key in keyed]
@@ -229,6 +220,28 @@ class TVMDeviceSource(ModelCostSource):
         return {"networks": rows, "timed_now": new, "overhead_ms": model.overhead_ms,
                 "per_kernel_overhead_ms": model.per_kernel_overhead_ms, "network_scale": model.network_scale,
                 "fit_ratio": ratio}
+
+    def time_networks(self, space, genotypes: list[str], rounds: int = 10) -> dict[str, float]:
+        """Latency in ms of untrained networks of ``space`` timed together in interleaved rounds
+        on a local device (``NETWORK_STATISTIC`` of each one's repeats), so that their ratios hold
+        on a host whose load moves; through an RPC tracker, one by one."""
+        import torch
+
+        from ..graph import export_onnx
+        from ..profile.measure import measure_network, time_networks_interleaved
+
+        protos = {}
+        for g in dict.fromkeys(genotypes):
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                protos[g] = export_onnx(space.build(g).eval(), tuple(space.input_shape))
+        if self.dev.rpc is None:
+            timed = time_networks_interleaved(protos, self.dev, self.schedule, str(self.tuning_dir), self.tune_trials,
+                                              rounds=rounds, statistic=NETWORK_STATISTIC)
+            return {g: float(v[0]) for g, v in timed.items()}
+        return {g: measure_network(p, self.dev, self.schedule, repeats=10, min_repeat_ms=20.0,
+                                   tuning_dir=str(self.tuning_dir), onnxruntime=False, statistic=NETWORK_STATISTIC,
+                                   tune_trials=self.tune_trials).latency_ms for g, p in protos.items()}
 
     def measure(self, onnx_path, progress: bool = False, hw_choices=()) -> dict | None:
         from ..profile.measure import measure_network

@@ -31,7 +31,8 @@ def polish_hardware(costs: CostTable, choices: list[int], budgets: list[Budget],
     return best
 
 
-def derive(space, costs: CostTable, source, found: dict, budgets: list[Budget], objective: str = "none") -> dict:
+def derive(space, costs: CostTable, source, found: dict, budgets: list[Budget], objective: str = "none",
+           margin: float = 1.0) -> dict:
     """The found choices repaired until both the additive table and the cost source's whole-network
     cost meet every budget; on a hardware space, the accelerator config then polished for the
     objective with the network fixed (``polish_hardware``).
@@ -44,6 +45,8 @@ def derive(space, costs: CostTable, source, found: dict, budgets: list[Budget], 
             then hardware parameters).
         budgets: resolved budgets.
         objective: what to minimise inside the budgets (none, latency, energy, edp).
+        margin: the share of each budget the table aims at to begin with (below 1 after a
+            measurement found an earlier derivation over a budget).
 
     Returns:
         {"genotype", "argmax_genotype", "repair_changes", "additive", "predicted", "meets_budgets"},
@@ -53,7 +56,7 @@ def derive(space, costs: CostTable, source, found: dict, budgets: list[Budget], 
     choices = list(found["choices"])
     n = costs.n_network
     argmax = space.format(choices[:n])
-    margin, changes = 1.0, 0
+    changes = 0
     whole: dict = {}
     for _ in range(16):  # the graph's cost is not additive: each round aims the table lower
         choices, k = repair(space, costs, choices, probs, budgets, margin)
