@@ -857,10 +857,11 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     limit = next(b["limit"] for b in r["budgets"] if b["metric"] == "latency_ms")
     for t in verified["tries"]:
         assert t["latency_ms"] > 0 and t["costliest_ms"] > 0
-        assert t["share_of_costliest"] == pytest.approx(t["latency_ms"] / t["costliest_ms"])
+        share = t["latency_ms"] / t["costliest_ms"]  # a second timing keeps the lesser of the two shares
+        assert t["share_of_costliest"] == pytest.approx(share) if t["timing"] == 1 else t["share_of_costliest"] <= share
         assert t["meets_budgets"] == (t["latency_estimate_ms"] <= limit)
     assert verified["tries"][-1]["genotype"] == r["genotype"]
-    # a device that measures every network at 90 % of the costliest, then at 10 %
+    # a device that times the derived network over the budget twice, then the next one at 10 %
     cfg = SearchConfig.from_dict(json.loads((root / "run" / "config.json").read_text())["config"])
     s = setup(cfg, quiet=True)
     costs = costs_phase(s, None)
@@ -873,12 +874,18 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     slack = limit / costs.table.of(s.space.parse(derived["genotype"]))
     over = (1 + min(slack, 1.5)) / 2 if slack > 1.02 else 1.5
     top_ms = costs.table.of(s.space.parse(top))
-    shares = iter([over * limit / top_ms, 0.1, 0.1])
+    shares = iter([over * limit / top_ms, over * limit / top_ms, 0.1, 0.1])
     s.source.time_networks = lambda space, gs: {top: 1.0, **{g: next(shares) for g in gs if g != top}}
     out = verify_latency(s, costs, found, derived)
     tries = out["verified"]["tries"]
-    assert [t["meets_budgets"] for t in tries] == [False, True] and out["verified"]["meets_budgets"]
-    assert tries[1]["genotype"] == out["genotype"] != tries[0]["genotype"]
+    # over twice (the second timing confirms it), then a cheaper network under the budget
+    assert [(t["meets_budgets"], t["timing"]) for t in tries] == [(False, 1), (False, 2), (True, 1)]
+    assert out["verified"]["meets_budgets"] and tries[0]["genotype"] == tries[1]["genotype"]
+    assert tries[2]["genotype"] == out["genotype"] != tries[0]["genotype"]
+    # over in one timing only (a burst of load): the network stays
+    shares = iter([over * limit / top_ms, 0.1])
+    kept = verify_latency(s, costs, found, derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective))
+    assert [t["timing"] for t in kept["verified"]["tries"]] == [1, 2] and kept["genotype"] == derived["genotype"]
     assert costs.table.of(s.space.parse(out["genotype"])) < costs.table.of(s.space.parse(tries[0]["genotype"]))
 
 
