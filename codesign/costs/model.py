@@ -175,9 +175,9 @@ class TVMDeviceSource(ModelCostSource):
     def calibrate(self, space, genotypes: list[str], progress: bool = False) -> dict:
         """Time the whole networks of ``genotypes`` (untrained, in interleaved rounds on a local
         device; stored in the profile database, so that a later run on this device and schedule
-        reuses them) and fit the cost model's network
-        terms on them: the per-network and per-kernel overhead and, from 4 networks, how much
-        slower kernels run inside a network than one by one (``CostModel.fit_overhead``).
+        reuses them) and fit the cost model's network terms on them: the per-network and
+        per-kernel overhead and, from 4 networks, how much slower kernels run inside a network
+        than one by one (``CostModel.fit_overhead``).
 
         Returns:
             {"networks": [{"genotype", "latency_ms", "kernel_sum_ms", "kernels", "timed_now"}], "timed_now",
