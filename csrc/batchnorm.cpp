@@ -19,8 +19,8 @@ namespace codesign {
 namespace {
 
 template <typename T>
-std::vector<T> along_row(const std::vector<double>& per_channel, int64_t w, int64_t c) {
-  std::vector<T> row(static_cast<size_t>(w * c));
+Scratch<T> along_row(const std::vector<double>& per_channel, int64_t w, int64_t c) {
+  Scratch<T> row(static_cast<size_t>(w * c));
   for (int64_t j = 0; j < w * c; ++j) row[j] = static_cast<T>(per_channel[j % c]);
   return row;
 }
@@ -33,7 +33,7 @@ void channel_sums2(const BatchNormShape& s, F f, std::vector<double>& total0, st
   std::vector<double> partial(static_cast<size_t>(2 * s.n * s.c), 0.0);
 #pragma omp parallel
   {
-    std::vector<T> acc0(n_row), acc1(n_row);
+    Scratch<T> acc0(n_row), acc1(n_row);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < s.n; ++i) {
       std::fill(acc0.begin(), acc0.end(), T(0));
@@ -62,8 +62,8 @@ inline T affine(T x, T a, T b) {
 
 template <typename T, bool kRelu>
 void bn_backward_rows(const BatchNormShape& s, Map<const T> x, Map<const T> grad_out,
-                      const std::vector<T>& mean_row, const std::vector<T>& a_row,
-                      const std::vector<T>& b_row, const std::vector<double>& scale,
+                      const Scratch<T>& mean_row, const Scratch<T>& a_row,
+                      const Scratch<T>& b_row, const std::vector<double>& scale,
                       const std::vector<double>& invstd, double count, Map<T> grad_x, T* grad_weight,
                       T* grad_bias) {
   const int64_t n_row = s.w * s.c;
@@ -101,7 +101,7 @@ void bn_backward_rows(const BatchNormShape& s, Map<const T> x, Map<const T> grad
     d[c] = -scale[c] * sum_dy[c] / count;
   }
   if (!grad_x.p) return;
-  const std::vector<T> k_row = along_row<T>(k, s.w, s.c), q_row = along_row<T>(q, s.w, s.c),
+  const Scratch<T> k_row = along_row<T>(k, s.w, s.c), q_row = along_row<T>(q, s.w, s.c),
                        d_row = along_row<T>(d, s.w, s.c);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < s.n; ++i) {
@@ -131,7 +131,7 @@ void batch_norm_forward(const BatchNormShape& s, Map<const T> x, const T* weight
   std::vector<double> k(s.c);
   if (count > 0)
     for (int64_t c = 0; c < s.c; ++c) k[c] = static_cast<double>(x.p[c]);
-  const std::vector<T> k_row = along_row<T>(k, s.w, s.c);
+  const Scratch<T> k_row = along_row<T>(k, s.w, s.c);
   std::vector<double> sum_d, sum_d2;
   channel_sums2<T>(s, [&](int64_t i, int64_t r, T* acc0, T* acc1) {
     const T* a = row(i, r);
@@ -159,7 +159,7 @@ void batch_norm_forward(const BatchNormShape& s, Map<const T> x, const T* weight
     scale[c] = static_cast<double>(weight[c]) * invstd;
     shift[c] = static_cast<double>(bias[c]) - mean[c] * scale[c];
   }
-  const std::vector<T> a_row = along_row<T>(scale, s.w, s.c), b_row = along_row<T>(shift, s.w, s.c);
+  const Scratch<T> a_row = along_row<T>(scale, s.w, s.c), b_row = along_row<T>(shift, s.w, s.c);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < s.n; ++i) {
     for (int64_t r = 0; r < s.h; ++r) {
@@ -193,7 +193,7 @@ void batch_norm_backward(const BatchNormShape& s, Map<const T> grad_out, Map<con
     scale[c] = static_cast<double>(weight[c]) * invstd[c];
     shift[c] = static_cast<double>(bias[c]) - mean[c] * scale[c];
   }
-  const std::vector<T> mean_row = along_row<T>(mean, s.w, s.c), a_row = along_row<T>(scale, s.w, s.c),
+  const Scratch<T> mean_row = along_row<T>(mean, s.w, s.c), a_row = along_row<T>(scale, s.w, s.c),
                        b_row = along_row<T>(shift, s.w, s.c);
   // dy: the gradient at the BN's output (through the ReLU's mask, recomputed from x); the ReLU is
   // a template argument so that every loop below is branch-free and vectorises

@@ -1,13 +1,40 @@
 // Shared helpers of codesign's C++ kernels: OpenMP shims and the counter-based RNG.
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <new>
+#include <vector>
 
 #if CODESIGN_HAVE_OPENMP
 #include <omp.h>
 #endif
 
 namespace codesign {
+
+// Scratch rows start on a cache line, as torch's tensors do. With -march=native on AVX-512 hardware
+// a loop's vectors are a cache line wide, so a row at malloc's 16-byte alignment would make every
+// load and store of it straddle two lines.
+constexpr std::size_t kCacheLine = 64;
+
+template <typename T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <typename U>
+  CacheAligned(const CacheAligned<U>&) {}  // NOLINT: rebinding, as allocators must allow
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{kCacheLine}));
+  }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t{kCacheLine}); }
+  template <typename U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
+
+template <typename T>
+using Scratch = std::vector<T, CacheAligned<T>>;
 
 inline int max_threads() {
 #if CODESIGN_HAVE_OPENMP

@@ -23,9 +23,9 @@ namespace {
 
 // w [C, K, K] repeated along an output row: taps[(kh * K + kw) * wo * C + j] = w[j % C][kh][kw].
 template <typename T>
-std::vector<T> tap_rows(const DepthwiseShape& s, const T* w) {
+Scratch<T> tap_rows(const DepthwiseShape& s, const T* w) {
   const int64_t n = s.wo * s.c, k2 = s.k * s.k;
-  std::vector<T> taps(static_cast<size_t>(k2 * n));
+  Scratch<T> taps(static_cast<size_t>(k2 * n));
   for (int64_t t = 0; t < k2; ++t)
     for (int64_t j = 0; j < n; ++j) taps[t * n + j] = w[(j % s.c) * k2 + t];
   return taps;
@@ -69,11 +69,11 @@ void tap_fma(const DepthwiseShape& s, const T* tap, const T* src, T* out) {
 
 template <typename T>
 void depthwise_forward(const DepthwiseShape& s, Map<const T> x, const T* w, Map<T> out) {
-  const std::vector<T> taps = tap_rows(s, w);
+  const Scratch<T> taps = tap_rows(s, w);
   const int64_t n_out = s.wo * s.c, pw = (s.w + 2 * s.pad) * s.c;
 #pragma omp parallel
   {
-    std::vector<T> pad((s.h + 2 * s.pad) * pw);
+    Scratch<T> pad((s.h + 2 * s.pad) * pw);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < s.n; ++i) {
       pad_image(s, x, i, pad.data());
@@ -93,14 +93,14 @@ void depthwise_forward(const DepthwiseShape& s, Map<const T> x, const T* w, Map<
 template <typename T>
 void depthwise_backward(const DepthwiseShape& s, Map<const T> grad_out, Map<const T> x, const T* w,
                         Map<T> grad_x, T* grad_w) {
-  const std::vector<T> taps = tap_rows(s, w);
+  const Scratch<T> taps = tap_rows(s, w);
   const int64_t n_out = s.wo * s.c, pw = (s.w + 2 * s.pad) * s.c, k2 = s.k * s.k;
   const int64_t plane = (s.h + 2 * s.pad) * pw;
   // Per-image weight gradients [n, C * K * K], summed in image order afterwards.
   std::vector<double> partial(static_cast<size_t>(s.n * s.c * k2), 0.0);
 #pragma omp parallel
   {
-    std::vector<T> pad(plane), gpad(grad_x.p ? plane : 0), acc(grad_w ? k2 * n_out : 0);
+    Scratch<T> pad(plane), gpad(grad_x.p ? plane : 0), acc(grad_w ? k2 * n_out : 0);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < s.n; ++i) {
       if (grad_w) {

@@ -27,8 +27,8 @@ constexpr int64_t kChunk = 1024;
 
 template <typename T>
 struct Workspace {
-  std::vector<uint32_t> w0, w1, w2, w3, words;
-  std::vector<T> z;
+  Scratch<uint32_t> w0, w1, w2, w3, words;
+  Scratch<T> z;
   explicit Workspace(int64_t elems)
       : w0(elems / 4 + 2), w1(elems / 4 + 2), w2(elems / 4 + 2), w3(elems / 4 + 2),
         words(4 * (elems / 4 + 2)), z(elems) {}

@@ -130,7 +130,7 @@ void hpool(const T* a, int64_t w, int64_t wo, int64_t s, int64_t ch, T* hs, T* h
 // of each output column repeated over the channels.
 template <typename T>
 struct PoolConsts {
-  std::vector<T> inv_rows, inv_cols;
+  Scratch<T> inv_rows, inv_cols;
   PoolConsts(const MixedShape& s, int64_t ch) : inv_rows(s.ho), inv_cols(s.wo * ch) {
     for (int64_t i = 0; i < s.ho; ++i) inv_rows[i] = T(1) / valid(i * s.stride, s.h);
     for (int64_t j = 0; j < s.wo; ++j)
@@ -226,7 +226,7 @@ constexpr int64_t kRing = 4;
 
 template <typename T>
 struct Stride1Scratch {
-  std::vector<T> rowmax, rowarg, vsel, routed, vbox, grow;
+  Scratch<T> rowmax, rowarg, vsel, routed, vbox, grow;
   Stride1Scratch(const MixedShape& s, int64_t ch, bool max) {
     const int64_t n = s.w * ch, padded = n + 2 * ch;
     if (max) {
@@ -448,7 +448,7 @@ void mixed_op_forward(const MixedShape& s, Map<const T> x, const std::vector<Map
 #pragma omp parallel
   {
     const int64_t stored_rows = std::min(s.h, block_rows * s.stride + 2);
-    std::vector<T> rowbuf(s.w * ch), hs(pools ? stored_rows * n_out : 0),
+    Scratch<T> rowbuf(s.w * ch), hs(pools ? stored_rows * n_out : 0),
         hm(pools ? stored_rows * n_out : 0), zeros(pools ? n_out : 0);
     std::vector<Image<const T>> yi(kp);
 #pragma omp for schedule(static)
@@ -523,7 +523,7 @@ void mixed_op_backward(const MixedShape& s, Map<const T> grad_out, Map<const T> 
 #pragma omp parallel
   {
     const bool general = !stride1;  // stride 2: pools only, through a padded plane
-    std::vector<T> rowbuf(n_in), hs(general ? s.h * n_out : 0), hm(general ? s.h * n_out : 0),
+    Scratch<T> rowbuf(n_in), hs(general ? s.h * n_out : 0), hm(general ? s.h * n_out : 0),
         avg(general ? n_out : 0), mx(general ? n_out : 0), tmp(general ? n_out : 0),
         vavg(general ? n_out : 0), gpad(general ? plane : 0), xpad(general && f.max ? plane : 0);
     Stride1Scratch<T> sc1(stride1 ? s : MixedShape{}, ch, stride1 && f.max);
