@@ -170,8 +170,8 @@ def run_chain(steps: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """Runs modules in order as the fused formulation does: dilated depthwise convolutions and
     batch norms (with the ReLU that follows one, as a single epilogue) on codesign's kernels,
     where ``FEATURES["conv_bn_kernels"]`` is on and they take the map; any other module as
-    itself (undilated depthwise convolutions too: torch's are faster, 0.63-0.94x for codesign's
-    in benchmarks/kernels.py, against 1.27-2.37x for codesign's dilated ones)."""
+    itself (undilated depthwise convolutions too: torch's are mostly faster, 0.64-1.16x for
+    codesign's in benchmarks/kernels.py, against 1.46-2.93x for codesign's dilated ones)."""
     i = 0
     kernels = FEATURES["conv_bn_kernels"]
     book = _active_book()
