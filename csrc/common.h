@@ -1,4 +1,5 @@
-// Shared helpers of codesign's C++ kernels: OpenMP shims and the counter-based RNG.
+// Shared helpers of codesign's C++ kernels: OpenMP shims, cache-line-aligned scratch and the
+// counter-based RNG.
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -12,9 +13,10 @@
 
 namespace codesign {
 
-// Scratch rows start on a cache line, as torch's tensors do. With -march=native on AVX-512 hardware
-// a loop's vectors are a cache line wide, so a row at malloc's 16-byte alignment would make every
-// load and store of it straddle two lines.
+// Scratch buffers start on a cache line, as torch's tensors do (and so do their rows wherever a
+// row is a multiple of 16 floats). With -march=native on AVX-512 hardware a loop's vectors are a
+// cache line wide, so a buffer at malloc's 16-byte alignment would make every load and store of
+// it straddle two lines.
 constexpr std::size_t kCacheLine = 64;
 
 template <typename T>
