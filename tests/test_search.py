@@ -669,6 +669,15 @@ def test_pipeline_produces_a_measured_checked_network(finished_run):
     assert r["budgets_met_predicted"] and r["derived"]["meets_budgets"]
     assert all(r["predicted"][b["metric"]] <= b["limit"] for b in r["budgets"])
     assert r["measured"]["latency_ms"] > 0 and r["measured"]["onnxruntime_latency_ms"] > 0
+    # the relative latency budget is a fraction of the costliest network's fastest run (the table's
+    # anchors): the found network is judged by its fastest run too, and the results say so
+    assert json.loads((run / "costs.json").read_text())["calibration"]["networks"]["statistic"] == "min"
+    assert 0 < r["measured"]["latency_min_ms"] <= r["measured"]["latency_ms"]
+    assert r["budgets_measured_by"] == {"latency_ms": "min"}
+    measure = json.loads((run / "measure.json").read_text())
+    assert r["budgets_met_measured"] == all(
+        (measure["latency_min_ms"] if b["metric"] == "latency_ms" else measure[b["metric"]]) <= b["limit"]
+        for b in r["budgets"] if measure.get(b["metric"]) is not None)
     assert 0.0 <= r["test_accuracy"] <= 1.0
     assert json.loads((run / "export.json").read_text())["checker"] == "ok"
     lines = (run / "log.jsonl").read_text().splitlines()
@@ -887,6 +896,24 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     kept = verify_latency(s, costs, found, derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective))
     assert [t["timing"] for t in kept["verified"]["tries"]] == [1, 2] and kept["genotype"] == derived["genotype"]
     assert costs.table.of(s.space.parse(out["genotype"])) < costs.table.of(s.space.parse(tries[0]["genotype"]))
+
+
+def test_a_relative_budget_on_an_anchored_table_is_judged_by_the_fastest_run():
+    """Like with like: a "0.5x" budget whose anchors were timed by their fastest runs judges the
+    network by its fastest run; an absolute budget, or a table nothing anchors, by the
+    measurement's own statistic."""
+    from codesign.pipeline.run import _measured_by, _met
+    from codesign.search.budgets import Budget
+
+    relative, absolute = [Budget("latency_ms", "0.5x", 0.30)], [Budget("latency_ms", "0.3", 0.30)]
+    m = {"latency_ms": 0.31, "latency_min_ms": 0.26, "statistic": "median", "energy_mj": 1.0}
+    assert _met(m, relative, "min") is True and _measured_by(m, relative, "min") == {"latency_ms": "min"}
+    assert _met(m, relative, None) is False and _measured_by(m, relative, None) == {"latency_ms": "median"}
+    assert _met(m, absolute, "min") is False and _measured_by(m, absolute, "min") == {"latency_ms": "median"}
+    assert _met({"latency_ms": 0.31, "statistic": "median"}, relative, "min") is False  # no fastest run recorded
+    energy = [Budget("energy_mj", "0.5x", 0.9)]
+    assert _met(m, relative + energy, "min") is False and _met(m, [*relative, Budget("energy_mj", "2", 2.0)], "min")
+    assert _met(None, relative, "min") is None and _measured_by(None, relative, "min") is None
 
 
 def test_anchor_table_puts_two_measured_networks_on_their_latencies():

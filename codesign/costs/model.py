@@ -181,8 +181,8 @@ class TVMDeviceSource(ModelCostSource):
 
         Returns:
             {"networks": [{"genotype", "latency_ms", "kernel_sum_ms", "kernels", "timed_now"}], "timed_now",
-            "overhead_ms", "per_kernel_overhead_ms", "network_scale", "fit_ratio": [predicted /
-            measured of each network after the fit]}
+            "statistic" (of each network's timed runs), "overhead_ms", "per_kernel_overhead_ms",
+            "network_scale", "fit_ratio": [predicted / measured of each network after the fit]}
         """
         import hashlib
         import sys
@@ -217,7 +217,7 @@ class TVMDeviceSource(ModelCostSource):
         model = self.model
         model.fit_overhead([r["_kernels"] for r in rows], [r["latency_ms"] for r in rows], scale=len(rows) >= 4)
         ratio = [model.predict_network(r.pop("_kernels"))["latency_ms"] / r["latency_ms"] for r in rows]
-        return {"networks": rows, "timed_now": new, "overhead_ms": model.overhead_ms,
+        return {"networks": rows, "timed_now": new, "statistic": NETWORK_STATISTIC, "overhead_ms": model.overhead_ms,
                 "per_kernel_overhead_ms": model.per_kernel_overhead_ms, "network_scale": model.network_scale,
                 "fit_ratio": ratio}
 

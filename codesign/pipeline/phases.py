@@ -341,7 +341,8 @@ def final_phase(s: Setup, run: Run, genotype: str, prefix: str = "", hw_choices=
 def summary(final: dict) -> dict:
     m = final.get("measured") or {}
     out = {"test_accuracy": final["train"]["test_accuracy"], "predicted": final["predicted"],
-           "measured": {"latency_ms": m.get("latency_ms"), "onnxruntime_latency_ms": m.get("onnxruntime_latency_ms"),
+           "measured": {"latency_ms": m.get("latency_ms"), "latency_min_ms": m.get("latency_min_ms"),
+                        "statistic": m.get("statistic"), "onnxruntime_latency_ms": m.get("onnxruntime_latency_ms"),
                         "energy_mj": m.get("energy_mj"), "source": m.get("source", "tvm")} if m else None,
            "onnx": final["export"]["onnx"], "train_seconds": final["train"]["seconds"]}
     if "accelerator" in final:

@@ -96,7 +96,8 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
         "genotype": derived["genotype"], "budgets": [b.to_dict() for b in costs.budgets], "derived": derived,
         "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **summary(final),
         "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in costs.budgets),
-        "budgets_met_measured": _met(final.get("measured"), costs.budgets),
+        "budgets_met_measured": _met(final.get("measured"), costs.budgets, _anchor_statistic(costs.table)),
+        "budgets_measured_by": _measured_by(final.get("measured"), costs.budgets, _anchor_statistic(costs.table)),
         "compare": compare, "wall_seconds_this_session": time.perf_counter() - t_start,
     }
     if "hardware" in derived:
@@ -125,9 +126,42 @@ def report_phase(run, results: dict, quiet: bool) -> dict:
     return results
 
 
-def _met(measured: dict | None, budgets) -> bool | None:
-    """Whether the measured network meets every budget it has a measurement for (None: nothing measured)."""
+def _anchor_statistic(table) -> str | None:
+    """How the whole networks that anchor ``table``'s relative latency budgets were timed ("min":
+    each one's fastest run), or None where nothing anchors it (no calibration, a hardware axis, or
+    a calibration recorded before codesign wrote its statistic)."""
+    if table.hardware is not None:
+        return None
+    return (table.calibration.get("networks") or {}).get("statistic")
+
+
+def _measured_value(measured: dict, budget, anchor_statistic: str | None) -> tuple[float | None, str | None]:
+    """The measured value a budget is judged by, and its statistic. A relative latency budget
+    ("0.5x") on an anchored table is a fraction of the costliest network's fastest run, so the
+    network is judged by its fastest run too (``latency_min_ms``), like with like; every other
+    budget by the measurement's own statistic."""
+    if (budget.metric == "latency_ms" and budget.spec.endswith("x") and anchor_statistic == "min"
+            and measured.get("latency_min_ms") is not None):
+        return measured["latency_min_ms"], "min"
+    value = measured.get(budget.metric)
+    if value is None:
+        return None, None
+    return value, measured.get("statistic") if budget.metric == "latency_ms" else None
+
+
+def _met(measured: dict | None, budgets, anchor_statistic: str | None = None) -> bool | None:
+    """Whether the measured network meets every budget it has a measurement for (None: nothing
+    measured); see ``_measured_value`` for which measurement."""
     if not measured:
         return None
-    checked = [measured[b.metric] <= b.limit for b in budgets if measured.get(b.metric) is not None]
+    values = [(_measured_value(measured, b, anchor_statistic)[0], b.limit) for b in budgets]
+    checked = [v <= limit for v, limit in values if v is not None]
     return all(checked) if checked else None
+
+
+def _measured_by(measured: dict | None, budgets, anchor_statistic: str | None) -> dict | None:
+    """{metric: statistic} of the measurements ``_met`` judged the latency budgets by."""
+    if not measured:
+        return None
+    out = {b.metric: _measured_value(measured, b, anchor_statistic)[1] for b in budgets if b.metric == "latency_ms"}
+    return {k: v for k, v in out.items() if v is not None} or None

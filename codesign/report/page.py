@@ -171,8 +171,11 @@ def _summary_section(page: Page, run: RunData) -> None:
             rows.append([metric, f"predicted {fmt(p, unit=unit)}" + ("" if metric == "area_mm2" else
                                                                       f", {measured_label} {fmt(m, unit=unit)}")])
     if r:
+        by = (r.get("budgets_measured_by") or {}).get("latency_ms")
         rows.append(["budgets met", f"predicted: {fmt(r.get('budgets_met_predicted'))}, measured: "
-                                    f"{fmt(r.get('budgets_met_measured'))}"])
+                                    f"{fmt(r.get('budgets_met_measured'))}"
+                                    + (" (latency by its fastest run, as the budget's anchors were timed)"
+                                       if by == "min" else "")])
         rows.append(["search", f"{fmt(r.get('search_seconds'), 3)} s, {fmt(r.get('search_passes'), 4)} "
                                "forward/backward passes"])
         if r.get("accelerator"):
