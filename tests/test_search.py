@@ -1302,3 +1302,23 @@ def test_a_budget_that_admits_a_tiny_corner_still_yields_feasible_draws(digits):
     impossible = context(space, digits, costs, [Budget("latency_ms", "none", cheapest * 0.5)], small_cfg("random"))
     with pytest.raises(CodesignError, match="budget"):
         sample_feasible(impossible, rng, tries=3)
+
+
+def test_the_printout_says_whether_the_measurement_meets_the_budgets_and_by_which_statistic(capsys):
+    from codesign.commands.search import _print_results
+
+    r = {"genotype": "g", "test_accuracy": 0.5, "dataset": {"dataset": "digits", "test": 10},
+         "budgets": [{"metric": "latency_ms", "spec": "0.5x", "limit": 0.2}], "device": "cpu-local",
+         "schedule": "tuned", "predicted": {"latency_ms": 0.15, "energy_mj": 1.0},
+         "measured": {"latency_ms": 0.21, "latency_min_ms": 0.19, "onnxruntime_latency_ms": 0.1},
+         "budgets_met_predicted": True, "budgets_met_measured": True, "budgets_measured_by": {"latency_ms": "min"},
+         "run_dir": "runs/x"}
+    _print_results(r)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budgets met:"))
+    assert "yes by the predictor, yes by the measurement (latency by its fastest run" in line
+    _print_results({**r, "budgets_met_measured": False, "budgets_measured_by": {"latency_ms": "median"}})
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budgets met:"))
+    assert line.endswith("yes by the predictor, NO by the measurement")
+    _print_results({**r, "measured": None, "budgets_met_measured": None, "budgets_measured_by": None})
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budgets met:"))
+    assert line.endswith("yes by the predictor")

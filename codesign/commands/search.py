@@ -191,7 +191,11 @@ def _print_results(r: dict) -> None:
         a = r["accelerator"]
         print(f"accelerator:     {a['name']}, {a['area_mm2']:.4g} mm2, EDP {_fmt(r.get('edp_mj_ms'))} mJ*ms "
               f"(latency and energy from the accelerator model); {a['file']}")
-    print(f"budgets met:     {'yes' if r['budgets_met_predicted'] else 'NO'} (by the predictor)")
+    measured_met = r.get("budgets_met_measured")
+    by_min = (r.get("budgets_measured_by") or {}).get("latency_ms") == "min"
+    print(f"budgets met:     {'yes' if r['budgets_met_predicted'] else 'NO'} by the predictor"
+          + ("" if measured_met is None else f", {'yes' if measured_met else 'NO'} by the measurement"
+             + (" (latency by its fastest run, as the budget's anchors were timed)" if by_min else "")))
     c = r.get("compare")
     if c and c.get("strategy") == "sequential":
         if not c.get("feasible"):
