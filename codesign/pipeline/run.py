@@ -87,6 +87,7 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
     say(f"genotype: {derived['genotype']}", quiet)
     final = final_phase(s, run, derived["genotype"], hw_choices=derived.get("hw_choices"))
     compare = compare_phase(s, run, costs, split, found)
+    anchor = _anchor_statistic(costs.table)
 
     results = {
         "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "run_dir": str(run.path),
@@ -96,8 +97,8 @@ def _run(s, cfg, run_dir, resume, overrides, quiet, t_start, workers, ray) -> di
         "genotype": derived["genotype"], "budgets": [b.to_dict() for b in costs.budgets], "derived": derived,
         "search_seconds": found["search_seconds"], "search_passes": found["search_passes"], **summary(final),
         "budgets_met_predicted": all(final["predicted"].get(b.metric, math.inf) <= b.limit for b in costs.budgets),
-        "budgets_met_measured": _met(final.get("measured"), costs.budgets, _anchor_statistic(costs.table)),
-        "budgets_measured_by": _measured_by(final.get("measured"), costs.budgets, _anchor_statistic(costs.table)),
+        "budgets_met_measured": _met(final.get("measured"), costs.budgets, anchor),
+        "budgets_measured_by": _measured_by(final.get("measured"), costs.budgets, anchor),
         "compare": compare, "wall_seconds_this_session": time.perf_counter() - t_start,
     }
     if "hardware" in derived:
