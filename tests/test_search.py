@@ -898,6 +898,33 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     assert costs.table.of(s.space.parse(out["genotype"])) < costs.table.of(s.space.parse(tries[0]["genotype"]))
 
 
+def test_a_network_over_the_budget_is_kept_when_nothing_cheaper_meets_every_budget(finished_run, monkeypatch):
+    """The device check must not end a finished search: where the table aiming lower leaves no
+    network meeting every budget (latency with energy), the network is kept and flagged."""
+    from codesign.errors import CodesignError
+    from codesign.pipeline import phases
+    from codesign.search.derive import derive
+
+    _, root = finished_run
+    cfg = SearchConfig.from_dict(json.loads((root / "run" / "config.json").read_text())["config"])
+    s = phases.setup(cfg, quiet=True)
+    costs = phases.costs_phase(s, None)
+    top = costs.table.calibration["networks"]["networks"][1]["genotype"]
+    found = json.loads((root / "run" / "search.json").read_text())
+    derived = derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective)
+    assert derived["genotype"] != top
+    s.source.time_networks = lambda space, gs: {top: 1.0, **{g: 0.99 for g in gs if g != top}}
+
+    def nothing_cheaper(*args, **kwargs):
+        raise CodesignError("no network of the space meets every budget together; relax one of them")
+
+    monkeypatch.setattr(phases, "derive", nothing_cheaper)
+    out = phases.verify_latency(s, costs, found, dict(derived))
+    assert out["genotype"] == derived["genotype"] and out["verified"]["meets_budgets"] is False
+    assert [t["timing"] for t in out["verified"]["tries"]] == [1, 2]
+    assert "no network meets every budget" in out["verified"]["note"]
+
+
 def test_a_relative_budget_on_an_anchored_table_is_judged_by_the_fastest_run():
     """Like with like: a "0.5x" budget whose anchors were timed by their fastest runs judges the
     network by its fastest run; an absolute budget, or a table nothing anchors, by the
