@@ -17,11 +17,15 @@ device in turn, gives each method the device's latencies on the first N referenc
 10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
 Sources for the held-out device are every other bank device plus the mapper's source family.
 
-Timing: the fastest of ``--repeats`` single runs, read on the calling thread's CPU clock at 1
+Timing: the fastest of ``--repeats`` single runs, taken in ``--passes`` round-robin passes over
+every network (a few runs per network and pass), read on the calling thread's CPU clock at 1
 thread (onnxruntime, torch and TVM all run a one-thread inference on the caller, so other jobs on
-a shared machine do not inflate it) and on the wall clock at 2. ``--group retest`` times the first
-``--retest`` pool networks again (TVM compiles them again) and ``eval`` scores that second timing
-as a prediction of the first: the measurement's own ceiling. ``eval`` also gives each device's
+a shared machine do not inflate it) and on the wall clock at 2. Passes spread each network's runs
+over minutes, so a slow spell of the host (they last seconds) cannot make one network look slow.
+TVM networks are compiled once into ``BANK.tvm/`` and loaded from there by later passes, a
+resumed build and ``--group retest``. ``--group retest`` times the first ``--retest`` pool
+networks again and ``eval`` scores that second timing as a prediction of the first: the
+measurement's own ceiling. ``eval`` also gives each device's
 ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
 own networks, scored on the other half, what far more than N rows of the device would teach.
 """
@@ -34,6 +38,7 @@ import os
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -68,27 +73,30 @@ def _accel_config(name, spec):
     return _accel(name, spec["dataflow"], spec["rows"], spec["cols"], spec["rf"], spec["glb"], spec["bw"], spec["mhz"])
 
 
-def _time(fn, threads, repeats):
-    """Fastest of ``repeats`` single runs of ``fn`` in ms. One thread: the calling thread's CPU
-    time (both runtimes run a one-thread inference on the caller), which other jobs on a loaded
-    machine do not inflate; two threads: wall time, the least disturbed run."""
+def _time_pass(fn, threads, runs):
+    """Fastest of ``runs`` single runs of ``fn`` in ms, after one warm-up run. One thread: the
+    calling thread's CPU time (onnxruntime, torch and TVM all run a one-thread inference on the
+    caller), which other jobs on a loaded machine do not inflate; two threads: wall time."""
     clock = time.thread_time if threads == 1 else time.perf_counter
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
+    fn()
+    best = np.inf
+    for _ in range(runs):
         t0 = clock()
         fn()
-        samples.append((clock() - t0) * 1e3)
-    return min(samples), float(np.std(samples))
+        best = min(best, (clock() - t0) * 1e3)
+    return best
 
 
-def _tvm_runner(proto, schedule, tuning_dir, tune_trials):
+def _tvm_compiled(args, proto, genotype, schedule):
     """TVM's compiled network on one thread of this CPU as a callable, and its compile time in s.
 
-    The network runs on the calling thread (a one-thread TVM runtime), so ``_time`` reads its CPU
-    clock as for onnxruntime and torch; TVM's own timer reads the wall clock, which other jobs on a
-    shared machine inflate."""
+    Each network is compiled once into ``BANK.tvm/<schedule>/`` (a shared library beside a JSON
+    of its compile time), so the timing passes, a retest and a resumed build load it instead of
+    compiling again. The network runs on the calling thread (a one-thread TVM runtime), so
+    ``_time_pass`` reads its CPU clock as for onnxruntime and torch; TVM's own timer reads the
+    wall clock, which other jobs on a shared machine inflate."""
+    import hashlib
+
     import tvm
     from tvm import relax
 
@@ -98,21 +106,126 @@ def _tvm_runner(proto, schedule, tuning_dir, tune_trials):
         input_shapes,
         random_inputs,
         relax_module,
-        set_threads,
     )
 
-    device = get_device("cpu-local")
-    set_threads(device.threads)
+    folder = Path(args.bank).with_suffix(".tvm") / schedule
+    stem = hashlib.sha256(genotype.encode()).hexdigest()[:16]
+    lib_path, info_path = folder / f"{stem}.so", folder / f"{stem}.json"
     mod, proto = relax_module(proto)
-    t0 = time.perf_counter()
-    executable, _ = compile_network(mod, device.tvm_target(), schedule,
-                                    tuning_dir if schedule == "tuned" else None, tune_trials)
-    compile_s = time.perf_counter() - t0
-    vm = relax.VirtualMachine(executable, tvm.cpu(0))
+    if not (lib_path.exists() and info_path.exists()):
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        executable, _ = compile_network(mod, get_device("cpu-local").tvm_target(), schedule,
+                                        str(Path(args.bank).with_suffix(".tuning")) if schedule == "tuned" else None,
+                                        args.tune_trials)
+        info = {"format_version": 1, "genotype": genotype, "schedule": schedule,
+                "compile_s": round(time.perf_counter() - t0, 2)}
+        if schedule == "tuned":
+            info["tune_trials"] = args.tune_trials
+        tmp = lib_path.with_suffix(".tmp.so")
+        executable.export_library(str(tmp))
+        os.replace(tmp, lib_path)
+        info_path.write_text(json.dumps(info))
+    info = json.loads(info_path.read_text())
+    if info.get("genotype") != genotype:
+        sys.exit(f"benchmarks/fewshot.py: {info_path} holds another network ({info.get('genotype')})")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib_path)), tvm.cpu(0))
     feeds = random_inputs(proto, 0)
     inputs = [tvm.runtime.tensor(feeds[k], tvm.cpu(0)) for k in input_shapes(proto)]
     main = vm["main"]
-    return (lambda: main(*inputs)), compile_s
+    return (lambda: main(*inputs)), {k: v for k, v in info.items() if k in ("compile_s", "tune_trials")}
+
+
+def _pass_state(bank, device):
+    """genotype -> the fastest run of each timing pass stored so far for ``device``; None for a
+    row written before timing passes (one block of consecutive runs), which counts as done."""
+    out = {}
+    for g, settings in bank.conn.execute("SELECT genotype, settings FROM latencies WHERE device = ?", (device,)):
+        out[g] = json.loads(settings).get("pass_min_ms")
+    return out
+
+
+def _prepare(args, bank, space, todo, devices, t_start):
+    """A runner for every (network, device) still short of ``--passes`` timing passes: ONNX
+    sessions and torch modules built, TVM networks compiled (``--max-minutes`` bounds this
+    part). Returns a list of dicts (genotype, device, fn, threads, settings, pass minimums so far)."""
+    import torch
+
+    from codesign.graph import export_onnx, onnx_kernels
+
+    have_kernels = bank.kernels()
+    state = {d: _pass_state(bank, d) for d in devices}
+    if any(d.removeprefix(RETEST).startswith("tvm-") for d in devices):
+        from codesign.profile.devices import get_device
+        from codesign.profile.measure import set_threads
+
+        set_threads(get_device("cpu-local").threads)
+    x = torch.randn(*space.input_shape)
+    feeds = {"input": x.numpy()}
+    runners = []
+    for i, g in enumerate(todo):
+        need = [d for d in devices if g not in state[d] or
+                state[d][g] is not None and len(state[d][g]) < args.passes]
+        if not need and g in have_kernels:
+            continue
+        if time.time() - t_start > args.max_minutes * 60:
+            print(f"stopped preparing after {args.max_minutes} min at {i} networks; timing what is ready",
+                  file=sys.stderr)
+            break
+        torch.manual_seed(0)
+        net = space.build(g).eval()
+        proto = export_onnx(net, space.input_shape)
+        if g not in have_kernels:
+            bank.set_kernels(g, onnx_kernels(proto))
+        for d in need:
+            kind, threads = d.removeprefix(RETEST).rsplit("-", 1)
+            threads = int(threads[:-1])
+            base = {"repeats": args.repeats, "passes": args.passes, "statistic": "min", "threads": threads,
+                    "clock": "thread_time" if threads == 1 else "perf_counter"}
+            if kind == "ort":
+                sess = _ort_session(proto, threads)
+                fn = partial(sess.run, None, feeds)
+                base["runtime"] = "onnxruntime"
+            elif kind == "torch":
+                fn = partial(net, x)
+                base["runtime"] = f"torch {torch.__version__}"
+            else:
+                schedule = kind.removeprefix("tvm-")
+                fn, info = _tvm_compiled(args, proto, g, schedule)
+                base.update(runtime="tvm", schedule=schedule, **info)
+            runners.append({"genotype": g, "device": d, "fn": fn, "threads": threads, "settings": base,
+                            "mins": list(state[d].get(g) or [])})
+        print(f"prepared {i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
+    return runners
+
+
+def _timing_passes(args, bank, runners, t_start):
+    """Time every runner in ``--passes`` round-robin passes of ``--repeats / --passes`` runs each
+    and keep the fastest run. On a shared host the slow spells come in bursts of seconds; a
+    network timed in one block of consecutive runs is slow throughout one, while passes spread
+    over minutes each meet a different moment (two block timings of the same 40 networks on
+    torch ranked them at Kendall tau 0.16, two of five passes each at 0.82). Each pass is stored,
+    so a killed build resumes at the pass it was in."""
+    import torch
+
+    runs = max(1, args.repeats // args.passes)
+    by_device = {}
+    for r in runners:
+        by_device.setdefault(r["device"], []).append(r)
+    for p in range(args.passes):
+        for device, rs in by_device.items():
+            todo = [r for r in rs if len(r["mins"]) <= p]
+            if not todo:
+                continue
+            torch.set_num_threads(todo[0]["threads"])
+            with torch.inference_mode():
+                for r in todo:
+                    r["mins"].append(_time_pass(r["fn"], r["threads"], runs))
+                    mins = np.array(r["mins"])
+                    bank.add(r["genotype"], device, float(mins.min()), float(mins.std()),
+                             dict(r["settings"], pass_min_ms=[round(float(m), 5) for m in mins]), commit=False)
+            bank.conn.commit()
+        print(f"pass {p + 1}/{args.passes} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
 
 
 def _ort_session(proto, threads):
@@ -126,9 +239,6 @@ def _ort_session(proto, threads):
 
 
 def build(args) -> None:
-    import torch
-
-    from codesign.graph import export_onnx, onnx_kernels
     from codesign.predict.fewshot import (
         Bank,
         create_reference_space,
@@ -144,6 +254,9 @@ def build(args) -> None:
     if bad:
         sys.exit(f"benchmarks/fewshot.py: --retest-devices takes ort-Nt, torch-Nt or tvm-untuned-1t/tvm-tuned-1t, "
                  f"got {', '.join(bad)}")
+    if args.passes < 1 or args.repeats < args.passes:
+        sys.exit(f"benchmarks/fewshot.py: --passes must be at least 1 and at most --repeats ({args.repeats}), "
+                 f"got {args.passes}")
     if any(d.startswith("tvm-tuned") for d in retest) or args.group == "tvm" and args.tvm_schedule == "tuned":
         from codesign.errors import CodesignError
         from codesign.profile.schedules import check_tune_trials
@@ -164,59 +277,21 @@ def build(args) -> None:
         todo = pool[: args.retest]
     else:
         todo = refs + pool[: args.pool]
-    have_kernels = bank.kernels()
-    settings = {"repeats": args.repeats, "statistic": "min"}
+    if args.group == "retest":
+        devices = [RETEST + d for d in retest]
+    elif args.group == "fast":
+        # torch at 2 threads is left out by default: on a loaded 2-core machine its OpenMP
+        # barriers wait for preempted threads (150 ms against 5 ms at 1 thread, spread 10x the
+        # value); --fast-devices adds it on a quiet one
+        devices = args.fast_devices.split(",")
+    elif args.group == "tvm":
+        devices = [f"tvm-{args.tvm_schedule}-1t"]
+    else:
+        devices = []
     t_start = time.time()
-    for i, g in enumerate(todo):
-        if args.group == "accel":
-            break
-        if time.time() - t_start > args.max_minutes * 60:
-            print(f"stopped after {args.max_minutes} min at {i} networks", file=sys.stderr)
-            break
-        if args.group == "retest":
-            devices = [RETEST + d for d in retest]
-        elif args.group == "fast":
-            # torch at 2 threads is left out by default: on a loaded 2-core machine its OpenMP
-            # barriers wait for preempted threads (150 ms against 5 ms at 1 thread, spread 10x the
-            # value); --fast-devices adds it on a quiet one
-            devices = args.fast_devices.split(",")
-        else:
-            devices = [f"tvm-{args.tvm_schedule}-1t"]
-        done = [d for d in devices if g in bank.latencies(d)]
-        if len(done) == len(devices) and g in have_kernels:
-            continue
-        torch.manual_seed(0)
-        net = space.build(g).eval()
-        proto = export_onnx(net, space.input_shape)
-        if g not in have_kernels:
-            bank.set_kernels(g, onnx_kernels(proto))
-        x = torch.randn(*space.input_shape)
-        for d in devices:
-            if d in done:
-                continue
-            kind, threads = d.removeprefix(RETEST).rsplit("-", 1)
-            threads = int(threads[:-1])
-            clock = "thread_time" if threads == 1 else "perf_counter"
-            if kind == "ort":
-                sess = _ort_session(proto, threads)
-                feeds = {"input": x.numpy()}
-                lat, std = _time(lambda sess=sess, feeds=feeds: sess.run(None, feeds), threads, args.repeats)
-                s = dict(settings, runtime="onnxruntime", threads=threads, clock=clock)
-            elif kind == "torch":
-                torch.set_num_threads(threads)
-                with torch.inference_mode():
-                    lat, std = _time(lambda net=net, x=x: net(x), threads, args.repeats)
-                s = dict(settings, runtime=f"torch {torch.__version__}", threads=threads, clock=clock)
-            else:
-                schedule = kind.removeprefix("tvm-")
-                run, compile_s = _tvm_runner(proto, schedule, str(Path(args.bank).with_suffix(".tuning")),
-                                             args.tune_trials)
-                lat, std = _time(run, 1, args.repeats)
-                s = dict(settings, runtime="tvm", schedule=schedule, threads=1, clock=clock, compile_s=compile_s)
-                if schedule == "tuned":
-                    s["tune_trials"] = args.tune_trials
-            bank.add(g, d, lat, std, s)
-        print(f"{i + 1}/{len(todo)} {time.time() - t_start:.0f}s", file=sys.stderr, flush=True)
+    if devices:
+        runners = _prepare(args, bank, space, todo, devices, t_start)
+        _timing_passes(args, bank, runners, t_start)
     if args.group in ("accel", "fast"):
         from codesign.predict.fewshot import ChainKernels, accel_latencies_ms
 
@@ -438,9 +513,11 @@ def main(argv=None) -> int:
     b.add_argument("--tvm-schedule", choices=("untuned", "tuned"), default="untuned",
                    help="--group tvm: TVM's policy (tuned: MetaSchedule records in BANK.tuning/, reused)")
     b.add_argument("--tune-trials", type=int, default=8, help="--tvm-schedule tuned: trials per kernel without a record")
-    b.add_argument("--repeats", type=int, default=20, help="single runs timed per network and device")
-    b.add_argument("--min-repeat-ms", type=float, default=20.0)
-    b.add_argument("--max-minutes", type=float, default=60.0, help="stop measuring after this long")
+    b.add_argument("--repeats", type=int, default=24, help="single runs timed per network and device, all passes")
+    b.add_argument("--passes", type=int, default=8,
+                   help="round-robin timing passes over all networks (each --repeats / --passes runs)")
+    b.add_argument("--max-minutes", type=float, default=60.0,
+                   help="stop preparing (exporting, compiling) after this long; what is ready is then timed")
     e = sub.add_parser("eval", help="leave-one-device-out scores as JSON")
     e.add_argument("--bank", required=True)
     e.add_argument("--shots", default="5,10,20")

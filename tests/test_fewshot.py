@@ -352,3 +352,70 @@ def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli
     pred = [model.predict_network(k)["latency_ms"] for k in others]
     flops = fs.design_matrix(others)[:, 0]
     assert kendalltau(pred, truth)[0] > kendalltau(flops, truth)[0]
+
+
+# --- benchmarks/fewshot.py's timing passes (the runners replaced by counters) ----------------------
+
+def _fewshot_bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("fewshot_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_timing_passes_keep_each_pass_resume_and_take_the_fastest(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    bench = _fewshot_bench()
+    # A host with a slow spell: pass 2 of 4 is twice as slow for every network. Runs are counted.
+    clock = {"pass": 0}
+    monkeypatch.setattr(bench, "_time_pass", lambda fn, threads, runs: fn() * (2.0 if clock["pass"] == 1 else 1.0))
+    calls = []
+
+    def runner(g, ms):
+        def fn():
+            calls.append(g)
+            return ms
+        return {"genotype": g, "device": "ort-1t", "fn": fn, "threads": 1, "settings": {"passes": 4}, "mins": []}
+
+    args = SimpleNamespace(passes=4, repeats=8)
+    real_print = print
+
+    def tick(*a, **k):  # each pass prints once: the host's spell moves on
+        clock["pass"] += 1
+        real_print(*a, **k)
+
+    monkeypatch.setattr("builtins.print", tick)
+    path = tmp_path / "bank.sqlite"
+    with fs.Bank(path) as bank:
+        rs = [runner("a", 1.0), runner("b", 3.0)]
+        args.passes = 2  # a build killed after two passes ...
+        bench._timing_passes(args, bank, rs, 0.0)
+        assert bench._pass_state(bank, "ort-1t") == {"a": [1.0, 2.0], "b": [3.0, 6.0]}
+        assert bank.latencies("ort-1t") == {"a": 1.0, "b": 3.0}
+        # ... resumes at its third pass with the stored minimums, and times nothing twice
+        args.passes = 4
+        calls.clear()
+        state = bench._pass_state(bank, "ort-1t")
+        rs = [dict(runner(g, ms), mins=list(state[g])) for g, ms in (("a", 1.0), ("b", 3.0))]
+        bench._timing_passes(args, bank, rs, 0.0)
+        assert sorted(calls) == ["a", "a", "b", "b"]
+        assert bank.latencies("ort-1t") == {"a": 1.0, "b": 3.0}
+        row = json.loads(bank.conn.execute("SELECT settings FROM latencies WHERE genotype = 'a'").fetchone()[0])
+        assert row["pass_min_ms"] == [1.0, 2.0, 1.0, 1.0] and row["passes"] == 4
+        # a row written before timing passes counts as done; it is never timed again
+        bank.add("c", "ort-1t", 5.0, 0.0, {"repeats": 20})
+        assert bench._pass_state(bank, "ort-1t")["c"] is None
+
+
+def test_fewshot_build_refuses_more_passes_than_runs(tmp_path):
+    bench = _fewshot_bench()
+    with pytest.raises(SystemExit, match="--passes must be at least 1 and at most --repeats"):
+        bench.main(["build", "--bank", str(tmp_path / "b.sqlite"), "--passes", "30", "--repeats", "24"])
+    assert not (tmp_path / "b.sqlite").exists()

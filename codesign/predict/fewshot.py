@@ -396,13 +396,17 @@ class Bank:
         q = "SELECT genotype FROM networks" + (" WHERE role = ?" if role else "") + " ORDER BY role DESC, position"
         return [g for (g,) in self.conn.execute(q, (role,) if role else ())]
 
-    def add(self, genotype: str, device: str, latency_ms: float, latency_std_ms: float, settings: dict) -> None:
+    def add(self, genotype: str, device: str, latency_ms: float, latency_std_ms: float, settings: dict,
+            commit: bool = True) -> None:
+        """Store (or replace) one network's latency on one device; ``commit=False`` leaves the
+        commit to the caller, for many rows written together."""
         if not (math.isfinite(latency_ms) and latency_ms > 0):
             raise CodesignError(f"latency of {device} must be a finite positive number, got {latency_ms}")
         self.conn.execute("INSERT OR REPLACE INTO latencies VALUES (?, ?, ?, ?, ?, ?)",
                           (genotype, device, float(latency_ms), float(latency_std_ms), json.dumps(settings),
                            time.time()))
-        self.conn.commit()
+        if commit:
+            self.conn.commit()
 
     def set_kernels(self, genotype: str, specs: list[KernelSpec]) -> None:
         self.conn.execute("INSERT OR REPLACE INTO kernels VALUES (?, ?)", (genotype, json.dumps([s.key() for s in specs])))
