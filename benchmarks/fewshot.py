@@ -25,8 +25,9 @@ over minutes, so a slow spell of the host (they last seconds) cannot make one ne
 TVM networks are compiled once into ``BANK.tvm/`` and loaded from there by later passes, a
 resumed build and ``--group retest``. ``--group retest`` times the first ``--retest`` pool
 networks again and ``eval`` scores that second timing as a prediction of the first: the
-measurement's own ceiling. ``eval`` also gives each device's
-``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
+measurement's own ceiling. ``eval`` also gives each timed device's
+``split_half`` reliability (the fastest of its odd passes against the fastest of its even ones:
+the ceiling within one build) and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
 own networks, scored on the other half, what far more than N rows of the device would teach.
 """
 
@@ -312,6 +313,36 @@ def build(args) -> None:
 
 
 
+def _split_half(bank_path) -> dict:
+    """Each timed device's split-half reliability: the fastest of its odd timing passes against
+    the fastest of its even ones over every network (Kendall tau, median relative difference).
+    Both halves met the same moments of the host, so this is the ceiling a ranking of that
+    device's networks can be scored against, measured inside one build."""
+    import sqlite3
+
+    from scipy.stats import kendalltau
+
+    out = {}
+    conn = sqlite3.connect(f"file:{bank_path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT device, settings FROM latencies").fetchall()
+    finally:
+        conn.close()
+    passes = {}
+    for device, settings in rows:
+        p = json.loads(settings).get("pass_min_ms")
+        if p and len(p) >= 2:
+            passes.setdefault(device, []).append(p)
+    for device, ps in sorted(passes.items()):
+        n = min(len(p) for p in ps)
+        a = np.array([p[:n] for p in ps])
+        odd, even = a[:, 1::2].min(axis=1), a[:, 0::2].min(axis=1)
+        if len(a) >= 5:
+            out[device] = {"n": len(a), "passes": n, "kendall_tau": round(float(kendalltau(odd, even)[0]), 4),
+                           "median_relative_difference": round(float(np.median(np.abs(odd / even - 1))), 4)}
+    return out
+
+
 def _calibration_base(data, device):
     """The current method's base: a kernel cost model holding an accelerator's per-kernel costs
     (the mapper's, exact for every kernel of the bank); eyeriss-like, or ws-16x16 when that is the
@@ -413,6 +444,7 @@ def evaluate(args) -> dict:
                 k: round(v, 4) for k, v in accuracy([again[g] for g in both], [first[g] for g in both]).items()
                 if k in ("n", "kendall_tau", "within_10pct", "median_ape")}
     out["retest"] = retest  # a second timing of the same networks scored as a prediction: the ceiling
+    out["split_half"] = _split_half(bank_path=args.bank)
     for d in [d for d in data.latency if d.startswith(RETEST)]:
         del data.latency[d]
     for device in sorted(data.latency):
