@@ -26,8 +26,8 @@ TVM networks are compiled once into ``BANK.tvm/`` and loaded from there by later
 resumed build and ``--group retest``. ``--group retest`` times the first ``--retest`` pool
 networks again and ``eval`` scores that second timing as a prediction of the first: the
 measurement's own ceiling. ``eval`` also gives each timed device's
-``split_half`` reliability (the fastest of its odd passes against the fastest of its even ones:
-the ceiling within one build) and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
+``split_half`` reliability (the fastest of its odd passes against the fastest of its even ones,
+and from it the tau a perfect predictor could reach against the whole timing, under normal noise) and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
 own networks, scored on the other half, what far more than N rows of the device would teach.
 """
 
@@ -338,9 +338,22 @@ def _split_half(bank_path) -> dict:
         a = np.array([p[:n] for p in ps])
         odd, even = a[:, 1::2].min(axis=1), a[:, 0::2].min(axis=1)
         if len(a) >= 5:
-            out[device] = {"n": len(a), "passes": n, "kendall_tau": round(float(kendalltau(odd, even)[0]), 4),
-                           "median_relative_difference": round(float(np.median(np.abs(odd / even - 1))), 4)}
+            tau = float(kendalltau(odd, even)[0])
+            out[device] = {"n": len(a), "passes": n, "kendall_tau": round(tau, 4),
+                           "median_relative_difference": round(float(np.median(np.abs(odd / even - 1))), 4),
+                           "attainable_kendall_tau": round(_attainable_tau(tau), 4)}
     return out
+
+
+def _attainable_tau(split_tau: float) -> float:
+    """The Kendall tau a perfect predictor would reach against all passes of a device, from the
+    split-half tau: for normal noise tau = 2/pi asin(r); two halves correlate r_half = r_t^2
+    with r_t the correlation of one half with the truth, and the full measurement's reliability
+    follows by Spearman-Brown, r_full = 2 r_half / (1 + r_half); the truth correlates with it by
+    sqrt(r_full). An estimate under those assumptions, not a measurement."""
+    r_half = max(np.sin(np.pi * split_tau / 2), 0.0)
+    r_full = 2 * r_half / (1 + r_half)
+    return float(2 / np.pi * np.arcsin(np.sqrt(r_full)))
 
 
 def _calibration_base(data, device):

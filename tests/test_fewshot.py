@@ -419,3 +419,15 @@ def test_fewshot_build_refuses_more_passes_than_runs(tmp_path):
     with pytest.raises(SystemExit, match="--passes must be at least 1 and at most --repeats"):
         bench.main(["build", "--bank", str(tmp_path / "b.sqlite"), "--passes", "30", "--repeats", "24"])
     assert not (tmp_path / "b.sqlite").exists()
+
+
+def test_attainable_tau_matches_a_simulated_perfect_predictor():
+    bench = _fewshot_bench()
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=3000)
+    for noise in (0.3, 0.7, 1.5):
+        half_a, half_b = truth + noise * rng.normal(size=3000), truth + noise * rng.normal(size=3000)
+        split = kendalltau(half_a, half_b)[0]
+        perfect = kendalltau(truth, (half_a + half_b) / 2)[0]  # the whole timing: both halves
+        assert abs(bench._attainable_tau(split) - perfect) < 0.03
+    assert bench._attainable_tau(1.0) == pytest.approx(1.0) and bench._attainable_tau(-0.2) == 0.0
