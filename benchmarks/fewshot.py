@@ -23,12 +23,15 @@ thread (onnxruntime, torch and TVM all run a one-thread inference on the caller,
 a shared machine do not inflate it) and on the wall clock at 2. Passes spread each network's runs
 over minutes, so a slow spell of the host (they last seconds) cannot make one network look slow.
 TVM networks are compiled once into ``BANK.tvm/`` and loaded from there by later passes, a
-resumed build and ``--group retest``. ``--group retest`` times the first ``--retest`` pool
-networks again and ``eval`` scores that second timing as a prediction of the first: the
-measurement's own ceiling. ``eval`` also gives each timed device's
+resumed build and ``--group retest``.
+
+``--group retest`` times the first ``--retest`` pool networks again and ``eval`` scores that
+second timing as a prediction of the first. ``eval`` also gives each timed device's
 ``split_half`` reliability (the fastest of its odd passes against the fastest of its even ones,
-and from it the tau a perfect predictor could reach against the whole timing, under normal noise) and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a random half of the device's
-own networks, scored on the other half, what far more than N rows of the device would teach.
+and from it the tau a perfect predictor could reach against the whole timing, under normal
+noise), and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a
+random half of the device's own networks, scored on the other half, what far more than N rows of
+the device would teach.
 """
 
 from __future__ import annotations
