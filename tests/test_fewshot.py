@@ -358,11 +358,9 @@ def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli
 
 def _fewshot_bench():
     import importlib.util
-    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"
-    sys.path.insert(0, str(path.parent))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"  # it puts benchmarks/ on the path
     spec = importlib.util.spec_from_file_location("fewshot_bench", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
