@@ -561,8 +561,8 @@ def main(argv=None) -> int:
     b.add_argument("--tvm-schedule", choices=("untuned", "tuned"), default="untuned",
                    help="--group tvm: TVM's policy (tuned: MetaSchedule records in BANK.tuning/, reused)")
     b.add_argument("--tune-trials", type=int, default=8, help="--tvm-schedule tuned: trials per kernel without a record")
-    b.add_argument("--repeats", type=int, default=24, help="single runs timed per network and device, all passes")
-    b.add_argument("--passes", type=int, default=8,
+    b.add_argument("--repeats", type=int, default=48, help="single runs timed per network and device, all passes")
+    b.add_argument("--passes", type=int, default=16,
                    help="round-robin timing passes over all networks (each --repeats / --passes runs)")
     b.add_argument("--max-minutes", type=float, default=60.0,
                    help="stop preparing (exporting, compiling) after this long; what is ready is then timed")
