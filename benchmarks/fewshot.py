@@ -316,35 +316,26 @@ def build(args) -> None:
 
 
 
-def _split_half(bank_path) -> dict:
-    """Each timed device's split-half reliability: the fastest of its odd timing passes against
-    the fastest of its even ones over every network (Kendall tau, median relative difference).
-    Both halves met the same moments of the host, so this is the ceiling a ranking of that
-    device's networks can be scored against, measured inside one build."""
-    import sqlite3
-
+def _split_half(states: dict) -> dict:
+    """Each timed device's split-half reliability from its stored passes (``{device:
+    _pass_state(...)}``): the fastest of its odd timing passes against the fastest of its even
+    ones over every network (Kendall tau, median relative difference). Both halves met the same
+    moments of the host, so this is the ceiling a ranking of that device's networks can be scored
+    against, measured inside one build."""
     from scipy.stats import kendalltau
 
     out = {}
-    conn = sqlite3.connect(f"file:{bank_path}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT device, settings FROM latencies").fetchall()
-    finally:
-        conn.close()
-    passes = {}
-    for device, settings in rows:
-        p = json.loads(settings).get("pass_min_ms")
-        if p and len(p) >= 2:
-            passes.setdefault(device, []).append(p)
-    for device, ps in sorted(passes.items()):
+    for device, state in sorted(states.items()):
+        ps = [p for p in state.values() if p and len(p) >= 2]
+        if len(ps) < 5:
+            continue
         n = min(len(p) for p in ps)
         a = np.array([p[:n] for p in ps])
         odd, even = a[:, 1::2].min(axis=1), a[:, 0::2].min(axis=1)
-        if len(a) >= 5:
-            tau = float(kendalltau(odd, even)[0])
-            out[device] = {"n": len(a), "passes": n, "kendall_tau": round(tau, 4),
-                           "median_relative_difference": round(float(np.median(np.abs(odd / even - 1))), 4),
-                           "attainable_kendall_tau": round(_attainable_tau(tau), 4)}
+        tau = float(kendalltau(odd, even)[0])
+        out[device] = {"n": len(a), "passes": n, "kendall_tau": round(tau, 4),
+                       "median_relative_difference": round(float(np.median(np.abs(odd / even - 1))), 4),
+                       "attainable_kendall_tau": round(_attainable_tau(tau), 4)}
     return out
 
 
@@ -444,6 +435,7 @@ def evaluate(args) -> dict:
     with Bank(args.bank, create=False) as bank:
         data = BankData(bank)
         settings = {d: bank.settings(d) for d in data.latency}
+        split_half = _split_half({d: _pass_state(bank, d) for d in bank.devices()})
     shots = [int(n) for n in args.shots.split(",")]
     methods = args.methods.split(",")
     nf = len(FEATURE_NAMES)
@@ -460,7 +452,7 @@ def evaluate(args) -> dict:
                 k: round(v, 4) for k, v in accuracy([again[g] for g in both], [first[g] for g in both]).items()
                 if k in ("n", "kendall_tau", "within_10pct", "median_ape")}
     out["retest"] = retest  # a second timing of the same networks scored as a prediction: the ceiling
-    out["split_half"] = _split_half(bank_path=args.bank)
+    out["split_half"] = split_half
     for d in [d for d in data.latency if d.startswith(RETEST)]:
         del data.latency[d]
     for device in sorted(data.latency):
