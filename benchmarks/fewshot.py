@@ -22,12 +22,15 @@ every network (a few runs per network and pass), read on the calling thread's CP
 thread (onnxruntime, torch and TVM all run a one-thread inference on the caller, so other jobs on
 a shared machine do not inflate it) and on the wall clock at 2. Passes spread each network's runs
 over minutes, so a slow spell of the host (they last seconds) cannot make one network look slow.
+Once every pass is in, each timed device's latency becomes the percentile of its networks' pass
+minima (the fastest, p10, p25 or the median) that ranks them most alike between random halves of
+the passes (``_choose_statistic``; the row's ``statistic`` and ``statistic_split_tau`` say which).
 TVM networks are compiled once into ``BANK.tvm/`` and loaded from there by later passes, a
 resumed build and ``--group retest``.
 
 ``--group retest`` times the first ``--retest`` pool networks again and ``eval`` scores that
 second timing as a prediction of the first. ``eval`` also gives each timed device's
-``split_half`` reliability (the fastest of its odd passes against the fastest of its even ones,
+``split_half`` reliability (its statistic of its odd passes against that of its even ones,
 and from it the tau a perfect predictor could reach against the whole timing, under normal
 noise), and each device's ``own_half_ridge_kendall_tau``: ridge on the same features fitted on a
 random half of the device's own networks, scored on the other half, what far more than N rows of
@@ -620,8 +623,8 @@ def main(argv=None) -> int:
     b.add_argument("--tvm-schedule", choices=("untuned", "tuned"), default="untuned",
                    help="--group tvm: TVM's policy (tuned: MetaSchedule records in BANK.tuning/, reused)")
     b.add_argument("--tune-trials", type=int, default=8, help="--tvm-schedule tuned: trials per kernel without a record")
-    b.add_argument("--repeats", type=int, default=48, help="single runs timed per network and device, all passes")
-    b.add_argument("--passes", type=int, default=16,
+    b.add_argument("--repeats", type=int, default=144, help="single runs timed per network and device, all passes")
+    b.add_argument("--passes", type=int, default=48,
                    help="round-robin timing passes over all networks (each --repeats / --passes runs)")
     b.add_argument("--max-minutes", type=float, default=60.0,
                    help="stop preparing (exporting, compiling) after this long; what is ready is then timed")
