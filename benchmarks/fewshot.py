@@ -249,7 +249,8 @@ def _choose_statistic(passes: np.ndarray, seed: int = 0) -> tuple[int, dict[str,
 def _settle(bank, device) -> dict | None:
     """Set ``device``'s latencies to the statistic of their pass minima that ``_choose_statistic``
     picks over all its networks with stored passes (at least 10 networks, 4 passes; else they
-    stay the fastest pass). Returns the choice, or None."""
+    stay the fastest pass). A retest keeps the statistic of the device it times again, so that
+    it tests that statistic's reproducibility. Returns the choice, or None."""
     rows = [(g, json.loads(s), std) for g, s, std in
             bank.conn.execute("SELECT genotype, settings, latency_std_ms FROM latencies WHERE device = ?", (device,))]
     rows = [r for r in rows if r[1].get("pass_min_ms")]
@@ -257,6 +258,9 @@ def _settle(bank, device) -> dict | None:
     if len(rows) < 10 or n < 4:
         return None
     q, score = _choose_statistic(np.array([r[1]["pass_min_ms"][:n] for r in rows]))
+    first = bank.settings(device.removeprefix(RETEST)).get("statistic") if device.startswith(RETEST) else None
+    if first:
+        q = _statistic_q(first)
     for g, settings, std in rows:
         settings.update(statistic=_statistic_name(q), statistic_split_tau=score)
         bank.add(g, device, float(np.percentile(settings["pass_min_ms"], q)), std, settings, commit=False)

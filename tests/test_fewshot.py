@@ -460,3 +460,19 @@ def test_statistic_of_the_passes_follows_the_hosts_noise(tmp_path):
         # too few networks to choose from: the rows stay the fastest pass
         bank.add("x", "ort-1t", 1.0, 0.0, {"pass_min_ms": [1.0, 2.0, 3.0, 4.0]})
         assert bench._settle(bank, "ort-1t") is None and bank.latencies("ort-1t") == {"x": 1.0}
+
+
+def test_a_retest_keeps_the_statistic_of_the_device_it_times_again(tmp_path):
+    bench = _fewshot_bench()
+    rng = np.random.default_rng(2)
+    truth = np.exp(rng.normal(0.0, 0.3, size=20))
+    with fs.Bank(tmp_path / "bank.sqlite") as bank:
+        for i, t in enumerate(truth):
+            p = (t * (1 + rng.exponential(0.05, size=8))).tolist()
+            bank.add(f"g{i}", "ort-1t", min(p), 0.0, {"statistic": "median", "pass_min_ms": p}, commit=False)
+            bank.add(f"g{i}", bench.RETEST + "ort-1t", min(p), 0.0, {"pass_min_ms": p}, commit=False)
+        out = bench._settle(bank, bench.RETEST + "ort-1t")
+        assert out["statistic"] == "median" and out["split_tau"]["min"] >= out["split_tau"]["median"]
+        assert bank.latencies(bench.RETEST + "ort-1t")["g0"] == pytest.approx(float(np.median(
+            json.loads(bank.conn.execute("SELECT settings FROM latencies WHERE genotype = 'g0' AND device = 'ort-1t'")
+                       .fetchone()[0])["pass_min_ms"])))
