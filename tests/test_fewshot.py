@@ -78,6 +78,12 @@ def test_check_rows_refuses_bad_tables_with_one_line():
         fs.check_rows(rows[:5], nets[:4] + [nets[5]], ref)  # one skipped
     with pytest.raises(CodesignError, match=r"row 3 of the table is not a network of the reference set"):
         fs.check_rows(rows[:5], nets[:2] + [_net(3, 3)] + nets[3:5], ref)
+    assert fs.check_rows(rows, nets[:6], ref) is False
+    # none of them a reference network: the user's own networks, as many as they have
+    own = [_net(3 + i, 1) for i in range(10)]
+    assert fs.check_rows([{"latency_ms": 1.0 + i} for i in range(10)], own, ref) is True
+    with pytest.raises(CodesignError, match=r"rows 1 and 3 of the table are the same network"):
+        fs.check_rows(rows[:5], [own[0], own[1], own[0], own[2], own[3]], ref)
 
 
 def test_network_features_count_and_sum():
@@ -476,3 +482,30 @@ def test_a_retest_keeps_the_statistic_of_the_device_it_times_again(tmp_path):
         assert bank.latencies(bench.RETEST + "ort-1t")["g0"] == pytest.approx(float(np.median(
             json.loads(bank.conn.execute("SELECT settings FROM latencies WHERE genotype = 'g0' AND device = 'ort-1t'")
                        .fetchone()[0])["pass_min_ms"])))
+
+
+def test_cli_calibrates_on_networks_of_ones_own(tmp_path, run_cli):
+    """A table of networks outside the reference set adapts the prior on them, and says so."""
+    from codesign.graph import export_onnx, module_kernels
+    from codesign.hw_models import get_accelerator
+
+    space = fs.create_reference_space()
+    genotypes = fs.random_genotypes(space, 6, seed=11, exclude=set(fs.reference_genotypes(space)))
+    kernels = [module_kernels(space.build(g), tuple(space.input_shape)) for g in genotypes]
+    lat = fs.accel_latencies_ms(kernels, [get_accelerator("os-8x8")])[:, 0]
+    lines = ["model,latency_ms"]
+    for i, (g, v) in enumerate(zip(genotypes, lat)):
+        path = tmp_path / f"own{i}.onnx"
+        path.write_bytes(export_onnx(space.build(g).eval(), space.input_shape).SerializeToString())
+        lines.append(f"{path},{v}")
+    (tmp_path / "own.csv").write_text("\n".join(lines) + "\n")
+    r = run_cli("calibrate", "--table", str(tmp_path / "own.csv"), "--as", "own8", "--out", str(tmp_path / "o.json"),
+                "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["networks"] == "own" and report["rows"] == 6
+    from codesign.predict.models import load_cost_model
+
+    model = load_cost_model(tmp_path / "o.json")
+    assert model.reference == []
+    assert np.isfinite(model.predict_network(kernels[0])["latency_ms"])

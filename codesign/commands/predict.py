@@ -510,13 +510,15 @@ def _calibrate_meta(args) -> int:
                                 "not kernel_key rows")
     reference, _, bank, prior = _reference_source(args)
     kernels = [row_kernels(r) for r in rows]
-    check_rows(rows, kernels, reference)
+    own = check_rows(rows, kernels, reference)
     if bank is not None:  # meta-training is work: after every input is checked
         prior = meta_train_bank(bank)
     measured = [r["latency_ms"] for r in rows]
-    model = calibrate_meta(prior, kernels, measured, args.new_device, [e["genotype"] for e in prior.reference])
+    model = calibrate_meta(prior, kernels, measured, args.new_device,
+                           [] if own else [e["genotype"] for e in prior.reference])
     out = model.save(out)
-    report = {"method": "meta", "device": args.new_device, "rows": len(rows), "saved": str(out),
+    report = {"method": "meta", "device": args.new_device, "rows": len(rows),
+              "networks": "own" if own else "reference set", "saved": str(out),
               "prior_sources": len(prior.sources), "prior": args.bank or "shipped", "adaptation": model.adaptation}
     if ev is not None:
         ev_kernels = [row_kernels(r) for r in ev]
@@ -526,7 +528,7 @@ def _calibrate_meta(args) -> int:
         print_json(report)
         return 0
     print(f"adapted the meta-learned prior ({len(prior.sources)} source devices) to {args.new_device} on "
-          f"{len(rows)} reference networks; saved {out}")
+          f"{len(rows)} {'of your own networks' if own else 'reference networks'}; saved {out}")
     a = model.adaptation
     how = "chosen on these rows, leaving one out" if a["chosen_on_rows"] else \
         f"the prior's own: {MIN_SELECT_ROWS} rows or more choose them"

@@ -800,33 +800,44 @@ def check_row_count(n: int, method: str = "meta") -> None:
 
 
 def check_rows(rows: list[dict[str, Any]], kernels: list[list[KernelSpec]], reference: list[dict[str, str]],
-               method: str = "meta") -> None:
+               method: str = "meta") -> bool:
     """Refuse a table the few-shot methods cannot use: too few rows, kernel rows, duplicate
-    networks, networks outside the reference set or listed in another order.
+    networks, or reference networks listed in another order, skipped, or mixed with others.
+
+    A table with no reference network at all is the user's own networks: the adaptation weighs
+    the sources by how well they explain whatever rows it is given, so any networks measured on
+    the device will do (the reference set is spread over the space on purpose; networks of one's
+    own may not be).
 
     Args:
         rows: ``calibrate.read_table`` rows (latencies already checked finite and positive).
         kernels: the kernels of each row's network.
         reference: the reference set in order, dicts with ``genotype`` and ``signature``.
+
+    Returns:
+        True for a table of the user's own networks, False for the reference set.
     """
     check_row_count(len(rows), method)
-    if len(rows) > len(reference):
-        raise CodesignError(f"the table has {len(rows)} rows; the reference set has {len(reference)} networks")
     sigs = [network_signature(k) for k in kernels]
     first: dict[str, int] = {}
     for i, s in enumerate(sigs):
         if s in first:
             raise CodesignError(f"rows {first[s] + 1} and {i + 1} of the table are the same network; "
-                                "give each reference network once")
+                                "give each network once")
         first[s] = i
     position = {r["signature"]: i for i, r in enumerate(reference)}
+    if not any(s in position for s in sigs):
+        return True
+    if len(rows) > len(reference):
+        raise CodesignError(f"the table has {len(rows)} rows; the reference set has {len(reference)} networks")
     for i, s in enumerate(sigs):
         if s not in position:
-            raise CodesignError(f"row {i + 1} of the table is not a network of the reference set; measure the "
-                                "networks `codesign calibrate --reference-set` writes")
+            raise CodesignError(f"row {i + 1} of the table is not a network of the reference set, while others are; "
+                                "measure the networks `codesign calibrate --reference-set` writes, or only your own")
         if position[s] != i:
             raise CodesignError(f"row {i + 1} of the table is reference network {position[s] + 1}, expected "
                                 f"{i + 1}: list the first {len(rows)} reference networks in their order")
+    return False
 
 
 def reference_entries(space=None, n: int = REFERENCE_SIZE) -> list[dict[str, str]]:
