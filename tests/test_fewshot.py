@@ -486,8 +486,9 @@ def test_a_retest_keeps_the_statistic_of_the_device_it_times_again(tmp_path):
 
 def test_cli_calibrates_on_networks_of_ones_own(tmp_path, run_cli):
     """A table of networks outside the reference set adapts the prior on them, and says so."""
-    from codesign.graph import export_onnx, module_kernels
     from codesign.hw_models import get_accelerator
+
+    from codesign.graph import export_onnx, module_kernels
 
     space = fs.create_reference_space()
     genotypes = fs.random_genotypes(space, 6, seed=11, exclude=set(fs.reference_genotypes(space)))
