@@ -507,9 +507,8 @@ def evaluate(args) -> dict:
     t0 = time.time()
     with Bank(args.bank, create=False) as bank:
         data = BankData(bank)
-        settings = {d: bank.settings(d) for d in data.latency}
-        split_half = _split_half({d: _pass_state(bank, d) for d in bank.devices()},
-                                 {d: bank.settings(d) for d in bank.devices()})
+        settings = {d: bank.settings(d) for d in data.latency}  # every device of the bank
+        split_half = _split_half({d: _pass_state(bank, d) for d in data.latency}, settings)
     shots = [int(n) for n in args.shots.split(",")]
     methods = args.methods.split(",")
     nf = len(FEATURE_NAMES)
