@@ -284,15 +284,23 @@ def network_kernels(path: Path, work: Path) -> list[KernelSpec]:
         data[key] = [s.key() for s in onnx_kernels(path)]
         latest = json.loads(cache.read_text()) if cache.exists() else {}
         latest.update(data)
-        cache.write_text(json.dumps(latest))
+        write_json(cache, latest, indent=None)
     return [KernelSpec.from_key(k) for k in data[key]]
+
+
+def write_json(path: Path, obj, indent=1) -> None:
+    """Write through a temporary file of this process and rename it: stages run in separate
+    processes share the caches, and a reader must never see a half-written file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.replace(path)
 
 
 def cached(path: Path, key: str, fn):
     data = json.loads(path.read_text()) if path.exists() else {}
     if key not in data:
         data[key] = fn()
-        path.write_text(json.dumps(data, indent=1))  # one network at a time: a kill loses one
+        write_json(path, data)  # one network at a time: a kill loses one
     return data[key]
 
 
