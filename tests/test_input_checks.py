@@ -108,6 +108,47 @@ def test_profile_refuses_a_read_only_database_before_building_a_kernel(tmp_path,
     assert "is read-only" in capsys.readouterr().err
 
 
+def test_a_database_of_another_cpus_timings_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """cpu-local is whatever CPU runs codesign: a database shared between machines (a home folder
+    on several hosts, a copy) must not price this CPU's kernels with another's timings."""
+    import dataclasses
+
+    from codesign.cli import main
+    from codesign.costs.model import TVMDeviceSource
+    from codesign.profile import profile_kernels, profiler
+
+    dev = get_device("cpu-local")
+    here = dev.resolved_target()["mcpu"]
+    db = tmp_path / "p.sqlite"
+    with ProfileDB(db) as pdb:
+        for i, m in enumerate(_records()[:3]):
+            pdb.add(dataclasses.replace(m, target={"kind": "llvm", "mcpu": "far-away-cpu" if i == 0 else here}))
+        pdb.add(dataclasses.replace(_records()[3], schedule="torch", target={"kind": "torch", "device": "cpu"}))
+        pdb.add(dataclasses.replace(_records()[4], device="cuda-local", target={"kind": "cuda"}))
+        assert pdb.cpus("cpu-local") == {"far-away-cpu", here} and pdb.cpus("cuda-local") == set()
+
+    def no_build(*a, **k):
+        raise AssertionError("a kernel was built")
+
+    monkeypatch.setattr(profiler, "_compile", no_build)
+    with ProfileDB(db) as pdb, pytest.raises(CodesignError, match=f"another CPU \\(far-away-cpu; this one is {here}\\)"):
+        profile_kernels(grid_specs("relu", 2, seed=9), dev, pdb, schedule="untuned", progress=False)
+    with pytest.raises(CodesignError, match="another CPU"):
+        TVMDeviceSource("cpu-local", db=db, schedule="untuned")
+    assert main(["profile", "--grid", "relu", "--grid-samples", "2", "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "far-away-cpu" in err and "use another --db" in err
+    run = tmp_path / "run"
+    assert main(["search", "--db", str(db), "--schedule", "untuned", "--run-dir", str(run)]) == 2
+    assert "another CPU" in capsys.readouterr().err and not run.exists()
+    # This CPU's timings alone are used as before.
+    with ProfileDB(db) as pdb:
+        pdb._conn.execute("DELETE FROM measurements WHERE target_json LIKE '%far-away-cpu%'")
+        pdb._conn.commit()
+        profiler.check_same_cpu(pdb, dev)
+        assert pdb.cpus("cpu-local") == {here}
+
+
 def test_train_writes_its_weights_into_a_folder_it_creates(tmp_path, capsys):
     from codesign.cli import main
 

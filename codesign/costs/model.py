@@ -119,7 +119,7 @@ class TVMDeviceSource(ModelCostSource):
         from ..predict.models import FITTABLE
         from ..profile import ProfileDB, get_device
         from ..profile.db import default_db_path, tuning_dir_for
-        from ..profile.profiler import check_settings
+        from ..profile.profiler import check_same_cpu, check_settings
         from ..profile.schedules import DEFAULT_TUNE_TRIALS
 
         super().__init__(statistic=statistic)
@@ -133,7 +133,8 @@ class TVMDeviceSource(ModelCostSource):
         self.device = self.dev.name
         self.db = Path(db) if db else default_db_path()
         if self.db.exists():
-            ProfileDB(self.db).close()
+            with ProfileDB(self.db) as db:  # opened to write, as profiling will: a read-only file fails here
+                check_same_cpu(db, self.dev)
         else:
             check_output(self.db, "profile database")
         self.model_kind = FITTABLE.check(model_kind)

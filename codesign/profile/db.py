@@ -409,6 +409,21 @@ class ProfileDB:
             for r in rows
         ]
 
+    def cpus(self, device: str) -> set[str]:
+        """The CPUs (LLVM's ``mcpu`` in each stored target) whose timings of ``device`` the database
+        holds; targets that name none (a GPU, the torch reference) are left out."""
+        rows = self._conn.execute("SELECT DISTINCT target_json FROM measurements WHERE device=? AND error IS NULL",
+                                  (device,)).fetchall()
+        out = set()
+        for (text,) in rows:
+            try:
+                mcpu = json.loads(text).get("mcpu")
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if mcpu:
+                out.add(str(mcpu))
+        return out
+
     def statistics(self, device: str, schedule: str) -> set[str]:
         """The statistics (``median``, ``min``...) of the stored timings of a device and schedule."""
         if "statistic" not in self._columns:

@@ -179,6 +179,25 @@ def _progress(total: int, desc: str, enabled: bool):
     return progress.bar(total, desc, unit="kernel", every_s=10.0)
 
 
+def check_same_cpu(db: ProfileDB, device: Device) -> None:
+    """Refuse a profile database whose timings of ``device`` were taken on another CPU.
+
+    A local device (``mcpu: auto``) means whatever CPU runs codesign, and a database in a home
+    folder that several machines share, or copied to a new machine, would otherwise price this
+    CPU's kernels with another's timings, mixed with its own. The stored targets name the CPU.
+
+    Raises:
+        CodesignError: the database holds the device's timings from a CPU other than the target's.
+    """
+    if device.target.get("kind") != "llvm":
+        return
+    mine = device.resolved_target().get("mcpu")
+    other = db.cpus(device.name) - {str(mine)} if mine else set()
+    if other:
+        raise CodesignError(f"{db.path} holds {device.name} timings taken on another CPU ({', '.join(sorted(other))}; "
+                            f"this one is {mine}): they would be mixed with this CPU's; use another --db here")
+
+
 def check_settings(device: Device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
                    reference: str | None = None, statistic: str = DEFAULT_STATISTIC,
                    tune_trials: int = DEFAULT_TUNE_TRIALS) -> str:
@@ -260,6 +279,7 @@ def profile_kernels(
         timings of the device, an unbuildable target, an unreachable tracker.
     """
     schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic, tune_trials)
+    check_same_cpu(db, device)
     for sched in (schedule, TORCH_SCHEDULE) if reference else (schedule,):
         other = db.statistics(device.name, sched) - {statistic}
         if other:
