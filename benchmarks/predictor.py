@@ -451,6 +451,16 @@ def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list
     return {name: [data[k] for k in (f"tvm{r}:{tag}:{name}" for r in range(rounds)) if k in data] for name in names}
 
 
+def pass_agreement(passes: dict[str, list[float]]) -> dict:
+    """How far each item's second pass lies from its first (items with fewer passes are left out):
+    the share within ±5 % and ±10 % of the first, and the median relative change."""
+    change = np.array([abs(v[1] / v[0] - 1) for v in passes.values() if len(v) >= 2 and v[0] > 0])
+    if not len(change):
+        return {"items": 0, "note": "one pass only (--net-rounds / --rounds 2 time a second)"}
+    return {"items": int(len(change)), "within_5pct": float(np.mean(change <= 0.05)),
+            "within_10pct": float(np.mean(change <= 0.10)), "median_change": float(np.median(change))}
+
+
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
     """Every network predicted by kernel-type predictors fitted on the adaptive samples minus
     every kernel of every evaluated network; overhead fitted leave-one-out as in profiled mode."""
@@ -514,8 +524,16 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
             per_type[t] = {"kernel_type": accuracy(kpred[idx], kvals[idx]), "gbdt": accuracy(kgbdt[idx], kvals[idx]),
                            "interval_coverage": float(np.mean((lo[idx] <= kvals[idx]) & (kvals[idx] <= hi[idx]))),
                            "train_kernels": sum(1 for m in train if kernel_type(m.spec) == t)}
+    # How well this host repeats its own timings: the ceiling of any "within ±10 %" figure above.
+    retest = {"networks": pass_agreement({r["name"]: [x["latency_ms"] for x in measured[r["name"]] if "error" not in x]
+                                          for r in rows})}
+    second = bench_kernels_db.with_name(bench_kernels_db.name.replace("-0.sqlite", "-1.sqlite"))
+    if second.exists():
+        with ProfileDB(second) as db:
+            again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule="untuned", ok_only=True)}
+        retest["network_kernels"] = pass_agreement({k: [v, again[k]] for k, v in kmeas.items() if k in again})
     return {
-        "networks": len(rows), "train_kernels": len(train),
+        "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest,
         "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
         "accuracy": {"kernel_type": accuracy(pred, meas), "gbdt_same_samples": accuracy(pred_gbdt, meas),
                      "flops_proxy": accuracy(flops_pred, meas),

@@ -722,3 +722,30 @@ def test_fit_adaptive_command(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--budget-kernels" in bad.stderr
     bad = subprocess.run(cmd[:-1] + ["--kernel-types", "nope"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown kernel type" in bad.stderr
+
+
+# --- benchmarks/predictor.py's bookkeeping (no timing) --------------------------------------------
+
+def _predictor_bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor.py"  # it puts benchmarks/ on the path
+    spec = importlib.util.spec_from_file_location("predictor_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
+    bench = _predictor_bench()
+    rep = bench.pass_agreement({"a": [1.0, 1.04], "b": [2.0, 1.8], "c": [1.0, 1.3], "d": [5.0], "e": [1.0, 1.0]})
+    assert rep["items"] == 4  # "d" has one pass
+    assert rep["within_5pct"] == 0.5 and rep["within_10pct"] == 0.75
+    assert rep["median_change"] == pytest.approx(0.07)
+    assert bench.pass_agreement({"a": [1.0]})["items"] == 0
+    # Caches are replaced whole: no reader sees half a file, and no temporary file is left behind.
+    cache = tmp_path / "measured.json"
+    assert bench.cached(cache, "k", lambda: {"latency_ms": 1.5}) == {"latency_ms": 1.5}
+    assert bench.cached(cache, "k", lambda: pytest.fail("cached value timed again")) == {"latency_ms": 1.5}
+    assert json.loads(cache.read_text()) == {"k": {"latency_ms": 1.5}}
+    assert [p.name for p in tmp_path.iterdir()] == ["measured.json"]
