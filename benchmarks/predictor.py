@@ -453,12 +453,17 @@ def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list
 
 def pass_agreement(passes: dict[str, list[float]]) -> dict:
     """How far each item's second pass lies from its first (items with fewer passes are left out):
-    the share within ±5 % and ±10 % of the first, and the median relative change."""
-    change = np.array([abs(v[1] / v[0] - 1) for v in passes.values() if len(v) >= 2 and v[0] > 0])
-    if not len(change):
+    the share within ±5 % and ±10 % of the first, the median relative change, and how alike the
+    two passes rank the items (Kendall τ)."""
+    from scipy.stats import kendalltau
+
+    pairs = np.array([v[:2] for v in passes.values() if len(v) >= 2 and v[0] > 0])
+    if not len(pairs):
         return {"items": 0, "note": "one pass only (--net-rounds / --rounds 2 time a second)"}
+    change = np.abs(pairs[:, 1] / pairs[:, 0] - 1)
     return {"items": int(len(change)), "within_5pct": float(np.mean(change <= 0.05)),
-            "within_10pct": float(np.mean(change <= 0.10)), "median_change": float(np.median(change))}
+            "within_10pct": float(np.mean(change <= 0.10)), "median_change": float(np.median(change)),
+            "kendall_tau": float(kendalltau(pairs[:, 0], pairs[:, 1])[0]) if len(pairs) > 1 else None}
 
 
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:

@@ -738,10 +738,11 @@ def _predictor_bench():
 
 def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
     bench = _predictor_bench()
-    rep = bench.pass_agreement({"a": [1.0, 1.04], "b": [2.0, 1.8], "c": [1.0, 1.3], "d": [5.0], "e": [1.0, 1.0]})
+    rep = bench.pass_agreement({"a": [1.0, 1.04], "b": [2.0, 1.8], "c": [3.0, 3.9], "d": [5.0], "e": [4.0, 1.5]})
     assert rep["items"] == 4  # "d" has one pass
-    assert rep["within_5pct"] == 0.5 and rep["within_10pct"] == 0.75
-    assert rep["median_change"] == pytest.approx(0.07)
+    assert rep["within_5pct"] == 0.25 and rep["within_10pct"] == 0.5
+    assert rep["median_change"] == pytest.approx(0.2)
+    assert rep["kendall_tau"] == pytest.approx(1 / 3)  # "e" falls below "b" and "c" in the second pass
     assert bench.pass_agreement({"a": [1.0]})["items"] == 0
     # Caches are replaced whole: no reader sees half a file, and no temporary file is left behind.
     cache = tmp_path / "measured.json"
