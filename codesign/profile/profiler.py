@@ -276,7 +276,8 @@ def profile_kernels(
 
     Raises:
         CodesignError for an unknown schedule or statistic, a database holding another statistic's
-        timings of the device, an unbuildable target, an unreachable tracker.
+        timings of the device or timings of it from another CPU, an unbuildable target, an
+        unreachable tracker.
     """
     schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic, tune_trials)
     check_same_cpu(db, device)
