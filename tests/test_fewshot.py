@@ -7,6 +7,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from benchmark_module import load_benchmark
 from scipy.stats import kendalltau
 
 from codesign.errors import CodesignError
@@ -363,14 +364,7 @@ def test_cli_reference_set_then_calibrate_on_a_modelled_device(tmp_path, run_cli
 # --- benchmarks/fewshot.py's timing passes (the runners replaced by counters) ----------------------
 
 def _fewshot_bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fewshot.py"  # it puts benchmarks/ on the path
-    spec = importlib.util.spec_from_file_location("fewshot_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("fewshot")
 
 
 def test_timing_passes_keep_each_pass_resume_and_take_the_fastest(tmp_path, monkeypatch):

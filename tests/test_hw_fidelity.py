@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import yaml
+from benchmark_module import load_benchmark
 from codesign.hw_models import AcceleratorConfig, evaluate_layers, get_accelerator, load_accelerator
 from codesign.hw_models import crosscheck as cc
 
@@ -265,13 +266,7 @@ def test_zigzag_runs_a_small_layer_beside_codesign():
 # ---- benchmarks/hw_fidelity.py's reference cache (the references replaced by a recorder) ---------
 
 def _fidelity_module(monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hw_fidelity.py"
-    spec = importlib.util.spec_from_file_location("hw_fidelity_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("hw_fidelity")
     monkeypatch.setattr(mod, "version", lambda pkg: "test")  # the references need not be installed
     return mod
 

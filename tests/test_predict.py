@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_module import load_benchmark
 
 from codesign.errors import CodesignError
 from codesign.kernelspec import KernelSpec, kernel_bytes, kernel_flops
@@ -726,18 +727,8 @@ def test_fit_adaptive_command(tmp_path):
 
 # --- benchmarks/predictor.py's bookkeeping (no timing) --------------------------------------------
 
-def _predictor_bench():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "predictor.py"  # it puts benchmarks/ on the path
-    spec = importlib.util.spec_from_file_location("predictor_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
-    bench = _predictor_bench()
+    bench = load_benchmark("predictor")
     rep = bench.pass_agreement({"a": [1.0, 1.04], "b": [2.0, 1.8], "c": [3.0, 3.9], "d": [5.0], "e": [4.0, 1.5]})
     assert rep["items"] == 4  # "d" has one pass
     assert rep["within_5pct"] == 0.25 and rep["within_10pct"] == 0.5

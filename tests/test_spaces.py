@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from benchmark_module import load_benchmark
 
 from codesign.errors import CodesignError
 from codesign.graph import module_kernels
@@ -243,14 +244,7 @@ def test_nb201_cells_whose_output_ignores_the_input_are_not_networks_of_the_spac
 # --- benchmarks/nb201_public.py: the public NB201 accuracy table ---------------------------------
 
 def _public_module():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "nb201_public.py"
-    spec = importlib.util.spec_from_file_location("nb201_public_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("nb201_public")
 
 
 def test_the_public_nb201_table_is_read_whole_and_judges_cells_among_those_under_the_budget(tmp_path):
