@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 
 def hardware() -> dict:
@@ -89,3 +91,12 @@ def run_or_resume(cfg, run_dir) -> dict:
     if (run_dir / "config.json").exists():
         return run_search(run_dir=run_dir, resume=True, quiet=True)
     return run_search(cfg, run_dir=run_dir, quiet=True)
+
+
+def write_json(path: Path, obj, indent: int | None = None) -> None:
+    """Write ``obj`` as JSON through a temporary file of this process, then rename it over ``path``:
+    benchmark stages run in several processes share their caches, and a reader must never see a
+    half-written file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent))
+    tmp.replace(path)

@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import hardware  # noqa: E402
+from _common import hardware, write_json  # noqa: E402
 from codesign.hw_models import AcceleratorConfig, evaluate_layers, get_accelerator  # noqa: E402
 from codesign.hw_models import crosscheck as cc  # noqa: E402
 
@@ -216,9 +216,7 @@ class ReferenceCache:
         """Write the cache, keeping answers another process (``--shard``) saved meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.layers = {**self._on_disk(), **self.layers}
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"header": self.header, "layers": self.layers}))
-        tmp.replace(self.path)
+        write_json(self.path, {"header": self.header, "layers": self.layers})
 
     def fill(self, nets: dict, run, log, deadline: float = float("inf"), shard: tuple = (0, 1)) -> None:
         """Run the reference on every layer of ``nets`` not yet cached, saving after each one

@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
-from _common import hardware  # noqa: E402
+from _common import hardware, write_json  # noqa: E402
 
 from codesign.errors import CodesignError  # noqa: E402
 from codesign.graph import export_onnx, onnx_kernels  # noqa: E402
@@ -284,23 +284,15 @@ def network_kernels(path: Path, work: Path) -> list[KernelSpec]:
         data[key] = [s.key() for s in onnx_kernels(path)]
         latest = json.loads(cache.read_text()) if cache.exists() else {}
         latest.update(data)
-        write_json(cache, latest, indent=None)
+        write_json(cache, latest)
     return [KernelSpec.from_key(k) for k in data[key]]
-
-
-def write_json(path: Path, obj, indent=1) -> None:
-    """Write through a temporary file of this process and rename it: stages run in separate
-    processes share the caches, and a reader must never see a half-written file."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=indent))
-    tmp.replace(path)
 
 
 def cached(path: Path, key: str, fn):
     data = json.loads(path.read_text()) if path.exists() else {}
     if key not in data:
         data[key] = fn()
-        write_json(path, data)  # one network at a time: a kill loses one
+        write_json(path, data, indent=1)  # one network at a time: a kill loses one
     return data[key]
 
 
