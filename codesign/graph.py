@@ -50,13 +50,16 @@ from .kernelspec import KernelSpec
 
 ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
-           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad"}
+           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad", "Tile"}
 # Elementwise math TVM fuses with the kernel it follows or precedes; the patterns that need a
 # kernel of their own (GELU, F.normalize, a layer norm written out) are matched first.
 FUSED_ELEMENTWISE = {"Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Log", "Pow", "Floor", "Ceil"}
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
               "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "Add", "Mul",
-              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2", "Sub"}
+              "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2", "Sub",
+              "ReduceSum", "ReduceMax", "ReduceMin", "InstanceNormalization", "Resize", "Upsample"}
+# Reductions that read every element once, as a mean does (ReduceMean also matches a layer norm).
+PLAIN_REDUCTIONS = {"ReduceSum", "ReduceMax", "ReduceMin"}
 
 
 def supported_ops() -> list[str]:
@@ -203,6 +206,7 @@ class _Graph:
         from onnx import numpy_helper
 
         g = model.graph
+        self.opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
         self.nodes = list(g.node)
         self.consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         for n in self.nodes:
@@ -352,20 +356,56 @@ def _square(values, what: str, node) -> int:
     return int(values[0])
 
 
-def _pads(node, a) -> int:
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise CodesignError(f"{node.op_type} {node.name!r}: auto_pad is not supported; export with explicit pads")
-    return _square(a.get("pads", [0, 0, 0, 0]), "padding", node)
+def _as_2d_window(a: dict) -> dict:
+    """A 1-D conv's attributes as those of a 2-D one over a 1-high image."""
+    a = dict(a)
+    if "kernel_shape" in a:
+        a["kernel_shape"] = [1, *a["kernel_shape"]]
+    for k in ("strides", "dilations"):  # along a 1-high axis any stride or dilation is the same
+        if k in a:
+            a[k] = [a[k][0], a[k][0]]
+    if "pads" in a:
+        begin, end = a["pads"]
+        a["pads"] = [0, begin, 0, end]
+    return a
 
 
-def _conv_pads(node, a) -> tuple[int, int]:
+def _explicit_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> list[int]:
+    """A conv's or pool's ``pads`` (top, left, bottom, right), worked out from the static input
+    shape where ``auto_pad`` asks for them (``SAME_UPPER``/``SAME_LOWER``: the output is
+    ceil(input / stride); ``VALID``: none), as ONNX defines it."""
+    mode = a.get("auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode == "NOTSET":
+        return [int(v) for v in (list(a.get("pads", [0, 0, 0, 0])) + [0, 0, 0, 0])[:4]]
+    if mode == "VALID":
+        return [0, 0, 0, 0]
+    if mode not in ("SAME_UPPER", "SAME_LOWER"):
+        raise CodesignError(f"{node.op_type} {node.name!r}: unknown auto_pad {mode!r}")
+    size = g.shape(node.input[0])[2:]
+    strides = [int(v) for v in a.get("strides", [1, 1])]
+    dilations = [int(v) for v in a.get("dilations", [1, 1])]
+    begin, end = [], []
+    for n, k, s, d in zip(size, kernel, strides, dilations):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+        small, large = total // 2, total - total // 2
+        begin.append(small if mode == "SAME_UPPER" else large)
+        end.append(large if mode == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _pads(g: _Graph, node, a) -> int:
+    pads = _explicit_pads(g, node, a, tuple(int(v) for v in a["kernel_shape"]))
+    return _square(pads, "padding", node)
+
+
+def _conv_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> tuple[int, int]:
     """A conv's (height, width) padding: each axis padded alike at both ends."""
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise CodesignError(f"{node.op_type} {node.name!r}: auto_pad is not supported; export with explicit pads")
-    top, left, bottom, right = (list(a.get("pads", [0, 0, 0, 0])) + [0, 0, 0, 0])[:4]
+    top, left, bottom, right = _explicit_pads(g, node, a, kernel)
     if top != bottom or left != right:
-        raise CodesignError(f"{node.op_type} {node.name!r}: asymmetric padding {list(a['pads'])} is not supported")
-    return int(top), int(left)
+        raise CodesignError(f"{node.op_type} {node.name!r}: asymmetric padding {[top, left, bottom, right]} "
+                            "is not supported")
+    return top, left
 
 
 def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None) -> list[KernelSpec]:
@@ -409,11 +449,17 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 continue
         if op == "Conv":
             w = g.shape(node.input[1])
-            if len(w) != 4:
-                raise CodesignError(f"Conv {node.name!r}: only 2-D convolutions are supported, got a "
+            xs = g.shape(x)
+            if len(w) == 3 and len(xs) == 3:
+                # A 1-D convolution (N, C, L) runs as a 2-D one of a 1-high image, (N, C, 1, L).
+                a = _as_2d_window(a)
+                w, xs = (*w[:2], 1, w[2]), (*xs[:2], 1, xs[2])
+                g.shapes[x] = xs  # read by the auto_pad arithmetic below
+            elif len(w) != 4:
+                raise CodesignError(f"Conv {node.name!r}: only 1-D and 2-D convolutions are supported, got a "
                                     f"{len(w) - 2}-D one (weight {tuple(w)})")
             kh, kw = (int(v) for v in a.get("kernel_shape", w[2:]))
-            ph, pw = _conv_pads(node, a)
+            ph, pw = _conv_pads(g, node, a, (kh, kw))
             stride = _square(a.get("strides", [1, 1]), "stride", node)
             dil = _square(a.get("dilations", [1, 1]), "dilation", node)
             bias = len(node.input) > 2 and bool(node.input[2])
@@ -432,7 +478,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(
-                "conv2d", g.shape(x), out_channels=w[0], kernel=kh, kernel_w=kw, stride=stride, padding=ph,
+                "conv2d", xs, out_channels=w[0], kernel=kh, kernel_w=kw, stride=stride, padding=ph,
                 padding_w=pw, dilation=dil, groups=int(a.get("group", 1)), bias=bias, residual=residual, activation=act,
             ))
         elif op == "ReduceL2":
@@ -447,13 +493,16 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             specs.append(KernelSpec.make("batch_matmul", (batch, m, k), n=n))
         elif op in ("Gemm", "MatMul"):
             xs, ws = g.shape(x), g.shape(node.input[1])
-            if op == "MatMul" and node.input[1] not in g.static and len(xs) >= 3:
+            if op == "MatMul" and node.input[1] not in g.static and (len(xs) >= 3 or len(ws) >= 3):
                 # Both operands computed at run time (attention): a batched matmul.
-                if len(ws) != len(xs) or xs[:-2] != ws[:-2]:
-                    raise CodesignError(f"MatMul {node.name!r}: broadcasting batched matmul {xs} x {ws} is not supported")
-                batch = _prod(xs[:-2])
+                batch = _matmul_batch(node, xs, ws)
                 act, _ = _absorb_activation(g, node.output[0], used)
-                specs.append(KernelSpec.make("batch_matmul", (batch, xs[-2], xs[-1]), n=ws[-1]))
+                if _prod(ws[:-2]) == 1:
+                    # One right operand shared by every batch (a key shared by all heads): one
+                    # (rows, K) x (K, N) product.
+                    specs.append(KernelSpec.make("batch_matmul", (1, _prod(xs[:-1]), xs[-1]), n=ws[-1]))
+                else:
+                    specs.append(KernelSpec.make("batch_matmul", (batch, xs[-2], xs[-1]), n=ws[-1]))
                 continue
             if len(xs) < 2 or len(ws) != 2:
                 raise CodesignError(f"{op} {node.name!r}: only (..., K) x (K, N) is supported, got {xs} x {ws}")
@@ -476,7 +525,10 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             if nxt is not None and nxt.op_type in ("Conv", "MaxPool") and nxt.input[0] == node.output[0]:
                 continue  # fused into the conv or pool that reads it (rule 3)
             act, _ = _absorb_activation(g, node.output[0], used)
-            specs.append(KernelSpec.make("batch_norm", g.shape(x), activation=act))
+            shape = g.shape(x)
+            if len(shape) in (2, 3):  # BatchNorm1d over (N, C) or (N, C, L): as (N, C, L, 1)
+                shape = (*shape, 1) if len(shape) == 3 else (*shape, 1, 1)
+            specs.append(KernelSpec.make("batch_norm", shape, activation=act))
         elif op in ("MaxPool", "AveragePool"):
             k = _square(a["kernel_shape"], "kernel", node)
             stride = _square(a.get("strides", [1, 1]), "stride", node)
@@ -486,15 +538,19 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 raise CodesignError(f"{op} {node.name!r}: dilated pools are not supported")
             _, out = _absorb_adds(g, node.output[0], used)  # the pool's epilogue (rule 4)
             _absorb_activation(g, out, used)
-            specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(node, a),
+            specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(g, node, a),
                                          ceil_mode=bool(a.get("ceil_mode", 0)), **extra))
         elif op == "GlobalAveragePool":
             specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
-        elif op == "ReduceMean":
+        elif op == "ReduceMean" or op in PLAIN_REDUCTIONS:
             shape = g.shape(x)
             axes = _axes(g, node)
-            axes = sorted({v % len(shape) for v in (range(len(shape)) if axes is None else axes)})
-            layer_norm = _match_layer_norm(g, node)
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                raise CodesignError(f"{op} {node.name!r}: reduction axes computed at run time are not supported")
+            if not axes and a.get("noop_with_empty_axes", 0):
+                continue  # reduces nothing: the identity
+            axes = sorted({v % len(shape) for v in (range(len(shape)) if not axes else axes)})
+            layer_norm = _match_layer_norm(g, node) if op == "ReduceMean" else None
             if layer_norm is not None:
                 # A layer norm as exporters write it below opset 17: one kernel, as LayerNormalization.
                 out, nodes = layer_norm
@@ -508,14 +564,46 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 # global pool of (1, kept elements, reduced elements, 1) does.
                 reduced = _prod(shape[i] for i in axes)
                 specs.append(KernelSpec.make("global_avg_pool2d", (1, _prod(shape) // reduced, reduced, 1)))
+        elif op in ("Resize", "Upsample"):
+            shape = g.shape(x)
+            out_shape = g.shapes.get(node.output[0])
+            if out_shape is None:
+                raise CodesignError(f"{op} {node.name!r}: the output size is computed at run time; export with "
+                                    "static input shapes")
+            if len(shape) != 4 or len(out_shape) != 4 or tuple(out_shape[:2]) != tuple(shape[:2]):
+                raise CodesignError(f"{op} {node.name!r}: only a resize of the two spatial axes of an (N, C, H, W) "
+                                    f"tensor is supported, got {tuple(shape)} -> {tuple(out_shape)}")
+            mode = a.get("mode", b"nearest")
+            mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+            method = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)  # Upsample's old names
+            if method not in ("nearest", "linear", "cubic"):
+                raise CodesignError(f"{op} {node.name!r}: unknown mode {mode!r}")
+            if tuple(out_shape) != tuple(shape):  # resizing to the same size copies nothing new
+                specs.append(KernelSpec.make("resize2d", shape, out_h=out_shape[2], out_w=out_shape[3], method=method))
         elif op == "LRN":
             specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
+        elif op == "InstanceNormalization":
+            # Normalises each (sample, channel) over the rest; GroupNorm exports as one over
+            # (N, groups, ...). Costs as a layer norm of those rows; the scale and shift ride along.
+            shape = g.shape(x)
+            act, _ = _absorb_activation(g, node.output[0], used)
+            specs.append(KernelSpec.make("layer_norm", (_prod(shape[:2]), _prod(shape[2:])), activation=act))
         elif op in ("Softmax", "LayerNormalization"):
             shape = g.shape(x)
             axis = int(a.get("axis", -1))
-            if axis not in (-1, len(shape) - 1):
-                raise CodesignError(f"{op} {node.name!r}: only the last axis is supported, got axis {axis}")
-            rows = (_prod(shape[:-1]), shape[-1])
+            if axis < -len(shape) or axis >= len(shape):
+                raise CodesignError(f"{op} {node.name!r}: axis {axis} is out of range for a {len(shape)}-D input")
+            axis %= len(shape)
+            if op == "Softmax" and g.opset < 13:
+                # Before opset 13 a softmax normalises the input flattened to 2-D at ``axis``.
+                rows = (_prod(shape[:axis]), _prod(shape[axis:]))
+            elif op == "LayerNormalization":
+                # Normalises over every axis from ``axis`` on.
+                rows = (_prod(shape[:axis]), _prod(shape[axis:]))
+            else:
+                # Over one axis: as many softmaxes as the other axes hold, each of that axis's
+                # length (a softmax over a middle axis reads the same elements, strided).
+                rows = (_prod(shape) // shape[axis], shape[axis])
             if op == "Softmax":
                 specs.append(KernelSpec.make("softmax", rows))
             else:
@@ -623,6 +711,18 @@ def _absorb_l2_division(g: _Graph, node, x: str, used: set) -> None:
         nxt = g.sole_consumer(out)
     if nxt is not None and nxt.op_type == "Div" and list(nxt.input) == [x, out]:
         used.update(id(n) for n in chain + [nxt])
+
+
+def _matmul_batch(node, xs, ws) -> int:
+    """The batch of a batched MatMul after numpy broadcasting of the operands' leading axes."""
+    if len(xs) < 2 or len(ws) < 2 or xs[-1] != ws[-2]:
+        raise CodesignError(f"MatMul {node.name!r}: operands {xs} x {ws} do not multiply")
+    a, b = list(xs[:-2]), list(ws[:-2])
+    n = max(len(a), len(b))
+    a, b = [1] * (n - len(a)) + a, [1] * (n - len(b)) + b
+    if any(p != q and 1 not in (p, q) for p, q in zip(a, b)):
+        raise CodesignError(f"MatMul {node.name!r}: batch axes of {xs} x {ws} do not broadcast")
+    return _prod(max(p, q) for p, q in zip(a, b))
 
 
 def _einsum_matmul(node, a, xs, ws) -> tuple[int, int, int, int]:

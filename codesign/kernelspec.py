@@ -71,7 +71,11 @@ OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
     "l2_normalize": (2, {}),
     # (batch, M, K) @ (batch, K, n): both operands computed at run time (attention).
     "batch_matmul": (3, {"n": _REQUIRED}),
+    # Resampling of an (N, C, H, W) map to (N, C, out_h, out_w) (ONNX Resize / Upsample; HRNet's
+    # fusion layers, feature pyramids): "nearest", "linear" (bilinear) or "cubic" (bicubic).
+    "resize2d": (4, {"out_h": _REQUIRED, "out_w": _REQUIRED, "method": "nearest"}),
 }
+RESIZE_METHODS = ("nearest", "linear", "cubic")
 
 
 def _conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -224,6 +228,12 @@ class KernelSpec:
             if self.attr("n") <= 0:
                 raise CodesignError(f"{self.key()}: n must be > 0")
             return (s[0], s[1], self.attr("n"))
+        if self.op == "resize2d":
+            if self.attr("out_h") <= 0 or self.attr("out_w") <= 0:
+                raise CodesignError(f"{self.key()}: out_h and out_w must be > 0")
+            if self.attr("method") not in RESIZE_METHODS:
+                raise CodesignError(f"{self.key()}: method must be one of {', '.join(RESIZE_METHODS)}")
+            return (s[0], s[1], self.attr("out_h"), self.attr("out_w"))
         if self.op == "lrn" and self.attr("size") <= 0:
             raise CodesignError(f"{self.key()}: size must be > 0")
         if self.op in ("conv2d", "avg_pool2d", "max_pool2d"):
@@ -276,6 +286,8 @@ def kernel_flops(spec: KernelSpec) -> float:
         return 5.0 * out_elems
     if spec.op == "l2_normalize":
         return 3.0 * out_elems
+    if spec.op == "resize2d":  # taps per output: 1 (nearest), 2x2 (bilinear), 4x4 (bicubic), a multiply-add each
+        return out_elems * {"nearest": 1.0, "linear": 8.0, "cubic": 32.0}[spec.attr("method")]
     if spec.op in _ACT_FLOPS:
         return _ACT_FLOPS[spec.op] * out_elems
     return out_elems

@@ -133,6 +133,13 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
         b, m, kk = s
         row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = 1, b, spec.attr("n"), kk, m, 1, 1, 1, m, 1
         row[L_HASW] = 1.0
+    elif spec.op == "resize2d":
+        # A stream: every output element computed from its taps of the input map, read once.
+        n, c, h, w = s
+        _, _, p, q = spec.output_shape()
+        row[L_KIND] = KIND_ELEMENTWISE
+        ops = {"nearest": 1.0, "linear": 8.0, "cubic": 32.0}[spec.attr("method")]
+        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = n, c, 1, 1, p, q, ops, 1, h, w
     elif spec.op in _ELEMENTWISE_OPS or spec.op == "lrn":
         # Any rank 2-4 as (N, C, H, W): (rows, columns) -> (1, rows, columns, 1), (a, b, c) -> (1, a, b, c).
         n, c, h, w = s if len(s) == 4 else (1, *s) if len(s) == 3 else (1, s[0], s[1], 1)

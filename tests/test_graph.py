@@ -262,6 +262,8 @@ _NEW_OPS = [
     K("conv2d", (1, 4, 9, 7), out_channels=4, kernel=3, kernel_w=1, stride=2, groups=4),
     K("tanh", (2, 3, 5)), K("l2_normalize", (6, 9)),
     K("dense", (3, 8), out_features=5, activation="gelu", weight_kn=True),
+    K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12), K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12, method="linear"),
+    K("resize2d", (1, 3, 5, 6), out_h=20, out_w=24, method="cubic"),
 ]
 
 
@@ -306,6 +308,10 @@ def test_builders_compute_what_torch_computes(spec):
         want = torch.tanh(x)
     elif spec.op == "l2_normalize":
         want = F.normalize(x, dim=-1)
+    elif spec.op == "resize2d":  # torch's Upsample and F.interpolate, as they export to ONNX Resize
+        mode = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}[spec.attr("method")]
+        kw = {} if mode == "nearest" else {"align_corners": False}
+        want = F.interpolate(x, size=spec.output_shape()[2:], mode=mode, **kw)
     elif spec.kernel_hw() == (1, 5):
         want = torch.tanh(F.conv2d(x, t[1], t[2], 1, (0, 1)))
     elif spec.kernel_hw() == (3, 1):
@@ -402,9 +408,8 @@ def test_torch_transformer_layers_export_without_their_fast_path():
 
 
 def test_convolutions_of_other_ranks_are_one_clear_error():
-    for module, shape, rank in ((nn.Conv1d(3, 8, 5), (1, 3, 32), 1), (nn.Conv3d(3, 8, 3), (1, 3, 6, 6, 6), 3)):
-        with pytest.raises(CodesignError, match=f"only 2-D convolutions are supported, got a {rank}-D one"):
-            module_kernels(module, shape)
+    with pytest.raises(CodesignError, match="only 1-D and 2-D convolutions are supported, got a 3-D one"):
+        module_kernels(nn.Conv3d(3, 8, 3), (1, 3, 6, 6, 6))
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -587,3 +592,101 @@ def test_profile_command_times_a_torchvision_network(tmp_path):
 
     report = json.loads(out.stdout)
     assert report["measured"] == report["requested"] > 0 and report["failed"] == 0
+
+
+class _BeyondTorchvision(nn.Module):
+    """Layers of timm's networks that torchvision's do not have: a 1-D conv + BatchNorm1d
+    (EfficientViM), GroupNorm (exported as InstanceNormalization), an upsampling (HRNet),
+    padding="same" (ConvMixer), a softmax over channels (CoaT), sums and maxima over axes."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv1d(3, 8, 5, stride=2, padding=2)
+        self.bn = nn.BatchNorm1d(8)
+        self.gn = nn.GroupNorm(2, 8)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.same = nn.Conv2d(8, 8, 3, padding="same")
+
+    def forward(self, x):
+        y = self.bn(self.c(x)).relu().view(1, 8, 4, 4)
+        y = self.same(self.up(self.gn(y)))
+        return (torch.softmax(y, dim=1) + y.sum(dim=(2, 3), keepdim=True)).amax(dim=1)
+
+
+def test_layers_beyond_torchvisions_read_as_the_kernels_tvm_runs():
+    ks = module_kernels(_BeyondTorchvision().eval(), (1, 3, 32))
+    assert ks == [
+        # the 1-D conv as a 2-D one over a 1-high image, its BatchNorm1d and ReLU fused
+        K("conv2d", (1, 3, 1, 32), out_channels=8, kernel=1, kernel_w=5, stride=2, bias=True, activation="relu"),
+        K("layer_norm", (2, 64)),  # GroupNorm(2 groups): rows of 4 channels x 4 x 4
+        K("resize2d", (1, 8, 4, 4), out_h=8, out_w=8, method="linear"),
+        K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, bias=True),
+        K("softmax", (64, 8)),  # over the 8 channels at each of 64 positions
+        K("global_avg_pool2d", (1, 8, 8, 8)),  # the sum over H and W
+        K("global_avg_pool2d", (1, 64, 8, 1)),  # the maximum over channels
+    ]
+    from codesign.profile.builders import build
+
+    for spec in ks:
+        assert tuple(build(spec).arg_shapes[-1]) == spec.output_shape()
+
+
+def _one_node(node, in_shape, inits=(), opset=17):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_auto_pad_is_worked_out_from_the_input_shape():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 2, 3, 3), 0.1, np.float32), "w")
+
+    def conv(**attrs):
+        return onnx_kernels(_one_node(helper.make_node("Conv", ["x", "w"], ["y"], **attrs), [1, 2, 7, 7], [w]))
+
+    assert conv(auto_pad="SAME_UPPER") == conv(pads=[1, 1, 1, 1]) == [K("conv2d", (1, 2, 7, 7), out_channels=4, kernel=3)]
+    assert conv(auto_pad="VALID") == [K("conv2d", (1, 2, 7, 7), out_channels=4, kernel=3, padding=0)]
+    assert conv(auto_pad="SAME_LOWER", strides=[2, 2]) == [
+        K("conv2d", (1, 2, 7, 7), out_channels=4, kernel=3, stride=2)]  # 7 -> 4: one row each side
+    with pytest.raises(CodesignError, match=r"asymmetric padding \[0, 0, 1, 1\] is not supported"):
+        onnx_kernels(_one_node(helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2]),
+                               [1, 2, 6, 6], [w]))
+    pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], auto_pad="SAME_UPPER")
+    assert onnx_kernels(_one_node(pool, [1, 2, 7, 7])) == [K("max_pool2d", (1, 2, 7, 7), kernel=3, padding=1)]
+
+
+def test_resize_reads_its_output_size_and_mode():
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    sizes = numpy_helper.from_array(np.array([1, 3, 12, 10], np.int64), "sizes")
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="cubic")
+    assert onnx_kernels(_one_node(node, [1, 3, 6, 5], [sizes])) == [
+        K("resize2d", (1, 3, 6, 5), out_h=12, out_w=10, method="cubic")]
+    same = numpy_helper.from_array(np.array([1, 3, 6, 5], np.int64), "sizes")
+    assert onnx_kernels(_one_node(node, [1, 3, 6, 5], [same])) == []  # to its own size: nothing to compute
+    channels = numpy_helper.from_array(np.array([1, 6, 6, 5], np.int64), "sizes")
+    with pytest.raises(CodesignError, match=r"only a resize of the two spatial axes .* \(1, 3, 6, 5\) -> \(1, 6, 6, 5\)"):
+        onnx_kernels(_one_node(node, [1, 3, 6, 5], [channels]))
+
+
+def test_batched_matmuls_broadcast_as_numpy_does():
+    from onnx import TensorProto, helper
+
+    def mm(a, b):
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["a", "b"], ["y"])], "m",
+            [helper.make_tensor_value_info("a", TensorProto.FLOAT, a), helper.make_tensor_value_info("b", TensorProto.FLOAT, b)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        return onnx_kernels(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+    # one key shared by 12 heads (MobileNetV5's multi-query attention): one product of all rows
+    assert mm([1, 12, 16, 64], [1, 1, 64, 4]) == [K("batch_matmul", (1, 192, 64), n=4)]
+    assert mm([1, 1, 16, 64], [2, 12, 64, 4]) == [K("batch_matmul", (24, 16, 64), n=4)]
+    assert mm([2, 3, 16, 64], [2, 3, 64, 4]) == [K("batch_matmul", (6, 16, 64), n=4)]
+    with pytest.raises(CodesignError, match="batch axes of .* do not broadcast"):
+        mm([2, 3, 16, 64], [2, 4, 64, 4])

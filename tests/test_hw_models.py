@@ -160,6 +160,7 @@ _EVERY_OP = [
     KernelSpec.make("lrn", (1, 8, 5, 5), size=5), KernelSpec.make("gelu", (9, 64)),
     KernelSpec.make("silu", (1, 8, 5, 5)), KernelSpec.make("hardsigmoid", (1, 8, 5, 5)),
     KernelSpec.make("tanh", (1, 9, 16)),
+    KernelSpec.make("resize2d", (1, 8, 5, 5), out_h=10, out_w=10, method="linear"),
 ]
 
 

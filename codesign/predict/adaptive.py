@@ -134,6 +134,10 @@ def prior_spec(ktype: str, rng: random.Random) -> KernelSpec:
     if ktype == "activation":
         from ..kernelspec import ELEMENTWISE
 
+        if rng.random() < 0.15:  # an upsampling by 2 or 4 (HRNet's fusion, feature pyramids): a stream too
+            f = rng.choice((2, 2, 4))
+            return make("resize2d", shape, out_h=shape[2] * f, out_w=shape[3] * f,
+                        method=rng.choice(("nearest", "linear", "linear")))
         return make(rng.choice(ELEMENTWISE), shape)
     tokens = rng.choice((5, 17, 50, 65, 197, 257)) if rng.random() < 0.6 else res * res
     dim = _round_channels(rng.choice((64, 96, 128, 192, 256, 384, 512, 768)) * math.exp(rng.uniform(-0.2, 0.2)))

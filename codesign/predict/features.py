@@ -230,7 +230,7 @@ _WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d")
 # The op_code feature: fitted models store codes, so an op added later is appended, never sorted in.
 _OP_CODES = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
              "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
-             "silu", "softmax", "tanh", "l2_normalize")
+             "silu", "softmax", "tanh", "l2_normalize", "resize2d")
 
 
 def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:

@@ -155,6 +155,15 @@ def build(spec: KernelSpec) -> Built:
         beta = te.placeholder((cols,), name="beta", dtype=DTYPE)
         out = _activation(topi.nn.layer_norm(data, gamma, beta, [1], 1e-5), spec.attr("activation"))
         extra = [gamma, beta]
+    elif op == "resize2d":
+        # As Relax legalises an imported ONNX Resize (torch's exports: half_pixel for linear and
+        # cubic, asymmetric + floor for nearest).
+        method = {"nearest": "nearest_neighbor", "linear": "linear", "cubic": "cubic"}[spec.attr("method")]
+        nearest = method == "nearest_neighbor"
+        out = topi.image.resize2d(data, (0.0, 0.0, 0.0, 0.0), (spec.attr("out_h"), spec.attr("out_w")), layout="NCHW",
+                                  method=method,
+                                  coordinate_transformation_mode="asymmetric" if nearest else "half_pixel",
+                                  rounding_method="floor" if nearest else "", out_dtype=DTYPE)
     elif op == "batch_matmul":
         b, _, k = spec.input_shape
         other = te.placeholder((b, k, spec.attr("n")), name="other", dtype=DTYPE)
@@ -254,6 +263,11 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         gamma, beta = torch_randn(cols, generator=gen), torch_randn(cols, generator=gen)
         a = act[spec.attr("activation")]
         return lambda: a(F.layer_norm(x, (cols,), gamma, beta))
+    if op == "resize2d":
+        size, method = (spec.attr("out_h"), spec.attr("out_w")), spec.attr("method")
+        mode = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}[method]
+        kw = {} if method == "nearest" else {"align_corners": False}
+        return lambda: F.interpolate(x, size=size, mode=mode, **kw)
     if op == "batch_matmul":
         b, _, k = spec.input_shape
         other = torch_randn(b, k, spec.attr("n"), generator=gen)
