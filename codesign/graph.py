@@ -48,7 +48,8 @@ from pathlib import Path
 from .errors import CodesignError
 from .kernelspec import KernelSpec
 
-ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh"}
+ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh",
+               "LeakyRelu": "leaky_relu", "PRelu": "leaky_relu"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
            "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad", "Tile"}
 # Elementwise math TVM fuses with the kernel it follows or precedes; the patterns that need a
@@ -57,7 +58,8 @@ FUSED_ELEMENTWISE = {"Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Log", "Pow", "F
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
               "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "Add", "Mul",
               "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2", "Sub",
-              "ReduceSum", "ReduceMax", "ReduceMin", "InstanceNormalization", "Resize", "Upsample"}
+              "ReduceSum", "ReduceMax", "ReduceMin", "InstanceNormalization", "Resize", "Upsample", "LeakyRelu",
+              "PRelu", "GlobalMaxPool"}
 # Reductions that read every element once, as a mean does (ReduceMean also matches a layer norm).
 PLAIN_REDUCTIONS = {"ReduceSum", "ReduceMax", "ReduceMin"}
 
@@ -484,10 +486,12 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         elif op == "ReduceL2":
             shape = g.shape(x)
             axes = _axes(g, node)
-            if axes is None or [int(v) % len(shape) for v in axes] != [len(shape) - 1]:
-                raise CodesignError(f"ReduceL2 {node.name!r}: only a norm over the last axis is supported, got axes {axes}")
+            if axes is None or len(axes) != 1:
+                raise CodesignError(f"ReduceL2 {node.name!r}: only a norm over one axis is supported, got axes {axes}")
+            axis = int(axes[0]) % len(shape)
             _absorb_l2_division(g, node, x, used)
-            specs.append(KernelSpec.make("l2_normalize", (_prod(shape[:-1]), shape[-1])))
+            # Over a middle axis (F.normalize(x, dim=1)): as many norms as the other axes hold.
+            specs.append(KernelSpec.make("l2_normalize", (_prod(shape) // shape[axis], shape[axis])))
         elif op == "Einsum":
             batch, m, k, n = _einsum_matmul(node, a, g.shape(x), g.shape(node.input[1]) if len(node.input) > 1 else None)
             specs.append(KernelSpec.make("batch_matmul", (batch, m, k), n=n))
@@ -529,6 +533,13 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             if len(shape) in (2, 3):  # BatchNorm1d over (N, C) or (N, C, L): as (N, C, L, 1)
                 shape = (*shape, 1) if len(shape) == 3 else (*shape, 1, 1)
             specs.append(KernelSpec.make("batch_norm", shape, activation=act))
+        elif op in ("MaxPool", "AveragePool") and len(a.get("kernel_shape", [])) == 1:
+            # A 1-D pool over (N, C, L) (NextViT's token reduction): each output reads its window
+            # once, as a global pool over rows of the window does.
+            n, c, length = g.shape(x)
+            out = g.shape(node.output[0])
+            k = int(a["kernel_shape"][0])
+            specs.append(KernelSpec.make("global_avg_pool2d", (1, n * c * out[-1], k, 1)))
         elif op in ("MaxPool", "AveragePool"):
             k = _square(a["kernel_shape"], "kernel", node)
             stride = _square(a.get("strides", [1, 1]), "stride", node)
@@ -540,8 +551,11 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(kind, g.shape(x), kernel=k, stride=stride, padding=_pads(g, node, a),
                                          ceil_mode=bool(a.get("ceil_mode", 0)), **extra))
-        elif op == "GlobalAveragePool":
-            specs.append(KernelSpec.make("global_avg_pool2d", g.shape(x)))
+        elif op in ("GlobalAveragePool", "GlobalMaxPool"):
+            shape = g.shape(x)
+            if len(shape) != 4:  # (N, C, L) and other ranks: every element of each (n, c) read once
+                shape = (shape[0], shape[1], _prod(shape[2:]), 1)
+            specs.append(KernelSpec.make("global_avg_pool2d", shape))
         elif op == "ReduceMean" or op in PLAIN_REDUCTIONS:
             shape = g.shape(x)
             axes = _axes(g, node)
@@ -746,10 +760,13 @@ def _einsum_matmul(node, a, xs, ws) -> tuple[int, int, int, int]:
     rows = [c for c in out if c in x_idx and c not in w_idx]
     cols = [c for c in out if c in w_idx and c not in x_idx]
     reduced = [c for c in x_idx if c in w_idx and c not in out]
-    if (len(rows) != 1 or len(cols) != 1 or not reduced or set(out) - set(x_idx) - set(w_idx)
+    # Letters of one side only may be several (MViTv2's relative positions, ``byhwc,hkc->byhwk``:
+    # rows b*y*w per h); every letter must be a batch, row, column or reduced one.
+    if (not reduced or set(out) - set(x_idx) - set(w_idx)
             or set(x_idx) != set(batch) | set(rows) | set(reduced) or set(w_idx) != set(batch) | set(cols) | set(reduced)):
         raise refuse
-    return (_prod(size[c] for c in batch), size[rows[0]], _prod(size[c] for c in reduced), size[cols[0]])
+    return (_prod(size[c] for c in batch), _prod(size[c] for c in rows), _prod(size[c] for c in reduced),
+            _prod(size[c] for c in cols))
 
 
 def _prod(shape) -> int:

@@ -15,9 +15,10 @@ from typing import Any
 
 from .errors import CodesignError
 
-ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh", "leaky_relu")
 # Elementwise ops that are also activations; alone they run on tensors of rank 2 to 4.
-ELEMENTWISE = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh")
+# leaky_relu: max(x, a * x) for any slope a (ONNX LeakyRelu, and PRelu's per-channel slopes).
+ELEMENTWISE = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu", "tanh", "leaky_relu")
 
 # op -> (rank of input_shape, or the ranks allowed; attribute defaults). Attributes without a
 # default are required.
@@ -294,7 +295,8 @@ def kernel_flops(spec: KernelSpec) -> float:
 
 
 # FLOPs per element of an activation (an exponential or erf counted as 4).
-_ACT_FLOPS = {"relu": 1, "relu6": 2, "hardswish": 4, "hardsigmoid": 3, "sigmoid": 4, "silu": 5, "gelu": 8, "tanh": 4}
+_ACT_FLOPS = {"relu": 1, "relu6": 2, "hardswish": 4, "hardsigmoid": 3, "sigmoid": 4, "silu": 5, "gelu": 8, "tanh": 4,
+              "leaky_relu": 2}
 
 
 def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:

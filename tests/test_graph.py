@@ -263,7 +263,7 @@ _NEW_OPS = [
     K("tanh", (2, 3, 5)), K("l2_normalize", (6, 9)),
     K("dense", (3, 8), out_features=5, activation="gelu", weight_kn=True),
     K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12), K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12, method="linear"),
-    K("resize2d", (1, 3, 5, 6), out_h=20, out_w=24, method="cubic"),
+    K("resize2d", (1, 3, 5, 6), out_h=20, out_w=24, method="cubic"), K("leaky_relu", (1, 4, 5, 5)),
 ]
 
 
@@ -308,6 +308,8 @@ def test_builders_compute_what_torch_computes(spec):
         want = torch.tanh(x)
     elif spec.op == "l2_normalize":
         want = F.normalize(x, dim=-1)
+    elif spec.op == "leaky_relu":
+        want = F.leaky_relu(x)
     elif spec.op == "resize2d":  # torch's Upsample and F.interpolate, as they export to ONNX Resize
         mode = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}[spec.attr("method")]
         kw = {} if mode == "nearest" else {"align_corners": False}
@@ -435,7 +437,10 @@ def test_reductions_take_their_axes_from_an_input_at_opset_18():
         K("global_avg_pool2d", (1, 4, 6, 1))]
     assert onnx_kernels(model([helper.make_node("ReduceL2", ["x", "axes"], ["n"]),
                                helper.make_node("Div", ["x", "n"], ["y"])], [last])) == [K("l2_normalize", (4, 6))]
-    with pytest.raises(CodesignError, match="ReduceL2 .*only a norm over the last axis"):
+    middle = numpy_helper.from_array(np.array([1], np.int64), "axes")  # F.normalize(x, dim=1): 6 norms of 4
+    assert onnx_kernels(model([helper.make_node("ReduceL2", ["x", "axes"], ["n"]),
+                               helper.make_node("Div", ["x", "n"], ["y"])], [middle])) == [K("l2_normalize", (6, 4))]
+    with pytest.raises(CodesignError, match="ReduceL2 .*only a norm over one axis"):
         onnx_kernels(model([helper.make_node("ReduceL2", ["x"], ["y"])]))
 
 
@@ -452,7 +457,9 @@ def test_einsums_that_are_not_a_matrix_product_are_refused():
     assert einsum("bik,bkj->bij", [2, 3, 4], [2, 4, 5]) == [K("batch_matmul", (2, 3, 4), n=5)]
     assert einsum("ik,jk->ij", [3, 4], [5, 4]) == [K("batch_matmul", (1, 3, 4), n=5)]
     assert einsum("bik,bkj->bji", [2, 3, 4], [2, 4, 5]) == [K("batch_matmul", (2, 3, 4), n=5)]  # written transposed
-    for eq, a, b in (("bij,bij->bij", [2, 3, 3], [2, 3, 3]), ("bi,bj->bij", [2, 3], [2, 4]),
+    # MViTv2's relative positions: per h, rows b*y*w against k columns
+    assert einsum("byhwc,hkc->byhwk", [1, 2, 3, 4, 8], [3, 5, 8]) == [K("batch_matmul", (3, 8, 8), n=5)]
+    for eq, a, b in (("bij,bij->bij", [2, 3, 3], [2, 3, 3]), ("bi,bj->bij", [2, 3], [2, 4]), ("ik,jl->ij", [2, 3], [4, 5]),
                      ("...ik,...kj->...ij", [2, 3, 4], [2, 4, 5])):
         with pytest.raises(CodesignError, match="Einsum .*only a batched matrix product"):
             einsum(eq, a, b)
@@ -690,3 +697,31 @@ def test_batched_matmuls_broadcast_as_numpy_does():
     assert mm([2, 3, 16, 64], [2, 3, 64, 4]) == [K("batch_matmul", (6, 16, 64), n=4)]
     with pytest.raises(CodesignError, match="batch axes of .* do not broadcast"):
         mm([2, 3, 16, 64], [2, 4, 64, 4])
+
+
+def test_leaky_relus_pools_of_tokens_and_global_max_pools_read():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.LeakyReLU(1e-3)  # TResNet's
+            self.prelu = nn.PReLU(8)
+            self.pool = nn.AvgPool1d(4, 4)  # NextViT's token reduction
+
+        def forward(self, x):
+            y = self.prelu(self.act(self.conv(x)) + x.repeat(1, 3, 1, 1)[:, :8])
+            t = self.pool(y.flatten(2))  # (1, 8, 64) -> (1, 8, 16)
+            return t, nn.functional.adaptive_max_pool2d(y, 1)
+
+    assert module_kernels(Net().eval(), (1, 3, 8, 8)) == [
+        K("conv2d", (1, 3, 8, 8), out_channels=8, kernel=3, bias=True, activation="leaky_relu"),
+        K("add", (1, 8, 8, 8), activation="leaky_relu"),  # PReLU fused into the add it follows
+        K("global_avg_pool2d", (1, 128, 4, 1)),  # 8 channels x 16 windows of 4
+        K("max_pool2d", (1, 8, 8, 8), kernel=8, stride=8),  # torch writes the adaptive pool as one window
+    ]
+    from onnx import helper
+
+    assert onnx_kernels(_one_node(helper.make_node("GlobalMaxPool", ["x"], ["y"]), [1, 8, 5, 5])) == [
+        K("global_avg_pool2d", (1, 8, 5, 5))]
+    assert onnx_kernels(_one_node(helper.make_node("GlobalMaxPool", ["x"], ["y"]), [1, 8, 20])) == [
+        K("global_avg_pool2d", (1, 8, 20, 1))]

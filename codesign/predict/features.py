@@ -82,7 +82,7 @@ KERNEL_TYPES = ("conv", "conv_pointwise", "conv_depthwise", "conv_grouped", "den
 # Activations by the kind of arithmetic they cost (0: none, 1: compare/clip, 2: piecewise linear
 # with a multiply, 3: an exponential, 4: an error function).
 _ACT_CODE = {"none": 0, "relu": 1, "relu6": 1, "hardswish": 2, "hardsigmoid": 2, "sigmoid": 3, "silu": 3,
-             "gelu": 4, "tanh": 3}
+             "gelu": 4, "tanh": 3, "leaky_relu": 2}
 
 TYPE_FEATURE_NAMES = (
     "log_flops", "log_bytes", "log_intensity", "log_in_channels", "log_out_channels", "log_in_h", "log_in_w",
@@ -230,7 +230,7 @@ _WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d")
 # The op_code feature: fitted models store codes, so an op added later is appended, never sorted in.
 _OP_CODES = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
              "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
-             "silu", "softmax", "tanh", "l2_normalize", "resize2d")
+             "silu", "softmax", "tanh", "l2_normalize", "resize2d", "leaky_relu")
 
 
 def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:

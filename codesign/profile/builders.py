@@ -46,6 +46,8 @@ def _activation(te_tensor, name: str):
                           name="hardsigmoid")
     if name == "tanh":
         return topi.tanh(te_tensor)
+    if name == "leaky_relu":  # the slope does not change the cost; torch's default
+        return topi.nn.leaky_relu(te_tensor, 0.01)
     if name == "silu":
         return te.compute(te_tensor.shape, lambda *i: te_tensor(*i) * te.sigmoid(te_tensor(*i)), name="silu")
     if name == "gelu":
@@ -210,6 +212,7 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         "silu": F.silu,
         "gelu": F.gelu,
         "tanh": torch.tanh,
+        "leaky_relu": F.leaky_relu,
     }
     op = spec.op
     if op == "conv2d":

@@ -32,7 +32,7 @@ from .builders import Built
 
 # KernelSpec activation -> ONNX op (relu6 is Clip with constant bounds, hardsigmoid torch's form)
 _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "hardswish": "HardSwish", "relu6": "Clip",
-                "hardsigmoid": "HardSigmoid", "tanh": "Tanh"}
+                "hardsigmoid": "HardSigmoid", "tanh": "Tanh", "leaky_relu": "LeakyRelu"}
 
 
 def kernel_onnx(spec, residual_first: bool = True):
@@ -70,6 +70,8 @@ def kernel_onnx(spec, residual_first: bool = True):
             return node("Clip", [x, const("clip_min", 0.0), const("clip_max", 6.0)])
         if name == "hardsigmoid":
             return node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+        if name == "leaky_relu":
+            return node("LeakyRelu", [x], alpha=0.01)
         return node(_ACTIVATIONS[name], [x])
 
     op = spec.op
