@@ -133,14 +133,16 @@ def _weightless(model, max_inline: int):
     return model
 
 
-def export_one(name: str, size: int, path: Path, max_inline: int) -> dict:
+def export_one(name: str, size: int, path: Path, max_inline: int, build=None) -> dict:
+    """Export model ``name`` at ``size`` to ``path`` (``build(name, size)`` makes the module;
+    default torchvision's); the manifest entry."""
     import onnx
     import torch
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
     with _ConstantInit():
-        net = _build(name, size).eval()
+        net = (build or _build)(name, size).eval()
     buf = io.BytesIO()
     # In eval mode nn.MultiheadAttention (ViT's encoder) takes a fused fast path that has no ONNX
     # form; the unfused path it falls back to computes the same attention.

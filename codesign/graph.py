@@ -22,9 +22,19 @@ Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
    costed as an ``Add``.
 5. Layout and view ops (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Transpose``,
    ``Identity``, ``Dropout``, ``Shape``, ``Gather``, ``Constant``, ``Cast``, ``Concat``,
-   ``Split``, ``Slice``, ``Expand``, ``Pad``) and elementwise math left over from the patterns
-   (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``...) are not costed as kernels: they are
-   views or copies whose cost TVM fuses into neighbours or that the per-network overhead absorbs.
+   ``Split``, ``Slice``, ``Expand``, ``Pad``, ``Tile``, the gathers and scatters) and elementwise
+   math left over from the patterns (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``,
+   comparisons, ``Where``...) are not costed as kernels: they are views or copies whose cost TVM
+   fuses into neighbours or that the per-network overhead absorbs.
+7. Layers beyond torchvision's (timm's zoo) read as the kernel that does the same work: a 1-D
+   ``Conv`` over (N, C, L) is a conv over a 1-high image (N, C, 1, L); ``BatchNormalization``
+   of a 2-D or 3-D tensor is ``batch_norm`` of (N, C, L, 1); ``InstanceNormalization`` (GroupNorm)
+   is ``layer_norm`` of (N x groups, the rest); ``Resize``/``Upsample`` is ``resize2d``;
+   ``ReduceSum``/``ReduceMax``/``ReduceMin``, 1-D pools and ``GlobalMaxPool`` read every element
+   once, as a global pool does; a ``Softmax``, ``LayerNormalization`` or ``ReduceL2`` over another
+   axis is as many rows as the other axes hold; ``LeakyRelu`` and ``PRelu`` are ``leaky_relu``;
+   a batched ``MatMul`` broadcasts its batch axes as numpy does; ``auto_pad`` is worked out from
+   the input shape.
 6. What exporters write below opset 17 reads as the op it stands for: a layer norm written out
    (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, scale and shift)
    is ``layer_norm``, and ``x * HardSigmoid(x)`` (below opset 14) is HardSwish.
@@ -51,15 +61,18 @@ from .kernelspec import KernelSpec
 ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid", "Tanh": "tanh",
                "LeakyRelu": "leaky_relu", "PRelu": "leaky_relu"}
 SKIPPED = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout", "Shape",
-           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad", "Tile"}
+           "Gather", "Constant", "Cast", "Concat", "Split", "Slice", "ConstantOfShape", "Expand", "Pad", "Tile",
+           "GatherElements", "GatherND", "ScatterND", "ScatterElements", "Range"}
 # Elementwise math TVM fuses with the kernel it follows or precedes; the patterns that need a
 # kernel of their own (GELU, F.normalize, a layer norm written out) are matched first.
-FUSED_ELEMENTWISE = {"Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Log", "Pow", "Floor", "Ceil"}
+FUSED_ELEMENTWISE = {"Sqrt", "Exp", "Neg", "Reciprocal", "Abs", "Log", "Pow", "Floor", "Ceil", "Erf", "Sin", "Cos",
+                     "Sign", "Round", "Mod", "Max", "Min", "Where", "Equal", "Less", "Greater", "LessOrEqual",
+                     "GreaterOrEqual", "Not", "And", "Or"}
 KERNEL_OPS = {"Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
               "GlobalAveragePool", "ReduceMean", "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "Add", "Mul",
               "HardSigmoid", "Gelu", "LRN", "Softmax", "LayerNormalization", "Div", "Einsum", "ReduceL2", "Sub",
               "ReduceSum", "ReduceMax", "ReduceMin", "InstanceNormalization", "Resize", "Upsample", "LeakyRelu",
-              "PRelu", "GlobalMaxPool"}
+              "PRelu", "GlobalMaxPool", "ConvTranspose"}
 # Reductions that read every element once, as a mean does (ReduceMean also matches a layer norm).
 PLAIN_REDUCTIONS = {"ReduceSum", "ReduceMax", "ReduceMin"}
 
@@ -483,6 +496,31 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 "conv2d", xs, out_channels=w[0], kernel=kh, kernel_w=kw, stride=stride, padding=ph,
                 padding_w=pw, dilation=dil, groups=int(a.get("group", 1)), bias=bias, residual=residual, activation=act,
             ))
+        elif op == "ConvTranspose":
+            w = g.shape(node.input[1])
+            if len(w) != 4:
+                raise CodesignError(f"ConvTranspose {node.name!r}: only 2-D transposed convolutions are supported, "
+                                    f"got a {len(w) - 2}-D one (weight {tuple(w)})")
+            if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "output_shape" in a:
+                raise CodesignError(f"ConvTranspose {node.name!r}: auto_pad and output_shape are not supported; "
+                                    "export with explicit pads")
+            k = _square(a.get("kernel_shape", w[2:]), "kernel", node)
+            stride = _square(a.get("strides", [1, 1]), "stride", node)
+            if _square(a.get("dilations", [1, 1]), "dilation", node) != 1:
+                raise CodesignError(f"ConvTranspose {node.name!r}: dilated transposed convolutions are not supported")
+            pad = _square(a.get("pads", [0, 0, 0, 0]), "padding", node)
+            opad = _square(a.get("output_padding", [0, 0]), "output padding", node)
+            groups = int(a.get("group", 1))
+            bias = len(node.input) > 2 and bool(node.input[2])
+            out = node.output[0]
+            nxt = g.sole_consumer(out)
+            if nxt is not None and nxt.op_type == "BatchNormalization":
+                used.add(id(nxt))
+                bias, out = True, nxt.output[0]
+            act, out = _absorb_activation(g, out, used)
+            specs.append(KernelSpec.make("conv2d_transpose", g.shape(x), out_channels=w[1] * groups, kernel=k,
+                                         stride=stride, padding=pad, output_padding=opad, groups=groups, bias=bias,
+                                         activation=act))
         elif op == "ReduceL2":
             shape = g.shape(x)
             axes = _axes(g, node)

@@ -75,6 +75,10 @@ OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
     # Resampling of an (N, C, H, W) map to (N, C, out_h, out_w) (ONNX Resize / Upsample; HRNet's
     # fusion layers, feature pyramids): "nearest", "linear" (bilinear) or "cubic" (bicubic).
     "resize2d": (4, {"out_h": _REQUIRED, "out_w": _REQUIRED, "method": "nearest"}),
+    # A transposed (fractionally strided) convolution, as decoders and learned upsamplings run it:
+    # output (H - 1) * stride - 2 * padding + kernel + output_padding; square windows.
+    "conv2d_transpose": (4, {"out_channels": _REQUIRED, "kernel": _REQUIRED, "stride": 1, "padding": 0,
+                             "output_padding": 0, "groups": 1, "bias": False, "activation": "none"}),
 }
 RESIZE_METHODS = ("nearest", "linear", "cubic")
 
@@ -203,7 +207,7 @@ class KernelSpec:
 
     def kernel_hw(self) -> tuple[int, int]:
         """The window (height, width) of a conv or window pool; (1, 1) for other ops."""
-        if self.op not in ("conv2d", "avg_pool2d", "max_pool2d"):
+        if self.op not in ("conv2d", "avg_pool2d", "max_pool2d", "conv2d_transpose"):
             return 1, 1
         k = self.attr("kernel")
         return (k, self.attr("kernel_w", 0) or k) if self.op == "conv2d" else (k, k)
@@ -229,6 +233,18 @@ class KernelSpec:
             if self.attr("n") <= 0:
                 raise CodesignError(f"{self.key()}: n must be > 0")
             return (s[0], s[1], self.attr("n"))
+        if self.op == "conv2d_transpose":
+            k, st, pad, opad = (self.attr(a) for a in ("kernel", "stride", "padding", "output_padding"))
+            g, c, co = self.attr("groups"), s[1], self.attr("out_channels")
+            if min(k, st, g) <= 0 or min(pad, opad) < 0 or opad >= st:
+                raise CodesignError(f"{self.key()}: kernel, stride, groups must be > 0, padding >= 0 and "
+                                    "0 <= output_padding < stride")
+            if c % g or co % g:
+                raise CodesignError(f"{self.key()}: groups {g} must divide in channels {c} and out channels {co}")
+            h, w = ((n - 1) * st - 2 * pad + k + opad for n in s[2:])
+            if h <= 0 or w <= 0:
+                raise CodesignError(f"{self.key()}: padding larger than the output")
+            return (s[0], co, h, w)
         if self.op == "resize2d":
             if self.attr("out_h") <= 0 or self.attr("out_w") <= 0:
                 raise CodesignError(f"{self.key()}: out_h and out_w must be > 0")
@@ -270,6 +286,10 @@ def kernel_flops(spec: KernelSpec) -> float:
         flops = 2.0 * out_elems * (c // g) * kh * kw
         flops += out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
         return flops + out_elems * (spec.attr("activation") != "none")
+    if spec.op == "conv2d_transpose":
+        # Each input element scatters into out_channels / groups x kernel^2 outputs.
+        flops = 2.0 * _prod(spec.input_shape) * spec.attr("out_channels") // spec.attr("groups") * spec.attr("kernel") ** 2
+        return flops + out_elems * (int(spec.attr("bias")) + (spec.attr("activation") != "none"))
     if spec.op == "dense":
         flops = 2.0 * out_elems * spec.input_shape[1] + out_elems * (int(spec.attr("bias")) + int(spec.attr("residual")))
         return flops + _ACT_FLOPS.get(spec.attr("activation"), 1) * out_elems * (spec.attr("activation") != "none")
@@ -307,6 +327,9 @@ def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
     if spec.op == "conv2d":
         (kh, kw), c, g, co = spec.kernel_hw(), spec.input_shape[1], spec.attr("groups"), spec.attr("out_channels")
         weights = co * (c // g) * kh * kw + co * int(spec.attr("bias")) + out * int(spec.attr("residual"))
+    elif spec.op == "conv2d_transpose":
+        c, g, co, k = spec.input_shape[1], spec.attr("groups"), spec.attr("out_channels"), spec.attr("kernel")
+        weights = c * (co // g) * k * k + co * int(spec.attr("bias"))
     elif spec.op == "dense":
         weights = (spec.input_shape[1] * spec.attr("out_features") + spec.attr("out_features") * int(spec.attr("bias"))
                    + out * int(spec.attr("residual")))

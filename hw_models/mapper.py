@@ -134,6 +134,16 @@ def encode_layer(spec: KernelSpec) -> np.ndarray:
         b, m, kk = s
         row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = 1, b, spec.attr("n"), kk, m, 1, 1, 1, m, 1
         row[L_HASW] = 1.0
+    elif spec.op == "conv2d_transpose":
+        # As the equivalent direct conv over the outputs: each output reduces over in/groups
+        # channels and the taps of the window that land on it (kernel / stride per axis), reading
+        # the whole input map once.
+        n, c, h, w = s
+        _, k, p, q = spec.output_shape()
+        g = spec.attr("groups")
+        taps = max(1, -(-spec.attr("kernel") // spec.attr("stride")))
+        row[[L_N, L_G, L_K, L_C, L_P, L_Q, L_R, L_S, L_H, L_W]] = n, g, k // g, c // g, p, q, taps, taps, h, w
+        row[L_HASW] = 1.0
     elif spec.op == "resize2d":
         # A stream: every output element computed from its taps of the input map, read once.
         n, c, h, w = s

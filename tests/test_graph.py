@@ -49,15 +49,19 @@ def test_same_padding_is_one_key():
     )
 
 
-class WithLSTMish(nn.Module):
+class WithLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 4)
+
     def forward(self, x):
-        return torch.erf(x)
+        return self.lstm(x)[0]
 
 
 def test_unsupported_op_is_named_with_the_supported_list(tmp_path):
-    with pytest.raises(CodesignError, match=r"ONNX op Erf .*no kernel builder; supported: .*Conv"):
-        module_kernels(WithLSTMish(), (1, 2, 4, 4))
-    assert module_kernels(WithLSTMish(), (1, 2, 4, 4), allow_partial=True) == []
+    with pytest.raises(CodesignError, match=r"ONNX op LSTM .*no kernel builder; supported: .*Conv"):
+        module_kernels(WithLSTM(), (2, 1, 4))
+    assert module_kernels(WithLSTM(), (2, 1, 4), allow_partial=True) == []
 
 
 def test_missing_and_corrupt_files(tmp_path):
@@ -264,6 +268,8 @@ _NEW_OPS = [
     K("dense", (3, 8), out_features=5, activation="gelu", weight_kn=True),
     K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12), K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12, method="linear"),
     K("resize2d", (1, 3, 5, 6), out_h=20, out_w=24, method="cubic"), K("leaky_relu", (1, 4, 5, 5)),
+    K("conv2d_transpose", (1, 4, 5, 5), out_channels=6, kernel=3, stride=2, padding=1, output_padding=1, groups=2,
+      bias=True, activation="relu"),
 ]
 
 
@@ -310,6 +316,8 @@ def test_builders_compute_what_torch_computes(spec):
         want = F.normalize(x, dim=-1)
     elif spec.op == "leaky_relu":
         want = F.leaky_relu(x)
+    elif spec.op == "conv2d_transpose":
+        want = F.relu(F.conv_transpose2d(x, t[1], t[2], 2, 1, 1, 2))
     elif spec.op == "resize2d":  # torch's Upsample and F.interpolate, as they export to ONNX Resize
         mode = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}[spec.attr("method")]
         kw = {} if mode == "nearest" else {"align_corners": False}
@@ -507,17 +515,17 @@ def test_older_opsets_read_into_the_same_kernels(opset):
     assert ks[0].attr("activation") == "hardswish"
 
 # --- torchvision's classification zoo, exported offline by benchmarks/export_torchvision.py -------
-def _zoo() -> dict:
+def _zoo(env_var: str = "CODESIGN_TORCHVISION_ONNX", subdir: str = "torchvision-onnx") -> dict:
     import json
     import os
 
-    env = os.environ.get("CODESIGN_TORCHVISION_ONNX")
+    env = os.environ.get(env_var)
     if env:
         folder = Path(env)
     else:
         from platformdirs import user_cache_dir
 
-        folder = Path(user_cache_dir("codesign")) / "torchvision-onnx"
+        folder = Path(user_cache_dir("codesign")) / subdir
     manifest = folder / "manifest.json"
     if not manifest.exists():
         return {}
@@ -551,14 +559,14 @@ def zoo_model(tmp_path_factory):
     return path
 
 
-def _accepts(name, model_path, capsys):
+def _accepts(name, model_path, capsys, zoo=None):
     import json
 
     from codesign.cli import main
     from codesign.commands.profile import collect_specs
     from codesign.profile.builders import build
 
-    path = ZOO[name]
+    path = (zoo or ZOO)[name]
     assert main(["predict", "--model", str(model_path), str(path), "--json"]) == 0
     item = json.loads(capsys.readouterr().out)["items"][0]
     assert item["kernels"] > 0 and item["latency_ms"] > 0 and item["skipped_ops"] == []
@@ -581,6 +589,29 @@ def test_small_torchvision_networks_are_predicted_and_built(name, zoo_model, cap
 @pytest.mark.parametrize("name", sorted(ZOO) or ["none"])
 def test_every_torchvision_network_is_predicted_and_built(name, zoo_model, capsys):
     _accepts(name, zoo_model, capsys)
+
+
+# --- one network of each timm family, exported offline by benchmarks/export_timm.py ------------------
+TIMM_ZOO = _zoo("CODESIGN_TIMM_ONNX", "timm-onnx")
+_NO_TIMM = ("no timm ONNX export found: run `python benchmarks/export_timm.py` with a Python that has timm, or set "
+            "$CODESIGN_TIMM_ONNX to such a folder")
+# Families whose networks hold an op codesign has no kernel for; each must be refused in one line naming it.
+TIMM_REFUSED = {"sequencer2d_s": "LSTM", "sam2_hiera_tiny": "If"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TIMM_ZOO, reason=_NO_TIMM)
+@pytest.mark.parametrize("name", sorted(TIMM_ZOO) or ["none"])
+def test_every_timm_network_is_predicted_and_built(name, zoo_model, capsys):
+    family = name.rsplit("_", 1)[0]
+    if family not in TIMM_REFUSED:
+        _accepts(name, zoo_model, capsys, zoo=TIMM_ZOO)
+        return
+    from codesign.cli import main
+
+    assert main(["predict", "--model", str(zoo_model), str(TIMM_ZOO[name])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"ONNX op {TIMM_REFUSED[family]} " in err, err
 
 
 @pytest.mark.slow
@@ -725,3 +756,16 @@ def test_leaky_relus_pools_of_tokens_and_global_max_pools_read():
         K("global_avg_pool2d", (1, 8, 5, 5))]
     assert onnx_kernels(_one_node(helper.make_node("GlobalMaxPool", ["x"], ["y"]), [1, 8, 20])) == [
         K("global_avg_pool2d", (1, 8, 20, 1))]
+
+
+def test_transposed_convolutions_read_build_and_map():
+    net = nn.Sequential(nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2))
+    ks = module_kernels(net.eval(), (1, 8, 5, 5))
+    assert ks == [K("conv2d_transpose", (1, 8, 5, 5), out_channels=4, kernel=4, stride=2, padding=1, bias=True,
+                    activation="relu"),
+                  K("conv2d_transpose", (1, 4, 10, 10), out_channels=4, kernel=3, stride=2, padding=1, output_padding=1,
+                    groups=2, bias=True)]
+    assert [k.output_shape() for k in ks] == [(1, 4, 10, 10), (1, 4, 20, 20)]
+    with pytest.raises(CodesignError, match="output_padding < stride"):
+        K("conv2d_transpose", (1, 4, 5, 5), out_channels=4, kernel=3, stride=2, output_padding=2)

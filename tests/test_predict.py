@@ -482,11 +482,15 @@ def test_bad_input_commands_are_one_line(specs, tmp_path):
     erf = tmp_path / "erf.onnx"
     import onnx
 
-    class Erf(torch.nn.Module):
-        def forward(self, x):
-            return torch.erf(torch.relu(x))
+    class ReluLSTM(torch.nn.Module):  # an op codesign has no kernel for: LSTM
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 4)
 
-    onnx.save(export_onnx(Erf(), (1, 2, 4, 4)), str(erf))
+        def forward(self, x):
+            return self.lstm(torch.relu(x))[0]
+
+    onnx.save(export_onnx(ReluLSTM(), (2, 1, 4)), str(erf))
     empty_db = tmp_path / "empty.sqlite"
     with ProfileDB(empty_db):
         pass
@@ -495,7 +499,7 @@ def test_bad_input_commands_are_one_line(specs, tmp_path):
     bad_table = tmp_path / "bad.csv"
     bad_table.write_text("name\nx\n")
     cases = [
-        (("predict", "--model", str(model), str(erf)), "ONNX op Erf"),
+        (("predict", "--model", str(model), str(erf)), "ONNX op LSTM"),
         (("predict", "--model", str(model), "--device", "other", str(erf)), "predicts device cpu-local"),
         (("predict", "--model", str(model), "--schedule", "dlight", str(erf)), "schedule policy untuned, not dlight"),
         (("predict", "--model", str(corrupt), str(erf)), "is not a codesign cost model"),
@@ -508,10 +512,10 @@ def test_bad_input_commands_are_one_line(specs, tmp_path):
         out = _cli(*argv)
         assert out.returncode == 2, (argv, out.stdout, out.stderr)
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, (argv, out.stderr)
-    # A partial total only on request: the Relu is costed, the Erf named as skipped.
+    # A partial total only on request: the Relu is costed, the LSTM named as skipped.
     out = _cli("predict", "--model", str(model), str(erf), "--partial", "--json")
     item = json.loads(out.stdout)["items"][0]
-    assert out.returncode == 0 and item["skipped_ops"] == ["Erf"] and item["kernels"] == 1
+    assert out.returncode == 0 and item["skipped_ops"] == ["LSTM"] and item["kernels"] == 1
 
 
 def test_calibration_table_of_genotypes(specs, tmp_path):

@@ -115,6 +115,10 @@ def prior_spec(ktype: str, rng: random.Random) -> KernelSpec:
                         rng.choice((1, 2))), kernel=k, stride=rng.choice((1, 2, 2, 4)) if k > 3 else rng.choice((1, 2)),
                         padding=k // 2, **extra)
         co = _round_channels(c * rng.choice((0.5, 1, 1, 1, 2)))
+        if rng.random() < 0.06:  # a learned upsampling by 2 (decoders): a transposed conv
+            k, pad, opad = rng.choice(((2, 0, 0), (4, 1, 0), (3, 1, 1)))
+            return make("conv2d_transpose", shape, out_channels=_round_channels(c * rng.choice((0.5, 1))), kernel=k,
+                        stride=2, padding=pad, output_padding=opad, bias=extra["bias"], activation=act)
         return make("conv2d", shape, out_channels=co, kernel=k, stride=stride, padding=pad, **extra)
     if ktype in ("max_pool", "avg_pool"):
         k = rng.choice((2, 3, 3))

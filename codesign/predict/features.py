@@ -28,7 +28,7 @@ FEATURE_NAMES = tuple(f"is_{f}" for f in FAMILIES) + (
 def family(spec: KernelSpec) -> str:
     """The op family of a kernel (one of ``FAMILIES``)."""
     op = spec.op
-    if op == "conv2d":
+    if op in ("conv2d", "conv2d_transpose"):
         groups, c = spec.attr("groups"), spec.input_shape[1]
         if groups == 1:
             return "conv_pointwise" if spec.kernel_hw() == (1, 1) else "conv"
@@ -122,6 +122,8 @@ def _reduction(spec: KernelSpec) -> float:
     """Length of the reduction behind each output element."""
     if spec.op == "conv2d":
         return spec.input_shape[1] // spec.attr("groups") * _window(spec)
+    if spec.op == "conv2d_transpose":  # the taps that land on each output: the window over the stride squared
+        return max(1.0, spec.input_shape[1] // spec.attr("groups") * _window(spec) / spec.attr("stride") ** 2)
     if spec.op == "dense":
         return spec.input_shape[-1]
     if spec.op == "batch_matmul":
@@ -148,7 +150,7 @@ def _kernel_size(spec: KernelSpec) -> float:
 
 
 def _weights(spec: KernelSpec) -> float:
-    if spec.op == "conv2d":
+    if spec.op in ("conv2d", "conv2d_transpose"):
         return spec.attr("out_channels") * spec.input_shape[1] // spec.attr("groups") * _window(spec)
     if spec.op == "dense":
         return spec.input_shape[-1] * spec.attr("out_features")
@@ -226,11 +228,11 @@ def _pow2(n: int) -> float:
     return float(min(12, (n & -n).bit_length() - 1)) if n > 0 else 0.0
 
 
-_WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d")
+_WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d", "conv2d_transpose")
 # The op_code feature: fitted models store codes, so an op added later is appended, never sorted in.
 _OP_CODES = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
              "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
-             "silu", "softmax", "tanh", "l2_normalize", "resize2d", "leaky_relu")
+             "silu", "softmax", "tanh", "l2_normalize", "resize2d", "leaky_relu", "conv2d_transpose")
 
 
 def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:

@@ -157,6 +157,18 @@ def build(spec: KernelSpec) -> Built:
         beta = te.placeholder((cols,), name="beta", dtype=DTYPE)
         out = _activation(topi.nn.layer_norm(data, gamma, beta, [1], 1e-5), spec.attr("activation"))
         extra = [gamma, beta]
+    elif op == "conv2d_transpose":
+        # As Relax legalises an imported ConvTranspose: (in, out / groups, k, k) weights.
+        c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
+        weight = te.placeholder((c, co // g, k, k), name="weight", dtype=DTYPE)
+        st, pad, opad = spec.attr("stride"), spec.attr("padding"), spec.attr("output_padding")
+        out = topi.nn.group_conv2d_transpose_nchw(data, weight, [st, st], [pad, pad, pad, pad], DTYPE, [opad, opad], g)
+        extra = [weight]
+        if spec.attr("bias"):
+            bias = te.placeholder((co,), name="bias", dtype=DTYPE)
+            out = topi.add(out, topi.reshape(bias, (1, co, 1, 1)))
+            extra.append(bias)
+        out = _activation(out, spec.attr("activation"))
     elif op == "resize2d":
         # As Relax legalises an imported ONNX Resize (torch's exports: half_pixel for linear and
         # cubic, asymmetric + floor for nearest).
@@ -266,6 +278,13 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         gamma, beta = torch_randn(cols, generator=gen), torch_randn(cols, generator=gen)
         a = act[spec.attr("activation")]
         return lambda: a(F.layer_norm(x, (cols,), gamma, beta))
+    if op == "conv2d_transpose":
+        c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
+        w = torch_randn(c, co // g, k, k, generator=gen)
+        b = torch_randn(co, generator=gen) if spec.attr("bias") else None
+        a = act[spec.attr("activation")]
+        return lambda: a(F.conv_transpose2d(x, w, b, spec.attr("stride"), spec.attr("padding"),
+                                            spec.attr("output_padding"), g))
     if op == "resize2d":
         size, method = (spec.attr("out_h"), spec.attr("out_w")), spec.attr("method")
         mode = {"nearest": "nearest", "linear": "bilinear", "cubic": "bicubic"}[method]
