@@ -345,6 +345,17 @@ def _absorb_activation(g: _Graph, out: str, used: set) -> tuple[str, str]:
     return "none", out
 
 
+def _absorb_scale(g: _Graph, out: str, used: set) -> str:
+    """Absorb a ``Mul`` by a constant (a layer scale, ``gamma * f(x)``) into the kernel whose
+    output it scales, as TVM fuses it into the epilogue; the scaled output's name."""
+    nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "Mul" and id(nxt) not in used and any(
+            i in g.static for i in nxt.input if i != out):
+        used.add(id(nxt))
+        return nxt.output[0]
+    return out
+
+
 def _absorb_adds(g: _Graph, out: str, used: set) -> tuple[bool, str]:
     """Absorb a chain of same-shape tensor ``Add``s (each output with one consumer) and an inference
     ``BatchNormalization`` after them: TVM fuses elementwise epilogues into a conv or pool.
@@ -369,6 +380,30 @@ def _square(values, what: str, node) -> int:
     if len(set(values)) != 1:
         raise CodesignError(f"{node.op_type} {node.name!r}: non-square {what} {values} is not supported")
     return int(values[0])
+
+
+def _group_norm_affine(g: _Graph, node, used: set) -> KernelSpec | None:
+    """GroupNorm's ``Reshape -> Mul(scale) -> Add(shift)`` after its InstanceNormalization, as a
+    ``batch_norm`` of the reshaped tensor (absorbing one activation); None where it is not there."""
+    reshape = g.sole_consumer(node.output[0])
+    if reshape is None or reshape.op_type != "Reshape":
+        return None
+    mul = g.sole_consumer(reshape.output[0])
+    if mul is None or mul.op_type != "Mul" or not any(i in g.static for i in mul.input):
+        return None
+    out = mul.output[0]
+    add = g.sole_consumer(out)
+    if add is not None and add.op_type == "Add" and any(i in g.static for i in add.input):
+        used.add(id(add))
+        out = add.output[0]
+    used.add(id(mul))
+    act, _ = _absorb_activation(g, out, used)
+    shape = g.shape(mul.output[0])
+    if len(shape) in (2, 3):
+        shape = (*shape, 1) if len(shape) == 3 else (*shape, 1, 1)
+    elif len(shape) != 4:
+        return None
+    return KernelSpec.make("batch_norm", shape, activation=act)
 
 
 def _as_2d_window(a: dict) -> dict:
@@ -490,6 +525,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                     used.add(id(nxt))
                     bias, out = True, nxt.output[0]
                     nxt = g.sole_consumer(out)
+            out = _absorb_scale(g, out, used)
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make(
@@ -556,6 +592,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             if not bias and nxt is not None and nxt.op_type == "Add" and any(i in g.static for i in nxt.input):
                 used.add(id(nxt))
                 bias, out = True, nxt.output[0]
+            out = _absorb_scale(g, out, used)
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
             # Token-wise layers (..., K) run as one (rows, K) x (K, N) kernel.
@@ -635,11 +672,14 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
         elif op == "LRN":
             specs.append(KernelSpec.make("lrn", g.shape(x), size=int(a["size"])))
         elif op == "InstanceNormalization":
-            # Normalises each (sample, channel) over the rest; GroupNorm exports as one over
-            # (N, groups, ...). Costs as a layer norm of those rows; the scale and shift ride along.
+            # Normalises each (sample, channel) over the rest. GroupNorm exports as one over
+            # (N, groups, ...), then a Reshape back and the per-channel scale and shift, which TVM
+            # runs as a kernel of its own (a batch norm's arithmetic).
             shape = g.shape(x)
-            act, _ = _absorb_activation(g, node.output[0], used)
-            specs.append(KernelSpec.make("layer_norm", (_prod(shape[:2]), _prod(shape[2:])), activation=act))
+            specs.append(KernelSpec.make("instance_norm", (_prod(shape[:2]), _prod(shape[2:]))))
+            affine = _group_norm_affine(g, node, used)
+            if affine is not None:
+                specs.append(affine)
         elif op in ("Softmax", "LayerNormalization"):
             shape = g.shape(x)
             axis = int(a.get("axis", -1))

@@ -70,6 +70,9 @@ OPS: dict[str, tuple[int | tuple[int, ...], dict[str, Any]]] = {
     "layer_norm": (2, {"activation": "none"}),
     # x / max(||x||_2, eps) over the last axis (torch's F.normalize; Swin-v2's cosine attention).
     "l2_normalize": (2, {}),
+    # Instance (and group) normalisation of each row of (rows, columns), with a scale and shift per
+    # row, as TVM's ONNX importer writes it: a mean, a variance, then the normalisation.
+    "instance_norm": (2, {}),
     # (batch, M, K) @ (batch, K, n): both operands computed at run time (attention).
     "batch_matmul": (3, {"n": _REQUIRED}),
     # Resampling of an (N, C, H, W) map to (N, C, out_h, out_w) (ONNX Resize / Upsample; HRNet's
@@ -307,6 +310,8 @@ def kernel_flops(spec: KernelSpec) -> float:
         return 5.0 * out_elems
     if spec.op == "l2_normalize":
         return 3.0 * out_elems
+    if spec.op == "instance_norm":
+        return 7.0 * out_elems
     if spec.op == "resize2d":  # taps per output: 1 (nearest), 2x2 (bilinear), 4x4 (bicubic), a multiply-add each
         return out_elems * {"nearest": 1.0, "linear": 8.0, "cubic": 32.0}[spec.attr("method")]
     if spec.op in _ACT_FLOPS:
@@ -335,6 +340,8 @@ def kernel_bytes(spec: KernelSpec, dtype_bytes: int = 4) -> float:
                    + out * int(spec.attr("residual")))
     elif spec.op in ("batch_norm", "layer_norm"):
         weights = 2 * spec.input_shape[1]
+    elif spec.op == "instance_norm":
+        weights = 2 * spec.input_shape[0]
     elif spec.op == "add" or (spec.op == "mul" and not spec.attr("broadcast")):
         weights = inp
     elif spec.op == "mul":

@@ -92,7 +92,7 @@ ORDERS = ("weights stay in GLB", "inputs stay in GLB", "outputs stay in GLB", "s
 _ELEMENTWISE_OPS = {"batch_norm": 2.0, "relu": 1.0, "relu6": 1.0, "hardswish": 4.0, "sigmoid": 4.0,
                     "add": 1.0, "mul": 1.0, "hardsigmoid": 3.0, "silu": 5.0, "gelu": 8.0, "tanh": 4.0,
                     "softmax": 5.0, "layer_norm": 5.0, "l2_normalize": 3.0,
-                    "leaky_relu": 2.0}
+                    "leaky_relu": 2.0, "instance_norm": 7.0}
 
 
 def encode_layer(spec: KernelSpec) -> np.ndarray:

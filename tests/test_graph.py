@@ -268,6 +268,7 @@ _NEW_OPS = [
     K("dense", (3, 8), out_features=5, activation="gelu", weight_kn=True),
     K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12), K("resize2d", (1, 3, 5, 6), out_h=10, out_w=12, method="linear"),
     K("resize2d", (1, 3, 5, 6), out_h=20, out_w=24, method="cubic"), K("leaky_relu", (1, 4, 5, 5)),
+    K("instance_norm", (6, 10)),
     K("conv2d_transpose", (1, 4, 5, 5), out_channels=6, kernel=3, stride=2, padding=1, output_padding=1, groups=2,
       bias=True, activation="relu"),
 ]
@@ -316,6 +317,8 @@ def test_builders_compute_what_torch_computes(spec):
         want = F.normalize(x, dim=-1)
     elif spec.op == "leaky_relu":
         want = F.leaky_relu(x)
+    elif spec.op == "instance_norm":
+        want = F.instance_norm(x.unsqueeze(0), weight=t[1], bias=t[2]).squeeze(0)
     elif spec.op == "conv2d_transpose":
         want = F.relu(F.conv_transpose2d(x, t[1], t[2], 2, 1, 1, 2))
     elif spec.op == "resize2d":  # torch's Upsample and F.interpolate, as they export to ONNX Resize
@@ -656,7 +659,8 @@ def test_layers_beyond_torchvisions_read_as_the_kernels_tvm_runs():
     assert ks == [
         # the 1-D conv as a 2-D one over a 1-high image, its BatchNorm1d and ReLU fused
         K("conv2d", (1, 3, 1, 32), out_channels=8, kernel=1, kernel_w=5, stride=2, bias=True, activation="relu"),
-        K("layer_norm", (2, 64)),  # GroupNorm(2 groups): rows of 4 channels x 4 x 4
+        K("instance_norm", (2, 64)),  # GroupNorm(2 groups): rows of 4 channels x 4 x 4,
+        K("batch_norm", (1, 8, 4, 4)),  # then its per-channel scale and shift, a kernel in TVM
         K("resize2d", (1, 8, 4, 4), out_h=8, out_w=8, method="linear"),
         K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, bias=True),
         K("softmax", (64, 8)),  # over the 8 channels at each of 64 positions
@@ -769,3 +773,27 @@ def test_transposed_convolutions_read_build_and_map():
     assert [k.output_shape() for k in ks] == [(1, 4, 10, 10), (1, 4, 20, 20)]
     with pytest.raises(CodesignError, match="output_padding < stride"):
         K("conv2d_transpose", (1, 4, 5, 5), out_channels=4, kernel=3, stride=2, output_padding=2)
+
+
+class _LayerScale(nn.Module):
+    """ConvNeXt/CaiT-style residual blocks: ``x + gamma * f(x)``, gamma a learned constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 8)
+        self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.1))
+        self.gamma_fc = nn.Parameter(torch.full((8,), 0.1))
+
+    def forward(self, x):
+        x = x + self.gamma * self.conv(x)
+        t = x.flatten(2).transpose(1, 2)
+        return t + self.gamma_fc * self.fc(t)
+
+
+def test_a_layer_scale_rides_in_the_epilogue_of_its_conv_or_dense():
+    # TVM fuses conv/matmul + bias + the scale + the residual add into one kernel (fused_conv2d_add_multiply_add).
+    assert module_kernels(_LayerScale().eval(), (1, 8, 4, 4)) == [
+        K("conv2d", (1, 8, 4, 4), out_channels=8, kernel=1, bias=True, residual=True),
+        K("dense", (16, 8), out_features=8, residual=True, weight_kn=True),
+    ]

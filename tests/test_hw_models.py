@@ -161,7 +161,7 @@ _EVERY_OP = [
     KernelSpec.make("silu", (1, 8, 5, 5)), KernelSpec.make("hardsigmoid", (1, 8, 5, 5)),
     KernelSpec.make("tanh", (1, 9, 16)),
     KernelSpec.make("resize2d", (1, 8, 5, 5), out_h=10, out_w=10, method="linear"),
-    KernelSpec.make("leaky_relu", (1, 8, 5, 5)),
+    KernelSpec.make("leaky_relu", (1, 8, 5, 5)), KernelSpec.make("instance_norm", (8, 25)),
     KernelSpec.make("conv2d_transpose", (1, 8, 5, 5), out_channels=8, kernel=4, stride=2, padding=1),
 ]
 

@@ -109,7 +109,7 @@ def kernel_type(spec: KernelSpec) -> str:
         return "max_pool" if op == "max_pool2d" else "avg_pool"
     if op in ("add", "mul", "batch_norm", "softmax", "layer_norm", "lrn", "dense"):
         return op
-    if op == "l2_normalize":  # a normalisation over the last axis, as layer_norm
+    if op in ("l2_normalize", "instance_norm"):  # normalisations over the last axis, as layer_norm
         return "layer_norm"
     if op == "global_avg_pool2d":
         return "global_pool"
@@ -132,7 +132,7 @@ def _reduction(spec: KernelSpec) -> float:
         return spec.attr("kernel") ** 2
     if spec.op == "global_avg_pool2d":
         return spec.input_shape[2] * spec.input_shape[3]
-    if spec.op in ("softmax", "layer_norm", "l2_normalize"):
+    if spec.op in ("softmax", "layer_norm", "l2_normalize", "instance_norm"):
         return spec.input_shape[-1]
     if spec.op == "lrn":
         return spec.attr("size")
@@ -232,7 +232,7 @@ _WINDOWED = ("conv2d", "avg_pool2d", "max_pool2d", "conv2d_transpose")
 # The op_code feature: fitted models store codes, so an op added later is appended, never sorted in.
 _OP_CODES = ("add", "avg_pool2d", "batch_matmul", "batch_norm", "conv2d", "dense", "gelu", "global_avg_pool2d",
              "hardsigmoid", "hardswish", "layer_norm", "lrn", "max_pool2d", "mul", "relu", "relu6", "sigmoid",
-             "silu", "softmax", "tanh", "l2_normalize", "resize2d", "leaky_relu", "conv2d_transpose")
+             "silu", "softmax", "tanh", "l2_normalize", "resize2d", "leaky_relu", "conv2d_transpose", "instance_norm")
 
 
 def type_feature_matrix(specs: list[KernelSpec]) -> np.ndarray:

@@ -157,6 +157,20 @@ def build(spec: KernelSpec) -> Built:
         beta = te.placeholder((cols,), name="beta", dtype=DTYPE)
         out = _activation(topi.nn.layer_norm(data, gamma, beta, [1], 1e-5), spec.attr("activation"))
         extra = [gamma, beta]
+    elif op == "instance_norm":
+        # As Relax imports ONNX InstanceNormalization: mean, variance, (x - mean) / sqrt(var + eps),
+        # then the per-row scale and shift.
+        rows, cols = spec.input_shape
+        gamma = te.placeholder((rows,), name="gamma", dtype=DTYPE)
+        beta = te.placeholder((rows,), name="beta", dtype=DTYPE)
+        k1 = te.reduce_axis((0, cols), name="k1")
+        total = te.compute((rows,), lambda r: te.sum(data[r, k1], axis=k1), name="sum")
+        k2 = te.reduce_axis((0, cols), name="k2")
+        sq = te.compute((rows,), lambda r: te.sum((data[r, k2] - total[r] / cols) * (data[r, k2] - total[r] / cols),
+                                                  axis=k2), name="sum_sq")
+        out = te.compute(spec.input_shape, lambda r, c: (data[r, c] - total[r] / cols) / te.sqrt(sq[r] / cols + 1e-5)
+                         * gamma[r] + beta[r], name="instance_norm")
+        extra = [gamma, beta]
     elif op == "conv2d_transpose":
         # As Relax legalises an imported ConvTranspose: (in, out / groups, k, k) weights.
         c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
@@ -278,6 +292,10 @@ def torch_callable(spec: KernelSpec, device: str = "cpu"):
         gamma, beta = torch_randn(cols, generator=gen), torch_randn(cols, generator=gen)
         a = act[spec.attr("activation")]
         return lambda: a(F.layer_norm(x, (cols,), gamma, beta))
+    if op == "instance_norm":
+        rows, cols = spec.input_shape
+        gamma, beta = torch_randn(rows, generator=gen), torch_randn(rows, generator=gen)
+        return lambda: F.instance_norm(x.unsqueeze(0), weight=gamma, bias=beta).squeeze(0)
     if op == "conv2d_transpose":
         c, co, k, g = spec.input_shape[1], spec.attr("out_channels"), spec.attr("kernel"), spec.attr("groups")
         w = torch_randn(c, co // g, k, k, generator=gen)
