@@ -186,9 +186,16 @@ def build(spec: KernelSpec) -> Built:
     elif op == "resize2d":
         # As Relax legalises an imported ONNX Resize (torch's exports: half_pixel for linear and
         # cubic, asymmetric + floor for nearest).
+        # Relax's shapes are int64, and so is the index arithmetic of the kernel it builds: a bilinear
+        # resize of 1x36x16x16 to 64x64 runs in 0.48 ms so against 0.36 ms with int32 indices
+        # (znver3, untuned; the imported one-node network: 0.52 ms).
+        from tvm import tirx
+
         method = {"nearest": "nearest_neighbor", "linear": "linear", "cubic": "cubic"}[spec.attr("method")]
         nearest = method == "nearest_neighbor"
-        out = topi.image.resize2d(data, (0.0, 0.0, 0.0, 0.0), (spec.attr("out_h"), spec.attr("out_w")), layout="NCHW",
+        data = te.placeholder([tirx.IntImm("int64", v) for v in spec.input_shape], name="data", dtype=DTYPE)
+        size = (tirx.IntImm("int64", spec.attr("out_h")), tirx.IntImm("int64", spec.attr("out_w")))
+        out = topi.image.resize2d(data, (0.0, 0.0, 0.0, 0.0), size, layout="NCHW",
                                   method=method,
                                   coordinate_transformation_mode="asymmetric" if nearest else "half_pixel",
                                   rounding_method="floor" if nearest else "", out_dtype=DTYPE)
