@@ -345,6 +345,24 @@ def _absorb_activation(g: _Graph, out: str, used: set) -> tuple[str, str]:
     return "none", out
 
 
+def _absorb_bias(g: _Graph, node, used: set) -> tuple[bool, str]:
+    """A conv's bias: its own, a following ``BatchNormalization`` (folded into the weights and a
+    bias) and an ``Add`` of a constant after it. Returns (whether it has one, the output's name)."""
+    bias = len(node.input) > 2 and bool(node.input[2])
+    out = node.output[0]
+    nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "BatchNormalization":
+        used.add(id(nxt))
+        bias, out = True, nxt.output[0]
+        nxt = g.sole_consumer(out)
+    if nxt is not None and nxt.op_type == "Add":
+        other = [i for i in nxt.input if i != out]
+        if other and other[0] in g.static:
+            used.add(id(nxt))
+            bias, out = True, nxt.output[0]
+    return bias, out
+
+
 def _absorb_scale(g: _Graph, out: str, used: set) -> str:
     """Absorb a ``Mul`` by a constant (a layer scale, ``gamma * f(x)``) into the kernel whose
     output it scales, as TVM fuses it into the epilogue; the scaled output's name."""
@@ -512,19 +530,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             ph, pw = _conv_pads(g, node, a, (kh, kw))
             stride = _square(a.get("strides", [1, 1]), "stride", node)
             dil = _square(a.get("dilations", [1, 1]), "dilation", node)
-            bias = len(node.input) > 2 and bool(node.input[2])
-            out = node.output[0]
-            nxt = g.sole_consumer(out)
-            if nxt is not None and nxt.op_type == "BatchNormalization":
-                used.add(id(nxt))
-                bias, out = True, nxt.output[0]
-                nxt = g.sole_consumer(out)
-            if nxt is not None and nxt.op_type == "Add":
-                other = [i for i in nxt.input if i != out]
-                if other and other[0] in g.static:
-                    used.add(id(nxt))
-                    bias, out = True, nxt.output[0]
-                    nxt = g.sole_consumer(out)
+            bias, out = _absorb_bias(g, node, used)
             out = _absorb_scale(g, out, used)
             residual, out = _absorb_adds(g, out, used)
             act, out = _absorb_activation(g, out, used)
@@ -547,12 +553,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
             pad = _square(a.get("pads", [0, 0, 0, 0]), "padding", node)
             opad = _square(a.get("output_padding", [0, 0]), "output padding", node)
             groups = int(a.get("group", 1))
-            bias = len(node.input) > 2 and bool(node.input[2])
-            out = node.output[0]
-            nxt = g.sole_consumer(out)
-            if nxt is not None and nxt.op_type == "BatchNormalization":
-                used.add(id(nxt))
-                bias, out = True, nxt.output[0]
+            bias, out = _absorb_bias(g, node, used)
             act, out = _absorb_activation(g, out, used)
             specs.append(KernelSpec.make("conv2d_transpose", g.shape(x), out_channels=w[1] * groups, kernel=k,
                                          stride=stride, padding=pad, output_padding=opad, groups=groups, bias=bias,
