@@ -26,18 +26,20 @@ Fusion rules (what Relax's FuseOps makes one kernel of, after constant folding):
    math left over from the patterns (``FUSED_ELEMENTWISE``: ``Sqrt``, ``Exp``, ``Pow``,
    comparisons, ``Where``...) are not costed as kernels: they are views or copies whose cost TVM
    fuses into neighbours or that the per-network overhead absorbs.
-7. Layers beyond torchvision's (timm's zoo) read as the kernel that does the same work: a 1-D
-   ``Conv`` over (N, C, L) is a conv over a 1-high image (N, C, 1, L); ``BatchNormalization``
-   of a 2-D or 3-D tensor is ``batch_norm`` of (N, C, L, 1); ``InstanceNormalization`` (GroupNorm)
-   is ``layer_norm`` of (N x groups, the rest); ``Resize``/``Upsample`` is ``resize2d``;
-   ``ReduceSum``/``ReduceMax``/``ReduceMin``, 1-D pools and ``GlobalMaxPool`` read every element
-   once, as a global pool does; a ``Softmax``, ``LayerNormalization`` or ``ReduceL2`` over another
-   axis is as many rows as the other axes hold; ``LeakyRelu`` and ``PRelu`` are ``leaky_relu``;
-   a batched ``MatMul`` broadcasts its batch axes as numpy does; ``auto_pad`` is worked out from
-   the input shape.
 6. What exporters write below opset 17 reads as the op it stands for: a layer norm written out
    (``ReduceMean``, ``Sub``, ``Pow``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``, scale and shift)
    is ``layer_norm``, and ``x * HardSigmoid(x)`` (below opset 14) is HardSwish.
+7. Layers beyond torchvision's (timm's zoo) read as the kernel that does the same work: a 1-D
+   ``Conv`` over (N, C, L) is a conv over a 1-high image (N, C, 1, L); ``ConvTranspose`` is
+   ``conv2d_transpose``; a ``Mul`` by a constant between a conv or dense and its residual add (a
+   layer scale) rides in the same epilogue; ``BatchNormalization`` of a 2-D or 3-D tensor is
+   ``batch_norm`` of (N, C, L, 1); ``InstanceNormalization`` (how GroupNorm exports) is
+   ``instance_norm`` of (N x groups, the rest), and GroupNorm's ``Reshape -> Mul -> Add`` after
+   it a ``batch_norm``; ``Resize``/``Upsample`` is ``resize2d``; ``ReduceSum``/``ReduceMax``/
+   ``ReduceMin``, 1-D pools and ``GlobalMaxPool`` read every element once, as a global pool does;
+   a ``Softmax``, ``LayerNormalization`` or ``ReduceL2`` over another axis is as many rows as the
+   other axes hold; ``LeakyRelu`` and ``PRelu`` are ``leaky_relu``; a batched ``MatMul``
+   broadcasts its batch axes as numpy does; ``auto_pad`` is worked out from the input shape.
 
 Before any of this, ``fold_constants`` evaluates every node whose inputs are known before the
 network runs (initializers, ``Constant``, ``Shape`` of a statically shaped tensor, and arithmetic
@@ -409,6 +411,10 @@ def _group_norm_affine(g: _Graph, node, used: set) -> KernelSpec | None:
     mul = g.sole_consumer(reshape.output[0])
     if mul is None or mul.op_type != "Mul" or not any(i in g.static for i in mul.input):
         return None
+    shape = g.shape(mul.output[0])
+    if len(shape) not in (2, 3, 4):
+        return None
+    shape = (*shape, 1) if len(shape) == 3 else (*shape, 1, 1) if len(shape) == 2 else shape
     out = mul.output[0]
     add = g.sole_consumer(out)
     if add is not None and add.op_type == "Add" and any(i in g.static for i in add.input):
@@ -416,11 +422,6 @@ def _group_norm_affine(g: _Graph, node, used: set) -> KernelSpec | None:
         out = add.output[0]
     used.add(id(mul))
     act, _ = _absorb_activation(g, out, used)
-    shape = g.shape(mul.output[0])
-    if len(shape) in (2, 3):
-        shape = (*shape, 1) if len(shape) == 3 else (*shape, 1, 1)
-    elif len(shape) != 4:
-        return None
     return KernelSpec.make("batch_norm", shape, activation=act)
 
 
@@ -438,7 +439,7 @@ def _as_2d_window(a: dict) -> dict:
     return a
 
 
-def _explicit_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> list[int]:
+def _explicit_pads(node, a, kernel: tuple[int, int], in_shape: tuple[int, ...]) -> list[int]:
     """A conv's or pool's ``pads`` (top, left, bottom, right), worked out from the static input
     shape where ``auto_pad`` asks for them (``SAME_UPPER``/``SAME_LOWER``: the output is
     ceil(input / stride); ``VALID``: none), as ONNX defines it."""
@@ -450,7 +451,7 @@ def _explicit_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> list[int]:
         return [0, 0, 0, 0]
     if mode not in ("SAME_UPPER", "SAME_LOWER"):
         raise CodesignError(f"{node.op_type} {node.name!r}: unknown auto_pad {mode!r}")
-    size = g.shape(node.input[0])[2:]
+    size = in_shape[2:]
     strides = [int(v) for v in a.get("strides", [1, 1])]
     dilations = [int(v) for v in a.get("dilations", [1, 1])]
     begin, end = [], []
@@ -463,13 +464,13 @@ def _explicit_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> list[int]:
 
 
 def _pads(g: _Graph, node, a) -> int:
-    pads = _explicit_pads(g, node, a, tuple(int(v) for v in a["kernel_shape"]))
+    pads = _explicit_pads(node, a, tuple(int(v) for v in a["kernel_shape"]), g.shape(node.input[0]))
     return _square(pads, "padding", node)
 
 
-def _conv_pads(g: _Graph, node, a, kernel: tuple[int, int]) -> tuple[int, int]:
+def _conv_pads(node, a, kernel: tuple[int, int], in_shape: tuple[int, ...]) -> tuple[int, int]:
     """A conv's (height, width) padding: each axis padded alike at both ends."""
-    top, left, bottom, right = _explicit_pads(g, node, a, kernel)
+    top, left, bottom, right = _explicit_pads(node, a, kernel, in_shape)
     if top != bottom or left != right:
         raise CodesignError(f"{node.op_type} {node.name!r}: asymmetric padding {[top, left, bottom, right]} "
                             "is not supported")
@@ -522,12 +523,11 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
                 # A 1-D convolution (N, C, L) runs as a 2-D one of a 1-high image, (N, C, 1, L).
                 a = _as_2d_window(a)
                 w, xs = (*w[:2], 1, w[2]), (*xs[:2], 1, xs[2])
-                g.shapes[x] = xs  # read by the auto_pad arithmetic below
             elif len(w) != 4:
                 raise CodesignError(f"Conv {node.name!r}: only 1-D and 2-D convolutions are supported, got a "
                                     f"{len(w) - 2}-D one (weight {tuple(w)})")
             kh, kw = (int(v) for v in a.get("kernel_shape", w[2:]))
-            ph, pw = _conv_pads(g, node, a, (kh, kw))
+            ph, pw = _conv_pads(node, a, (kh, kw), xs)
             stride = _square(a.get("strides", [1, 1]), "stride", node)
             dil = _square(a.get("dilations", [1, 1]), "dilation", node)
             bias, out = _absorb_bias(g, node, used)

@@ -697,6 +697,9 @@ def test_auto_pad_is_worked_out_from_the_input_shape():
     with pytest.raises(CodesignError, match=r"asymmetric padding \[0, 0, 1, 1\] is not supported"):
         onnx_kernels(_one_node(helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", strides=[2, 2]),
                                [1, 2, 6, 6], [w]))
+    w1 = numpy_helper.from_array(np.full((4, 2, 5), 0.1, np.float32), "w1")  # a 1-D conv: (N, C, L)
+    assert onnx_kernels(_one_node(helper.make_node("Conv", ["x", "w1"], ["y"], auto_pad="SAME_UPPER"), [1, 2, 9],
+                                  [w1])) == [K("conv2d", (1, 2, 1, 9), out_channels=4, kernel=1, kernel_w=5)]
     pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], auto_pad="SAME_UPPER")
     assert onnx_kernels(_one_node(pool, [1, 2, 7, 7])) == [K("max_pool2d", (1, 2, 7, 7), kernel=3, padding=1)]
 
