@@ -521,7 +521,9 @@ def test_cli_profile_status_and_errors(tmp_path, capsys):
         (("profile", "--grid", "relu", "--device", "nope", "--db", db), "unknown device 'nope'"),
         (("profile", "--db", db), "nothing to profile"),
         (("profile", "--grid", "relu", "--schedule", "fast", "--db", db), "unknown schedule 'fast'"),
-        (("profile", "--grid", "conv", "--db", db), "unknown op 'conv'"),
+        (("profile", "--grid", "conv", "--db", db), "no --grid for op 'conv'; choose from add, avg_pool2d"),
+        # an op whose shapes a grid of channels x resolution cannot give (its output size is an attribute)
+        (("profile", "--grid", "resize2d", "--db", db), "no --grid for op 'resize2d'"),
         (("profile", "--grid", "relu", "--tune-trials", "0", "--db", db), "--tune-trials must be >= 1"),
         (("profile", "--status", "--db", str(tmp_path / "missing.sqlite")), "no profile database"),
     ]:

@@ -18,7 +18,7 @@ import itertools
 import random
 
 from ..errors import CodesignError
-from ..kernelspec import OPS, KernelSpec
+from ..kernelspec import _REQUIRED, OPS, KernelSpec
 
 CHANNELS = (8, 16, 24, 32, 48, 64, 96, 128)
 RESOLUTIONS = (7, 8, 14, 16, 28, 32, 56)
@@ -42,12 +42,23 @@ def _grid(op: str) -> list[KernelSpec]:
     elif op == "dense":
         for f, o in itertools.product((16, 32, 64, 128, 256, 512, 1024), (10, 16, 64, 256, 1000)):
             out.append(KernelSpec.make("dense", (1, f), out_features=o, weight_kn=True))
-    elif op in OPS:
+    elif op in _PLAIN_OPS:
         for c, r in itertools.product(CHANNELS, RESOLUTIONS):
             out.append(KernelSpec.make(op, (1, c, r, r)))
     else:
-        raise CodesignError(f"unknown op {op!r} for --grid; choose from {', '.join(sorted(OPS))}")
+        raise CodesignError(f"no --grid for op {op!r}; choose from {', '.join(grid_ops())}")
     return out
+
+
+# Ops of (N, C, H, W) inputs that need no attribute: their grid is channels x resolution.
+_PLAIN_OPS = sorted(op for op, (rank, defaults) in OPS.items()
+                    if 4 in (rank if isinstance(rank, tuple) else (rank,))
+                    and all(v is not _REQUIRED for v in defaults.values()))
+
+
+def grid_ops() -> list[str]:
+    """The ops ``grid_specs`` has a grid for."""
+    return sorted({"conv2d", "avg_pool2d", "max_pool2d", "dense", *_PLAIN_OPS})
 
 
 def grid_specs(op: str, samples: int = 50, seed: int = 0) -> list[KernelSpec]:
