@@ -690,3 +690,13 @@ def test_whole_network_latencies_are_stored_beside_the_profiles(tmp_path):
         assert db.network_latency("darts/g/abc", "cpu-local", "tuned", "median") is None
     # the file is still a profile database to this codesign (and its kernel rows untouched)
     assert dbmod._schema_problem(path) is None
+
+
+def test_grid_all_draws_every_op_that_has_a_grid():
+    """``--grid all`` once failed on the first op whose shape is not (N, C, H, W) (batch_matmul)."""
+    from codesign.commands.profile import collect_specs
+    from codesign.profile.grid import grid_ops
+
+    args = type("Args", (), {"space": None, "onnx": [], "grid": ["all"], "grid_samples": 1, "seed": 0})()
+    specs = collect_specs(args)
+    assert sorted({s.op for s in specs}) == grid_ops() and len(specs) == len(grid_ops())

@@ -89,8 +89,7 @@ def _status(args) -> int:
 def collect_specs(args) -> list:
     """KernelSpecs named by --space, --onnx and --grid."""
     from ..graph import onnx_kernels
-    from ..kernelspec import OPS
-    from ..profile.grid import grid_specs
+    from ..profile.grid import grid_ops, grid_specs
     from ..spaces import create_space
 
     specs = []
@@ -100,7 +99,7 @@ def collect_specs(args) -> list:
         specs += list(space.kernels(shape) if shape else space.kernels())
     for path in args.onnx:
         specs += onnx_kernels(path)
-    ops = sorted(OPS) if args.grid == ["all"] else args.grid
+    ops = grid_ops() if args.grid == ["all"] else args.grid
     for op in ops:
         specs += grid_specs(op, args.grid_samples, args.seed)
     return specs
