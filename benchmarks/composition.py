@@ -3,7 +3,13 @@ kernels profiled one by one, the network measured whole, and the sum of the kern
 measurement (no network overhead fitted; 1.0 is a perfect composition).
 
     python benchmarks/composition.py NET.onnx [NET.onnx ...] [--db DB] [--schedule untuned]
-                                     [--statistic min] [--out results.json]
+                                     [--statistic min] [--model MODEL] [--out results.json]
+
+With ``--model`` (a saved cost model, e.g. from ``codesign fit --adaptive --exclude-onnx NET.onnx
+...``, which never profiled these networks' kernels) each network is also predicted by it
+(``codesign predict --model MODEL --no-measured``), and the summary scores those predictions
+against the same measurements beside the obvious alternative: latency proportional to FLOPs, with
+one scale, the median of the other networks' measured ms per FLOP (leave one out).
 
 Both are timed as a user would: ``codesign profile --onnx NET`` into ``--db`` (kernels already
 there are reused, so a killed run resumes) and ``codesign measure NET``, cpu-local, under one
@@ -22,13 +28,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import hardware, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import hardware, write_json  # noqa: E402
 
 FORMAT_VERSION = 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "codesign.cli", *args], capture_output=True, text=True)
+
+
+def predicted(net: Path, model: Path) -> dict:
+    """The saved model's prediction of a network, regression only (none of its kernels is looked up)."""
+    out = _cli("predict", "--model", str(model), "--no-measured", "--json", "--no-progress", str(net))
+    if out.returncode:
+        return {"predict_error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    item = json.loads(out.stdout)["items"][0]
+    return {"predicted_ms": item["latency_ms"], "predicted_interval_ms": item.get("latency_interval_ms"),
+            "kernels_outside_sampled_range": len(item.get("out_of_range", []))}
+
+
+def scores(pred: list[float], meas: list[float]) -> dict:
+    """Share within ±10 % and ±25 %, median absolute error and Kendall τ of predictions."""
+    from scipy.stats import kendalltau
+
+    err = [p / m - 1 for p, m in zip(pred, meas)]
+    return {"n": len(err), "within_10pct": sum(abs(e) <= 0.10 for e in err) / len(err),
+            "within_25pct": sum(abs(e) <= 0.25 for e in err) / len(err),
+            "median_abs_error": statistics.median(abs(e) for e in err),
+            "kendall_tau": float(kendalltau(pred, meas)[0]) if len(err) > 1 else None}
 
 
 def compose(net: Path, db: Path, schedule: str, statistic: str, repeats: int, min_repeat_ms: float) -> dict:
@@ -49,7 +78,10 @@ def compose(net: Path, db: Path, schedule: str, statistic: str, repeats: int, mi
     with ProfileDB(db, readonly=True) as d:
         lat = {m.kernel_key: m.latency_ms for m in d.query(device="cpu-local", schedule=schedule, ok_only=True)}
     total = sum(lat.get(s.key(), 0.0) for s in specs)
+    from codesign.kernelspec import kernel_flops
+
     return {"net": net.stem, "kernels": len(specs), "ops": sorted({s.op for s in specs}),
+            "flops": sum(kernel_flops(s) for s in specs),
             "unprofiled_kernels": sum(s.key() not in lat for s in specs), "kernel_sum_ms": total,
             "measured_ms": measured["latency_ms"], "sum_over_measured": total / measured["latency_ms"],
             "load_average": os.getloadavg()[0]}
@@ -63,9 +95,11 @@ def main() -> None:
     ap.add_argument("--statistic", default="min", choices=("min", "median"))
     ap.add_argument("--repeats", type=int, default=10, help="timed repeats of each network (default 10)")
     ap.add_argument("--min-repeat-ms", type=float, default=50.0)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a saved cost model that also predicts each network (never-profiled figure)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    missing = [str(p) for p in args.onnx if not p.is_file()]
+    missing = [str(p) for p in args.onnx + ([args.model] if args.model else []) if not p.is_file()]
     if missing:
         print(f"composition.py: no such file: {', '.join(missing)}", file=sys.stderr)
         sys.exit(2)
@@ -73,9 +107,13 @@ def main() -> None:
     for net in args.onnx:
         rows.append(compose(net, args.db, args.schedule, args.statistic, args.repeats, args.min_repeat_ms))
         r = rows[-1]
+        if args.model and "error" not in r:
+            r.update(predicted(net, args.model))
         print(f"{r['net']}: " + (r["error"] if "error" in r else
               f"{r['kernels']} kernels, sum {r['kernel_sum_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms, "
-              f"ratio {r['sum_over_measured']:.3f}"), file=sys.stderr, flush=True)
+              f"ratio {r['sum_over_measured']:.3f}"
+              + (f", predicted {r['predicted_ms']:.3f} ms" if "predicted_ms" in r else "")),
+              file=sys.stderr, flush=True)
     ratios = [r["sum_over_measured"] for r in rows if "error" not in r]
     result = {
         "format_version": FORMAT_VERSION, "hardware": hardware(), "schedule": args.schedule,
@@ -86,6 +124,19 @@ def main() -> None:
                     "median_ratio": statistics.median(ratios) if ratios else None,
                     "min_ratio": min(ratios, default=None), "max_ratio": max(ratios, default=None)},
     }
+    if args.model:
+        ok = [r for r in rows if "predicted_ms" in r]
+        meas = [r["measured_ms"] for r in ok]
+        per_flop = [r["measured_ms"] / r["flops"] for r in ok]
+        flops_pred = [r["flops"] * statistics.median(per_flop[:i] + per_flop[i + 1:]) for i, r in enumerate(ok)]
+        result["never_profiled"] = {
+            "model": str(args.model), "networks": len(ok), "predict_failed": sum("predict_error" in r for r in rows),
+            "model_scores": scores([r["predicted_ms"] for r in ok], meas) if len(ok) > 1 else None,
+            "flops_proxy_scores": scores(flops_pred, meas) if len(ok) > 2 else None,
+            "interval_holds": (sum(r["predicted_interval_ms"][0] <= r["measured_ms"] <= r["predicted_interval_ms"][1]
+                                   for r in ok if r.get("predicted_interval_ms")) / len(ok)) if ok else None,
+            "networks_with_kernels_outside_sampled_range": sum(r["kernels_outside_sampled_range"] > 0 for r in ok),
+        }
     if args.out:
         write_json(args.out, result)
     print(json.dumps(result, indent=1))

@@ -745,3 +745,39 @@ def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
     assert bench.cached(cache, "k", lambda: pytest.fail("cached value timed again")) == {"latency_ms": 1.5}
     assert json.loads(cache.read_text()) == {"k": {"latency_ms": 1.5}}
     assert [p.name for p in tmp_path.iterdir()] == ["measured.json"]
+
+
+def test_composition_benchmark_profiles_measures_and_scores_a_saved_model(specs, tmp_path):
+    import subprocess
+    import sys
+
+    bench = load_benchmark("composition")
+    s = bench.scores([1.05, 2.5, 3.0, 2.0], [1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4 and s["within_10pct"] == 0.5 and s["within_25pct"] == 0.75
+    assert s["median_abs_error"] == pytest.approx(0.15)
+    assert s["kendall_tau"] == pytest.approx(1 / 3)  # the last network is ranked below two it is above
+
+    paths, _ = _onnx_files(tmp_path, count=3)
+    model = _saved_model(specs, tmp_path)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "composition.py"
+    out = tmp_path / "out.json"
+
+    def run(*extra):
+        return subprocess.run([sys.executable, str(script), *map(str, paths), "--db", str(tmp_path / "c.sqlite"),
+                               "--repeats", "2", "--min-repeat-ms", "1", *map(str, extra)],
+                              capture_output=True, text=True, timeout=600)
+
+    bad = run("--model", tmp_path / "nope.json")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nope.json" in bad.stderr
+    assert not (tmp_path / "c.sqlite").exists()  # refused before any work
+    done = run("--model", model, "--out", out)
+    assert done.returncode == 0, done.stderr
+    res = json.loads(out.read_text())
+    assert res["summary"]["networks"] == 3 and res["summary"]["failed"] == 0
+    for row in res["rows"]:
+        assert row["unprofiled_kernels"] == 0 and row["kernel_sum_ms"] > 0 and row["measured_ms"] > 0
+        assert row["sum_over_measured"] == pytest.approx(row["kernel_sum_ms"] / row["measured_ms"])
+        assert row["predicted_ms"] > 0 and row["flops"] > 0
+    npf = res["never_profiled"]
+    assert npf["networks"] == 3 and npf["predict_failed"] == 0
+    assert npf["model_scores"]["n"] == 3 and npf["flops_proxy_scores"]["n"] == 3
