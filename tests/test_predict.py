@@ -719,11 +719,16 @@ def test_fit_adaptive_command(tmp_path):
     assert rep["kind"] == "kernel-type" and rep["adaptive"]["profiled"] == 12
     assert set(rep["adaptive"]["by_type"]) <= {"add", "global_pool"}
     assert "round 0" in out.stderr
-    with ProfileDB(db) as pdb:
-        assert len(pdb.query(ok_only=True)) == 12
+    # Progress reaches a log too (stderr is a pipe here): plain lines, not a bar's redraws.
+    assert "profile cpu-local [untuned]: " in out.stderr and "\r" not in out.stderr
+    with ProfileDB(db) as pdb:  # the device's own policy (tuned); untuned rows price the tuning trials
+        assert len(pdb.query(schedule="tuned", ok_only=True)) == 12
+    quiet = [c if c != str(db) else str(tmp_path / "q.sqlite") for c in cmd] + ["--no-progress"]
+    q = subprocess.run(quiet, capture_output=True, text=True, timeout=900)
+    assert q.returncode == 0 and "round 0" in q.stderr and "profile cpu-local" not in q.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)  # resumes: nothing new
     assert again.returncode == 0 and "profiling" not in again.stderr
-    bad = subprocess.run(cmd[:3] + ["--db", str(db)], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(cmd[:5] + ["--db", str(db)], capture_output=True, text=True, timeout=300)  # no budget
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--budget-kernels" in bad.stderr
     bad = subprocess.run(cmd[:-1] + ["--kernel-types", "nope"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown kernel type" in bad.stderr

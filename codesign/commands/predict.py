@@ -61,6 +61,8 @@ def register(sub) -> None:
                    help="sample only these kernel types (default all; see docs/predict.md)")
     a.add_argument("--repeats", type=int, default=10, help="timed repeats per sampled kernel (default 10)")
     a.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat (default 50)")
+    a.add_argument("--no-progress", action="store_true",
+                   help="no progress of the kernels being profiled (a bar on a terminal, a line every 10 s in a log)")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=_fit)
 
@@ -256,7 +258,7 @@ def _fit_adaptive(args) -> None:
         def profile(specs):
             profile_kernels(specs, device, db, schedule=schedule, repeats=args.repeats,
                             min_repeat_ms=args.min_repeat_ms, tuning_dir=tuning_dir,
-                            progress=not args.json and sys.stderr.isatty())
+                            progress=not args.no_progress)
 
         def measured():
             return {m.kernel_key: m for m in db.query(device=device.name, schedule=schedule)}
