@@ -764,7 +764,7 @@ def test_sigkill_mid_search_then_resume_matches_an_uninterrupted_run(finished_ru
     import time
 
     _, root = finished_run
-    args = [sys.executable, "-m", "codesign.cli", "search", "--space-arg", "c=4", "--space-arg", "cells=1",
+    args = [sys.executable, "-m", "codesign.cli", "search", "--strategy", "darts", "--space-arg", "c=4", "--space-arg", "cells=1",
             "--epochs", "6", "--warmup-epochs", "1", "--train-epochs", "1", "--no-measure", "--quiet",
             "--db", str(root / "p.sqlite"), "--latency-ms", "0.6x"]
     subprocess.run(args + ["--run-dir", str(tmp_path / "full")], check=True, timeout=900)
