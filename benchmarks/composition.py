@@ -63,6 +63,7 @@ def scores(pred: list[float], meas: list[float]) -> dict:
 def compose(net: Path, db: Path, schedule: str, statistic: str, repeats: int, min_repeat_ms: float) -> dict:
     """One network's row: its kernels, their profiled sum, the measurement and the ratio."""
     from codesign.graph import onnx_kernels
+    from codesign.kernelspec import kernel_flops
     from codesign.profile.db import ProfileDB
 
     prof = _cli("profile", "--onnx", str(net), "--schedule", schedule, "--db", str(db), "--repeats", "5",
@@ -78,8 +79,6 @@ def compose(net: Path, db: Path, schedule: str, statistic: str, repeats: int, mi
     with ProfileDB(db, readonly=True) as d:
         lat = {m.kernel_key: m.latency_ms for m in d.query(device="cpu-local", schedule=schedule, ok_only=True)}
     total = sum(lat.get(s.key(), 0.0) for s in specs)
-    from codesign.kernelspec import kernel_flops
-
     return {"net": net.stem, "kernels": len(specs), "ops": sorted({s.op for s in specs}),
             "flops": sum(kernel_flops(s) for s in specs),
             "unprofiled_kernels": sum(s.key() not in lat for s in specs), "kernel_sum_ms": total,
