@@ -50,14 +50,13 @@ def predicted(net: Path, model: Path) -> dict:
 
 
 def scores(pred: list[float], meas: list[float]) -> dict:
-    """Share within ±10 % and ±25 %, median absolute error and Kendall τ of predictions."""
-    from scipy.stats import kendalltau
+    """Share within ±10 % and ±25 %, median absolute error and Kendall τ of predictions
+    (``codesign.predict.evaluate.accuracy``, the figures every predictor benchmark reports)."""
+    from codesign.predict.evaluate import accuracy
 
-    err = [p / m - 1 for p, m in zip(pred, meas)]
-    return {"n": len(err), "within_10pct": sum(abs(e) <= 0.10 for e in err) / len(err),
-            "within_25pct": sum(abs(e) <= 0.25 for e in err) / len(err),
-            "median_abs_error": statistics.median(abs(e) for e in err),
-            "kendall_tau": float(kendalltau(pred, meas)[0]) if len(err) > 1 else None}
+    a = accuracy(pred, meas)
+    return {"n": a["n"], "within_10pct": a["within_10pct"], "within_25pct": a["within_25pct"],
+            "median_abs_error": a["median_ape"], "kendall_tau": a["kendall_tau"]}
 
 
 def compose(net: Path, db: Path, schedule: str, statistic: str, repeats: int, min_repeat_ms: float) -> dict:

@@ -233,7 +233,6 @@ def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_p
     """MetaSchedule tunes on the workers into private databases (under ``tuned`` with the trials
     the driver shared out); their records reach the shared tuning directory."""
     from codesign.profile import ProfileDB, get_device, profile_kernels
-    from codesign.profile.builders import build
     from codesign.profile.tuning import has_record
 
     dev = get_device("cpu-local")
@@ -244,11 +243,11 @@ def test_tuning_on_workers_lands_in_the_shared_tuning_directory(local_ray, tmp_p
                               tuning_dir=str(tuning), progress=False, executor=RayExecutor(workers=2))
     assert rep.measured == 2, rep.errors
     assert (rep.tune_trials is not None) == (schedule == "tuned")
-    from codesign.profile.workloads import network_workload
+    from codesign.profile.profiler import _built
 
     target = dev.tvm_target()
-    # Tuned kernels are the functions a network's compile asks the database for (network_workload).
-    assert all(has_record((network_workload(s, target) or build(s)).func, target, str(tuning)) for s in specs)
+    # The function the profiler tuned: the one a network's compile asks the database for.
+    assert all(has_record(_built(s, target, "tuned")[0].func, target, str(tuning)) for s in specs)
 
 
 def test_a_candidate_finished_far_ahead_is_kept_until_its_turn_on_resume(problem, tmp_path):
