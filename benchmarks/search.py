@@ -277,10 +277,10 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def part_compare(args, work: Path) -> dict:
-    """The default strategy against random search and RSWS at equal compute, every final network
-    trained by one protocol and measured with TVM. The compute (passes) is that of GDAS with TuNAS's
-    reward at ``--epochs``, which is run and reported beside them (as ``gdas+tunas``) when it is not
-    the default."""
+    """The default strategy against ``--against`` (random search and RSWS) at equal compute, every
+    final network trained by one protocol (``--train-epochs``) and measured with TVM. The compute
+    (passes) is ``--passes``, or else that of GDAS with TuNAS's reward at ``--epochs``, which is
+    then run and reported beside them (as ``gdas+tunas``) when it is not the default."""
     from codesign.pipeline import SearchConfig
     from codesign.search.regularizers import default_regularizer
 
@@ -289,11 +289,14 @@ def part_compare(args, work: Path) -> dict:
     gradient = strategy in ("darts", "darts2", "gdas")
     regularizer = default_regularizer(strategy) if gradient and default.regularizer is None else default.regularizer
     yardstick = _label("gdas", "tunas")
+    # the yardstick runs when it sets the compute or is compared (as itself or as the default)
+    run_yardstick = args.passes is None or yardstick in args.against or (
+        gradient and (strategy, regularizer) == ("gdas", "tunas"))
     rows = []
     for space in args.spaces:
         for seed in args.seeds:
-            g = gradient_run(space, seed, args, work, "gdas", "tunas")
-            passes = g["search_passes"]
+            g = gradient_run(space, seed, args, work, "gdas", "tunas") if run_yardstick else None
+            passes = g["search_passes"] if args.passes is None else args.passes
             row = {"space": space, "seed": seed}
             if gradient:
                 row["default"] = _design(g if (strategy, regularizer) == ("gdas", "tunas")
@@ -301,11 +304,11 @@ def part_compare(args, work: Path) -> dict:
             else:
                 row["default"] = _design(_run(_config(space, seed, args, strategy=strategy, max_passes=passes),
                                               work / f"{space}-{strategy}-s{seed}"))
-            for other in ["random", "rsws", *args.also]:  # further strategies at the same compute
-                if other not in row and other != strategy:
+            for other in [*args.against, *args.also]:  # further strategies at the same compute
+                if other not in row and other not in (strategy, yardstick):
                     row[other] = _design(_run(_config(space, seed, args, strategy=other, max_passes=passes),
                                               work / f"{space}-{other}-s{seed}"))
-            if _label(strategy, regularizer) != yardstick:
+            if g is not None and _label(strategy, regularizer) != yardstick:
                 row[yardstick] = _design(g)
             rows.append(row)
     label = _label(strategy, regularizer)
@@ -317,17 +320,22 @@ def part_compare(args, work: Path) -> dict:
         for m in methods[1:]:
             summary[space][f"default_wins_vs_{m}"] = sum(r["default"]["test_accuracy"] > r[m]["test_accuracy"]
                                                          for r in rs)
-        for m in methods[3:]:
+        for m in methods[1:]:
+            if m == "random":
+                continue
             summary[space][f"{m}_wins_vs_random"] = sum(r[m]["test_accuracy"] > r["random"]["test_accuracy"]
                                                         for r in rs)
         summary[space]["seeds"] = len(rs)
     all_designs = [r[m] for r in rows for m in methods]
     if args.public_table is not None:
         _judge_public(args, rows, methods, summary)
-    return {"default_strategy": label, "runs": rows, "summary": summary,
+    return {"default_strategy": label, "passes": "gdas+tunas's" if args.passes is None else args.passes,
+            "final_training_epochs": args.train_epochs, "runs": rows, "summary": summary,
             "default_wins_vs_random": sum(s["default_wins_vs_random"] for s in summary.values()),
             "pairs": len(rows),
-            "every_result_measured_under_budget": all(d["measured_under_budget"] for d in all_designs)}
+            # None: some network was not measured (--no-measure), so the verdict is unknown
+            "every_result_measured_under_budget": (None if any(d["measured_under_budget"] is None for d in all_designs)
+                                                   else all(d["measured_under_budget"] for d in all_designs))}
 
 
 def _judge_public(args, rows: list[dict], methods: list[str], summary: dict) -> None:
@@ -694,6 +702,12 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=5, help="final training of every derived network")
     ap.add_argument("--candidate-epochs", type=int, default=1, help="random: epochs per candidate")
     ap.add_argument("--ws-candidates", type=int, default=50)
+    ap.add_argument("--against", nargs="+", default=["random", "rsws"],
+                    help="compare: the strategies the default is compared with (default: random rsws; random is "
+                         "always among them)")
+    ap.add_argument("--passes", type=float, default=None,
+                    help="compare: the compute of every strategy, in passes (default: that of gdas+tunas at "
+                         "--epochs, which is then run and reported beside them)")
     ap.add_argument("--also", nargs="*", default=[], help="compare: further strategies run at the same compute "
                                                           "(e.g. naswot)")
     ap.add_argument("--nb201-table", default=None,
@@ -726,6 +740,11 @@ def main() -> None:
     if args.quick:
         args.epochs, args.warmup, args.train_epochs = 3, 1, 1
     args.public_table = args.public_space = None
+    if "random" not in args.against:
+        args.against = ["random", *args.against]
+    if args.passes is not None and args.passes <= 0:
+        print(f"benchmarks/search.py: --passes must be positive, got {args.passes}", file=sys.stderr)
+        sys.exit(2)
     if want("public") and args.nb201_table is None:
         print("benchmarks/search.py: --part public needs --nb201-table", file=sys.stderr)
         sys.exit(2)
