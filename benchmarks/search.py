@@ -513,6 +513,7 @@ def part_public(args, work: Path) -> dict:
     the expected public accuracy and percentile of the cell each selection rule picks, over 4,000
     simulated draws from the cells measured: best of k by one-epoch accuracy (random search's rule at
     the compare part's compute), top NASWOT score of a pool (naswot's preselection)."""
+    import itertools
     import random as pyrandom
 
     import numpy as np
@@ -549,15 +550,20 @@ def part_public(args, work: Path) -> dict:
                           s.dataset.augment)
             d["one_epoch_val_accuracy"] = evaluate(net, split.x_val, split.y_val)["accuracy"]
             store.write_text(json.dumps(done, indent=1))
-        if i < args.public_final and "final_test_accuracy" not in d:
+        final_key = f"final_test_accuracy_{args.train_epochs}_epochs"  # kept per protocol length
+        if i < args.public_final and final_key not in d:
             torch.manual_seed(0)
             net = space.build(g)
             train_network(net, s.dataset.x_train, s.dataset.y_train, args.train_epochs, 0, args.batch_size, 0.05,
                           3e-4, s.dataset.augment)
-            d["final_test_accuracy"] = evaluate(net, s.dataset.x_test, s.dataset.y_test)["accuracy"]
+            d[final_key] = evaluate(net, s.dataset.x_test, s.dataset.y_test)["accuracy"]
             store.write_text(json.dumps(done, indent=1))
-        rows.append({"genotype": g, "latency_ms": table.of(c, "latency_ms"), **d,
-                     "public_test_accuracy": args.public_table[g]})
+        row = {"genotype": g, "latency_ms": table.of(c, "latency_ms"),
+               **{k: v for k, v in d.items() if not k.startswith("final_test_accuracy")},
+               "public_test_accuracy": args.public_table[g]}
+        if final_key in d:
+            row["final_test_accuracy"] = d[final_key]
+        rows.append(row)
     store.write_text(json.dumps(done, indent=1))
     ranked = np.sort([r["public_test_accuracy"] for r in rows])
 
@@ -569,7 +575,15 @@ def part_public(args, work: Path) -> dict:
         have = [r for r in rows if key in r and np.isfinite(r[key])]
         if len(have) >= 3:
             tau, p = kendalltau([r[key] for r in have], [r["public_test_accuracy"] for r in have])
-            signals[key] = {"kendall_tau": float(tau), "p": float(p), "cells": len(have)}
+            # pairs whose public accuracies differ by more than 2 points: does the signal order them?
+            apart = [(a, b) for a, b in itertools.combinations(have, 2)
+                     if abs(a["public_test_accuracy"] - b["public_test_accuracy"]) > 2.0]
+            agree = sum((a[key] - b[key]) * (a["public_test_accuracy"] - b["public_test_accuracy"]) > 0
+                        for a, b in apart)
+            signals[key] = {"kendall_tau": float(tau), "p": float(p), "cells": len(have),
+                            "pairs_2_points_apart": len(apart),
+                            "share_of_them_ordered": round(agree / len(apart), 3) if apart else None}
+    signals.get("final_test_accuracy", {})["epochs"] = args.train_epochs
     rng = pyrandom.Random(0)
     trained = [r for r in rows if "one_epoch_val_accuracy" in r]
 
@@ -699,7 +713,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--train-epochs", type=int, default=5, help="final training of every derived network")
+    ap.add_argument("--train-epochs", type=int, default=20,
+                    help="final training of every derived network (default 20: on NB201 it orders 83 %% of cell "
+                         "pairs whose public accuracies differ by > 2 points, 4 epochs 72 %%; docs/search.md)")
     ap.add_argument("--candidate-epochs", type=int, default=1, help="random: epochs per candidate")
     ap.add_argument("--ws-candidates", type=int, default=50)
     ap.add_argument("--against", nargs="+", default=["random", "rsws"],
