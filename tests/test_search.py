@@ -864,10 +864,14 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     verified = r["derived"]["verified"]
     assert 1 <= len(verified["tries"]) <= 4
     limit = next(b["limit"] for b in r["budgets"] if b["metric"] == "latency_ms")
+    raw = []
     for t in verified["tries"]:
         assert t["latency_ms"] > 0 and t["costliest_ms"] > 0
-        share = t["latency_ms"] / t["costliest_ms"]  # a second timing keeps the lesser of the two shares
-        assert t["share_of_costliest"] == pytest.approx(share) if t["timing"] == 1 else t["share_of_costliest"] <= share
+        raw = [] if t["timing"] == 1 else raw
+        raw.append(t["latency_ms"] / t["costliest_ms"])
+        # a second timing keeps the lesser of the two shares, a third the median of three
+        expected = raw[0] if t["timing"] == 1 else min(raw) if t["timing"] == 2 else sorted(raw)[1]
+        assert t["share_of_costliest"] == pytest.approx(expected)
         assert t["meets_budgets"] == (t["latency_estimate_ms"] <= limit)
     assert verified["tries"][-1]["genotype"] == r["genotype"]
     # a device that times the derived network over the budget twice, then the next one at 10 %
@@ -891,10 +895,17 @@ def test_the_derived_network_is_timed_against_the_budget_and_derived_again_while
     assert [(t["meets_budgets"], t["timing"]) for t in tries] == [(False, 1), (False, 2), (True, 1)]
     assert out["verified"]["meets_budgets"] and tries[0]["genotype"] == tries[1]["genotype"]
     assert tries[2]["genotype"] == out["genotype"] != tries[0]["genotype"]
-    # over in one timing only (a burst of load): the network stays
-    shares = iter([over * limit / top_ms, 0.1])
+    # over in one timing of three (a burst of load): the network stays
+    shares = iter([over * limit / top_ms, 0.1, 0.1])
     kept = verify_latency(s, costs, found, derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective))
-    assert [t["timing"] for t in kept["verified"]["tries"]] == [1, 2] and kept["genotype"] == derived["genotype"]
+    assert [t["timing"] for t in kept["verified"]["tries"]] == [1, 2, 3] and kept["genotype"] == derived["genotype"]
+    assert kept["verified"]["meets_budgets"]
+    # under in one timing of three (a burst that slowed the costliest network): over by the median
+    shares = iter([over * limit / top_ms, 0.1, over * limit / top_ms, 0.1])
+    again = verify_latency(s, costs, found, derive(s.space, costs.table, s.source, found, costs.budgets, cfg.objective))
+    assert [(t["meets_budgets"], t["timing"]) for t in again["verified"]["tries"]] == [
+        (False, 1), (True, 2), (False, 3), (True, 1)]
+    assert again["genotype"] != derived["genotype"] and again["verified"]["meets_budgets"]
     assert costs.table.of(s.space.parse(out["genotype"])) < costs.table.of(s.space.parse(tries[0]["genotype"]))
 
 

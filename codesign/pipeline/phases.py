@@ -237,8 +237,10 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
     share of the costliest, times the costliest's calibrated latency, is what is compared with
     each budget (a load that moves during the run cancels out). While a budget is exceeded,
     derive again with the table aiming lower, up to ``tries`` networks. A network over a budget is
-    timed a second time first, and the lesser share kept. The timings are recorded in
-    ``derived["verified"]``."""
+    timed a second time first: over both times, it is over (by the lesser share); under the second
+    time, a third timing decides, by the median of the three shares. (The lesser of two shares
+    alone would favour a timing in which a burst of load slowed the costliest network, and pass
+    networks a little over the budget.) The timings are recorded in ``derived["verified"]``."""
     budgets = [b for b in costs.budgets if b.metric == "latency_ms"]
     if not budgets or "networks" not in costs.table.calibration:  # nothing to check, or no device timed
         return derived
@@ -247,12 +249,13 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
     record, margin = [], 1.0
     for attempt in range(tries):
         say(f"timing {derived['genotype']} beside the costliest network to check the latency budget", s.quiet)
-        for timing in range(2):  # a network over the budget is timed twice, the lesser share kept:
-            # a burst of load that one timing's rounds did not escape must not change the network
+        raw: list[float] = []  # this network's share of the costliest in each timing
+        for timing in range(3):  # over once: timed again; the two timings disagree: a third decides
             timed = s.source.time_networks(s.space, [top["genotype"], derived["genotype"]])
-            share = timed[derived["genotype"]] / timed[top["genotype"]]
-            if timing:
-                share = min(share, record[-1]["share_of_costliest"])
+            raw.append(timed[derived["genotype"]] / timed[top["genotype"]])
+            # a burst of load that one timing's rounds did not escape must not change the network,
+            # nor one that slowed the costliest network pass it
+            share = raw[0] if timing == 0 else min(raw) if timing == 1 else float(np.median(raw))
             estimate = share * top_ms
             worst = max(estimate / b.limit for b in budgets)
             record.append({"genotype": derived["genotype"], "latency_ms": timed[derived["genotype"]],
@@ -260,8 +263,10 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
                            "latency_estimate_ms": estimate, "meets_budgets": worst <= 1.0, "timing": timing + 1})
             say(f"measured {share:.3f} of the costliest network: {estimate:.4g} ms against "
                 f"{min(b.limit for b in budgets):.4g} ms", s.quiet)
-            if worst <= 1.0:
-                break
+            if worst <= 1.0 and timing != 1:
+                break  # under the first time, or by the median of three
+            if worst > 1.0 and timing >= 1:
+                break  # over twice (the lesser share over), or by the median of three
         if worst <= 1.0 or attempt == tries - 1:
             break
         # Aim below where the table puts this network, by the measured excess (a network the
