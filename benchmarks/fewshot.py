@@ -268,13 +268,23 @@ def _settle(bank, device) -> dict | None:
     return {"statistic": _statistic_name(q), "split_tau": score}
 
 
+# Between one device's networks and the next device's, a pass waits SETTLE_S for the previous
+# runtime's worker threads to stop spinning, and each pass times a device's networks in its own
+# order (a permutation seeded by PASS_ORDER_SEED and the pass). With one fixed order, the first
+# network of ort-1t, timed right after torch's two-thread pass in every pass, read 53 % slow in a
+# 96-pass bank: its difference from ort-2t was 12 standard deviations out, the largest of 270.
+SETTLE_S = 0.3
+PASS_ORDER_SEED = 20261203
+
+
 def _timing_passes(args, bank, runners, t_start):
     """Time every runner in ``--passes`` round-robin passes of ``--repeats / --passes`` runs each
     and keep the fastest run. On a shared host the slow spells come in bursts of seconds; a
     network timed in one block of consecutive runs is slow throughout one, while passes spread
     over minutes each meet a different moment (two block timings of the same 40 networks on
-    torch ranked them at Kendall tau 0.16, two of five passes each at 0.82). Each pass is stored,
-    so a killed build resumes at the pass it was in."""
+    torch ranked them at Kendall tau 0.16, two of five passes each at 0.82). Whatever a position
+    in the pass costs (the moment after another runtime ran) falls on a different network in each
+    pass. Each pass is stored, so a killed build resumes at the pass it was in."""
     import torch
 
     runs = max(1, args.repeats // args.passes)
@@ -287,8 +297,10 @@ def _timing_passes(args, bank, runners, t_start):
             if not todo:
                 continue
             torch.set_num_threads(todo[0]["threads"])
+            time.sleep(SETTLE_S)
+            order = np.random.default_rng([PASS_ORDER_SEED, p]).permutation(len(todo))
             with torch.inference_mode():
-                for r in todo:
+                for r in (todo[k] for k in order):
                     r["mins"].append(_time_pass(r["fn"], r["threads"], runs))
                     mins = np.array(r["mins"])
                     bank.add(r["genotype"], device, float(mins.min()), float(mins.std()),

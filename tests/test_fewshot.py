@@ -412,6 +412,41 @@ def test_timing_passes_keep_each_pass_resume_and_take_the_fastest(tmp_path, monk
         assert bench._pass_state(bank, "ort-1t")["c"] is None
 
 
+def test_timing_passes_move_the_cost_of_a_position_off_any_one_network(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    bench = _fewshot_bench()
+    # A host where the first network a device times after another runtime ran reads twice as slow
+    # (another runtime's threads still spinning). Each pass must wait for that to pass and time
+    # the networks in its own order, so no network carries it in most passes.
+    state = {"last": None}
+    sleeps = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: sleeps.append(s))
+
+    def fake_time_pass(fn, threads, runs):
+        device = fn()
+        slow = state["last"] != device
+        state["last"] = device
+        return 2.0 if slow else 1.0
+
+    monkeypatch.setattr(bench, "_time_pass", fake_time_pass)
+    nets, devices, passes = [f"n{i}" for i in range(6)], ("ort-1t", "torch-2t"), 12
+    rs = [{"genotype": g, "device": d, "fn": (lambda d=d: d), "threads": 1, "settings": {}, "mins": []}
+          for d in devices for g in nets]
+    args = SimpleNamespace(passes=passes, repeats=3 * passes)
+    monkeypatch.setattr("builtins.print", lambda *a, **k: None)
+    with fs.Bank(tmp_path / "bank.sqlite") as bank:
+        bench._timing_passes(args, bank, rs, 0.0)
+        for d in devices:
+            mins = bench._pass_state(bank, d)
+            slow_passes = {g: sum(m == 2.0 for m in mins[g]) for g in nets}
+            assert sum(slow_passes.values()) == passes  # one slow reading per pass and device
+            assert max(slow_passes.values()) < passes / 2  # ... never on one network most of the time
+            assert sum(v > 0 for v in slow_passes.values()) >= 3
+            assert all(np.median(mins[g]) == 1.0 for g in nets)
+    assert sleeps == [bench.SETTLE_S] * (passes * len(devices))
+
+
 def test_fewshot_build_refuses_more_passes_than_runs(tmp_path):
     bench = _fewshot_bench()
     with pytest.raises(SystemExit, match="--passes must be at least 1 and at most --repeats"):
