@@ -1212,6 +1212,35 @@ def test_naswot_picks_the_best_scored_design_and_trains_it_alone(digits):
     assert create_strategy("naswot", ctx).run()["choices"] == found["choices"]
 
 
+def test_naswot_under_a_compute_limit_scores_as_many_designs_as_it_pays_for(digits):
+    """Without --zc-pool, a compute limit sizes the pool: all of it but the one candidate trained
+    goes to scoring, the search's passes stay within the limit, and the best score of the larger
+    pool is at least that of the default pool's (same draws first). --zc-pool, or zc_select="val",
+    keeps the pool as given / at the default."""
+    from codesign.search.zero_cost import DEFAULT_POOL, pool_size
+
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.3x")], costs, space)
+    per = -(-160 // 32)  # candidate_epochs=1 over the context's 160 training images, batch 32
+    ctx = context(space, digits, costs, budgets, small_cfg("naswot"))
+    assert pool_size(ctx) == DEFAULT_POOL  # no limit
+    ctx.max_passes = per + 30
+    assert pool_size(ctx) == 90 and pool_size(ctx, "val") == DEFAULT_POOL
+    assert pool_size(context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=7))) == 7
+    logs = []
+    ctx = context(space, digits, costs, budgets, small_cfg("naswot"), log=logs.append)
+    ctx.max_passes = per + 30
+    found = create_strategy("naswot", ctx).run()
+    assert logs[0]["pool"] == 90 and found["pool"] == 90 and found["candidates"] == 1
+    assert found["search_passes"] == pytest.approx(30 + per) and found["search_passes"] <= ctx.max_passes
+    small = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=30)))
+    small._score_pool()
+    assert logs[0]["best_naswot_score"] >= small.pool[0]["naswot_score"]
+    with pytest.raises(CodesignError, match="--zc-pool must be >= 1"):
+        SearchConfig(zc_pool=0).validate()
+
+
 def test_naswot_val_trains_the_best_scored_designs_first(digits):
     """With zc_select="val", candidates are trained in the order of their scores and the best
     validation accuracy wins; the pool's forward passes are part of the search's compute, so at the

@@ -57,7 +57,8 @@ _FLAGS = {
     "--max-passes": ("max_passes", float, "random/evolution/naswot/rsws: stop after this compute, in network passes"),
     "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
     "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
-    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training (default 100)"),
+    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training (default 100; with "
+                                    "--max-passes and --zc-select score, as many as the compute pays for)"),
     "--zc-select": ("zc_select", str, "naswot: score (default: the best-scored design wins; it alone is trained "
                                       "briefly, as a check) or val (the best-scored are trained like random's "
                                       "candidates, best validation accuracy wins)"),

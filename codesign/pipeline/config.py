@@ -61,7 +61,8 @@ class SearchConfig:
     candidates: int = 8
     ws_candidates: int = 100  # rsws: architectures ranked with the shared weights
     ws_eval_batches: int = 4  # rsws: validation batches each candidate is first scored on
-    zc_pool: int = 100  # naswot: designs under the budgets scored without training
+    zc_pool: int | None = None  # naswot: designs under the budgets scored without training (None: 100, or
+    # with max_passes and zc_select "score", as many as the compute pays for; search.zero_cost.pool_size)
     zc_select: str = "score"  # naswot: score (the best-scored design wins) | val (the best trained)
     candidate_epochs: int = 4
     population: int = 4
@@ -174,7 +175,7 @@ class SearchConfig:
             raise CodesignError("--device accel:... is costed by the accelerator model; drop --cost-model")
         for name in ("epochs", "batch_size", "candidates", "candidate_epochs", "population", "tournament",
                      "profile_repeats", "ws_candidates", "ws_eval_batches", "zc_pool", "tune_trials"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise CodesignError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.calibrate_networks < 0 or self.calibrate_networks == 1:
             raise CodesignError(f"--calibrate-networks must be 0 (off) or >= 2, got {self.calibrate_networks}")

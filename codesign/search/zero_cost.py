@@ -19,8 +19,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import CodesignError
-from .strategies import SampleSearch, SearchContext, register_strategy, sample_feasible
+from .strategies import SampleSearch, SearchContext, _bar, register_strategy, sample_feasible
 from .weight_sharing import FORWARD_PASS
+
+DEFAULT_POOL = 100  # designs scored when neither --zc-pool nor --max-passes sizes the pool
 
 # Activations whose output is positive exactly where their input is: the unit's binary code.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU)
@@ -57,11 +59,30 @@ def naswot_score(net: nn.Module, x: torch.Tensor) -> float:
     return float(logdet) if float(sign) > 0 else -math.inf
 
 
+def pool_size(ctx: SearchContext, select: str = "score") -> int:
+    """Designs ``naswot`` scores. ``zc_pool`` when the user gave one. Otherwise, under a compute
+    limit (``max_passes``) with ``select="score"``, the largest pool that leaves room for the one
+    candidate trained: a search that keeps only the best score has no other use for the compute, and
+    on NB201 the best score of a larger pool is a better cell by NAS-Bench-201's public accuracies
+    (top of 100 cells: 85th percentile under the budget on average, top of 1,000: 90th;
+    docs/search.md). Without a limit, ``DEFAULT_POOL``."""
+    given = getattr(ctx.cfg, "zc_pool", None)
+    if given is not None:
+        return int(given)
+    if ctx.max_passes is None or select != "score":
+        return DEFAULT_POOL
+    cfg = ctx.cfg
+    per_candidate = cfg.candidate_epochs * math.ceil(len(ctx.y_train) / cfg.batch_size)
+    return max(1, math.floor((ctx.max_passes - per_candidate) / FORWARD_PASS + 1e-9))
+
+
 @register_strategy("naswot")
 class ZeroCostSearch(SampleSearch):
-    """Search by a training-free score: ``zc_pool`` designs under the budgets are drawn and each
-    untrained network is scored by NASWOT on one training batch (one forward-only batch,
-    ``FORWARD_PASS``, counted in the search's passes).
+    """Search by a training-free score: designs under the budgets are drawn and each untrained
+    network is scored by NASWOT on one training batch (one forward-only batch, ``FORWARD_PASS``,
+    counted in the search's passes). The pool is ``zc_pool`` designs if given; else, with
+    ``zc_select="score"`` and ``max_passes``, as many as the compute pays for besides the one
+    candidate trained (``pool_size``); else ``DEFAULT_POOL``.
 
     ``zc_select="score"`` (the default): the best-scored design wins. It alone is trained, as
     random's candidates are (``candidate_epochs``), as a check that it learns and for the report;
@@ -79,8 +100,8 @@ class ZeroCostSearch(SampleSearch):
 
     def __init__(self, ctx: SearchContext):
         super().__init__(ctx)
-        self.pool_size = int(getattr(ctx.cfg, "zc_pool", 100))
         self.select = getattr(ctx.cfg, "zc_select", "score")
+        self.pool_size = pool_size(ctx, self.select)
         self.pool: list[dict] | None = None  # scored designs, best first
         self.pool_seconds = 0.0
 
@@ -115,6 +136,7 @@ class ZeroCostSearch(SampleSearch):
         probe = ctx.x_train[torch.randperm(len(ctx.x_train), generator=gen)[:cfg.batch_size]]
         rng = random.Random(cfg.seed * 7_919 + 3)
         seen, pool = set(), []
+        bar = _bar(self.pool_size, f"naswot: scoring {self.pool_size} designs", ctx.progress, "design")
         for _ in range(20 * self.pool_size):  # distinct designs; a small space may have fewer
             if len(pool) == self.pool_size:
                 break
@@ -127,6 +149,8 @@ class ZeroCostSearch(SampleSearch):
             net = ctx.space.build(genotype).to(probe.device)
             pool.append({"index": len(pool), "choices": list(c), "genotype": genotype,
                          "naswot_score": naswot_score(net, probe)})
+            bar.update(1)
+        bar.close()
         finite = [p for p in pool if math.isfinite(p["naswot_score"])]
         if not finite:
             raise CodesignError("naswot: no design under the budgets has a finite score (every sampled network "
