@@ -1215,7 +1215,7 @@ def test_naswot_picks_the_best_scored_design_and_trains_it_alone(digits):
 def test_naswot_under_a_compute_limit_scores_as_many_designs_as_it_pays_for(digits):
     """Without --zc-pool, a compute limit sizes the pool: all of it but the one candidate trained
     goes to scoring, the search's passes stay within the limit, and the best score of the larger
-    pool is at least that of the default pool's (same draws first). --zc-pool, or zc_select="val",
+    pool is at least that of a 30-design pool (same draws first). --zc-pool, or zc_select="val",
     keeps the pool as given / at the default."""
     from codesign.search.zero_cost import DEFAULT_POOL, pool_size
 

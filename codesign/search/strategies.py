@@ -144,6 +144,11 @@ def under_budget(ctx: SearchContext, choices) -> bool:
     return ctx.space.valid(net) and satisfied(ctx.costs, choices, ctx.budgets)
 
 
+def candidate_passes(ctx: SearchContext) -> int:
+    """Passes one sampled candidate's training costs (``candidate_epochs`` over the training split)."""
+    return ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
+
+
 def sample_feasible(ctx: SearchContext, rng: random.Random, tries: int = 10_000) -> list[int]:
     """A design drawn uniformly among those under the budgets (rejection sampling). Where the
     budgets admit so small a corner of the space that ``tries`` draws all miss, a random design is
@@ -580,7 +585,7 @@ class SampleSearch:
         ctx = self.ctx
         if ctx.max_passes is None:
             return max(0, ctx.cfg.candidates - len(self.history))
-        per = self.ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
+        per = candidate_passes(ctx)
         used, n, k = self.overhead_passes() + sum(h["passes"] for h in self.history), len(self.history), 0
         while not (n + k >= 1 and used + k * per + per / 2 > ctx.max_passes):
             k += 1

@@ -19,7 +19,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import CodesignError
-from .strategies import SampleSearch, SearchContext, _bar, register_strategy, sample_feasible
+from .strategies import (
+    SampleSearch,
+    SearchContext,
+    _bar,
+    candidate_passes,
+    register_strategy,
+    sample_feasible,
+)
 from .weight_sharing import FORWARD_PASS
 
 DEFAULT_POOL = 100  # designs scored when neither --zc-pool nor --max-passes sizes the pool
@@ -64,16 +71,14 @@ def pool_size(ctx: SearchContext, select: str = "score") -> int:
     limit (``max_passes``) with ``select="score"``, the largest pool that leaves room for the one
     candidate trained: a search that keeps only the best score has no other use for the compute, and
     on NB201 the best score of a larger pool is a better cell by NAS-Bench-201's public accuracies
-    (top of 100 cells: 85th percentile under the budget on average, top of 1,000: 90th;
+    (top of 100 cells: 85th percentile under the budget on average, top of 1,500: 93rd;
     docs/search.md). Without a limit, ``DEFAULT_POOL``."""
     given = getattr(ctx.cfg, "zc_pool", None)
     if given is not None:
         return int(given)
     if ctx.max_passes is None or select != "score":
         return DEFAULT_POOL
-    cfg = ctx.cfg
-    per_candidate = cfg.candidate_epochs * math.ceil(len(ctx.y_train) / cfg.batch_size)
-    return max(1, math.floor((ctx.max_passes - per_candidate) / FORWARD_PASS + 1e-9))
+    return max(1, math.floor((ctx.max_passes - candidate_passes(ctx)) / FORWARD_PASS + 1e-9))
 
 
 @register_strategy("naswot")
