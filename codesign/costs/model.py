@@ -105,6 +105,10 @@ class ModelCostSource(CostSource):
 # ten rounds of three repeats then give ratios between networks that hold to about 1 % from one
 # process to the next, where medians moved by 15 % (docs/search.md).
 NETWORK_STATISTIC = "min"
+# Part of every stored network's key: how its repeats were timed. Rows of earlier versions (keys
+# without it) scaled each repeat by the thread's core share, which can read a network several
+# times faster than it runs (``profile.measure.scales_by_core_share``); they are never reused.
+NETWORK_TIMING = "unscaled"
 
 
 @register_cost_source("tvm")
@@ -194,7 +198,7 @@ class TVMDeviceSource(ModelCostSource):
         for genotype in genotypes:
             kernels = space.network_kernels(genotype)
             digest = hashlib.sha256("\n".join(k.key() for k in kernels).encode()).hexdigest()[:16]
-            keyed.append((genotype, kernels, f"{space.name}/{space.canonical(genotype)}/{digest}"))
+            keyed.append((genotype, kernels, f"{space.name}/{space.canonical(genotype)}/{digest}/{NETWORK_TIMING}"))
         with ProfileDB(self.db) as db:
             stored = {key: db.network_latency(key, self.device, self.schedule, NETWORK_STATISTIC)
                       for _, _, key in keyed}
