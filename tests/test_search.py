@@ -1276,6 +1276,48 @@ def test_naswot_val_trains_the_best_scored_designs_first(digits):
     assert runs["naswot"]["candidates"] == 4 and runs["random"]["candidates"] > 4
 
 
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "naswot", "rsws"])
+def test_sampled_strategies_keep_only_designs_under_the_budget_whole(strategy, digits):
+    """Derivation judges a design by the table and by the cost of the whole exported design; a
+    sample-based strategy whose context can cost whole designs keeps only designs under both, so
+    the design it chooses is the one delivered, not a repaired one. naswot looks at whole designs
+    only when their turn comes (best score first), not at its whole pool."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.5x")], costs, space)
+    calls = []
+
+    def ok(choices):  # a made-up whole cost: designs whose first edge is not none or avg_pool are over
+        return choices[0] in (0, 4)
+
+    def whole_cost(choices):
+        calls.append(list(choices))
+        over = not ok(choices)
+        return {"latency_ms": budgets[0].limit * (1.5 if over else 0.5)}
+
+    logs = []
+    cfg = small_cfg(strategy, candidates=4, population=2, zc_pool=40, zc_select="val" if strategy == "naswot" else "score",
+                    ws_candidates=6, ws_eval_batches=1)
+    ctx = context(space, digits, costs, budgets, cfg, log=logs.append)
+    ctx.whole_cost = whole_cost
+    strategy_obj = create_strategy(strategy, ctx)
+    found = strategy_obj.run()
+    assert ok(found["choices"]) and satisfied(costs, found["choices"], budgets)
+    trained = [r for r in logs if "candidate" in r and "val_accuracy" in r]
+    assert all(ok(r["choices"]) for r in trained)
+    if strategy == "naswot":
+        assert len(trained) == 4 and len(calls) < 40  # lazily: not the whole pool
+        ctx2 = context(space, digits, costs, budgets, cfg)
+        unfiltered = create_strategy("naswot", ctx2)
+        unfiltered._score_pool()
+        kept = [p["genotype"] for p in unfiltered.pool if ok(p["choices"])]
+        assert [r["genotype"] for r in trained] == kept[:4]  # best scores first, over-whole ones skipped
+        assert found["pool_over_whole"] == len(strategy_obj.over_whole) > 0
+    else:
+        assert any(not ok(c) for c in calls)  # over-whole draws were looked at and passed over
+
+
 # --- --compare random, end to end -------------------------------------------------------------------
 
 def test_compare_random_runs_end_to_end(finished_run, tmp_path):

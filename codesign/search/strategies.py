@@ -111,6 +111,11 @@ class SearchContext:
     weight_optimizer_factory: Callable | None = None
     stats: dict = field(default_factory=dict)
     executor: Any = None  # where random/evolution candidates train (codesign.distributed); None: here
+    # The cost source's cost of a whole design (choices -> metric -> value; the exported graph,
+    # where the additive table misses fusion across options). Derivation judges a design by both;
+    # sample-based strategies then keep only designs it also puts under the budgets, so that the
+    # design they choose is the one delivered. None: the table alone.
+    whole_cost: Callable[[list[int]], dict] | None = None
 
 
 def _bar(total, desc, enabled, unit="epoch", initial=0):
@@ -144,24 +149,48 @@ def under_budget(ctx: SearchContext, choices) -> bool:
     return ctx.space.valid(net) and satisfied(ctx.costs, choices, ctx.budgets)
 
 
+def meets_whole(ctx: SearchContext, choices) -> bool:
+    """Whether the cost source's cost of the whole design meets every budget (True without
+    ``ctx.whole_cost``): the judgement derivation adds to the table's."""
+    if ctx.whole_cost is None:
+        return True
+    whole = ctx.whole_cost(list(choices))
+    return all(whole.get(b.metric, 0.0) <= b.limit for b in ctx.budgets)
+
+
+# A design under the table is looked at whole (an export, ~0.1 s) at most this many times per
+# draw; past that, the last one under the table is returned and derivation repairs it.
+WHOLE_CHECKS = 200
+
+
 def candidate_passes(ctx: SearchContext) -> int:
     """Passes one sampled candidate's training costs (``candidate_epochs`` over the training split)."""
     return ctx.cfg.candidate_epochs * math.ceil(len(ctx.y_train) / ctx.cfg.batch_size)
 
 
-def sample_feasible(ctx: SearchContext, rng: random.Random, tries: int = 10_000) -> list[int]:
-    """A design drawn uniformly among those under the budgets (rejection sampling). Where the
-    budgets admit so small a corner of the space that ``tries`` draws all miss, a random design is
-    repaired into it instead (each change preferred by a random weight, so repeated calls still
-    differ): a long search that needs thousands of feasible draws does not fail on an unlucky one.
+def sample_feasible(ctx: SearchContext, rng: random.Random, tries: int = 10_000, whole: bool = True) -> list[int]:
+    """A design drawn uniformly among those under the budgets (rejection sampling): by the table
+    and, with ``whole`` and ``ctx.whole_cost``, by the whole design's cost too (``WHOLE_CHECKS``
+    looks at most). Where the budgets admit so small a corner of the space that ``tries`` draws
+    all miss, a random design is repaired into it instead (each change preferred by a random
+    weight, so repeated calls still differ): a long search that needs thousands of feasible draws
+    does not fail on an unlucky one.
 
     Raises:
         CodesignError: no design of the space meets the budgets at all.
     """
+    last, looked = None, 0
     for _ in range(tries):
         c = random_design(ctx.space, ctx.costs, rng)
-        if under_budget(ctx, c):
+        if not under_budget(ctx, c):
+            continue
+        if not whole or ctx.whole_cost is None:
             return c
+        last, looked = c, looked + 1
+        if meets_whole(ctx, c) or looked >= WHOLE_CHECKS:
+            return c
+    if last is not None:
+        return last
     from .budgets import repair
 
     c = random_design(ctx.space, ctx.costs, rng)
@@ -555,6 +584,9 @@ class SampleSearch:
     def under_budget(self, choices) -> bool:
         return under_budget(self.ctx, choices)
 
+    def meets_whole(self, choices) -> bool:
+        return meets_whole(self.ctx, choices)
+
     def sample_feasible(self) -> list[int]:
         return sample_feasible(self.ctx, self.rng)
 
@@ -701,8 +733,14 @@ class Evolution(SampleSearch):
             return self.sample_feasible()
         contenders = self.rng.sample(population, min(cfg.tournament, len(population)))
         parent = max(contenders, key=lambda h: h["val_accuracy"])["choices"]
+        looked = 0
         for _ in range(1000):
             child = mutate_design(self.ctx.space, self.ctx.costs, parent, self.rng)
-            if self.under_budget(child):
+            if not self.under_budget(child):
+                continue
+            looked += 1
+            if self.meets_whole(child):
                 return child
+            if looked >= 50:  # the parent sits on the budget's edge: draw afresh
+                break
         return self.sample_feasible()

@@ -155,7 +155,7 @@ class RandomSearchWeightSharing:
                 for g in self.w_opt.param_groups:
                     if not ctx.weight_optimizer_factory:
                         g["lr"] = cosine_lr(cfg.lr, self.steps, total, cfg.lr * 0.02)
-                choices = sample_feasible(ctx, self.rng)[:self.n_net]
+                choices = sample_feasible(ctx, self.rng, whole=False)[:self.n_net]  # a path to train
                 out = self.net(xt, one_hot(ctx.space, choices, xt.device), choices)
                 loss = F.cross_entropy(out, yt)
                 _check_finite(loss, "weight", ctx)

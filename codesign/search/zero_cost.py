@@ -109,14 +109,16 @@ class ZeroCostSearch(SampleSearch):
         self.pool_size = pool_size(ctx, self.select)
         self.pool: list[dict] | None = None  # scored designs, best first
         self.pool_seconds = 0.0
+        self.over_whole: list[str] = []  # pool designs dropped when chosen: over a budget whole
 
     def state(self) -> dict:
-        return {**super().state(), "pool": self.pool, "pool_seconds": self.pool_seconds}
+        return {**super().state(), "pool": self.pool, "pool_seconds": self.pool_seconds, "over_whole": self.over_whole}
 
     def load(self, s: dict) -> None:
         super().load(s)
         self.pool = s.get("pool")
         self.pool_seconds = float(s.get("pool_seconds", 0.0))
+        self.over_whole = list(s.get("over_whole", []))
 
     def planned(self) -> int:
         return 1 if self.select == "score" else super().planned()
@@ -145,7 +147,7 @@ class ZeroCostSearch(SampleSearch):
         for _ in range(20 * self.pool_size):  # distinct designs; a small space may have fewer
             if len(pool) == self.pool_size:
                 break
-            c = sample_feasible(ctx, rng)
+            c = sample_feasible(ctx, rng, whole=False)  # looked at whole only when chosen (``propose``)
             if tuple(c) in seen:
                 continue
             seen.add(tuple(c))
@@ -171,7 +173,13 @@ class ZeroCostSearch(SampleSearch):
     def propose(self) -> list[int]:
         # called once per candidate in candidate order (also when a resumed run re-proposes the
         # candidates that finished ahead of the history): the k-th proposal is the k-th best score
+        # among the designs that are under the budgets whole too. The pool is drawn under the table
+        # alone (looking at every design whole costs an export each); a design over them whole
+        # leaves the pool when its turn comes, which the checkpoint keeps, so that derivation
+        # delivers the design chosen rather than a repaired one.
         k = self._proposed
+        while k < len(self.pool) - 1 and not self.meets_whole(self.pool[k]["choices"]):
+            self.over_whole.append(self.pool.pop(k)["genotype"])
         self._proposed += 1
         return list(self.pool[k]["choices"])
 
@@ -181,4 +189,5 @@ class ZeroCostSearch(SampleSearch):
         self._proposed = len(self.history)
 
     def run(self) -> dict:
-        return {**super().run(), "pool": self.pool_size, "select": self.select}
+        return {**super().run(), "pool": self.pool_size, "select": self.select,
+                "pool_over_whole": len(self.over_whole)}
