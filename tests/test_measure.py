@@ -271,4 +271,5 @@ def test_fastest_of_interleaved_timings_is_not_read_below_the_network_run_time()
     finally:
         stop.set()
         thread.join()
+    alone = min(alone, fastest())  # load only slows a run: the fastest of both timings alone
     assert beside >= 0.92 * alone, (beside, alone)
