@@ -217,8 +217,10 @@ def test_profiling_compiles_on_workers_and_stores_every_kernel_once(local_ray, t
     reports, rows = [], []
     for name, executor in (("serial", None), ("ray", RayExecutor(workers=2))):
         with ProfileDB(tmp_path / f"{name}.sqlite") as db:
-            reports.append(profile_kernels(_kernels(), dev, db, repeats=2, min_repeat_ms=1, progress=False,
-                                           executor=executor))
+            # untuned: the device's default (tuned) spends minutes in MetaSchedule; tuning on the
+            # workers is the slow test below
+            reports.append(profile_kernels(_kernels(), dev, db, schedule="untuned", repeats=2, min_repeat_ms=1,
+                                           progress=False, executor=executor))
             rows.append({r.kernel_key: r for r in db.query(device="cpu-local")})
     serial, ray_report = reports
     assert ray_report.measured == serial.measured == 4 and ray_report.failed == 0, ray_report.errors

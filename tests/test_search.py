@@ -744,10 +744,14 @@ def test_cli_usage_errors_are_one_line(argv, message, capsys, tmp_path, monkeypa
 
 def test_infeasible_budget_fails_at_once_naming_the_minimum(finished_run, tmp_path, capsys):
     _, root = finished_run
+    # the finished run's policy: its profiles and calibrated networks are reused (the tuned default
+    # would tune every kernel first, minutes here)
     code = cli_main(["search", "--space-arg", "c=4", "--space-arg", "cells=1", "--latency-ms", "0.0001",
-                     "--db", str(root / "p.sqlite"), "--run-dir", str(tmp_path / "r"), "--quiet"])
+                     "--schedule", "untuned", "--db", str(root / "p.sqlite"), "--run-dir", str(tmp_path / "r"),
+                     "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "minimum achievable is" in err
+    assert not (tmp_path / "r").exists()  # refused before the run directory is written
 
 
 def test_search_help_lists_every_flag():
