@@ -1330,7 +1330,7 @@ def test_compare_random_runs_end_to_end(finished_run, tmp_path):
     _, root = finished_run
     cfg = SearchConfig(space_args={"c": 4, "cells": 1}, epochs=2, warmup_epochs=1, train_epochs=1, candidate_epochs=1,
                        candidates=2, zc_pool=10, batch_size=64, db=str(root / "p.sqlite"), latency_ms="0.6x",
-                       compare="random",
+                       compare="random", schedule="untuned",  # the finished run's profiles (tuned: test_tuned.py)
                        profile_repeats=1, profile_min_repeat_ms=1.0)
     r = run_search(cfg, run_dir=tmp_path / "run", quiet=True)
     c = r["compare"]
