@@ -1322,6 +1322,31 @@ def test_sampled_strategies_keep_only_designs_under_the_budget_whole(strategy, d
         assert any(not ok(c) for c in calls)  # over-whole draws were looked at and passed over
 
 
+def test_naswot_keeps_its_best_scored_design_when_none_is_under_the_budget_whole(digits):
+    """Where every design of the pool is over the budgets whole, naswot trains its best-scored
+    design (derivation then repairs it) and says so in the log, rather than failing; with
+    zc_select="val" it trains no design over whole while one under remains, the pool's last
+    included."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.5x")], costs, space)
+    logs = []
+    ctx = context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=12), log=logs.append)
+    ctx.whole_cost = lambda c: {"latency_ms": 2 * budgets[0].limit}
+    strategy = create_strategy("naswot", ctx)
+    found = strategy.run()
+    assert found["candidates"] == 1 and found["pool_over_whole"] == 12
+    assert found["choices"] == strategy.over_whole[0]["choices"]  # the best score
+    assert any("no design of the pool" in r.get("note", "") for r in logs)
+    ref = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=12)))
+    ref._score_pool()
+    last = ref.pool[-1]["choices"]
+    ctx = context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=12, zc_select="val", candidates=6))
+    ctx.whole_cost = lambda c: {"latency_ms": 0.5 * budgets[0].limit if c == last else 2 * budgets[0].limit}
+    found = create_strategy("naswot", ctx).run()
+    assert found["candidates"] == 1 and found["choices"] == last  # only the pool's last is under whole
+
+
 # --- --compare random, end to end -------------------------------------------------------------------
 
 def test_compare_random_runs_end_to_end(finished_run, tmp_path):

@@ -290,3 +290,16 @@ def test_the_public_nb201_table_is_read_whole_and_judges_cells_among_those_under
         pub.read_table(tmp_path / "bin.csv", space)
     with pytest.raises(pub.TableError, match="no such file"):
         pub.read_table(tmp_path / "none.csv", space)
+
+
+def test_a_networks_kernels_leave_torchs_generator_as_they_found_it():
+    """A search looks at designs whole between its own seeded draws: exporting a network to find
+    its kernels must not move torch's global generator (nor build the network again once cached)."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), c=2, cells=1)
+    g = space.format(space.random_choices(random.Random(3)))
+    torch.manual_seed(11)
+    before = torch.random.get_rng_state()
+    first = space.network_kernels(g)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    space.build = None  # a cached network is not built again
+    assert space.network_kernels(g) == first

@@ -109,7 +109,7 @@ class ZeroCostSearch(SampleSearch):
         self.pool_size = pool_size(ctx, self.select)
         self.pool: list[dict] | None = None  # scored designs, best first
         self.pool_seconds = 0.0
-        self.over_whole: list[str] = []  # pool designs dropped when chosen: over a budget whole
+        self.over_whole: list[dict] = []  # pool designs dropped when their turn came: over a budget whole
 
     def state(self) -> dict:
         return {**super().state(), "pool": self.pool, "pool_seconds": self.pool_seconds, "over_whole": self.over_whole}
@@ -133,8 +133,33 @@ class ZeroCostSearch(SampleSearch):
         left = super().remaining()
         if self.pool is None:
             return left
-        trained = 1 if self.select == "score" else len(self.pool)  # "score": the best-scored design only
+        if self.select == "score":
+            trained = 1  # the best-scored design only
+        else:
+            self._keep_whole(len(self.history) + left)  # what the compute can still train: under the budgets whole
+            trained = len(self.pool)
         return max(0, min(left, trained - len(self.history)))
+
+    def _keep_whole(self, n: int) -> None:
+        """Make the pool's first ``n`` designs (best score first) ones the whole-design cost also
+        puts under the budgets: the others leave the pool for ``over_whole``, when their turn comes
+        (the pool is drawn under the table alone: looking at every design whole costs an export
+        each). The checkpoint keeps the pool as pruned, so a resumed run proposes the same designs.
+        Where no design of the pool is under the budgets whole, the best-scored one is put back:
+        derivation repairs it."""
+        i = 0
+        while i < min(n, len(self.pool)):
+            entry = self.pool[i]
+            if entry.get("whole_ok") is None:
+                entry["whole_ok"] = self.meets_whole(entry["choices"])
+            if entry["whole_ok"] or entry.get("kept_over"):
+                i += 1
+            else:
+                self.over_whole.append(self.pool.pop(i))
+        if not self.pool and self.over_whole:
+            self.pool.append({**self.over_whole[0], "kept_over": True})
+            self.ctx.log({"note": "no design of the pool is under the budgets by its whole-network cost; the "
+                                  "best-scored one is kept and derivation repairs it"})
 
     def _score_pool(self) -> None:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -173,13 +198,11 @@ class ZeroCostSearch(SampleSearch):
     def propose(self) -> list[int]:
         # called once per candidate in candidate order (also when a resumed run re-proposes the
         # candidates that finished ahead of the history): the k-th proposal is the k-th best score
-        # among the designs that are under the budgets whole too. The pool is drawn under the table
-        # alone (looking at every design whole costs an export each); a design over them whole
-        # leaves the pool when its turn comes, which the checkpoint keeps, so that derivation
-        # delivers the design chosen rather than a repaired one.
+        # among the designs under the budgets whole too (``_keep_whole``), so that derivation
+        # delivers the design chosen rather than a repaired one
         k = self._proposed
-        while k < len(self.pool) - 1 and not self.meets_whole(self.pool[k]["choices"]):
-            self.over_whole.append(self.pool.pop(k)["genotype"])
+        self._keep_whole(k + 1)
+        k = min(k, len(self.pool) - 1)  # every design over whole: the best-scored one, put back
         self._proposed += 1
         return list(self.pool[k]["choices"])
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from ..kernelspec import KernelSpec
 
 
@@ -16,14 +18,25 @@ class ExportedKernels:
         self._cache: dict = {}
 
     def get(self, key, module, shape) -> list[KernelSpec]:
+        """``module``: the module, or a function that builds it (called only on a cache miss)."""
         if key not in self._cache:
             from ..graph import module_kernels
 
+            if not isinstance(module, torch.nn.Module):
+                module = module()
             self._cache[key] = module_kernels(module, tuple(shape))
         return list(self._cache[key])
 
     def network(self, space, genotype: str) -> list[KernelSpec]:
-        return self.get((space.name, "net", genotype), space.build(genotype), space.input_shape)
+        """A whole network's kernels. The network is built only when they are not cached, and on a
+        forked random generator: a search that looks at networks whole between its own draws
+        (``search.strategies.meets_whole``) leaves torch's generator as it found it."""
+
+        key = (space.name, "net", genotype)
+        if key in self._cache:
+            return list(self._cache[key])
+        with torch.random.fork_rng():
+            return self.get(key, lambda: space.build(genotype), space.input_shape)
 
     def space_kernels(self, space, samples: int = 6, seed: int = 0) -> list[KernelSpec]:
         """Every option's kernels, plus the kernels of networks that use each option everywhere it
