@@ -619,6 +619,69 @@ def test_own_core_repeats_never_scales_up():
     assert samples == pytest.approx([1.0, 1.0]) and least == 1.0
 
 
+def test_own_core_repeats_with_the_runs_of_a_call_ignore_waits_outside_the_timed_runs():
+    """TVM's evaluator makes one warm-up run, then the timed ones; a wait before it returns (the
+    GIL taken back from another Python thread) stretches the call's wall time but not the timed
+    mean. Scaling the mean by the call's core share read such a repeat fast; the CPU time per run
+    (at most the timed mean) does not, and a wait inside the timed runs is still taken out."""
+    from codesign.profile.runners import own_core_repeats
+
+    t = {"wall": 0.0, "cpu": 0.0}
+    calls, run_s = 4, 1e-3
+
+    def outside_wait():  # 4 timed runs + 1 warm-up on the core, then 5 ms waiting for the GIL
+        t["cpu"] += (calls + 1) * run_s
+        t["wall"] += (calls + 1) * run_s + 5e-3
+        return run_s
+
+    def inside_wait():  # another job holds the core half the time during the timed runs
+        t["cpu"] += (calls + 1) * run_s
+        t["wall"] += run_s + calls * run_s * 2
+        return run_s * 2
+
+    for evaluate in (outside_wait, inside_wait):
+        samples, _ = own_core_repeats(evaluate, 2, wall=lambda: t["wall"], cpu=lambda: t["cpu"], runs=calls + 1)
+        assert samples == pytest.approx([1.0, 1.0]), evaluate.__name__
+    scaled, _ = own_core_repeats(outside_wait, 1, wall=lambda: t["wall"], cpu=lambda: t["cpu"])
+    assert scaled[0] == pytest.approx(0.5)  # the share of the whole call: half the true time
+
+
+def test_kernels_profiled_beside_a_busy_python_thread_do_not_read_fast(tmp_path):
+    """Profiling overlaps compiling on a second thread; a thread that holds the GIL while a kernel
+    is timed must not make the kernel read faster than it runs (it read 17-22 % fast)."""
+    import threading
+
+    from codesign.profile import ProfileDB, get_device, profile_kernels
+
+    K = KernelSpec.make
+    specs = [K("conv2d", (1, 16, 16, 16), out_channels=16, kernel=3, activation="relu")]
+    dev = get_device("cpu-local")
+
+    def profiled(name: str) -> float:
+        with ProfileDB(tmp_path / f"{name}.sqlite") as db:
+            profile_kernels(specs, dev, db, schedule="untuned", repeats=5, min_repeat_ms=10, progress=False,
+                            overlap_compile=False)
+            return db.query(device="cpu-local")[0].latency_ms
+
+    alone = profiled("alone")
+    stop = threading.Event()
+
+    def hog():
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    thread = threading.Thread(target=hog, daemon=True)
+    thread.start()
+    try:
+        beside = profiled("beside")
+    finally:
+        stop.set()
+        thread.join()
+    alone = min(alone, profiled("alone2"))
+    assert beside >= 0.92 * alone, (beside, alone)
+
+
 def test_calls_for_fills_the_minimum_repeat_time():
     from codesign.profile.runners import calls_for
 
