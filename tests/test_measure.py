@@ -243,7 +243,7 @@ def test_fastest_of_interleaved_timings_is_not_read_below_the_network_run_time()
     in the same process) must not make the network read faster than it runs: the fastest of the
     repeats is what calibration and the budget check keep. Scaling each repeat by the thread's
     share of a core read 17 % fast here."""
-    import threading
+    from busy_thread import alone_and_beside_a_busy_thread
 
     from codesign.profile.measure import time_networks_interleaved
 
@@ -256,20 +256,5 @@ def test_fastest_of_interleaved_timings_is_not_read_below_the_network_run_time()
     def fastest() -> float:
         return time_networks_interleaved({"n": model}, device, "untuned", rounds=3, statistic="min")["n"][0]
 
-    alone = fastest()
-    stop = threading.Event()
-
-    def hog():  # pure Python: holds the GIL for its switch interval at a time
-        x = 0
-        while not stop.is_set():
-            x += 1
-
-    thread = threading.Thread(target=hog, daemon=True)
-    thread.start()
-    try:
-        beside = fastest()
-    finally:
-        stop.set()
-        thread.join()
-    alone = min(alone, fastest())  # load only slows a run: the fastest of both timings alone
+    alone, beside = alone_and_beside_a_busy_thread(fastest)
     assert beside >= 0.92 * alone, (beside, alone)
