@@ -623,11 +623,11 @@ def part_default(args, work: Path) -> dict:
 
     found = _run(SearchConfig(db=args.db), work / "default-digits")
     s, costs, _ = _setup_costs("nb201", args)
-    from codesign.search.costs import network_cost
+    from codesign.search.costs import whole_cost_of
 
     # random cells as the default search keeps them: under the budget by the table and whole
     ctx = SearchContext(s.space, None, None, None, None, costs.table, costs.budgets, None,
-                        whole_cost=lambda c: network_cost(s.space, s.space.format(c), s.source))
+                        whole_cost=whole_cost_of(s.space, costs.table, s.source))
     rng = pyrandom.Random(2_024)
     genotypes = [("default", found["genotype"])] + [
         (f"random-{i}", s.space.format(sample_feasible(ctx, rng))) for i in range(args.random_cells)]

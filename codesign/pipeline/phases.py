@@ -36,6 +36,7 @@ from ..search.costs import (
     build_cost_table,
     calibration_networks,
     network_cost,
+    whole_cost_of,
 )
 from ..search.derive import derive
 from ..search.device import resolve_train_device
@@ -200,14 +201,11 @@ def save_costs(s: Setup, run: Run, costs: Costs) -> None:
 
 def search_context(s: Setup, run: Run, costs: Costs, split: Split, checkpoint: str, max_passes=None,
                    log_stream: str = "log.jsonl") -> SearchContext:
-    def whole_cost(choices: list[int]) -> dict:
-        net, hw = costs.table.split(choices)
-        return network_cost(s.space, s.space.format(net), s.source, hw)
-
     return SearchContext(s.space, split.x_train, split.y_train, split.x_val, split.y_val, costs.table, costs.budgets,
                          s.cfg, run.file(checkpoint), lambda rec: run.log(rec, log_stream), not s.quiet,
                          s.dataset.augment, max_passes, optimizer_factory(s.cfg.arch_optimizer),
-                         optimizer_factory(s.cfg.weight_optimizer), executor=s.executor, whole_cost=whole_cost)
+                         optimizer_factory(s.cfg.weight_optimizer), executor=s.executor,
+                         whole_cost=whole_cost_of(s.space, costs.table, s.source))
 
 
 def run_strategy(name: str, ctx: SearchContext) -> dict:

@@ -74,10 +74,9 @@ def own_core_repeats(evaluate: Callable[[], float], repeats: int, wall: Callable
     """
     samples, least = [], 1.0
     for _ in range(repeats):
-        w0, c0 = wall(), cpu()
-        per_run_s = evaluate()
-        dw, dc = wall() - w0, cpu() - c0
-        share = min(1.0, dc / dw) if dw > 0 and dc > 0 else 1.0
+        c0 = cpu()
+        per_run_s, share = with_core_share(evaluate, wall, cpu)
+        dc = cpu() - c0
         least = min(least, share)
         if runs is not None and dc > 0:
             samples.append(min(per_run_s, dc / runs) * 1e3)

@@ -197,6 +197,16 @@ def network_cost(space, genotype: str, source, hw_choices=None) -> dict[str, flo
     return {m: (float(v[c]) if ok or m == "area_mm2" else math.inf) for m, v in out.items() if m != "feasible"}
 
 
+def whole_cost_of(space, table: CostTable, source):
+    """choices -> ``network_cost`` of the whole design they pick (network decisions, then the
+    hardware parameters of ``table``): what ``SearchContext.whole_cost`` asks for."""
+    def whole_cost(choices) -> dict[str, float]:
+        net, hw = table.split(list(choices))
+        return network_cost(space, space.format(net), source, hw)
+
+    return whole_cost
+
+
 def _option_sums(rows, values: np.ndarray) -> list[np.ndarray]:
     """Per decision, the sum over each option's kernels of ``values`` ([kernels] or [kernels, configs])."""
     out, i = [], 0

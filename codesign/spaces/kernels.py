@@ -18,12 +18,9 @@ class ExportedKernels:
         self._cache: dict = {}
 
     def get(self, key, module, shape) -> list[KernelSpec]:
-        """``module``: the module, or a function that builds it (called only on a cache miss)."""
         if key not in self._cache:
             from ..graph import module_kernels
 
-            if not isinstance(module, torch.nn.Module):
-                module = module()
             self._cache[key] = module_kernels(module, tuple(shape))
         return list(self._cache[key])
 
@@ -31,12 +28,11 @@ class ExportedKernels:
         """A whole network's kernels. The network is built only when they are not cached, and on a
         forked random generator: a search that looks at networks whole between its own draws
         (``search.strategies.meets_whole``) leaves torch's generator as it found it."""
-
         key = (space.name, "net", genotype)
         if key in self._cache:
             return list(self._cache[key])
         with torch.random.fork_rng():
-            return self.get(key, lambda: space.build(genotype), space.input_shape)
+            return self.get(key, space.build(genotype), space.input_shape)
 
     def space_kernels(self, space, samples: int = 6, seed: int = 0) -> list[KernelSpec]:
         """Every option's kernels, plus the kernels of networks that use each option everywhere it
