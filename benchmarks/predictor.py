@@ -27,8 +27,13 @@ measure-torchvision``; ``--stage all`` runs everything): kernel-type predictors
 (``codesign.predict.adaptive``, nn-Meter's method) sampled adaptively into ``adaptive.sqlite``
 with every kernel of every evaluated network excluded (sampling skips them, and the fit drops any
 that a draw hit anyway), then the 42 networks and torchvision networks at 32x32 and 64x64
-(exported by ``export_torchvision.py``; absent when it has not run) predicted from them, beside a
-gbdt fitted on the same samples and the FLOPs proxy; the networks' own kernels, profiled for the
+(exported by ``export_torchvision.py``; absent when it has not run) and timm networks at 64x64
+(``export_timm.py``, one per family, those whose kernel types are sampled; ``--stage measure-timm``)
+predicted from them, beside a gbdt fitted on the same samples and the FLOPs proxy. Each network's
+in-network correction is fitted on the other networks (leave one out), three ways
+(``in_network_correction``): a constant and per-kernel overhead, one common scale, and a scale per op
+family (``fit_overhead(per_family=True)``, the reported one); and for the timm networks, fitted on the
+others only. The networks' own kernels, profiled for the
 profiled mode, give the per-kernel-type error table; the coverage of the 90 % intervals and the
 networks flagged as outside the sampled range are reported. Writes ``never_profiled.json``.
 
@@ -334,6 +339,31 @@ def leave_one_out_overhead(model, kernel_lists, meas, use_measured):
     return out
 
 
+IN_NETWORK_FITS = ("overhead", "common_scale", "family_scale")
+
+
+def mean_abs_log_error(pred, meas) -> float:
+    return float(np.mean(np.abs(np.log(np.asarray(pred) / np.asarray(meas)))))
+
+
+def in_network_fits(model, kernel_lists, sums, meas, train, test) -> dict[str, np.ndarray]:
+    """The networks ``test`` predicted with the in-network correction fitted on the networks
+    ``train``, three ways: the constant and per-kernel overhead (``fit_overhead``, the default),
+    one common scale besides (``fit_overhead(scale=True)``), and a scale per op family
+    (``calibrate.fit_weights``, as ``codesign calibrate --method scale`` carries one device to another;
+    ``sums``: every network's ``family_sums`` under ``model``)."""
+    tr = [kernel_lists[j] for j in train]
+    out = {}
+    for key, scale in (("overhead", False), ("common_scale", True)):
+        model.fit_overhead(tr, meas[train], False, scale=scale)
+        out[key] = np.array([model.predict_network(kernel_lists[i], False)["latency_ms"] for i in test])
+    model.overhead_ms = model.per_kernel_overhead_ms = 0.0
+    model.network_scale = 1.0
+    w, c = fit_weights(sums[train], meas[train])
+    out["family_scale"] = sums[test, :-1] @ w + c * sums[test, -1]
+    return out
+
+
 # --- "never profiled": kernel-type predictors from adaptive sampling, on networks none of whose
 # kernels is in the database -----------------------------------------------------------------------
 # torchvision classification networks predicted and measured at 32x32 and 64x64 (the smaller half
@@ -346,6 +376,46 @@ TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d", "mobi
 
 
 TV_CACHE = "measured-torchvision.json"
+
+# timm networks (benchmarks/export_timm.py: one per family, exported at 64x64), a set that shaped
+# none of the choices above: kept when every kernel is of a type the adaptive sampling covers and
+# their FLOPs are at most the largest evaluated torchvision network's (untuned TVM runs the larger
+# ones for seconds).
+TIMM_CACHE = "measured-timm.json"
+TIMM_SIZE = 64
+
+
+def timm_networks(work: Path, types: set[str], max_flops: float) -> tuple[list[tuple[str, Path]], dict]:
+    """(name, ONNX path) of the timm networks kept, and why the others were left out."""
+    from export_timm import default_dir
+
+    from codesign.predict.features import kernel_type
+
+    folder = default_dir()
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        print(f"no timm export at {folder} (run benchmarks/export_timm.py with timm); timm networks left out",
+              file=sys.stderr)
+        return [], {}
+    out, left_out = [], {}
+    for entry in (e for _, e in sorted(json.loads(manifest.read_text())["models"].items())):
+        if entry.get("size") != TIMM_SIZE or "file" not in entry or not (folder / entry["file"]).exists():
+            continue
+        name = f"timm_{entry['model']}_{TIMM_SIZE}"
+        try:
+            specs = network_kernels(folder / entry["file"], work)
+        except CodesignError as exc:
+            left_out[name] = f"not read: {str(exc)[:120]}"
+            continue
+        other = sorted({kernel_type(s) for s in specs} - types)
+        flops = sum(kernel_flops(s) for s in specs)
+        if other:
+            left_out[name] = f"kernel types not sampled: {', '.join(other)}"
+        elif flops > max_flops:
+            left_out[name] = f"{flops / 1e9:.2f} GFLOPs, above the torchvision networks' {max_flops / 1e9:.2f}"
+        else:
+            out.append((name, folder / entry["file"]))
+    return out, left_out
 
 
 def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[str, Path]]:
@@ -484,15 +554,42 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         })
     meas = np.array([r["measured_ms"] for r in rows])
     kl = [kernels[r["name"]] for r in rows]
-    pred = leave_one_out_overhead(models["kernel-type"], kl, meas, False)
-    pred_gbdt = leave_one_out_overhead(models["gbdt"], kl, meas, False)
+    # The in-network correction of each network fitted on all the other networks (leave one out),
+    # three ways; family_scale (`codesign fit --networks`' default for kernel-type models) is the
+    # figure reported as kernel_type and gbdt.
+    in_network, loo = {}, {}
+    for kind in ("kernel-type", "gbdt"):
+        sums = family_sums(models[kind], kl, use_measured=False)
+        loo[kind] = {k: np.empty(len(rows)) for k in IN_NETWORK_FITS}
+        for i in range(len(rows)):
+            got = in_network_fits(models[kind], kl, sums, meas, np.delete(np.arange(len(rows)), i), [i])
+            for k in IN_NETWORK_FITS:
+                loo[kind][k][i] = got[k][0]
+        in_network[kind] = {"leave_one_out": {k: {**accuracy(v, meas), "mean_abs_log_error": mean_abs_log_error(v, meas)}
+                                              for k, v in loo[kind].items()}}
+        # timm's networks predicted with the correction fitted on the others only: the set on
+        # which family_scale was chosen over overhead (a rule written down before they were measured).
+        held = np.array([i for i, r in enumerate(rows) if r["group"].startswith("timm")], dtype=int)
+        if 1 < len(held) < len(rows) - 3:
+            got = in_network_fits(models[kind], kl, sums, meas, np.setdiff1d(np.arange(len(rows)), held), held)
+            in_network[kind]["timm_fitted_on_the_others"] = {
+                k: {**accuracy(v, meas[held]), "mean_abs_log_error": mean_abs_log_error(v, meas[held])}
+                for k, v in got.items()}
+            if kind == "kernel-type":
+                for k, v in got.items():
+                    for i, p in zip(held, v):
+                        rows[i][f"{k}_fitted_on_the_others_ms"] = float(p)
+    for k in IN_NETWORK_FITS:
+        for r, p in zip(rows, loo["kernel-type"][k]):
+            r[f"{k}_ms"] = float(p)
+    pred, pred_gbdt = loo["kernel-type"]["family_scale"], loo["gbdt"]["family_scale"]
     flops = np.array([r["flops"] for r in rows])
     flops_pred = np.array([flops[i] * np.median(np.delete(meas / flops, i)) for i in range(len(rows))])
     for r, p, q in zip(rows, pred, pred_gbdt):
         r["predicted_ms"], r["gbdt_predicted_ms"] = float(p), float(q)
-        # The interval of the kernel sum, shifted by the same overhead as the prediction.
-        shift = float(p) - r["kernel_sum_ms"]
-        r["interval_ms"] = [r["interval_ms"][0] + shift, r["interval_ms"][1] + shift]
+        # The interval of the kernel sum, scaled as the prediction is.
+        ratio = float(p) / r["kernel_sum_ms"]
+        r["interval_ms"] = [r["interval_ms"][0] * ratio, r["interval_ms"][1] * ratio]
     inside = np.array([r["interval_ms"][0] <= r["measured_ms"] <= r["interval_ms"][1] for r in rows])
     groups = {}
     for g in sorted({r["group"] for r in rows}):
@@ -537,7 +634,9 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
         "accuracy": {"kernel_type": accuracy(pred, meas), "gbdt_same_samples": accuracy(pred_gbdt, meas),
                      "flops_proxy": accuracy(flops_pred, meas),
-                     "kernel_type_no_overhead": accuracy([r["kernel_sum_ms"] for r in rows], meas)},
+                     "kernel_type_no_overhead": accuracy([r["kernel_sum_ms"] for r in rows], meas),
+                     "kernel_type_constant_overhead": accuracy(loo["kernel-type"]["overhead"], meas)},
+        "in_network_correction": in_network,
         "by_group": groups,
         "interval_coverage": float(inside.mean()),
         "interval_level": models["kernel-type"].heads["latency_ms"]["level"],
@@ -569,9 +668,10 @@ def main() -> None:
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
-                                                         "never-profiled", "time-keys"],
+                                                         "never-profiled", "measure-timm", "time-keys"],
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
-                         "comparison; adaptive sampling; torchvision network measurements; the never-profiled report")
+                         "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
+                         "report; timm network measurements (benchmarks/export_timm.py's, at 64x64)")
     ap.add_argument("--adaptive-budget", type=int, default=1200, help="kernels adaptive sampling profiles")
     ap.add_argument("--adaptive-types", default="conv,conv_pointwise,conv_depthwise,conv_grouped,dense,max_pool,"
                     "avg_pool,global_pool,batch_norm,add,mul,activation",
@@ -611,8 +711,18 @@ def main() -> None:
         except CodesignError as exc:
             print(f"{name}: left out ({exc})", file=sys.stderr)
     tv_nets = readable
+    timm_nets, timm_left_out = [], {}
+    if args.stage in ("all", "adaptive", "measure-timm", "never-profiled"):
+        tv64 = [sum(kernel_flops(s) for s in network_kernels(p, work)) for n, p in tv_nets if n.endswith("_64")]
+        if tv64:
+            timm_nets, timm_left_out = timm_networks(work, set(args.adaptive_types.split(",")), max(tv64))
+    timm_keys = {s.key() for _, p in timm_nets for s in network_kernels(p, work)}
+    if args.stage == "measure-timm":
+        print(f"{len(timm_nets)} timm networks to measure; {len(timm_left_out)} left out", file=sys.stderr)
+        stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE)
+        return
     if args.stage == "adaptive":
-        print(json.dumps(stage_adaptive(args, work, bench_keys | tv_keys), indent=2))
+        print(json.dumps(stage_adaptive(args, work, bench_keys | tv_keys | timm_keys), indent=2))
         return
     if args.stage == "measure-torchvision":
         # One cache per set of networks, so that several measuring processes can run at once.
@@ -621,24 +731,30 @@ def main() -> None:
         return
     if args.stage in ("all", "never-profiled"):
         if args.stage == "all":
-            stage_adaptive(args, work, bench_keys | tv_keys)
+            stage_adaptive(args, work, bench_keys | tv_keys | timm_keys)
             stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE)
+            stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE)
         if args.stage == "all":
             measured = stage_measure([(name, paths[name]) for name, *_ in acc_nets], work, timing, args.net_rounds)
             measured.update(stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE))
+            measured.update(stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE))
         else:  # the report alone: what the measuring stages have cached so far
             measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing, args.net_rounds)
             for cache in sorted(work.glob("measured-torchvision*.json")):
                 for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
                     if runs:
                         measured[name] = runs
+            measured.update({k: v for k, v in cached_runs(work / TIMM_CACHE, [n for n, _ in timm_nets], timing,
+                                                          args.tv_rounds).items() if v})
         nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
         nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
+        nets += [(name, path, f"timm{TIMM_SIZE}") for name, path in timm_nets]
         res = never_profiled(args, work, nets, measured, work / f"kernels-{tag}-0.sqlite")
         res.update(benchmark="predictor:never-profiled", hardware=hardware(), load_average_1_5_15=os.getloadavg(),
                    timing=f"kernels (codesign profile) and networks (codesign measure) alike: the {args.statistic} "
                           f"of {args.repeats} repeats of >= {args.min_repeat_ms:g} ms",
                    device="cpu-local", schedule="untuned", adaptive_budget=args.adaptive_budget,
+                   timm_left_out=timm_left_out,
                    adaptive_state=(json.loads((work / "adaptive-state.json").read_text())["rounds"][-1]
                                    if (work / "adaptive-state.json").exists() else None))
         (work / "never_profiled.json").write_text(json.dumps(res, indent=2))

@@ -326,7 +326,20 @@ def test_fit_eval_reports_rmspe_shares_and_tau(specs, tmp_path):
                "--out", str(tmp_path / "o.json"))
     assert out.returncode == 0 and "network overhead from 3 measured networks" in out.stdout, out.stderr
     fitted = load_cost_model(tmp_path / "o.json")
-    assert fitted.overhead_ms + fitted.per_kernel_overhead_ms > 0
+    assert fitted.overhead_ms + fitted.per_kernel_overhead_ms > 0 and fitted.family_scales is None
+    # Four networks or more can fit a scale per op family instead (kernel-type models' default).
+    paths, _ = _onnx_files(tmp_path, 4)
+    law = [sum(_law_ms(k) for k in onnx_kernels(p)) * 1.3 for p in paths]
+    (tmp_path / "nets4.csv").write_text("model,latency_ms\n" + "".join(f"{p.name},{v}\n" for p, v in zip(paths, law)))
+    out = _cli("fit", "--db", str(db), "--kind", "loglinear", "--networks", str(tmp_path / "nets4.csv"),
+               "--network-fit", "family-scale", "--json", "--out", str(tmp_path / "f.json"))
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["network_fit"] == "family-scale" and set(rep["family_scales"]) == set(FAMILIES)
+    fitted = load_cost_model(tmp_path / "f.json")
+    assert fitted.family_scales == pytest.approx(rep["family_scales"])
+    pred = [fitted.predict_network(onnx_kernels(p))["latency_ms"] for p in paths]
+    assert pred == pytest.approx(law, rel=0.15)
     # Without --eval (or --cv) no cross-validation runs.
     out = _cli("fit", "--db", str(db), "--kind", "loglinear", "--json", "--out", str(tmp_path / "m.json"))
     assert "cross_validation" not in json.loads(out.stdout)
@@ -415,6 +428,58 @@ def test_network_scale_is_fitted_beside_the_overheads_and_saved(specs, tmp_path)
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(CodesignError, match="network_scale is -1.0"):
         load_cost_model(tmp_path / "bad.json")
+
+
+def test_family_scales_are_fitted_on_networks_saved_and_checked(specs, tmp_path):
+    model = create_cost_model("loglinear").fit(_records(specs))
+    rng = np.random.default_rng(0)
+    nets = [[specs[j] for j in rng.choice(len(specs), size=int(rng.integers(4, 14)), replace=False)]
+            for _ in range(40)]
+    true_scale = {f: 1.1 for f in FAMILIES} | {"conv": 1.0, "conv_pointwise": 1.3, "conv_depthwise": 2.0}
+    present = {family(s) for k in nets for s in k}
+    assert {"conv", "conv_pointwise", "conv_depthwise"} <= present
+
+    def truth(k):
+        return sum(true_scale[family(s)] * v for s, v in zip(k, model.predict(k))) + 0.004 * len(k)
+
+    meas = [truth(k) for k in nets[:30]]
+    model.fit_overhead(nets[:30], meas, per_family=True)
+    fs = model.family_scales
+    assert set(fs) == set(FAMILIES) and model.overhead_ms == 0.0 and model.network_scale == 1.0
+    assert fs["conv_depthwise"] > fs["conv_pointwise"] > fs["conv"]
+    assert fs["conv_depthwise"] == pytest.approx(2.0, rel=0.1)
+    # networks the fit never saw, predicted through predict_network (and its interval)
+    for k in nets[30:]:
+        res = model.predict_network(k)
+        assert res["latency_ms"] == pytest.approx(truth(k), rel=0.05)
+    # the search's per-kernel costs inside a network add up to the same network latency
+    k = nets[31]
+    assert float((model.predict(k) * model.in_network_scales(k) + model.per_kernel_overhead_ms).sum()) == \
+        pytest.approx(model.predict_network(k)["latency_ms"])
+    # a constant overhead alone misses them by far more
+    flat = create_cost_model("loglinear").fit(_records(specs)).fit_overhead(nets[:30], meas)
+    err = [abs(flat.predict_network(k)["latency_ms"] / truth(k) - 1) for k in nets[30:]]
+    assert max(err) > 0.05
+    # saved as format 2 (older codesign refuses it rather than ignore the scales); read back the same
+    for name in ("m.json", "m.npz"):
+        loaded = load_cost_model(model.save(tmp_path / name))
+        assert loaded.family_scales == pytest.approx(fs)
+        assert loaded.predict_network(nets[35])["latency_ms"] == pytest.approx(model.predict_network(nets[35])["latency_ms"])
+    d = json.loads((tmp_path / "m.json").read_text())
+    assert d["format_version"] == 2
+    # refitting without per_family drops the scales, and the file is format 1 again
+    model.fit_overhead(nets[:30], meas)
+    assert model.family_scales is None
+    assert json.loads(model.save(tmp_path / "plain.json").read_text())["format_version"] == 1
+    with pytest.raises(CodesignError, match="per-family scales needs at least 4"):
+        model.fit_overhead(nets[:3], meas[:3], per_family=True)
+    with pytest.raises(CodesignError, match="not both"):
+        model.fit_overhead(nets[:30], meas, scale=True, per_family=True)
+    for bad in ({"conv": 1.0}, {**fs, "conv": -1.0}, {**fs, "conv": float("nan")}, [1.0] * len(FAMILIES)):
+        d["family_scales"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(d))
+        with pytest.raises(CodesignError, match="family_scales must map each op family"):
+            load_cost_model(tmp_path / "bad.json")
 
 
 def test_a_model_of_another_device_or_schedule_is_refused(specs, tmp_path):

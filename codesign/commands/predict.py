@@ -34,6 +34,12 @@ def register(sub) -> None:
                    help="whole networks measured on the device (`codesign measure --append` writes the table; "
                         "columns as `codesign calibrate --table`): fit the per-network and per-kernel overhead "
                         "added to kernel sums")
+    f.add_argument("--network-fit", choices=("auto", "overhead", "family-scale"), default="auto",
+                   help="with --networks, what is fitted: overhead (a per-network constant and a per-kernel "
+                        "overhead), family-scale (how much longer each op family's kernels run inside a network, "
+                        "plus the per-kernel overhead; >= 4 networks); auto (default): family-scale for kernel-type "
+                        "models given >= 4 networks (it predicted never-profiled networks better; docs/predict.md), "
+                        "else overhead")
     f.add_argument("--out", default=None, help="where to save the model (.json or .npz; default <device>.json)")
     f.add_argument("--eval", action="store_true",
                    help="report accuracy on held-out kernels (k-fold: RMSPE, share within ±5%% and ±10%%, "
@@ -162,6 +168,18 @@ def _fit(args) -> int:
         raise CodesignError("--budget-kernels, --state, --prior-onnx and --exclude-onnx go with --adaptive")
     out = model_path(args.out, args.device, "--device")
     rows = read_table(args.networks) if args.networks else None
+    if rows is None and args.network_fit != "auto":
+        raise CodesignError("--network-fit goes with --networks (the measured networks it fits on)")
+    network_kernels = None
+    if rows is not None:
+        # Checked before any kernel is profiled or fitted: a bad table loses no work.
+        if args.network_fit == "auto":
+            args.network_fit = "family-scale" if args.kind == "kernel-type" and len(rows) >= 4 else "overhead"
+        need = 4 if args.network_fit == "family-scale" else 2
+        if len(rows) < need:
+            raise CodesignError(f"{args.networks}: --network-fit {args.network_fit} needs at least {need} measured "
+                                f"networks; the table has {len(rows)}")
+        network_kernels = [row_kernels(r) for r in rows]
     if args.adaptive:
         _fit_adaptive(args)
     model, records = fit_from_profiles(args.device, args.db, args.schedule, args.kind, args.seed)
@@ -170,9 +188,10 @@ def _fit(args) -> int:
     if args.adaptive:
         report["adaptive"] = args.adaptive_report
     if rows is not None:
-        model.fit_overhead([row_kernels(r) for r in rows], [r["latency_ms"] for r in rows])
-        report.update(networks=len(rows), overhead_ms=model.overhead_ms,
-                      per_kernel_overhead_ms=model.per_kernel_overhead_ms)
+        model.fit_overhead(network_kernels, [r["latency_ms"] for r in rows],
+                           per_family=args.network_fit == "family-scale")
+        report.update(networks=len(rows), network_fit=args.network_fit, overhead_ms=model.overhead_ms,
+                      per_kernel_overhead_ms=model.per_kernel_overhead_ms, family_scales=model.family_scales)
     if evaluate:
         from ..predict.evaluate import cross_validate
 
@@ -187,7 +206,11 @@ def _fit(args) -> int:
         return 0
     print(f"fitted {model.kind} on {model.n_train} kernels of {model.device} [{model.schedule}]"
           f"; energy: {model.energy_source or 'none in the profiles'}")
-    if args.networks:
+    if args.networks and model.family_scales is not None:
+        scales = ", ".join(f"{f} {w:.3g}" for f, w in model.family_scales.items())
+        print(f"in-network scale per op family from {report['networks']} measured networks: {scales}; "
+              f"+ {model.per_kernel_overhead_ms:.4g} ms per kernel")
+    elif args.networks:
         print(f"network overhead from {report['networks']} measured networks: {model.overhead_ms:.4g} ms + "
               f"{model.per_kernel_overhead_ms:.4g} ms per kernel")
     if args.adaptive:

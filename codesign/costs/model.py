@@ -56,7 +56,7 @@ class ModelCostSource(CostSource):
         model's fitted network terms; energy as ``kernel_costs``)."""
         out = self.kernel_costs(specs)
         m = self.model
-        out["latency_ms"] = out["latency_ms"] * m.network_scale + m.per_kernel_overhead_ms
+        out["latency_ms"] = out["latency_ms"] * m.in_network_scales(specs) + m.per_kernel_overhead_ms
         return out
 
     def network_cost(self, specs: list[KernelSpec]) -> dict[str, float]:

@@ -32,9 +32,16 @@ from ..files import read_csv
 from ..kernelspec import KernelSpec
 from ..profile.devices import check_device_name
 from .features import FAMILIES, family
-from .models import CostModel, model_from_dict, model_to_dict, register_cost_model
+from .models import (
+    DEFAULT_PRIOR,
+    CostModel,
+    family_sums,
+    fit_weights,
+    model_from_dict,
+    model_to_dict,
+    register_cost_model,
+)
 
-DEFAULT_PRIOR = 0.05
 _SPACES: dict[str, Any] = {}  # search spaces of genotype rows, created once per process
 
 
@@ -154,36 +161,6 @@ def row_kernels(row: dict[str, Any]) -> list[KernelSpec]:
     from ..graph import onnx_kernels
 
     return onnx_kernels(row["model"])
-
-
-def family_sums(model: CostModel, kernels: list[list[KernelSpec]]) -> np.ndarray:
-    """(rows, len(FAMILIES) + 1): base-predicted latency per family, then the kernel count."""
-    out = np.zeros((len(kernels), len(FAMILIES) + 1))
-    for i, specs in enumerate(kernels):
-        lat = model.predict(specs)
-        for s, v in zip(specs, lat):
-            out[i, FAMILIES.index(family(s))] += v
-        out[i, -1] = len(specs)
-    return out
-
-
-def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_PRIOR) -> tuple[np.ndarray, float]:
-    """Per-family weights w >= 0 and per-kernel overhead c >= 0 (see the module docstring)."""
-    from scipy.optimize import nnls
-
-    measured = np.asarray(measured, dtype=np.float64)
-    base_total = sums[:, :-1].sum(axis=1)
-    scale = float(np.median(measured / np.maximum(base_total, 1e-12)))
-    nf = len(FAMILIES)
-    a = sums / measured[:, None]  # relative error rows
-    b = np.ones(len(measured))
-    # The prior is in the same relative units, per family and for the overhead (towards 0).
-    reg = np.sqrt(prior) * np.eye(nf + 1)
-    reg[:, :nf] /= max(scale, 1e-12)
-    a_full = np.vstack([a, reg])
-    b_full = np.concatenate([b, np.sqrt(prior) * np.ones(nf), [0.0]])
-    sol, _ = nnls(a_full, b_full)
-    return sol[:nf], float(sol[nf])
 
 
 def calibrate(base: CostModel, rows: list[dict[str, Any]], new_device: str,

@@ -36,7 +36,11 @@ from ..kernelspec import KernelSpec
 from ..registry import Registry
 from .features import FAMILIES, FEATURE_NAMES, family, feature_matrix
 
-FORMAT_VERSION = 1
+# 2: ``family_scales`` (written as 2 only by models that have them, so others stay readable by
+# codesign that reads 1).
+FORMAT_VERSION = 2
+# The ridge pull of every family's scale towards the common ratio (``fit_weights``).
+DEFAULT_PRIOR = 0.05
 TARGETS = ("latency_ms", "energy_mj")
 
 COST_MODELS = Registry("cost model", attribute="kind")  # every kind a saved model may have
@@ -102,6 +106,9 @@ class CostModel:
         # How much longer the kernels run inside a network than profiled one by one (cold caches
         # between kernels); 1 until fitted on measured networks (``fit_overhead(scale=True)``).
         self.network_scale = 1.0
+        # Or, per op family (features.FAMILIES), how much longer that family's kernels run inside a
+        # network (``fit_overhead(per_family=True)``); None until fitted that way.
+        self.family_scales: dict[str, float] | None = None
         self.table: dict[str, dict[str, float]] = {}
         self.heads: dict[str, dict[str, Any]] = {}
         # Per kernel type, the [min, max] of each of features.RANGE_DIMS over the fitted kernels:
@@ -137,6 +144,13 @@ class CostModel:
         v = self.network_scale
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
             raise CodesignError(f"{where} is damaged: network_scale is {v!r}, not a finite number > 0")
+        if self.family_scales is not None:
+            fs = self.family_scales
+            if (not isinstance(fs, dict) or set(fs) != set(FAMILIES)
+                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) or x < 0
+                           for x in fs.values())):
+                raise CodesignError(f"{where} is damaged: family_scales must map each op family "
+                                    f"({', '.join(FAMILIES)}) to a finite number >= 0")
         for target, head in self.heads.items():
             for k, v in head.items():
                 arr = np.asarray(v)
@@ -299,12 +313,20 @@ class CostModel:
 
     def network_overhead_ms(self, specs: list[KernelSpec], kernel_ms: np.ndarray) -> float:
         """What a network whose kernels are ``specs`` (each predicted ``kernel_ms``) costs beyond
-        their sum: the fitted constant, per-kernel overhead and the in-network scale's excess."""
+        their sum: the fitted constant, per-kernel overhead and the in-network scales' excess."""
+        kernel_ms = np.asarray(kernel_ms, np.float64)
         return float(self.overhead_ms + self.per_kernel_overhead_ms * len(specs)
-                     + (self.network_scale - 1.0) * np.asarray(kernel_ms, np.float64).sum())
+                     + ((self.in_network_scales(specs) - 1.0) * kernel_ms).sum())
+
+    def in_network_scales(self, specs: list[KernelSpec]) -> np.ndarray:
+        """How much longer each kernel runs inside a network than profiled alone: its op family's
+        fitted scale, else the common ``network_scale``."""
+        if self.family_scales is not None:
+            return np.array([self.family_scales[family(s)] for s in specs], np.float64)
+        return np.full(len(specs), self.network_scale, np.float64)
 
     def fit_overhead(self, networks: list[list[KernelSpec]], measured_ms, use_measured: bool = True,
-                     scale: bool = False) -> CostModel:
+                     scale: bool = False, per_family: bool = False) -> CostModel:
         """Fit the per-network constant and per-kernel overhead on measured whole networks.
 
         The kernel sums leave out what a network costs beyond its kernels: the VM's calls and
@@ -315,30 +337,45 @@ class CostModel:
         for devices where kernels timed one by one in a hot loop run faster than inside a network
         (small kernels whose data a network's neighbours evict).
 
+        ``per_family`` (>= 4 networks) fits a scale per op family instead (``family_scales``,
+        ``fit_weights``: ridge-pulled towards the common ratio) and the per-kernel overhead,
+        with no constant: kernels of different families lose differently inside a network
+        (depthwise and pointwise kernels, memory-bound, more than dense convolutions). On
+        never-profiled networks it was the better fit (docs/predict.md).
+
         Args:
             networks: each network's kernels (``graph.onnx_kernels`` / ``graph.module_kernels``).
             measured_ms: each network's measured end-to-end latency (``codesign measure``).
             scale: fit ``network_scale`` as well.
+            per_family: fit ``family_scales`` and the per-kernel overhead (not with ``scale``).
 
         Returns:
             self.
 
         Raises:
-            CodesignError: an unfitted model, fewer than 2 networks (4 with ``scale``), lengths
-                that differ, latencies that are not positive.
+            CodesignError: an unfitted model, fewer than 2 networks (4 with ``scale`` or
+                ``per_family``), lengths that differ, latencies that are not positive.
         """
         from scipy.optimize import nnls
 
         self._check_fitted()
+        if scale and per_family:
+            raise CodesignError("fit one network scale or one per op family, not both")
         meas = np.asarray(measured_ms, dtype=np.float64)
         if meas.ndim != 1 or len(meas) != len(networks):
             raise CodesignError(f"{len(networks)} networks but {meas.size} measured latencies")
-        need = 4 if scale else 2
+        need = 4 if scale or per_family else 2
         if len(meas) < need:
-            raise CodesignError(f"fitting the network overhead{' and scale' if scale else ''} needs at least "
-                                f"{need} measured networks")
+            what = " and scale" if scale else " and per-family scales" if per_family else ""
+            raise CodesignError(f"fitting the network overhead{what} needs at least {need} measured networks")
         if not np.isfinite(meas).all() or not (meas > 0).all():
             raise CodesignError("measured latencies must be positive")
+        self.family_scales = None
+        if per_family:
+            weights, per_kernel = fit_weights(family_sums(self, networks, use_measured), meas)
+            self.family_scales = {f: float(w) for f, w in zip(FAMILIES, weights)}
+            self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = 0.0, per_kernel, 1.0
+            return self
         sums = np.array([self.predict(k, use_measured).sum() if k else 0.0 for k in networks])
         counts = np.array([len(k) for k in networks], dtype=np.float64)
         a = np.stack([1.0 / meas, counts / meas], axis=1)
@@ -355,11 +392,12 @@ class CostModel:
     # --- artifacts -------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {
-            "format_version": FORMAT_VERSION, "kind": self.kind, "seed": self.seed, "device": self.device,
+            "format_version": 1 if self.family_scales is None else FORMAT_VERSION, "kind": self.kind, "seed": self.seed, "device": self.device,
             "schedule": self.schedule, "target": self.target, "tvm_version": self.tvm_version,
             "energy_source": self.energy_source, "n_train": self.n_train, "created_at": self.created_at,
             "overhead_ms": self.overhead_ms, "per_kernel_overhead_ms": self.per_kernel_overhead_ms,
             "network_scale": self.network_scale, "features": list(FEATURE_NAMES), "table": self.table, "ranges": self.ranges,
+            **({} if self.family_scales is None else {"family_scales": self.family_scales}),
         }
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
@@ -367,6 +405,7 @@ class CostModel:
                   "overhead_ms", "per_kernel_overhead_ms", "table"):
             setattr(self, k, meta[k])
         self.network_scale = meta.get("network_scale", 1.0)  # absent from models saved before it existed
+        self.family_scales = meta.get("family_scales")
         self.ranges = meta.get("ranges")
 
     def save(self, path: str | Path) -> Path:
@@ -390,6 +429,41 @@ class CostModel:
     def load(cls, path: str | Path) -> CostModel:
         """Load a saved model of any kind (the kind is read from the file)."""
         return load_cost_model(path)
+
+
+def family_sums(model: CostModel, kernels: list[list[KernelSpec]], use_measured: bool = True) -> np.ndarray:
+    """(rows, len(FAMILIES) + 1): base-predicted latency per family, then the kernel count."""
+    out = np.zeros((len(kernels), len(FAMILIES) + 1))
+    for i, specs in enumerate(kernels):
+        lat = model.predict(specs, use_measured)
+        for s, v in zip(specs, lat):
+            out[i, FAMILIES.index(family(s))] += v
+        out[i, -1] = len(specs)
+    return out
+
+
+def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_PRIOR) -> tuple[np.ndarray, float]:
+    """Per-family weights w >= 0 and per-kernel overhead c >= 0 of
+    ``latency = sum over families f of w[f] * sums[:, f] + c * sums[:, -1]`` (``sums``: ``family_sums``),
+    minimising the squared relative error over the rows, with a ridge pull (``prior``) of every w
+    towards the rows' median ratio of measured to summed latency, and of c towards 0: a family the
+    rows barely exercise keeps the common scale. Used by ``calibrate`` (one device carried to
+    another) and ``CostModel.fit_overhead(per_family=True)`` (kernels inside a network)."""
+    from scipy.optimize import nnls
+
+    measured = np.asarray(measured, dtype=np.float64)
+    base_total = sums[:, :-1].sum(axis=1)
+    scale = float(np.median(measured / np.maximum(base_total, 1e-12)))
+    nf = len(FAMILIES)
+    a = sums / measured[:, None]  # relative error rows
+    b = np.ones(len(measured))
+    # The prior is in the same relative units, per family and for the overhead (towards 0).
+    reg = np.sqrt(prior) * np.eye(nf + 1)
+    reg[:, :nf] /= max(scale, 1e-12)
+    a_full = np.vstack([a, reg])
+    b_full = np.concatenate([b, np.sqrt(prior) * np.ones(nf), [0.0]])
+    sol, _ = nnls(a_full, b_full)
+    return sol[:nf], float(sol[nf])
 
 
 def sampled_ranges(specs: Iterable[KernelSpec]) -> dict[str, dict[str, list[float]]]:
