@@ -45,7 +45,9 @@ Before any of this, ``fold_constants`` evaluates every node whose inputs are kno
 network runs (initializers, ``Constant``, ``Shape`` of a statically shaped tensor, and arithmetic
 on those): exporters emit such shape arithmetic for ``chunk``/``split``/``view``, it costs nothing
 at run time, and left in place it makes TVM's importer emit slices of unknown shape (see
-docs/predict.md for the ``concat`` failure this causes).
+docs/predict.md for the ``concat`` failure this causes). Weights stored as fills too large to
+make stay unmade; a computation on them alone (NF-ResNets' weight standardisation) is still known
+before run time, TVM folds it, and it is no kernel.
 
 Any other op is an error naming it and listing the supported ones, unless ``allow_partial`` is
 given (then it is skipped and reported).
@@ -231,12 +233,17 @@ class _Graph:
                 for a in n.attribute:
                     if a.name == "value":
                         self.consts[n.output[0]] = numpy_helper.to_array(a.t)
-        # Tensors known before run time: constants, and constant fills left unmade (see fold_constants).
+        # Tensors known before run time: constants, constant fills left unmade (see fold_constants),
+        # and whatever is computed from them alone (a weight standardisation over a weight stored as
+        # a fill): TVM folds those before anything runs, so they are no kernels (``weight_side``).
         self.static = set(self.consts)
+        self.weight_side: set[int] = set()
         for n in self.nodes:
-            if (n.op_type == "ConstantOfShape" and n.input[0] in self.consts) or (
-                    n.op_type in ("Identity", "Cast") and n.input[0] in self.static):
-                self.static.add(n.output[0])
+            ins = [i for i in n.input if i]
+            if (ins and n.op_type not in _NONDETERMINISTIC and n.domain in ("", "ai.onnx")
+                    and all(i in self.static for i in ins)):
+                self.static.update(o for o in n.output if o)
+                self.weight_side.add(id(n))
         self.shapes: dict[str, tuple[int, ...]] = _static_shapes(g)
         for name, arr in self.consts.items():
             self.shapes.setdefault(name, tuple(arr.shape))
@@ -492,7 +499,7 @@ def onnx_kernels(model, allow_partial: bool = False, skipped: list | None = None
     used: set[int] = set()
     specs: list[KernelSpec] = []
     for node in g.nodes:
-        if id(node) in used:
+        if id(node) in used or id(node) in g.weight_side:
             continue
         op = node.op_type
         if op in SKIPPED or op in FUSED_ELEMENTWISE:

@@ -455,6 +455,38 @@ def test_reductions_take_their_axes_from_an_input_at_opset_18():
         onnx_kernels(model([helper.make_node("ReduceL2", ["x"], ["y"])]))
 
 
+def test_weight_standardisation_is_no_kernel_whether_or_not_the_weight_is_made():
+    """NF-ResNets standardise their conv weights in the graph; TVM folds that before anything
+    runs. Weights stored as unmade fills (architecture-only files) must read the same."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    def model(out_channels, on_input=False):
+        shape = numpy_helper.from_array(np.array([out_channels, 64, 3, 3], np.int64), "wshape")
+        axes = numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")
+        eps = numpy_helper.from_array(np.array(1e-5, np.float32), "eps")
+        src = "x" if on_input else "w"
+        nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["w"],
+                                  value=numpy_helper.from_array(np.array([0.01], np.float32))),
+                 helper.make_node("ReduceMean", [src, "axes"], ["m"], keepdims=1),
+                 helper.make_node("Sub", [src, "m"], ["c"]),
+                 helper.make_node("Mul", ["c", "c"], ["sq"]),
+                 helper.make_node("ReduceMean", ["sq", "axes"], ["v"], keepdims=1),
+                 helper.make_node("Add", ["v", "eps"], ["ve"]),
+                 helper.make_node("Sqrt", ["ve"], ["sd"]),
+                 helper.make_node("Div", ["c", "sd"], ["ws"])]
+        nodes.append(helper.make_node("Conv", ["ws", "w"] if on_input else ["x", "ws"], ["y"], pads=[1, 1, 1, 1]))
+        graph = helper.make_graph(nodes, "ws", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape, axes, eps])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+    conv = K("conv2d", (1, 64, 8, 8), out_channels=128, kernel=3, padding=1)
+    assert onnx_kernels(model(128)) == [conv]  # 73,728 weights: left unmade, the chain still static
+    assert onnx_kernels(model(16)) == [K("conv2d", (1, 64, 8, 8), out_channels=16, kernel=3, padding=1)]  # folded
+    # the same arithmetic on the activation runs in the network
+    assert len(onnx_kernels(model(64, on_input=True))) > 1
+
+
 def test_einsums_that_are_not_a_matrix_product_are_refused():
     from onnx import TensorProto, helper
 
