@@ -3,6 +3,7 @@ codesign can build a kernel in; and how much a network's own timing drifts on th
 
     python benchmarks/kernel_forms.py forms NET.onnx ... [--rounds 3] [--out forms.json]
     python benchmarks/kernel_forms.py drift NET.onnx ... [--minutes 19] [--every-s 20] [--out drift.json]
+    python benchmarks/kernel_forms.py count NET.onnx ... [--predictions never_profiled.json] [--out count.json]
 
 ``forms``: each network's kernels (``codesign.graph.onnx_kernels``) built from their TE description
 (``profile.builders.build``: what ``untuned`` profiles time) and in the network's form
@@ -16,6 +17,12 @@ form's mean absolute log error of the sum against the network.
 ``drift``: each network compiled once and timed every ``--every-s`` seconds for ``--minutes``,
 with the thread's CPU time per run beside the wall-clock figure (if both move, the work itself
 slowed; if only the wall clock does, the thread waited).
+
+``count``: no timing; each network's kernels as codesign reads them against the fused functions
+TVM runs for it (``profile.measure.tvm_kernels``, data movement left out on both sides), with a
+tally of each side's kernel kinds where the counts differ. With ``--predictions`` (the
+``never_profiled.json`` of ``benchmarks/predictor.py``), the share of networks predicted within
+±10 % among those whose counts match and those whose counts differ.
 
 Every timing is the fastest of 5 repeats of >= 50 ms (untuned, cpu-local, one thread). Prints JSON
 with the hardware and load average; ``--out`` also writes it.
@@ -144,24 +151,62 @@ def drift(paths: list[Path], minutes: float, every_s: float) -> dict:
     return {"minutes": minutes, "every_s": every_s, "timings": len(rows), "summary": summary, "rows": rows}
 
 
+def count(paths: list[Path], predictions: Path | None) -> dict:
+    import re
+    from collections import Counter
+
+    from codesign.graph import onnx_kernels
+    from codesign.profile.measure import tvm_kernels
+
+    ratio = {}  # by the network's resolved path
+    if predictions is not None:
+        for r in json.loads(predictions.read_text())["per_network"]:
+            if "onnx" in r:
+                ratio[str(Path(r["onnx"]).resolve())] = r["predicted_ms"] / r["measured_ms"]
+    rows = []
+    for path in paths:
+        tvm, ours = tvm_kernels(path), onnx_kernels(path)
+        row = {"network": str(path), "tvm_kernels": len(tvm), "codesign_kernels": len(ours)}
+        if len(tvm) != len(ours):
+            row["tvm_kinds"] = dict(Counter(re.sub(r"\d+", "", t) for t in tvm).most_common())
+            row["codesign_kinds"] = dict(Counter(f"{k.op}:{k.attr('activation', '-')}" for k in ours).most_common())
+        if str(path.resolve()) in ratio:
+            row["predicted_over_measured"] = ratio[str(path.resolve())]
+        rows.append(row)
+        print(f"{path.name}: TVM {len(tvm)}, codesign {len(ours)}", file=sys.stderr, flush=True)
+    differ = [r for r in rows if r["tvm_kernels"] != r["codesign_kernels"]]
+    summary = {"networks": len(rows), "counts_differ": len(differ)}
+    for key, group in (("counts_match", [r for r in rows if r not in differ]), ("counts_differ", differ)):
+        got = [abs(r["predicted_over_measured"] - 1) <= 0.10 for r in group if "predicted_over_measured" in r]
+        if got:
+            summary[f"within_10pct_where_{key}"] = {"networks": len(got), "share": float(np.mean(got))}
+    return {"summary": summary, "rows": rows}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["forms", "drift"])
+    ap.add_argument("part", choices=["forms", "drift", "count"])
     ap.add_argument("networks", nargs="+", type=Path, help="ONNX files with static input shapes")
     ap.add_argument("--rounds", type=int, default=3, help="forms: interleaved rounds (default 3)")
     ap.add_argument("--minutes", type=float, default=19.0, help="drift: how long (default 19)")
     ap.add_argument("--every-s", type=float, default=20.0, help="drift: pause between timings (default 20)")
+    ap.add_argument("--predictions", type=Path, help="count: a never_profiled.json of benchmarks/predictor.py")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
-    missing = [str(p) for p in args.networks if not p.is_file()]
+    missing = [str(p) for p in args.networks + ([args.predictions] if args.predictions else []) if not p.is_file()]
     if missing or args.rounds < 1 or args.minutes <= 0 or args.every_s < 0:
         ap.error(f"no such file: {missing[0]}" if missing else "--rounds >= 1, --minutes > 0, --every-s >= 0")
     load = os.getloadavg()
-    res = forms(args.networks, args.rounds) if args.part == "forms" else drift(args.networks, args.minutes,
-                                                                               args.every_s)
+    if args.part == "forms":
+        res = forms(args.networks, args.rounds)
+    elif args.part == "drift":
+        res = drift(args.networks, args.minutes, args.every_s)
+    else:
+        res = count(args.networks, args.predictions)
     res = {"benchmark": f"kernel_forms:{args.part}", "hardware": hardware(), "load_average_start": load,
-           "load_average_end": os.getloadavg(), "timing": f"fastest of {REPEATS} repeats of >= {MIN_REPEAT_MS:g} ms, "
-           "untuned, cpu-local, one thread", **res}
+           "load_average_end": os.getloadavg(), **({} if args.part == "count" else {
+               "timing": f"fastest of {REPEATS} repeats of >= {MIN_REPEAT_MS:g} ms, untuned, cpu-local, one thread"}),
+           **res}
     text = json.dumps(res, indent=2)
     if args.out:
         args.out.write_text(text)

@@ -538,14 +538,14 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     train = [m for m in records if m.kernel_key not in net_keys]
     models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
     rows = []
-    for name, _, group in nets:
+    for name, path, group in nets:
         runs = [r for r in measured.get(name, []) if "error" not in r]
         if not runs:
             continue
         specs = kernels[name]
         kt = models["kernel-type"].predict_network(specs, use_measured=False)
         rows.append({
-            "name": name, "group": group, "kernels": len(specs),
+            "name": name, "onnx": str(path), "group": group, "kernels": len(specs),
             "measured_ms": combine((r["latency_ms"] for r in runs), args.statistic),
             "kernel_sum_ms": kt["latency_ms"], "interval_ms": kt["latency_interval_ms"],
             "gbdt_kernel_sum_ms": models["gbdt"].predict_network(specs, use_measured=False)["latency_ms"],
