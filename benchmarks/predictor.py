@@ -76,7 +76,7 @@ from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
-from codesign.predict.models import create_cost_model  # noqa: E402
+from codesign.predict.models import conformal_bounds, create_cost_model  # noqa: E402
 from codesign.profile import Measurement, ProfileDB, get_device, profile_kernels  # noqa: E402
 from codesign.profile.grid import grid_specs  # noqa: E402
 from codesign.profile.measure import measure_network, time_onnxruntime  # noqa: E402
@@ -591,6 +591,38 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         ratio = float(p) / r["kernel_sum_ms"]
         r["interval_ms"] = [r["interval_ms"][0] * ratio, r["interval_ms"][1] * ratio]
     inside = np.array([r["interval_ms"][0] <= r["measured_ms"] <= r["interval_ms"][1] for r in rows])
+    # The network-level interval `codesign fit --networks` gives (19 networks or more): split
+    # conformal on the fitted networks' leave-one-out errors. Over all networks, each network's
+    # bounds come from the other networks' leave-one-out errors (jackknife+); for timm, from the
+    # other 78's, as `fit --networks` on them would store.
+    level = models["kernel-type"].interval_level()
+    resid = np.log(meas / pred)
+    conformal = []
+    for i in range(len(rows)):
+        lo_i, hi_i = conformal_bounds(np.delete(resid, i), level)
+        conformal.append((pred[i] * np.exp(lo_i), pred[i] * np.exp(hi_i)))
+    conformal = np.array(conformal)
+
+    def interval_score(bounds, idx):
+        b = np.asarray(bounds)[idx]
+        return {"networks": int(len(idx)), "coverage": float(np.mean((b[:, 0] <= meas[idx]) & (meas[idx] <= b[:, 1]))),
+                "median_high_over_low": float(np.median(b[:, 1] / b[:, 0]))}
+
+    every = np.arange(len(rows))
+    kernel_bounds = [r["interval_ms"] for r in rows]
+    intervals = {"level": level, "kernel_bounds_added": interval_score(kernel_bounds, every),
+                 "network_conformal": interval_score(conformal, every)}
+    if 1 < len(held) < len(rows) - 3:
+        fit_on = np.setdiff1d(every, held)
+        kt = models["kernel-type"]
+        kt.fit_overhead([kl[j] for j in fit_on], meas[fit_on], False, per_family=True)
+        timm_bounds = np.array([kt.predict_network(kl[i], False)["latency_interval_ms"] for i in held])
+        # back to the bare kernel sums
+        kt.family_scales, kt.network_log_interval, kt.per_kernel_overhead_ms = None, None, 0.0
+        full = np.zeros((len(rows), 2))
+        full[held] = timm_bounds
+        intervals["timm_kernel_bounds_added"] = interval_score(kernel_bounds, held)
+        intervals["timm_network_conformal_fitted_on_the_others"] = interval_score(full, held)
     groups = {}
     for g in sorted({r["group"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["group"] == g]
@@ -639,6 +671,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         "in_network_correction": in_network,
         "by_group": groups,
         "interval_coverage": float(inside.mean()),
+        "intervals": intervals,
         "interval_level": models["kernel-type"].heads["latency_ms"]["level"],
         "flagged_out_of_range": {"networks": int(flagged.sum()),
                                  "within_10pct_flagged": float(np.mean(err[flagged] <= 0.1)) if flagged.any() else None,

@@ -467,9 +467,10 @@ def test_family_scales_are_fitted_on_networks_saved_and_checked(specs, tmp_path)
         assert loaded.predict_network(nets[35])["latency_ms"] == pytest.approx(model.predict_network(nets[35])["latency_ms"])
     d = json.loads((tmp_path / "m.json").read_text())
     assert d["format_version"] == 2
-    # refitting without per_family drops the scales, and the file is format 1 again
-    model.fit_overhead(nets[:30], meas)
-    assert model.family_scales is None
+    # refitting without per_family drops the scales; on fewer networks than an interval needs,
+    # the file is format 1 again
+    model.fit_overhead(nets[:10], meas[:10])
+    assert model.family_scales is None and model.network_log_interval is None
     assert json.loads(model.save(tmp_path / "plain.json").read_text())["format_version"] == 1
     with pytest.raises(CodesignError, match="per-family scales needs at least 4"):
         model.fit_overhead(nets[:3], meas[:3], per_family=True)
@@ -480,6 +481,42 @@ def test_family_scales_are_fitted_on_networks_saved_and_checked(specs, tmp_path)
         (tmp_path / "bad.json").write_text(json.dumps(d))
         with pytest.raises(CodesignError, match="family_scales must map each op family"):
             load_cost_model(tmp_path / "bad.json")
+
+
+def test_networks_give_a_conformal_interval_that_covers_new_networks(specs, tmp_path):
+    from codesign.predict.models import conformal_bounds, conformal_min_networks
+
+    assert conformal_min_networks(0.9) == 19 and conformal_min_networks(0.8) == 9
+    assert conformal_bounds(np.arange(19.0), 0.9) == [0.0, 18.0]
+    with pytest.raises(CodesignError, match="18 residuals are too few for a 90% interval"):
+        conformal_bounds(np.arange(18.0), 0.9)
+    model = create_cost_model("loglinear").fit(_records(specs))
+    rng = np.random.default_rng(1)
+    nets = [[specs[j] for j in rng.choice(len(specs), size=int(rng.integers(4, 14)), replace=False)]
+            for _ in range(400)]
+    truth = np.array([1.2 * model.predict(k).sum() * np.exp(rng.normal(0, 0.1)) for k in nets])
+    model.fit_overhead(nets[:19], truth[:19], per_family=True)
+    lo, hi = model.network_log_interval
+    assert lo < 0 < hi
+    inside = []
+    for k, t in zip(nets[19:], truth[19:]):
+        res = model.predict_network(k)
+        a, b = res["latency_interval_ms"]
+        assert a == pytest.approx(res["latency_ms"] * np.exp(lo)) and b == pytest.approx(res["latency_ms"] * np.exp(hi))
+        inside.append(a <= t <= b)
+    # noise of sd 0.1 in log: about 90 % of new networks inside (19 networks: the bound is loose)
+    assert 0.75 <= np.mean(inside) <= 1.0
+    loaded = load_cost_model(model.save(tmp_path / "m.json"))
+    assert loaded.network_log_interval == pytest.approx([lo, hi])
+    d = json.loads((tmp_path / "m.json").read_text())
+    for bad in ([0.1, -0.1], [0.1], [float("nan"), 0.1], "0.1"):
+        d["network_log_interval"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(d))
+        with pytest.raises(CodesignError, match="network_log_interval must be"):
+            load_cost_model(tmp_path / "bad.json")
+    # 18 networks: no network interval, the kernels' bounds (none for loglinear) remain
+    model.fit_overhead(nets[:18], truth[:18], per_family=True)
+    assert model.network_log_interval is None
 
 
 def test_a_model_of_another_device_or_schedule_is_refused(specs, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -191,7 +192,8 @@ def _fit(args) -> int:
         model.fit_overhead(network_kernels, [r["latency_ms"] for r in rows],
                            per_family=args.network_fit == "family-scale")
         report.update(networks=len(rows), network_fit=args.network_fit, overhead_ms=model.overhead_ms,
-                      per_kernel_overhead_ms=model.per_kernel_overhead_ms, family_scales=model.family_scales)
+                      per_kernel_overhead_ms=model.per_kernel_overhead_ms, family_scales=model.family_scales,
+                      network_log_interval=model.network_log_interval)
     if evaluate:
         from ..predict.evaluate import cross_validate
 
@@ -213,6 +215,17 @@ def _fit(args) -> int:
     elif args.networks:
         print(f"network overhead from {report['networks']} measured networks: {model.overhead_ms:.4g} ms + "
               f"{model.per_kernel_overhead_ms:.4g} ms per kernel")
+    if args.networks:
+        from ..predict.models import conformal_min_networks
+
+        level = model.interval_level()
+        if model.network_log_interval is not None:
+            lo, hi = (math.exp(v) for v in model.network_log_interval)
+            print(f"a network's {level:.0%} interval: x{lo:.3g} to x{hi:.3g} of its prediction (each measured "
+                  "network predicted from the others)")
+        else:
+            print(f"a network's interval: its kernels' bounds added ({conformal_min_networks(level)} measured "
+                  f"networks or more give one from the networks themselves)")
     if args.adaptive:
         ad = report["adaptive"]
         print(f"adaptive sampling: {ad['profiled']} of {ad['budget_kernels']} kernels sampled in {ad['rounds']} rounds; "

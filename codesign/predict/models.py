@@ -109,6 +109,10 @@ class CostModel:
         # Or, per op family (features.FAMILIES), how much longer that family's kernels run inside a
         # network (``fit_overhead(per_family=True)``); None until fitted that way.
         self.family_scales: dict[str, float] | None = None
+        # [low, high] of log(measured / predicted) over networks at interval_level(), from the
+        # networks ``fit_overhead`` was given (None: fewer than conformal_min_networks of them;
+        # a network's interval is then its kernels' bounds added).
+        self.network_log_interval: list[float] | None = None
         self.table: dict[str, dict[str, float]] = {}
         self.heads: dict[str, dict[str, Any]] = {}
         # Per kernel type, the [min, max] of each of features.RANGE_DIMS over the fitted kernels:
@@ -151,6 +155,12 @@ class CostModel:
                            for x in fs.values())):
                 raise CodesignError(f"{where} is damaged: family_scales must map each op family "
                                     f"({', '.join(FAMILIES)}) to a finite number >= 0")
+        iv = self.network_log_interval
+        if iv is not None and (not isinstance(iv, list) or len(iv) != 2
+                               or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x)
+                                      for x in iv) or iv[0] > iv[1]):
+            raise CodesignError(f"{where} is damaged: network_log_interval must be [low, high], two finite "
+                                "numbers with low <= high")
         for target, head in self.heads.items():
             for k, v in head.items():
                 arr = np.asarray(v)
@@ -304,7 +314,10 @@ class CostModel:
             "out_of_range": [],
         }
         interval = self.predict_interval(specs, use_measured) if specs else None
-        if interval is not None:
+        if self.network_log_interval is not None and specs:
+            lo, hi = self.network_log_interval
+            res["latency_interval_ms"] = [res["latency_ms"] * float(np.exp(lo)), res["latency_ms"] * float(np.exp(hi))]
+        elif interval is not None:
             # Kernel errors of one network are correlated (one device, one code generator): the
             # network's interval adds the kernels' bounds, the conservative sum.
             res["latency_interval_ms"] = [float(b.sum() + self.network_overhead_ms(specs, b)) for b in interval]
@@ -343,6 +356,11 @@ class CostModel:
         (depthwise and pointwise kernels, memory-bound, more than dense convolutions). On
         never-profiled networks it was the better fit (docs/predict.md).
 
+        Given at least ``conformal_min_networks`` networks (19 at the default 90 %), each network is
+        also predicted with the terms fitted on the others, and the spread of those errors becomes
+        every network's interval (``network_log_interval``, split conformal); with fewer, a
+        network's interval stays its kernels' bounds added.
+
         Args:
             networks: each network's kernels (``graph.onnx_kernels`` / ``graph.module_kernels``).
             measured_ms: each network's measured end-to-end latency (``codesign measure``).
@@ -356,7 +374,6 @@ class CostModel:
             CodesignError: an unfitted model, fewer than 2 networks (4 with ``scale`` or
                 ``per_family``), lengths that differ, latencies that are not positive.
         """
-        from scipy.optimize import nnls
 
         self._check_fitted()
         if scale and per_family:
@@ -370,34 +387,38 @@ class CostModel:
             raise CodesignError(f"fitting the network overhead{what} needs at least {need} measured networks")
         if not np.isfinite(meas).all() or not (meas > 0).all():
             raise CodesignError("measured latencies must be positive")
-        self.family_scales = None
-        if per_family:
-            weights, per_kernel = fit_weights(family_sums(self, networks, use_measured), meas)
-            self.family_scales = {f: float(w) for f, w in zip(FAMILIES, weights)}
-            self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = 0.0, per_kernel, 1.0
-            return self
-        sums = np.array([self.predict(k, use_measured).sum() if k else 0.0 for k in networks])
-        counts = np.array([len(k) for k in networks], dtype=np.float64)
-        a = np.stack([1.0 / meas, counts / meas], axis=1)
-        if scale:
-            sol, _ = nnls(np.concatenate([a, (sums / meas)[:, None]], axis=1), np.ones_like(meas))
-            if sol[2] > 0:
-                self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = map(float, sol)
-                return self
-            # the kernel sums explain nothing of these networks: keep them at face value
-        sol, _ = nnls(a, 1.0 - sums / meas)
-        self.overhead_ms, self.per_kernel_overhead_ms, self.network_scale = float(sol[0]), float(sol[1]), 1.0
+        mode = "family" if per_family else "scale" if scale else "overhead"
+        sums = family_sums(self, networks, use_measured)
+        terms = _fit_network_terms(sums, meas, mode)
+        fs = terms["family_scales"]
+        self.family_scales = None if fs is None else {f: float(w) for f, w in zip(FAMILIES, fs)}
+        self.overhead_ms, self.per_kernel_overhead_ms = terms["overhead_ms"], terms["per_kernel_overhead_ms"]
+        self.network_scale = terms["network_scale"]
+        # A network-level interval from the networks themselves (split conformal on leave-one-out
+        # residuals): each network predicted with the terms fitted on the others.
+        self.network_log_interval = None
+        level = self.interval_level()
+        if len(meas) >= conformal_min_networks(level):
+            resid = np.log(meas / np.array([_apply_network_terms(_fit_network_terms(
+                np.delete(sums, i, 0), np.delete(meas, i), mode), sums[i:i + 1])[0] for i in range(len(meas))]))
+            self.network_log_interval = conformal_bounds(resid, level)
         return self
+
+    def interval_level(self) -> float:
+        """The two-sided level of the model's intervals (its kernel heads', else 0.9)."""
+        return float(self.heads.get("latency_ms", {}).get("level", 0.9))
 
     # --- artifacts -------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
         return {
-            "format_version": 1 if self.family_scales is None else FORMAT_VERSION, "kind": self.kind, "seed": self.seed, "device": self.device,
+            "format_version": 1 if self.family_scales is None and self.network_log_interval is None else FORMAT_VERSION,
+            "kind": self.kind, "seed": self.seed, "device": self.device,
             "schedule": self.schedule, "target": self.target, "tvm_version": self.tvm_version,
             "energy_source": self.energy_source, "n_train": self.n_train, "created_at": self.created_at,
             "overhead_ms": self.overhead_ms, "per_kernel_overhead_ms": self.per_kernel_overhead_ms,
             "network_scale": self.network_scale, "features": list(FEATURE_NAMES), "table": self.table, "ranges": self.ranges,
             **({} if self.family_scales is None else {"family_scales": self.family_scales}),
+            **({} if self.network_log_interval is None else {"network_log_interval": self.network_log_interval}),
         }
 
     def _restore(self, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
@@ -406,6 +427,7 @@ class CostModel:
             setattr(self, k, meta[k])
         self.network_scale = meta.get("network_scale", 1.0)  # absent from models saved before it existed
         self.family_scales = meta.get("family_scales")
+        self.network_log_interval = meta.get("network_log_interval")
         self.ranges = meta.get("ranges")
 
     def save(self, path: str | Path) -> Path:
@@ -464,6 +486,54 @@ def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_P
     b_full = np.concatenate([b, np.sqrt(prior) * np.ones(nf), [0.0]])
     sol, _ = nnls(a_full, b_full)
     return sol[:nf], float(sol[nf])
+
+
+def _fit_network_terms(sums: np.ndarray, meas: np.ndarray, mode: str) -> dict[str, Any]:
+    """What ``fit_overhead`` fits, from ``family_sums`` rows and measured latencies; ``mode``:
+    overhead, scale or family (see there)."""
+    from scipy.optimize import nnls
+
+    if mode == "family":
+        weights, per_kernel = fit_weights(sums, meas)
+        return {"family_scales": weights, "overhead_ms": 0.0, "per_kernel_overhead_ms": per_kernel,
+                "network_scale": 1.0}
+    total, counts = sums[:, :-1].sum(axis=1), sums[:, -1]
+    a = np.stack([1.0 / meas, counts / meas], axis=1)
+    if mode == "scale":
+        sol, _ = nnls(np.concatenate([a, (total / meas)[:, None]], axis=1), np.ones_like(meas))
+        if sol[2] > 0:
+            return {"family_scales": None, "overhead_ms": float(sol[0]), "per_kernel_overhead_ms": float(sol[1]),
+                    "network_scale": float(sol[2])}
+        # the kernel sums explain nothing of these networks: keep them at face value
+    sol, _ = nnls(a, 1.0 - total / meas)
+    return {"family_scales": None, "overhead_ms": float(sol[0]), "per_kernel_overhead_ms": float(sol[1]),
+            "network_scale": 1.0}
+
+
+def _apply_network_terms(terms: dict[str, Any], sums: np.ndarray) -> np.ndarray:
+    """The network latencies ``terms`` (``_fit_network_terms``) give ``family_sums`` rows."""
+    if terms["family_scales"] is not None:
+        return sums[:, :-1] @ terms["family_scales"] + terms["per_kernel_overhead_ms"] * sums[:, -1]
+    return (terms["network_scale"] * sums[:, :-1].sum(axis=1) + terms["overhead_ms"]
+            + terms["per_kernel_overhead_ms"] * sums[:, -1])
+
+
+def conformal_min_networks(level: float) -> int:
+    """The fewest residuals whose split-conformal bounds at two-sided ``level`` are finite."""
+    return int(np.ceil(2.0 / (1.0 - level) - 1.0 - 1e-9))
+
+
+def conformal_bounds(residuals, level: float) -> list[float]:
+    """[low, high] of a split-conformal interval at two-sided ``level`` from residuals: the
+    floor((n + 1) a/2)-th and ceil((n + 1)(1 - a/2))-th smallest, a = 1 - level (a new residual of
+    the same kind falls between them with probability >= level)."""
+    r = np.sort(np.asarray(residuals, np.float64))
+    n, a = len(r), 1.0 - level
+    k_lo, k_hi = int(np.floor((n + 1) * a / 2 + 1e-9)), int(np.ceil((n + 1) * (1 - a / 2) - 1e-9))
+    if k_lo < 1 or k_hi > n:
+        raise CodesignError(f"{n} residuals are too few for a {level:.0%} interval (need "
+                            f"{conformal_min_networks(level)})")
+    return [float(r[k_lo - 1]), float(r[k_hi - 1])]
 
 
 def sampled_ranges(specs: Iterable[KernelSpec]) -> dict[str, dict[str, list[float]]]:
