@@ -854,6 +854,31 @@ def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["measured.json"]
 
 
+def test_predictor_benchmark_keeps_timm_networks_by_kernel_type_and_flops(tmp_path, monkeypatch):
+    from codesign.graph import onnx_kernels
+    from codesign.kernelspec import kernel_flops
+
+    bench = load_benchmark("predictor")
+    paths, _ = _onnx_files(tmp_path, count=2)
+    (tmp_path / "bad_64.onnx").write_bytes(b"not onnx")
+    models = {f"n{i}_64": {"model": f"n{i}", "size": 64, "file": p.name} for i, p in enumerate(paths)}
+    models["bad_64"] = {"model": "bad", "size": 64, "file": "bad_64.onnx"}
+    models["n0_224"] = {"model": "n0", "size": 224, "file": paths[0].name}  # another size: not considered
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "models": models}))
+    monkeypatch.setenv("CODESIGN_TIMM_ONNX", str(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    flops = [sum(kernel_flops(k) for k in onnx_kernels(p)) for p in paths]
+    every = {"conv", "conv_depthwise", "max_pool", "global_pool", "dense"}
+    kept, left = bench.timm_networks(work, every, max(flops))
+    assert [n for n, _ in kept] == ["timm_n0_64", "timm_n1_64"] and list(left) == ["timm_bad_64"]
+    assert left["timm_bad_64"].startswith("not read")
+    kept, left = bench.timm_networks(work, every, (flops[0] + flops[1]) / 2)
+    assert [n for n, _ in kept] == ["timm_n0_64"] and "GFLOPs, above" in left["timm_n1_64"]
+    kept, left = bench.timm_networks(work, every - {"dense"}, max(flops))
+    assert not kept and left["timm_n0_64"] == "kernel types not sampled: dense"
+
+
 def test_composition_benchmark_profiles_measures_and_scores_a_saved_model(specs, tmp_path):
     import subprocess
     import sys
