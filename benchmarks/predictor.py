@@ -32,8 +32,8 @@ that a draw hit anyway), then the 42 networks and torchvision networks at 32x32 
 predicted from them, beside a gbdt fitted on the same samples and the FLOPs proxy. Each network's
 in-network correction is fitted on the other networks (leave one out), three ways
 (``in_network_correction``): a constant and per-kernel overhead, one common scale, and a scale per op
-family (``fit_overhead(per_family=True)``, the reported one); and for the timm networks, fitted on the
-others only. The networks' own kernels, profiled for the
+family (``fit_overhead(per_family=True)``, the reported one); and for one group (``--held-out``, the
+timm networks by default), fitted on the others only. The networks' own kernels, profiled for the
 profiled mode, give the per-kernel-type error table; the coverage of the 90 % intervals and the
 networks flagged as outside the sampled range are reported. Writes ``never_profiled.json``.
 
@@ -567,12 +567,13 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
                 loo[kind][k][i] = got[k][0]
         in_network[kind] = {"leave_one_out": {k: {**accuracy(v, meas), "mean_abs_log_error": mean_abs_log_error(v, meas)}
                                               for k, v in loo[kind].items()}}
-        # timm's networks predicted with the correction fitted on the others only: the set on
-        # which family_scale was chosen over overhead (a rule written down before they were measured).
-        held = np.array([i for i, r in enumerate(rows) if r["group"].startswith("timm")], dtype=int)
+        # One group (--held-out; timm's networks by default: the set on which family_scale was
+        # chosen over overhead, by a rule written down before they were measured) predicted with
+        # the correction fitted on the other networks only.
+        held = np.array([i for i, r in enumerate(rows) if r["group"] == args.held_out], dtype=int)
         if 1 < len(held) < len(rows) - 3:
             got = in_network_fits(models[kind], kl, sums, meas, np.setdiff1d(np.arange(len(rows)), held), held)
-            in_network[kind]["timm_fitted_on_the_others"] = {
+            in_network[kind][f"{args.held_out}_fitted_on_the_others"] = {
                 k: {**accuracy(v, meas[held]), "mean_abs_log_error": mean_abs_log_error(v, meas[held])}
                 for k, v in got.items()}
             if kind == "kernel-type":
@@ -593,8 +594,8 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     inside = np.array([r["interval_ms"][0] <= r["measured_ms"] <= r["interval_ms"][1] for r in rows])
     # The network-level interval `codesign fit --networks` gives (19 networks or more): split
     # conformal on the fitted networks' leave-one-out errors. Over all networks, each network's
-    # bounds come from the other networks' leave-one-out errors (jackknife+); for timm, from the
-    # other 78's, as `fit --networks` on them would store.
+    # bounds come from the other networks' leave-one-out errors (jackknife+); for the --held-out
+    # group, from the other networks', as `fit --networks` on them would store.
     level = models["kernel-type"].interval_level()
     resid = np.log(meas / pred)
     conformal = []
@@ -621,8 +622,8 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         kt.family_scales, kt.network_log_interval, kt.per_kernel_overhead_ms = None, None, 0.0
         full = np.zeros((len(rows), 2))
         full[held] = timm_bounds
-        intervals["timm_kernel_bounds_added"] = interval_score(kernel_bounds, held)
-        intervals["timm_network_conformal_fitted_on_the_others"] = interval_score(full, held)
+        intervals[f"{args.held_out}_kernel_bounds_added"] = interval_score(kernel_bounds, held)
+        intervals[f"{args.held_out}_network_conformal_fitted_on_the_others"] = interval_score(full, held)
     groups = {}
     for g in sorted({r["group"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["group"] == g]
@@ -714,6 +715,9 @@ def main() -> None:
     ap.add_argument("--tv-nets", nargs="+", default=list(TORCHVISION_NETS), help="torchvision networks evaluated")
     ap.add_argument("--tv-rounds", type=int, default=1, help="passes over the torchvision networks")
     ap.add_argument("--tv-sizes", type=int, nargs="+", default=[32, 64], help="torchvision input sizes")
+    ap.add_argument("--held-out", default=f"timm{TIMM_SIZE}", metavar="GROUP",
+                    help="never-profiled: the group of networks (zoo32, torchvisionS, timm64) also predicted with "
+                         "the in-network correction fitted on all the other networks only (default timm64)")
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
