@@ -36,8 +36,8 @@ from ..kernelspec import KernelSpec
 from ..registry import Registry
 from .features import FAMILIES, FEATURE_NAMES, family, feature_matrix
 
-# 2: ``family_scales`` (written as 2 only by models that have them, so others stay readable by
-# codesign that reads 1).
+# 2: ``family_scales`` and ``network_log_interval`` (written as 2 only by models that have one of
+# them, so others stay readable by codesign that reads 1).
 FORMAT_VERSION = 2
 # The ridge pull of every family's scale towards the common ratio (``fit_weights``).
 DEFAULT_PRIOR = 0.05
@@ -399,9 +399,10 @@ class CostModel:
         self.network_log_interval = None
         level = self.interval_level()
         if len(meas) >= conformal_min_networks(level):
-            resid = np.log(meas / np.array([_apply_network_terms(_fit_network_terms(
-                np.delete(sums, i, 0), np.delete(meas, i), mode), sums[i:i + 1])[0] for i in range(len(meas))]))
-            self.network_log_interval = conformal_bounds(resid, level)
+            loo = np.array([_apply_network_terms(_fit_network_terms(np.delete(sums, i, 0), np.delete(meas, i), mode),
+                                                 sums[i:i + 1])[0] for i in range(len(meas))])
+            if (loo > 0).all():  # a network predicted at 0 (no kernels, no overhead) has no log error
+                self.network_log_interval = conformal_bounds(np.log(meas / loo), level)
         return self
 
     def interval_level(self) -> float:
