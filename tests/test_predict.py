@@ -519,6 +519,27 @@ def test_networks_give_a_conformal_interval_that_covers_new_networks(specs, tmp_
     assert model.network_log_interval is None
 
 
+def test_the_reports_kernel_breakdown_shows_kernels_as_they_run_in_the_network(specs, tmp_path):
+    import onnx
+
+    from codesign.graph import onnx_kernels
+    from codesign.report.rundata import RunData, kernel_costs
+
+    paths, _ = _onnx_files(tmp_path, 4)
+    model = create_cost_model("loglinear").fit(_records(specs, device="cpu-local"))
+    kernels = [onnx_kernels(p) for p in paths]
+    model.fit_overhead(kernels, [1.5 * model.predict(k).sum() + 0.01 * len(k) for k in kernels], per_family=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    onnx.save(onnx.load(str(paths[2])), str(run / "model.onnx"))
+    model.save(run / "cost_model.json")
+    got = kernel_costs(RunData(path=run, config={}, codesign_version="test", command=None))
+    total = model.predict_network(kernels[2])["latency_ms"]
+    # the bars and the overhead add up to the network's prediction; the overhead is never negative
+    assert sum(got["latency_ms"]) + got["overhead_ms"] == pytest.approx(total)
+    assert got["overhead_ms"] == pytest.approx(model.per_kernel_overhead_ms * len(kernels[2])) and got["overhead_ms"] >= 0
+
+
 def test_a_model_of_another_device_or_schedule_is_refused(specs, tmp_path):
     from codesign.predict import check_model
 

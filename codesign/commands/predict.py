@@ -357,7 +357,8 @@ def _predict(args) -> int:
                 print(f"  {v:10.4f}  {key}")
             overhead = it["latency_ms"] - sum(it["per_kernel_latency_ms"])
             if overhead:
-                print(f"  {overhead:10.4f}  (network overhead)")
+                # the fitted network terms: overheads, and what in-network scales add (or take off)
+                print(f"  {overhead:10.4f}  (network terms: overhead and in-network scaling)")
             energy = f", {it['energy_mj']:.4g} mJ" if it["energy_mj"] is not None else ""
             interval = it.get("latency_interval_ms")
             span = f" [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else ""

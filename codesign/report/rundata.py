@@ -231,7 +231,8 @@ def pareto_series(run: RunData) -> dict[str, dict]:
 
 
 def kernel_costs(run: RunData) -> dict | None:
-    """Per kernel of the exported network: predicted latency (and energy) from the run's cost model.
+    """Per kernel of the exported network: predicted latency inside the network (the cost model's
+    in-network scale applied) and energy, from the run's cost model.
 
     Returns ``{"keys", "latency_ms", "energy_mj" (or None), "measured_kernels", "overhead_ms",
     "model_kind", "energy_source"}``, or None where the run has no exported network or cost model (accelerator
@@ -247,12 +248,14 @@ def kernel_costs(run: RunData) -> dict | None:
 
     model = load_cost_model(model_path)
     specs = onnx_kernels(onnx_path)
-    lat = np.asarray(model.predict(specs, True), float)
+    # Each kernel as it runs inside the network (its in-network scale applied); the overhead is
+    # then the fitted constant and per-kernel terms, never negative.
+    lat = np.asarray(model.predict(specs, True), float) * model.in_network_scales(specs)
     energy = np.asarray(model.predict_energy(specs, True), float) if "energy_mj" in model.heads else None
     return {"keys": [s.key() for s in specs], "latency_ms": lat.tolist(),
             "energy_mj": energy.tolist() if energy is not None else None,
             "measured_kernels": sum(1 for s in specs if s.key() in model.table),
-            "overhead_ms": model.network_overhead_ms(specs, lat),
+            "overhead_ms": float(model.overhead_ms + model.per_kernel_overhead_ms * len(specs)),
             "model_kind": model.kind, "energy_source": model.energy_source}
 
 
