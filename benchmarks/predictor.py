@@ -3,7 +3,12 @@ few-shot calibration to a new device.
 
     python benchmarks/predictor.py [--work DIR] [--repeats R] [--min-repeat-ms MS] [--statistic median|min]
                                    [--net-rounds K] [--rounds K] [--grid-samples N] [--per-space S] [--stage STAGE]
-                                   [--adaptive-budget N] [--workers W] [--tv-nets NAME...]
+                                   [--adaptive-budget N] [--workers W] [--tv-nets NAME...] [--tv-sizes S...]
+                                   [--tv-rounds K] [--held-out GROUP]
+
+torchvision and timm networks come from the folders ``export_torchvision.py`` and ``export_timm.py``
+write (``$CODESIGN_TORCHVISION_ONNX``, ``$CODESIGN_TIMM_ONNX``); either set is left out, with a
+line saying so, when its folder is absent.
 
 Networks: ResNet-, MobileNetV2-, VGG-, SqueezeNet- and ShuffleNet-like CNNs written here at
 32x32 inputs and several widths/depths, plain CNNs with 5x5/7x7 kernels, and S architectures
