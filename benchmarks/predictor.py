@@ -81,7 +81,13 @@ from codesign.kernelspec import KernelSpec, kernel_flops  # noqa: E402
 from codesign.predict.calibrate import calibrate, family_sums, fit_weights  # noqa: E402
 from codesign.predict.evaluate import accuracy  # noqa: E402
 from codesign.predict.features import FAMILIES  # noqa: E402
-from codesign.predict.models import conformal_bounds, create_cost_model  # noqa: E402
+from codesign.predict.models import (  # noqa: E402
+    apply_network_terms,
+    conformal_bounds,
+    create_cost_model,
+    fit_network_terms,
+    network_log_interval,
+)
 from codesign.profile import Measurement, ProfileDB, get_device, profile_kernels  # noqa: E402
 from codesign.profile.grid import grid_specs  # noqa: E402
 from codesign.profile.measure import measure_network, time_onnxruntime  # noqa: E402
@@ -351,22 +357,13 @@ def mean_abs_log_error(pred, meas) -> float:
     return float(np.mean(np.abs(np.log(np.asarray(pred) / np.asarray(meas)))))
 
 
-def in_network_fits(model, kernel_lists, sums, meas, train, test) -> dict[str, np.ndarray]:
+def in_network_fits(sums, meas, train, test) -> dict[str, np.ndarray]:
     """The networks ``test`` predicted with the in-network correction fitted on the networks
-    ``train``, three ways: the constant and per-kernel overhead (``fit_overhead``, the default),
-    one common scale besides (``fit_overhead(scale=True)``), and a scale per op family
-    (``calibrate.fit_weights``, as ``codesign calibrate --method scale`` carries one device to another;
-    ``sums``: every network's ``family_sums`` under ``model``)."""
-    tr = [kernel_lists[j] for j in train]
-    out = {}
-    for key, scale in (("overhead", False), ("common_scale", True)):
-        model.fit_overhead(tr, meas[train], False, scale=scale)
-        out[key] = np.array([model.predict_network(kernel_lists[i], False)["latency_ms"] for i in test])
-    model.overhead_ms = model.per_kernel_overhead_ms = 0.0
-    model.network_scale = 1.0
-    w, c = fit_weights(sums[train], meas[train])
-    out["family_scale"] = sums[test, :-1] @ w + c * sums[test, -1]
-    return out
+    ``train``, each of the ways ``CostModel.fit_overhead`` can fit it (``sums``: every network's
+    ``family_sums`` under the model): the constant and per-kernel overhead (the default), one
+    common scale besides (``scale=True``), and a scale per op family (``per_family=True``)."""
+    return {key: apply_network_terms(fit_network_terms(sums[train], meas[train], mode), sums[test])
+            for key, mode in zip(IN_NETWORK_FITS, ("overhead", "scale", "family"))}
 
 
 # --- "never profiled": kernel-type predictors from adaptive sampling, on networks none of whose
@@ -562,12 +559,12 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     # The in-network correction of each network fitted on all the other networks (leave one out),
     # three ways; family_scale (`codesign fit --networks`' default for kernel-type models) is the
     # figure reported as kernel_type and gbdt.
-    in_network, loo = {}, {}
+    in_network, loo, sums_of = {}, {}, {}
     for kind in ("kernel-type", "gbdt"):
-        sums = family_sums(models[kind], kl, use_measured=False)
+        sums = sums_of[kind] = family_sums(models[kind], kl, use_measured=False)
         loo[kind] = {k: np.empty(len(rows)) for k in IN_NETWORK_FITS}
         for i in range(len(rows)):
-            got = in_network_fits(models[kind], kl, sums, meas, np.delete(np.arange(len(rows)), i), [i])
+            got = in_network_fits(sums, meas, np.delete(np.arange(len(rows)), i), [i])
             for k in IN_NETWORK_FITS:
                 loo[kind][k][i] = got[k][0]
         in_network[kind] = {"leave_one_out": {k: {**accuracy(v, meas), "mean_abs_log_error": mean_abs_log_error(v, meas)}
@@ -577,7 +574,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
         # the correction fitted on the other networks only.
         held = np.array([i for i, r in enumerate(rows) if r["group"] == args.held_out], dtype=int)
         if 1 < len(held) < len(rows) - 3:
-            got = in_network_fits(models[kind], kl, sums, meas, np.setdiff1d(np.arange(len(rows)), held), held)
+            got = in_network_fits(sums, meas, np.setdiff1d(np.arange(len(rows)), held), held)
             in_network[kind][f"{args.held_out}_fitted_on_the_others"] = {
                 k: {**accuracy(v, meas[held]), "mean_abs_log_error": mean_abs_log_error(v, meas[held])}
                 for k, v in got.items()}
@@ -619,14 +616,12 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     intervals = {"level": level, "kernel_bounds_added": interval_score(kernel_bounds, every),
                  "network_conformal": interval_score(conformal, every)}
     if 1 < len(held) < len(rows) - 3:
-        fit_on = np.setdiff1d(every, held)
-        kt = models["kernel-type"]
-        kt.fit_overhead([kl[j] for j in fit_on], meas[fit_on], False, per_family=True)
-        timm_bounds = np.array([kt.predict_network(kl[i], False)["latency_interval_ms"] for i in held])
-        # back to the bare kernel sums
-        kt.family_scales, kt.network_log_interval, kt.per_kernel_overhead_ms = None, None, 0.0
+        # what `fit --networks` (family scale) on the other networks stores, applied to the group
+        fit_on, sums = np.setdiff1d(every, held), sums_of["kernel-type"]
+        pred_held = apply_network_terms(fit_network_terms(sums[fit_on], meas[fit_on], "family"), sums[held])
+        lo_h, hi_h = network_log_interval(sums[fit_on], meas[fit_on], "family", level)
         full = np.zeros((len(rows), 2))
-        full[held] = timm_bounds
+        full[held] = np.stack([pred_held * np.exp(lo_h), pred_held * np.exp(hi_h)], axis=1)
         intervals[f"{args.held_out}_kernel_bounds_added"] = interval_score(kernel_bounds, held)
         intervals[f"{args.held_out}_network_conformal_fitted_on_the_others"] = interval_score(full, held)
     groups = {}

@@ -389,20 +389,12 @@ class CostModel:
             raise CodesignError("measured latencies must be positive")
         mode = "family" if per_family else "scale" if scale else "overhead"
         sums = family_sums(self, networks, use_measured)
-        terms = _fit_network_terms(sums, meas, mode)
+        terms = fit_network_terms(sums, meas, mode)
         fs = terms["family_scales"]
         self.family_scales = None if fs is None else {f: float(w) for f, w in zip(FAMILIES, fs)}
         self.overhead_ms, self.per_kernel_overhead_ms = terms["overhead_ms"], terms["per_kernel_overhead_ms"]
         self.network_scale = terms["network_scale"]
-        # A network-level interval from the networks themselves (split conformal on leave-one-out
-        # residuals): each network predicted with the terms fitted on the others.
-        self.network_log_interval = None
-        level = self.interval_level()
-        if len(meas) >= conformal_min_networks(level):
-            loo = np.array([_apply_network_terms(_fit_network_terms(np.delete(sums, i, 0), np.delete(meas, i), mode),
-                                                 sums[i:i + 1])[0] for i in range(len(meas))])
-            if (loo > 0).all():  # a network predicted at 0 (no kernels, no overhead) has no log error
-                self.network_log_interval = conformal_bounds(np.log(meas / loo), level)
+        self.network_log_interval = network_log_interval(sums, meas, mode, self.interval_level())
         return self
 
     def interval_level(self) -> float:
@@ -489,7 +481,7 @@ def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_P
     return sol[:nf], float(sol[nf])
 
 
-def _fit_network_terms(sums: np.ndarray, meas: np.ndarray, mode: str) -> dict[str, Any]:
+def fit_network_terms(sums: np.ndarray, meas: np.ndarray, mode: str) -> dict[str, Any]:
     """What ``fit_overhead`` fits, from ``family_sums`` rows and measured latencies; ``mode``:
     overhead, scale or family (see there)."""
     from scipy.optimize import nnls
@@ -511,12 +503,25 @@ def _fit_network_terms(sums: np.ndarray, meas: np.ndarray, mode: str) -> dict[st
             "network_scale": 1.0}
 
 
-def _apply_network_terms(terms: dict[str, Any], sums: np.ndarray) -> np.ndarray:
-    """The network latencies ``terms`` (``_fit_network_terms``) give ``family_sums`` rows."""
+def apply_network_terms(terms: dict[str, Any], sums: np.ndarray) -> np.ndarray:
+    """The network latencies ``terms`` (``fit_network_terms``) give ``family_sums`` rows."""
     if terms["family_scales"] is not None:
         return sums[:, :-1] @ terms["family_scales"] + terms["per_kernel_overhead_ms"] * sums[:, -1]
     return (terms["network_scale"] * sums[:, :-1].sum(axis=1) + terms["overhead_ms"]
             + terms["per_kernel_overhead_ms"] * sums[:, -1])
+
+
+def network_log_interval(sums: np.ndarray, meas: np.ndarray, mode: str, level: float) -> list[float] | None:
+    """[low, high] of log(measured / predicted) for a new network, from networks' ``family_sums``
+    rows and measured latencies: each network predicted with the ``mode`` terms fitted on the
+    others, the split-conformal bounds of those errors at ``level``. None with fewer than
+    ``conformal_min_networks`` networks, or when one is predicted at 0 (no kernels, no overhead:
+    no log error)."""
+    if len(meas) < conformal_min_networks(level):
+        return None
+    loo = np.array([apply_network_terms(fit_network_terms(np.delete(sums, i, 0), np.delete(meas, i), mode),
+                                        sums[i:i + 1])[0] for i in range(len(meas))])
+    return conformal_bounds(np.log(meas / loo), level) if (loo > 0).all() else None
 
 
 def conformal_min_networks(level: float) -> int:
