@@ -313,11 +313,10 @@ class CostModel:
             "latency_interval_ms": None,
             "out_of_range": [],
         }
-        interval = self.predict_interval(specs, use_measured) if specs else None
         if self.network_log_interval is not None and specs:
             lo, hi = self.network_log_interval
             res["latency_interval_ms"] = [res["latency_ms"] * float(np.exp(lo)), res["latency_ms"] * float(np.exp(hi))]
-        elif interval is not None:
+        elif (interval := self.predict_interval(specs, use_measured) if specs else None) is not None:
             # Kernel errors of one network are correlated (one device, one code generator): the
             # network's interval adds the kernels' bounds, the conservative sum.
             res["latency_interval_ms"] = [float(b.sum() + self.network_overhead_ms(specs, b)) for b in interval]
