@@ -181,7 +181,7 @@ def small_cfg(strategy, **kw):
     return SearchConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "rsws", "random", "evolution", "naswot"])
+@pytest.mark.parametrize("strategy", ["darts", "darts2", "gdas", "rsws", "random", "evolution", "naswot", "zero-cost"])
 def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     """Sample-based strategies and rsws only ever pick networks under the budget; a gradient
     strategy's architecture distribution ends under it (the Lagrangian binds a budget that its
@@ -196,12 +196,12 @@ def test_every_strategy_returns_a_network_under_the_budget(strategy, digits):
     found = create_strategy(strategy, context(space, digits, costs, budgets, cfg, log=logs.append)).run()
     assert len(found["probs"]) == 6  # a gradient strategy's argmax may be a disconnected cell: derived below
     assert logs and found["search_seconds"] > 0
-    if strategy in ("random", "evolution", "naswot"):
+    if strategy in ("random", "evolution", "naswot", "zero-cost"):
         trained = [r for r in logs if "candidate" in r]
-        # naswot's default (zc_select="score") trains only the best-scored design
-        assert found["candidates"] == len(trained) == (1 if strategy == "naswot" else 3)
+        # the zero-cost strategies' default (zc_select="score") trains only the best-scored design
+        assert found["candidates"] == len(trained) == (1 if strategy in ("naswot", "zero-cost") else 3)
         assert all(satisfied(costs, r["choices"], budgets) for r in trained)
-    if strategy in ("random", "evolution", "rsws", "naswot"):
+    if strategy in ("random", "evolution", "rsws", "naswot", "zero-cost"):
         assert space.valid(found["choices"]) and satisfied(costs, found["choices"], budgets)
     else:
         assert set(logs[-1]) >= {"train_loss", "val_accuracy", "expected", "multipliers", "arch_probs", "tau"}
@@ -642,7 +642,7 @@ def test_the_default_strategy_is_naswot_on_a_fixed_device_and_gdas_when_the_hard
 
 
 def test_strategy_registry():
-    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "naswot", "random", "rsws"]
+    assert list_strategies() == ["darts", "darts2", "evolution", "gdas", "naswot", "random", "rsws", "zero-cost"]
     with pytest.raises(CodesignError, match="unknown strategy 'enas'"):
         create_strategy("enas", None)
 
@@ -730,6 +730,11 @@ def test_train_and_export_commands(finished_run, tmp_path, capsys):
     (["search", "--strategy", "rsws", "--ws-candidates", "0"], "--ws-candidates must be >= 1"),
     (["search", "--strategy", "naswot", "--zc-pool", "0"], "--zc-pool must be >= 1"),
     (["search", "--zc-select", "best"], "--zc-select takes score or val"),
+    (["search", "--strategy", "zero-cost", "--zc-score", "flops"], "unknown score 'flops'; known: naswot, params, synflow"),
+    (["search", "--strategy", "zero-cost", "--zc-score", "synflow+synflow"], "names a score twice"),
+    (["search", "--strategy", "zero-cost", "--zc-score", "synflow+"], "unknown score ''"),
+    (["search", "--strategy", "naswot", "--zc-score", "synflow"], "use --strategy zero-cost"),
+    (["search", "--strategy", "random", "--zc-score", "synflow"], "random scores none"),
     (["search", "--calibrate-networks", "1"], "--calibrate-networks must be 0 (off) or >= 2"),
     (["search", "--calibrate-networks", "-3"], "--calibrate-networks must be 0 (off) or >= 2"),
     (["export", "|bad|", "--out", "x.onnx"], "nb201 genotype"),
@@ -1197,6 +1202,69 @@ def test_naswot_scores_the_networks_of_every_space(name, kw):
     assert all(math.isfinite(v) for v in scores) and len(set(scores)) == 3
 
 
+def test_synflow_is_the_layer_count_times_the_output_of_the_absolute_network():
+    """SynFlow's saliency is conserved layer by layer (Tanaka et al., 2020): for a bias-free linear
+    chain of L layers with non-negative weights, every layer's sum of theta * dR/dtheta equals R, the
+    summed output on an all-ones input, so the score is log(L * R); the network is left as it was."""
+    from codesign.search.zero_cost import synflow_score
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5, bias=False), torch.nn.ReLU(),
+                              torch.nn.Linear(5, 3, bias=False))
+    before = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(4, 3, 2, 2)
+    w1, w2 = (net[1].weight.detach().double().abs(), net[3].weight.detach().double().abs())
+    r = float((w2 @ w1 @ torch.ones(12, dtype=torch.float64)).sum())
+    assert synflow_score(net, x) == pytest.approx(math.log(2 * r), rel=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())) and net.training
+    assert next(net.parameters()).dtype == torch.float32 and all(p.grad is None for p in net.parameters())
+    dead = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3, bias=False))
+    with torch.no_grad():
+        dead[1].weight.zero_()
+    assert synflow_score(dead, x) == -math.inf
+
+
+def test_rank_sum_of_zero_cost_scores():
+    """Several scores are combined by the sum of their ranks in the pool (ties share the mean
+    rank); a design with a non-finite score cannot learn and gets -inf."""
+    from codesign.search.zero_cost import combine_scores, parse_zc_score, score_passes
+
+    pool = [{"scores": {"synflow": 5.0, "params": 100.0}}, {"scores": {"synflow": 7.0, "params": 10.0}},
+            {"scores": {"synflow": 6.0, "params": 10.0}}, {"scores": {"synflow": -math.inf, "params": 1e6}}]
+    assert combine_scores(pool, ["synflow", "params"]) == [1 + 3, 3 + 1.5, 2 + 1.5, -math.inf]
+    assert combine_scores(pool, ["params"]) == [100.0, 10.0, 10.0, 1e6]
+    assert parse_zc_score(" synflow + params ") == ["synflow", "params"]
+    assert score_passes(["params"]) == pytest.approx(1 / 3) and score_passes(["naswot", "synflow"]) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("zc_score", ["synflow", "params", "naswot+synflow"])
+def test_zero_cost_picks_the_best_design_by_its_score(zc_score, digits):
+    """--strategy zero-cost ranks its pool by --zc-score and trains the best; its pool is paid for
+    by the scores' passes; naswot is zero-cost with NASWOT's score, pool for pool."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.5x")], costs, space)
+    logs = []
+    ctx = context(space, digits, costs, budgets, small_cfg("zero-cost", zc_pool=20, zc_score=zc_score),
+                  log=logs.append)
+    strategy = create_strategy("zero-cost", ctx)
+    found = strategy.run()
+    names = zc_score.split("+")
+    assert found["score"] == zc_score and logs[0]["score"] == zc_score
+    assert all(set(p["scores"]) == set(names) for p in strategy.pool)
+    assert found["choices"] == strategy.pool[0]["choices"] and found["candidates"] == 1
+    assert strategy.pool[0]["score"] == max(p["score"] for p in strategy.pool)
+    if zc_score == "params":  # the largest network of the pool under the budget
+        assert strategy.pool[0]["scores"]["params"] == max(p["scores"]["params"] for p in strategy.pool)
+    assert strategy.overhead_passes() == pytest.approx(20 * len(names) / 3)
+    ref = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=20)))
+    ref._score_pool()
+    alt = create_strategy("zero-cost", context(space, digits, costs, budgets,
+                                               small_cfg("zero-cost", zc_pool=20, zc_score="naswot")))
+    alt._score_pool()
+    assert [p["genotype"] for p in ref.pool] == [p["genotype"] for p in alt.pool]
+
+
 def test_naswot_picks_the_best_scored_design_and_trains_it_alone(digits):
     """By default the best NASWOT score wins: only that design is trained (as a check), and the
     search's compute is the pool's forward passes and that one candidate."""
@@ -1240,7 +1308,7 @@ def test_naswot_under_a_compute_limit_scores_as_many_designs_as_it_pays_for(digi
     assert found["search_passes"] == pytest.approx(30 + per) and found["search_passes"] <= ctx.max_passes
     small = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=30)))
     small._score_pool()
-    assert logs[0]["best_naswot_score"] >= small.pool[0]["naswot_score"]
+    assert logs[0]["best_score"] >= small.pool[0]["score"]
     with pytest.raises(CodesignError, match="--zc-pool must be >= 1"):
         SearchConfig(zc_pool=0).validate()
 
@@ -1264,8 +1332,8 @@ def test_naswot_val_trains_the_best_scored_designs_first(digits):
     strategy._score_pool()
     ranked = [p["genotype"] for p in strategy.pool]
     assert [r["genotype"] for r in trained] == ranked[:4]
-    assert all(math.isfinite(p["naswot_score"]) for p in strategy.pool)
-    scores = [p["naswot_score"] for p in strategy.pool]
+    assert all(math.isfinite(p["score"]) for p in strategy.pool)
+    scores = [p["score"] for p in strategy.pool]
     assert scores == sorted(scores, reverse=True)
     per = -(-160 // 32)  # candidate_epochs=1 over the context's 160 training images, batch 32
     assert found["search_passes"] == pytest.approx(40 / 3 + 4 * per)

@@ -54,16 +54,18 @@ _FLAGS = {
                                           "comma-separated: beta-darts, drnas, darts-minus, shrink, tunas, or none "
                                           "(default: the strategy's; see docs/search.md)"),
     "--arch-batch-size": ("arch_batch_size", int, "batch size of the architecture step (default: --batch-size)"),
-    "--max-passes": ("max_passes", float, "random/evolution/naswot/rsws: stop after this compute, in network passes"),
+    "--max-passes": ("max_passes", float, "random/evolution/naswot/zero-cost/rsws: stop after this compute, in network passes"),
     "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
     "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
-    "--zc-pool": ("zc_pool", int, "naswot: designs under the budgets scored without training (default 100; with "
+    "--zc-score": ("zc_score", str, "zero-cost: the training-free score, or scores joined by '+' whose ranks are "
+                                    "summed: naswot, synflow, params (default: naswot; docs/search.md)"),
+    "--zc-pool": ("zc_pool", int, "naswot/zero-cost: designs under the budgets scored without training (default 100; with "
                                     "--max-passes and --zc-select score, as many as the compute pays for)"),
-    "--zc-select": ("zc_select", str, "naswot: score (default: the best-scored design wins; it alone is trained "
+    "--zc-select": ("zc_select", str, "naswot/zero-cost: score (default: the best-scored design wins; it alone is trained "
                                       "briefly, as a check) or val (the best-scored are trained like random's "
                                       "candidates, best validation accuracy wins)"),
-    "--candidates": ("candidates", int, "random/evolution/naswot: networks to train (default 8)"),
-    "--candidate-epochs": ("candidate_epochs", int, "random/evolution/naswot: epochs per candidate (default 4)"),
+    "--candidates": ("candidates", int, "random/evolution/naswot/zero-cost: networks to train (default 8)"),
+    "--candidate-epochs": ("candidate_epochs", int, "random/evolution/naswot/zero-cost: epochs per candidate (default 4)"),
     "--population": ("population", int, "evolution: population size (default 4)"),
     "--tournament": ("tournament", int, "evolution: tournament size (default 2)"),
     "--train-epochs": ("train_epochs", int, "epochs training the derived network from scratch (default 30)"),

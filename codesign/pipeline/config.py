@@ -64,6 +64,8 @@ class SearchConfig:
     zc_pool: int | None = None  # naswot: designs under the budgets scored without training (None: 100, or
     # with max_passes and zc_select "score", as many as the compute pays for; search.zero_cost.pool_size)
     zc_select: str = "score"  # naswot: score (the best-scored design wins) | val (the best trained)
+    zc_score: str | None = None  # zero-cost: a score or scores joined by '+' (search.zero_cost.ZC_SCORES);
+    # None: the strategy's (naswot: NASWOT; zero-cost: search.zero_cost.DEFAULT_ZC_SCORE)
     candidate_epochs: int = 4
     population: int = 4
     tournament: int = 2
@@ -204,6 +206,13 @@ class SearchConfig:
                 tuning_strategy()  # profiling or the measured network may tune: a bad strategy fails now
         if self.zc_select not in ("score", "val"):
             raise CodesignError(f"--zc-select takes score or val, got {self.zc_select!r}")
+        if self.zc_score is not None or self.strategy in ("zero-cost", "naswot"):
+            from ..search.zero_cost import strategy_scores
+
+            if self.zc_score is not None and self.strategy not in ("zero-cost", "naswot"):
+                raise CodesignError(f"--zc-score ranks the designs of --strategy zero-cost; {self.strategy} "
+                                    "scores none")
+            strategy_scores(self.strategy, self.zc_score)
         if self.profile_statistic not in ("median", "min"):
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):

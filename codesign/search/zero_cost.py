@@ -7,18 +7,31 @@ K[i, j] counts the units on which inputs i and j agree. A network whose units se
 into more distinct activation patterns has a better-conditioned K, and log|det K| is its score.
 A network whose output does not depend on its input (an NB201 cell with no path from input to
 output) scores -inf, whatever its units before the break do: such a network cannot learn.
+
+SynFlow (Tanaka et al., "Pruning neural networks without any data by iteratively conserving
+synaptic flow", NeurIPS 2020; used as a NAS score by Abdelfattah et al., "Zero-Cost Proxies for
+Lightweight NAS", ICLR 2021): every weight replaced by its absolute value, an all-ones input, and
+the sum over parameters of |θ · ∂R/∂θ| for R the sum of the output. It needs no data and rewards
+networks whose parameters all carry signal from input to output.
+
+The scores are a registry (``ZC_SCORES``); ``--zc-score`` names one, or several joined by ``+``,
+whose ranks within the pool are summed.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
+from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..errors import CodesignError
+from ..registry import Registry
 from .strategies import (
     SampleSearch,
     SearchContext,
@@ -66,8 +79,86 @@ def naswot_score(net: nn.Module, x: torch.Tensor) -> float:
     return float(logdet) if float(sign) > 0 else -math.inf
 
 
-def pool_size(ctx: SearchContext, select: str = "score") -> int:
-    """Designs ``naswot`` scores. ``zc_pool`` when the user gave one. Otherwise, under a compute
+def synflow_score(net: nn.Module, x: torch.Tensor) -> float:
+    """log of SynFlow's saliency of ``net`` (module docstring), computed on a float64 copy with every
+    parameter and buffer made non-negative, in eval mode, on one all-ones input of ``x``'s shape
+    (``x`` itself is not read); ``net`` is left as it was. -inf where no parameter gets a gradient
+    (the output does not depend on any weight)."""
+    twin = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        for t in list(twin.parameters()) + list(twin.buffers()):
+            if t.is_floating_point():
+                t.abs_()
+    twin.zero_grad(set_to_none=True)
+    out = twin(torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device))
+    out.sum().backward()
+    total = sum(float((p.detach() * p.grad).abs().sum()) for p in twin.parameters() if p.grad is not None)
+    return math.log(total) if total > 0 and math.isfinite(total) else -math.inf
+
+
+def params_score(net: nn.Module, x: torch.Tensor) -> float:
+    """The number of trainable parameters (a strong baseline among training-free scores under a
+    latency budget: within the budget, the larger network)."""
+    return float(sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+ZC_SCORES = Registry("zero-cost score", attribute=None)
+"""Training-free scores: ``fn(net, x) -> float``, higher is better, -inf for a network that cannot
+learn; ``fn.passes``: the compute of one score, in passes (``FORWARD_PASS`` if absent)."""
+register_zc_score = ZC_SCORES.register
+DEFAULT_ZC_SCORE = "naswot"
+
+for _name, _fn, _passes in (("naswot", naswot_score, FORWARD_PASS),
+                            # one image forward and backward in float64: under a batch's forward
+                            ("synflow", synflow_score, FORWARD_PASS),
+                            ("params", params_score, 0.0)):
+    _fn.passes = _passes
+    register_zc_score(_name)(_fn)
+
+
+def parse_zc_score(spec: str) -> list[str]:
+    """The registered scores ``spec`` names (``"synflow"``, ``"synflow+params"``).
+
+    Raises:
+        CodesignError: an empty, unknown or repeated name.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise CodesignError(f"--zc-score takes a score or scores joined by '+' ({', '.join(ZC_SCORES.names())}), "
+                            f"got {spec!r}")
+    names = [n.strip() for n in spec.split("+")]
+    for n in names:
+        if n not in ZC_SCORES.names():
+            raise CodesignError(f"--zc-score: unknown score {n!r}; known: {', '.join(ZC_SCORES.names())}")
+    if len(set(names)) != len(names):
+        raise CodesignError(f"--zc-score names a score twice: {spec!r}")
+    return names
+
+
+def score_passes(names: list[str]) -> float:
+    """Compute one design's scoring costs, in passes: the sum over its scores, and at least a
+    forward batch (the network is built and looked at)."""
+    return max(FORWARD_PASS, sum(float(getattr(ZC_SCORES.get(n), "passes", FORWARD_PASS)) for n in names))
+
+
+def combine_scores(entries: list[dict], names: list[str]) -> list[float]:
+    """One score per pool entry (``entry["scores"][name]``): the score itself for one name; for
+    several, the sum of each score's rank among the entries (ties share the mean rank), so no score
+    outweighs another by its units. An entry with a non-finite score gets -inf: it cannot learn."""
+    finite = [all(math.isfinite(e["scores"][n]) for n in names) for e in entries]
+    if len(names) == 1:
+        return [e["scores"][names[0]] if ok else -math.inf for e, ok in zip(entries, finite)]
+    from scipy.stats import rankdata
+
+    kept = [e for e, ok in zip(entries, finite) if ok]
+    total = np.zeros(len(kept))
+    for n in names:
+        total += rankdata([e["scores"][n] for e in kept]) if kept else 0.0
+    it = iter(total.tolist())
+    return [next(it) if ok else -math.inf for ok in finite]
+
+
+def pool_size(ctx: SearchContext, select: str = "score", per_design: float = FORWARD_PASS) -> int:
+    """Designs a zero-cost search scores (``per_design`` passes each). ``zc_pool`` when the user gave one. Otherwise, under a compute
     limit (``max_passes``) with ``select="score"``, the largest pool that leaves room for the one
     candidate trained: a search that keeps only the best score has no other use for the compute, and
     on NB201 the best score of a larger pool is a better cell by NAS-Bench-201's public accuracies
@@ -78,14 +169,30 @@ def pool_size(ctx: SearchContext, select: str = "score") -> int:
         return int(given)
     if ctx.max_passes is None or select != "score":
         return DEFAULT_POOL
-    return max(1, math.floor((ctx.max_passes - candidate_passes(ctx)) / FORWARD_PASS + 1e-9))
+    return max(1, math.floor((ctx.max_passes - candidate_passes(ctx)) / per_design + 1e-9))
 
 
-@register_strategy("naswot")
+def strategy_scores(strategy: str, zc_score: str | None) -> list[str]:
+    """The scores a zero-cost strategy ranks by: ``naswot`` always NASWOT; ``zero-cost``
+    ``zc_score``, or ``DEFAULT_ZC_SCORE``.
+
+    Raises:
+        CodesignError: a bad ``zc_score``, or one given to ``naswot`` that is not NASWOT.
+    """
+    if strategy == "naswot":
+        if zc_score not in (None, "naswot"):
+            raise CodesignError(f"--strategy naswot scores by NASWOT; for --zc-score {zc_score} use "
+                                "--strategy zero-cost")
+        return ["naswot"]
+    return parse_zc_score(DEFAULT_ZC_SCORE if zc_score is None else zc_score)
+
+
+@register_strategy("zero-cost")
 class ZeroCostSearch(SampleSearch):
     """Search by a training-free score: designs under the budgets are drawn and each untrained
-    network is scored by NASWOT on one training batch (one forward-only batch, ``FORWARD_PASS``,
-    counted in the search's passes). The pool is ``zc_pool`` designs if given; else, with
+    network is scored (``--zc-score``: NASWOT on one training batch, SynFlow, the parameter count,
+    or the rank sum of several; each design costs ``score_passes`` in the search's passes, at least
+    a forward-only batch, ``FORWARD_PASS``). ``naswot`` is this strategy with NASWOT's score. The pool is ``zc_pool`` designs if given; else, with
     ``zc_select="score"`` and ``max_passes``, as many as the compute pays for besides the one
     candidate trained (``pool_size``); else ``DEFAULT_POOL``.
 
@@ -106,7 +213,9 @@ class ZeroCostSearch(SampleSearch):
     def __init__(self, ctx: SearchContext):
         super().__init__(ctx)
         self.select = getattr(ctx.cfg, "zc_select", "score")
-        self.pool_size = pool_size(ctx, self.select)
+        self.scores = strategy_scores(self.name, getattr(ctx.cfg, "zc_score", None))
+        self.per_design = score_passes(self.scores)
+        self.pool_size = pool_size(ctx, self.select, self.per_design)
         self.pool: list[dict] | None = None  # scored designs, best first
         self.pool_seconds = 0.0
         self.over_whole: list[dict] = []  # pool designs dropped when their turn came: over a budget whole
@@ -117,6 +226,10 @@ class ZeroCostSearch(SampleSearch):
     def load(self, s: dict) -> None:
         super().load(s)
         self.pool = s.get("pool")
+        for entry in self.pool or []:  # a pool scored before scores were named: NASWOT's
+            if "score" not in entry and "naswot_score" in entry:
+                entry["scores"] = {"naswot": entry["naswot_score"]}
+                entry["score"] = entry["naswot_score"]
         self.pool_seconds = float(s.get("pool_seconds", 0.0))
         self.over_whole = list(s.get("over_whole", []))
 
@@ -124,7 +237,7 @@ class ZeroCostSearch(SampleSearch):
         return 1 if self.select == "score" else super().planned()
 
     def overhead_passes(self) -> float:
-        return FORWARD_PASS * self.pool_size
+        return self.per_design * self.pool_size
 
     def overhead_seconds(self) -> float:
         return self.pool_seconds
@@ -168,7 +281,9 @@ class ZeroCostSearch(SampleSearch):
         probe = ctx.x_train[torch.randperm(len(ctx.x_train), generator=gen)[:cfg.batch_size]]
         rng = random.Random(cfg.seed * 7_919 + 3)
         seen, pool = set(), []
-        bar = _bar(self.pool_size, f"naswot: scoring {self.pool_size} designs", ctx.progress, "design")
+        label = "+".join(self.scores)
+        bar = _bar(self.pool_size, f"{self.name}: scoring {self.pool_size} designs by {label}", ctx.progress,
+                   "design")
         for _ in range(20 * self.pool_size):  # distinct designs; a small space may have fewer
             if len(pool) == self.pool_size:
                 break
@@ -180,19 +295,21 @@ class ZeroCostSearch(SampleSearch):
             torch.manual_seed(cfg.seed * 1_000 + len(pool))
             net = ctx.space.build(genotype).to(probe.device)
             pool.append({"index": len(pool), "choices": list(c), "genotype": genotype,
-                         "naswot_score": naswot_score(net, probe)})
+                         "scores": {n: float(ZC_SCORES.get(n)(net, probe)) for n in self.scores}})
             bar.update(1)
         bar.close()
-        finite = [p for p in pool if math.isfinite(p["naswot_score"])]
+        for entry, value in zip(pool, combine_scores(pool, self.scores)):
+            entry["score"] = value
+        finite = [p for p in pool if math.isfinite(p["score"])]
         if not finite:
-            raise CodesignError("naswot: no design under the budgets has a finite score (every sampled network "
-                                "ignores its input); use another strategy")
+            raise CodesignError(f"{self.name}: no design under the budgets has a finite {label} score (every "
+                                "sampled network ignores its input or its weights); use another strategy")
         # networks that ignore their input are never trained
-        self.pool = sorted(finite, key=lambda p: (-p["naswot_score"], p["index"]))
+        self.pool = sorted(finite, key=lambda p: (-p["score"], p["index"]))
         self.pool_seconds = time.perf_counter() - t0
         top = self.pool[0]
-        ctx.log({"pool": len(pool), "scored_finite": len(finite), "best_naswot_score": top["naswot_score"],
-                 "best_genotype": top["genotype"], "seconds": self.pool_seconds})
+        ctx.log({"pool": len(pool), "scored_finite": len(finite), "score": label, "best_score": top["score"],
+                 "best_scores": top["scores"], "best_genotype": top["genotype"], "seconds": self.pool_seconds})
         self.save()
 
     def propose(self) -> list[int]:
@@ -212,5 +329,10 @@ class ZeroCostSearch(SampleSearch):
         self._proposed = len(self.history)
 
     def run(self) -> dict:
-        return {**super().run(), "pool": self.pool_size, "select": self.select,
+        return {**super().run(), "pool": self.pool_size, "select": self.select, "score": "+".join(self.scores),
                 "pool_over_whole": len(self.over_whole)}
+
+
+@register_strategy("naswot")
+class NaswotSearch(ZeroCostSearch):
+    """``zero-cost`` with NASWOT's score (Mellor et al., 2021)."""
