@@ -3,7 +3,7 @@ reference ops; remedies against collapse; the default strategy against random se
 equal compute under one latency budget; the supernet's ranking; the default job's cell on CIFAR-10.
 
     python benchmarks/search.py [--data-dir ../shared/data/cifar10-mini] [--seeds 0 1 2] [--quick]
-                                [--work DIR] [--part supernet|remedies|compare|remeasure|ranking|default|public|l2o|all]
+                                [--work DIR] [--part supernet|remedies|compare|remeasure|ranking|default|public|scores|l2o|all]
                                 [--rounds 2] [--threads 1] [--variants reference fused ...]
                                 [--remedy-variants gdas+tunas ...] [--nb201-table CSV]
 
@@ -47,9 +47,14 @@ shared weights) and their stand-alone accuracy after short training.
 
 Part public (needs ``--nb201-table``, the public NAS-Bench-201 CIFAR-10 accuracies of every cell, see
 benchmarks/nb201_public.py): which cheap signal ranks NB201 cells under the budget by their accuracy
-after full training (NASWOT, parameters, one-epoch accuracy, the final protocol's accuracy), and
+after full training (NASWOT, SynFlow, parameters, their rank sums, one-epoch accuracy, the final
+protocol's accuracy), and
 what each selection rule picks, in expectation. With the table, compare also judges every NB201 cell
 by it (public accuracy, and percentile among the cells under the same budget).
+
+Part scores (after compare, in its --work): which training-free score (NASWOT, SynFlow, parameters,
+their rank sums) ranks a space's cells by their accuracy after the final protocol, on random search's
+own candidates trained by it: for spaces without a public table (DARTS).
 
 Part default: the genotype the default ``codesign search`` (digits) finds, trained on the CIFAR-10
 folder beside random cells under the same latency budget, by one protocol; with remeasure, its
@@ -502,6 +507,36 @@ def part_ranking(args, work: Path) -> dict:
     return out
 
 
+SCORE_KEYS = ("naswot_score", "synflow_score", "params")  # every registered zero-cost score, as stored
+RANK_SUMS = ("naswot+params", "synflow+params", "naswot+synflow+params")  # rank sums within the cells judged
+
+
+def _zero_cost_scores(space, genotype: str, probe, d: dict, seed: int) -> None:
+    """Every registered zero-cost score of one cell into ``d`` (kept: a store entry is scored once),
+    on a network built from torch seed ``seed``, as the zero-cost search builds its pool's."""
+    import torch
+
+    from codesign.search.zero_cost import ZC_SCORES
+
+    for name in ZC_SCORES.names():
+        key = "params" if name == "params" else f"{name}_score"
+        if key not in d:
+            torch.manual_seed(seed)
+            d[key] = float(ZC_SCORES.get(name)(space.build(genotype), probe))
+
+
+def _rank_sums(rows: list[dict]) -> None:
+    """``RANK_SUMS`` of each row (the zero-cost search's combination: each score's rank among the
+    rows, summed; -inf where a score is not finite)."""
+    from codesign.search.zero_cost import combine_scores
+
+    for combo in RANK_SUMS:
+        names = combo.split("+")
+        entries = [{"scores": {n: r["params" if n == "params" else f"{n}_score"] for n in names}} for r in rows]
+        for r, v in zip(rows, combine_scores(entries, names)):
+            r[combo] = v
+
+
 def part_public(args, work: Path) -> dict:
     """Which cheap signal picks NB201 cells that are good on CIFAR-10 after full training? Over
     ``--public-cells`` connected cells drawn uniformly among those under the latency budget (NB201 at
@@ -520,7 +555,6 @@ def part_public(args, work: Path) -> dict:
     import torch
     from scipy.stats import kendalltau
 
-    from codesign.search import naswot_score
     from codesign.search.train import evaluate, train_network
 
     s, costs, split_fn = _setup_costs("nb201", args)
@@ -538,11 +572,7 @@ def part_public(args, work: Path) -> dict:
     for i, c in enumerate(cells):
         g = space.format(c)
         d = done.setdefault(g, {})
-        if "naswot_score" not in d:
-            torch.manual_seed(i)
-            net = space.build(g)
-            d["naswot_score"] = naswot_score(net, probe)
-            d["params"] = sum(p.numel() for p in net.parameters())
+        _zero_cost_scores(space, g, probe, d, seed=i)
         if i < args.public_trained and "one_epoch_val_accuracy" not in d:
             torch.manual_seed(1000 + i)
             net = space.build(g)
@@ -571,7 +601,8 @@ def part_public(args, work: Path) -> dict:
         return float(100.0 * np.searchsorted(ranked, acc, side="right") / len(ranked))
 
     signals = {}
-    for key in ("naswot_score", "params", "latency_ms", "one_epoch_val_accuracy", "final_test_accuracy"):
+    _rank_sums(rows)
+    for key in (*SCORE_KEYS, *RANK_SUMS, "latency_ms", "one_epoch_val_accuracy", "final_test_accuracy"):
         have = [r for r in rows if key in r and np.isfinite(r[key])]
         if len(have) >= 3:
             tau, p = kendalltau([r[key] for r in have], [r["public_test_accuracy"] for r in have])
@@ -596,17 +627,96 @@ def part_public(args, work: Path) -> dict:
                     for _ in range(4000)]
             rules[f"best_of_{k}_by_one_epoch"] = {"mean_public_test_accuracy": float(np.mean(accs)),
                                                  "mean_public_percentile": float(np.mean([pct(a) for a in accs]))}
-    for pool in (20, 50, 100, 500, 1000, 1500):  # 1,500: what naswot scores at the compare part's 546 passes
-        if len(rows) >= 2 * pool:
-            accs = [max(rng.sample(rows, pool), key=lambda r: r["naswot_score"])["public_test_accuracy"]
-                    for _ in range(4000)]
-            rules[f"top_naswot_of_{pool}"] = {"mean_public_test_accuracy": float(np.mean(accs)),
-                                             "mean_public_percentile": float(np.mean([pct(a) for a in accs])),
-                                             "passes": round(pool / 3, 1)}
+    for key in (*SCORE_KEYS, *RANK_SUMS):  # the pool of a zero-cost search, by each score
+        name = key.removesuffix("_score")
+        for pool in (20, 50, 100, 500, 1000, 1500):  # 1,500: what a zero-cost search scores at 546 passes
+            if len(rows) >= 2 * pool:
+                accs = [max(rng.sample(rows, pool), key=lambda r: r[key])["public_test_accuracy"]
+                        for _ in range(4000)]
+                rules[f"top_{name}_of_{pool}"] = {"mean_public_test_accuracy": float(np.mean(accs)),
+                                                  "mean_public_percentile": float(np.mean([pct(a) for a in accs])),
+                                                  "passes": round(pool / 3, 1)}
     return {"budget_latency_ms": budget, "feasible_cells": len(feasible), "cells": len(rows),
             "passes_per_one_epoch_candidate": per_candidate, "signals": signals, "selection_rules": rules,
             "public_accuracy_of_cells": {"mean": float(ranked.mean()), "median": float(np.median(ranked)),
                                          "max": float(ranked.max())}}
+
+
+def part_scores(args, work: Path) -> dict:
+    """Which training-free score ranks a space's cells under the budget by their accuracy after the
+    final protocol? For spaces without a public table (DARTS). The cells: the first
+    ``--scores-cells`` candidates of each random-search run of the compare part in ``--work``
+    (``{space}-random-s{seed}``, seeds ``--seeds``): random search's draws, uniform among the
+    designs under the budget by the table and whole, so the set carries no strategy's preference.
+    Each is trained by the final protocol (``--train-epochs`` on the whole training set, seed 0,
+    test accuracy; resumable store ``scores-{space}.json``), and every zero-cost score (on the
+    first batch of seed 0's training split, network built from torch seed 0), the rank sums, the
+    parameter count and the one-epoch validation accuracy random search ranked them by (from the
+    run's log) are set against it: Kendall tau, p, and the share of cell pairs more than 2 points
+    apart that each orders."""
+    import itertools
+
+    import numpy as np
+    import torch
+    from scipy.stats import kendalltau
+
+    from codesign.data import load_dataset
+    from codesign.pipeline.phases import split_train_val
+    from codesign.search.train import evaluate, train_network
+    from codesign.spaces import create_space
+
+    ds = load_dataset("cifar10", args.data_dir)
+    split = split_train_val(ds, 0.5, 0)
+    gen = torch.Generator().manual_seed(0)
+    probe = split.x_train[torch.randperm(len(split.x_train), generator=gen)[:args.batch_size]]
+    final_key = f"final_test_accuracy_{args.train_epochs}_epochs"
+    out = {}
+    for space_name in args.spaces:
+        space = create_space(space_name, **SPACE_ARGS[space_name])
+        cells = []
+        for seed in args.seeds:
+            log = work / f"{space_name}-random-s{seed}" / "log.jsonl"
+            if not log.is_file():
+                sys.exit(f"benchmarks/search.py: --part scores reads random search's candidates from {log}; run "
+                         f"--part compare --spaces {space_name} --seeds {seed} --work {work} first")
+            recs = [json.loads(line) for line in log.read_text().splitlines() if '"candidate"' in line]
+            cells += [(seed, r) for r in recs[:args.scores_cells]]
+        store = work / f"scores-{space_name}.json"
+        done = json.loads(store.read_text()) if store.exists() else {}
+        rows = []
+        for i, (seed, rec) in enumerate(cells):
+            g = rec["genotype"]
+            d = done.setdefault(g, {})
+            d.update(seed=seed, candidate=rec["candidate"], one_epoch_val_accuracy=rec["val_accuracy"])
+            if final_key not in d:
+                t0 = time.perf_counter()
+                torch.manual_seed(0)
+                net = space.build(g)
+                train_network(net, ds.x_train, ds.y_train, args.train_epochs, 0, args.batch_size, 0.05, 3e-4, ds.augment)
+                d[final_key] = evaluate(net, ds.x_test, ds.y_test)["accuracy"]
+                d[f"train_seconds_{args.train_epochs}_epochs"] = time.perf_counter() - t0
+                print(f"scores: {space_name} cell {i + 1}/{len(cells)}: {d[final_key]:.3f}", file=sys.stderr, flush=True)
+            _zero_cost_scores(space, g, probe, d, seed=0)
+            store.write_text(json.dumps(done, indent=1))
+            rows.append({"genotype": g, **{k: v for k, v in d.items() if not k.startswith("final_test_accuracy")},
+                         "final": d[final_key]})
+        _rank_sums(rows)
+        signals = {}
+        for key in (*SCORE_KEYS, *RANK_SUMS, "one_epoch_val_accuracy"):
+            have = [r for r in rows if np.isfinite(r[key])]
+            tau, pv = kendalltau([r[key] for r in have], [r["final"] for r in have])
+            apart = [(a, b) for a, b in itertools.combinations(have, 2) if abs(a["final"] - b["final"]) > 0.02]
+            agree = sum((a[key] - b[key]) * (a["final"] - b["final"]) > 0 for a, b in apart)
+            signals[key] = {"kendall_tau": float(tau), "p": float(pv), "cells": len(have),
+                            "pairs_2_points_apart": len(apart),
+                            "share_of_them_ordered": round(agree / len(apart), 3) if apart else None}
+        finals = [r["final"] for r in rows]
+        out[space_name] = {"cells": len(rows), "final_training_epochs": args.train_epochs, "signals": signals,
+                           "final_test_accuracy": {"mean": float(np.mean(finals)), "min": float(min(finals)),
+                                                   "max": float(max(finals))},
+                           "rows": [{k: r[k] for k in ("genotype", "seed", "candidate", "final", *SCORE_KEYS,
+                                                       "one_epoch_val_accuracy")} for r in rows]}
+    return out
 
 
 def part_default(args, work: Path) -> dict:
@@ -712,7 +822,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/codesign-bench-search", help="run directories (resumed)")
     ap.add_argument("--db", default=None, help="profile database (default: the user cache)")
     ap.add_argument("--part", nargs="+", choices=("supernet", "remedies", "compare", "remeasure", "ranking", "default",
-                                                  "public", "l2o", "all"),
+                                                  "public", "scores", "l2o", "all"),
                     default=["all"], help="one or more parts (remeasure times the networks of the others given)")
     ap.add_argument("--latency", default="0.5x", help="latency budget (default 0.5x of the costliest network)")
     ap.add_argument("--epochs", type=int, default=10, help="search epochs of the gradient strategies")
@@ -734,6 +844,8 @@ def main() -> None:
     ap.add_argument("--nb201-table", default=None,
                     help="compare/default/public: a CSV of the public NB201 CIFAR-10 accuracies of every cell "
                          "(see benchmarks/nb201_public.py); judges the NB201 cells by it too")
+    ap.add_argument("--scores-cells", type=int, default=8,
+                    help="scores: candidates of each random-search run trained by the final protocol (default 8)")
     ap.add_argument("--public-cells", type=int, default=300, help="public: cells under the budget scored")
     ap.add_argument("--public-trained", type=int, default=160, help="public: of them, trained one epoch")
     ap.add_argument("--public-final", type=int, default=0, help="public: of them, trained by the final protocol")
@@ -778,7 +890,7 @@ def main() -> None:
         except nb201_public.TableError as e:
             print(f"benchmarks/search.py: {e}", file=sys.stderr)
             sys.exit(2)
-    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "public", "all")
+    needs_data = want("remedies", "compare", "remeasure", "ranking", "default", "public", "scores", "all")
     if needs_data and not Path(args.data_dir).exists():
         sys.exit(f"benchmarks/search.py: no CIFAR-10 folder at {args.data_dir}; pass --data-dir")
     work = Path(args.work)  # made once every input has been checked
@@ -808,6 +920,8 @@ def main() -> None:
         out["default"] = part_default(args, work)
     if want("public") or (want("all") and args.public_table is not None):
         out["public"] = part_public(args, work)
+    if want("scores"):
+        out["scores"] = part_scores(args, work)
     if want("l2o", "all"):
         out["l2o_arch_optimizer"] = part_l2o(args.seeds, work, args.quick)
     out["load_average_end"] = os.getloadavg()

@@ -1528,3 +1528,42 @@ def test_the_printout_says_whether_the_measurement_meets_the_budgets_and_by_whic
     _print_results({**r, "measured": None, "budgets_met_measured": None, "budgets_measured_by": None})
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("budgets met:"))
     assert line.endswith("yes by the predictor")
+
+
+def test_the_search_benchmark_scores_random_searchs_candidates_against_their_final_accuracy(tmp_path, monkeypatch):
+    """benchmarks/search.py --part scores: the first --scores-cells candidates of each random-search
+    run, trained by the final protocol once (a resumed run trains nothing), every zero-cost score
+    and rank sum set against the final accuracy; a work folder without the runs says what to run."""
+    import argparse
+    import pickle
+
+    from benchmark_module import load_benchmark
+
+    bench = load_benchmark("search")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "cifar"
+    data.mkdir()
+    for name, n in (("data_batch_1", 24), ("test_batch", 12)):
+        (data / name).write_bytes(pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                                                b"labels": [int(v) for v in rng.integers(0, 10, n)], b"batch_label": b"x"}))
+    space = create_space("darts", **bench.SPACE_ARGS["darts"])
+    r = random.Random(0)
+    run = tmp_path / "work" / "darts-random-s0"
+    run.mkdir(parents=True)
+    lines = [json.dumps({"pool": 5})] + [json.dumps({"candidate": i, "genotype": space.format(space.random_choices(r)),
+                                                     "val_accuracy": 0.1 * i}) for i in range(4)]
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    args = argparse.Namespace(spaces=["darts"], seeds=[0], scores_cells=3, data_dir=str(data), batch_size=8,
+                              train_epochs=1)
+    out = bench.part_scores(args, tmp_path / "work")["darts"]
+    assert out["cells"] == 3 and [row["candidate"] for row in out["rows"]] == [0, 1, 2]
+    assert set(out["signals"]) == {*bench.SCORE_KEYS, *bench.RANK_SUMS, "one_epoch_val_accuracy"}
+    assert all(math.isfinite(row[k]) for row in out["rows"] for k in bench.SCORE_KEYS)
+    store = json.loads((tmp_path / "work" / "scores-darts.json").read_text())
+    assert len(store) == 3 and all("final_test_accuracy_1_epochs" in v for v in store.values())
+    monkeypatch.setattr("codesign.search.train.train_network", lambda *a, **k: pytest.fail("trained twice"))
+    again = bench.part_scores(args, tmp_path / "work")["darts"]
+    assert [row["final"] for row in again["rows"]] == [row["final"] for row in out["rows"]]
+    args.seeds = [0, 1]
+    with pytest.raises(SystemExit, match="run --part compare --spaces darts --seeds 1"):
+        bench.part_scores(args, tmp_path / "work")

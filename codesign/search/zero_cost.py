@@ -24,7 +24,6 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
