@@ -1189,17 +1189,21 @@ def test_naswot_scores_a_network_that_ignores_its_input_minus_infinity():
                                       ("mobilenet", {})])
 def test_naswot_scores_the_networks_of_every_space(name, kw):
     """Every space's networks carry ReLU-family units (ReLU, ReLU6) that NASWOT reads; different
-    networks score differently."""
+    networks score differently; so does SynFlow."""
     from codesign.search import naswot_score
+    from codesign.search.zero_cost import synflow_score
 
     space = create_space(name, input_shape=(1, 3, 16, 16), **kw)
     rng = random.Random(0)
     x = torch.randn(16, 3, 16, 16)
-    scores = []
+    scores, flows = [], []
     for i in range(3):
         torch.manual_seed(i)
-        scores.append(naswot_score(space.build(space.format(space.random_choices(rng))), x))
+        net = space.build(space.format(space.random_choices(rng)))
+        scores.append(naswot_score(net, x))
+        flows.append(synflow_score(net, x))
     assert all(math.isfinite(v) for v in scores) and len(set(scores)) == 3
+    assert all(math.isfinite(v) for v in flows) and len(set(flows)) == 3
 
 
 def test_synflow_is_the_layer_count_times_the_output_of_the_absolute_network():
@@ -1263,6 +1267,24 @@ def test_zero_cost_picks_the_best_design_by_its_score(zc_score, digits):
                                                small_cfg("zero-cost", zc_pool=20, zc_score="naswot")))
     alt._score_pool()
     assert [p["genotype"] for p in ref.pool] == [p["genotype"] for p in alt.pool]
+
+
+def test_a_naswot_checkpoint_written_before_scores_were_named_resumes(digits):
+    """A pool checkpointed by a codesign whose entries held only ``naswot_score`` is read as
+    NASWOT's scores: the resumed run proposes the same designs in the same order."""
+    space = create_space("nb201", input_shape=(1, 1, 8, 8), **TINY)
+    costs = table_for(space)
+    budgets = resolve([parse_budget("latency_ms", "0.5x")], costs, space)
+    first = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=12)))
+    first._score_pool()
+    old = first.state()
+    old["pool"] = [{"index": p["index"], "choices": p["choices"], "genotype": p["genotype"],
+                    "naswot_score": p["scores"]["naswot"]} for p in first.pool]
+    resumed = create_strategy("naswot", context(space, digits, costs, budgets, small_cfg("naswot", zc_pool=12)))
+    resumed.load(json.loads(json.dumps(old)))
+    resumed.prepare()
+    assert [p["score"] for p in resumed.pool] == [p["score"] for p in first.pool]
+    assert resumed.propose() == first.pool[0]["choices"]
 
 
 def test_naswot_picks_the_best_scored_design_and_trains_it_alone(digits):
