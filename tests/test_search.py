@@ -627,12 +627,16 @@ def test_gdas_draws_every_decision_in_one_call(digits, monkeypatch):
     assert all(torch.isfinite(g).all() for g in grads)
 
 
-def test_the_default_strategy_is_naswot_on_a_fixed_device_and_gdas_when_the_hardware_is_searched():
-    assert SearchConfig().strategy == "naswot"
+def test_the_default_strategy_is_zero_cost_on_a_fixed_device_and_gdas_when_the_hardware_is_searched():
+    assert SearchConfig().strategy == "zero-cost" and SearchConfig().zc_score == "synflow"
+    assert SearchConfig(strategy="naswot").zc_score is None
+    assert SearchConfig.from_dict({**SearchConfig().to_dict(), "zc_score": None}).zc_score == "synflow"
+    assert "--zc-score" not in SearchConfig().command_line()
+    assert "--zc-score naswot+params" in SearchConfig(zc_score="naswot+params").command_line()
     assert SearchConfig(hw_space="eyeriss-sweep").strategy == "gdas"
     assert SearchConfig(strategy="random", hw_space="eyeriss-sweep").strategy == "random"
     # the resolved default is written to config.json and read back as it was run
-    assert SearchConfig.from_dict(SearchConfig().to_dict()).strategy == "naswot"
+    assert SearchConfig.from_dict(SearchConfig().to_dict()).strategy == "zero-cost"
     assert SearchConfig.from_dict({**SearchConfig().to_dict(), "strategy": "gdas"}).strategy == "gdas"
     # the command that makes a config names the strategy only when it is not the default
     assert "--strategy" not in SearchConfig().command_line()

@@ -15,8 +15,9 @@ S = argparse.SUPPRESS
 # flag -> (config field, type, help)
 _FLAGS = {
     "--space": ("space", str, "search space: nb201 (default), darts, mobilenet; see `codesign spaces`"),
-    "--strategy": ("strategy", str, "naswot (default; gdas with --hw-space), gdas, darts, darts2, rsws (random "
-                                    "search with weight sharing), random, evolution"),
+    "--strategy": ("strategy", str, "zero-cost (default: a training-free score, --zc-score; gdas with "
+                                    "--hw-space), naswot, gdas, darts, darts2, rsws (random search with weight "
+                                    "sharing), random, evolution"),
     "--data": ("data", str, "digits (default, offline), cifar10, imagefolder"),
     "--data-dir": ("data_dir", str, "folder of --data cifar10 (the CIFAR-10 python folder) or imagefolder"),
     "--device": ("device", str, "device to profile and measure on (default cpu-local; `codesign devices`), or "
@@ -58,7 +59,7 @@ _FLAGS = {
     "--ws-candidates": ("ws_candidates", int, "rsws: architectures ranked with the shared weights (default 100)"),
     "--ws-eval-batches": ("ws_eval_batches", int, "rsws: validation batches of the first ranking (default 4)"),
     "--zc-score": ("zc_score", str, "zero-cost: the training-free score, or scores joined by '+' whose ranks are "
-                                    "summed: naswot, synflow, params (default: naswot; docs/search.md)"),
+                                    "summed: naswot, synflow, params (default: synflow; docs/search.md)"),
     "--zc-pool": ("zc_pool", int, "naswot/zero-cost: designs under the budgets scored without training (default 100; with "
                                     "--max-passes and --zc-select score, as many as the compute pays for)"),
     "--zc-select": ("zc_select", str, "naswot/zero-cost: score (default: the best-scored design wins; it alone is trained "

@@ -15,11 +15,13 @@ _API_ONLY = ("profile_repeats", "profile_min_repeat_ms")  # settings without a C
 
 
 def default_strategy(hw_space: str | None = None) -> str:
-    """The strategy a search runs when none is named: ``naswot`` on a fixed device, where it finds
-    the networks that rank highest on NAS-Bench-201's public CIFAR-10 accuracies (docs/search.md,
-    "Choosing the default"); ``gdas`` (with TuNAS's reward) when the hardware is co-searched, since only
+    """The strategy a search runs when none is named: ``zero-cost`` (by SynFlow) on a fixed device:
+    of the training-free scores it ranks cells best on both spaces it was measured on, NB201 by
+    NAS-Bench-201's public CIFAR-10 accuracies and DARTS by the final protocol's accuracies, where
+    short trainings rank them poorly (docs/search.md, "Choosing the default", "Which training-free
+    score"); ``gdas`` (with TuNAS's reward) when the hardware is co-searched, since only
     the gradient strategies minimise the objective that chooses the accelerator."""
-    return "gdas" if hw_space else "naswot"
+    return "gdas" if hw_space else "zero-cost"
 
 
 @dataclass
@@ -61,9 +63,9 @@ class SearchConfig:
     candidates: int = 8
     ws_candidates: int = 100  # rsws: architectures ranked with the shared weights
     ws_eval_batches: int = 4  # rsws: validation batches each candidate is first scored on
-    zc_pool: int | None = None  # naswot: designs under the budgets scored without training (None: 100, or
+    zc_pool: int | None = None  # naswot/zero-cost: designs under the budgets scored without training (None: 100, or
     # with max_passes and zc_select "score", as many as the compute pays for; search.zero_cost.pool_size)
-    zc_select: str = "score"  # naswot: score (the best-scored design wins) | val (the best trained)
+    zc_select: str = "score"  # naswot/zero-cost: score (the best-scored design wins) | val (the best trained)
     zc_score: str | None = None  # zero-cost: a score or scores joined by '+' (search.zero_cost.ZC_SCORES);
     # None: the strategy's (naswot: NASWOT; zero-cost: search.zero_cost.DEFAULT_ZC_SCORE)
     candidate_epochs: int = 4
@@ -86,6 +88,10 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.strategy is None:
             self.strategy = default_strategy(self.hw_space)
+        if self.strategy == "zero-cost" and self.zc_score is None:  # written to config.json as it is run
+            from ..search.zero_cost import DEFAULT_ZC_SCORE
+
+            self.zc_score = DEFAULT_ZC_SCORE
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,6 +107,10 @@ class SearchConfig:
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             if f.name == "strategy":
                 default = default_strategy(self.hw_space)
+            if f.name == "zc_score" and self.strategy == "zero-cost":
+                from ..search.zero_cost import DEFAULT_ZC_SCORE
+
+                default = DEFAULT_ZC_SCORE
             if value == default:
                 continue
             if f.name == "space_args":

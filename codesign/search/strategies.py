@@ -13,8 +13,9 @@ uninterrupted run of the same seed.
   ``tau_max`` to ``tau_min``; the supernet computes only the sampled candidate of each edge.
 - ``random``: networks sampled uniformly under the budgets, each trained briefly from scratch,
   the best validation accuracy kept.
-- ``naswot`` (codesign.search.zero_cost): random search whose candidates are chosen, best first,
-  from a larger pool under the budgets by a training-free score of the untrained network.
+- ``zero-cost`` (codesign.search.zero_cost; ``naswot`` is it with NASWOT's score): random search
+  whose candidates are chosen, best first, from a larger pool under the budgets by a
+  training-free score of the untrained network (SynFlow by default).
 - ``evolution``: regularised evolution (Real et al., 2019): tournament selection, one mutation,
   the oldest member dies; every child under the budgets, trained briefly like random's.
 
