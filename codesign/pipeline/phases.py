@@ -233,6 +233,12 @@ def derive_phase(s: Setup, run: Run, costs: Costs, found: dict, name: str = "der
     return derived
 
 
+# A first timing under the budget but above this share of it is confirmed by two more (median of
+# three): interleaved timings of one small network move by 2-4 % between runs on a shared 2-core host
+# (docs/search.md), so a network within 5 % of the line can read either side of it.
+VERIFY_NEAR = 0.95
+
+
 def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: int = 4) -> dict:
     """Check the derived network against the latency budgets by timing it on the device beside
     the costliest network the table was calibrated on, in interleaved rounds: its measured
@@ -242,7 +248,10 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
     timed a second time first: over both times, it is over (by the lesser share); under the second
     time, a third timing decides, by the median of the three shares. (The lesser of two shares
     alone would favour a timing in which a burst of load slowed the costliest network, and pass
-    networks a little over the budget.) The timings are recorded in ``derived["verified"]``."""
+    networks a little over the budget.) A network under the budget by less than the timings' own
+    spread (above ``VERIFY_NEAR`` of it) is timed three times and judged by the median too: one
+    lucky timing must not pass a network that sits on the line. The timings are recorded in
+    ``derived["verified"]``."""
     budgets = [b for b in costs.budgets if b.metric == "latency_ms"]
     if not budgets or "networks" not in costs.table.calibration:  # nothing to check, or no device timed
         return derived
@@ -252,6 +261,7 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
     for attempt in range(tries):
         say(f"timing {derived['genotype']} beside the costliest network to check the latency budget", s.quiet)
         raw: list[float] = []  # this network's share of the costliest in each timing
+        near = False  # under by the first timing, but within its spread of the budget
         for timing in range(3):  # over once: timed again; the two timings disagree: a third decides
             timed = s.source.time_networks(s.space, [top["genotype"], derived["genotype"]])
             raw.append(timed[derived["genotype"]] / timed[top["genotype"]])
@@ -265,10 +275,14 @@ def verify_latency(s: Setup, costs: Costs, found: dict, derived: dict, tries: in
                            "latency_estimate_ms": estimate, "meets_budgets": worst <= 1.0, "timing": timing + 1})
             say(f"measured {share:.3f} of the costliest network: {estimate:.4g} ms against "
                 f"{min(b.limit for b in budgets):.4g} ms", s.quiet)
-            if worst <= 1.0 and timing != 1:
-                break  # under the first time, or by the median of three
-            if worst > 1.0 and timing >= 1:
-                break  # over twice (the lesser share over), or by the median of three
+            if timing == 0:
+                near = VERIFY_NEAR < worst <= 1.0
+                if worst <= 1.0 and not near:
+                    break  # under the first time, clear of the line
+            elif timing == 1 and worst > 1.0 and not near:
+                break  # over twice (the lesser share over)
+            elif timing == 2:
+                break  # by the median of three
         if worst <= 1.0 or attempt == tries - 1:
             break
         # Aim below where the table puts this network, by the measured excess (a network the
