@@ -511,6 +511,30 @@ SCORE_KEYS = ("naswot_score", "synflow_score", "params")  # every registered zer
 RANK_SUMS = ("naswot+params", "synflow+params", "naswot+synflow+params")  # rank sums within the cells judged
 
 
+def _score_key(name: str) -> str:
+    """Where a store entry keeps a zero-cost score (``params`` under its own name)."""
+    return "params" if name == "params" else f"{name}_score"
+
+
+def _agreement(rows: list[dict], key: str, truth: str, apart_by: float) -> dict | None:
+    """How well ``key`` ranks ``rows`` by ``truth``: Kendall tau and p over the rows where it is
+    finite, and the share of row pairs more than ``apart_by`` apart in ``truth`` that it orders;
+    None under 3 rows."""
+    import itertools
+
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    have = [r for r in rows if key in r and np.isfinite(r[key])]
+    if len(have) < 3:
+        return None
+    tau, p = kendalltau([r[key] for r in have], [r[truth] for r in have])
+    apart = [(a, b) for a, b in itertools.combinations(have, 2) if abs(a[truth] - b[truth]) > apart_by]
+    agree = sum((a[key] - b[key]) * (a[truth] - b[truth]) > 0 for a, b in apart)
+    return {"kendall_tau": float(tau), "p": float(p), "cells": len(have), "pairs_2_points_apart": len(apart),
+            "share_of_them_ordered": round(agree / len(apart), 3) if apart else None}
+
+
 def _zero_cost_scores(space, genotype: str, probe, d: dict, seed: int) -> None:
     """Every registered zero-cost score of one cell into ``d`` (kept: a store entry is scored once),
     on a network built from torch seed ``seed``, as the zero-cost search builds its pool's."""
@@ -519,7 +543,7 @@ def _zero_cost_scores(space, genotype: str, probe, d: dict, seed: int) -> None:
     from codesign.search.zero_cost import ZC_SCORES
 
     for name in ZC_SCORES.names():
-        key = "params" if name == "params" else f"{name}_score"
+        key = _score_key(name)
         if key not in d:
             torch.manual_seed(seed)
             d[key] = float(ZC_SCORES.get(name)(space.build(genotype), probe))
@@ -532,7 +556,7 @@ def _rank_sums(rows: list[dict]) -> None:
 
     for combo in RANK_SUMS:
         names = combo.split("+")
-        entries = [{"scores": {n: r["params" if n == "params" else f"{n}_score"] for n in names}} for r in rows]
+        entries = [{"scores": {n: r[_score_key(n)] for n in names}} for r in rows]
         for r, v in zip(rows, combine_scores(entries, names)):
             r[combo] = v
 
@@ -548,12 +572,10 @@ def part_public(args, work: Path) -> dict:
     the expected public accuracy and percentile of the cell each selection rule picks, over 4,000
     simulated draws from the cells measured: best of k by one-epoch accuracy (random search's rule at
     the compare part's compute), top NASWOT score of a pool (naswot's preselection)."""
-    import itertools
     import random as pyrandom
 
     import numpy as np
     import torch
-    from scipy.stats import kendalltau
 
     from codesign.search.train import evaluate, train_network
 
@@ -603,17 +625,10 @@ def part_public(args, work: Path) -> dict:
     signals = {}
     _rank_sums(rows)
     for key in (*SCORE_KEYS, *RANK_SUMS, "latency_ms", "one_epoch_val_accuracy", "final_test_accuracy"):
-        have = [r for r in rows if key in r and np.isfinite(r[key])]
-        if len(have) >= 3:
-            tau, p = kendalltau([r[key] for r in have], [r["public_test_accuracy"] for r in have])
-            # pairs whose public accuracies differ by more than 2 points: does the signal order them?
-            apart = [(a, b) for a, b in itertools.combinations(have, 2)
-                     if abs(a["public_test_accuracy"] - b["public_test_accuracy"]) > 2.0]
-            agree = sum((a[key] - b[key]) * (a["public_test_accuracy"] - b["public_test_accuracy"]) > 0
-                        for a, b in apart)
-            signals[key] = {"kendall_tau": float(tau), "p": float(p), "cells": len(have),
-                            "pairs_2_points_apart": len(apart),
-                            "share_of_them_ordered": round(agree / len(apart), 3) if apart else None}
+        # with the pairs whose public accuracies differ by more than 2 points: does the signal order them?
+        agreement = _agreement(rows, key, "public_test_accuracy", 2.0)
+        if agreement is not None:
+            signals[key] = agreement
     if "final_test_accuracy" in signals:
         signals["final_test_accuracy"]["epochs"] = args.train_epochs
     rng = pyrandom.Random(0)
@@ -654,11 +669,9 @@ def part_scores(args, work: Path) -> dict:
     parameter count and the one-epoch validation accuracy random search ranked them by (from the
     run's log) are set against it: Kendall tau, p, and the share of cell pairs more than 2 points
     apart that each orders."""
-    import itertools
 
     import numpy as np
     import torch
-    from scipy.stats import kendalltau
 
     from codesign.data import load_dataset
     from codesign.pipeline.phases import split_train_val
@@ -701,15 +714,8 @@ def part_scores(args, work: Path) -> dict:
             rows.append({"genotype": g, **{k: v for k, v in d.items() if not k.startswith("final_test_accuracy")},
                          "final": d[final_key]})
         _rank_sums(rows)
-        signals = {}
-        for key in (*SCORE_KEYS, *RANK_SUMS, "one_epoch_val_accuracy"):
-            have = [r for r in rows if np.isfinite(r[key])]
-            tau, pv = kendalltau([r[key] for r in have], [r["final"] for r in have])
-            apart = [(a, b) for a, b in itertools.combinations(have, 2) if abs(a["final"] - b["final"]) > 0.02]
-            agree = sum((a[key] - b[key]) * (a["final"] - b["final"]) > 0 for a, b in apart)
-            signals[key] = {"kendall_tau": float(tau), "p": float(pv), "cells": len(have),
-                            "pairs_2_points_apart": len(apart),
-                            "share_of_them_ordered": round(agree / len(apart), 3) if apart else None}
+        signals = {key: _agreement(rows, key, "final", 0.02)  # accuracies as fractions: 2 points
+                   for key in (*SCORE_KEYS, *RANK_SUMS, "one_epoch_val_accuracy")}
         finals = [r["final"] for r in rows]
         out[space_name] = {"cells": len(rows), "final_training_epochs": args.train_epochs, "signals": signals,
                            "final_test_accuracy": {"mean": float(np.mean(finals)), "min": float(min(finals)),

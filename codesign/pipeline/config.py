@@ -216,13 +216,12 @@ class SearchConfig:
                 tuning_strategy()  # profiling or the measured network may tune: a bad strategy fails now
         if self.zc_select not in ("score", "val"):
             raise CodesignError(f"--zc-select takes score or val, got {self.zc_select!r}")
-        if self.zc_score is not None or self.strategy in ("zero-cost", "naswot"):
+        if self.strategy in ("zero-cost", "naswot"):
             from ..search.zero_cost import strategy_scores
 
-            if self.zc_score is not None and self.strategy not in ("zero-cost", "naswot"):
-                raise CodesignError(f"--zc-score ranks the designs of --strategy zero-cost; {self.strategy} "
-                                    "scores none")
             strategy_scores(self.strategy, self.zc_score)
+        elif self.zc_score is not None:
+            raise CodesignError(f"--zc-score ranks the designs of --strategy zero-cost; {self.strategy} scores none")
         if self.profile_statistic not in ("median", "min"):
             raise CodesignError(f"--statistic takes median or min, got {self.profile_statistic!r}")
         if self.warmup_epochs >= self.epochs and self.strategy in ("darts", "darts2", "gdas"):

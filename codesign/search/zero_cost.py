@@ -149,17 +149,16 @@ def combine_scores(entries: list[dict], names: list[str]) -> list[float]:
     from scipy.stats import rankdata
 
     kept = [e for e, ok in zip(entries, finite) if ok]
-    total = np.zeros(len(kept))
-    for n in names:
-        total += rankdata([e["scores"][n] for e in kept]) if kept else 0.0
-    it = iter(total.tolist())
+    if not kept:
+        return [-math.inf] * len(entries)
+    it = iter(np.sum([rankdata([e["scores"][n] for e in kept]) for n in names], axis=0).tolist())
     return [next(it) if ok else -math.inf for ok in finite]
 
 
 def pool_size(ctx: SearchContext, select: str = "score", per_design: float = FORWARD_PASS) -> int:
-    """Designs a zero-cost search scores (``per_design`` passes each). ``zc_pool`` when the user gave one. Otherwise, under a compute
-    limit (``max_passes``) with ``select="score"``, the largest pool that leaves room for the one
-    candidate trained: a search that keeps only the best score has no other use for the compute, and
+    """Designs a zero-cost search scores (``per_design`` passes each). ``zc_pool`` when the user
+    gave one. Otherwise, under a compute limit (``max_passes``) with ``select="score"``, the largest
+    pool that leaves room for the one candidate trained: a search that keeps only the best score has no other use for the compute, and
     on NB201 the best score of a larger pool is a better cell by NAS-Bench-201's public accuracies
     (top of 100 cells: 85th percentile under the budget on average, top of 1,500: 93rd;
     docs/search.md). Without a limit, ``DEFAULT_POOL``."""
@@ -191,9 +190,10 @@ class ZeroCostSearch(SampleSearch):
     """Search by a training-free score: designs under the budgets are drawn and each untrained
     network is scored (``--zc-score``: NASWOT on one training batch, SynFlow, the parameter count,
     or the rank sum of several; each design costs ``score_passes`` in the search's passes, at least
-    a forward-only batch, ``FORWARD_PASS``). ``naswot`` is this strategy with NASWOT's score. The pool is ``zc_pool`` designs if given; else, with
-    ``zc_select="score"`` and ``max_passes``, as many as the compute pays for besides the one
-    candidate trained (``pool_size``); else ``DEFAULT_POOL``.
+    a forward-only batch, ``FORWARD_PASS``). ``naswot`` is this strategy with NASWOT's score. The
+    pool is ``zc_pool`` designs if given; else, with ``zc_select="score"`` and ``max_passes``, as
+    many as the compute pays for besides the one candidate trained (``pool_size``); else
+    ``DEFAULT_POOL``.
 
     ``zc_select="score"`` (the default): the best-scored design wins. It alone is trained, as
     random's candidates are (``candidate_epochs``), as a check that it learns and for the report;
