@@ -448,7 +448,7 @@ def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[s
 
 def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
     """Adaptive sampling into work/adaptive-<timing>.sqlite, timed as the other kernels."""
-    from codesign.predict.adaptive import adaptive_sample, reference_kernels
+    from codesign.predict.adaptive import adaptive_sample, real_network_kernels, reference_kernels
 
     timing = timing_of(args)
     with ProfileDB(work / f"adaptive-{timing_tag(timing)}.sqlite") as db:
@@ -482,6 +482,7 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
             profile, measured, args.adaptive_budget, work / "adaptive-state.json",
             identity={"device": "cpu-local", "schedule": "untuned", "timing": timing_tag(timing)},
             seed=0, references=reference_kernels(), exclude_keys=exclude, types=args.adaptive_types.split(","),
+            real=[] if args.no_real_shapes else real_network_kernels(),
             log=lambda line: print(line, file=sys.stderr, flush=True))
     return report.to_dict()
 
@@ -706,7 +707,12 @@ def main() -> None:
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
                          "report; timm network measurements (benchmarks/export_timm.py's, at 64x64)")
-    ap.add_argument("--adaptive-budget", type=int, default=1200, help="kernels adaptive sampling profiles")
+    ap.add_argument("--adaptive-budget", type=int, default=2800,
+                    help="kernels adaptive sampling profiles (default 2800; docs/predict.md, \"Samples around real "
+                         "networks' kernels\", for what more kernels gave)")
+    ap.add_argument("--no-real-shapes", action="store_true",
+                    help="adaptive sampling without the shipped real networks' kernels (as `codesign fit --adaptive "
+                         "--no-real-shapes`)")
     ap.add_argument("--adaptive-types", default="conv,conv_pointwise,conv_depthwise,conv_grouped,dense,max_pool,"
                     "avg_pool,global_pool,batch_norm,add,mul,activation",
                     help="kernel types sampled (default: those of CNNs; the networks here have no attention)")

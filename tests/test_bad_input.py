@@ -341,6 +341,7 @@ CASES = [
     ("fit-device-path", ["fit", "--db", "{good.sqlite}", "--device", "../x"], "not a device name"),
     ("fit-cv-one", ["fit", "--db", "{good.sqlite}", "--cv", "1", "--out", "{out}/m.json"], "--cv must be 0"),
     ("fit-kind", ["fit", "--db", "{good.sqlite}", "--kind", "forest", "--out", "{out}/m.json"], "unknown cost model"),
+    ("fit-real-shapes-alone", ["fit", "--db", "{good.sqlite}", "--no-real-shapes", "--out", "{out}/m.json"], "go with --adaptive"),
     # -- codesign predict
     ("predict-model-missing", ["predict", "--model", "{nothing.json}", "{net.onnx}"], "no cost model"),
     ("predict-model-empty", ["predict", "--model", "{empty}", "{net.onnx}"], "not a codesign cost model"),

@@ -826,6 +826,56 @@ def test_prior_and_neighbours_keep_the_kernel_type():
     assert len(taken) == len(set(taken))
 
 
+def test_shipped_real_network_kernels_read_and_draws_land_around_them(tmp_path):
+    import random
+
+    from codesign.kernelspec import kernel_flops
+    from codesign.predict.adaptive import MAX_FLOPS, SAMPLE_TYPES, draw, real_network_kernels
+    from codesign.predict.features import kernel_type
+
+    real = real_network_kernels()
+    types = {kernel_type(s) for s in real}
+    assert len(real) > 1000 and types <= set(SAMPLE_TYPES) and {"conv", "conv_pointwise", "conv_depthwise"} <= types
+    assert all(kernel_flops(s) <= MAX_FLOPS for s in real)
+    # With every draw around a real kernel, a depthwise draw keeps a real kernel's window and
+    # stride and has channels within the perturbation's ±25 % (and rounding) of one of them.
+    one = [s for s in real if kernel_type(s) == "conv_depthwise" and s.input_shape[1] >= 64][:1]
+    got = draw("conv_depthwise", 20, random.Random(0), [], set(), real=one, real_share=1.0)
+    c = one[0].input_shape[1]
+    assert len(got) == 20 and all(s.kernel_hw() == one[0].kernel_hw() and s.attr("stride") == one[0].attr("stride")
+                                  and 0.7 * c <= s.input_shape[1] <= 1.4 * c for s in got)
+    # Without real kernels (or a share of 0) the draws are those of the prior alone, as before.
+    plain = draw("conv", 15, random.Random(4), [], set())
+    assert draw("conv", 15, random.Random(4), [], set(), real=real, real_share=0.0) == plain
+    assert draw("conv", 15, random.Random(4), [], set(), real=(), real_share=1.0) == plain
+    # A damaged or foreign file is refused in one line.
+    for text in ("{", json.dumps({"format_version": 99, "kernels": []}), json.dumps({"format_version": 1}),
+                 json.dumps({"format_version": 1, "kernels": ["not a key"]})):
+        (tmp_path / "r.json").write_text(text)
+        with pytest.raises(CodesignError, match="is not a real-network kernel set") as exc:
+            real_network_kernels(tmp_path / "r.json")
+        assert "\n" not in str(exc.value)
+
+
+def test_adaptive_sampling_draws_its_first_kernels_around_real_networks_too(tmp_path):
+    from codesign.predict.adaptive import adaptive_sample
+
+    real = [K("conv2d", (1, 96, 14, 14), out_channels=96, kernel=5, groups=96, stride=1, padding=2)]
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        profile, measured = _synthetic_profiler(db)
+        kw = dict(identity={"device": "d"}, types=["conv_depthwise"], target_within_10pct=1.0,
+                  model_kwargs={"n_estimators": 8})
+        adaptive_sample(profile, measured, 40, tmp_path / "s.json", real=real, real_share=1.0, **kw)
+        state = json.loads((tmp_path / "s.json").read_text())
+        first = [KernelSpec.from_key(k) for k in state["validation"]["conv_depthwise"]]
+        assert state["real_kernels"] == 1 and state["real_share"] == 1.0
+        assert all(s.kernel_hw() == (5, 5) for s in first)  # the prior draws 3x3 and 7x7 too
+        # The real kernels only shape a new run's first draws: a run resumes without them.
+        adaptive_sample(profile, measured, 44, tmp_path / "s.json", **kw)
+        with pytest.raises(CodesignError, match="share of draws around real networks"):
+            adaptive_sample(profile, measured, 44, tmp_path / "t.json", real=real, real_share=1.5, **kw)
+
+
 @pytest.mark.slow
 def test_fit_adaptive_command(tmp_path):
     """`codesign fit --adaptive` profiles with TVM for real (cheap kernel types only)."""

@@ -64,6 +64,9 @@ def register(sub) -> None:
                    help="networks whose kernel shapes the prior also samples around")
     a.add_argument("--exclude-onnx", nargs="+", default=[], metavar="MODEL",
                    help="networks none of whose kernels may be sampled (to evaluate on them unseen)")
+    a.add_argument("--no-real-shapes", action="store_true",
+                   help="do not draw around the kernels of the real networks shipped with codesign (torchvision and "
+                        "timm classification networks; by default 40%% of the first draws perturb one of them)")
     a.add_argument("--kernel-types", default=None, metavar="T,T,...",
                    help="sample only these kernel types (default all; see docs/predict.md)")
     a.add_argument("--repeats", type=int, default=10, help="timed repeats per sampled kernel (default 10)")
@@ -165,8 +168,10 @@ def _fit(args) -> int:
         raise CodesignError("--cv must be 0 (none) or at least 2 folds")
     evaluate = folds > 0 and (args.eval or args.cv is not None)
     args.kind = args.kind or ("kernel-type" if args.adaptive else "gbdt")
-    if not args.adaptive and (args.budget_kernels is not None or args.state or args.prior_onnx or args.exclude_onnx):
-        raise CodesignError("--budget-kernels, --state, --prior-onnx and --exclude-onnx go with --adaptive")
+    if not args.adaptive and (args.budget_kernels is not None or args.state or args.prior_onnx or args.exclude_onnx
+                              or args.no_real_shapes):
+        raise CodesignError("--budget-kernels, --state, --prior-onnx, --exclude-onnx and --no-real-shapes go with "
+                            "--adaptive")
     out = model_path(args.out, args.device, "--device")
     rows = read_table(args.networks) if args.networks else None
     if rows is None and args.network_fit != "auto":
@@ -261,7 +266,12 @@ def model_path(out: str | None, name: str, flag: str) -> Path:
 def _fit_adaptive(args) -> None:
     """Adaptive sampling into the database; the fit that follows reads what it profiled."""
     from ..graph import onnx_kernels
-    from ..predict.adaptive import SAMPLE_TYPES, adaptive_sample, reference_kernels
+    from ..predict.adaptive import (
+        SAMPLE_TYPES,
+        adaptive_sample,
+        real_network_kernels,
+        reference_kernels,
+    )
     from ..predict.models import list_cost_models
     from ..profile.db import ProfileDB, default_db_path
     from ..profile.devices import get_device
@@ -287,6 +297,7 @@ def _fit_adaptive(args) -> None:
     check_schedule_for_target(schedule, device.target, device.name)
     exclude = {s.key() for p in args.exclude_onnx for s in onnx_kernels(p)}
     references = reference_kernels(args.prior_onnx)
+    real = [] if args.no_real_shapes else real_network_kernels()
     path = Path(args.db) if args.db else default_db_path()
     state = args.state or f"{path}.adaptive-{device.name}-{schedule.replace(':', '-')}.json"
     tuning_dir = str(path) + ".tuning"
@@ -302,7 +313,7 @@ def _fit_adaptive(args) -> None:
         _, report = adaptive_sample(
             profile, measured, args.budget_kernels, state, identity={"device": device.name, "schedule": schedule},
             seed=args.seed, target_within_10pct=args.target, references=references, exclude_keys=exclude, types=types,
-            kind=args.kind, log=lambda line: print(line, file=sys.stderr, flush=True))
+            real=real, kind=args.kind, log=lambda line: print(line, file=sys.stderr, flush=True))
     args.schedule = schedule
     args.adaptive_report = report.to_dict()
     args.adaptive_report["state"] = str(state)

@@ -7,9 +7,11 @@ chosen per type, in rounds:
 
 1. **prior**: configurations drawn from the shape distribution of real networks and of the
    search spaces: channels that grow as the resolution shrinks, the kernels, strides, groups and
-   fused epilogues (bias, activation, residual) CNNs use (``prior_spec``), and perturbed copies of
+   fused epilogues (bias, activation, residual) CNNs use (``prior_spec``), perturbed copies of
    reference kernels (every registered search space's kernels, and the kernels of any networks
-   the user passes);
+   the user passes), and (``REAL_SHARE`` of the draws) perturbed copies of the kernels of real
+   networks shipped with codesign (``real_network_kernels``: torchvision and timm classification
+   networks at 32-64 px inputs);
 2. a **held-out set** per type drawn the same way, profiled once and never trained on: the error
    the rounds are judged by;
 3. **initial samples** per type, profiled and fitted;
@@ -60,6 +62,14 @@ MAX_FLOPS = 4e7
 _INPUT_SIZES = (32, 64)
 _BASE_WIDTHS = (4, 8, 12, 16, 24, 32, 48, 64)
 _ACTIVATIONS = ("none", "relu", "relu", "relu", "relu6", "hardswish", "silu", "sigmoid")
+
+# The share of the held-out and initial draws that perturb a kernel of a shipped real network
+# (where the type has any). 600 kernels drawn that way, added to 1,600 from the prior, predicted
+# never-profiled networks better than 600 more from the prior (docs/predict.md, "Samples around
+# real networks' kernels"); 0.4 of the draws is about the share those 600 were of 2,200.
+REAL_SHARE = 0.4
+REAL_KERNELS_FILE = Path(__file__).parent / "data" / "real-kernels.json"
+REAL_KERNELS_VERSION = 1
 
 
 def _round_channels(c: float, multiple: int = 8) -> int:
@@ -231,17 +241,39 @@ def reference_kernels(networks: Iterable = (), spaces: bool = True) -> list[Kern
     return list(dict.fromkeys(out))
 
 
+def real_network_kernels(path: str | Path = REAL_KERNELS_FILE) -> list[KernelSpec]:
+    """The kernels of the real networks shipped with codesign (``REAL_KERNELS_FILE``, written by
+    ``benchmarks/real_shapes.py``): the shapes adaptive sampling draws around, beside the prior."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format_version") != REAL_KERNELS_VERSION:
+            raise ValueError(f"format_version {data.get('format_version') if isinstance(data, dict) else None!r}, "
+                             f"not {REAL_KERNELS_VERSION}")
+        return [KernelSpec.from_key(k) for k in data["kernels"]]
+    except (OSError, ValueError, KeyError, TypeError, CodesignError) as exc:
+        raise CodesignError(f"{path} is not a real-network kernel set ({exc})") from None
+
+
 def draw(ktype: str, n: int, rng: random.Random, references: list[KernelSpec], taken: set[str],
-         max_flops: float = MAX_FLOPS) -> list[KernelSpec]:
-    """``n`` new kernels of type ``ktype``: from the prior, or (a third of them, where there are
-    references of the type) perturbed reference kernels; none in ``taken`` (updated)."""
+         max_flops: float = MAX_FLOPS, real: list[KernelSpec] = (), real_share: float = REAL_SHARE
+         ) -> list[KernelSpec]:
+    """``n`` new kernels of type ``ktype``: ``real_share`` of them (where ``real`` has kernels of
+    the type) perturbed real-network kernels, the rest from the prior or (a third of those, where
+    there are references of the type) perturbed reference kernels; none in ``taken`` (updated)."""
     refs = [r for r in references if kernel_type(r) == ktype]
+    reals = [r for r in real if kernel_type(r) == ktype]
     out: list[KernelSpec] = []
     for _ in range(200 * max(n, 1)):
         if len(out) >= n:
             break
         try:
-            spec = perturb(rng.choice(refs), rng) if refs and rng.random() < 1 / 3 else prior_spec(ktype, rng)
+            if reals and real_share > 0 and rng.random() < real_share:
+                spec = perturb(rng.choice(reals), rng)
+            elif refs and rng.random() < 1 / 3:
+                spec = perturb(rng.choice(refs), rng)
+            else:
+                spec = prior_spec(ktype, rng)
         except CodesignError:
             continue
         if kernel_type(spec) != ktype or spec.key() in taken or kernel_flops(spec) > max_flops:
@@ -344,6 +376,8 @@ def adaptive_sample(
     references: Iterable[KernelSpec] = (),
     exclude_keys: Iterable[str] = (),
     types: Iterable[str] = SAMPLE_TYPES,
+    real: Iterable[KernelSpec] = (),
+    real_share: float = REAL_SHARE,
     kind: str = "kernel-type",
     model_kwargs: dict | None = None,
     held_out_share: float = 0.2,
@@ -365,6 +399,9 @@ def adaptive_sample(
         target_within_10pct: per type, the held-out share within ±10 % at which sampling stops.
         references: kernels the prior also perturbs (``reference_kernels``).
         exclude_keys: kernels never to sample.
+        real, real_share: real networks' kernels (``real_network_kernels``) that ``real_share`` of
+            the held-out and initial draws perturb; they only shape a new run's first draws, so a
+            run resumes whatever they are.
         kind, model_kwargs: the cost model fitted each round (``create_cost_model(kind, **model_kwargs)``).
         held_out_share, initial_share: of the budget; the rest goes to the rounds.
         neighbours, worst: per round and type, ``worst`` held-out configurations get ``neighbours``
@@ -390,6 +427,8 @@ def adaptive_sample(
                             f"(3 held-out and 3 training kernels per kernel type, {len(types)} types)")
     if not 0 < target_within_10pct <= 1:
         raise CodesignError(f"the held-out target must be in (0, 1], got {target_within_10pct}")
+    if not 0 <= real_share <= 1:
+        raise CodesignError(f"the share of draws around real networks' kernels must be in [0, 1], got {real_share}")
     path = Path(state_path)
     identity = dict(identity, seed=int(seed), types=types)
     state = _load_state(path, identity)
@@ -398,15 +437,17 @@ def adaptive_sample(
     if state is None:
         rng = random.Random(seed)
         taken = set(exclude_keys)
-        references = list(references)
+        references, real = list(references), list(real)
         val, train = {}, {}
         for t, s in zip(types, share):
-            val[t] = [k.key() for k in draw(t, max(3, int(budget_kernels * held_out_share * s)), rng, references, taken)]
+            val[t] = [k.key() for k in draw(t, max(3, int(budget_kernels * held_out_share * s)), rng, references, taken,
+                                            real=real, real_share=real_share)]
         for t, s in zip(types, share):
             train[t] = [k.key() for k in draw(t, max(3, int(budget_kernels * initial_share * s)), rng, references,
-                                                taken)]
+                                                taken, real=real, real_share=real_share)]
         state = dict(identity, format_version=STATE_VERSION, validation=val, train=train, rounds=[],
-                     target_within_10pct=target_within_10pct, excluded=len(set(exclude_keys)))
+                     target_within_10pct=target_within_10pct, excluded=len(set(exclude_keys)),
+                     real_kernels=len(real), real_share=real_share if real else 0.0)
         _save_state(path, state)
     state["budget_kernels"] = int(budget_kernels)
     excluded = set(exclude_keys)
