@@ -4,7 +4,8 @@ few-shot calibration to a new device.
     python benchmarks/predictor.py [--work DIR] [--repeats R] [--min-repeat-ms MS] [--statistic median|min]
                                    [--net-rounds K] [--rounds K] [--grid-samples N] [--per-space S] [--stage STAGE]
                                    [--adaptive-budget N] [--workers W] [--tv-nets NAME...] [--tv-sizes S...]
-                                   [--tv-rounds K] [--held-out GROUP]
+                                   [--tv-rounds K] [--held-out GROUP] [--schedule untuned|tuned]
+                                   [--zoo-nets NAME...] [--no-real-shapes]
 
 torchvision and timm networks come from the folders ``export_torchvision.py`` and ``export_timm.py``
 write (``$CODESIGN_TORCHVISION_ONNX``, ``$CODESIGN_TIMM_ONNX``); either set is left out, with a
@@ -41,6 +42,16 @@ family (``fit_overhead(per_family=True)``, the reported one); and for one group 
 timm networks by default), fitted on the others only. The networks' own kernels, profiled for the
 profiled mode, give the per-kernel-type error table; the coverage of the 90 % intervals and the
 networks flagged as outside the sampled range are reported. Writes ``never_profiled.json``.
+Adaptive sampling draws around the kernels of the real networks shipped with codesign
+(``real_shapes.py``; none of them is a network evaluated here) as ``codesign fit --adaptive``
+does; ``--no-real-shapes`` leaves them out.
+
+``--schedule tuned`` runs the never-profiled stages under the tuned policy (MetaSchedule, as
+``codesign profile`` and ``codesign measure`` tune on a CPU): adaptive samples are tuned into
+their own database's tuning folder, networks (``--stage measure-zoo [--zoo-nets ...]``,
+``measure-torchvision``, ``measure-timm``) into ``networks-<timing>-tuned.tuning``, both apart
+from the untuned caches; the report is ``never_profiled-tuned.json`` (no kernel-level table: the
+networks' own kernels are not profiled tuned).
 
 Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
@@ -314,12 +325,20 @@ def cached(path: Path, key: str, fn):
 
 def timing_of(args) -> dict:
     """The timing settings of profiles and measurements (``codesign profile``/``measure``'s)."""
-    return {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": args.statistic}
+    return {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": args.statistic,
+            "schedule": getattr(args, "schedule", "untuned")}
 
 
 def timing_tag(timing: dict) -> str:
     """Names caches and databases after the timing, so that runs with other settings never mix."""
-    return f"{timing['statistic']}-r{timing['repeats']}-m{timing['min_repeat_ms']:g}"
+    sched = timing.get("schedule", "untuned")
+    return f"{timing['statistic']}-r{timing['repeats']}-m{timing['min_repeat_ms']:g}" + (
+        "" if sched == "untuned" else f"-{sched.replace(':', '')}")
+
+
+def adaptive_state_path(work: Path, timing: dict) -> Path:
+    sched = timing.get("schedule", "untuned")
+    return work / ("adaptive-state.json" if sched == "untuned" else f"adaptive-state-{sched.replace(':', '')}.json")
 
 
 def combine(values, statistic: str) -> float:
@@ -328,8 +347,10 @@ def combine(values, statistic: str) -> float:
 
 
 def time_kernels(specs, device, db, timing: dict) -> None:
-    """Kernels not yet in ``db``, profiled as ``codesign profile`` profiles them (untuned)."""
-    profile_kernels(specs, device, db, schedule="untuned", progress=True, **timing)
+    """Kernels not yet in ``db``, profiled as ``codesign profile`` profiles them (``timing``'s schedule
+    policy; tuned kernels are tuned into ``<db>.tuning``)."""
+    profile_kernels(specs, device, db, schedule=timing.get("schedule", "untuned"), progress=True,
+                    **{k: v for k, v in timing.items() if k != "schedule"})
 
 
 def copy_ops(path: Path) -> int:
@@ -468,7 +489,7 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
                 json.dump(part, f)
                 f.close()
                 procs.append((subprocess.Popen([sys.executable, __file__, "--work", str(work), "--stage", "time-keys",
-                                                "--keys", f.name, "--repeats", str(args.repeats),
+                                                "--keys", f.name, "--repeats", str(args.repeats), "--schedule", timing["schedule"],
                                                 "--min-repeat-ms", str(args.min_repeat_ms),
                                                 "--statistic", args.statistic]), f.name))
             for proc, name in procs:
@@ -476,11 +497,11 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
                 os.unlink(name)
 
         def measured():
-            return {m.kernel_key: m for m in db.query(device="cpu-local", schedule="untuned")}
+            return {m.kernel_key: m for m in db.query(device="cpu-local", schedule=timing["schedule"])}
 
         _, report = adaptive_sample(
-            profile, measured, args.adaptive_budget, work / "adaptive-state.json",
-            identity={"device": "cpu-local", "schedule": "untuned", "timing": timing_tag(timing)},
+            profile, measured, args.adaptive_budget, adaptive_state_path(work, timing),
+            identity={"device": "cpu-local", "schedule": timing["schedule"], "timing": timing_tag(timing)},
             seed=0, references=reference_kernels(), exclude_keys=exclude, types=args.adaptive_types.split(","),
             real=[] if args.no_real_shapes else real_network_kernels(),
             log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -499,8 +520,12 @@ def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
         for rnd in range(net_rounds):
             def run(path=path, name=name):
                 try:
-                    return measure_network(path, device, "untuned", timing["repeats"], timing["min_repeat_ms"],
-                                           name=name, statistic=timing["statistic"]).to_dict()
+                    # Tuned: the network's own kernels are tuned into a folder of the benchmark's, apart
+                    # from the sampled kernels' tuning records.
+                    return measure_network(path, device, timing["schedule"], timing["repeats"],
+                                           timing["min_repeat_ms"], name=name, statistic=timing["statistic"],
+                                           tuning_dir=str(work / f"networks-{timing_tag(timing)}.tuning"),
+                                           progress=timing["schedule"] != "untuned").to_dict()
                 except Exception as exc:  # an op TVM cannot import: recorded, left out
                     return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
             runs.append(cached(cache, f"tvm{rnd}:{timing_tag(timing)}:{name}", run))
@@ -536,8 +561,9 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     every kernel of every evaluated network; overhead fitted leave-one-out as in profiled mode."""
     kernels = {name: network_kernels(path, work) for name, path, _ in nets}
     net_keys = {s.key() for ks in kernels.values() for s in ks}
-    with ProfileDB(work / f"adaptive-{timing_tag(timing_of(args))}.sqlite") as db:
-        records = db.query(device="cpu-local", schedule="untuned", ok_only=True)
+    timing = timing_of(args)
+    with ProfileDB(work / f"adaptive-{timing_tag(timing)}.sqlite") as db:
+        records = db.query(device="cpu-local", schedule=timing["schedule"], ok_only=True)
     train = [m for m in records if m.kernel_key not in net_keys]
     models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
     rows = []
@@ -636,9 +662,11 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     # timing), predicted by the never-profiled models: the per-type error table.
     from codesign.predict.features import kernel_type
 
-    with ProfileDB(bench_kernels_db) as db:
-        kmeas = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule="untuned", ok_only=True)
-                 if m.kernel_key in net_keys}
+    kmeas = {}
+    if bench_kernels_db.exists():  # (under the tuned policy the networks' kernels are not profiled)
+        with ProfileDB(bench_kernels_db) as db:
+            kmeas = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
+                                                                   ok_only=True) if m.kernel_key in net_keys}
     kspecs = [KernelSpec.from_key(k) for k in kmeas]
     kpred = models["kernel-type"].predict(kspecs, use_measured=False)
     kgbdt = models["gbdt"].predict(kspecs, use_measured=False)
@@ -661,7 +689,8 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     second = bench_kernels_db.with_name(bench_kernels_db.name.replace("-0.sqlite", "-1.sqlite"))
     if second.exists():
         with ProfileDB(second) as db:
-            again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule="untuned", ok_only=True)}
+            again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
+                                                                   ok_only=True)}
         retest["network_kernels"] = pass_agreement({k: [v, again[k]] for k, v in kmeas.items() if k in again})
     return {
         "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest,
@@ -703,13 +732,19 @@ def main() -> None:
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
-                                                         "never-profiled", "measure-timm", "time-keys"],
+                                                         "never-profiled", "measure-timm", "measure-zoo", "time-keys"],
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
                          "report; timm network measurements (benchmarks/export_timm.py's, at 64x64)")
     ap.add_argument("--adaptive-budget", type=int, default=2800,
                     help="kernels adaptive sampling profiles (default 2800; docs/predict.md, \"Samples around real "
                          "networks' kernels\", for what more kernels gave)")
+    ap.add_argument("--schedule", default="untuned", choices=["untuned", "tuned"],
+                    help="schedule policy of the never-profiled stages (adaptive, measure-*, never-profiled): "
+                         "untuned (default) or tuned (MetaSchedule, as `codesign profile`/`measure` tune on a CPU; "
+                         "caches and databases of their own). The profiled-mode comparison is untuned only")
+    ap.add_argument("--zoo-nets", nargs="+", default=None, metavar="NAME",
+                    help="--stage measure-zoo: measure only these of the networks written here (default all)")
     ap.add_argument("--no-real-shapes", action="store_true",
                     help="adaptive sampling without the shipped real networks' kernels (as `codesign fit --adaptive "
                          "--no-real-shapes`)")
@@ -727,6 +762,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
+    if args.schedule != "untuned" and args.stage in ("all", "profiled"):
+        ap.error(f"--schedule {args.schedule} goes with the never-profiled stages (adaptive, measure-zoo, "
+                 "measure-torchvision, measure-timm, never-profiled); the profiled-mode comparison is untuned")
     timing = timing_of(args)
     tag = timing_tag(timing)
     if args.stage == "time-keys":  # a worker of stage_adaptive
@@ -760,6 +798,14 @@ def main() -> None:
         if tv64:
             timm_nets, timm_left_out = timm_networks(work, set(args.adaptive_types.split(",")), max(tv64))
     timm_keys = {s.key() for _, p in timm_nets for s in network_kernels(p, work)}
+    if args.stage == "measure-zoo":
+        names = [name for name, *_ in acc_nets]
+        unknown = sorted(set(args.zoo_nets or ()) - set(names))
+        if unknown:
+            ap.error(f"--zoo-nets: unknown network(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        stage_measure([(n, paths[n]) for n in names if args.zoo_nets is None or n in args.zoo_nets], work, timing,
+                      args.net_rounds)
+        return
     if args.stage == "measure-timm":
         print(f"{len(timm_nets)} timm networks to measure; {len(timm_left_out)} left out", file=sys.stderr)
         stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE)
@@ -782,7 +828,8 @@ def main() -> None:
             measured.update(stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE))
             measured.update(stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE))
         else:  # the report alone: what the measuring stages have cached so far
-            measured = cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing, args.net_rounds)
+            measured = {k: v for k, v in cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing,
+                                                      args.net_rounds).items() if v}
             for cache in sorted(work.glob("measured-torchvision*.json")):
                 for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
                     if runs:
@@ -796,11 +843,12 @@ def main() -> None:
         res.update(benchmark="predictor:never-profiled", hardware=hardware(), load_average_1_5_15=os.getloadavg(),
                    timing=f"kernels (codesign profile) and networks (codesign measure) alike: the {args.statistic} "
                           f"of {args.repeats} repeats of >= {args.min_repeat_ms:g} ms",
-                   device="cpu-local", schedule="untuned", adaptive_budget=args.adaptive_budget,
+                   device="cpu-local", schedule=timing["schedule"], adaptive_budget=args.adaptive_budget,
                    timm_left_out=timm_left_out,
-                   adaptive_state=(json.loads((work / "adaptive-state.json").read_text())["rounds"][-1]
-                                   if (work / "adaptive-state.json").exists() else None))
-        (work / "never_profiled.json").write_text(json.dumps(res, indent=2))
+                   adaptive_state=(json.loads(adaptive_state_path(work, timing).read_text())["rounds"][-1]
+                                   if adaptive_state_path(work, timing).exists() else None))
+        (work / ("never_profiled.json" if args.schedule == "untuned" else f"never_profiled-{args.schedule}.json")
+         ).write_text(json.dumps(res, indent=2))
         print(json.dumps({k: v for k, v in res.items() if k != "per_network"}, indent=2))
         if args.stage == "never-profiled":
             return

@@ -925,6 +925,23 @@ def test_predictor_benchmark_reports_how_well_the_host_repeats_itself(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["measured.json"]
 
 
+def test_predictor_benchmark_keeps_tuned_caches_apart_from_untuned_ones(tmp_path, monkeypatch):
+    bench = load_benchmark("predictor")
+    untuned = {"repeats": 10, "min_repeat_ms": 50.0, "statistic": "median", "schedule": "untuned"}
+    # The untuned names are those of the runs before the policy was a setting: their caches still apply.
+    assert bench.timing_tag(untuned) == "median-r10-m50" == bench.timing_tag({k: v for k, v in untuned.items()
+                                                                               if k != "schedule"})
+    tuned = dict(untuned, schedule="tuned")
+    assert bench.timing_tag(tuned) == "median-r10-m50-tuned"
+    assert bench.adaptive_state_path(tmp_path, untuned).name == "adaptive-state.json"
+    assert bench.adaptive_state_path(tmp_path, tuned).name == "adaptive-state-tuned.json"
+    # A profiling call passes the policy once, as `schedule`.
+    seen = {}
+    monkeypatch.setattr(bench, "profile_kernels", lambda specs, device, db, **kw: seen.update(kw))
+    bench.time_kernels([], None, None, tuned)
+    assert seen["schedule"] == "tuned" and seen["repeats"] == 10 and "progress" in seen
+
+
 def test_predictor_benchmark_keeps_timm_networks_by_kernel_type_and_flops(tmp_path, monkeypatch):
     from codesign.graph import onnx_kernels
     from codesign.kernelspec import kernel_flops
