@@ -5,7 +5,8 @@
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group tvm --tvm-schedule tuned --tvm-pool 250
     python benchmarks/fewshot.py build --bank fewshot-bank.sqlite --group retest --retest-devices ort-1t,tvm-untuned-1t
     python benchmarks/fewshot.py eval --bank fewshot-bank.sqlite > fewshot.json
-    python benchmarks/fewshot.py prior --bank fewshot-bank.sqlite --out codesign/predict/data/fewshot-prior.json
+    python benchmarks/fewshot.py prior --bank fewshot-bank.sqlite --out codesign/predict/data/fewshot-prior.json \
+        [--extra-prior OTHER-PRIOR.json --extra-sources ort-1t,torch-1t --extra-prefix xeon-]
 
 ``build`` measures (resumably, into the SQLite bank) networks of the mobilenet space in FBNet's
 layout at 32x32: the reference set (``codesign calibrate --reference-set``) and a pool of other
@@ -15,7 +16,10 @@ the bank, which compiles each network) and on accelerator configs
 of the hw_models mapper (``BANK_ACCELS``). ``eval`` holds out each
 device in turn, gives each method the device's latencies on the first N reference networks (N = 5,
 10, 20), and scores its predictions on the pool networks (Kendall tau, share within ±10%).
-Sources for the held-out device are every other bank device plus the mapper's source family.
+Sources for the held-out device are every other bank device plus the mapper's source family,
+and with ``--extra-prior`` the source devices of a saved prior (their fitted weights: devices of
+another host's bank, whose networks this bank does not hold), as ``prior`` meta-trains the
+shipped prior.
 
 Timing: the fastest of ``--repeats`` single runs, taken in ``--passes`` round-robin passes over
 every network (a few runs per network and pass), read on the calling thread's CPU clock at 1
@@ -509,6 +513,22 @@ def _help_like(sources, n, seed=0, epochs=200):
 
     return predict
 
+def _extra_sources(args) -> dict | None:
+    """--extra-prior: devices of a saved prior (--extra-sources of them) as extra meta-training
+    sources, named with --extra-prefix."""
+    if not getattr(args, "extra_prior", None):
+        return None
+    from codesign.predict.fewshot import Prior, prior_source_weights
+
+    prior = Prior.load(args.extra_prior)
+    names = args.extra_sources.split(",") if args.extra_sources else None
+    missing = sorted(set(names or ()) - set(prior.sources))
+    if missing:
+        raise SystemExit(f"--extra-sources: {', '.join(missing)} not in {args.extra_prior} "
+                         f"(its sources: {', '.join(prior.sources)})")
+    return {f"{args.extra_prefix}{k}": v for k, v in prior_source_weights(prior, names).items()}
+
+
 def evaluate(args) -> dict:
     from scipy.stats import kendalltau
 
@@ -551,7 +571,8 @@ def evaluate(args) -> dict:
         t_dev = time.time()
         x = data.x[idx]
         res = {"reference_measured": r, "test_networks": int(len(test)), "settings": settings[device], "shots": {}}
-        prior = meta_train(data.sources(exclude=(device,)), data.entries, data.space) if "bayes" in methods else None
+        prior = (meta_train(data.sources(exclude=(device,)), data.entries, data.space, extra=_extra_sources(args))
+                 if "bayes" in methods else None)
         base = _calibration_base(data, device) if "calibrate" in methods else None
         sums = family_sums(base[0], [data.kernels[i] for i in idx]) if base else None
         for n in shots:
@@ -652,14 +673,23 @@ def main(argv=None) -> int:
     pr = sub.add_parser("prior", help="meta-train the prior on every device of the bank and save it (JSON)")
     pr.add_argument("--bank", required=True)
     pr.add_argument("--out", required=True)
+    for p in (e, pr):
+        p.add_argument("--extra-prior", default=None, metavar="JSON",
+                       help="a saved prior whose source devices join the bank's as meta-training sources (their "
+                            "fitted weights; e.g. the devices of another host's bank)")
+        p.add_argument("--extra-sources", default=None, metavar="NAME,...",
+                       help="--extra-prior: which of its sources (default all)")
+        p.add_argument("--extra-prefix", default="extra-", help="--extra-prior: prefix of their names (default extra-)")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         build(args)
         return 0
     if args.cmd == "prior":
-        from codesign.predict.fewshot import meta_train_bank, read_bank
+        from codesign.predict.fewshot import meta_train, meta_train_bank, read_bank
 
-        prior = meta_train_bank(read_bank(args.bank))
+        data = read_bank(args.bank)
+        extra = _extra_sources(args)
+        prior = meta_train(data.sources(), data.entries, data.space, extra=extra) if extra else meta_train_bank(data)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         prior.save(args.out)
         print(json.dumps({"saved": args.out, "sources": len(prior.sources), "noise": prior.noise}))

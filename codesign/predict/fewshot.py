@@ -525,8 +525,20 @@ class Prior:
         return p
 
 
+def prior_source_weights(prior: Prior, names: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Source devices of a saved prior as (intercept, weights on the raw design matrix), for
+    ``meta_train``'s ``extra``: ``names`` of its sources (default all)."""
+    out = {}
+    for name, w in zip(prior.sources, prior.weights):
+        if names is None or name in names:
+            raw = w[1:] / prior.scale_x
+            out[name] = (float(w[0] - raw @ prior.mean_x), raw)
+    return out
+
+
 def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray, int]], reference: list[dict[str, str]],
-               space: dict | None = None, shots: tuple[int, ...] = (5, 10)) -> Prior:
+               space: dict | None = None, shots: tuple[int, ...] = (5, 10),
+               extra: dict[str, tuple[float, np.ndarray]] | None = None) -> Prior:
     """Meta-train the prior on source devices.
 
     Args:
@@ -535,6 +547,10 @@ def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray, int]], reference
         reference: the reference set (genotype and signature of each), kept in the prior.
         shots: the N the noise and shrinkage are chosen for (leave-one-source-out, mean Kendall
             tau of the adapted model on each held-out source's other networks).
+        extra: devices known only by a fitted model (``prior_source_weights`` of another prior:
+            name -> (intercept, weights on the raw design matrix)); they join the pool of source
+            weights, and are not held out in the choice of hyperparameters (no networks of theirs
+            are here).
 
     Raises:
         CodesignError: fewer than 3 source devices.
@@ -549,9 +565,14 @@ def meta_train(sources: dict[str, tuple[np.ndarray, np.ndarray, int]], reference
     zs = {n: (sources[n][0] - mean_x) / scale_x for n in names}
     ys = {n: np.log(sources[n][1]) for n in names}
     weights = {n: _ridge_weights(zs[n], ys[n], 1.0) for n in names}
+    for n, (b, raw) in (extra or {}).items():  # the same linear function in this standardisation
+        if n in weights:
+            raise CodesignError(f"source {n!r} is both measured here and given as a fitted model")
+        weights[n] = np.concatenate([[b + raw @ mean_x], raw * scale_x])
+    names_measured, names = names, sorted(weights)
     # Score on the measured sources and an even spread of the modelled family (names sort so).
-    measured = [n for n in names if not n.startswith("source-")]
-    family = [n for n in names if n.startswith("source-")]
+    measured = [n for n in names_measured if not n.startswith("source-")]
+    family = [n for n in names_measured if n.startswith("source-")]
     step = max(1, len(family) // max(1, TUNING_SOURCES - len(measured)))
     held_out = measured + family[::step][: max(0, TUNING_SOURCES - len(measured))]
     best = None
