@@ -11,7 +11,7 @@ chosen per type, in rounds:
    reference kernels (every registered search space's kernels, and the kernels of any networks
    the user passes), and (``REAL_SHARE`` of the draws) perturbed copies of the kernels of real
    networks shipped with codesign (``real_network_kernels``: torchvision and timm classification
-   networks at 32-64 px inputs);
+   networks, mostly at 32-64 px inputs);
 2. a **held-out set** per type drawn the same way, profiled once and never trained on: the error
    the rounds are judged by;
 3. **initial samples** per type, profiled and fitted;
