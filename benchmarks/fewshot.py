@@ -513,6 +513,7 @@ def _help_like(sources, n, seed=0, epochs=200):
 
     return predict
 
+
 def _extra_sources(args) -> dict | None:
     """--extra-prior: devices of a saved prior (--extra-sources of them) as extra meta-training
     sources, named with --extra-prefix."""
@@ -560,6 +561,7 @@ def evaluate(args) -> dict:
     out["split_half"] = split_half
     for d in [d for d in data.latency if d.startswith(RETEST)]:
         del data.latency[d]
+    extra = _extra_sources(args)  # read once, for every held-out device
     for device in sorted(data.latency):
         if args.devices and device not in args.devices.split(","):
             continue
@@ -571,7 +573,7 @@ def evaluate(args) -> dict:
         t_dev = time.time()
         x = data.x[idx]
         res = {"reference_measured": r, "test_networks": int(len(test)), "settings": settings[device], "shots": {}}
-        prior = (meta_train(data.sources(exclude=(device,)), data.entries, data.space, extra=_extra_sources(args))
+        prior = (meta_train(data.sources(exclude=(device,)), data.entries, data.space, extra=extra)
                  if "bayes" in methods else None)
         base = _calibration_base(data, device) if "calibrate" in methods else None
         sums = family_sums(base[0], [data.kernels[i] for i in idx]) if base else None
@@ -685,11 +687,10 @@ def main(argv=None) -> int:
         build(args)
         return 0
     if args.cmd == "prior":
-        from codesign.predict.fewshot import meta_train, meta_train_bank, read_bank
+        from codesign.predict.fewshot import meta_train, read_bank
 
         data = read_bank(args.bank)
-        extra = _extra_sources(args)
-        prior = meta_train(data.sources(), data.entries, data.space, extra=extra) if extra else meta_train_bank(data)
+        prior = meta_train(data.sources(), data.entries, data.space, extra=_extra_sources(args))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         prior.save(args.out)
         print(json.dumps({"saved": args.out, "sources": len(prior.sources), "noise": prior.noise}))

@@ -329,16 +329,20 @@ def timing_of(args) -> dict:
             "schedule": getattr(args, "schedule", "untuned")}
 
 
+def schedule_suffix(timing: dict) -> str:
+    """What a file name of a tuned run carries ("-tuned"); none for untuned, the names of runs
+    from before the policy was a setting."""
+    sched = timing.get("schedule", "untuned")
+    return "" if sched == "untuned" else f"-{sched.replace(':', '')}"
+
+
 def timing_tag(timing: dict) -> str:
     """Names caches and databases after the timing, so that runs with other settings never mix."""
-    sched = timing.get("schedule", "untuned")
-    return f"{timing['statistic']}-r{timing['repeats']}-m{timing['min_repeat_ms']:g}" + (
-        "" if sched == "untuned" else f"-{sched.replace(':', '')}")
+    return f"{timing['statistic']}-r{timing['repeats']}-m{timing['min_repeat_ms']:g}" + schedule_suffix(timing)
 
 
 def adaptive_state_path(work: Path, timing: dict) -> Path:
-    sched = timing.get("schedule", "untuned")
-    return work / ("adaptive-state.json" if sched == "untuned" else f"adaptive-state-{sched.replace(':', '')}.json")
+    return work / f"adaptive-state{schedule_suffix(timing)}.json"
 
 
 def combine(values, statistic: str) -> float:
@@ -847,8 +851,7 @@ def main() -> None:
                    timm_left_out=timm_left_out,
                    adaptive_state=(json.loads(adaptive_state_path(work, timing).read_text())["rounds"][-1]
                                    if adaptive_state_path(work, timing).exists() else None))
-        (work / ("never_profiled.json" if args.schedule == "untuned" else f"never_profiled-{args.schedule}.json")
-         ).write_text(json.dumps(res, indent=2))
+        (work / f"never_profiled{schedule_suffix(timing)}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps({k: v for k, v in res.items() if k != "per_network"}, indent=2))
         if args.stage == "never-profiled":
             return
