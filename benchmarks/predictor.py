@@ -48,10 +48,12 @@ does; ``--no-real-shapes`` leaves them out.
 
 ``--schedule tuned`` runs the never-profiled stages under the tuned policy (MetaSchedule, as
 ``codesign profile`` and ``codesign measure`` tune on a CPU): adaptive samples are tuned into
-their own database's tuning folder, networks (``--stage measure-zoo [--zoo-nets ...]``,
-``measure-torchvision``, ``measure-timm``) into ``networks-<timing>-tuned.tuning``, both apart
-from the untuned caches; the report is ``never_profiled-tuned.json`` (no kernel-level table: the
-networks' own kernels are not profiled tuned).
+their own database's tuning folder with the same trials each (as ``codesign measure`` tunes the
+kernels of a network it holds no records of; ``-flat`` in the file names), networks (``--stage
+measure-zoo [--zoo-nets ...]``, ``measure-torchvision``, ``measure-timm``) into
+``networks-<timing>-tuned.tuning``, both apart from the untuned caches; ``--stage network-kernels``
+then times each measured network's kernels alone, compiled from the records the network was
+built from (the kernel-level table's truth); the report is ``never_profiled-tuned.json``.
 
 Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
@@ -342,7 +344,17 @@ def timing_tag(timing: dict) -> str:
 
 
 def adaptive_state_path(work: Path, timing: dict) -> Path:
-    return work / f"adaptive-state{schedule_suffix(timing)}.json"
+    return work / f"adaptive-state{schedule_suffix(timing)}{split_suffix(timing)}.json"
+
+
+def split_suffix(timing: dict) -> str:
+    """Tuned samples are tuned as ``codesign measure`` tunes a network's kernels, the same trials
+    each (``trial_split="flat"``); their files say so, apart from the runs that shared trials by cost."""
+    return "" if timing.get("schedule", "untuned") == "untuned" else "-flat"
+
+
+def adaptive_db_path(work: Path, timing: dict) -> Path:
+    return work / f"adaptive-{timing_tag(timing)}{split_suffix(timing)}.sqlite"
 
 
 def combine(values, statistic: str) -> float:
@@ -350,11 +362,11 @@ def combine(values, statistic: str) -> float:
     return float(STATISTICS[statistic](list(values)))
 
 
-def time_kernels(specs, device, db, timing: dict) -> None:
+def time_kernels(specs, device, db, timing: dict, trial_split: str = "cost") -> None:
     """Kernels not yet in ``db``, profiled as ``codesign profile`` profiles them (``timing``'s schedule
-    policy; tuned kernels are tuned into ``<db>.tuning``)."""
+    policy; tuned kernels are tuned into ``<db>.tuning``, their trials shared out by ``trial_split``)."""
     profile_kernels(specs, device, db, schedule=timing.get("schedule", "untuned"), progress=True,
-                    **{k: v for k, v in timing.items() if k != "schedule"})
+                    trial_split=trial_split, **{k: v for k, v in timing.items() if k != "schedule"})
 
 
 def copy_ops(path: Path) -> int:
@@ -472,11 +484,12 @@ def torchvision_networks(sizes=(32, 64), names=TORCHVISION_NETS) -> list[tuple[s
 
 
 def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
-    """Adaptive sampling into work/adaptive-<timing>.sqlite, timed as the other kernels."""
+    """Adaptive sampling into work/adaptive-<timing>.sqlite, timed as the other kernels (tuned: the
+    same trials for every kernel, as ``codesign fit --adaptive``)."""
     from codesign.predict.adaptive import adaptive_sample, real_network_kernels, reference_kernels
 
     timing = timing_of(args)
-    with ProfileDB(work / f"adaptive-{timing_tag(timing)}.sqlite") as db:
+    with ProfileDB(adaptive_db_path(work, timing)) as db:
         def profile(specs):
             # --workers processes time slices into the same database (claiming each kernel in it):
             # on a machine many jobs share, each process gets its own slice of the CPUs.
@@ -538,6 +551,27 @@ def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
     return out
 
 
+def stage_network_kernels(acc_nets, paths, tv_nets, timm_nets, work: Path, timing: dict) -> None:
+    """Every measured network's kernels, timed alone into work/kernels-<timing>-0.sqlite: the truth
+    of the never-profiled report's per-type kernel table. Tuned, each kernel compiles from the
+    record its network was built from (the networks' tuning folder), so that a kernel is timed
+    with the schedule it ran in the network."""
+    measured = {}
+    for cache in [work / "measured.json", work / TIMM_CACHE, *sorted(work.glob("measured-torchvision*.json"))]:
+        if cache.exists():
+            measured.update(json.loads(cache.read_text()))
+    tag = timing_tag(timing)
+    names = {n for k, v in measured.items() if k.split(":", 2)[1:2] == [tag] and "error" not in v
+             for n in [k.split(":", 2)[2]]}
+    every = [(n, paths[n]) for n, *_ in acc_nets] + list(tv_nets) + list(timm_nets)
+    specs = [s for n, path in every if n in names for s in network_kernels(path, work)]
+    print(f"timing the {len(set(s.key() for s in specs))} kernels of {len(names)} measured networks", file=sys.stderr)
+    with ProfileDB(work / f"kernels-{tag}-0.sqlite") as db:
+        profile_kernels(specs, get_device("cpu-local"), db, schedule=timing["schedule"], progress=True,
+                        repeats=timing["repeats"], min_repeat_ms=timing["min_repeat_ms"], statistic=timing["statistic"],
+                        tuning_dir=str(work / f"networks-{tag}.tuning"), trial_split="flat")
+
+
 def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list[dict]]:
     """The measurements ``stage_measure`` cached (networks not measured yet get none)."""
     data = json.loads(cache.read_text()) if cache.exists() else {}
@@ -566,7 +600,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     kernels = {name: network_kernels(path, work) for name, path, _ in nets}
     net_keys = {s.key() for ks in kernels.values() for s in ks}
     timing = timing_of(args)
-    with ProfileDB(work / f"adaptive-{timing_tag(timing)}.sqlite") as db:
+    with ProfileDB(adaptive_db_path(work, timing)) as db:
         records = db.query(device="cpu-local", schedule=timing["schedule"], ok_only=True)
     train = [m for m in records if m.kernel_key not in net_keys]
     models = {kind: create_cost_model(kind, seed=0).fit(train) for kind in ("kernel-type", "gbdt")}
@@ -667,7 +701,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
     from codesign.predict.features import kernel_type
 
     kmeas = {}
-    if bench_kernels_db.exists():  # (under the tuned policy the networks' kernels are not profiled)
+    if bench_kernels_db.exists():  # (tuned: --stage network-kernels writes it)
         with ProfileDB(bench_kernels_db) as db:
             kmeas = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
                                                                    ok_only=True) if m.kernel_key in net_keys}
@@ -736,10 +770,13 @@ def main() -> None:
     ap.add_argument("--grid-samples", type=int, default=150, help="conv2d grid kernels profiled for the model-only fit")
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
-                                                         "never-profiled", "measure-timm", "measure-zoo", "time-keys"],
+                                                         "never-profiled", "measure-timm", "measure-zoo", "time-keys",
+                                                         "network-kernels"],
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
-                         "report; timm network measurements (benchmarks/export_timm.py's, at 64x64)")
+                         "report; timm network measurements (benchmarks/export_timm.py's, at 64x64); the "
+                         "measured networks' own kernels timed alone (tuned: from the networks' own tuning "
+                         "records), the truth of the never-profiled report's per-type kernel table")
     ap.add_argument("--adaptive-budget", type=int, default=2800,
                     help="kernels adaptive sampling profiles (default 2800; docs/predict.md, \"Samples around real "
                          "networks' kernels\", for what more kernels gave)")
@@ -772,9 +809,9 @@ def main() -> None:
     timing = timing_of(args)
     tag = timing_tag(timing)
     if args.stage == "time-keys":  # a worker of stage_adaptive
-        with ProfileDB(work / f"adaptive-{tag}.sqlite") as db:
+        with ProfileDB(adaptive_db_path(work, timing)) as db:
             time_kernels([KernelSpec.from_key(k) for k in json.loads(Path(args.keys).read_text())],
-                         get_device("cpu-local"), db, timing)
+                         get_device("cpu-local"), db, timing, trial_split="flat")
         return
     work.mkdir(parents=True, exist_ok=True)
     device = get_device("cpu-local")
@@ -809,6 +846,9 @@ def main() -> None:
             ap.error(f"--zoo-nets: unknown network(s) {', '.join(unknown)}; known: {', '.join(names)}")
         stage_measure([(n, paths[n]) for n in names if args.zoo_nets is None or n in args.zoo_nets], work, timing,
                       args.net_rounds)
+        return
+    if args.stage == "network-kernels":
+        stage_network_kernels(acc_nets, paths, tv_nets, timm_nets, work, timing)
         return
     if args.stage == "measure-timm":
         print(f"{len(timm_nets)} timm networks to measure; {len(timm_left_out)} left out", file=sys.stderr)

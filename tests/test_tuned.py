@@ -97,6 +97,20 @@ def test_tuned_profiles_spend_the_budget_by_untuned_cost_and_reuse_records(tmp_p
         == len(records)
 
 
+def test_flat_trials_tune_every_kernel_alike_without_an_untuned_pass(tmp_path):
+    """trial_split="flat" (the samples of ``codesign fit --adaptive``): tune_trials for each kernel,
+    as ``codesign measure`` tunes a network's kernels, and no base-policy profile first."""
+    dev = Device(name="cpu-test", target={"kind": "llvm", "num-cores": 1})
+    specs = [K("conv2d", (1, 8, 8, 8), out_channels=8, kernel=3, activation="relu"), K("relu", (1, 8, 8, 8))]
+    with ProfileDB(tmp_path / "p.sqlite") as db:
+        rep = profile_kernels(specs, dev, db, repeats=2, min_repeat_ms=1, progress=False, tune_trials=2,
+                              trial_split="flat")
+        assert rep.measured == 2 and rep.failed == 0 and rep.tune_trials == 2 * 2
+        assert db.query(schedule="untuned") == [] and len(db.query(schedule="tuned", ok_only=True)) == 2
+        with pytest.raises(CodesignError, match=r"^unknown trial split 'even'; known: cost, flat$"):
+            profile_kernels(specs, dev, db, tune_trials=2, trial_split="even", progress=False)
+
+
 def test_a_bad_trial_budget_is_refused_before_anything_is_written(tmp_path):
     with ProfileDB(tmp_path / "p.sqlite") as db, pytest.raises(CodesignError, match="--tune-trials"):
         profile_kernels([K("relu", (1, 4, 4, 4))], get_device("cpu-local"), db, tune_trials=0, progress=False)

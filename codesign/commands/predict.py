@@ -303,9 +303,11 @@ def _fit_adaptive(args) -> None:
     tuning_dir = str(path) + ".tuning"
     with ProfileDB(path) as db:
         def profile(specs):
+            # Tuned samples get the same trials each, as `codesign measure` tunes the kernels of a
+            # network it has no records of: the networks this predictor is for.
             profile_kernels(specs, device, db, schedule=schedule, repeats=args.repeats,
                             min_repeat_ms=args.min_repeat_ms, tuning_dir=tuning_dir,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, trial_split="flat")
 
         def measured():
             return {m.kernel_key: m for m in db.query(device=device.name, schedule=schedule)}

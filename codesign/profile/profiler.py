@@ -245,6 +245,7 @@ def profile_kernels(
     poll_s: float = 0.5,
     executor=None,
     tune_trials: int = DEFAULT_TUNE_TRIALS,
+    trial_split: str = "cost",
 ) -> ProfileReport:
     """Profile every kernel of ``specs`` not yet in ``db`` for ``device`` and ``schedule``.
 
@@ -270,6 +271,11 @@ def profile_kernels(
         executor: compile (and tune) on this ``codesign.distributed`` executor, as many kernels at
             a time as it has slots (None: a thread of this process, overlapped with timing).
         tune_trials: under ``tuned``, the mean MetaSchedule trials per kernel.
+        trial_split: under ``tuned``, how the trials are shared out: "cost" (by each kernel's
+            share of the base policy's cost, the default: a space's profile spends its trials
+            where the time is) or "flat" (``tune_trials`` for every kernel, as ``codesign
+            measure`` tunes the kernels of a network without records: the policy of the samples
+            that predict such networks, ``codesign fit --adaptive``).
 
     Returns:
         A ProfileReport: counts, compile and timing seconds, the errors of failed kernels.
@@ -280,6 +286,8 @@ def profile_kernels(
         unreachable tracker.
     """
     schedule = check_settings(device, schedule, repeats, min_repeat_ms, reference, statistic, tune_trials)
+    if trial_split not in TRIAL_SPLITS:
+        raise CodesignError(f"unknown trial split {trial_split!r}; known: {', '.join(TRIAL_SPLITS)}")
     check_same_cpu(db, device)
     for sched in (schedule, TORCH_SCHEDULE) if reference else (schedule,):
         other = db.statistics(device.name, sched) - {statistic}
@@ -298,7 +306,10 @@ def profile_kernels(
     report.skipped = len(keys) - len(todo)
     t_start = time.perf_counter()
     trials_for = None
-    if todo and parse_schedule(schedule)[0] == "tuned":
+    if todo and parse_schedule(schedule)[0] == "tuned" and trial_split == "flat":
+        trials_for = dict.fromkeys((s.key() for s in todo), tune_trials)
+        report.tune_trials = sum(trials_for.values())
+    elif todo and parse_schedule(schedule)[0] == "tuned":
         trials_for = _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials,
                                    tuning_dir, executor)
         report.tune_trials = sum(trials_for.values())
@@ -309,6 +320,10 @@ def profile_kernels(
         _profile_torch(db.missing(keys, device.name, TORCH_SCHEDULE), device, db, repeats, progress, statistic)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+# How ``profile_kernels`` shares the trials of the tuned policy among kernels.
+TRIAL_SPLITS = ("cost", "flat")
 
 
 def _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials, tuning_dir,
