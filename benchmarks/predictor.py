@@ -387,7 +387,7 @@ def leave_one_out_overhead(model, kernel_lists, meas, use_measured):
     return out
 
 
-IN_NETWORK_FITS = ("overhead", "common_scale", "family_scale")
+IN_NETWORK_FITS = ("overhead", "common_scale", "family_scale", "family_scale_signed")
 
 
 def mean_abs_log_error(pred, meas) -> float:
@@ -398,9 +398,10 @@ def in_network_fits(sums, meas, train, test) -> dict[str, np.ndarray]:
     """The networks ``test`` predicted with the in-network correction fitted on the networks
     ``train``, each of the ways ``CostModel.fit_overhead`` can fit it (``sums``: every network's
     ``family_sums`` under the model): the constant and per-kernel overhead (the default), one
-    common scale besides (``scale=True``), and a scale per op family (``per_family=True``)."""
+    common scale besides (``scale=True``), a scale per op family (``per_family=True``), and the
+    same with a per-kernel term of either sign (not a ``fit_overhead`` setting: compared here)."""
     return {key: apply_network_terms(fit_network_terms(sums[train], meas[train], mode), sums[test])
-            for key, mode in zip(IN_NETWORK_FITS, ("overhead", "scale", "family"))}
+            for key, mode in zip(IN_NETWORK_FITS, ("overhead", "scale", "family", "family_signed"))}
 
 
 # --- "never profiled": kernel-type predictors from adaptive sampling, on networks none of whose

@@ -209,6 +209,20 @@ def test_fit_weights_keeps_the_common_scale_for_unseen_families():
     assert w[FAMILIES.index("pool")] == pytest.approx(2.0, rel=0.05)  # pulled to the median ratio
 
 
+def test_fit_weights_signed_per_kernel_term_takes_off_what_kernels_alone_cost_more():
+    """Networks that run 2 us per kernel faster than their kernels timed alone: the signed fit finds
+    -0.002 ms per kernel and the conv scale; the default holds the term at 0."""
+    rng = np.random.default_rng(0)
+    sums = np.zeros((12, len(FAMILIES) + 1))
+    sums[:, FAMILIES.index("conv")] = rng.uniform(0.05, 0.5, 12)
+    sums[:, -1] = rng.integers(5, 40, 12)
+    meas = 1.2 * sums[:, FAMILIES.index("conv")] - 0.002 * sums[:, -1]
+    w, c = fit_weights(sums, meas, prior=1e-6, signed_per_kernel=True)
+    assert c == pytest.approx(-0.002, rel=0.05) and w[FAMILIES.index("conv")] == pytest.approx(1.2, rel=0.05)
+    assert (w >= 0).all()
+    assert fit_weights(sums, meas, prior=1e-6)[1] == 0.0
+
+
 def test_table_errors(tmp_path):
     t = tmp_path / "t.csv"
     t.write_text("name,ms\nx,1\n")

@@ -456,8 +456,10 @@ def family_sums(model: CostModel, kernels: list[list[KernelSpec]], use_measured:
     return out
 
 
-def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_PRIOR) -> tuple[np.ndarray, float]:
-    """Per-family weights w >= 0 and per-kernel overhead c >= 0 of
+def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_PRIOR,
+                signed_per_kernel: bool = False) -> tuple[np.ndarray, float]:
+    """Per-family weights w >= 0 and per-kernel overhead c >= 0 (any sign with
+    ``signed_per_kernel``: kernels timed alone that cost more than inside a network) of
     ``latency = sum over families f of w[f] * sums[:, f] + c * sums[:, -1]`` (``sums``: ``family_sums``),
     minimising the squared relative error over the rows, with a ridge pull (``prior``) of every w
     towards the rows' median ratio of measured to summed latency, and of c towards 0: a family the
@@ -476,17 +478,24 @@ def fit_weights(sums: np.ndarray, measured: np.ndarray, prior: float = DEFAULT_P
     reg[:, :nf] /= max(scale, 1e-12)
     a_full = np.vstack([a, reg])
     b_full = np.concatenate([b, np.sqrt(prior) * np.ones(nf), [0.0]])
+    if signed_per_kernel:
+        from scipy.optimize import lsq_linear
+
+        lower = np.r_[np.zeros(nf), -np.inf]
+        sol = lsq_linear(a_full, b_full, bounds=(lower, np.full(nf + 1, np.inf))).x
+        return np.maximum(sol[:nf], 0.0), float(sol[nf])
     sol, _ = nnls(a_full, b_full)
     return sol[:nf], float(sol[nf])
 
 
 def fit_network_terms(sums: np.ndarray, meas: np.ndarray, mode: str) -> dict[str, Any]:
     """What ``fit_overhead`` fits, from ``family_sums`` rows and measured latencies; ``mode``:
-    overhead, scale or family (see there)."""
+    overhead, scale or family (see there), or family_signed (family with a per-kernel term of
+    either sign; compared in benchmarks/predictor.py)."""
     from scipy.optimize import nnls
 
-    if mode == "family":
-        weights, per_kernel = fit_weights(sums, meas)
+    if mode in ("family", "family_signed"):
+        weights, per_kernel = fit_weights(sums, meas, signed_per_kernel=mode == "family_signed")
         return {"family_scales": weights, "overhead_ms": 0.0, "per_kernel_overhead_ms": per_kernel,
                 "network_scale": 1.0}
     total, counts = sums[:, :-1].sum(axis=1), sums[:, -1]
