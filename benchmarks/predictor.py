@@ -52,8 +52,8 @@ their own database's tuning folder with the same trials each (as ``codesign meas
 kernels of a network it holds no records of; ``-flat`` in the file names), networks (``--stage
 measure-zoo [--zoo-nets ...]``, ``measure-torchvision``, ``measure-timm``) into
 ``networks-<timing>-tuned.tuning``, both apart from the untuned caches; ``--stage network-kernels``
-then times each measured network's kernels alone, compiled from the records the network was
-built from (the kernel-level table's truth); the report is ``never_profiled-tuned.json``.
+then tunes and times each measured network's kernels alone, as the samples are (the kernel-level
+table's truth); the report is ``never_profiled-tuned.json``.
 
 Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
@@ -554,9 +554,10 @@ def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
 
 def stage_network_kernels(acc_nets, paths, tv_nets, timm_nets, work: Path, timing: dict) -> None:
     """Every measured network's kernels, timed alone into work/kernels-<timing>-0.sqlite: the truth
-    of the never-profiled report's per-type kernel table. Tuned, each kernel compiles from the
-    record its network was built from (the networks' tuning folder), so that a kernel is timed
-    with the schedule it ran in the network."""
+    of the never-profiled report's per-type kernel table. Tuned, each kernel is tuned as the samples
+    are (the same trials each) into the networks' tuning folder: a kernel alone is another workload
+    than the fused function the network ran (other names and attributes), so the network's own
+    records rarely apply to it."""
     measured = {}
     for cache in [work / "measured.json", work / TIMM_CACHE, *sorted(work.glob("measured-torchvision*.json"))]:
         if cache.exists():
@@ -776,8 +777,8 @@ def main() -> None:
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
                          "report; timm network measurements (benchmarks/export_timm.py's, at 64x64); the "
-                         "measured networks' own kernels timed alone (tuned: from the networks' own tuning "
-                         "records), the truth of the never-profiled report's per-type kernel table")
+                         "measured networks' own kernels timed alone (tuned: tuned as the samples are), the "
+                         "truth of the never-profiled report's per-type kernel table")
     ap.add_argument("--adaptive-budget", type=int, default=2800,
                     help="kernels adaptive sampling profiles (default 2800; docs/predict.md, \"Samples around real "
                          "networks' kernels\", for what more kernels gave)")
