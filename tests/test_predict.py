@@ -948,12 +948,16 @@ def test_predictor_benchmark_keeps_tuned_caches_apart_from_untuned_ones(tmp_path
     tuned = dict(untuned, schedule="tuned")
     assert bench.timing_tag(tuned) == "median-r10-m50-tuned"
     assert bench.adaptive_state_path(tmp_path, untuned).name == "adaptive-state.json"
-    assert bench.adaptive_state_path(tmp_path, tuned).name == "adaptive-state-tuned.json"
-    # A profiling call passes the policy once, as `schedule`.
+    # Tuned samples get the same trials each: apart from the runs that shared trials by cost.
+    assert bench.adaptive_state_path(tmp_path, tuned).name == "adaptive-state-tuned-flat.json"
+    assert bench.adaptive_db_path(tmp_path, untuned).name == "adaptive-median-r10-m50.sqlite"
+    assert bench.adaptive_db_path(tmp_path, tuned).name == "adaptive-median-r10-m50-tuned-flat.sqlite"
+    # A profiling call passes the policy once, as `schedule`, and the trial split.
     seen = {}
     monkeypatch.setattr(bench, "profile_kernels", lambda specs, device, db, **kw: seen.update(kw))
-    bench.time_kernels([], None, None, tuned)
+    bench.time_kernels([], None, None, tuned, trial_split="flat")
     assert seen["schedule"] == "tuned" and seen["repeats"] == 10 and "progress" in seen
+    assert seen["trial_split"] == "flat"
 
 
 def test_predictor_benchmark_keeps_timm_networks_by_kernel_type_and_flops(tmp_path, monkeypatch):
