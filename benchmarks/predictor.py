@@ -552,22 +552,15 @@ def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
     return out
 
 
-def stage_network_kernels(acc_nets, paths, tv_nets, timm_nets, work: Path, timing: dict) -> None:
-    """Every measured network's kernels, timed alone into work/kernels-<timing>-0.sqlite: the truth
-    of the never-profiled report's per-type kernel table. Tuned, each kernel is tuned as the samples
-    are (the same trials each) into the networks' tuning folder: a kernel alone is another workload
-    than the fused function the network ran (other names and attributes), so the network's own
-    records rarely apply to it."""
-    measured = {}
-    for cache in [work / "measured.json", work / TIMM_CACHE, *sorted(work.glob("measured-torchvision*.json"))]:
-        if cache.exists():
-            measured.update(json.loads(cache.read_text()))
+def stage_network_kernels(names_paths, work: Path, timing: dict) -> None:
+    """The kernels of the networks ``names_paths`` (those measured), timed alone into
+    work/kernels-<timing>-0.sqlite: the truth of the never-profiled report's per-type kernel table.
+    Tuned, each kernel is tuned as the samples are (the same trials each) into the networks' tuning
+    folder: a kernel alone is another workload than the fused function the network ran (other
+    names and attributes), so the network's own records rarely apply to it."""
     tag = timing_tag(timing)
-    names = {n for k, v in measured.items() if k.split(":", 2)[1:2] == [tag] and "error" not in v
-             for n in [k.split(":", 2)[2]]}
-    every = [(n, paths[n]) for n, *_ in acc_nets] + list(tv_nets) + list(timm_nets)
-    specs = [s for n, path in every if n in names for s in network_kernels(path, work)]
-    print(f"timing the {len(set(s.key() for s in specs))} kernels of {len(names)} measured networks", file=sys.stderr)
+    specs = [s for _, path in names_paths for s in network_kernels(path, work)]
+    print(f"timing the {len({s.key() for s in specs})} kernels of {len(names_paths)} measured networks", file=sys.stderr)
     with ProfileDB(work / f"kernels-{tag}-0.sqlite") as db:
         profile_kernels(specs, get_device("cpu-local"), db, schedule=timing["schedule"], progress=True,
                         repeats=timing["repeats"], min_repeat_ms=timing["min_repeat_ms"], statistic=timing["statistic"],
@@ -579,6 +572,19 @@ def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list
     data = json.loads(cache.read_text()) if cache.exists() else {}
     tag = timing_tag(timing)
     return {name: [data[k] for k in (f"tvm{r}:{tag}:{name}" for r in range(rounds)) if k in data] for name in names}
+
+
+def cached_measurements(work: Path, acc_nets, tv_nets, timm_nets, timing: dict, args) -> dict[str, list[dict]]:
+    """Every network's runs that the measuring stages have cached so far (networks without any left out)."""
+    measured = {k: v for k, v in cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing,
+                                              args.net_rounds).items() if v}
+    for cache in sorted(work.glob("measured-torchvision*.json")):
+        for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
+            if runs:
+                measured[name] = runs
+    measured.update({k: v for k, v in cached_runs(work / TIMM_CACHE, [n for n, _ in timm_nets], timing,
+                                                  args.tv_rounds).items() if v})
+    return measured
 
 
 def pass_agreement(passes: dict[str, list[float]]) -> dict:
@@ -850,7 +856,10 @@ def main() -> None:
                       args.net_rounds)
         return
     if args.stage == "network-kernels":
-        stage_network_kernels(acc_nets, paths, tv_nets, timm_nets, work, timing)
+        measured = cached_measurements(work, acc_nets, tv_nets, timm_nets, timing, args)
+        every = [(n, paths[n]) for n, *_ in acc_nets] + list(tv_nets) + list(timm_nets)
+        stage_network_kernels([(n, p) for n, p in every if any("error" not in r for r in measured.get(n, []))],
+                              work, timing)
         return
     if args.stage == "measure-timm":
         print(f"{len(timm_nets)} timm networks to measure; {len(timm_left_out)} left out", file=sys.stderr)
@@ -874,14 +883,7 @@ def main() -> None:
             measured.update(stage_measure(tv_nets, work, timing, args.tv_rounds, TV_CACHE))
             measured.update(stage_measure(timm_nets, work, timing, args.tv_rounds, TIMM_CACHE))
         else:  # the report alone: what the measuring stages have cached so far
-            measured = {k: v for k, v in cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing,
-                                                      args.net_rounds).items() if v}
-            for cache in sorted(work.glob("measured-torchvision*.json")):
-                for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
-                    if runs:
-                        measured[name] = runs
-            measured.update({k: v for k, v in cached_runs(work / TIMM_CACHE, [n for n, _ in timm_nets], timing,
-                                                          args.tv_rounds).items() if v})
+            measured = cached_measurements(work, acc_nets, tv_nets, timm_nets, timing, args)
         nets = [(name, paths[name], "zoo32") for name, *_ in acc_nets]
         nets += [(name, path, f"torchvision{name.rsplit('_', 1)[1]}") for name, path in tv_nets]
         nets += [(name, path, f"timm{TIMM_SIZE}") for name, path in timm_nets]

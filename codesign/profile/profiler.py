@@ -306,12 +306,10 @@ def profile_kernels(
     report.skipped = len(keys) - len(todo)
     t_start = time.perf_counter()
     trials_for = None
-    if todo and parse_schedule(schedule)[0] == "tuned" and trial_split == "flat":
-        trials_for = dict.fromkeys((s.key() for s in todo), tune_trials)
-        report.tune_trials = sum(trials_for.values())
-    elif todo and parse_schedule(schedule)[0] == "tuned":
-        trials_for = _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials,
-                                   tuning_dir, executor)
+    if todo and parse_schedule(schedule)[0] == "tuned":
+        trials_for = (dict.fromkeys((s.key() for s in todo), tune_trials) if trial_split == "flat" else
+                      _trial_budget(todo, device, db, repeats, min_repeat_ms, progress, statistic, tune_trials,
+                                    tuning_dir, executor))
         report.tune_trials = sum(trials_for.values())
     if todo:
         _profile_tvm(todo, device, db, schedule, repeats, min_repeat_ms, tuning_dir, progress, report,
