@@ -526,11 +526,21 @@ def stage_adaptive(args, work: Path, exclude: set[str]) -> dict:
     return report.to_dict()
 
 
+def seed_cache(seed: int) -> str:
+    """The cache of the networks tuned with MetaSchedule seed ``seed`` into a fresh folder (``--tuning-seed``)."""
+    return f"measured-seed{seed}.json"
+
+
 def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
-                  cache_name: str = "measured.json") -> dict[str, list[dict]]:
+                  cache_name: str = "measured.json", tuning_seed: int | None = None) -> dict[str, list[dict]]:
     """Whole-network measurements as ``codesign measure`` takes them (cached in work/<cache_name>;
-    a failure is cached as its error)."""
+    a failure is cached as its error). With ``tuning_seed``, tuned into a folder of that seed's
+    own (``networks-<timing>-seed<N>.tuning``), cached in ``seed_cache(N)``."""
     device = get_device("cpu-local")
+    tuning_dir = work / f"networks-{timing_tag(timing)}.tuning"
+    if tuning_seed is not None:
+        tuning_dir = work / f"networks-{timing_tag(timing)}-seed{tuning_seed}.tuning"
+        cache_name = seed_cache(tuning_seed)
     cache = work / cache_name
     out = {}
     for name, path in names_paths:
@@ -542,7 +552,7 @@ def stage_measure(names_paths, work: Path, timing: dict, net_rounds: int,
                     # from the sampled kernels' tuning records.
                     return measure_network(path, device, timing["schedule"], timing["repeats"],
                                            timing["min_repeat_ms"], name=name, statistic=timing["statistic"],
-                                           tuning_dir=str(work / f"networks-{timing_tag(timing)}.tuning"),
+                                           tuning_dir=str(tuning_dir), tuning_seed=tuning_seed or 0,
                                            progress=timing["schedule"] != "untuned").to_dict()
                 except Exception as exc:  # an op TVM cannot import: recorded, left out
                     return {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
@@ -600,6 +610,47 @@ def pass_agreement(passes: dict[str, list[float]]) -> dict:
     return {"items": int(len(change)), "within_5pct": float(np.mean(change <= 0.05)),
             "within_10pct": float(np.mean(change <= 0.10)), "median_change": float(np.median(change)),
             "kendall_tau": float(kendalltau(pairs[:, 0], pairs[:, 1])[0]) if len(pairs) > 1 else None}
+
+
+def tuning_luck(work: Path, rows: list[dict], pred, statistic: str) -> dict | None:
+    """Under a tuned policy, how much of a network's latency is MetaSchedule's luck: the networks
+    tuned again with other seeds into fresh folders (``--stage measure-zoo --tuning-seed N``),
+    against the measurement the predictions are judged by (seed 0).
+
+    ``seed_pairs``: how alike two tunings of the same networks are (within ±10 % of each other).
+    ``measured_near_seed_mean``: the share of networks whose judged measurement lies within
+    ±10 % of the geometric mean of their other tunings: about the best a predictor that knows a
+    network's expected tuned latency exactly, and not the luck of seed 0, could score.
+    ``predicted_against_seed_mean``: the never-profiled predictions judged against the geometric
+    mean of every tuning of a network instead of seed 0 alone."""
+    runs = {}
+    for path in sorted(work.glob(seed_cache("*"))):
+        seed = path.stem.removeprefix("measured-seed")
+        for key, r in json.loads(path.read_text()).items():
+            if "error" not in r:
+                runs.setdefault(key.rsplit(":", 1)[1], {})[f"seed{seed}"] = r["latency_ms"]
+    if not runs:
+        return None
+    seeds = sorted({s for v in runs.values() for s in v})
+    idx = [i for i, r in enumerate(rows) if all(s in runs.get(r["name"], {}) for s in seeds)]
+    if not idx:
+        return {"seeds": seeds, "networks": 0}
+    judged = np.array([rows[i]["measured_ms"] for i in idx])
+    others = np.array([[runs[rows[i]["name"]][s] for s in seeds] for i in idx])
+    every = np.column_stack([judged, others])
+    names = ["judged (seed 0)"] + seeds
+    pairs = {}
+    for a in range(every.shape[1]):
+        for b in range(a + 1, every.shape[1]):
+            pairs[f"{names[a]} vs {names[b]}"] = pass_agreement({i: [every[i, a], every[i, b]] for i in range(len(idx))})
+    spread = every.max(axis=1) / every.min(axis=1)
+    return {
+        "seeds": seeds, "networks": len(idx), "seed_pairs": pairs,
+        "max_over_min_median": float(np.median(spread)), "max_over_min_p90": float(np.quantile(spread, 0.9)),
+        "measured_near_seed_mean": accuracy(np.exp(np.log(others).mean(axis=1)), judged),
+        "predicted_against_seed_mean": accuracy(np.asarray(pred)[idx], np.exp(np.log(every).mean(axis=1))),
+        "predicted_against_judged": accuracy(np.asarray(pred)[idx], judged),
+    }
 
 
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
@@ -738,8 +789,9 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
             again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
                                                                    ok_only=True)}
         retest["network_kernels"] = pass_agreement({k: [v, again[k]] for k, v in kmeas.items() if k in again})
+    luck = tuning_luck(work, rows, pred, args.statistic)
     return {
-        "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest,
+        "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest, "tuning_luck": luck,
         "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
         "accuracy": {"kernel_type": accuracy(pred, meas), "gbdt_same_samples": accuracy(pred_gbdt, meas),
                      "flops_proxy": accuracy(flops_pred, meas),
@@ -792,6 +844,9 @@ def main() -> None:
                     help="schedule policy of the never-profiled stages (adaptive, measure-*, never-profiled): "
                          "untuned (default) or tuned (MetaSchedule, as `codesign profile`/`measure` tune on a CPU; "
                          "caches and databases of their own). The profiled-mode comparison is untuned only")
+    ap.add_argument("--tuning-seed", type=int, default=None, metavar="N",
+                    help="--stage measure-zoo --schedule tuned: tune the networks with MetaSchedule seed N into a "
+                         "fresh folder of that seed's (the report's tuning_luck compares the seeds)")
     ap.add_argument("--zoo-nets", nargs="+", default=None, metavar="NAME",
                     help="--stage measure-zoo: measure only these of the networks written here (default all)")
     ap.add_argument("--no-real-shapes", action="store_true",
@@ -811,6 +866,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
+    if args.tuning_seed is not None and (args.schedule == "untuned" or args.stage != "measure-zoo"):
+        ap.error("--tuning-seed goes with --stage measure-zoo --schedule tuned")
+    if args.tuning_seed is not None and not 0 <= args.tuning_seed < 2**31:
+        ap.error(f"--tuning-seed must be in [0, 2^31), got {args.tuning_seed}")
     if args.schedule != "untuned" and args.stage in ("all", "profiled"):
         ap.error(f"--schedule {args.schedule} goes with the never-profiled stages (adaptive, measure-zoo, "
                  "measure-torchvision, measure-timm, never-profiled); the profiled-mode comparison is untuned")
@@ -853,7 +912,7 @@ def main() -> None:
         if unknown:
             ap.error(f"--zoo-nets: unknown network(s) {', '.join(unknown)}; known: {', '.join(names)}")
         stage_measure([(n, paths[n]) for n in names if args.zoo_nets is None or n in args.zoo_nets], work, timing,
-                      args.net_rounds)
+                      args.net_rounds, tuning_seed=args.tuning_seed)
         return
     if args.stage == "network-kernels":
         measured = cached_measurements(work, acc_nets, tv_nets, timm_nets, timing, args)

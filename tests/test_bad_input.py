@@ -383,6 +383,7 @@ CASES = [
     ("measure-predict-with-newer", ["measure", "{net.onnx}", "--predict-with", "{model-v99.json}"], "format version 99"),
     ("measure-tuning-dir-file", ["measure", "{net.onnx}", "--tuning-dir", "{text.txt}"], "is a file"),
     ("measure-tune-trials-zero", ["measure", "{net.onnx}", "--tune-trials", "0"], "--tune-trials must be >= 1"),
+    ("measure-tuning-seed-negative", ["measure", "{net.onnx}", "--tuning-seed", "-1"], "--tuning-seed must be an integer"),
     # -- codesign calibrate
     ("calibrate-from-missing", ["calibrate", "--from", "{nothing.json}", "--table", "{table-neg.csv}", "--as", "x"], "no cost model"),
     ("calibrate-from-truncated", ["calibrate", "--from", "{model-trunc.json}", "--table", "{table-neg.csv}", "--as", "x"], "not a codesign cost model"),

@@ -341,3 +341,30 @@ def test_a_network_compiles_from_its_profiled_kernels_records_without_tuning(tmp
     # workload than the GlobalAveragePool it is profiled as. Every fused kernel compiles from a record.
     assert records() - before <= 2
     assert m.tuned_kernels == m.fused_kernels == 10
+
+
+def test_the_tuning_seed_changes_the_schedules_drawn_and_is_recorded(tmp_path):
+    """`measure --tuning-seed`: MetaSchedule draws other schedules for the same kernels under
+    another seed (into a fresh tuning folder), the same ones under the same seed, and the
+    measurement says which seed tuned it."""
+    import torch
+
+    from codesign.graph import export_onnx
+    from codesign.profile.measure import measure_network
+    from codesign.profile.tuning import meta_schedule
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    proto = export_onnx(net, (1, 8, 12, 12))
+    dev = Device(name="cpu-test", target={"kind": "llvm", "num-cores": 1})
+    ms = meta_schedule()
+
+    def traces(seed, folder):
+        m = measure_network(proto, dev, "tuned", repeats=1, min_repeat_ms=0, tuning_dir=str(tmp_path / folder),
+                            onnxruntime=False, tune_trials=3, tuning_seed=seed)
+        assert m.tuning_seed == seed and m.tuned_kernels == m.fused_kernels >= 1
+        recs = ms.database.JSONDatabase(work_dir=str(tmp_path / folder)).get_all_tuning_records()
+        return sorted(str(r.trace) for r in recs)
+
+    first = traces(0, "a")
+    assert traces(0, "b") == first
+    assert traces(1, "c") != first

@@ -109,6 +109,9 @@ def register(sub) -> None:
     m.add_argument("--tuning-dir", default=None, help="MetaSchedule database kept and reused across runs "
                    "(default: the one beside the default profile database, shared with `codesign profile`)")
     add_tune_trials_flag(m)
+    m.add_argument("--tuning-seed", type=int, default=0, metavar="N",
+                   help="seed of MetaSchedule's search for kernels without a record (default 0); another seed "
+                        "into a fresh --tuning-dir shows how much of a tuned latency is the search's luck")
     m.add_argument("--repeats", type=int, default=10, help="timed repeats (default 10)")
     m.add_argument("--min-repeat-ms", type=float, default=50.0, help="minimum duration of one repeat in ms (default 50)")
     m.add_argument("--no-onnxruntime", action="store_true", help="do not time onnxruntime beside TVM")
@@ -405,6 +408,8 @@ def _measure(args) -> int:
     device = get_device(args.device)
     args.schedule = check_settings(device, args.schedule, args.repeats, args.min_repeat_ms, statistic=args.statistic,
                                    tune_trials=args.tune_trials)
+    if not 0 <= args.tuning_seed < 2**31:
+        raise CodesignError(f"--tuning-seed must be an integer in [0, 2^31), got {args.tuning_seed}")
     for path in args.models:
         load_model(input_file(path, "ONNX file"))  # every network is readable before the first is compiled
     cost_model = (load_cost_model(args.predict_with, device=device.name, schedule=args.schedule)
@@ -426,7 +431,8 @@ def _measure(args) -> int:
             continue
         r = measure_network(path, device, args.schedule, args.repeats, args.min_repeat_ms, args.tuning_dir,
                             onnxruntime=not args.no_onnxruntime, statistic=args.statistic,
-                            tune_trials=args.tune_trials, progress=not args.no_progress).to_dict()
+                            tune_trials=args.tune_trials, progress=not args.no_progress,
+                            tuning_seed=args.tuning_seed).to_dict()
         r["model"] = path
         results.append(r)
         if table is not None:

@@ -72,6 +72,8 @@ class NetworkMeasurement:
     # tuning record (a kernel whose every candidate failed to build stays untuned).
     tuned_kernels: int | None = None
     fused_kernels: int | None = None
+    # Under a tuned policy, the seed of MetaSchedule's search for the kernels it tuned in this run.
+    tuning_seed: int | None = None
     # Energy per inference from a counter read around a loop of runs (RAPL on a CPU, NVML on an
     # NVIDIA GPU) where the device's energy source is such a counter and reads here; else None.
     energy_mj: float | None = None
@@ -208,11 +210,13 @@ def _finish(mod, target):
 
 
 def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | None = None,
-                    tune_trials: int = DEFAULT_TUNE_TRIALS, progress: bool = False):
+                    tune_trials: int = DEFAULT_TUNE_TRIALS, progress: bool = False, tuning_seed: int = 0):
     """Compile a Relax module under a schedule policy.
 
     Args:
         tune_trials: under ``tuned``, MetaSchedule trials for each kernel without a record.
+        tuning_seed: the seed of MetaSchedule's search for kernels without a record (the
+            schedules it draws); a record already in ``tuning_dir`` is used whatever its seed.
         progress: under a tuned policy, say on stderr what is tuned.
 
     Returns:
@@ -230,7 +234,7 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
         mod = _fused(mod, target)
         if kind in ("tuned", "metaschedule"):
             executable, tuned, fused = _tune(mod, target, trials if kind == "metaschedule" else tune_trials,
-                                             tuning_dir, schedule, progress)
+                                             tuning_dir, schedule, progress, tuning_seed)
             return executable, (tuned, fused)
         if kind == "dlight":
             mod = _dlight(mod, target)
@@ -242,7 +246,8 @@ def compile_network(mod, target, schedule: str = "untuned", tuning_dir: str | No
         raise CodesignError(f"TVM could not compile the network: {lines[0] if lines else type(exc).__name__}") from exc
 
 
-def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progress: bool = False):
+def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progress: bool = False,
+          tuning_seed: int = 0):
     """Tune every fused kernel of ``mod`` (``trials`` each) and compile ``mod`` with the best records.
 
     The records are applied to the very module the tasks came from. ``compile_relax`` would fuse
@@ -262,10 +267,10 @@ def _tune(mod, target, trials: int, tuning_dir: str | None, schedule: str, progr
         raise CodesignError("MetaSchedule tuning needs a tuning directory (--tuning-dir)")
     os.makedirs(tuning_dir, exist_ok=True)
     with locked(tuning_dir):
-        return _tune_locked(mod, target, trials, tuning_dir, schedule, progress)
+        return _tune_locked(mod, target, trials, tuning_dir, schedule, progress, tuning_seed)
 
 
-def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progress: bool):
+def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progress: bool, tuning_seed: int):
     import logging
 
     import tvm
@@ -290,7 +295,7 @@ def _tune_locked(mod, target, trials: int, tuning_dir: str, schedule: str, progr
               f"the others compile from records in {tuning_dir})", file=sys.stderr, flush=True)
     if todo:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            todo, tuning_dir, strategy="evolutionary" if evolutionary else "replay-trace", seed=0)
+            todo, tuning_dir, strategy="evolutionary" if evolutionary else "replay-trace", seed=tuning_seed)
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=tuning_dir, max_trials_global=trials * len(todo),
             max_trials_per_task=trials, num_trials_per_iter=min(trials, 16), builder=in_process_builder(ms),
@@ -370,6 +375,7 @@ def measure_network(
     model, device, schedule: str | None = None, repeats: int = 10, min_repeat_ms: float = 50.0,
     tuning_dir: str | None = None, onnxruntime: bool = True, seed: int = 0, name: str | None = None,
     statistic: str = DEFAULT_STATISTIC, tune_trials: int = DEFAULT_TUNE_TRIALS, progress: bool = False,
+    tuning_seed: int = 0,
 ) -> NetworkMeasurement:
     """Compile and time a whole network with TVM on ``device`` (and onnxruntime beside it).
 
@@ -384,6 +390,8 @@ def measure_network(
         tuning_dir: MetaSchedule database of the tuned policies (kept and reused); None: the one
             beside the default profile database.
         tune_trials: under ``tuned``, MetaSchedule trials for each kernel without a record.
+        tuning_seed: the seed of MetaSchedule's search for those kernels (0 by default; another
+            seed, into another ``tuning_dir``, shows how much of the tuned latency is the search's luck).
         onnxruntime: also time onnxruntime on this host (local devices only).
         progress: say on stderr what is being tuned.
 
@@ -420,7 +428,7 @@ def measure_network(
     mod, proto = relax_module(model)
     target = device.tvm_target()
     t0 = time.perf_counter()
-    executable, tuned = compile_network(mod, target, schedule, tuning_dir, tune_trials, progress)
+    executable, tuned = compile_network(mod, target, schedule, tuning_dir, tune_trials, progress, tuning_seed)
     compile_s = time.perf_counter() - t0
     feeds = random_inputs(proto, seed)
     if device.rpc is None:
@@ -453,6 +461,7 @@ def measure_network(
     )
     if tuned is not None:
         result.tuned_kernels, result.fused_kernels = tuned
+        result.tuning_seed = tuning_seed
     if device.rpc is None:
         result.energy_mj, result.energy_source = _counter_energy(device, vm, dev, args, latency_ms)
     if onnxruntime and device.rpc is None:
