@@ -617,7 +617,8 @@ def tuning_luck(work: Path, rows: list[dict], pred, statistic: str) -> dict | No
     tuned again with other seeds into fresh folders (``--stage measure-zoo --tuning-seed N``),
     against the measurement the predictions are judged by (seed 0).
 
-    ``seed_pairs``: how alike two tunings of the same networks are (within ±10 % of each other).
+    ``seed_pairs``: how alike two tunings of the same networks are (within ±10 % of each other);
+    seed 0 tuned again into a fresh folder is the judged tuning repeated, and only compared here.
     ``measured_near_seed_mean``: the share of networks whose judged measurement lies within
     ±10 % of the geometric mean of their other tunings: about the best a predictor that knows a
     network's expected tuned latency exactly, and not the luck of seed 0, could score.
@@ -636,19 +637,25 @@ def tuning_luck(work: Path, rows: list[dict], pred, statistic: str) -> dict | No
     if not idx:
         return {"seeds": seeds, "networks": 0}
     judged = np.array([rows[i]["measured_ms"] for i in idx])
-    others = np.array([[runs[rows[i]["name"]][s] for s in seeds] for i in idx])
-    every = np.column_stack([judged, others])
+    tuned = np.array([[runs[rows[i]["name"]][s] for s in seeds] for i in idx])
+    every = np.column_stack([judged, tuned])
     names = ["judged (seed 0)"] + seeds
     pairs = {}
     for a in range(every.shape[1]):
         for b in range(a + 1, every.shape[1]):
             pairs[f"{names[a]} vs {names[b]}"] = pass_agreement({i: [every[i, a], every[i, b]] for i in range(len(idx))})
-    spread = every.max(axis=1) / every.min(axis=1)
+    # Seed 0 tuned again (a fresh folder) is a retest of the judged tuning, not another draw: the
+    # means are over the judged measurement and the other seeds.
+    other = every[:, [c for c, n in enumerate(names) if n not in ("judged (seed 0)", "seed0")]]
+    if not other.shape[1]:
+        return {"seeds": seeds, "networks": len(idx), "seed_pairs": pairs}
+    draws = np.column_stack([judged, other])
+    spread = draws.max(axis=1) / draws.min(axis=1)
     return {
         "seeds": seeds, "networks": len(idx), "seed_pairs": pairs,
         "max_over_min_median": float(np.median(spread)), "max_over_min_p90": float(np.quantile(spread, 0.9)),
-        "measured_near_seed_mean": accuracy(np.exp(np.log(others).mean(axis=1)), judged),
-        "predicted_against_seed_mean": accuracy(np.asarray(pred)[idx], np.exp(np.log(every).mean(axis=1))),
+        "measured_near_seed_mean": accuracy(np.exp(np.log(other).mean(axis=1)), judged),
+        "predicted_against_seed_mean": accuracy(np.asarray(pred)[idx], np.exp(np.log(draws).mean(axis=1))),
         "predicted_against_judged": accuracy(np.asarray(pred)[idx], judged),
     }
 
