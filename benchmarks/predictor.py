@@ -586,7 +586,8 @@ def cached_runs(cache: Path, names, timing: dict, rounds: int) -> dict[str, list
 
 def cached_measurements(work: Path, acc_nets, tv_nets, timm_nets, timing: dict, args) -> dict[str, list[dict]]:
     """Every network's runs that the measuring stages have cached so far (networks without any left out)."""
-    measured = {k: v for k, v in cached_runs(work / "measured.json", [name for name, *_ in acc_nets], timing,
+    zoo_cache = work / ("measured.json" if args.judge_seed is None else seed_cache(args.judge_seed))
+    measured = {k: v for k, v in cached_runs(zoo_cache, [name for name, *_ in acc_nets], timing,
                                               args.net_rounds).items() if v}
     for cache in sorted(work.glob("measured-torchvision*.json")):
         for name, runs in cached_runs(cache, [name for name, _ in tv_nets], timing, args.tv_rounds).items():
@@ -612,24 +613,28 @@ def pass_agreement(passes: dict[str, list[float]]) -> dict:
             "kendall_tau": float(kendalltau(pairs[:, 0], pairs[:, 1])[0]) if len(pairs) > 1 else None}
 
 
-def tuning_luck(work: Path, rows: list[dict], pred, statistic: str) -> dict | None:
+def tuning_luck(work: Path, rows: list[dict], pred, judge_seed: int | None) -> dict | None:
     """Under a tuned policy, how much of a network's latency is MetaSchedule's luck: the networks
-    tuned again with other seeds into fresh folders (``--stage measure-zoo --tuning-seed N``),
-    against the measurement the predictions are judged by (seed 0).
+    tuned with other seeds into fresh folders (``--stage measure-zoo --tuning-seed N``), against
+    the measurement the predictions are judged by (``measured.json``, seed 0, or with
+    ``--judge-seed N`` that seed's).
 
-    ``seed_pairs``: how alike two tunings of the same networks are (within ±10 % of each other);
-    seed 0 tuned again into a fresh folder is the judged tuning repeated, and only compared here.
+    ``seed_pairs``: how alike two tunings of the same networks are (within ±10 % of each other;
+    seed 0 tuned again into a fresh folder is the first seed-0 tuning repeated).
     ``measured_near_seed_mean``: the share of networks whose judged measurement lies within
-    ±10 % of the geometric mean of their other tunings: about the best a predictor that knows a
-    network's expected tuned latency exactly, and not the luck of seed 0, could score.
-    ``predicted_against_seed_mean``: the never-profiled predictions judged against the geometric
-    mean of every tuning of a network instead of seed 0 alone."""
+    ±10 % of the geometric mean of their tunings with the other seeds: about the best a predictor
+    that knew a network's typical tuned latency exactly, but not the luck of the judged seed,
+    could score. ``predicted_against_seed_mean``: the predictions judged against the geometric
+    mean of the judged measurement and the other seeds' instead."""
+    judged_seed = 0 if judge_seed is None else judge_seed
     runs = {}
     for path in sorted(work.glob(seed_cache("*"))):
-        seed = path.stem.removeprefix("measured-seed")
+        seed = int(path.stem.removeprefix("measured-seed"))
+        if judge_seed is not None and seed == judge_seed:
+            continue  # the judged measurement itself
         for key, r in json.loads(path.read_text()).items():
             if "error" not in r:
-                runs.setdefault(key.rsplit(":", 1)[1], {})[f"seed{seed}"] = r["latency_ms"]
+                runs.setdefault(key.rsplit(":", 1)[1], {})[seed] = r["latency_ms"]
     if not runs:
         return None
     seeds = sorted({s for v in runs.values() for s in v})
@@ -637,27 +642,22 @@ def tuning_luck(work: Path, rows: list[dict], pred, statistic: str) -> dict | No
     if not idx:
         return {"seeds": seeds, "networks": 0}
     judged = np.array([rows[i]["measured_ms"] for i in idx])
-    tuned = np.array([[runs[rows[i]["name"]][s] for s in seeds] for i in idx])
-    every = np.column_stack([judged, tuned])
-    names = ["judged (seed 0)"] + seeds
+    every = np.column_stack([judged] + [[runs[rows[i]["name"]][s] for i in idx] for s in seeds])
+    names = [f"judged (seed {judged_seed})"] + [f"seed {s}" + (" again" if s == judged_seed else "") for s in seeds]
     pairs = {}
     for a in range(every.shape[1]):
         for b in range(a + 1, every.shape[1]):
             pairs[f"{names[a]} vs {names[b]}"] = pass_agreement({i: [every[i, a], every[i, b]] for i in range(len(idx))})
-    # Seed 0 tuned again (a fresh folder) is a retest of the judged tuning, not another draw: the
-    # means are over the judged measurement and the other seeds.
-    other = every[:, [c for c, n in enumerate(names) if n not in ("judged (seed 0)", "seed0")]]
-    if not other.shape[1]:
-        return {"seeds": seeds, "networks": len(idx), "seed_pairs": pairs}
-    draws = np.column_stack([judged, other])
-    spread = draws.max(axis=1) / draws.min(axis=1)
-    return {
-        "seeds": seeds, "networks": len(idx), "seed_pairs": pairs,
-        "max_over_min_median": float(np.median(spread)), "max_over_min_p90": float(np.quantile(spread, 0.9)),
-        "measured_near_seed_mean": accuracy(np.exp(np.log(other).mean(axis=1)), judged),
-        "predicted_against_seed_mean": accuracy(np.asarray(pred)[idx], np.exp(np.log(draws).mean(axis=1))),
-        "predicted_against_judged": accuracy(np.asarray(pred)[idx], judged),
-    }
+    out = {"judged_seed": judged_seed, "seeds": seeds, "networks": len(idx), "seed_pairs": pairs}
+    other = every[:, [1 + c for c, s in enumerate(seeds) if s != judged_seed]]
+    if other.shape[1]:
+        draws = np.column_stack([judged, other])
+        spread = draws.max(axis=1) / draws.min(axis=1)
+        out.update(max_over_min_median=float(np.median(spread)), max_over_min_p90=float(np.quantile(spread, 0.9)),
+                   measured_near_seed_mean=accuracy(np.exp(np.log(other).mean(axis=1)), judged),
+                   predicted_against_seed_mean=accuracy(np.asarray(pred)[idx], np.exp(np.log(draws).mean(axis=1))),
+                   predicted_against_judged=accuracy(np.asarray(pred)[idx], judged))
+    return out
 
 
 def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured: dict, bench_kernels_db: Path) -> dict:
@@ -796,7 +796,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
             again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
                                                                    ok_only=True)}
         retest["network_kernels"] = pass_agreement({k: [v, again[k]] for k, v in kmeas.items() if k in again})
-    luck = tuning_luck(work, rows, pred, args.statistic)
+    luck = tuning_luck(work, rows, pred, args.judge_seed)
     return {
         "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest, "tuning_luck": luck,
         "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
@@ -854,6 +854,9 @@ def main() -> None:
     ap.add_argument("--tuning-seed", type=int, default=None, metavar="N",
                     help="--stage measure-zoo --schedule tuned: tune the networks with MetaSchedule seed N into a "
                          "fresh folder of that seed's (the report's tuning_luck compares the seeds)")
+    ap.add_argument("--judge-seed", type=int, default=None, metavar="N",
+                    help="--stage never-profiled --schedule tuned: judge the zoo's predictions by the networks "
+                         "tuned with seed N into a fresh folder (--stage measure-zoo --tuning-seed N)")
     ap.add_argument("--zoo-nets", nargs="+", default=None, metavar="NAME",
                     help="--stage measure-zoo: measure only these of the networks written here (default all)")
     ap.add_argument("--no-real-shapes", action="store_true",
@@ -875,6 +878,8 @@ def main() -> None:
     work = Path(args.work)
     if args.tuning_seed is not None and (args.schedule == "untuned" or args.stage != "measure-zoo"):
         ap.error("--tuning-seed goes with --stage measure-zoo --schedule tuned")
+    if args.judge_seed is not None and (args.schedule == "untuned" or args.stage != "never-profiled"):
+        ap.error("--judge-seed goes with --stage never-profiled --schedule tuned")
     if args.tuning_seed is not None and not 0 <= args.tuning_seed < 2**31:
         ap.error(f"--tuning-seed must be in [0, 2^31), got {args.tuning_seed}")
     if args.schedule != "untuned" and args.stage in ("all", "profiled"):
@@ -961,7 +966,9 @@ def main() -> None:
                    timm_left_out=timm_left_out,
                    adaptive_state=(json.loads(adaptive_state_path(work, timing).read_text())["rounds"][-1]
                                    if adaptive_state_path(work, timing).exists() else None))
-        (work / f"never_profiled{schedule_suffix(timing)}.json").write_text(json.dumps(res, indent=2))
+        judged = "" if args.judge_seed is None else f"-judged-seed{args.judge_seed}"
+        res["zoo_judged_by"] = "measured.json" if args.judge_seed is None else seed_cache(args.judge_seed)
+        (work / f"never_profiled{schedule_suffix(timing)}{judged}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps({k: v for k, v in res.items() if k != "per_network"}, indent=2))
         if args.stage == "never-profiled":
             return
