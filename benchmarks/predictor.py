@@ -53,7 +53,10 @@ kernels of a network it holds no records of; ``-flat`` in the file names), netwo
 measure-zoo [--zoo-nets ...]``, ``measure-torchvision``, ``measure-timm``) into
 ``networks-<timing>-tuned.tuning``, both apart from the untuned caches; ``--stage network-kernels``
 then tunes and times each measured network's kernels alone, as the samples are (the kernel-level
-table's truth); the report is ``never_profiled-tuned.json``.
+table's truth); the report is ``never_profiled-tuned.json``. ``--stage measure-zoo --tuning-seed N``
+tunes the zoo again with MetaSchedule seed N into a fresh folder; the report's ``tuning_luck``
+then says how alike the seeds' tunings are, and ``--judge-seed N`` judges the predictions by
+that seed's tuning (``never_profiled-tuned-judged-seedN.json``).
 
 Calibration: the "new device" is onnxruntime (1 thread) on this CPU; the base is the profiled
 cpu-local model. For N in 5, 10, 20, 50 random networks (10 draws each), ``calibrate`` is fitted on
