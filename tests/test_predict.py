@@ -960,6 +960,29 @@ def test_predictor_benchmark_keeps_tuned_caches_apart_from_untuned_ones(tmp_path
     assert seen["trial_split"] == "flat"
 
 
+def test_predictor_benchmark_tells_the_tuners_luck_from_a_retest(tmp_path):
+    """tuning_luck: seed 0 tuned again is compared but is no other draw; the ceiling is the judged
+    measurement against the geometric mean of the other seeds; --judge-seed N leaves N's file out."""
+    bench = load_benchmark("predictor")
+    rows = [{"name": n, "measured_ms": m} for n, m in (("a", 1.0), ("b", 2.0), ("c", 4.0))]
+    for seed, vals in ((0, (1.02, 2.0, 4.0)), (1, (1.21, 2.42, 3.9)), (2, (0.81, 1.62, 4.1))):
+        (tmp_path / bench.seed_cache(seed)).write_text(json.dumps(
+            {f"tvm0:median-r10-m50-tuned:{n}": {"latency_ms": v} for n, v in zip("abc", vals)} |
+            {"tvm0:median-r10-m50-tuned:d": {"error": "no import"}}))
+    assert bench.tuning_luck(tmp_path / "none", rows, [1, 2, 4], None) is None
+    luck = bench.tuning_luck(tmp_path, rows, [1.0, 2.0, 4.0], None)
+    assert luck["judged_seed"] == 0 and luck["seeds"] == [0, 1, 2] and luck["networks"] == 3
+    assert luck["seed_pairs"]["judged (seed 0) vs seed 0 again"]["within_5pct"] == 1.0
+    assert luck["seed_pairs"]["seed 1 vs seed 2"]["within_10pct"] == pytest.approx(1 / 3)
+    # a and b: 1.21 * 0.81 = 0.98 (geometric mean 0.99 of 1.0), c: the mean of 3.9 and 4.1
+    assert luck["measured_near_seed_mean"]["within_5pct"] == 1.0
+    assert luck["max_over_min_median"] == pytest.approx(1.21 / 0.81)
+    judged1 = bench.tuning_luck(tmp_path, [dict(r, measured_ms=v) for r, v in zip(rows, (1.21, 2.42, 3.9))],
+                                [1.0, 2.0, 4.0], 1)
+    assert judged1["seeds"] == [0, 2] and "judged (seed 1) vs seed 0" in judged1["seed_pairs"]
+    assert judged1["predicted_against_judged"]["within_10pct"] == pytest.approx(1 / 3)
+
+
 def test_predictor_benchmark_keeps_timm_networks_by_kernel_type_and_flops(tmp_path, monkeypatch):
     from codesign.graph import onnx_kernels
     from codesign.kernelspec import kernel_flops
