@@ -328,6 +328,19 @@ def cached(path: Path, key: str, fn):
     return data[key]
 
 
+def bench_schedule(text: str) -> str:
+    """``--schedule``: untuned, tuned or metaschedule:N (N >= 1 trials per kernel)."""
+    from codesign.profile.schedules import parse_schedule
+
+    try:
+        kind, trials = parse_schedule(text)
+    except CodesignError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if kind not in ("untuned", "tuned", "metaschedule"):
+        raise argparse.ArgumentTypeError(f"{text!r}: untuned, tuned or metaschedule:N")
+    return text
+
+
 def timing_of(args) -> dict:
     """The timing settings of profiles and measurements (``codesign profile``/``measure``'s)."""
     return {"repeats": args.repeats, "min_repeat_ms": args.min_repeat_ms, "statistic": args.statistic,
@@ -616,7 +629,39 @@ def pass_agreement(passes: dict[str, list[float]]) -> dict:
             "kendall_tau": float(kendalltau(pairs[:, 0], pairs[:, 1])[0]) if len(pairs) > 1 else None}
 
 
-def tuning_luck(work: Path, rows: list[dict], pred, judge_seed: int | None) -> dict | None:
+def seed_runs(work: Path, tag: str, leave_out: int | None = None) -> dict[str, dict[int, float]]:
+    """{network: {seed: latency_ms}} of the networks tuned with ``--tuning-seed`` under timing ``tag``."""
+    runs: dict[str, dict[int, float]] = {}
+    for path in sorted(work.glob(seed_cache("*"))):
+        seed = int(path.stem.removeprefix("measured-seed"))
+        if seed == leave_out:
+            continue
+        for key, r in json.loads(path.read_text()).items():
+            if key.split(":")[1] == tag and "error" not in r:
+                runs.setdefault(key.rsplit(":", 1)[1], {})[seed] = r["latency_ms"]
+    return runs
+
+
+def seed_agreement(runs: dict[str, dict[int, float]]) -> dict:
+    """How alike the tunings of the same networks with different seeds are: every pair of seeds,
+    the spread of each network, and how often one tuning lies within ±10 % of the geometric mean
+    of the others (about the best a predictor that never tuned the network could do)."""
+    seeds = sorted({s for v in runs.values() for s in v})
+    names = sorted(n for n, v in runs.items() if all(s in v for s in seeds))
+    if len(seeds) < 2 or not names:
+        return {"seeds": seeds, "networks": len(names)}
+    lat = np.array([[runs[n][s] for s in seeds] for n in names])
+    pairs = {f"seed {seeds[a]} vs seed {seeds[b]}": pass_agreement({i: [lat[i, a], lat[i, b]] for i in range(len(names))})
+             for a in range(len(seeds)) for b in range(a + 1, len(seeds))}
+    near = [accuracy(np.exp(np.log(np.delete(lat, c, axis=1)).mean(axis=1)), lat[:, c]) for c in range(len(seeds))]
+    spread = lat.max(axis=1) / lat.min(axis=1)
+    return {"seeds": seeds, "networks": len(names), "seed_pairs": pairs,
+            "max_over_min_median": float(np.median(spread)), "max_over_min_p90": float(np.quantile(spread, 0.9)),
+            "near_other_seeds_mean_within_10pct": {f"seed {s}": float(a["within_10pct"]) for s, a in zip(seeds, near)},
+            "per_network_ms": {n: dict(zip(map(str, seeds), map(float, row))) for n, row in zip(names, lat)}}
+
+
+def tuning_luck(work: Path, rows: list[dict], pred, judge_seed: int | None, tag: str) -> dict | None:
     """Under a tuned policy, how much of a network's latency is MetaSchedule's luck: the networks
     tuned with other seeds into fresh folders (``--stage measure-zoo --tuning-seed N``), against
     the measurement the predictions are judged by (``measured.json``, seed 0, or with
@@ -630,14 +675,7 @@ def tuning_luck(work: Path, rows: list[dict], pred, judge_seed: int | None) -> d
     could score. ``predicted_against_seed_mean``: the predictions judged against the geometric
     mean of the judged measurement and the other seeds' instead."""
     judged_seed = 0 if judge_seed is None else judge_seed
-    runs = {}
-    for path in sorted(work.glob(seed_cache("*"))):
-        seed = int(path.stem.removeprefix("measured-seed"))
-        if judge_seed is not None and seed == judge_seed:
-            continue  # the judged measurement itself
-        for key, r in json.loads(path.read_text()).items():
-            if "error" not in r:
-                runs.setdefault(key.rsplit(":", 1)[1], {})[seed] = r["latency_ms"]
+    runs = seed_runs(work, tag, leave_out=judge_seed)  # (the judged measurement itself left out)
     if not runs:
         return None
     seeds = sorted({s for v in runs.values() for s in v})
@@ -799,7 +837,7 @@ def never_profiled(args, work: Path, nets: list[tuple[str, Path, str]], measured
             again = {m.kernel_key: m.latency_ms for m in db.query(device="cpu-local", schedule=timing["schedule"],
                                                                    ok_only=True)}
         retest["network_kernels"] = pass_agreement({k: [v, again[k]] for k, v in kmeas.items() if k in again})
-    luck = tuning_luck(work, rows, pred, args.judge_seed)
+    luck = tuning_luck(work, rows, pred, args.judge_seed, timing_tag(timing))
     return {
         "networks": len(rows), "train_kernels": len(train), "measurement_retest": retest, "tuning_luck": luck,
         "adaptive_kernels_dropped_as_network_kernels": len(records) - len(train),
@@ -841,18 +879,20 @@ def main() -> None:
     ap.add_argument("--per-space", type=int, default=4, help="architectures sampled from each search space")
     ap.add_argument("--stage", default="all", choices=["all", "profiled", "adaptive", "measure-torchvision",
                                                          "never-profiled", "measure-timm", "measure-zoo", "time-keys",
-                                                         "network-kernels"],
+                                                         "network-kernels", "tuning-luck"],
                     help="run one part only (each resumes from the caches in --work): the profiled-mode "
                          "comparison; adaptive sampling; torchvision network measurements; the never-profiled "
                          "report; timm network measurements (benchmarks/export_timm.py's, at 64x64); the "
                          "measured networks' own kernels timed alone (tuned: tuned as the samples are), the "
-                         "truth of the never-profiled report's per-type kernel table")
+                         "truth of the never-profiled report's per-type kernel table; how alike the zoo's "
+                         "tunings with different --tuning-seed are")
     ap.add_argument("--adaptive-budget", type=int, default=2800,
                     help="kernels adaptive sampling profiles (default 2800; docs/predict.md, \"Samples around real "
                          "networks' kernels\", for what more kernels gave)")
-    ap.add_argument("--schedule", default="untuned", choices=["untuned", "tuned"],
+    ap.add_argument("--schedule", default="untuned", type=bench_schedule,
                     help="schedule policy of the never-profiled stages (adaptive, measure-*, never-profiled): "
                          "untuned (default) or tuned (MetaSchedule, as `codesign profile`/`measure` tune on a CPU; "
+                         "metaschedule:N, N trials per kernel, for --stage measure-zoo and tuning-luck only; "
                          "caches and databases of their own). The profiled-mode comparison is untuned only")
     ap.add_argument("--tuning-seed", type=int, default=None, metavar="N",
                     help="--stage measure-zoo --schedule tuned: tune the networks with MetaSchedule seed N into a "
@@ -879,8 +919,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     work = Path(args.work)
+    if args.schedule.startswith("metaschedule") and args.stage not in ("measure-zoo", "tuning-luck"):
+        ap.error(f"--schedule {args.schedule} goes with --stage measure-zoo and tuning-luck")
     if args.tuning_seed is not None and (args.schedule == "untuned" or args.stage != "measure-zoo"):
-        ap.error("--tuning-seed goes with --stage measure-zoo --schedule tuned")
+        ap.error("--tuning-seed goes with --stage measure-zoo and a tuned --schedule")
     if args.judge_seed is not None and (args.schedule == "untuned" or args.stage != "never-profiled"):
         ap.error("--judge-seed goes with --stage never-profiled --schedule tuned")
     if args.tuning_seed is not None and not 0 <= args.tuning_seed < 2**31:
@@ -928,6 +970,13 @@ def main() -> None:
             ap.error(f"--zoo-nets: unknown network(s) {', '.join(unknown)}; known: {', '.join(names)}")
         stage_measure([(n, paths[n]) for n in names if args.zoo_nets is None or n in args.zoo_nets], work, timing,
                       args.net_rounds, tuning_seed=args.tuning_seed)
+        return
+    if args.stage == "tuning-luck":
+        res = seed_agreement({n: v for n, v in seed_runs(work, tag).items() if n in {name for name, *_ in acc_nets}})
+        res.update(benchmark="predictor:tuning-luck", schedule=timing["schedule"], hardware=hardware(),
+                   load_average_1_5_15=os.getloadavg())
+        write_json(work / f"tuning_luck{schedule_suffix(timing)}.json", res, indent=2)
+        print(json.dumps({k: v for k, v in res.items() if k != "per_network_ms"}, indent=2))
         return
     if args.stage == "network-kernels":
         measured = cached_measurements(work, acc_nets, tv_nets, timm_nets, timing, args)
