@@ -901,7 +901,7 @@ def main() -> None:
                     help="--stage never-profiled --schedule tuned: judge the zoo's predictions by the networks "
                          "tuned with seed N into a fresh folder (--stage measure-zoo --tuning-seed N)")
     ap.add_argument("--zoo-nets", nargs="+", default=None, metavar="NAME",
-                    help="--stage measure-zoo: measure only these of the networks written here (default all)")
+                    help="--stage measure-zoo (and tuning-luck): only these of the networks written here (default all)")
     ap.add_argument("--no-real-shapes", action="store_true",
                     help="adaptive sampling without the shipped real networks' kernels (as `codesign fit --adaptive "
                          "--no-real-shapes`)")
@@ -972,7 +972,8 @@ def main() -> None:
                       args.net_rounds, tuning_seed=args.tuning_seed)
         return
     if args.stage == "tuning-luck":
-        res = seed_agreement({n: v for n, v in seed_runs(work, tag).items() if n in {name for name, *_ in acc_nets}})
+        keep = set(args.zoo_nets or (name for name, *_ in acc_nets))
+        res = seed_agreement({n: v for n, v in seed_runs(work, tag).items() if n in keep})
         res.update(benchmark="predictor:tuning-luck", schedule=timing["schedule"], hardware=hardware(),
                    load_average_1_5_15=os.getloadavg())
         write_json(work / f"tuning_luck{schedule_suffix(timing)}.json", res, indent=2)
