@@ -976,7 +976,8 @@ def main() -> None:
         res = seed_agreement({n: v for n, v in seed_runs(work, tag).items() if n in keep})
         res.update(benchmark="predictor:tuning-luck", schedule=timing["schedule"], hardware=hardware(),
                    load_average_1_5_15=os.getloadavg())
-        write_json(work / f"tuning_luck{schedule_suffix(timing)}.json", res, indent=2)
+        subset = f"-{len(keep)}nets" if args.zoo_nets else ""
+        write_json(work / f"tuning_luck{schedule_suffix(timing)}{subset}.json", res, indent=2)
         print(json.dumps({k: v for k, v in res.items() if k != "per_network_ms"}, indent=2))
         return
     if args.stage == "network-kernels":
