@@ -897,6 +897,9 @@ def main() -> None:
     ap.add_argument("--tuning-seed", type=int, default=None, metavar="N",
                     help="--stage measure-zoo --schedule tuned: tune the networks with MetaSchedule seed N into a "
                          "fresh folder of that seed's (the report's tuning_luck compares the seeds)")
+    ap.add_argument("--kernels-of", choices=["all", "zoo"], default="all",
+                    help="--stage network-kernels: the kernels of every measured network (default) or of the "
+                         "zoo's only (the per-type table of the earlier runs)")
     ap.add_argument("--judge-seed", type=int, default=None, metavar="N",
                     help="--stage never-profiled --schedule tuned: judge the zoo's predictions by the networks "
                          "tuned with seed N into a fresh folder (--stage measure-zoo --tuning-seed N)")
@@ -982,7 +985,9 @@ def main() -> None:
         return
     if args.stage == "network-kernels":
         measured = cached_measurements(work, acc_nets, tv_nets, timm_nets, timing, args)
-        every = [(n, paths[n]) for n, *_ in acc_nets] + list(tv_nets) + list(timm_nets)
+        every = [(n, paths[n]) for n, *_ in acc_nets]
+        if args.kernels_of == "all":
+            every += list(tv_nets) + list(timm_nets)
         stage_network_kernels([(n, p) for n, p in every if any("error" not in r for r in measured.get(n, []))],
                               work, timing)
         return
