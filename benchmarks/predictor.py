@@ -433,6 +433,17 @@ TORCHVISION_NETS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d", "mobi
 
 TV_CACHE = "measured-torchvision.json"
 
+
+def tv_subset_cache(names) -> str:
+    """The cache of a measuring process given a subset of the torchvision networks: named after them,
+    or after a digest of them where the names would make too long a file name."""
+    joined = "-".join(names)
+    if len(joined) > 150:
+        import hashlib
+
+        joined = f"{len(names)}nets-{hashlib.sha256(joined.encode()).hexdigest()[:12]}"
+    return f"measured-torchvision-{joined}.json"
+
 # timm networks (benchmarks/export_timm.py: one per family, exported at 64x64), a set that shaped
 # none of the choices above: kept when every kernel is of a type the adaptive sampling covers and
 # their FLOPs are at most the largest evaluated torchvision network's (untuned TVM runs the larger
@@ -1001,7 +1012,7 @@ def main() -> None:
     if args.stage == "measure-torchvision":
         # One cache per set of networks, so that several measuring processes can run at once.
         stage_measure(tv_nets, work, timing, args.tv_rounds,
-                      TV_CACHE if args.tv_nets == list(TORCHVISION_NETS) else f"measured-torchvision-{'-'.join(args.tv_nets)}.json")
+                      TV_CACHE if args.tv_nets == list(TORCHVISION_NETS) else tv_subset_cache(args.tv_nets))
         return
     if args.stage in ("all", "never-profiled"):
         if args.stage == "all":
