@@ -981,6 +981,10 @@ def test_predictor_benchmark_tells_the_tuners_luck_from_a_retest(tmp_path):
                                 [1.0, 2.0, 4.0], 1)
     assert judged1["seeds"] == [0, 2] and "judged (seed 1) vs seed 0" in judged1["seed_pairs"]
     assert judged1["predicted_against_judged"]["within_10pct"] == pytest.approx(1 / 3)
+    # A measuring process's cache is named after its torchvision networks, within the file-name limit.
+    assert bench.tv_subset_cache(["resnet18", "googlenet"]) == "measured-torchvision-resnet18-googlenet.json"
+    many = bench.tv_subset_cache(list(bench.TORCHVISION_NETS)[::-1])
+    assert len(many) < 100 and many != bench.tv_subset_cache(list(bench.TORCHVISION_NETS)[1:])
 
 
 def test_predictor_benchmark_keeps_timm_networks_by_kernel_type_and_flops(tmp_path, monkeypatch):
