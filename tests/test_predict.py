@@ -968,9 +968,11 @@ def test_predictor_benchmark_tells_the_tuners_luck_from_a_retest(tmp_path):
     for seed, vals in ((0, (1.02, 2.0, 4.0)), (1, (1.21, 2.42, 3.9)), (2, (0.81, 1.62, 4.1))):
         (tmp_path / bench.seed_cache(seed)).write_text(json.dumps(
             {f"tvm0:median-r10-m50-tuned:{n}": {"latency_ms": v} for n, v in zip("abc", vals)} |
-            {"tvm0:median-r10-m50-tuned:d": {"error": "no import"}}))
-    assert bench.tuning_luck(tmp_path / "none", rows, [1, 2, 4], None) is None
-    luck = bench.tuning_luck(tmp_path, rows, [1.0, 2.0, 4.0], None)
+            {"tvm0:median-r10-m50-tuned:d": {"error": "no import"}} |
+            {f"tvm0:median-r10-m50-metaschedule32:{n}": {"latency_ms": 9.0} for n in "abc"}))  # another policy
+    tag = "median-r10-m50-tuned"
+    assert bench.tuning_luck(tmp_path / "none", rows, [1, 2, 4], None, tag) is None
+    luck = bench.tuning_luck(tmp_path, rows, [1.0, 2.0, 4.0], None, tag)
     assert luck["judged_seed"] == 0 and luck["seeds"] == [0, 1, 2] and luck["networks"] == 3
     assert luck["seed_pairs"]["judged (seed 0) vs seed 0 again"]["within_5pct"] == 1.0
     assert luck["seed_pairs"]["seed 1 vs seed 2"]["within_10pct"] == pytest.approx(1 / 3)
@@ -978,9 +980,14 @@ def test_predictor_benchmark_tells_the_tuners_luck_from_a_retest(tmp_path):
     assert luck["measured_near_seed_mean"]["within_5pct"] == 1.0
     assert luck["max_over_min_median"] == pytest.approx(1.21 / 0.81)
     judged1 = bench.tuning_luck(tmp_path, [dict(r, measured_ms=v) for r, v in zip(rows, (1.21, 2.42, 3.9))],
-                                [1.0, 2.0, 4.0], 1)
+                                [1.0, 2.0, 4.0], 1, tag)
     assert judged1["seeds"] == [0, 2] and "judged (seed 1) vs seed 0" in judged1["seed_pairs"]
     assert judged1["predicted_against_judged"]["within_10pct"] == pytest.approx(1 / 3)
+    # The seeds against each other (--stage tuning-luck), per policy.
+    assert bench.seed_runs(tmp_path, "median-r10-m50-metaschedule32") == {n: {0: 9.0, 1: 9.0, 2: 9.0} for n in "abc"}
+    agree = bench.seed_agreement(bench.seed_runs(tmp_path, tag))
+    assert agree["networks"] == 3 and agree["seed_pairs"]["seed 1 vs seed 2"]["within_10pct"] == pytest.approx(1 / 3)
+    assert "seed_pairs" not in bench.seed_agreement({"a": {1: 1.0}})
     # A measuring process's cache is named after its torchvision networks, within the file-name limit.
     assert bench.tv_subset_cache(["resnet18", "googlenet"]) == "measured-torchvision-resnet18-googlenet.json"
     many = bench.tv_subset_cache(list(bench.TORCHVISION_NETS)[::-1])
