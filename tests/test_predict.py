@@ -690,10 +690,11 @@ def _irregular_ms(spec: KernelSpec) -> float:
     return _law_ms(spec) * (1.6 if w % 8 else 1.0) * (1 + 0.1 * len(kernel_type(spec)) % 3)
 
 
-def test_kernel_type_model_intervals_cover_and_ranges_flag():
+def test_kernel_type_model_intervals_cover_and_ranges_flag(tmp_path):
     import random
 
     from codesign.predict.adaptive import draw
+    from codesign.predict.features import kernel_type
 
     rng, taken = random.Random(0), set()
     train, test = [], []
@@ -720,6 +721,19 @@ def test_kernel_type_model_intervals_cover_and_ranges_flag():
     res = model.predict_network([far, test[0]], use_measured=False)
     assert res["latency_interval_ms"][0] <= res["latency_ms"] <= res["latency_interval_ms"][1]
     assert [f["kernel"] for f in res["out_of_range"]] == [far.key()]
+    # An activation never fitted for the type is flagged even inside the sampled shapes.
+    seen = model.ranges["conv"]["activations"]
+    inside = next(s for s in train if kernel_type(s) == "conv")
+    other = sorted({"none", "relu", "relu6", "hardswish", "silu", "sigmoid", "gelu", "tanh"} - set(seen))[0]
+    moved = KernelSpec.from_dict({**inside.to_dict(), "attrs": {**inside.to_dict()["attrs"], "activation": other}})
+    assert model.out_of_range([inside]) == [[]]
+    assert model.out_of_range([moved]) == [[f"activation {other!r} never sampled for conv (sampled: {', '.join(seen)})"]]
+    assert "activations" not in model.ranges["global_pool"]  # no fused activation there
+    meta = json.loads(model.save(tmp_path / "acts.json").read_text())
+    for r in meta["ranges"].values():
+        r.pop("activations", None)  # as written before the activations were kept
+    (tmp_path / "acts.json").write_text(json.dumps(meta))
+    assert load_cost_model(tmp_path / "acts.json").out_of_range([moved]) == [[]]
 
 
 def test_kernel_type_models_fitted_before_the_power_of_two_features_still_predict(tmp_path, monkeypatch):

@@ -258,9 +258,12 @@ class CostModel:
     def out_of_range(self, specs: Iterable[KernelSpec]) -> list[list[str]]:
         """For each kernel, why it lies outside what the model was fitted on (empty: inside).
 
-        A kernel is outside when no kernel of its type was fitted, or when one of its channels
+        A kernel is outside when no kernel of its type was fitted, when one of its channels
         in/out, input resolution, kernel, stride or FLOPs lies outside the range of the fitted
-        kernels of its type: the regression extrapolates there.
+        kernels of its type (the regression extrapolates there), or when its fused activation
+        was never fitted for its type (a dense layer with a hardswish epilogue, say, runs at
+        another speed than one with none; models fitted before the activations were kept do
+        not check it).
         """
         from .features import kernel_dims, kernel_type
 
@@ -279,6 +282,10 @@ class CostModel:
                 lo, hi = r[dim]
                 if v < lo or v > hi:
                     reasons.append(f"{dim} {v:g} outside the sampled {lo:g}..{hi:g}")
+            act = s.attr("activation")
+            seen = r.get(ACTIVATIONS_KEY)
+            if act is not None and seen is not None and act not in seen:
+                reasons.append(f"activation {act!r} never sampled for {t} (sampled: {', '.join(seen)})")
             out.append(reasons)
         return out
 
@@ -550,16 +557,27 @@ def conformal_bounds(residuals, level: float) -> list[float]:
     return [float(r[k_lo - 1]), float(r[k_hi - 1])]
 
 
-def sampled_ranges(specs: Iterable[KernelSpec]) -> dict[str, dict[str, list[float]]]:
-    """Per kernel type, [min, max] of each ``features.RANGE_DIMS`` over ``specs``."""
+# The key of a type's sampled ranges that lists the fused activations fitted (sorted names).
+ACTIVATIONS_KEY = "activations"
+
+
+def sampled_ranges(specs: Iterable[KernelSpec]) -> dict[str, dict[str, list]]:
+    """Per kernel type, [min, max] of each ``features.RANGE_DIMS`` over ``specs``, and under
+    ``ACTIVATIONS_KEY`` the fused activations seen (types whose ops fuse one)."""
     from .features import kernel_dims, kernel_type
 
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, dict[str, list]] = {}
+    acts: dict[str, set[str]] = {}
     for s in specs:
-        r = out.setdefault(kernel_type(s), {})
+        t = kernel_type(s)
+        r = out.setdefault(t, {})
         for dim, v in kernel_dims(s).items():
             lo, hi = r.get(dim, [v, v])
             r[dim] = [min(lo, v), max(hi, v)]
+        if s.attr("activation") is not None:
+            acts.setdefault(t, set()).add(s.attr("activation"))
+    for t, seen in acts.items():
+        out[t][ACTIVATIONS_KEY] = sorted(seen)
     return out
 
 
