@@ -284,7 +284,7 @@ class CostModel:
                     reasons.append(f"{dim} {v:g} outside the sampled {lo:g}..{hi:g}")
             act = s.attr("activation")
             seen = r.get(ACTIVATIONS_KEY)
-            if act is not None and seen is not None and act not in seen:
+            if act is not None and isinstance(seen, list) and act not in seen:
                 reasons.append(f"activation {act!r} never sampled for {t} (sampled: {', '.join(seen)})")
             out.append(reasons)
         return out
