@@ -653,6 +653,12 @@ def seed_runs(work: Path, tag: str, leave_out: int | None = None) -> dict[str, d
     return runs
 
 
+def column_pairs(columns: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """``pass_agreement`` of every pair of columns (one tuning each) of a networks × tunings array."""
+    return {f"{names[a]} vs {names[b]}": pass_agreement({i: [columns[i, a], columns[i, b]] for i in range(len(columns))})
+            for a in range(len(names)) for b in range(a + 1, len(names))}
+
+
 def seed_agreement(runs: dict[str, dict[int, float]]) -> dict:
     """How alike the tunings of the same networks with different seeds are: every pair of seeds,
     the spread of each network, and how often one tuning lies within ±10 % of the geometric mean
@@ -662,8 +668,7 @@ def seed_agreement(runs: dict[str, dict[int, float]]) -> dict:
     if len(seeds) < 2 or not names:
         return {"seeds": seeds, "networks": len(names)}
     lat = np.array([[runs[n][s] for s in seeds] for n in names])
-    pairs = {f"seed {seeds[a]} vs seed {seeds[b]}": pass_agreement({i: [lat[i, a], lat[i, b]] for i in range(len(names))})
-             for a in range(len(seeds)) for b in range(a + 1, len(seeds))}
+    pairs = column_pairs(lat, [f"seed {s}" for s in seeds])
     near = [accuracy(np.exp(np.log(np.delete(lat, c, axis=1)).mean(axis=1)), lat[:, c]) for c in range(len(seeds))]
     spread = lat.max(axis=1) / lat.min(axis=1)
     return {"seeds": seeds, "networks": len(names), "seed_pairs": pairs,
@@ -696,11 +701,7 @@ def tuning_luck(work: Path, rows: list[dict], pred, judge_seed: int | None, tag:
     judged = np.array([rows[i]["measured_ms"] for i in idx])
     every = np.column_stack([judged] + [[runs[rows[i]["name"]][s] for i in idx] for s in seeds])
     names = [f"judged (seed {judged_seed})"] + [f"seed {s}" + (" again" if s == judged_seed else "") for s in seeds]
-    pairs = {}
-    for a in range(every.shape[1]):
-        for b in range(a + 1, every.shape[1]):
-            pairs[f"{names[a]} vs {names[b]}"] = pass_agreement({i: [every[i, a], every[i, b]] for i in range(len(idx))})
-    out = {"judged_seed": judged_seed, "seeds": seeds, "networks": len(idx), "seed_pairs": pairs}
+    out = {"judged_seed": judged_seed, "seeds": seeds, "networks": len(idx), "seed_pairs": column_pairs(every, names)}
     other = every[:, [1 + c for c, s in enumerate(seeds) if s != judged_seed]]
     if other.shape[1]:
         draws = np.column_stack([judged, other])
